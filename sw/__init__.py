@@ -1,0 +1,1 @@
+"""addershift.sw."""

@@ -1,0 +1,214 @@
+"""The ``addershift`` command line: one console script, one subcommand per job.
+
+Each subcommand's work lives in the module that owns it; this file only parses arguments and
+reports. Subcommands whose work is not built yet say so and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+PE_KINDS = ("adder", "shift", "mul")
+BOARDS = ("icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f")
+SIMULATORS = ("amaranth", "icarus", "verilator")
+
+
+class CliError(Exception):
+    """An error the user can act on: printed as one line, exit status 1."""
+
+
+class NotBuilt(CliError):
+    pass
+
+
+def _not_built(what):
+    raise NotBuilt(f"{what} is not built yet in this version of addershift")
+
+
+def _emit(args, report, text):
+    """Print ``report`` as one JSON object with ``--json``, else the human text."""
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=None, sort_keys=True))
+    else:
+        print(text)
+
+
+# --- subcommands -------------------------------------------------------------------------------
+
+def cmd_generate(args):
+    _not_built("generate (Verilog for PEs and arrays)")
+
+
+def cmd_train(args):
+    _not_built("train")
+
+
+def cmd_quantize(args):
+    _not_built("quantize")
+
+
+def cmd_import(args):
+    _not_built("import")
+
+
+def cmd_predict(args):
+    import numpy as np
+    from .model import load_model
+    from .golden import predict, trace
+    if args.backend != "golden":
+        _not_built(f"predict on backend {args.backend!r}")
+    model = load_model(args.model)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot read input {args.input}: {e}") from None
+    if args.trace:
+        import pathlib
+        outputs = trace(model, x)
+        out_dir = pathlib.Path(args.trace)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, (layer, y) in enumerate(zip(model.layers, outputs)):
+            np.save(out_dir / f"{i:02d}_{layer.name}.npy", y)
+        y = outputs[-1]
+    else:
+        y = predict(model, x)
+    np.save(args.output, y)
+    report = {"backend": args.backend, "images": int(y.shape[0]), "output": args.output,
+              "output_shape": list(y.shape)}
+    _emit(args, report, f"{y.shape[0]} images -> {args.output} (shape {tuple(y.shape)})")
+
+
+def cmd_simulate(args):
+    _not_built("simulate (whole-network cycle-accurate simulation)")
+
+
+def cmd_build(args):
+    _not_built("build (bitstreams)")
+
+
+def cmd_program(args):
+    _not_built("program")
+
+
+def cmd_serve_sim(args):
+    _not_built("serve-sim (the simulated board)")
+
+
+def cmd_run(args):
+    _not_built("run (inference on a board)")
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    run_demo(args)
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+def build_parser():
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="addershift", formatter_class=fmt,
+        description="Generate, simulate, build and run FPGA accelerators for multiplier-free "
+                    "(AdderNet / DeepShift) neural networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=fmt)
+        p.set_defaults(func=func)
+        return p
+
+    def add_json(p):
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
+    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
+    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
+    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
+                   help="what to generate")
+    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
+    add_json(p)
+
+    p = add("train", cmd_train, "train a network and write its quantised model file")
+    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
+    p.add_argument("--dataset", default="digits", help="'digits' or a folder of IDX files")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    add_json(p)
+
+    p = add("quantize", cmd_quantize, "quantise a float checkpoint into a model file")
+    p.add_argument("checkpoint", help="float checkpoint")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+
+    p = add("import", cmd_import, "import an AdderNet or DeepShift state_dict")
+    p.add_argument("checkpoint", help="PyTorch state_dict file")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+
+    p = add("predict", cmd_predict, "run a model on integer inputs and save its outputs")
+    p.add_argument("--backend", default="golden",
+                   help="golden, amaranth, icarus, verilator or a serial URL")
+    p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
+    p.add_argument("-i", "--input", required=True, help="integer inputs (.npy, N x C x H x W)")
+    p.add_argument("-o", "--output", required=True, help="outputs to write (.npy)")
+    p.add_argument("--trace", metavar="DIR", help="also write every layer's output to DIR")
+    add_json(p)
+
+    p = add("simulate", cmd_simulate, "cycle-accurate inference checked against the golden model")
+    p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
+    p.add_argument("--simulator", choices=SIMULATORS, default="verilator", help="simulator")
+    p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
+    add_json(p)
+
+    p = add("build", cmd_build, "build a bitstream and its resource and timing report")
+    p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
+    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
+    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
+    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    p.add_argument("--clock", type=float, help="core clock in MHz (default: the board's)")
+    add_json(p)
+
+    p = add("program", cmd_program, "program a built bitstream onto a board")
+    p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
+
+    p = add("serve-sim", cmd_serve_sim, "serve the simulated board on a TCP port")
+    p.add_argument("-p", "--port", type=int, default=7777, help="TCP port on 127.0.0.1")
+
+    p = add("run", cmd_run, "load a model onto a board (or the simulated one) and run inference")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial URL, e.g. /dev/ttyUSB1 or socket://127.0.0.1:7777")
+    where.add_argument("--sim", action="store_true", help="start a simulated board for this run")
+    p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
+    p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
+    add_json(p)
+
+    p = add("demo", cmd_demo, "the main job: the most complete flow this version has, end to end")
+    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
+    p.add_argument("--board", choices=BOARDS, default="icebreaker", help="board for the reports")
+    p.add_argument("--out", default="build/demo", help="folder for the report and plots")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except NotBuilt as e:
+        print(f"addershift {args.command}: {e}", file=sys.stderr)
+        return 2
+    except CliError as e:
+        print(f"addershift {args.command}: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        from .model import ModelFileError
+        if isinstance(e, ModelFileError):
+            print(f"addershift {args.command}: {e}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
