@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from .model import ModelFileError
+
 PE_KINDS = ("adder", "shift", "mul")
 BOARDS = ("icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f")
 SIMULATORS = ("amaranth", "icarus", "verilator")
@@ -56,7 +58,7 @@ def cmd_import(args):
 def cmd_predict(args):
     import numpy as np
     from .model import load_model
-    from .golden import predict, trace
+    from .golden import trace
     if args.backend != "golden":
         _not_built(f"predict on backend {args.backend!r}")
     model = load_model(args.model)
@@ -64,16 +66,17 @@ def cmd_predict(args):
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise CliError(f"cannot read input {args.input}: {e}") from None
+    try:
+        outputs = trace(model, x)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if args.trace:
         import pathlib
-        outputs = trace(model, x)
         out_dir = pathlib.Path(args.trace)
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, (layer, y) in enumerate(zip(model.layers, outputs)):
             np.save(out_dir / f"{i:02d}_{layer.name}.npy", y)
-        y = outputs[-1]
-    else:
-        y = predict(model, x)
+    y = outputs[-1]
     np.save(args.output, y)
     report = {"backend": args.backend, "images": int(y.shape[0]), "output": args.output,
               "output_shape": list(y.shape)}
@@ -201,12 +204,9 @@ def main(argv=None):
     except CliError as e:
         print(f"addershift {args.command}: {e}", file=sys.stderr)
         return 1
-    except Exception as e:
-        from .model import ModelFileError
-        if isinstance(e, ModelFileError):
-            print(f"addershift {args.command}: {e}", file=sys.stderr)
-            return 1
-        raise
+    except ModelFileError as e:
+        print(f"addershift {args.command}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -148,7 +148,9 @@ def run_layer(layer, x, x_bits):
         else:
             acc = linear(x, layer.op, layer.weights, p_min=layer.p_min)
         lo, hi = acc_range(layer.op, layer.reduction_length(x.shape[1:]), **layer.widths(x_bits))
-        assert lo <= acc.min() and acc.max() <= hi, "accumulator outside its derived range"
+        if acc.size and (acc.min() < lo or acc.max() > hi):   # would mean acc_width is wrong
+            raise ArithmeticError(f"layer {layer.name!r}: accumulator outside its derived range "
+                                  f"[{lo}, {hi}]")
         rq = layer.requant
         return requantize(acc, rq.bias, rq.mode, rq.params, out_bits=rq.out_bits)
     if isinstance(layer, ReLU):

@@ -1,0 +1,57 @@
+"""The console script: help, the golden predict path, and honest refusals."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from addershift.sw.cli import build_parser, main
+from addershift.sw.examples import digits_net
+from addershift.sw.golden import predict, trace
+from addershift.sw.model import save_model
+
+SUBCOMMANDS = ["generate", "train", "quantize", "import", "predict", "simulate", "build", "program",
+               "serve-sim", "run", "demo"]
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "addershift.sw.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for name in SUBCOMMANDS:
+        assert name in out
+    for name in SUBCOMMANDS:   # and each has its own --help
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args([name, "--help"])
+        assert e.value.code == 0
+
+
+def test_predict_golden_with_trace(tmp_path, capsys):
+    model = digits_net("adder", mode="pow2x2")
+    save_model(model, tmp_path / "m.npz")
+    x = np.random.default_rng(0).integers(0, 128, (6, 1, 8, 8))
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "-m", str(tmp_path / "m.npz"), "-i", str(tmp_path / "x.npy"),
+                 "-o", str(tmp_path / "y.npy"), "--trace", str(tmp_path / "trace"), "--json"]) == 0
+    assert '"images": 6' in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), predict(model, x))
+    files = sorted((tmp_path / "trace").iterdir())
+    assert [f.name for f in files][:2] == ["00_conv1.npy", "01_relu1.npy"]
+    np.testing.assert_array_equal(np.load(files[3]), trace(model, x)[3])
+
+
+def test_bad_model_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.int64))
+    assert main(["predict", "-m", str(tmp_path / "bad.npz"), "-i", str(tmp_path / "x.npy"),
+                 "-o", str(tmp_path / "y.npy")]) == 1
+    err = capsys.readouterr().err
+    assert "not a readable .npz archive" in err and "Traceback" not in err
+
+
+def test_wrong_input_shape_is_one_line(tmp_path, capsys):
+    save_model(digits_net("mul"), tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), dtype=np.int64))
+    assert main(["predict", "-m", str(tmp_path / "m.npz"), "-i", str(tmp_path / "x.npy"),
+                 "-o", str(tmp_path / "y.npy")]) == 1
+    assert "Inputs must have shape (N, 1, 8, 8), not (1, 8, 8)" in capsys.readouterr().err

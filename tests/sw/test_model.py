@@ -1,0 +1,109 @@
+"""The model file: a round trip, and one clear error (layer and field named) for each kind of bad file."""
+
+import json
+
+import numpy as np
+import pytest
+
+from addershift.sw import golden
+from addershift.sw.examples import digits_net
+from addershift.sw.model import ModelFileError, load_model, save_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(digits_net("shift", mode="pow2x2"), path)
+    return path
+
+
+def _rewrite(path, edit):
+    """Load the raw arrays and header, let ``edit`` change them, write them back."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays.pop("header")))
+    edit(header, arrays)
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+
+
+@pytest.mark.parametrize("op", ["adder", "shift", "mul"])
+@pytest.mark.parametrize("mode", ["shift", "pow2x2", "mul"])
+def test_round_trip_is_exact(tmp_path, op, mode):
+    model = digits_net(op, mode=mode, seed=5)
+    save_model(model, tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    x = np.random.default_rng(2).integers(0, 128, (4, 1, 8, 8))
+    for a, b in zip(golden.trace(model, x), golden.trace(loaded, x)):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "m.npz").stat().st_size < 16_000
+
+
+def _set(key, value, layer=None):
+    def edit(header, arrays):
+        (header["layers"][layer] if layer is not None else header)[key] = value
+    return edit
+
+
+def _array(name, fn):
+    def edit(header, arrays):
+        arrays[name] = fn(arrays[name])
+    return edit
+
+
+def _drop(name):
+    return lambda header, arrays: arrays.pop(name)
+
+
+def _add(name, value):
+    return lambda header, arrays: arrays.__setitem__(name, value)
+
+
+BAD = [
+    (_set("version", 7), r"header field 'version': unknown version 7 \(this addershift reads version 1\)"),
+    (_set("format", "onnx"), r"header field 'format': must be 'addershift-qmodel'"),
+    (_drop("conv2.sign"), r"layer 3 \('conv2'\) field 'sign': array is missing from the file"),
+    (_drop("fc.shift2"), r"layer 7 \('fc'\) field 'shift2': array is missing from the file"),
+    (_add("conv9.weight", np.zeros(3, np.int8)), r"array 'conv9.weight': belongs to no layer"),
+    (_array("conv1.sign", lambda a: a.astype(np.float32)), r"layer 0 \('conv1'\) field 'sign': dtype must be int8, not float32"),
+    (_array("conv1.bias", lambda a: a.astype(np.int64)), r"layer 0 \('conv1'\) field 'bias': dtype must be int32, not int64"),
+    (_array("conv1.bias", lambda a: a[:3]), r"layer 0 \('conv1'\) field 'bias': shape must be \(8,\), not \(3,\)"),
+    (_array("conv1.sign", lambda a: np.where(a == 0, 2, a).astype(np.int8)),
+     r"layer 0 \('conv1'\) field 'sign': value 2 is out of range \[-1, 1\]"),
+    (_array("conv2.exponent", lambda a: np.full_like(a, 9)), r"layer 3 \('conv2'\) field 'exponent': value 9 is out of range \[-4, 3\]"),
+    (_array("fc.shift1", lambda a: np.full_like(a, 41)), r"layer 7 \('fc'\) field 'shift1': value 41 is out of range \[0, 40\]"),
+    (_array("conv2.sign", lambda a: a[:, :5]), r"layer 3 \('conv2'\) field 'sign': shape \(16, 5, 3, 3\) does not fit the input \(8, 4, 4\)"),
+    (lambda h, a: [a.__setitem__(k, a[k][:12]) for k in ("conv2.sign", "conv2.exponent", "conv2.bias", "conv2.sign1",
+                                                        "conv2.shift1", "conv2.sign2", "conv2.shift2")],
+     r"layer 7 \('fc'\) field 'sign': shape \(10, 64\) does not fit the input \(48,\)"),
+    (_set("kind", "attention", layer=1), r"layer 1 \('relu1'\) field 'kind': unknown layer kind 'attention'"),
+    (_set("op", "xor", layer=0), r"layer 0 \('conv1'\) field 'op': unknown operation 'xor'"),
+    (_set("stride", "2", layer=0), r"layer 0 \('conv1'\) field 'stride': has the wrong type str"),
+    (_set("kernel", 9, layer=2), r"layer 2 \('pool1'\) field 'kernel': must be an integer \[1, 8\], not 9"),
+    (lambda h, a: h["input"].update(shape=[1, 8]), r"input field 'shape': must be \(C, H, W\) or \(features,\)"),
+    (lambda h, a: h["layers"][0].pop("padding"), r"layer 0 \('conv1'\) field 'padding': is missing"),
+]
+
+
+@pytest.mark.parametrize("edit,message", BAD, ids=[m[:40] for _, m in BAD])
+def test_bad_files_name_layer_and_field(saved, edit, message):
+    _rewrite(saved, edit)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(saved)
+
+
+def test_not_a_model_file(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match=r"junk.npz: not a readable .npz archive"):
+        load_model(tmp_path / "junk.npz")
+    with pytest.raises(ModelFileError, match=r"no such file"):
+        load_model(tmp_path / "missing.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(ModelFileError, match=r"header: is missing \(not an addershift model file\)"):
+        load_model(tmp_path / "plain.npz")
+
+
+def test_adder_weights_must_share_the_activation_format(tmp_path):
+    model = digits_net("adder")
+    model.layers[0].w_bits = 4
+    with pytest.raises(ModelFileError, match=r"layer 0 \('conv1'\) field 'w_bits': adder weights share"):
+        save_model(model, tmp_path / "m.npz")
