@@ -170,3 +170,9 @@ def test_every_layer_kind_in_one_model():
     assert y.shape == (3, 3)
     assert isinstance(layers[0], Conv2d) and isinstance(layers[-1], Linear)
     assert MaxPool2d("m").out_shape((4, 5, 5)) == (4, 2, 2) and Flatten("f").out_shape((4, 2, 2)) == (16,)
+
+
+def test_adder_wide_operands_take_the_int64_path():
+    x = np.array([[-(1 << 15), (1 << 15) - 1, 5]])
+    w = np.array([[(1 << 15) - 1, -(1 << 15), -7], [0, 0, 0]])
+    np.testing.assert_array_equal(golden.adder_op(x, w), _loop_op("adder", x, {"weight": w}))

@@ -160,3 +160,15 @@ def test_signed_width():
     assert signed_width(-128, 127) == 8
     assert signed_width(-129, 0) == 9
     assert signed_width(0, 128) == 9
+
+
+def test_worked_examples_of_docs_numerics():
+    from addershift.sw import golden
+    x = np.array([[3, -2]])
+    assert golden.adder_op(x, np.array([[1, 1]]))[0, 0] == -5
+    assert golden.shift_op(x, np.array([[1, -1]]), np.array([[1, -1]]), -1)[0, 0] == 14
+    pow2x2 = {"sign1": [1], "shift1": [4], "sign2": [-1], "shift2": [6]}
+    assert requantize([[-300]], [1000], "pow2x2", pow2x2, out_bits=8)[0, 0] == 33
+    assert requantize([[-300]], [1000], "mul", {"multiplier": [23000], "shift": [20]}, out_bits=8)[0, 0] == 15
+    assert round_shift([10, 6, 2, -2, -6, -10, -104, 9], [2, 2, 2, 2, 2, 2, 5, 2]).tolist() \
+        == [3, 2, 1, 0, -1, -2, -3, 2]
