@@ -88,11 +88,39 @@ def cmd_simulate(args):
 
 
 def cmd_build(args):
-    _not_built("build (bitstreams)")
+    from addershift.boards.build import build_array
+    from addershift.boards.report import TimingError
+    from addershift.boards.toolchain import ToolError
+    try:
+        result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
+                             clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
+                             check_timing=False)
+    except (ValueError, TypeError, ToolError) as e:
+        raise CliError(str(e)) from None
+    report = result.report
+    where = (f"bitstream: {result.bitstream}" if result.bitstream else
+             "no usable bitstream (timing not met)")
+    _emit(args, result.to_dict(), f"{report.format_text()}\n  {where}\n  report: "
+          f"{result.build_dir / 'top.addershift.json'}")
+    try:
+        report.check_timing()
+    except TimingError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_program(args):
-    _not_built("program")
+    from addershift.boards.build import NoProgrammer, program
+    try:
+        argv = program(board=args.board, bitstream=args.bitstream)
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    except NoProgrammer as e:
+        # The exact command lines on stdout, so they can be copied or piped to a shell.
+        for line in e.commands:
+            print(line)
+        raise CliError(f"{e}; run one of the commands above on the machine the board is "
+                       f"plugged into") from None
+    print(f"programmed {args.board}: {' '.join(argv)}")
 
 
 def cmd_serve_sim(args):
@@ -170,10 +198,13 @@ def build_parser():
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
     p.add_argument("--clock", type=float, help="core clock in MHz (default: the board's)")
+    p.add_argument("-o", "--out", help="build folder (default: build/BOARD, where program looks)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     add_json(p)
 
     p = add("program", cmd_program, "program a built bitstream onto a board")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
+    p.add_argument("--bitstream", help="bitstream file (default: the last build for the board)")
 
     p = add("serve-sim", cmd_serve_sim, "serve the simulated board on a TCP port")
     p.add_argument("-p", "--port", type=int, default=7777, help="TCP port on 127.0.0.1")

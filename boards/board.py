@@ -1,0 +1,167 @@
+"""What addershift needs from a board: its platform, core clock, UART, LEDs and programmers.
+
+One :class:`Board` subclass per board module (``icebreaker.py``, ``ulx3s.py``) wraps an
+amaranth-boards platform; :func:`get_board` looks one up by the name ``--board`` takes. Every pin
+is reached through ``platform.request``, so a top that uses a board also elaborates without one.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import ClockDomain, Const, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
+
+__all__ = ["Board", "BOARDS", "register", "get_board", "ProgramCommand", "pin_buffer"]
+
+#: Board name -> Board instance, filled by the board modules (see :func:`get_board`).
+BOARDS = {}
+
+
+def register(board):
+    BOARDS[board.name] = board
+    return board
+
+
+def get_board(name):
+    """The :class:`Board` called ``name`` (``icebreaker``, ``ulx3s-85f``, ...)."""
+    # Importing the board modules registers them.
+    from . import icebreaker, ulx3s  # noqa: F401
+    if name not in BOARDS:
+        raise ValueError(f"Board must be one of {', '.join(sorted(BOARDS))}, not {name!r}")
+    return BOARDS[name]
+
+
+def pin_buffer(m, name, direction, port):
+    """Add an ``io.Buffer`` for ``port`` (from ``platform.request(..., dir="-")``) as submodule
+    ``name``; returns the buffer (its ``i`` / ``o``)."""
+    buf = io.Buffer(direction, port)
+    m.submodules[name] = buf
+    return buf
+
+
+class ProgramCommand:
+    """One way to load a bitstream: the tool and its argument list (``{bitstream}`` filled in)."""
+
+    def __init__(self, tool, args, what):
+        self.tool = tool
+        self.args = tuple(args)
+        self.what = what
+
+    def argv(self, bitstream):
+        return [self.tool, *(a.format(bitstream=bitstream) for a in self.args)]
+
+    def text(self, bitstream):
+        import shlex
+        return shlex.join(self.argv(bitstream))
+
+
+class Board:
+    """A supported board. Subclasses set the class attributes and :meth:`_pll`.
+
+    Attributes
+    ----------
+    name : str
+        What ``--board`` takes.
+    family, device : str
+        ``"ice40"`` / ``"ecp5"`` and the FPGA as Amaranth spells it.
+    oscillator_mhz : float
+        The board's clock input.
+    default_clock_mhz : float
+        Core clock when ``--clock`` is not given.
+    clock_resource : str
+        The amaranth-boards resource of the oscillator.
+    led_count : int
+        User LEDs that the top drives (heartbeat, lock, core status).
+    reset_button : (str, int) or None
+        A button resource that resets the core while held.
+    bitstream_suffix : str
+        ``.bin`` (iCE40) or ``.bit`` (ECP5).
+    """
+
+    name = None
+    family = None
+    device = None
+    oscillator_mhz = None
+    default_clock_mhz = None
+    clock_resource = None
+    led_count = 0
+    reset_button = None
+    bitstream_suffix = None
+    uart = "uart"
+
+    def platform(self):
+        """A fresh amaranth-boards platform instance."""
+        raise NotImplementedError
+
+    def pll_config(self, clock_mhz):
+        """The PLL setting for ``clock_mhz``, or None when the oscillator runs the core directly."""
+        raise NotImplementedError
+
+    def core_clock_mhz(self, clock_mhz):
+        """The frequency the core will really run at for a requested ``clock_mhz``."""
+        cfg = self.pll_config(clock_mhz)
+        return self.oscillator_mhz if cfg is None else cfg.f_out
+
+    def check_clock(self, clock_mhz):
+        if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, (int, float)) \
+                or not math.isfinite(clock_mhz) or clock_mhz <= 0:
+            raise ValueError(f"Clock must be a positive number of MHz, not {clock_mhz!r}")
+        achieved = self.core_clock_mhz(clock_mhz)
+        # A PLL reaches most frequencies only approximately; more than 1 % off is a surprise.
+        if abs(achieved - clock_mhz) > 0.01 * clock_mhz:
+            raise ValueError(f"Clock {clock_mhz:g} MHz is not reachable on {self.name}: the nearest "
+                             f"PLL setting gives {achieved:.3f} MHz")
+        return achieved
+
+    def _pll(self, m, platform, cfg, cd):
+        """Instantiate the PLL driving ``cd.clk``; return its lock signal."""
+        raise NotImplementedError
+
+    def add_clock(self, m, platform, clock_mhz, *, por_us=15):
+        """Create the ``sync`` domain at ``clock_mhz`` (through the PLL when needed) and its reset.
+
+        Reset is held while the PLL is unlocked, while the reset button is pressed, and for
+        ``por_us`` microseconds after either: iCE40 block RAM reads as zero for ~3 us after
+        configuration (the margin is Amaranth's own for its default iCE40 domain). The counter
+        counts up from 0 because iCE40 flip-flops power up as 0. Returns ``(achieved_mhz, locked)``.
+        """
+        achieved = self.check_clock(clock_mhz)
+        cd = ClockDomain("sync")
+        m.domains.sync = cd
+        cfg = self.pll_config(clock_mhz)
+        if cfg is None:
+            clk = pin_buffer(m, "clk_buf", "i", platform.request(self.clock_resource, dir="-"))
+            m.d.comb += cd.clk.eq(clk.i)
+            locked = Const(1)
+        else:
+            locked = self._pll(m, platform, cfg, cd)
+        platform.add_clock_constraint(cd.clk, achieved * 1e6)
+
+        hold = ~locked
+        if self.reset_button is not None:
+            button = pin_buffer(m, "reset_button", "i",
+                                platform.request(*self.reset_button, dir="-"))
+            hold = hold | button.i
+        # Asynchronous assertion, synchronous release, then the power-on count.
+        m.domains.por = cd_por = ClockDomain("por", local=True)
+        m.d.comb += cd_por.clk.eq(cd.clk)
+        m.submodules.reset_sync = ResetSynchronizer(hold, domain="por")
+        cycles = max(16, math.ceil(por_us * achieved))
+        count = Signal(range(cycles + 1))
+        with m.If(count != cycles):
+            m.d.por += count.eq(count + 1)
+        m.d.comb += cd.rst.eq(count != cycles)
+        return achieved, locked
+
+    def program_commands(self):
+        """The ways to load a bitstream on this board, most preferred first."""
+        raise NotImplementedError
+
+    def build_env(self):
+        """Extra environment variables for a build (none by default)."""
+        return {}
+
+    def __repr__(self):
+        return f"<Board {self.name}>"

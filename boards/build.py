@@ -1,0 +1,274 @@
+"""Board builds: a generic top around any core, the bitstream, its report, and programming.
+
+:class:`BoardTop` puts a core on a :class:`~.board.Board`: the core clock (PLL), reset, the UART pins
+and the status LEDs. The core is any :class:`wiring.Component` whose ports are a subset of
+``rx: In(1)``, ``tx: Out(1)`` and ``status: Out(n)`` (other names can be mapped with ``ports=``);
+any other port is an error, since an undriven input would let synthesis delete logic silently.
+
+:func:`build` runs Amaranth's platform build (Yosys, nextpnr, icepack / ecppack, the YoWASP builds)
+with the statistics of :mod:`.report` added, and returns the :class:`~.report.Report`. A build that
+misses its clock raises :class:`~.report.TimingError` and its bitstream is renamed
+``*.timing-failed.*`` so that ``program`` cannot pick it up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+
+from amaranth.hdl import Elaboratable, Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .board import Board, get_board, pin_buffer
+from .report import TimingError, read_report, yosys_stat_commands
+from .toolchain import ToolError, find_program, prepare_environment
+
+__all__ = ["BoardTop", "BuildResult", "build", "build_array", "array_core", "default_build_dir",
+           "bitstream_path", "program", "NoProgrammer"]
+
+_PORT_ROLES = ("rx", "tx", "status")
+
+
+class BoardTop(Elaboratable):
+    """Put ``core`` on ``board`` at ``clock_mhz``.
+
+    Parameters
+    ----------
+    core : wiring.Component or callable
+        The design, or a function ``core(clock_hz) -> wiring.Component`` for cores that need the
+        achieved clock (a UART's divisor, for example).
+    board : Board or str
+    clock_mhz : float, optional
+        Core clock (default: the board's ``default_clock_mhz``).
+    ports : dict, optional
+        Role -> core port name, for the roles ``rx``, ``tx`` and ``status`` (default: the same
+        names).
+    """
+
+    def __init__(self, core, *, board, clock_mhz=None, ports=None):
+        # A rejected top is never elaborated: no "created but never used" warning for it.
+        self._MustUse__silence = True
+        if isinstance(board, str):
+            board = get_board(board)
+        if not isinstance(board, Board):
+            raise TypeError(f"Board must be a Board or a board name, not {board!r}")
+        if clock_mhz is None:
+            clock_mhz = board.default_clock_mhz
+        self._achieved = board.check_clock(clock_mhz)
+        ports = dict(ports or {})
+        for role in ports:
+            if role not in _PORT_ROLES:
+                raise ValueError(f"Port role must be one of {', '.join(_PORT_ROLES)}, not {role!r}")
+        self._ports = {role: ports.get(role, role) for role in _PORT_ROLES}
+        if callable(core) and not isinstance(core, Elaboratable):
+            core = core(self._achieved * 1e6)
+        if not isinstance(core, wiring.Component):
+            raise TypeError(f"Core must be a wiring.Component, not {core!r}")
+        expected = {"rx": (In, 1), "tx": (Out, 1), "status": (Out, None)}
+        members = dict(core.signature.members)
+        by_name = {name: role for role, name in self._ports.items()}
+        for name, member in members.items():
+            if name not in by_name:
+                raise ValueError(f"Core port {name!r} has no board connection; a core on a board "
+                                 f"may only have {', '.join(self._ports.values())}")
+            role = by_name[name]
+            flow, width = expected[role]
+            if not member.is_port or member.flow != flow \
+                    or (width is not None and Value.cast(getattr(core, name)).shape().width != width):
+                raise ValueError(f"Core port {name!r} ({member!r}) cannot be the board's {role}: "
+                                 f"it must be {flow.name}({width or 'n'})")
+        self._core = core
+        self._board = board
+        self._clock_mhz = clock_mhz
+        self._MustUse__silence = False
+
+    @property
+    def core(self):
+        return self._core
+
+    @property
+    def board(self):
+        return self._board
+
+    @property
+    def clock_mhz(self):
+        """The core clock the PLL really produces, in MHz."""
+        return self._achieved
+
+    def _core_port(self, role):
+        name = self._ports[role]
+        return getattr(self._core, name) if name in self._core.signature.members else None
+
+    def elaborate(self, platform):
+        m = Module()
+        board = self._board
+        achieved, locked = board.add_clock(m, platform, self._clock_mhz)
+        m.submodules.core = self._core
+
+        rx, tx = self._core_port("rx"), self._core_port("tx")
+        if rx is not None or tx is not None:
+            uart = platform.request(board.uart, 0, dir="-")
+            uart_rx = pin_buffer(m, "uart_rx", "i", uart.rx)
+            uart_tx = pin_buffer(m, "uart_tx", "o", uart.tx)
+            if rx is not None:
+                m.d.comb += rx.eq(uart_rx.i)
+            if tx is not None:
+                m.d.comb += uart_tx.o.eq(tx)
+            else:
+                m.d.comb += uart_tx.o.eq(1)   # idle line
+
+        leds = [pin_buffer(m, f"led{i}", "o", platform.request("led", i, dir="-"))
+                for i in range(board.led_count)]
+        # Heartbeat: the top bit of a counter that wraps about once a second.
+        beat = Signal(max(1, round(achieved * 1e6).bit_length() - 1))
+        m.d.sync += beat.eq(beat + 1)
+        m.d.comb += leds[board.heartbeat_led].o.eq(beat[-1])
+        status = self._core_port("status")
+        status_bits = [] if status is None else list(Value.cast(status))
+        lock_led = getattr(board, "lock_led", None)
+        if lock_led is not None:
+            m.d.comb += leds[lock_led].o.eq(locked)
+        if status_bits:
+            for led, bit in zip(leds[board.status_led:], status_bits):
+                m.d.comb += led.o.eq(bit)
+        elif lock_led is None:
+            m.d.comb += leds[board.status_led].o.eq(~locked)
+        return m
+
+
+@dataclasses.dataclass
+class BuildResult:
+    """What :func:`build` produced: the report, the bitstream (None when timing failed) and the
+    folder with every intermediate file."""
+    report: object
+    bitstream: pathlib.Path | None
+    build_dir: pathlib.Path
+
+    def to_dict(self):
+        return {**self.report.to_dict(), "bitstream": None if self.bitstream is None
+                else str(self.bitstream), "build_dir": str(self.build_dir)}
+
+
+def default_build_dir(board):
+    """``build/<board>``: the folder ``build`` writes to and ``program`` reads from."""
+    name = board.name if isinstance(board, Board) else str(board)
+    return pathlib.Path("build") / name
+
+
+def bitstream_path(board, build_dir=None, name="top"):
+    board = get_board(board) if isinstance(board, str) else board
+    return pathlib.Path(build_dir or default_build_dir(board)) / f"{name}{board.bitstream_suffix}"
+
+
+def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
+          harness=None, seed=1, synth_opts=(), check_timing=True, extra=None):
+    """Build ``core`` for ``board``: bitstream and :class:`~.report.Report`.
+
+    The report is also written to ``{name}.addershift.json`` in ``build_dir`` (default
+    ``build/<board>``). With ``check_timing`` (the default) a build that misses ``clock_mhz`` raises
+    :class:`~.report.TimingError` after writing the report.
+    """
+    if isinstance(board, str):
+        board = get_board(board)
+    top = BoardTop(core, board=board, clock_mhz=clock_mhz, ports=ports)
+    build_dir = pathlib.Path(build_dir or default_build_dir(board))
+    build_dir.mkdir(parents=True, exist_ok=True)
+    prepare_environment()
+
+    after_read, after_synth = yosys_stat_commands(name)
+    synth_opts = tuple(synth_opts)
+    if board.family == "ecp5" and "-nowidelut" not in synth_opts:
+        # Measured in docs/cost.md: wide-LUT muxes inflate shift PEs and slow arrays on ECP5.
+        synth_opts = synth_opts + ("-nowidelut",)
+    platform = board.platform()
+    plan = platform.prepare(
+        top, name,
+        synth_opts=" ".join(synth_opts),
+        script_after_read="\n".join(after_read),
+        script_after_synth="\n".join(after_synth),
+        nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {int(seed)}")
+    plan.extract(build_dir)
+    env = {**os.environ, **board.build_env()}
+    log = build_dir / f"{name}.build.log"
+    with open(log, "w") as f:
+        result = subprocess.run(["sh", f"build_{name}.sh"], cwd=build_dir, env=env, stdout=f,
+                                stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise ToolError(f"the {board.name} build failed with status {result.returncode} "
+                        f"(log: {log}):\n{tail}")
+
+    report = read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
+                         target=board.name, family=board.family, device=board.device,
+                         synth_opts=synth_opts, clock_mhz=top.clock_mhz, harness=harness)
+    cfg = board.pll_config(clock_mhz if clock_mhz is not None else board.default_clock_mhz)
+    report.extra.update({"requested_clock_mhz": clock_mhz or board.default_clock_mhz,
+                         "pll": None if cfg is None else dataclasses.asdict(cfg),
+                         **(extra or {})})
+    bitstream = bitstream_path(board, build_dir, name)
+    failed = report.timing_met is False
+    if failed and bitstream.exists():
+        bitstream.replace(bitstream.with_suffix(f".timing-failed{board.bitstream_suffix}"))
+    result = BuildResult(report, None if failed else bitstream, build_dir)
+    (build_dir / f"{name}.addershift.json").write_text(json.dumps(result.to_dict(), indent=1))
+    if failed and check_timing:
+        report.check_timing()
+    return result
+
+
+# --- the array build (until the full accelerator exists) ----------------------------------------
+
+def array_core(*, pe, rows, cols, **kwargs):
+    """The systolic array of ``pe`` kind in a :class:`~.harness.SerialHarness` (UART rx feeds its
+    input chain, tx carries its output parity): the array with registered I/O on two pins."""
+    from ..hw.array import SystolicArray
+    from .harness import SerialHarness
+    return SerialHarness(SystolicArray(kind=pe, rows=rows, cols=cols, **kwargs))
+
+
+def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1,
+                check_timing=True, **array_kwargs):
+    """Build the ``rows`` x ``cols`` array of ``pe`` kind for ``board`` (see :func:`array_core`)."""
+    harness = array_core(pe=pe, rows=rows, cols=cols, **array_kwargs)
+    return build(harness, board=board, clock_mhz=clock_mhz, build_dir=build_dir,
+                 ports={"rx": "si", "tx": "so"}, design=f"{pe} array {rows}x{cols}",
+                 harness=harness.cost, seed=seed, check_timing=check_timing,
+                 extra={"pe": pe, "rows": rows, "cols": cols, "contents": "array + I/O harness"})
+
+
+# --- programming --------------------------------------------------------------------------------
+
+class NoProgrammer(RuntimeError):
+    """No programming tool is installed; ``commands`` holds the command lines to run by hand."""
+
+    def __init__(self, board, bitstream, commands):
+        self.commands = commands
+        super().__init__(f"no programmer for {board.name} is installed "
+                         f"({', '.join(c.tool for c in board.program_commands())})")
+
+
+def program(*, board, bitstream=None, dry_run=False):
+    """Load ``bitstream`` (default: the last build's) onto ``board`` with the first installed tool.
+
+    Returns the command line that ran (or would run, with ``dry_run``). Raises
+    :class:`FileNotFoundError` without a bitstream and :class:`NoProgrammer` without a tool.
+    """
+    if isinstance(board, str):
+        board = get_board(board)
+    bitstream = pathlib.Path(bitstream or bitstream_path(board))
+    if not bitstream.exists():
+        raise FileNotFoundError(f"no bitstream at {bitstream}: build one with "
+                                f"`addershift build --board {board.name}`")
+    for cmd in board.program_commands():
+        exe = find_program(cmd.tool)
+        if exe is None:
+            continue
+        argv = [exe, *cmd.argv(str(bitstream))[1:]]
+        if not dry_run:
+            subprocess.run(argv, check=True)
+        return argv
+    raise NoProgrammer(board, bitstream, [c.text(str(bitstream)) for c in board.program_commands()])

@@ -1,0 +1,63 @@
+"""iCEBreaker (iCE40UP5K-SG48): 12 MHz oscillator, SB_PLL40_PAD core clock, FT2232H UART, two LEDs.
+
+A thin layer over amaranth-boards' :class:`ICEBreakerPlatform`. The 12 MHz oscillator enters on
+pin 35, a PLL-capable pad, so the core clock comes from ``SB_PLL40_PAD`` (settings as icepll
+computes them) unless the core runs at 12 MHz itself. The FT2232H's second channel is the UART
+(pins 6/9, up to 12 MBaud); the red LED (pin 11) shows core status (or "PLL not locked" when the
+core has none) and the green LED (pin 37) is a heartbeat.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Instance, Signal
+
+from .board import Board, ProgramCommand, register
+from .pll import ice40_pll
+
+__all__ = ["ICEBreaker"]
+
+
+class ICEBreaker(Board):
+    name = "icebreaker"
+    family = "ice40"
+    device = "iCE40UP5K"
+    oscillator_mhz = 12.0
+    # 48 MHz: the fit study's iCE40 target clock (issue 6), a clean PLL setting (DIVF=63, DIVQ=4).
+    default_clock_mhz = 48.0
+    clock_resource = "clk12"
+    led_count = 2
+    reset_button = ("button", 0)
+    bitstream_suffix = ".bin"
+    # LED indices in amaranth-boards' resources: led 0 is red (pin 11), led 1 green (pin 37).
+    status_led = 0
+    heartbeat_led = 1
+
+    def platform(self):
+        from amaranth_boards.icebreaker import ICEBreakerPlatform
+        return ICEBreakerPlatform()
+
+    def pll_config(self, clock_mhz):
+        if clock_mhz == self.oscillator_mhz:
+            return None
+        return ice40_pll(self.oscillator_mhz, clock_mhz)
+
+    def _pll(self, m, platform, cfg, cd):
+        pad = platform.request(self.clock_resource, dir="-")
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=cfg.divr, p_DIVF=cfg.divf, p_DIVQ=cfg.divq, p_FILTER_RANGE=cfg.filter_range,
+            i_PACKAGEPIN=pad.io, i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBAL=cd.clk, o_LOCK=locked)
+        return locked
+
+    def program_commands(self):
+        return [
+            ProgramCommand("iceprog", ["{bitstream}"], "write the SPI flash (kept over power cycles)"),
+            ProgramCommand("openFPGALoader", ["-b", "icebreaker", "{bitstream}"],
+                           "write the SPI flash"),
+        ]
+
+
+register(ICEBreaker())

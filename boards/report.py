@@ -1,0 +1,424 @@
+"""Synthesis, place and route of any Amaranth design, and the resource and timing report.
+
+Two ways in, one :class:`Report` out:
+
+- :func:`synthesize` runs Yosys and nextpnr off-board on a :class:`Target` (iCE40UP5K with or
+  without DSPs, ECP5), with the design wrapped in a two-pin :class:`~.harness.SerialHarness` so a
+  PE or an array of any width can be placed. This is what the cost benchmark uses.
+- :func:`read_report` parses the files a board build (``boards/build.py``) leaves in its build
+  folder; the board build inserts the same Yosys statistics commands (:func:`yosys_stat_commands`).
+
+Numbers come from machine-readable outputs, never from logs: Yosys ``stat -json`` before
+technology mapping (``$mul`` cells) and after it (LUT4, carry, FF, RAM, DSP cells), and nextpnr's
+``--report`` JSON (placed logic cells with device totals, Fmax per clock). Multipliers are counted
+twice so "multiplier-free" is a measured claim: no ``$mul`` in the design Yosys reads and no DSP
+cell in the netlist it writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+
+from .toolchain import run_tool
+
+__all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_stat_commands",
+           "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "read_report",
+           "synthesize"]
+
+
+class TimingError(RuntimeError):
+    """The placed design does not reach the requested clock."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A device and the synthesis options used on it."""
+    name: str
+    family: str            # "ice40" or "ecp5"
+    device: str            # as Amaranth's platforms spell it
+    synth_opts: tuple      # extra synth_<family> options
+    nextpnr_args: tuple    # device and package options for nextpnr
+    default_clock_mhz: float  # the clock constraint when none is given (drives timing-driven placement)
+
+
+#: Off-board targets of the cost benchmark. ECP5 runs ``-nowidelut`` by default: see docs/cost.md
+#: for the measurement that chose it (``ecp5-85f-widelut`` keeps Yosys' default for comparison).
+TARGETS = {t.name: t for t in [
+    Target("ice40-up5k", "ice40", "iCE40UP5K", (), ("--up5k", "--package", "sg48"), 100.0),
+    Target("ice40-up5k-dsp", "ice40", "iCE40UP5K", ("-dsp",), ("--up5k", "--package", "sg48"),
+           100.0),
+    Target("ecp5-85f", "ecp5", "LFE5U-85F", ("-nowidelut",),
+           ("--85k", "--package", "CABGA381", "--speed", "6"), 250.0),
+    Target("ecp5-85f-widelut", "ecp5", "LFE5U-85F", (),
+           ("--85k", "--package", "CABGA381", "--speed", "6"), 250.0),
+]}
+
+FAMILIES = ("ice40", "ecp5")
+
+# Post-mapping netlist cell types per resource (Yosys names); prefixes end with "*".
+_NETLIST_CELLS = {
+    "ice40": {
+        "lut4": ["SB_LUT4"],
+        "carry": ["SB_CARRY"],
+        "ff": ["SB_DFF*"],
+        "bram": ["SB_RAM40_4K*"],
+        "spram": ["SB_SPRAM256KA"],
+        "dsp": ["SB_MAC16"],
+        "pll": ["SB_PLL40*"],
+    },
+    "ecp5": {
+        "lut4": ["LUT4"],
+        "carry": ["CCU2C"],
+        "ff": ["TRELLIS_FF"],
+        "bram": ["DP16KD", "PDPW16KD"],
+        "spram": [],
+        "dsp": ["MULT18X18D"],
+        "alu54": ["ALU54B"],
+        "wide_mux": ["PFUMX", "L6MUX21"],
+        "lutram": ["TRELLIS_DPR16X4"],
+        "pll": ["EHXPLLL"],
+    },
+}
+
+# nextpnr's bel types per resource, for placed counts and device totals.
+_PNR_BELS = {
+    "ice40": {"logic_cells": "ICESTORM_LC", "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM",
+              "dsp": "ICESTORM_DSP", "io": "SB_IO", "pll": "ICESTORM_PLL"},
+    "ecp5": {"logic_cells": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD",
+             "dsp": "MULT18X18D", "io": "TRELLIS_IO", "pll": "EHXPLLL"},
+}
+
+# Yosys cells that are multipliers before technology mapping (Amaranth's `*` becomes $mul;
+# alumacc would turn it into $macc, so count that too in case a flow runs it first).
+_PREMAP_MUL_CELLS = ("$mul", "$macc", "$macc_v2")
+
+# Resource keys in report order.
+RESOURCE_ORDER = ("logic_cells", "lut4", "carry", "ff", "bram", "spram", "dsp", "io", "pll",
+                  "wide_mux", "lutram")
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """Used and available units of one resource (``total`` is None when the device has none)."""
+    used: int
+    total: int | None
+
+    @property
+    def percent(self):
+        if not self.total:
+            return None
+        return 100.0 * self.used / self.total
+
+    def to_dict(self):
+        return {"used": self.used, "total": self.total,
+                "percent": None if self.percent is None else round(self.percent, 2)}
+
+
+@dataclasses.dataclass
+class Report:
+    """Resources, timing and multiplier counts of one placed design.
+
+    ``fmax_mhz`` maps each clock nextpnr timed to its achieved frequency (post-route); ``fmax`` is
+    the slowest of them. ``harness`` is the wrapper's own cost when the design was placed inside a
+    :class:`~.harness.SerialHarness` (None on a board build).
+    """
+    design: str
+    target: str
+    family: str
+    device: str
+    synth_opts: tuple
+    clock_mhz: float | None
+    resources: dict
+    fmax_mhz: dict
+    premap_mul: int
+    cells: dict
+    premap_cells: dict
+    harness: dict | None = None
+    seconds: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def fmax(self):
+        """Slowest clock's achieved Fmax in MHz, or None when there is no register-to-register path."""
+        return min(self.fmax_mhz.values()) if self.fmax_mhz else None
+
+    @property
+    def timing_met(self):
+        """True when every timed clock reaches the requested clock (None when nothing to check)."""
+        if self.clock_mhz is None or self.fmax is None:
+            return None
+        return self.fmax >= self.clock_mhz
+
+    @property
+    def dsp_cells(self):
+        return self.resources["dsp"].used
+
+    @property
+    def multiplier_free(self):
+        """No ``$mul`` before technology mapping and no DSP cell after it."""
+        return self.premap_mul == 0 and self.dsp_cells == 0
+
+    def used(self, key):
+        return self.resources[key].used if key in self.resources else 0
+
+    @property
+    def design_cells(self):
+        """Logic cells of the design alone: placed cells minus the harness's own (iCE40: each
+        harness flip-flop is one cell; ECP5: each harness XOR LUT is one TRELLIS_COMB)."""
+        cells = self.used("logic_cells")
+        if not self.harness:
+            return cells
+        own = self.harness["ice40_cells"] if self.family == "ice40" else self.harness["luts"]
+        return cells - own
+
+    def check_timing(self):
+        """Raise :class:`TimingError` unless the design meets the requested clock."""
+        if self.timing_met is False:
+            slow = ", ".join(f"{clk}: {f:.2f} MHz" for clk, f in sorted(self.fmax_mhz.items()))
+            raise TimingError(
+                f"timing not met on {self.target}: Fmax {self.fmax:.2f} MHz < requested "
+                f"{self.clock_mhz:g} MHz ({slow}); lower --clock or shrink the design")
+
+    def to_dict(self):
+        return {
+            "design": self.design, "target": self.target, "family": self.family,
+            "device": self.device, "synth_opts": list(self.synth_opts),
+            "clock_mhz": self.clock_mhz,
+            "fmax_mhz": None if self.fmax is None else round(self.fmax, 2),
+            "fmax_per_clock_mhz": {k: round(v, 2) for k, v in sorted(self.fmax_mhz.items())},
+            "timing_met": self.timing_met,
+            "resources": {k: self.resources[k].to_dict()
+                          for k in RESOURCE_ORDER if k in self.resources},
+            "multipliers": {"premap_mul": self.premap_mul, "dsp": self.dsp_cells,
+                            "multiplier_free": self.multiplier_free},
+            "harness": self.harness,
+            "design_cells": self.design_cells,
+            "cells": dict(sorted(self.cells.items())),
+            "premap_cells": dict(sorted(self.premap_cells.items())),
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    def format_text(self):
+        """A human-readable table (what ``addershift build`` prints)."""
+        lines = [f"{self.design} on {self.target} ({self.device}"
+                 + (f", synth {' '.join(self.synth_opts)}" if self.synth_opts else "") + ")"]
+        names = {"logic_cells": "logic cells" if self.family == "ice40" else "logic cells (COMB)",
+                 "lut4": "LUT4", "carry": "SB_CARRY" if self.family == "ice40" else "CCU2C",
+                 "ff": "flip-flops", "bram": "block RAM", "spram": "SPRAM",
+                 "dsp": "SB_MAC16" if self.family == "ice40" else "MULT18X18D", "io": "I/O",
+                 "pll": "PLL", "wide_mux": "wide-LUT muxes", "lutram": "LUT RAM"}
+        for key in RESOURCE_ORDER:
+            if key not in self.resources:
+                continue
+            r = self.resources[key]
+            total = "-" if r.total is None else f"{r.total}"
+            pct = "" if r.percent is None else f"{r.percent:6.1f} %"
+            lines.append(f"  {names[key]:<20} {r.used:>7} / {total:<7} {pct}")
+        if self.harness:
+            lines.append(f"  (harness: {self.harness['ffs']} FF, {self.harness['luts']} LUT; "
+                         f"without it ~{self.design_cells} logic cells)")
+        lines.append(f"  multipliers: {self.premap_mul} $mul before mapping, {self.dsp_cells} DSP "
+                     f"after -> {'multiplier-free' if self.multiplier_free else 'uses multipliers'}")
+        if self.fmax is None:
+            lines.append("  Fmax: no register-to-register path")
+        else:
+            verdict = {True: "met", False: "NOT MET", None: ""}[self.timing_met]
+            req = f" against {self.clock_mhz:g} MHz requested: {verdict}" if self.clock_mhz else ""
+            lines.append(f"  Fmax {self.fmax:.2f} MHz{req}")
+        return "\n".join(lines)
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+def yosys_stat_commands(prefix):
+    """Yosys commands around synthesis that write ``{prefix}.premap.json`` and ``{prefix}.stat.json``.
+
+    Returns ``(after_read, after_synth)``. ``after_read`` counts cells of a flattened, optimised
+    copy of the design (the design itself is restored, so synthesis sees it unchanged).
+    """
+    after_read = [
+        "design -save addershift_input",
+        "hierarchy -auto-top",
+        "proc",
+        "flatten",
+        "opt",
+        f"tee -q -o {prefix}.premap.json stat -json",
+        "design -load addershift_input",
+    ]
+    after_synth = [f"tee -q -o {prefix}.stat.json stat -json"]
+    return after_read, after_synth
+
+
+def _cells_by_type(stat):
+    """Cell counts of the whole design from a Yosys ``stat -json`` object."""
+    if "design" in stat and "num_cells_by_type" in stat["design"]:
+        return dict(stat["design"]["num_cells_by_type"])
+    total = {}
+    for mod in stat.get("modules", {}).values():
+        for k, v in mod.get("num_cells_by_type", {}).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def premap_multipliers(premap_cells):
+    """Multiplier cells in the design before technology mapping."""
+    return sum(premap_cells.get(t, 0) for t in _PREMAP_MUL_CELLS)
+
+
+def _match(cell_type, patterns):
+    return any(cell_type.startswith(p[:-1]) if p.endswith("*") else cell_type == p
+               for p in patterns)
+
+
+def netlist_counts(cells, family):
+    """Resource counts (``lut4``, ``carry``, ``ff``, ...) from post-synthesis cell counts."""
+    if family not in FAMILIES:
+        raise ValueError(f"Family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    return {key: sum(n for t, n in cells.items() if _match(t, pats))
+            for key, pats in _NETLIST_CELLS[family].items()}
+
+
+def parse_nextpnr_report(report, family):
+    """``(placed, available, fmax)`` from nextpnr's ``--report`` JSON object.
+
+    ``placed`` and ``available`` map resource keys to counts; ``fmax`` maps each timed clock's
+    name to its achieved MHz.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"Family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    util = report.get("utilization", {})
+    placed, available = {}, {}
+    for key, bel in _PNR_BELS[family].items():
+        if bel in util:
+            placed[key] = int(util[bel]["used"])
+            available[key] = int(util[bel]["available"])
+    fmax = {clk: float(v["achieved"]) for clk, v in report.get("fmax", {}).items()}
+    return placed, available, fmax
+
+
+def _resources(family, counts, placed, available):
+    cells_total = available.get("logic_cells")
+    if family == "ice40":
+        totals = {"lut4": cells_total, "carry": cells_total, "ff": cells_total}
+    else:
+        totals = {"lut4": cells_total, "carry": None if cells_total is None else cells_total // 2,
+                  "ff": available.get("ff"), "wide_mux": None, "lutram": None}
+    res = {"logic_cells": Resource(placed.get("logic_cells", 0), cells_total)}
+    for key in ("lut4", "carry", "ff"):
+        res[key] = Resource(counts[key], totals[key])
+    for key in ("bram", "spram", "dsp", "pll"):
+        # Placed count when nextpnr has the bel type, else the netlist's (ECP5 has no SPRAM).
+        used = placed.get(key, counts.get(key, 0))
+        res[key] = Resource(used, available.get(key) or None)
+    res["io"] = Resource(placed.get("io", 0), available.get("io"))
+    if family == "ecp5":
+        res["wide_mux"] = Resource(counts["wide_mux"], None)
+        res["lutram"] = Resource(counts["lutram"], None)
+    return res
+
+
+def read_report(build_dir, *, prefix, design, target, family, device, synth_opts=(),
+                clock_mhz=None, harness=None, seconds=None):
+    """Build a :class:`Report` from ``{prefix}.premap.json``, ``{prefix}.stat.json`` and
+    ``{prefix}.report.json`` in ``build_dir``."""
+    build_dir = pathlib.Path(build_dir)
+
+    def load(suffix):
+        path = build_dir / f"{prefix}.{suffix}"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} is missing: did Yosys/nextpnr run with the "
+                                    f"addershift statistics options?") from None
+
+    premap = _cells_by_type(load("premap.json"))
+    cells = _cells_by_type(load("stat.json"))
+    placed, available, fmax = parse_nextpnr_report(load("report.json"), family)
+    return Report(design=design, target=target, family=family, device=device,
+                  synth_opts=tuple(synth_opts), clock_mhz=clock_mhz,
+                  resources=_resources(family, netlist_counts(cells, family), placed, available),
+                  fmax_mhz=fmax, premap_mul=premap_multipliers(premap), cells=cells,
+                  premap_cells=premap, harness=harness, seconds=dict(seconds or {}))
+
+
+# --- the off-board flow -------------------------------------------------------------------------
+
+def _check_clock(clock_mhz):
+    if clock_mhz is None:
+        return
+    if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, (int, float)) \
+            or not math.isfinite(clock_mhz) or clock_mhz <= 0:
+        raise ValueError(f"Clock must be a positive number of MHz, not {clock_mhz!r}")
+
+
+def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness=True, seed=1,
+               check_timing=False):
+    """Synthesise, place and route ``design`` off-board on ``target``; return its :class:`Report`.
+
+    Parameters
+    ----------
+    design : wiring.Component
+        Any component; with ``harness=True`` (the default) it is wrapped in a
+        :class:`~.harness.SerialHarness` so only two pins (plus clock and reset) leave the chip.
+    target : str or Target
+        A key of :data:`TARGETS` or a :class:`Target`.
+    build_dir : path
+        Folder for the files (created). The tools run inside it with relative paths.
+    clock_mhz : float, optional
+        The clock constraint nextpnr places against (default: the target's).
+    seed : int
+        nextpnr's placement seed (results vary a little with it).
+    check_timing : bool
+        Raise :class:`TimingError` when the design misses ``clock_mhz``.
+    """
+    from amaranth.back import rtlil
+    from amaranth.lib import wiring
+    from .harness import SerialHarness
+
+    if isinstance(target, str):
+        if target not in TARGETS:
+            raise ValueError(f"Target must be one of {', '.join(TARGETS)}, not {target!r}")
+        target = TARGETS[target]
+    elif not isinstance(target, Target):
+        raise TypeError(f"Target must be a target name or a Target, not {target!r}")
+    if not isinstance(design, wiring.Component):
+        raise TypeError(f"Design must be a wiring.Component, not {design!r}")
+    _check_clock(clock_mhz)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"Name must be an identifier, not {name!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Seed must be an integer, not {seed!r}")
+    clock = float(clock_mhz if clock_mhz is not None else target.default_clock_mhz)
+
+    top = SerialHarness(design) if harness else design
+    build_dir = pathlib.Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / f"{name}.il").write_text(rtlil.convert(top, name=name))
+
+    after_read, after_synth = yosys_stat_commands(name)
+    script = [f"read_rtlil {name}.il", *after_read,
+              f"synth_{target.family} {' '.join(target.synth_opts)} -top {name}",
+              *after_synth, f"write_json {name}.json"]
+    (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")
+    seconds = {"yosys": run_tool("YOSYS", ["-q", f"{name}.ys"], cwd=build_dir,
+                                 log_name=f"{name}.yosys.log")}
+
+    nextpnr = "NEXTPNR_ICE40" if target.family == "ice40" else "NEXTPNR_ECP5"
+    unconstrained = ("--pcf-allow-unconstrained" if target.family == "ice40"
+                     else "--lpf-allow-unconstrained")
+    args = [*target.nextpnr_args, "--json", f"{name}.json", "--report", f"{name}.report.json",
+            "--freq", f"{clock:g}", "--seed", seed, "--timing-allow-fail", unconstrained,
+            "--log", f"{name}.tim", "--quiet"]
+    seconds["nextpnr"] = run_tool(nextpnr, args, cwd=build_dir, log_name=f"{name}.nextpnr.log")
+
+    report = read_report(build_dir, prefix=name, design=type(design).__name__,
+                         target=target.name, family=target.family, device=target.device,
+                         synth_opts=target.synth_opts, clock_mhz=clock,
+                         harness=top.cost if harness else None, seconds=seconds)
+    if check_timing:
+        report.check_timing()
+    return report

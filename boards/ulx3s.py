@@ -1,0 +1,86 @@
+"""ULX3S (ECP5 12F / 25F / 45F / 85F, CABGA381, speed 6): 25 MHz oscillator, EHXPLLL core clock,
+FT231X UART, eight LEDs.
+
+A thin layer over amaranth-boards' ``ULX3S_*_Platform``. The core clock comes from an EHXPLLL
+(settings as ecppll computes them, CLKOP fed back) unless the core runs at 25 MHz itself. The
+FT231X is the UART (M1 in, L4 out, up to 3 MBaud). LEDs: 0 heartbeat, 1 PLL locked, 2-7 core
+status bits. amaranth-boards lists openFPGALoader among the tools a build needs even when it does
+not program; :meth:`ULX3S.build_env` sets ``OPENFPGALOADER=true`` for builds when it is missing.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Instance, Signal
+
+from .board import Board, ProgramCommand, pin_buffer, register
+from .pll import ecp5_pll
+from .toolchain import find_program
+
+__all__ = ["ULX3S"]
+
+
+class ULX3S(Board):
+    family = "ecp5"
+    oscillator_mhz = 25.0
+    # 100 MHz: the fit study's ECP5 target clock (issue 6).
+    default_clock_mhz = 100.0
+    clock_resource = "clk25"
+    led_count = 8
+    reset_button = ("button_fire", 0)
+    bitstream_suffix = ".bit"
+    heartbeat_led = 0
+    lock_led = 1
+    status_led = 2
+
+    _PLATFORMS = {"12f": "ULX3S_12F_Platform", "25f": "ULX3S_25F_Platform",
+                  "45f": "ULX3S_45F_Platform", "85f": "ULX3S_85F_Platform"}
+
+    def __init__(self, size):
+        if size not in self._PLATFORMS:
+            raise ValueError(f"ULX3S size must be one of {', '.join(self._PLATFORMS)}, not {size!r}")
+        self.size = size
+        self.name = f"ulx3s-{size}"
+        self.device = f"LFE5U-{size.upper()}"
+
+    def platform(self):
+        import amaranth_boards.ulx3s as ulx3s
+        return getattr(ulx3s, self._PLATFORMS[self.size])()
+
+    def pll_config(self, clock_mhz):
+        if clock_mhz == self.oscillator_mhz:
+            return None
+        return ecp5_pll(self.oscillator_mhz, clock_mhz)
+
+    def _pll(self, m, platform, cfg, cd):
+        clk25 = pin_buffer(m, "clk_buf", "i", platform.request(self.clock_resource, dir="-"))
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKI_DIV=cfg.clki_div, p_CLKFB_DIV=cfg.clkfb_div,
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=cfg.clkop_div,
+            p_CLKOP_CPHASE=cfg.clkop_cphase, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_RST=0, i_STDBY=0, i_CLKI=clk25.i, i_CLKFB=cd.clk, o_CLKOP=cd.clk,
+            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+            i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked,
+            # Loop filter settings ecppll writes for every configuration.
+            a_FREQUENCY_PIN_CLKI=f"{cfg.f_in:g}", a_FREQUENCY_PIN_CLKOP=f"{cfg.f_out:g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2")
+        return locked
+
+    def program_commands(self):
+        return [
+            ProgramCommand("openFPGALoader", ["-b", "ulx3s", "{bitstream}"],
+                           "load into SRAM (lost at power-off; add -f to write the flash)"),
+            ProgramCommand("fujprog", ["{bitstream}"],
+                           "load into SRAM (lost at power-off; add -j flash to write the flash)"),
+        ]
+
+    def build_env(self):
+        return {} if find_program("openFPGALoader") else {"OPENFPGALOADER": "true"}
+
+
+for _size in ("85f", "45f", "25f", "12f"):
+    register(ULX3S(_size))

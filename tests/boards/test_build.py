@@ -1,0 +1,126 @@
+"""Board tops, board builds with their reports, and programming without a programmer."""
+
+import json
+import re
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from addershift.boards.board import BOARDS, get_board
+from addershift.boards.build import BoardTop, NoProgrammer, build, program
+from addershift.boards.harness import SerialHarness
+from addershift.boards.report import TimingError
+
+
+class _Echo(wiring.Component):
+    """A core with the board roles: rx, tx and a status vector."""
+    rx: In(1)
+    tx: Out(1)
+    status: Out(3)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [self.tx.eq(self.rx), self.status.eq(self.status + self.rx)]
+        return m
+
+
+class _Acc(wiring.Component):
+    a: In(8)
+    b: In(8)
+    y: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.y.eq(self.y + self.a - self.b)
+        return m
+
+
+def _silenced(obj):
+    obj._MustUse__silence = True
+    return obj
+
+
+def test_boards_are_registered():
+    get_board("icebreaker")
+    assert set(BOARDS) == {"icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"}
+    assert get_board("ulx3s-25f").device == "LFE5U-25F"
+    with pytest.raises(ValueError, match=r"Board must be one of .*, not 'arty'"):
+        get_board("arty")
+
+
+def test_board_top_rejects_unconnected_ports():
+    with pytest.raises(ValueError, match=re.escape(
+            "Core port 'a' has no board connection; a core on a board may only have rx, tx, status")):
+        BoardTop(_silenced(_Acc()), board="icebreaker")
+    with pytest.raises(ValueError, match=re.escape("Core port 'si' (In(1)) cannot be the board's "
+                                                   "tx: it must be Out(1)")):
+        BoardTop(_silenced(SerialHarness(_Acc())), board="icebreaker",
+                 ports={"rx": "so", "tx": "si"})
+    with pytest.raises(ValueError, match=r"Port role must be one of rx, tx, status, not 'led'"):
+        BoardTop(_silenced(_Echo()), board="icebreaker", ports={"led": "status"})
+
+
+def test_board_top_clock_checks():
+    with pytest.raises(ValueError, match=r"Clock must be a positive number of MHz, not 0"):
+        BoardTop(_silenced(_Echo()), board="icebreaker", clock_mhz=0)
+    with pytest.raises(ValueError, match=r"PLL output frequency must be between 16 and 275 MHz, "
+                                         r"not 500"):
+        BoardTop(_silenced(_Echo()), board="icebreaker", clock_mhz=500)
+    # 12 MHz is the oscillator itself; 48 MHz goes through the PLL; a callable core sees the clock.
+    seen = []
+
+    def make(clock_hz):
+        seen.append(clock_hz)
+        return _silenced(_Echo())
+
+    top = _silenced(BoardTop(make, board="ulx3s-12f", clock_mhz=75))
+    assert seen == [75e6] and top.clock_mhz == 75
+
+
+def test_icebreaker_build_with_pll_and_uart(tmp_path):
+    result = build(_Echo(), board="icebreaker", clock_mhz=48, build_dir=tmp_path)
+    r = result.report
+    assert result.bitstream.exists() and result.bitstream.suffix == ".bin"
+    assert r.resources["pll"].used == 1 and r.extra["pll"]["divf"] == 63
+    assert r.clock_mhz == 48 and r.fmax > 48 and r.timing_met
+    assert r.multiplier_free
+    # Clock pad, reset button, UART rx/tx, two LEDs.
+    assert r.resources["io"].used == 6
+    saved = json.loads((tmp_path / "top.addershift.json").read_text())
+    assert saved["bitstream"] == str(result.bitstream) and saved["target"] == "icebreaker"
+
+
+def test_timing_failure_is_clear_and_leaves_no_bitstream(tmp_path):
+    # 192 MHz is an exact PLL setting (VCO 768 MHz / 4) that no iCE40 logic reaches.
+    h = SerialHarness(_Acc())
+    with pytest.raises(TimingError, match=r"timing not met on icebreaker: Fmax [\d.]+ MHz < "
+                                          r"requested 192 MHz"):
+        build(h, board="icebreaker", clock_mhz=192, build_dir=tmp_path,
+              ports={"rx": "si", "tx": "so"}, harness=h.cost)
+    assert not (tmp_path / "top.bin").exists()
+    assert (tmp_path / "top.timing-failed.bin").exists()
+    saved = json.loads((tmp_path / "top.addershift.json").read_text())
+    assert saved["timing_met"] is False and saved["bitstream"] is None
+
+
+def test_program_without_tools_gives_the_commands(tmp_path, monkeypatch):
+    monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
+    bit = tmp_path / "top.bit"
+    bit.write_bytes(b"\0")
+    with pytest.raises(NoProgrammer) as e:
+        program(board="ulx3s-85f", bitstream=bit)
+    assert e.value.commands == [f"openFPGALoader -b ulx3s {bit}", f"fujprog {bit}"]
+    with pytest.raises(FileNotFoundError, match=r"no bitstream at .*nothing.bin: build one with "
+                                                r"`addershift build --board icebreaker`"):
+        program(board="icebreaker", bitstream=tmp_path / "nothing.bin")
+
+
+def test_program_uses_the_first_installed_tool(tmp_path, monkeypatch):
+    monkeypatch.setattr("addershift.boards.build.find_program",
+                        lambda name: f"/opt/{name}" if name == "openFPGALoader" else None)
+    bit = tmp_path / "top.bin"
+    bit.write_bytes(b"\0")
+    assert program(board="icebreaker", bitstream=bit, dry_run=True) == \
+        ["/opt/openFPGALoader", "-b", "icebreaker", str(bit)]
