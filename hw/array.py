@@ -1,0 +1,264 @@
+"""The systolic array: ``rows x cols`` PEs of one kind computing ``Y[r, c] = op(X[r], W[c])``.
+
+For X (rows x K) and W (cols x K) the array computes, exactly as
+:func:`addershift.sw.golden.array_op`, ``Y[r, c] = sum_k term(X[r, k], W[c, k])`` for any K from 1 to
+``max_length`` chosen at run time.
+
+Streams (:mod:`amaranth.lib.stream`; a transfer happens on ``valid & ready``, the payload holds until
+taken, ``valid`` never waits for ``ready``):
+
+- ``i``: one k-step per transfer: ``x`` (``rows`` activations), ``w`` (``cols`` weights in their
+  natural form: signed integers, or :class:`~addershift.hw.pe.ShiftWeight`) and ``last``, set on the
+  final step of a reduction.
+- ``o``: the finished reduction, one row per transfer: ``acc`` (``cols`` accumulators of row ``r``),
+  rows in order ``0 .. rows - 1``, ``last`` set on row ``rows - 1``.
+
+Dataflow (``docs/architecture.md`` has the diagram and the measurements): operands are registered
+once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c``; every PE
+keeps its own accumulator (output stationary). When a reduction finishes, every accumulator is copied
+into a result register; the result registers form one shift chain per column that the output stream
+drains a row per transfer while the PEs already sum the next reduction.
+
+Timing: the cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators clear then), so a
+reduction of K steps occupies K + 1 input cycles. The array stalls its input (``i.ready`` low) for
+output back-pressure only when a finished reduction cannot be copied because the previous one has
+not been read out yet: with ``o.ready`` always high, reductions of ``K >= rows - 1`` steps stream
+back to back with no stall.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.numerics import Op
+from .pe import _is_int, check_params, make_pe
+
+__all__ = ["SystolicArray"]
+
+
+def _check_dim(name, value):
+    if not _is_int(value):
+        raise TypeError(f"Array {name} must be an integer, not {value!r}")
+    if not 1 <= value <= 64:
+        raise ValueError(f"Array {name} must be between 1 and 64, not {value}")
+
+
+class SystolicArray(wiring.Component):
+    """An output-stationary array of ``rows x cols`` PEs of one kind, with stream interfaces.
+
+    Parameters
+    ----------
+    kind : str or :class:`~addershift.sw.numerics.Op`
+        ``"adder"``, ``"shift"`` or ``"mul"``.
+    rows, cols : int
+        Array shape (1 .. 64 each).
+    x_bits : int
+        Width of the signed activations.
+    w_bits : int or None
+        Width of the signed weights (adder, mul; default ``x_bits``; the adder requires
+        ``x_bits``). Must be ``None`` for shift.
+    p_min, p_max : int or None
+        Exponent range of shift weights (default 0 and 7). Must be ``None`` for adder and mul.
+    max_length : int
+        The longest reduction (K) the array must sum without overflow; sets :attr:`acc_bits`.
+
+    Members
+    -------
+    i : ``In(stream.Signature(in_layout))``
+        k-steps: ``x`` (``rows``), ``w`` (``cols``), ``last``.
+    o : ``Out(stream.Signature(out_layout))``
+        Finished rows: ``acc`` (``cols``), ``last``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad parameter; the message names it and shows the value.
+    """
+
+    def __init__(self, *, kind, rows, cols, x_bits=8, w_bits=None, p_min=None, p_max=None,
+                 max_length=128):
+        _check_dim("rows", rows)
+        _check_dim("cols", cols)
+        op, w_bits, p_min, p_max, _ = check_params(kind, x_bits=x_bits, w_bits=w_bits,
+                                                   p_min=p_min, p_max=p_max,
+                                                   max_length=max_length)
+        self._kind, self._rows, self._cols = op, rows, cols
+        self._pe_params = dict(x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
+                               max_length=max_length)
+        # A template for derived widths and shapes; elaborate() builds the real ones.
+        self._pe = make_pe(op, register_inputs=False, **self._pe_params)
+        self._pe._MustUse__silence = True
+        self._in_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(x_bits), rows),
+            "w": data.ArrayLayout(self._pe.weight_shape, cols),
+            "last": 1,
+        })
+        self._out_layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(self._pe.acc_bits), cols),
+            "last": 1,
+        })
+        super().__init__({
+            "i": In(stream.Signature(self._in_layout)),
+            "o": Out(stream.Signature(self._out_layout)),
+        })
+
+    # -- parameters and timing (read-only) ----------------------------------------------------
+
+    @property
+    def kind(self):
+        return self._kind
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def x_bits(self):
+        return self._pe.x_bits
+
+    @property
+    def w_bits(self):
+        return self._pe.w_bits
+
+    @property
+    def p_min(self):
+        return self._pe.p_min
+
+    @property
+    def p_max(self):
+        return self._pe.p_max
+
+    @property
+    def max_length(self):
+        return self._pe.max_length
+
+    @property
+    def acc_bits(self):
+        """Accumulator width, from :func:`~addershift.sw.numerics.acc_width`."""
+        return self._pe.acc_bits
+
+    @property
+    def weight_shape(self):
+        """The shape of one weight on the input stream."""
+        return self._pe.weight_shape
+
+    @property
+    def in_layout(self):
+        return self._in_layout
+
+    @property
+    def out_layout(self):
+        return self._out_layout
+
+    @property
+    def latency(self):
+        """Cycles from the transfer of a ``last`` step to ``o.valid`` with row 0 of its result
+        (when the previous result has been read out)."""
+        return 1 + self._pe.latency + 1
+
+    @property
+    def readout_cycles(self):
+        """Output transfers per reduction (one per row)."""
+        return self._rows
+
+    @property
+    def idle_after_last(self):
+        """Input cycles the array takes no step after each ``last`` transfer."""
+        return 1
+
+    def reduction_cycles(self, length):
+        """Input cycles per reduction of ``length`` steps when reductions stream back to back with
+        ``o.ready`` always high: ``max(length + 1, rows)``."""
+        return max(length + self.idle_after_last, self._rows)
+
+    def params(self):
+        """Parameters, derived widths and timing as a plain dict (for the JSON sidecar)."""
+        out = {"unit": "array", "rows": self._rows, "cols": self._cols}
+        out.update(self._pe.params())
+        out.update(latency=self.latency, readout_cycles=self.readout_cycles,
+                   idle_after_last=self.idle_after_last)
+        return out
+
+    # -- the hardware -------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+        acc_bits = self._pe.acc_bits
+
+        pes = [[make_pe(self._kind, register_inputs=False, **self._pe_params) for _ in range(cols)]
+               for _ in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+
+        # Result registers: one shift chain per column, row 0 at the output end.
+        result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}") for c in range(cols)]
+                  for r in range(rows)]
+        count = Signal(range(rows + 1))  # result rows not yet read out
+        done = pes[0][0].done            # every PE finishes in the same cycle
+
+        take = Signal()
+        m.d.comb += [
+            self.o.valid.eq(count != 0),
+            self.o.payload.last.eq(count == 1),
+            take.eq(self.o.valid & self.o.ready),
+        ]
+        for c in range(cols):
+            m.d.comb += self.o.payload.acc[c].eq(result[0][c])
+
+        # A finished reduction waits (and freezes the array) only while unread rows remain.
+        free = Signal()
+        hold = Signal()
+        m.d.comb += [
+            free.eq((count == 0) | ((count == 1) & take)),
+            hold.eq(done & ~free),
+        ]
+        with m.If(done & free):
+            m.d.sync += count.eq(rows)
+            for r in range(rows):
+                for c in range(cols):
+                    m.d.sync += result[r][c].eq(pes[r][c].acc)
+        with m.Elif(take):
+            m.d.sync += count.eq(count - 1)
+            for r in range(rows - 1):
+                for c in range(cols):
+                    m.d.sync += result[r][c].eq(result[r + 1][c])
+
+        # Input: operands registered once, then broadcast along rows (x) and columns (w).
+        after_last = Signal()
+        x_reg = [Signal(signed(self.x_bits), name=f"x_{r}") for r in range(rows)]
+        w_reg = [Signal(self._pe.operand_shape, name=f"w_{c}") for c in range(cols)]
+        valid0, last0 = Signal(), Signal()
+        transfer = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~hold & ~after_last),
+            transfer.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(~hold):
+            m.d.sync += [
+                after_last.eq(transfer & self.i.payload.last),
+                valid0.eq(transfer),
+                last0.eq(self.i.payload.last),
+            ]
+            m.d.sync += [x_reg[r].eq(self.i.payload.x[r]) for r in range(rows)]
+            m.d.sync += [w_reg[c].eq(self._pe.encode_weight(self.i.payload.w[c]))
+                         for c in range(cols)]
+
+        for r in range(rows):
+            for c in range(cols):
+                pe = pes[r][c]
+                m.d.comb += [
+                    pe.x.eq(x_reg[r]),
+                    pe.w.eq(w_reg[c]),
+                    pe.valid.eq(valid0),
+                    pe.last.eq(last0),
+                    pe.hold.eq(hold),
+                ]
+        return m

@@ -1,0 +1,405 @@
+"""Processing elements: one operand pair per cycle into a derived-width accumulator.
+
+Three kinds share one interface (:class:`PE`), so :class:`~addershift.hw.array.SystolicArray` is
+generic over them:
+
+- :class:`AdderPE` (AdderNet): accumulates ``-|x - w|``;
+- :class:`ShiftPE` (DeepShift): accumulates ``sign * (x << (p - p_min))`` with a typed
+  :class:`ShiftWeight` (sign, exponent code), zero weights included;
+- :class:`MulPE` (the int8 baseline): accumulates ``x * w`` with a plain ``*`` (Yosys maps it to a
+  DSP block with ``synth_ice40 -dsp`` / ``synth_ecp5``, to LUTs otherwise).
+
+The accumulator width is :func:`addershift.sw.numerics.acc_width` of the kind, the operand widths and
+the longest reduction the PE must support (``max_length``): it never overflows.
+
+Pipeline (``docs/architecture.md`` has the measurements behind it)::
+
+    [x, w, valid, last]  -> (input registers, optional) -> term register -> accumulator
+                                                           "t, c"          acc += t + c
+
+Each kind computes its term as ``t + c``: a value ``t`` plus a one-bit carry ``c`` that enters the
+accumulator's carry chain as carry-in, so a negation (``-v = ~v + 1``) costs no adder of its own. The
+register after the term logic rides in logic cells the term already uses on iCE40, and shortens the
+critical path to one carry chain.
+
+After the ``last`` step of a reduction reaches the accumulator, ``done`` rises for one cycle and ``acc``
+holds the finished sum; in that cycle the accumulator is cleared for the next reduction. So the step
+presented right after a ``last`` step must be idle (``valid`` low): clearing this way uses the
+flip-flops' synchronous reset, where starting the next sum in the same cycle would cost one LUT per
+accumulator bit (measured in ``docs/architecture.md``). :class:`SystolicArray` inserts that idle cycle.
+``hold`` freezes the whole PE (all registers keep their value, ``done`` included).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.numerics import Op, acc_width, int_range
+
+__all__ = ["Sign", "ShiftWeight", "PE", "AdderPE", "ShiftPE", "MulPE", "make_pe", "PE_CLASSES",
+           "check_params"]
+
+
+class Sign(enum.Enum, shape=2):
+    """The sign of a shift weight; ``ZERO`` makes the whole weight zero.
+
+    Bit 0 says "non-zero", bit 1 says "negative" (``0b10`` is invalid), so the term logic tests one
+    bit for each."""
+    ZERO = 0b00
+    POS = 0b01
+    NEG = 0b11
+
+    @classmethod
+    def of(cls, value):
+        """The member for an integer sign -1, 0 or 1."""
+        try:
+            return {-1: cls.NEG, 0: cls.ZERO, 1: cls.POS}[value]
+        except (KeyError, TypeError):
+            raise ValueError(f"Shift weight sign must be -1, 0 or 1, not {value!r}") from None
+
+    @property
+    def value_int(self):
+        """The integer sign -1, 0 or 1."""
+        return {0b00: 0, 0b01: 1, 0b11: -1}[self.value]
+
+
+class ShiftWeight(data.StructLayout):
+    """A DeepShift weight ``sign * 2**p`` with ``p`` in ``[p_min, p_max]``, as hardware carries it.
+
+    Fields: ``sign`` (:class:`Sign`) and ``exponent``, the *exponent code* ``p - p_min`` (unsigned,
+    ``0 .. p_max - p_min``; codes above that are invalid). A zero weight is ``sign = Sign.ZERO``
+    with any exponent code.
+    """
+
+    def __init__(self, *, p_min, p_max):
+        _check_exponents(p_min, p_max)
+        self._p_min, self._p_max = p_min, p_max
+        super().__init__({"sign": Sign, "exponent": unsigned(max(1, (p_max - p_min).bit_length()))})
+
+    @property
+    def p_min(self):
+        return self._p_min
+
+    @property
+    def p_max(self):
+        return self._p_max
+
+    def encode(self, sign, exponent):
+        """The integer bit pattern of the weight ``(sign in {-1, 0, 1}, p in [p_min, p_max])``."""
+        member = Sign.of(sign)
+        if sign == 0:
+            exponent = self._p_min
+        if not (isinstance(exponent, int) and self._p_min <= exponent <= self._p_max):
+            raise ValueError(f"Shift weight exponent must be an integer in [{self._p_min}, "
+                             f"{self._p_max}], not {exponent!r}")
+        return self.const({"sign": member, "exponent": exponent - self._p_min}).as_value().value
+
+    def __eq__(self, other):
+        return (isinstance(other, ShiftWeight) and other._p_min == self._p_min and
+                other._p_max == self._p_max)
+
+    def __hash__(self):
+        return hash((ShiftWeight, self._p_min, self._p_max))
+
+    def __repr__(self):
+        return f"ShiftWeight(p_min={self._p_min}, p_max={self._p_max})"
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_exponents(p_min, p_max):
+    if not _is_int(p_min):
+        raise TypeError(f"p_min must be an integer, not {p_min!r}")
+    if not _is_int(p_max):
+        raise TypeError(f"p_max must be an integer, not {p_max!r}")
+    if p_max < p_min:
+        raise ValueError(f"p_max must be at least p_min ({p_min}), not {p_max}")
+    if p_max - p_min > 31:
+        raise ValueError(f"p_max - p_min must be at most 31, not {p_max - p_min}")
+
+
+def _check_bits(name, value):
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not 2 <= value <= 32:
+        raise ValueError(f"{name} must be between 2 and 32, not {value}")
+
+
+def _check_length(max_length):
+    if not _is_int(max_length):
+        raise TypeError(f"max_length must be an integer, not {max_length!r}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, not {max_length}")
+
+
+def check_params(kind, *, x_bits, w_bits, p_min, p_max, max_length):
+    """Validate PE parameters; return ``(Op, w_bits, p_min, p_max, widths)`` with defaults filled in.
+
+    ``widths`` is the keyword dict :func:`~addershift.sw.numerics.acc_width` takes for the kind.
+    Shared by the PEs and the array so both report the same messages.
+    """
+    try:
+        op = Op(kind)
+    except ValueError:
+        raise ValueError(f"PE kind must be one of {', '.join(o.value for o in Op)}, "
+                         f"not {kind!r}") from None
+    _check_bits("x_bits", x_bits)
+    _check_length(max_length)
+    if op is Op.SHIFT:
+        if w_bits is not None:
+            raise ValueError(f"w_bits does not apply to shift PEs (their weights are sign and "
+                             f"exponent), not {w_bits!r}")
+        p_min = 0 if p_min is None else p_min
+        p_max = 7 if p_max is None else p_max
+        _check_exponents(p_min, p_max)
+        return op, None, p_min, p_max, {"x_bits": x_bits, "p_min": p_min, "p_max": p_max}
+    if p_min is not None or p_max is not None:
+        raise ValueError(f"p_min and p_max apply to shift PEs only, not to {op.value!r} "
+                         f"(got p_min={p_min!r}, p_max={p_max!r})")
+    w_bits = x_bits if w_bits is None else w_bits
+    _check_bits("w_bits", w_bits)
+    if op is Op.ADDER and w_bits != x_bits:
+        raise ValueError(f"Adder weights share the activations' format: w_bits must equal "
+                         f"x_bits ({x_bits}), not {w_bits}")
+    return op, w_bits, None, None, {"x_bits": x_bits, "w_bits": w_bits}
+
+
+class PE(wiring.Component):
+    """The interface every processing element shares (an abstract base; see :func:`make_pe`).
+
+    Parameters
+    ----------
+    x_bits : int
+        Width of the signed activations ``x``.
+    max_length : int
+        The longest reduction the PE must sum without overflow; sets :attr:`acc_bits`.
+    register_inputs : bool
+        With ``True`` (a PE on its own) the PE registers ``x``, ``w``, ``valid`` and ``last`` and
+        takes ``w`` in its natural form (:attr:`weight_shape`). With ``False`` (inside an array,
+        which registers operands once per row and column) the inputs feed the term logic directly
+        and ``w`` must already be in the operand form :meth:`encode_weight` gives
+        (:attr:`operand_shape`).
+
+    Members
+    -------
+    x : ``In(signed(x_bits))``
+    w : ``In(weight_shape)`` or ``In(operand_shape)`` (see ``register_inputs``)
+    valid : ``In(1)``
+        ``x`` and ``w`` are a step of the reduction (else an idle cycle: nothing accumulates).
+    last : ``In(1)``
+        With ``valid``: the final step of the reduction. The next step must be idle.
+    hold : ``In(1)``
+        Freeze every register of the PE this cycle (inputs are ignored).
+    acc : ``Out(signed(acc_bits))``
+        The accumulator.
+    done : ``Out(1)``
+        ``acc`` holds a finished reduction (for one cycle, longer while ``hold``); :attr:`latency`
+        cycles after the ``last`` step was presented.
+    """
+
+    kind: Op
+
+    def __init__(self, *, x_bits=8, w_bits=None, p_min=None, p_max=None, max_length=128,
+                 register_inputs=True):
+        op, w_bits, p_min, p_max, widths = check_params(
+            self.kind, x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
+            max_length=max_length)
+        if not isinstance(register_inputs, bool):
+            raise TypeError(f"register_inputs must be a bool, not {register_inputs!r}")
+        self._x_bits, self._w_bits, self._p_min, self._p_max = x_bits, w_bits, p_min, p_max
+        self._max_length = max_length
+        self._register_inputs = register_inputs
+        self._acc_bits = acc_width(op, max_length, **widths)
+        w_shape = self.weight_shape if register_inputs else self.operand_shape
+        super().__init__({
+            "x": In(signed(x_bits)),
+            "w": In(w_shape),
+            "valid": In(1),
+            "last": In(1),
+            "hold": In(1),
+            "acc": Out(signed(self._acc_bits)),
+            "done": Out(1),
+        })
+
+    # -- parameters (read-only) ---------------------------------------------------------------
+
+    @property
+    def x_bits(self):
+        return self._x_bits
+
+    @property
+    def w_bits(self):
+        """Width of a signed weight (``None`` for shift PEs)."""
+        return self._w_bits
+
+    @property
+    def p_min(self):
+        """Smallest weight exponent (shift PEs; ``None`` otherwise)."""
+        return self._p_min
+
+    @property
+    def p_max(self):
+        """Largest weight exponent (shift PEs; ``None`` otherwise)."""
+        return self._p_max
+
+    @property
+    def max_length(self):
+        return self._max_length
+
+    @property
+    def register_inputs(self):
+        return self._register_inputs
+
+    @property
+    def acc_bits(self):
+        """Accumulator width: ``acc_width(kind, max_length, ...)``."""
+        return self._acc_bits
+
+    @property
+    def latency(self):
+        """Cycles from presenting a ``last`` step to ``done`` (with no ``hold``)."""
+        return 2 + int(self._register_inputs)
+
+    @property
+    def weight_shape(self):
+        """The natural form of one weight (what the array's input stream carries)."""
+        raise NotImplementedError  # pragma: no cover
+
+    @property
+    def operand_shape(self):
+        """The form the term logic takes a weight in (see :meth:`encode_weight`)."""
+        return self.weight_shape
+
+    def encode_weight(self, w):
+        """Convert a weight value of :attr:`weight_shape` to :attr:`operand_shape` (a Value).
+
+        Cheap enough to sit in front of a register, where it costs no extra logic cell."""
+        return w
+
+    def params(self):
+        """The parameters as a plain dict (for reports and the generator's JSON sidecar)."""
+        out = {"kind": self.kind.value, "x_bits": self._x_bits, "max_length": self._max_length,
+               "acc_bits": self._acc_bits}
+        if self.kind is Op.SHIFT:
+            out.update(p_min=self._p_min, p_max=self._p_max)
+        else:
+            out.update(w_bits=self._w_bits)
+        return out
+
+    # -- the hardware -------------------------------------------------------------------------
+
+    def _term(self, m, x, w):
+        """Return ``(t, c)`` with ``t + c`` the term for operands ``x`` and ``w`` (operand form)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def elaborate(self, platform):
+        m = Module()
+        run = ~self.hold
+
+        if self._register_inputs:
+            x = Signal(signed(self._x_bits))
+            w = Signal(self.operand_shape)
+            valid0, last0 = Signal(), Signal()
+            with m.If(run):
+                m.d.sync += [x.eq(self.x), w.eq(self.encode_weight(self.w)),
+                             valid0.eq(self.valid), last0.eq(self.last)]
+        else:
+            x, w, valid0, last0 = self.x, self.w, self.valid, self.last
+
+        t_comb, c_comb = self._term(m, x, w)
+        t = Signal.like(t_comb, name="t")
+        c = Signal(name="c")
+        valid1, last1 = Signal(), Signal()
+        with m.If(run):
+            m.d.sync += [t.eq(t_comb), c.eq(c_comb), valid1.eq(valid0), last1.eq(last0)]
+
+        with m.If(run):
+            m.d.sync += self.done.eq(valid1 & last1)
+            # Clearing on `done` maps to the flip-flops' synchronous reset (no LUT).
+            with m.If(self.done):
+                m.d.sync += self.acc.eq(0)
+            with m.Elif(valid1):
+                m.d.sync += self.acc.eq(self.acc + t + c)
+        return m
+
+
+class AdderPE(PE):
+    """AdderNet PE: accumulates ``-|x - w|`` (``w_bits`` equals ``x_bits``).
+
+    The operand form of a weight is its one's complement ``~w``: then ``e = x + ~w = x - w - 1`` is
+    one carry chain with no inverter in front of it (on iCE40 the carry cell sees the LUT's raw
+    inputs, so an inverted operand would cost a LUT per bit). With ``s`` the sign of ``e``,
+    ``-|x - w|`` is ``t + s`` where ``t = e`` if ``s`` else ``~e``; the XOR folds into the LUTs of
+    the ``e`` chain and ``s`` enters the accumulator as carry-in.
+    """
+    kind = Op.ADDER
+
+    @property
+    def weight_shape(self):
+        return signed(self._w_bits)
+
+    def encode_weight(self, w):
+        return ~w
+
+    def _term(self, m, x, w_n):
+        e = Signal(signed(self._x_bits + 1))
+        m.d.comb += e.eq(x + w_n)
+        s = e[-1]
+        t = Signal(signed(self._x_bits + 1))
+        m.d.comb += t.eq(e ^ Mux(s, 0, -1))
+        return t, s
+
+
+class ShiftPE(PE):
+    """DeepShift PE: accumulates ``sign * (x << (p - p_min))`` for a :class:`ShiftWeight`.
+
+    A barrel shifter over the exponent codes, then ``t = v`` (positive), ``~v`` (negative) or 0, with
+    the negative case's ``+1`` entering the accumulator as carry-in.
+    """
+    kind = Op.SHIFT
+
+    @property
+    def weight_shape(self):
+        return ShiftWeight(p_min=self._p_min, p_max=self._p_max)
+
+    def _term(self, m, x, w):
+        span = self._p_max - self._p_min
+        v = Signal(signed(self._x_bits + span))
+        m.d.comb += v.eq(x << w.exponent)
+        bits = w.sign.as_value()
+        neg, zero = bits[1], ~bits[0]
+        t = Signal(signed(self._x_bits + span))
+        m.d.comb += t.eq(Mux(zero, 0, v ^ Mux(neg, -1, 0)))
+        return t, neg
+
+
+class MulPE(PE):
+    """Baseline PE: accumulates ``x * w`` (a plain ``*``: a DSP block where synthesis maps one)."""
+    kind = Op.MUL
+
+    @property
+    def weight_shape(self):
+        return signed(self._w_bits)
+
+    def _term(self, m, x, w):
+        t = Signal(signed(self._x_bits + self._w_bits))
+        m.d.comb += t.eq(x * w)
+        return t, Const(0)
+
+
+PE_CLASSES = {Op.ADDER: AdderPE, Op.SHIFT: ShiftPE, Op.MUL: MulPE}
+
+
+def make_pe(kind, **params):
+    """The PE of ``kind`` (``"adder"``, ``"shift"``, ``"mul"`` or an :class:`Op`) with ``params``
+    (keyword arguments of :class:`PE`)."""
+    try:
+        op = Op(kind)
+    except ValueError:
+        raise ValueError(f"PE kind must be one of {', '.join(o.value for o in Op)}, "
+                         f"not {kind!r}") from None
+    return PE_CLASSES[op](**params)
