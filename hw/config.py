@@ -1,0 +1,251 @@
+"""The build configuration of an accelerator: what a bitstream can run.
+
+:class:`ArrayConfig` holds every build parameter (PE kind, array shape, widths, memory sizes,
+requantisation mode), validates them first with errors that name the parameter, derives the widths
+the hardware is built with (the accumulator from :func:`numerics.acc_width`), and gives a stable hash
+so that the device can say which build it is and a program compiled for another build is refused.
+
+This module is pure Python (no Amaranth): the compiler and the host driver read it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+
+from ..sw.numerics import BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, Op, RequantMode, acc_width
+
+__all__ = ["ArrayConfig", "requant_lane_fields", "PARAM_WORD_BITS"]
+
+#: Width of a requantisation parameter memory word (one lane's parameters take whole words).
+PARAM_WORD_BITS = 32
+#: Width of every shift field of a requantiser (``SHIFT_MAX`` fits).
+_SHIFT_FIELD_BITS = SHIFT_MAX.bit_length()
+
+
+def requant_lane_fields(mode, bias_bits):
+    """One lane's requantisation parameters as ``(name, bits)``, least significant first: the
+    order and widths of ``hw.requant.requant_param_layout`` (a test keeps the two equal), written
+    here without Amaranth for the compiler."""
+    mode = RequantMode(mode)
+    fields = [("bias", bias_bits)]
+    if mode is RequantMode.SHIFT:
+        return fields + [("shift", _SHIFT_FIELD_BITS)]
+    if mode is RequantMode.POW2X2:
+        return fields + [("sign1", 2), ("shift1", _SHIFT_FIELD_BITS), ("sign2", 2),
+                         ("shift2", _SHIFT_FIELD_BITS)]
+    return fields + [("multiplier", MULTIPLIER_BITS), ("shift", _SHIFT_FIELD_BITS)]
+
+
+def _check_int(name, value, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bounds = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+        raise ValueError(f"{name} must be {bounds}, not {value!r}")
+    return value
+
+
+def _bits(n):
+    """Bits of an unsigned counter or address holding ``0 .. n - 1``."""
+    return max(1, (n - 1).bit_length())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArrayConfig:
+    """Every parameter of one accelerator build (keyword-only, validated on construction).
+
+    Parameters
+    ----------
+    pe : :class:`numerics.Op` or str
+        What every PE computes: ``adder``, ``shift`` or ``mul``.
+    rows, cols : int
+        Array shape: ``rows`` output pixels times ``cols`` output channels per tile.
+    x_bits : int
+        Activation width (signed), 2 to 16. Adder weights share it.
+    w_bits : int
+        Weight width of ``mul`` builds (signed); ``adder`` builds must use ``x_bits``; ignored
+        (kept at its default) by ``shift`` builds.
+    p_min, p_max : int
+        Exponent range of ``shift`` builds: a weight stores ``p - p_min`` in ``[0, p_max - p_min]``;
+        a layer fits when its own ``p_max - p_min`` is at most the build's.
+    max_k : int
+        Longest reduction (terms per output) the accumulators hold without overflow; the accumulator
+        width is ``acc_width(pe, max_k, ...)``.
+    weight_depth : int
+        Words of the weight memory (one word: ``cols`` weights); layer descriptors live there too.
+    act_depth : int
+        Words of each activation bank (one word: ``cols`` activations of one pixel).
+    param_depth : int
+        32-bit words of the requantisation parameter memory.
+    requant_mode : :class:`numerics.RequantMode` or str
+        The one requantisation mode the build has.
+    bias_bits : int
+        Width of the per-channel bias (signed), 2 to 32.
+    counter_bits : int
+        Width of the performance counters, 16 to 64.
+    """
+    pe: Op
+    rows: int
+    cols: int
+    x_bits: int = 8
+    w_bits: int = 8
+    p_min: int = -4
+    p_max: int = 3
+    max_k: int = 1024
+    weight_depth: int = 4096
+    act_depth: int = 512
+    param_depth: int = 256
+    requant_mode: RequantMode = RequantMode.SHIFT
+    bias_bits: int = BIAS_BITS
+    counter_bits: int = 32
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "pe", Op(self.pe))
+        except ValueError:
+            raise ValueError(f"pe must be one of {', '.join(repr(o.value) for o in Op)}, "
+                             f"not {self.pe!r}") from None
+        try:
+            object.__setattr__(self, "requant_mode", RequantMode(self.requant_mode))
+        except ValueError:
+            raise ValueError(f"requant_mode must be one of "
+                             f"{', '.join(repr(m.value) for m in RequantMode)}, "
+                             f"not {self.requant_mode!r}") from None
+        _check_int("rows", self.rows, 1, 64)
+        _check_int("cols", self.cols, 1, 64)
+        _check_int("x_bits", self.x_bits, 2, 16)
+        _check_int("w_bits", self.w_bits, 2, 16)
+        if self.pe is Op.ADDER and self.w_bits != self.x_bits:
+            raise ValueError(f"w_bits must equal x_bits ({self.x_bits}) for adder PEs (weights share "
+                             f"the activations' format), not {self.w_bits!r}")
+        _check_int("p_min", self.p_min, -32, 32)
+        _check_int("p_max", self.p_max, self.p_min, self.p_min + 30)
+        _check_int("max_k", self.max_k, 1, 1 << 20)
+        _check_int("weight_depth", self.weight_depth, 16, 1 << 20)
+        _check_int("act_depth", self.act_depth, 16, 1 << 20)
+        _check_int("param_depth", self.param_depth, 16, 1 << 20)
+        _check_int("bias_bits", self.bias_bits, 2, BIAS_BITS)
+        _check_int("counter_bits", self.counter_bits, 16, 64)
+
+    # --- derived widths ----------------------------------------------------------------------
+
+    @property
+    def pe_count(self):
+        return self.rows * self.cols
+
+    @property
+    def widths(self):
+        """Keyword arguments of :func:`numerics.acc_width` for this build's PEs."""
+        if self.pe is Op.SHIFT:
+            return {"x_bits": self.x_bits, "p_min": self.p_min, "p_max": self.p_max}
+        return {"x_bits": self.x_bits, "w_bits": self.w_bits}
+
+    @property
+    def acc_bits(self):
+        """Accumulator width: the least that never overflows for ``max_k`` terms."""
+        return acc_width(self.pe, self.max_k, **self.widths)
+
+    @property
+    def exponent_bits(self):
+        """Width of a shift weight's stored exponent ``p - p_min`` (``shift`` builds)."""
+        return max(1, (self.p_max - self.p_min).bit_length())
+
+    @property
+    def weight_bits(self):
+        """Bits of one weight in memory: a value, or a shift weight's sign (2) and exponent."""
+        return 2 + self.exponent_bits if self.pe is Op.SHIFT else self.w_bits
+
+    @property
+    def weight_word_bits(self):
+        return self.cols * self.weight_bits
+
+    @property
+    def act_word_bits(self):
+        return self.cols * self.x_bits
+
+    @property
+    def weight_word_bytes(self):
+        """Bytes a weight word takes in the host's view of the weight memory."""
+        return math.ceil(self.weight_word_bits / 8)
+
+    @property
+    def act_word_bytes(self):
+        return math.ceil(self.act_word_bits / 8)
+
+    @property
+    def weight_bytes(self):
+        """Host-visible size of the weight memory in bytes."""
+        return self.weight_depth * self.weight_word_bytes
+
+    @property
+    def act_bytes(self):
+        """Host-visible size of one activation buffer in bytes."""
+        return self.act_depth * self.act_word_bytes
+
+    @property
+    def param_bytes(self):
+        return self.param_depth * PARAM_WORD_BITS // 8
+
+    @property
+    def param_lane_bits(self):
+        return sum(bits for _, bits in requant_lane_fields(self.requant_mode, self.bias_bits))
+
+    @property
+    def param_lane_words(self):
+        """32-bit words one lane's requantisation parameters take."""
+        return math.ceil(self.param_lane_bits / PARAM_WORD_BITS)
+
+    @property
+    def weight_addr_bits(self):
+        return _bits(self.weight_depth)
+
+    @property
+    def act_addr_bits(self):
+        return _bits(self.act_depth)
+
+    @property
+    def param_addr_bits(self):
+        return _bits(self.param_depth)
+
+    @property
+    def memory_bits(self):
+        """Total memory bits: weights, two activation buffers of ``rows`` replicated banks each,
+        and the requantisation parameters."""
+        return (self.weight_depth * self.weight_word_bits
+                + 2 * self.rows * self.act_depth * self.act_word_bits
+                + self.param_depth * PARAM_WORD_BITS)
+
+    # --- identity ----------------------------------------------------------------------------
+
+    def to_dict(self):
+        """The build parameters as a JSON-ready dict (what :attr:`build_hash` hashes)."""
+        d = dataclasses.asdict(self)
+        d["pe"] = self.pe.value
+        d["requant_mode"] = self.requant_mode.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise TypeError(f"Build parameters must be a dict, not {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Unknown build parameters: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @property
+    def build_hash(self):
+        """SHA-256 (hex) of the canonical JSON of :meth:`to_dict` (sorted keys, no spaces)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def describe(self):
+        """One line for reports."""
+        return (f"{self.pe.value} {self.rows}x{self.cols}, {self.x_bits}-bit activations, "
+                f"{self.acc_bits}-bit accumulators (max_k {self.max_k}), requant "
+                f"{self.requant_mode.value}, weights {self.weight_bytes / 1024:g} KiB, "
+                f"activations 2 x {self.rows} x {self.act_bytes / 1024:g} KiB")

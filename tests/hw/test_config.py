@@ -1,0 +1,52 @@
+"""The build configuration: validation messages, derived widths and the stable hash."""
+
+import pytest
+
+from addershift.hw.config import ArrayConfig, requant_lane_fields
+from addershift.sw.numerics import acc_width
+
+
+def test_derived_widths():
+    c = ArrayConfig(pe="adder", rows=4, cols=8, max_k=72)
+    assert c.acc_bits == acc_width("adder", 72, x_bits=8, w_bits=8) == 16
+    assert (c.weight_word_bits, c.act_word_bits, c.weight_word_bytes) == (64, 64, 8)
+    s = ArrayConfig(pe="shift", rows=2, cols=3, p_min=-4, p_max=3)
+    assert (s.exponent_bits, s.weight_bits, s.weight_word_bits, s.weight_word_bytes) == (3, 5, 15, 2)
+    assert s.acc_bits == acc_width("shift", 1024, x_bits=8, p_min=-4, p_max=3)
+    assert ArrayConfig(pe="mul", rows=1, cols=1, requant_mode="mul").param_lane_words == 2
+    assert sum(b for _, b in requant_lane_fields("pow2x2", 32)) == 48
+
+
+def test_hash_is_stable_and_sensitive():
+    a = ArrayConfig(pe="adder", rows=4, cols=4)
+    assert a.build_hash == ArrayConfig.from_dict(a.to_dict()).build_hash
+    assert a.build_hash != ArrayConfig(pe="adder", rows=4, cols=4, act_depth=1024).build_hash
+    # Pinned: changing the canonical form would orphan every compiled program.
+    assert a.to_dict() == {"pe": "adder", "rows": 4, "cols": 4, "x_bits": 8, "w_bits": 8,
+                           "p_min": -4, "p_max": 3, "max_k": 1024, "weight_depth": 4096,
+                           "act_depth": 512, "param_depth": 256, "requant_mode": "shift",
+                           "bias_bits": 32, "counter_bits": 32}
+
+
+@pytest.mark.parametrize("kw, error, message", [
+    ({"pe": "fft"}, ValueError, "pe must be one of 'adder', 'shift', 'mul', not 'fft'"),
+    ({"rows": 0}, ValueError, "rows must be an integer in [1, 64], not 0"),
+    ({"cols": 2.0}, TypeError, "cols must be an integer, not 2.0"),
+    ({"x_bits": 1}, ValueError, "x_bits must be an integer in [2, 16], not 1"),
+    ({"w_bits": 6}, ValueError, "w_bits must equal x_bits (8) for adder PEs (weights share the "
+                                "activations' format), not 6"),
+    ({"p_max": -5}, ValueError, "p_max must be an integer in [-4, 26], not -5"),
+    ({"max_k": True}, TypeError, "max_k must be an integer, not True"),
+    ({"weight_depth": 8}, ValueError, "weight_depth must be an integer in [16, 1048576], not 8"),
+    ({"requant_mode": "float"}, ValueError, "requant_mode must be one of 'shift', 'pow2x2', "
+                                            "'mul', not 'float'"),
+    ({"bias_bits": 40}, ValueError, "bias_bits must be an integer in [2, 32], not 40"),
+])
+def test_validation_messages(kw, error, message):
+    with pytest.raises(error) as e:
+        ArrayConfig(**{"pe": "adder", "rows": 4, "cols": 4, **kw})
+    assert str(e.value) == message
+    with pytest.raises(TypeError):
+        ArrayConfig("adder", 4, 4)       # keyword-only
+    with pytest.raises(ValueError, match="Unknown build parameters: colour"):
+        ArrayConfig.from_dict({"pe": "adder", "rows": 1, "cols": 1, "colour": "red"})

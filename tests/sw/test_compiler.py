@@ -1,0 +1,188 @@
+"""The compiler: layouts checked by running programs on the accelerator model against the golden
+trace, the program file round trip, and every "does not fit" message."""
+
+import numpy as np
+import pytest
+
+from addershift.hw.config import ArrayConfig
+from addershift.sw.accel_model import AcceleratorModel, ProgramError
+from addershift.sw.compiler import (CompileError, Program, compile_model, descriptor_fields,
+                                    pack_fields, unpack_fields)
+from addershift.sw.examples import digits_net
+from addershift.sw.golden import trace
+from addershift.sw.layer_cases import CASES, layer_case
+from addershift.sw.model import GlobalAvgPool, MaxPool2d, QModel, ReLU
+
+OPS = ("adder", "shift", "mul")
+MODES = ("shift", "pow2x2", "mul")
+
+
+def _check_stages(model, config, images=2, seed=1):
+    """Every stage's output on the model of the hardware equals the golden trace entry."""
+    program = compile_model(model, config)
+    acc = AcceleratorModel(program)
+    x = np.random.default_rng(seed).integers(0, 128, (images,) + tuple(model.input_shape))
+    expected = trace(model, x)
+    for n in range(images):
+        acc.write_input(x[n])
+        for s, stage in enumerate(program.stages):
+            acc.run(start=s, count=1)
+            np.testing.assert_array_equal(acc.read_output(s), expected[stage.trace_index][n],
+                                          err_msg=f"stage {stage.name}")
+    return program
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("op", OPS)
+def test_layer_cases_on_the_model(case, op):
+    for mode, (rows, cols) in zip(MODES, [(4, 4), (3, 2), (2, 5)]):
+        config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=mode, max_k=128)
+        _check_stages(layer_case(case, op, mode=mode), config)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", [(4, 4), (8, 8)])
+def test_digits_net_on_the_model(op, shape):
+    config = ArrayConfig(pe=op, rows=shape[0], cols=shape[1], max_k=128)
+    program = _check_stages(digits_net(op), config, images=3)
+    assert [s.layers for s in program.stages] == [
+        ("conv1", "relu1", "pool1"), ("conv2", "relu2", "pool2", "flatten"), ("fc",)]
+    assert program.busy_pe_cycles == 64 * 8 * 9 + 16 * 16 * 72 + 10 * 64
+
+
+def test_whole_run_stops_at_the_last_descriptor():
+    model = digits_net("mul")
+    program = compile_model(model, ArrayConfig(pe="mul", rows=4, cols=4, max_k=128))
+    acc = AcceleratorModel(program)
+    x = np.random.default_rng(3).integers(0, 128, (1, 1, 8, 8))
+    acc.write_input(x[0])
+    assert acc.run() == 3
+    np.testing.assert_array_equal(acc.read_output(), trace(model, x)[-1][0])
+    with pytest.raises(ProgramError, match="stage 3: no descriptor"):
+        acc.run(start=3)
+
+
+def test_program_file_round_trip():
+    program = compile_model(digits_net("shift", mode="pow2x2"),
+                            ArrayConfig(pe="shift", rows=4, cols=4, requant_mode="pow2x2"))
+    again = Program.from_bytes(program.to_bytes())
+    assert again.images() == program.images()
+    assert again.stages == program.stages and again.config == program.config
+    assert again.descriptor(1) == program.stages[1].fields
+    with pytest.raises(ValueError, match="not a program file"):
+        Program.from_bytes(b"nope" + program.to_bytes()[4:])
+
+
+def test_descriptor_packing_round_trip():
+    config = ArrayConfig(pe="adder", rows=4, cols=4)
+    fields = descriptor_fields(config)
+    values = {name: (-1 if signed else (1 << bits) - 1) for name, bits, signed in fields}
+    assert unpack_fields(fields, pack_fields(fields, values)) == values
+    with pytest.raises(ValueError, match="Descriptor field magic = 256 does not fit 8 bits"):
+        pack_fields(fields, {**values, "magic": 256})
+
+
+def test_input_image_layout():
+    program = compile_model(layer_case("conv_s1_p1", "mul"),
+                            ArrayConfig(pe="mul", rows=2, cols=2, max_k=128))
+    x = np.arange(3 * 5 * 5).reshape(3, 5, 5) - 30
+    data = program.input_image(x)
+    # Word (cg, h, w) holds channels 2cg, 2cg+1 of pixel (h, w); the padding lane is 0.
+    assert len(data) == 2 * 25 * 2
+    assert data[0:2] == bytes([x[0, 0, 0] & 0xFF, x[1, 0, 0] & 0xFF])
+    assert data[50 + 2 * 7:50 + 2 * 7 + 2] == bytes([x[2, 1, 2] & 0xFF, 0])
+    with pytest.raises(ValueError, match=r"Input must have shape \(3, 5, 5\), not \(5, 5\)"):
+        program.input_image(x[0])
+
+
+# --- does not fit -------------------------------------------------------------------------------
+
+def _config(**kw):
+    base = dict(pe="adder", rows=4, cols=4, max_k=128)
+    return ArrayConfig(**{**base, **kw})
+
+
+def test_weight_memory_too_small():
+    model = digits_net("adder", channels=(16, 128))
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(max_k=1024, weight_depth=4096))
+    assert str(e.value) == (
+        "layer conv2 needs 18 KiB of weight memory (the program up to it 18.2 KiB); this build "
+        "has 16 KiB: rebuild with a larger weight memory (weight_depth >= 4668 words) or use a "
+        "smaller model")
+
+
+def test_wrong_pe_kind():
+    with pytest.raises(CompileError, match="^layer conv1 uses shift operations; this build's PEs "
+                       "are adder: rebuild with pe=shift or use a adder model$"):
+        compile_model(digits_net("shift"), _config())
+
+
+def test_missing_requant_mode():
+    with pytest.raises(CompileError) as e:
+        compile_model(digits_net("adder", mode="mul"), _config())
+    assert str(e.value) == ("layer conv1 uses requantisation mode 'mul'; this build has 'shift': "
+                            "rebuild with requant_mode=mul or use a model quantised for 'shift'")
+
+
+def test_reduction_beyond_the_accumulator():
+    with pytest.raises(CompileError) as e:
+        compile_model(digits_net("adder"), _config(max_k=64))
+    assert str(e.value) == ("layer conv2 sums 72 terms per output; this build's accumulators hold "
+                            "at most 64: rebuild with max_k >= 72")
+
+
+def test_activation_buffer_too_small():
+    with pytest.raises(CompileError) as e:
+        compile_model(layer_case("pool", "adder"), _config(act_depth=16))
+    assert str(e.value) == ("the input (2x7x7) needs 49 words per activation bank; this build has "
+                            "16: rebuild with act_depth >= 49")
+    with pytest.raises(CompileError) as e:
+        compile_model(layer_case("conv_s1_p1", "adder"), _config(act_depth=40))
+    assert str(e.value) == ("layer conv's output (5x5x5) needs 50 words per activation bank "
+                            "(200 B); this build has 40 (160 B): rebuild with "
+                            "act_depth >= 50 or use a smaller model")
+
+
+def test_parameter_memory_too_small():
+    with pytest.raises(CompileError) as e:
+        compile_model(digits_net("adder", mode="pow2x2"), _config(requant_mode="pow2x2",
+                                                                  param_depth=40))
+    assert str(e.value) == ("layer conv2 needs requantisation parameters up to word 48; this build "
+                            "has 40 words: rebuild with param_depth >= 48")
+
+
+def test_other_mismatches():
+    with pytest.raises(CompileError, match="^the model's activations are 6 bits; this build's are "
+                       "8: rebuild with x_bits=6$"):
+        compile_model(digits_net("adder", x_bits=6), _config())
+    with pytest.raises(CompileError, match=r"^layer conv1 has shift exponents over a span of 7 "
+                       r"\(p_min -4, p_max 3\); this build's span is 3: rebuild with "
+                       r"p_max - p_min >= 7$"):
+        compile_model(digits_net("shift"), _config(pe="shift", p_min=0, p_max=3))
+    with pytest.raises(CompileError, match=r"^layer conv1 has biases in \[-\d+, \d+\]; this build's "
+                       r"bias is 8 bits: rebuild with bias_bits >= \d+$"):
+        compile_model(digits_net("adder"), _config(bias_bits=8))
+
+
+def test_unsupported_layer_sequences():
+    model = digits_net("adder")
+    for layers, message in [
+        ([ReLU("r")] + model.layers, "^layer r \\(relu\\) must follow a conv2d or linear layer"),
+        (model.layers[:3] + [MaxPool2d("p2", kernel=1, stride=1)] + model.layers[3:],
+         "^layer p2 \\(maxpool2d\\): one pooling layer per conv2d layer is supported$"),
+    ]:
+        bad = QModel(input_shape=(1, 8, 8), layers=layers)
+        with pytest.raises(CompileError, match=message):
+            compile_model(bad, _config())
+    pool = layer_case("pool", "adder")
+    pool.layers[2] = MaxPool2d("p", kernel=3, stride=2)
+    with pytest.raises(CompileError, match="^layer p \\(maxpool2d\\): overlapping windows "
+                       "\\(kernel 3 > stride 2\\) are not supported; use kernel <= stride$"):
+        compile_model(pool, _config())
+    gap = layer_case("gap", "adder")
+    gap.layers.insert(3, ReLU("late"))
+    with pytest.raises(CompileError, match="^layer late \\(relu\\) after a global average pool is "
+                       "not supported: move it before the pool$"):
+        compile_model(gap, _config())
+    assert isinstance(gap.layers[2], GlobalAvgPool)
