@@ -25,7 +25,7 @@ import pathlib
 from .toolchain import run_tool
 
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_stat_commands",
-           "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "read_report",
+           "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "read_synthesis", "read_report",
            "synthesize"]
 
 
@@ -321,23 +321,28 @@ def _resources(family, counts, placed, available):
     return res
 
 
+def _load(build_dir, prefix, suffix):
+    path = pathlib.Path(build_dir) / f"{prefix}.{suffix}"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: did Yosys/nextpnr run with the "
+                                f"addershift statistics options?") from None
+
+
+def read_synthesis(build_dir, *, prefix):
+    """Yosys' side alone (for a design that did not place): ``(premap_cells, cells)``, the cell
+    counts before and after technology mapping."""
+    return (_cells_by_type(_load(build_dir, prefix, "premap.json")),
+            _cells_by_type(_load(build_dir, prefix, "stat.json")))
+
+
 def read_report(build_dir, *, prefix, design, target, family, device, synth_opts=(),
                 clock_mhz=None, harness=None, seconds=None):
     """Build a :class:`Report` from ``{prefix}.premap.json``, ``{prefix}.stat.json`` and
     ``{prefix}.report.json`` in ``build_dir``."""
-    build_dir = pathlib.Path(build_dir)
-
-    def load(suffix):
-        path = build_dir / f"{prefix}.{suffix}"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path} is missing: did Yosys/nextpnr run with the "
-                                    f"addershift statistics options?") from None
-
-    premap = _cells_by_type(load("premap.json"))
-    cells = _cells_by_type(load("stat.json"))
-    placed, available, fmax = parse_nextpnr_report(load("report.json"), family)
+    premap, cells = read_synthesis(build_dir, prefix=prefix)
+    placed, available, fmax = parse_nextpnr_report(_load(build_dir, prefix, "report.json"), family)
     return Report(design=design, target=target, family=family, device=device,
                   synth_opts=tuple(synth_opts), clock_mhz=clock_mhz,
                   resources=_resources(family, netlist_counts(cells, family), placed, available),
