@@ -17,10 +17,7 @@ import math
 
 from ..sw.numerics import BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, Op, RequantMode, acc_width
 
-__all__ = ["ArrayConfig", "requant_lane_fields", "PARAM_WORD_BITS"]
-
-#: Width of a requantisation parameter memory word (one lane's parameters take whole words).
-PARAM_WORD_BITS = 32
+__all__ = ["ArrayConfig", "requant_lane_fields", "host_word_bytes"]
 #: Width of every shift field of a requantiser (``SHIFT_MAX`` fits).
 _SHIFT_FIELD_BITS = SHIFT_MAX.bit_length()
 
@@ -37,6 +34,13 @@ def requant_lane_fields(mode, bias_bits):
         return fields + [("sign1", 2), ("shift1", _SHIFT_FIELD_BITS), ("sign2", 2),
                          ("shift2", _SHIFT_FIELD_BITS)]
     return fields + [("multiplier", MULTIPLIER_BITS), ("shift", _SHIFT_FIELD_BITS)]
+
+
+def host_word_bytes(bits):
+    """Bytes a memory word of ``bits`` takes in the host's view: a power of two, so that the host
+    interface splits a byte offset into word and byte with no divider. Bytes above
+    ``ceil(bits / 8)`` read as 0 and are ignored on writes."""
+    return 1 << (math.ceil(bits / 8) - 1).bit_length()
 
 
 def _check_int(name, value, lo, hi=None):
@@ -79,7 +83,7 @@ class ArrayConfig:
     act_depth : int
         Words of each activation bank (one word: ``cols`` activations of one pixel).
     param_depth : int
-        32-bit words of the requantisation parameter memory.
+        Words of the requantisation parameter memory (one word: one channel's parameters).
     requant_mode : :class:`numerics.RequantMode` or str
         The one requantisation mode the build has.
     bias_bits : int
@@ -167,13 +171,22 @@ class ArrayConfig:
         return self.cols * self.x_bits
 
     @property
+    def param_word_bits(self):
+        """One channel's requantisation parameters (:func:`requant_lane_fields`)."""
+        return sum(bits for _, bits in requant_lane_fields(self.requant_mode, self.bias_bits))
+
+    @property
     def weight_word_bytes(self):
         """Bytes a weight word takes in the host's view of the weight memory."""
-        return math.ceil(self.weight_word_bits / 8)
+        return host_word_bytes(self.weight_word_bits)
 
     @property
     def act_word_bytes(self):
-        return math.ceil(self.act_word_bits / 8)
+        return host_word_bytes(self.act_word_bits)
+
+    @property
+    def param_word_bytes(self):
+        return host_word_bytes(self.param_word_bits)
 
     @property
     def weight_bytes(self):
@@ -187,16 +200,7 @@ class ArrayConfig:
 
     @property
     def param_bytes(self):
-        return self.param_depth * PARAM_WORD_BITS // 8
-
-    @property
-    def param_lane_bits(self):
-        return sum(bits for _, bits in requant_lane_fields(self.requant_mode, self.bias_bits))
-
-    @property
-    def param_lane_words(self):
-        """32-bit words one lane's requantisation parameters take."""
-        return math.ceil(self.param_lane_bits / PARAM_WORD_BITS)
+        return self.param_depth * self.param_word_bytes
 
     @property
     def weight_addr_bits(self):
@@ -216,7 +220,7 @@ class ArrayConfig:
         and the requantisation parameters."""
         return (self.weight_depth * self.weight_word_bits
                 + 2 * self.rows * self.act_depth * self.act_word_bits
-                + self.param_depth * PARAM_WORD_BITS)
+                + self.param_depth * self.param_word_bits)
 
     # --- identity ----------------------------------------------------------------------------
 

@@ -96,9 +96,7 @@ class AcceleratorModel:
         """One lane's requantisation parameters starting at parameter word ``addr``."""
         from ..hw.config import requant_lane_fields
         c = self.config
-        packed = 0
-        for i in range(c.param_lane_words):
-            packed |= self.params[addr + i] << (32 * i)
+        packed = self.params[addr]
         out, pos = {}, 0
         for name, bits in requant_lane_fields(c.requant_mode, c.bias_bits):
             out[name] = _field(packed, pos, bits, signed=name in ("bias", "multiplier")
@@ -141,8 +139,8 @@ class AcceleratorModel:
         lo, hi = int_range(c.x_bits)
         w_addr = d["w_base"]
         for og in range(d["og_m1"] + 1):
-            params = [self._params(rq_addr + j * c.param_lane_words) for j in range(C)]
-            rq_addr += C * c.param_lane_words
+            params = [self._params(rq_addr + j) for j in range(C)]
+            rq_addr += C
             walker = self._walk_pixels(d, (d["tiles_m1"] + 1) * R)
             writer = _Writer(self, d, dst, og)
             og_w_base = w_addr

@@ -6,10 +6,10 @@ A program is three memory images and a description:
   stage's weights. A weight word holds ``cols`` weights of one reduction step ``k`` for one group of
   ``cols`` output channels; a stage's words run ``for og: for kh: for kw: for c`` (the order the
   on-chip im2col walks a patch).
-- the **parameter image** (region ``params``): 32-bit words; per stage, per output channel group, per
-  lane, one lane's requantisation parameters (``hw.requant.requant_param_layout``: ``bias`` then the
-  mode's fields, least significant first) in ``param_lane_words`` words. The sequencer streams them
-  in this order, so a stage only needs its first word's address.
+- the **parameter image** (region ``params``): one word per output channel (padded to whole
+  groups of ``cols``), per stage, in channel order: the channel's requantisation parameters
+  (``hw.requant.requant_param_layout``: ``bias`` then the mode's fields, least significant first).
+  The sequencer streams them in this order, so a stage only needs its first word's address.
 - the **input image** of each inference (region ``act0``): the image as words of ``cols`` channels
   of one pixel, word ``(cg, h, w)`` at ``cg * H * W + h * W + w``.
 
@@ -39,7 +39,7 @@ from .numerics import Op, int_range
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "COUNT_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "Stage", "Program", "compile_model",
-    "PROGRAM_MAGIC", "PROGRAM_VERSION",
+    "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES",
 ]
 
 #: Host-visible memory regions of the accelerator: name -> region number (``protocol.address``).
@@ -54,6 +54,12 @@ DIM_BITS = 8
 COUNT_BITS = 16
 #: Width of the global-average-pool shift field.
 _GAP_SHIFT_BITS = 6
+
+#: Per-stage performance counters (region ``counters``): word ``4 * stage + i`` holds counter ``i``
+#: of :data:`PERF_COUNTERS` as it stood when stage ``stage`` finished, counted from the run's start;
+#: the first :data:`PERF_STAGES` stages of a run are recorded.
+PERF_COUNTERS = ("cycles", "issue", "busy_pe", "stall")
+PERF_STAGES = 16
 
 PROGRAM_MAGIC = b"ADSP"
 PROGRAM_VERSION = 1
@@ -346,7 +352,7 @@ class Program:
         """``{region name: bytes}`` to write before the first run (the input comes separately)."""
         c = self.config
         return {"weights": self._to_bytes(self.weight_words, c.weight_word_bytes),
-                "params": self._to_bytes(self.param_words, 4)}
+                "params": self._to_bytes(self.param_words, c.param_word_bytes)}
 
     def input_image(self, x):
         """Bytes of one input image ``(C, H, W)`` (or ``(F,)``) for region ``act0`` at offset 0."""
@@ -465,7 +471,7 @@ class Program:
         if config.build_hash != head["build_hash"]:
             raise ValueError("program file: the build hash does not match its parameters")
         images = []
-        for word_bytes in (config.weight_word_bytes, 4):
+        for word_bytes in (config.weight_word_bytes, config.param_word_bytes):
             (length,) = struct.unpack_from("<I", data, pos)
             raw = data[pos + 4:pos + 4 + length]
             pos += 4 + length
@@ -583,13 +589,10 @@ def compile_model(model, config, *, name="model"):
             for j, v in enumerate(row):
                 word |= int(v) << (j * wb)
             weight_words.append(word)
-        # Requantisation parameters: for og: for lane.
+        # Requantisation parameters: one word per channel, whole groups of C.
         rq_base = len(param_words)
-        lane_words = config.param_lane_words
-        for ch in range(og * C):
-            packed = _lane_params(layer, config, ch) if ch < cout else 0
-            for i in range(lane_words):
-                param_words.append((packed >> (32 * i)) & 0xFFFFFFFF)
+        param_words += [_lane_params(layer, config, ch) if ch < cout else 0
+                        for ch in range(og * C)]
         if len(param_words) > config.param_depth:
             raise CompileError(f"{where} needs requantisation parameters up to word "
                                f"{len(param_words)}; this build has {config.param_depth} words: "
@@ -620,7 +623,7 @@ def compile_model(model, config, *, name="model"):
             out_shape=out_storage, kernel=(kh, kw), stride=stride, padding=pad,
             conv_shape=(oh, ow), relu=g["relu"], pool=g["pool"], gap_shift=g["gap"],
             reduction=k, tiles=tiles, groups=og, w_base=w_next, w_words=w_words, rq_base=rq_base,
-            rq_words=og * C * lane_words, in_buffer=s % 2, out_buffer=(s + 1) % 2,
+            rq_words=og * C, in_buffer=s % 2, out_buffer=(s + 1) % 2,
             busy_pe_cycles=pixels * cout * k, issue_cycles=og * tiles * k, fields=values))
         w_next += w_words
     return Program(config=config, model_name=name, input_shape=tuple(model.input_shape),

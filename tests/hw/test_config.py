@@ -12,8 +12,10 @@ def test_derived_widths():
     assert (c.weight_word_bits, c.act_word_bits, c.weight_word_bytes) == (64, 64, 8)
     s = ArrayConfig(pe="shift", rows=2, cols=3, p_min=-4, p_max=3)
     assert (s.exponent_bits, s.weight_bits, s.weight_word_bits, s.weight_word_bytes) == (3, 5, 15, 2)
+    assert ArrayConfig(pe="shift", rows=1, cols=5).weight_word_bytes == 4   # 25 bits: 4 bytes
     assert s.acc_bits == acc_width("shift", 1024, x_bits=8, p_min=-4, p_max=3)
-    assert ArrayConfig(pe="mul", rows=1, cols=1, requant_mode="mul").param_lane_words == 2
+    m = ArrayConfig(pe="mul", rows=1, cols=1, requant_mode="mul")
+    assert (m.param_word_bits, m.param_word_bytes) == (54, 8)
     assert sum(b for _, b in requant_lane_fields("pow2x2", 32)) == 48
 
 

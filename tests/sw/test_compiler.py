@@ -147,9 +147,9 @@ def test_activation_buffer_too_small():
 def test_parameter_memory_too_small():
     with pytest.raises(CompileError) as e:
         compile_model(digits_net("adder", mode="pow2x2"), _config(requant_mode="pow2x2",
-                                                                  param_depth=40))
-    assert str(e.value) == ("layer conv2 needs requantisation parameters up to word 48; this build "
-                            "has 40 words: rebuild with param_depth >= 48")
+                                                                  param_depth=16))
+    assert str(e.value) == ("layer conv2 needs requantisation parameters up to word 24; this build "
+                            "has 16 words: rebuild with param_depth >= 24")
 
 
 def test_other_mismatches():

@@ -1,0 +1,254 @@
+"""The accelerator core: memories, im2col, the array, requantiser, write-back and sequencer.
+
+Data path of one stage (``docs/accelerator.md`` has the picture and the cycle accounting)::
+
+    Im2colGenerator --steps--> read stage --x, w, last--> SystolicArray --rows--> RequantFeeder
+         |  (addresses)          |  (one cycle: R activation banks + weight memory)        |
+         |                       |                                                 Requantiser
+     weight memory      activation buffer stage % 2                                          |
+                                               activation buffer (stage + 1) % 2 <-- Writeback
+
+Host interface (what the host link's command framer drives; ``sw.compiler.REGIONS`` names the
+regions): a byte bus ``host`` with addresses ``region << 24 | byte offset`` and
+:attr:`Accelerator.read_latency` cycles from ``r_en`` to ``r_data``, and the run control (``run``
+with its 32-bit argument, ``busy``/``done``/``error`` and the counters). Memories are word-wide:
+a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
+two, ``hw.config.host_word_bytes``), least significant byte first. A word is written when its last
+used byte is written, with the bytes written before it since (write words whole, in order). Memory
+regions are for use while the accelerator is idle: writes are ignored and reads undefined while it
+runs; the ``counters`` region may be read at any time.
+
+Run argument: bits 0-7 the first stage, bits 8-15 the number of stages (0: up to the last one).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+
+from ..sw.compiler import PERF_STAGES, REGIONS
+from ..sw.numerics import Op
+from .array import SystolicArray
+from .config import ArrayConfig, host_word_bytes
+from .im2col import Im2colGenerator
+from .memories import ReplicatedMemory, WeightMemory
+from .requant import Requantiser
+from .sequencer import RequantFeeder, Sequencer
+from .writeback import Writeback
+
+__all__ = ["HostBus", "Accelerator"]
+
+
+class HostBus(wiring.Signature):
+    """A byte bus from the host side: ``addr``, ``w_en``/``w_data``, ``r_en`` out; ``r_data`` in."""
+
+    def __init__(self):
+        super().__init__({"addr": Out(32), "w_en": Out(1), "w_data": Out(8), "r_en": Out(1),
+                          "r_data": In(8)})
+
+
+class Accelerator(wiring.Component):
+    """The accelerator core for one build (:class:`hw.config.ArrayConfig`).
+
+    Members
+    -------
+    host : ``In(HostBus())``
+        Memory access (see the module docstring).
+    run : ``In(1)``, run_arg : ``In(32)``
+        Start a run (ignored while busy).
+    busy, done : ``Out(1)``, error : ``Out(8)``
+    total_cycles, busy_pe_cycles, stall_cycles, issue_steps : ``Out(counter_bits)``
+    """
+
+    def __init__(self, *, config):
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._config = config
+        cb = config.counter_bits
+        super().__init__({
+            "host": In(HostBus()),
+            "run": In(1), "run_arg": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(8),
+            "total_cycles": Out(cb), "busy_pe_cycles": Out(cb), "stall_cycles": Out(cb),
+            "issue_steps": Out(cb),
+        })
+
+    config = property(lambda self: self._config)
+
+    @property
+    def read_latency(self):
+        """Cycles from ``host.r_en`` to the byte on ``host.r_data``."""
+        return 2
+
+    def regions(self):
+        """The host-visible regions: ``[(id, name, size in bytes, writable)]``."""
+        c = self._config
+        return [
+            (REGIONS["weights"], "weights", c.weight_bytes, True),
+            (REGIONS["params"], "params", c.param_bytes, True),
+            (REGIONS["act0"], "act0", c.act_bytes, True),
+            (REGIONS["act1"], "act1", c.act_bytes, True),
+            (REGIONS["counters"], "counters",
+             4 * PERF_STAGES * host_word_bytes(c.counter_bits), False),
+        ]
+
+    def make_array(self):
+        c = self._config
+        if c.pe is Op.SHIFT:
+            return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
+                                 p_min=c.p_min, p_max=c.p_max, max_length=c.max_k)
+        return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
+                             w_bits=c.w_bits, max_length=c.max_k)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C = cfg.rows, cfg.cols
+
+        m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth)
+        m.submodules.pmem = pmem = ReplicatedMemory(banks=1, width=cfg.param_word_bits,
+                                                    depth=cfg.param_depth)
+        bufs = [ReplicatedMemory(banks=R, width=cfg.act_word_bits, depth=cfg.act_depth)
+                for _ in range(2)]
+        m.submodules.act0, m.submodules.act1 = bufs
+        perf = m.submodules.perf = Memory(shape=unsigned(cfg.counter_bits),
+                                          depth=4 * PERF_STAGES, init=[])
+        perf_w = perf.write_port()
+        perf_r = perf.read_port()
+
+        m.submodules.seq = seq = Sequencer(config=cfg)
+        m.submodules.gen = gen = Im2colGenerator(config=cfg)
+        m.submodules.array = array = self.make_array()
+        if array.acc_bits != cfg.acc_bits:
+            raise AssertionError("the array's accumulator width differs from the build's")
+        m.submodules.requant = requant = Requantiser(
+            mode=cfg.requant_mode, acc_bits=array.acc_bits, out_bits=cfg.x_bits, lanes=C,
+            bias_bits=cfg.bias_bits)
+        m.submodules.feeder = feeder = RequantFeeder(
+            config=cfg, array_out_layout=array.out_layout,
+            requant_in_layout=requant.i.payload.shape())
+        m.submodules.wb = wb = Writeback(config=cfg)
+
+        busy = seq.busy
+        src = seq.stage[0]                 # stage s reads buffer s % 2 and writes the other one
+        m.d.comb += [
+            seq.run.eq(self.run), seq.run_start.eq(self.run_arg[:8]),
+            seq.run_count.eq(self.run_arg[8:16]),
+            self.busy.eq(seq.busy), self.done.eq(seq.done), self.error.eq(seq.error),
+            self.total_cycles.eq(seq.total), self.busy_pe_cycles.eq(seq.busy_pe),
+            self.stall_cycles.eq(seq.stall), self.issue_steps.eq(seq.issue),
+            gen.desc.eq(seq.desc), feeder.desc.eq(seq.desc), wb.desc.eq(seq.desc),
+            gen.start.eq(seq.start), feeder.start.eq(seq.start), wb.start.eq(seq.start),
+            seq.units_busy.eq(wb.busy),
+            perf_w.en.eq(seq.perf_en), perf_w.addr.eq(seq.perf_addr), perf_w.data.eq(seq.perf_data),
+        ]
+
+        # --- read stage: one cycle from a step's addresses to the array's operands ------------
+        s1_valid, s1_last = Signal(), Signal()
+        s1_lane = Signal.like(gen.o.payload.lane)
+        s1_rows = Signal(R)
+        s1_busy = Signal.like(gen.o.payload.busy)
+        adv = Signal()
+        m.d.comb += [adv.eq(~s1_valid | array.i.ready), gen.o.ready.eq(adv)]
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(gen.o.valid), s1_last.eq(gen.o.payload.last),
+                         s1_lane.eq(gen.o.payload.lane), s1_rows.eq(gen.o.payload.valid.as_value()),
+                         s1_busy.eq(gen.o.payload.busy)]
+        lanes = data.ArrayLayout(array.in_layout["x"].shape.elem_shape, C)
+        for r in range(R):
+            word = lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r]))
+            m.d.comb += array.i.payload.x[r].eq(Mux(s1_rows[r], word[s1_lane], 0))
+        m.d.comb += [
+            array.i.valid.eq(s1_valid), array.i.payload.last.eq(s1_last),
+            array.i.payload.w.as_value().eq(wmem.r_data),
+            seq.step.eq(array.i.valid & array.i.ready), seq.step_busy.eq(s1_busy),
+            seq.issuing.eq(gen.busy | s1_valid),
+        ]
+
+        # --- post-processing ----------------------------------------------------------------
+        connect(m, array.o, feeder.i)
+        connect(m, feeder.o, requant.i)
+        connect(m, requant.o, wb.i)
+        m.d.comb += pmem.r_addr[0].eq(feeder.mem_addr)
+        m.d.comb += [pmem.r_en.eq(1), feeder.mem_data.eq(pmem.r_data[0])]
+
+        # --- host access --------------------------------------------------------------------
+        h = self.host
+        region, offset = h.addr[24:], h.addr[:24]
+        targets = {"weights": cfg.weight_word_bits, "params": cfg.param_word_bits,
+                   "act0": cfg.act_word_bits, "act1": cfg.act_word_bits,
+                   "counters": cfg.counter_bits}
+        stage_bytes = max(-(-bits // 8) for bits in targets.values())
+        staging = Signal(8 * stage_bytes)
+        host_word, host_commit = {}, {}
+        for name, bits in targets.items():
+            lg = (host_word_bytes(bits) - 1).bit_length()
+            used = -(-bits // 8)
+            byte = offset[:lg] if lg else 0
+            host_word[name] = offset[lg:]
+            merged = Signal(8 * stage_bytes, name=f"host_{name}_word")
+            m.d.comb += merged.eq(staging)
+            with m.Switch(byte):
+                for b in range(used):
+                    with m.Case(b):
+                        m.d.comb += merged.word_select(b, 8).eq(h.w_data)
+            host_commit[name] = (h.w_en & ~busy & (region == REGIONS[name]) & (byte == used - 1),
+                                 merged[:bits])
+            with m.If(h.w_en & (region == REGIONS[name])):
+                m.d.sync += staging.eq(merged)
+
+        # Weight memory: the host while idle; the sequencer loading a descriptor; the read stage.
+        we, wd = host_commit["weights"]
+        m.d.comb += [
+            wmem.w_en.eq(we), wmem.w_data.eq(wd),
+            wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, gen.o.payload.w_addr),
+                             host_word["weights"])),
+            wmem.r_en.eq(Mux(busy, seq.mem_read | adv, h.r_en)),
+            seq.mem_data.eq(wmem.r_data),
+        ]
+        pe, pd = host_commit["params"]
+        m.d.comb += [pmem.w_en.eq(pe), pmem.w_addr.eq(host_word["params"]), pmem.w_data.eq(pd)]
+        with m.If(~busy):
+            m.d.comb += pmem.r_addr[0].eq(host_word["params"])
+
+        # Activation buffers: the source feeds the array rows; the destination takes the
+        # write-back (and its bank 0 serves the max-pool reads); the host while idle.
+        for b, buf in enumerate(bufs):
+            is_src = src == b
+            he, hd = host_commit[f"act{b}"]
+            m.d.comb += [
+                buf.w_en.eq(Mux(busy, wb.w_en & ~is_src, he)),
+                buf.w_addr.eq(Mux(busy, wb.w_addr, host_word[f"act{b}"])),
+                buf.w_data.eq(Mux(busy, wb.w_data, hd)),
+            ]
+            for r in range(R):
+                m.d.comb += buf.r_addr[r].eq(gen.o.payload.addr[r])
+            with m.If(busy & is_src):
+                m.d.comb += buf.r_en.eq(Mux(adv, (1 << R) - 1, 0))
+            with m.Elif(busy):
+                m.d.comb += [buf.r_en.eq(1), buf.r_addr[0].eq(wb.r_addr)]
+            with m.Else():
+                m.d.comb += [buf.r_en.eq(1), buf.r_addr[0].eq(host_word[f"act{b}"])]
+        m.d.comb += wb.r_data.eq(Mux(src, bufs[0].r_data[0], bufs[1].r_data[0]))
+        m.d.comb += perf_r.addr.eq(host_word["counters"])
+
+        # Host reads: the word arrives one cycle after r_en, its byte is registered.
+        rd_region = Signal(8)
+        rd_offset = Signal(8)
+        m.d.sync += [rd_region.eq(region), rd_offset.eq(offset[:8])]
+        words = {"weights": wmem.r_data, "params": pmem.r_data[0], "act0": bufs[0].r_data[0],
+                 "act1": bufs[1].r_data[0], "counters": perf_r.data}
+        byte_out = Signal(8)
+        with m.Switch(rd_region):
+            for name, word in words.items():
+                bits = targets[name]
+                lg = (host_word_bytes(bits) - 1).bit_length()
+                padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
+                m.d.comb += padded.eq(word)
+                with m.Case(REGIONS[name]):
+                    m.d.comb += byte_out.eq(padded.word_select(rd_offset[:lg], 8) if lg
+                                            else padded[:8])
+        m.d.sync += h.r_data.eq(byte_out)
+        return m

@@ -1,0 +1,214 @@
+"""On-chip im2col: the k-step addresses of a layer, one step per cycle, from its descriptor.
+
+For each output channel group ``og``, each tile of ``rows`` output pixels (raster order) and each
+reduction step ``(kh, kw, c)`` of the patch (in that loop order), :class:`Im2colGenerator` emits one
+*step*: for every array row ``r`` the activation word address of its pixel's patch element, whether
+that element exists (padding, and rows past the last pixel, read as 0), the channel lane, the
+weight word address, whether this is the last step of the reduction, and how many PEs do useful work.
+
+Addresses come from counters and adders only (no multiplier, no divider), as
+``sw/accel_model.py`` computes them:
+
+- a *walker* steps through output pixels in raster order and tracks, per pixel, the top-left input
+  position of its window ``ih0 = oh * stride - pad``, ``iw0 = ow * stride - pad`` and its address
+  ``base = ih0 * W + iw0`` (``base += stride`` along a row, ``row_base += stride * W`` per row);
+- it fills a shadow copy of the ``rows`` pixel registers one per cycle while the current tile runs;
+  a tile starts by copying the shadow (so the walker costs no cycles when ``K >= rows``);
+- per step, ``offset = cg * H * W + kh * W + kw`` is kept incrementally, row ``r`` reads word
+  ``base[r] + offset`` and its element exists when ``0 <= ih0[r] + kh < H`` and
+  ``0 <= iw0[r] + kw < W``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.compiler import COUNT_BITS, DIM_BITS
+from .descriptor import descriptor_layout
+
+__all__ = ["Im2colGenerator", "step_layout"]
+
+
+def step_layout(config):
+    """One k-step: per-row addresses and valid bits, lane, weight address, last, busy PEs."""
+    return data.StructLayout({
+        "addr": data.ArrayLayout(unsigned(config.act_addr_bits), config.rows),
+        "valid": data.ArrayLayout(unsigned(1), config.rows),
+        "lane": unsigned(max(1, (config.cols - 1).bit_length())),
+        "w_addr": unsigned(config.weight_addr_bits),
+        "last": unsigned(1),
+        "busy": unsigned((config.rows * config.cols).bit_length()),
+    })
+
+
+class Im2colGenerator(wiring.Component):
+    """Emits every k-step of a stage on ``o`` (see the module docstring).
+
+    Parameters
+    ----------
+    config : :class:`hw.config.ArrayConfig`
+
+    Members
+    -------
+    desc : ``In(descriptor_layout(config))``
+        The stage's descriptor; must hold still from ``start`` until ``busy`` falls.
+    start : ``In(1)``
+        Begin the stage (a one-cycle pulse while idle).
+    busy : ``Out(1)``
+        Steps remain to be emitted.
+    o : ``Out(stream.Signature(step_layout(config)))``
+    """
+
+    def __init__(self, *, config):
+        from .config import ArrayConfig
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "desc": In(descriptor_layout(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "o": Out(stream.Signature(step_layout(config))),
+        })
+
+    config = property(lambda self: self._config)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d = self._config, self.desc
+        R, C = cfg.rows, cfg.cols
+        a = cfg.act_addr_bits
+        pos = signed(DIM_BITS + 3)        # ih0, iw0 (from -pad to (OH - 1) * stride - pad)
+        base_shape = signed(a + 3)        # base (from -pad * W - pad to H * W)
+        off_shape = unsigned(a + 1)       # offsets inside one input (checked by the compiler)
+
+        # --- walker: fills the shadow pixel registers, one pixel per cycle ------------------
+        w_ow = Signal(DIM_BITS)
+        w_ih0, w_iw0 = Signal(pos), Signal(pos)
+        w_base, w_row_base = Signal(base_shape), Signal(base_shape)
+        w_left = Signal(COUNT_BITS)       # pixels of this pass not yet walked
+        w_tile = Signal(COUNT_BITS)
+        fill = Signal(range(R + 1))       # shadow rows loaded
+        sh_ih0 = [Signal(pos, name=f"sh_ih0_{r}") for r in range(R)]
+        sh_iw0 = [Signal(pos, name=f"sh_iw0_{r}") for r in range(R)]
+        sh_base = [Signal(base_shape, name=f"sh_base_{r}") for r in range(R)]
+        sh_pv = [Signal(name=f"sh_pv_{r}") for r in range(R)]
+
+        def walker_reset():
+            return [w_ow.eq(0), w_ih0.eq(-d.pad), w_iw0.eq(-d.pad), w_base.eq(d.base0),
+                    w_row_base.eq(d.base0), w_left.eq(d.pixels)]
+
+        active = Signal()                 # the stage is running (steps or fills remain)
+        walk = Signal()
+        m.d.comb += walk.eq(active & (fill != R))
+        with m.If(walk):
+            with m.Switch(fill):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.sync += [sh_ih0[r].eq(w_ih0), sh_iw0[r].eq(w_iw0),
+                                     sh_base[r].eq(w_base), sh_pv[r].eq(w_left != 0)]
+            m.d.sync += fill.eq(fill + 1)
+            with m.If(w_left != 0):
+                m.d.sync += w_left.eq(w_left - 1)
+            with m.If((fill == R - 1) & (w_tile == d.tiles_m1)):
+                # The pass over all pixels is complete: the next group starts at pixel 0.
+                m.d.sync += walker_reset() + [w_tile.eq(0)]
+            with m.Else():
+                with m.If(fill == R - 1):
+                    m.d.sync += w_tile.eq(w_tile + 1)
+                with m.If(w_ow == d.out_w_m1):
+                    m.d.sync += [w_ow.eq(0), w_ih0.eq(w_ih0 + d.stride), w_iw0.eq(-d.pad),
+                                 w_row_base.eq(w_row_base + d.row_step),
+                                 w_base.eq(w_row_base + d.row_step)]
+                with m.Else():
+                    m.d.sync += [w_ow.eq(w_ow + 1), w_iw0.eq(w_iw0 + d.stride),
+                                 w_base.eq(w_base + d.stride)]
+
+        # --- the current tile ----------------------------------------------------------------
+        cur_ih0 = [Signal(pos, name=f"ih0_{r}") for r in range(R)]
+        cur_iw0 = [Signal(pos, name=f"iw0_{r}") for r in range(R)]
+        cur_base = [Signal(base_shape, name=f"base_{r}") for r in range(R)]
+        cur_pv = [Signal(name=f"pv_{r}") for r in range(R)]
+        loaded = Signal()                 # the current registers hold an unfinished tile
+        issuing = Signal()                # steps remain in this stage
+        with m.If(issuing & ~loaded & (fill == R)):
+            m.d.sync += [loaded.eq(1), fill.eq(0)]
+            for r in range(R):
+                m.d.sync += [cur_ih0[r].eq(sh_ih0[r]), cur_iw0[r].eq(sh_iw0[r]),
+                             cur_base[r].eq(sh_base[r]), cur_pv[r].eq(sh_pv[r])]
+
+        # --- reduction counters --------------------------------------------------------------
+        c = Signal(range(cfg.max_k + 1))
+        lane = Signal(range(C))
+        kw, kh = Signal(DIM_BITS), Signal(DIM_BITS)
+        kh_off = Signal(off_shape)        # kh * W
+        kw_off = Signal(off_shape)        # kh * W + kw
+        cg_off = Signal(off_shape)        # (c // C) * H * W
+        tile = Signal(COUNT_BITS)
+        og = Signal(DIM_BITS)
+        w_addr = Signal(cfg.weight_addr_bits)
+        og_base = Signal(cfg.weight_addr_bits)
+
+        c_last = c == d.cin_m1
+        kw_last = kw == d.kw_m1
+        kh_last = kh == d.kh_m1
+        last = c_last & kw_last & kh_last
+        tile_last = tile == d.tiles_m1
+        og_last = og == d.og_m1
+
+        offset = Signal(off_shape)
+        m.d.comb += offset.eq(kw_off + cg_off)
+        p = self.o.payload
+        for r in range(R):
+            ih = Signal(signed(DIM_BITS + 4), name=f"ih_{r}")
+            iw = Signal(signed(DIM_BITS + 4), name=f"iw_{r}")
+            m.d.comb += [
+                ih.eq(cur_ih0[r] + kh), iw.eq(cur_iw0[r] + kw),
+                p.addr[r].eq(cur_base[r] + offset),
+                p.valid[r].eq(cur_pv[r] & (ih >= 0) & (ih < d.in_h) & (iw >= 0) & (iw < d.in_w)),
+            ]
+        m.d.comb += [
+            p.lane.eq(lane), p.w_addr.eq(w_addr), p.last.eq(last),
+            p.busy.eq(Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
+                          Mux(og_last, d.busy_cols, d.busy_full))),
+            self.o.valid.eq(loaded),
+            self.busy.eq(issuing),
+        ]
+
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += w_addr.eq(w_addr + 1)
+            with m.If(c_last):
+                m.d.sync += [c.eq(0), lane.eq(0), cg_off.eq(0)]
+                with m.If(kw_last):
+                    m.d.sync += kw.eq(0)
+                    with m.If(kh_last):
+                        m.d.sync += [kh.eq(0), kh_off.eq(0), kw_off.eq(0)]
+                    with m.Else():
+                        m.d.sync += [kh.eq(kh + 1), kh_off.eq(kh_off + d.in_w),
+                                     kw_off.eq(kh_off + d.in_w)]
+                with m.Else():
+                    m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1)]
+            with m.Else():
+                m.d.sync += c.eq(c + 1)
+                with m.If(lane == C - 1):
+                    m.d.sync += [lane.eq(0), cg_off.eq(cg_off + d.in_hw)]
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
+            with m.If(last):
+                m.d.sync += loaded.eq(0)
+                with m.If(tile_last):
+                    m.d.sync += [tile.eq(0), og.eq(og + 1), og_base.eq(w_addr + 1)]
+                    with m.If(og_last):
+                        m.d.sync += [issuing.eq(0), active.eq(0)]
+                with m.Else():
+                    m.d.sync += [tile.eq(tile + 1), w_addr.eq(og_base)]
+
+        with m.If(self.start):
+            m.d.sync += walker_reset() + [
+                w_tile.eq(0), fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
+                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), kh_off.eq(0), kw_off.eq(0), cg_off.eq(0),
+                tile.eq(0), og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
+            ]
+        return m

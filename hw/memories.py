@@ -1,0 +1,171 @@
+"""The accelerator's memories: the weight memory and replicated activation buffers.
+
+- :class:`WeightMemory`: one port (the host writes it while the accelerator is idle; the sequencer
+  reads descriptors and weights while it runs). On an iCE40 UltraPlus it is built from
+  ``SB_SPRAM256KA`` blocks (16K x 16 bits each; Yosys does not infer them), elsewhere (simulation,
+  ECP5) from an :class:`amaranth.lib.memory.Memory` that synthesis maps to block RAM.
+- :class:`ReplicatedMemory`: ``banks`` copies of one memory behind one broadcast write port, with one
+  read port per bank. An activation buffer is ``rows`` banks so that every array row reads its own
+  im2col address in the same cycle (each write costs no time, only memory: ``rows`` copies); bank 0's
+  read port is transparent for the write port, so a read-modify-write of the address written in the
+  same cycle sees the new value. The requantisation parameters are a one-bank instance.
+
+Every read port is synchronous (data one cycle after the address) and keeps its data while its
+enable is low, so a stalled pipeline keeps its operands.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["WeightMemory", "ReplicatedMemory", "SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS"]
+
+#: One SB_SPRAM256KA: 16384 words of 16 bits; an iCE40UP5K has 4.
+SPRAM_DEPTH = 16384
+SPRAM_WIDTH = 16
+SPRAM_BLOCKS = 4
+
+
+def _check_int(name, value, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bounds = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+        raise ValueError(f"{name} must be {bounds}, not {value!r}")
+    return value
+
+
+def _has_spram(platform):
+    device = getattr(platform, "device", "") or ""
+    return device.startswith("iCE40UP")
+
+
+class WeightMemory(wiring.Component):
+    """A single-port memory of ``depth`` words of ``width`` bits.
+
+    Parameters
+    ----------
+    width, depth : int
+    spram : bool or None
+        Build from ``SB_SPRAM256KA`` blocks: ``None`` (default) when the platform is an iCE40
+        UltraPlus, ``False`` never. Raises at elaboration when the blocks needed exceed
+        :data:`SPRAM_BLOCKS`.
+
+    Members
+    -------
+    addr : ``In(range(depth))``
+    r_en : ``In(1)``
+        Read ``addr``: ``r_data`` shows the word in the next cycle and keeps it while ``r_en`` is low.
+    r_data : ``Out(width)``
+    w_en : ``In(1)``
+        Write ``w_data`` to ``addr`` (a write cycle reads nothing).
+    w_data : ``In(width)``
+    """
+
+    def __init__(self, *, width, depth, spram=None):
+        self._width = _check_int("width", width, 1)
+        self._depth = _check_int("depth", depth, 1)
+        if spram not in (None, False, True):
+            raise TypeError(f"spram must be None, False or True, not {spram!r}")
+        self._spram = spram
+        super().__init__({
+            "addr": In(range(depth)), "r_en": In(1), "r_data": Out(width),
+            "w_en": In(1), "w_data": In(width),
+        })
+
+    width = property(lambda self: self._width)
+    depth = property(lambda self: self._depth)
+
+    def spram_blocks(self):
+        """SB_SPRAM256KA blocks an iCE40 build uses: (columns of 16 bits, banks of 16K words)."""
+        return -(-self._width // SPRAM_WIDTH), -(-self._depth // SPRAM_DEPTH)
+
+    def elaborate(self, platform):
+        m = Module()
+        use_spram = self._spram if self._spram is not None else _has_spram(platform)
+        if not use_spram:
+            mem = m.submodules.mem = Memory(shape=unsigned(self._width), depth=self._depth, init=[])
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
+                         rp.addr.eq(self.addr), rp.en.eq(self.r_en & ~self.w_en),
+                         self.r_data.eq(rp.data)]
+            return m
+        cols, banks = self.spram_blocks()
+        if cols * banks > SPRAM_BLOCKS:
+            raise ValueError(f"A weight memory of {self._depth} x {self._width} bits needs "
+                             f"{cols * banks} SB_SPRAM256KA blocks; the iCE40UP5K has "
+                             f"{SPRAM_BLOCKS}: use a smaller weight_depth")
+        low = SPRAM_DEPTH.bit_length() - 1
+        bank = Signal(range(max(2, banks)))
+        read_bank = Signal.like(bank)
+        m.d.comb += bank.eq(self.addr[low:] if banks > 1 else 0)
+        outs = []
+        for b in range(banks):
+            select = bank == b
+            word = Signal(cols * SPRAM_WIDTH, name=f"bank{b}_out")
+            outs.append(word)
+            for c in range(cols):
+                m.submodules[f"spram_{b}_{c}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=self.addr[:low], i_DATAIN=self.w_data[c * SPRAM_WIDTH:][:SPRAM_WIDTH],
+                    i_MASKWREN=Const(0b1111, 4), i_WREN=self.w_en & select,
+                    i_CHIPSELECT=(self.w_en | self.r_en) & select, i_CLOCK=ClockSignal(),
+                    i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=word[c * SPRAM_WIDTH:][:SPRAM_WIDTH])
+        # The blocks' outputs are only trusted in the cycle after a read: hold them otherwise.
+        was_read = Signal()
+        held = Signal(self._width)
+        m.d.sync += [was_read.eq(self.r_en & ~self.w_en), read_bank.eq(bank), held.eq(self.r_data)]
+        fresh = Signal(cols * SPRAM_WIDTH)
+        with m.Switch(read_bank):
+            for b in range(banks):
+                with m.Case(b):
+                    m.d.comb += fresh.eq(outs[b])
+        m.d.comb += self.r_data.eq(Mux(was_read, fresh[:self._width], held))
+        return m
+
+
+class ReplicatedMemory(wiring.Component):
+    """``banks`` copies of a ``depth`` x ``width`` memory: one broadcast write port, one read port
+    per bank (bank 0 transparent for the write).
+
+    Members
+    -------
+    w_en, w_addr, w_data : ``In``
+        One write, to every bank.
+    r_en : ``In(banks)``
+        Per-bank read enables (bank ``b`` keeps its ``r_data`` while bit ``b`` is low).
+    r_addr : ``In(ArrayLayout(range(depth), banks))``
+    r_data : ``Out(ArrayLayout(width, banks))``
+    """
+
+    def __init__(self, *, banks, width, depth):
+        self._banks = _check_int("banks", banks, 1, 64)
+        self._width = _check_int("width", width, 1)
+        self._depth = _check_int("depth", depth, 1)
+        addr = unsigned(max(1, (depth - 1).bit_length()))
+        super().__init__({
+            "w_en": In(1), "w_addr": In(addr), "w_data": In(width),
+            "r_en": In(banks), "r_addr": In(data.ArrayLayout(addr, banks)),
+            "r_data": Out(data.ArrayLayout(unsigned(width), banks)),
+        })
+
+    banks = property(lambda self: self._banks)
+    width = property(lambda self: self._width)
+    depth = property(lambda self: self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        for b in range(self._banks):
+            mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self._width), depth=self._depth,
+                                                    init=[])
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,) if b == 0 else ())
+            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
+                         rp.addr.eq(self.r_addr[b]), rp.en.eq(self.r_en[b]),
+                         self.r_data[b].eq(rp.data)]
+        return m

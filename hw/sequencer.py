@@ -1,0 +1,254 @@
+"""The sequencer: runs a program's stages from memory with no help from the host.
+
+:class:`Sequencer` is the control state machine. On ``run`` it loads stage ``start``'s descriptor
+from the weight memory (``descriptor_slot_words`` words at ``stage * slot``), checks its magic, starts
+the stage's units (the im2col generator, the requantisation parameter feeder and the write-back),
+waits until the write-back has written the stage's last row, records the performance counters and
+goes on with the next stage, until a descriptor marked ``last`` (or ``count`` stages) has run.
+
+:class:`RequantFeeder` sits between the array and the requantiser: it streams the stage's
+per-channel parameters from the parameter memory, one channel per cycle, into a shadow bank while
+the current channel group runs, and attaches the current group's parameters (``cols`` lanes) and
+the ReLU bit to each finished row.
+
+Performance counters (all since the run started): ``total`` cycles busy, ``issue`` k-steps taken by
+the array, ``busy_pe`` useful PE-cycles (PEs whose row holds a pixel and whose column a channel,
+per step), ``stall`` cycles in which the stage still had k-steps to issue and none was taken. The
+rest of ``total`` is per-stage overhead: loading the descriptor and draining the pipeline.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.compiler import (DESCRIPTOR_MAGIC, DIM_BITS, PERF_COUNTERS, PERF_STAGES,
+                           descriptor_slot_words)
+from .descriptor import descriptor_layout
+
+__all__ = ["Sequencer", "RequantFeeder", "Error"]
+
+
+class Error:
+    """Error codes the sequencer reports (0: none)."""
+    NONE = 0
+    BAD_DESCRIPTOR = 1     #: a descriptor slot without the magic (no program, or past its end)
+
+
+class Sequencer(wiring.Component):
+    """The control state machine (see the module docstring).
+
+    Members
+    -------
+    run : ``In(1)``
+        Start a run (ignored while busy); ``run_start`` is the first stage, ``run_count`` the number
+        of stages (0: up to the one marked ``last``).
+    busy, done, error : ``Out``
+        ``done`` rises when a run ends and stays until the next ``run``; ``error`` is an
+        :class:`Error` code.
+    total, issue, busy_pe, stall : ``Out(counter_bits)``
+    stage : ``Out(8)``
+        The stage running (its input buffer is ``stage % 2``).
+    desc : ``Out(descriptor_layout(config))``
+    start : ``Out(1)``
+        Starts a stage's units (one cycle).
+    units_busy : ``In(1)``
+        The stage's rows are not all written yet.
+    step, step_busy : ``In``
+        The array took a k-step this cycle, with ``step_busy`` useful PEs.
+    issuing : ``In(1)``
+        The stage has k-steps left to issue (for the stall counter).
+    mem_addr, mem_read : ``Out``, mem_data : ``In``
+        The weight memory port while loading a descriptor (data one cycle after ``mem_read``).
+    perf_en, perf_addr, perf_data : ``Out``
+        Write port of the per-stage counter memory (:data:`PERF_STAGES` x 4 words).
+    """
+
+    def __init__(self, *, config):
+        self._config = config
+        cb = config.counter_bits
+        layout = descriptor_layout(config)
+        self._slot = descriptor_slot_words(config)
+        super().__init__({
+            "run": In(1), "run_start": In(8), "run_count": In(8),
+            "busy": Out(1), "done": Out(1), "error": Out(8),
+            "total": Out(cb), "issue": Out(cb), "busy_pe": Out(cb), "stall": Out(cb),
+            "stage": Out(8),
+            "desc": Out(layout),
+            "start": Out(1),
+            "units_busy": In(1),
+            "step": In(1), "step_busy": In((config.rows * config.cols).bit_length()),
+            "issuing": In(1),
+            "mem_addr": Out(config.weight_addr_bits), "mem_read": Out(1),
+            "mem_data": In(config.weight_word_bits),
+            "perf_en": Out(1), "perf_addr": Out(range(4 * PERF_STAGES)), "perf_data": Out(cb),
+        })
+
+    config = property(lambda self: self._config)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        slot, W = self._slot, cfg.weight_word_bits
+        shift = (slot - 1).bit_length()
+
+        desc_reg = Signal(slot * W)
+        m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
+
+        # Counters.
+        with m.If(self.busy):
+            m.d.sync += self.total.eq(self.total + 1)
+        with m.If(self.step):
+            m.d.sync += [self.issue.eq(self.issue + 1),
+                         self.busy_pe.eq(self.busy_pe + self.step_busy)]
+
+        # Per-stage snapshot: total at the stage's end, the others (unchanged outside a stage's
+        # run) in the next three cycles.
+        snap = Signal(range(len(PERF_COUNTERS) + 1))
+        snap_stage = Signal(8)
+        values = [self.total, self.issue, self.busy_pe, self.stall]
+        with m.If(snap != 0):
+            m.d.sync += snap.eq(_wrap_inc(snap, len(PERF_COUNTERS) - 1))
+        with m.Switch(snap):
+            for i, v in enumerate(values[1:], start=1):
+                with m.Case(i):
+                    m.d.comb += [self.perf_en.eq(snap_stage < PERF_STAGES),
+                                 self.perf_addr.eq((snap_stage << 2) | i),
+                                 self.perf_data.eq(v)]
+
+        ran = Signal(8)
+        issued = Signal(range(slot + 1))
+        received = Signal(range(slot + 1))
+        pending = Signal()
+        m.d.sync += pending.eq(self.mem_read)
+        with m.If(pending):
+            m.d.sync += [desc_reg.eq(Cat(desc_reg[W:], self.mem_data)), received.eq(received + 1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.run):
+                    m.d.sync += [self.stage.eq(self.run_start), ran.eq(0), self.busy.eq(1),
+                                 self.done.eq(0), self.error.eq(0), self.total.eq(0),
+                                 self.issue.eq(0), self.busy_pe.eq(0), self.stall.eq(0),
+                                 issued.eq(0), received.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                with m.If(issued != slot):
+                    m.d.comb += [self.mem_read.eq(1),
+                                 self.mem_addr.eq((self.stage << shift) | issued)]
+                    m.d.sync += issued.eq(issued + 1)
+                with m.If(received == slot):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(self.desc.magic != DESCRIPTOR_MAGIC):
+                    m.d.sync += self.error.eq(Error.BAD_DESCRIPTOR)
+                    m.next = "FINISH"
+                with m.Elif(snap == 0):
+                    m.d.comb += self.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(self.issuing & ~self.step):
+                    m.d.sync += self.stall.eq(self.stall + 1)
+                with m.If(~self.units_busy):
+                    m.d.comb += [self.perf_en.eq(self.stage - self.run_start < PERF_STAGES),
+                                 self.perf_addr.eq((self.stage - self.run_start) << 2),
+                                 self.perf_data.eq(self.total + 1)]
+                    m.d.sync += [snap.eq(1), snap_stage.eq(self.stage - self.run_start),
+                                 ran.eq(ran + 1), issued.eq(0), received.eq(0)]
+                    with m.If(self.desc.last | (ran + 1 == self.run_count)):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.d.sync += self.stage.eq(self.stage + 1)
+                        m.next = "LOAD"
+            with m.State("FINISH"):
+                with m.If(snap == 0):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+        return m
+
+
+def _wrap_inc(counter, last):
+    """``counter + 1``, or 0 after ``last``."""
+    return Mux(counter == last, 0, counter + 1)
+
+
+class RequantFeeder(wiring.Component):
+    """Attaches the current channel group's requantisation parameters to each finished row.
+
+    Members
+    -------
+    desc : ``In(descriptor_layout(config))``
+    start : ``In(1)``
+        Begin a stage: parameters stream from word ``desc.rq_base``.
+    mem_addr : ``Out``, mem_data : ``In``
+        The parameter memory's read port (always enabled; data one cycle after the address).
+    i : ``In(stream.Signature(array_out_layout))``
+        Finished rows from the array (``acc``, ``last``).
+    o : ``Out(stream.Signature(requant_in_layout))``
+        Rows for the requantiser (``acc``, ``param``, ``relu``).
+    """
+
+    def __init__(self, *, config, array_out_layout, requant_in_layout):
+        self._config = config
+        super().__init__({
+            "desc": In(descriptor_layout(config)),
+            "start": In(1),
+            "mem_addr": Out(config.param_addr_bits),
+            "mem_data": In(config.param_word_bits),
+            "i": In(stream.Signature(array_out_layout)),
+            "o": Out(stream.Signature(requant_in_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d = self._config, self.desc
+        R, C = cfg.rows, cfg.cols
+        pb = cfg.param_word_bits
+
+        # Loader: one channel per cycle into the shadow bank.
+        shadow = Signal(C * pb)
+        active = Signal(C * pb)
+        active_valid = Signal()
+        addr = Signal(cfg.param_addr_bits)
+        issued = Signal(range(C + 1))
+        received = Signal(range(C + 1))
+        groups_left = Signal(DIM_BITS + 1)
+        pending = Signal()
+        can_issue = (issued != C) & (groups_left != 0)
+        m.d.comb += self.mem_addr.eq(addr)
+        m.d.sync += pending.eq(can_issue)
+        with m.If(can_issue):
+            m.d.sync += [addr.eq(addr + 1), issued.eq(issued + 1)]
+        with m.If(pending):
+            m.d.sync += [shadow.eq(Cat(shadow[pb:], self.mem_data)), received.eq(received + 1)]
+        shadow_full = received == C
+
+        # Rows: parameters of the active group; the group ends with its last tile's last row.
+        row = Signal(range(R))
+        tile = Signal.like(d.tiles_m1)
+        m.d.comb += [
+            self.o.valid.eq(self.i.valid & active_valid),
+            self.i.ready.eq(self.o.ready & active_valid),
+            self.o.payload.acc.eq(self.i.payload.acc),
+            self.o.payload.param.as_value().eq(active),
+            self.o.payload.relu.eq(d.relu),
+        ]
+        take = self.i.valid & self.i.ready
+        group_end = Signal()
+        with m.If(take):
+            m.d.sync += row.eq(_wrap_inc(row, R - 1))
+            with m.If(row == R - 1):
+                m.d.sync += tile.eq(_wrap_inc(tile, d.tiles_m1))
+        m.d.comb += group_end.eq(take & (row == R - 1) & (tile == d.tiles_m1))
+        with m.If(shadow_full & (~active_valid | group_end)):
+            m.d.sync += [active.eq(shadow), active_valid.eq(1), issued.eq(0), received.eq(0),
+                         groups_left.eq(groups_left - 1)]
+        with m.Elif(group_end):
+            m.d.sync += active_valid.eq(0)
+
+        with m.If(self.start):
+            m.d.sync += [addr.eq(d.rq_base), issued.eq(0), received.eq(0), active_valid.eq(0),
+                         groups_left.eq(d.og_m1 + 1), row.eq(0), tile.eq(0), pending.eq(0)]
+        return m
+

@@ -1,0 +1,166 @@
+"""The write side of a stage: requantised rows -> the destination activation buffer.
+
+Rows arrive in the order the array finishes them: for each output channel group, for each tile,
+rows ``0 .. rows - 1`` (a row is one output pixel's ``cols`` channels). :class:`Writeback` drops
+rows past the layer's last pixel and writes each word to the destination buffer (every bank at
+once), fusing the pooling layers as ``sw/accel_model.py`` does:
+
+- no pooling: word ``og * out_hw + oh * OW + ow``;
+- max pooling (kernel ``k`` <= stride ``s``): pixel ``(oh, ow)`` belongs to window
+  ``(oh // s, ow // s)`` when ``oh % s < k`` and ``ow % s < k`` and the window exists (edge windows
+  that do not fit are dropped). The first pixel of a window (top-left, first in raster order) is
+  written; later ones are read-modify-written with a lane-wise max. The read uses bank 0's read port,
+  transparent for the write port, so back-to-back updates of one window see each other;
+- global average pooling: per-lane sums over the group's pixels, then ``round_shift`` by
+  ``gap_shift`` and saturation, one word per group.
+
+It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw.compiler import COUNT_BITS, DIM_BITS
+from ..sw.numerics import int_range
+from .descriptor import descriptor_layout
+
+__all__ = ["Writeback"]
+
+
+class Writeback(wiring.Component):
+    """Writes a stage's requantised rows to the destination buffer (see the module docstring).
+
+    Members
+    -------
+    desc : ``In(descriptor_layout(config))``
+    start : ``In(1)``
+        Begin a stage (a pulse while idle).
+    busy : ``Out(1)``
+        Rows of the stage remain to be written.
+    i : ``In(stream.Signature(ArrayLayout(signed(x_bits), cols)))``
+        Requantised rows (ReLU applied).
+    w_en, w_addr, w_data : ``Out``
+        The destination buffer's write port.
+    r_addr : ``Out``, r_data : ``In``
+        The destination buffer's bank 0 read port (for max pooling); data one cycle after the
+        address, transparent for the write port.
+    """
+
+    def __init__(self, *, config):
+        self._config = config
+        a = unsigned(config.act_addr_bits)
+        super().__init__({
+            "desc": In(descriptor_layout(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "i": In(stream.Signature(data.ArrayLayout(signed(config.x_bits), config.cols))),
+            "w_en": Out(1), "w_addr": Out(a), "w_data": Out(config.act_word_bits),
+            "r_addr": Out(a), "r_data": In(config.act_word_bits),
+        })
+
+    config = property(lambda self: self._config)
+
+    @property
+    def latency(self):
+        """Cycles from a row on ``i`` to its write."""
+        return 2
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d = self._config, self.desc
+        R, C, xb = cfg.rows, cfg.cols, cfg.x_bits
+        a = cfg.act_addr_bits
+        lane = data.ArrayLayout(signed(xb), C)
+
+        # Row position (the stream order) and the layer's pixel position.
+        row = Signal(range(R))
+        tile = Signal(COUNT_BITS)
+        og = Signal(DIM_BITS)
+        left = Signal(COUNT_BITS)         # pixels of this group not written yet
+        ow_c = Signal(DIM_BITS)
+        dw, pw, dh, ph = (Signal(DIM_BITS, name=n) for n in ("dw", "pw", "dh", "ph"))
+        og_dest = Signal(a + 1)           # og * out_hw
+        row_dest = Signal(a + 1)          # og * out_hw + ph * PW
+        active = Signal()
+        m.d.comb += [self.i.ready.eq(1)]
+
+        take = self.i.valid & active
+        pixel = left != 0
+        first = (dh == 0) & (dw == 0)
+        inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
+        dest = Signal(a + 1)
+        m.d.comb += [dest.eq(row_dest + pw), self.r_addr.eq(dest)]
+
+        # Global average pooling: per-lane sums of the group's pixels.
+        sum_shape = signed(xb + COUNT_BITS)
+        sums = [Signal(sum_shape, name=f"gap_sum_{j}") for j in range(C)]
+        gap_first = Signal()
+        gap_next = [Signal(sum_shape, name=f"gap_next_{j}") for j in range(C)]
+        for j in range(C):
+            m.d.comb += gap_next[j].eq(Mux(gap_first, 0, sums[j]) + self.i.payload[j])
+
+        # Stage 1: the word to write (or to merge with the old word).
+        s1_valid, s1_merge, s1_gap = Signal(), Signal(), Signal()
+        s1_dest = Signal(a)
+        s1_data = Signal(lane)
+        s1_sums = [Signal(sum_shape, name=f"s1_sum_{j}") for j in range(C)]
+        m.d.sync += [s1_valid.eq(0)]
+        with m.If(take & pixel):
+            m.d.sync += [left.eq(left - 1), s1_data.eq(self.i.payload), s1_dest.eq(dest)]
+            with m.If(d.gap):
+                m.d.sync += [sums[j].eq(gap_next[j]) for j in range(C)]
+                m.d.sync += [s1_sums[j].eq(gap_next[j]) for j in range(C)]
+                m.d.sync += [gap_first.eq(0), s1_valid.eq(left == 1), s1_gap.eq(1),
+                             s1_dest.eq(og_dest)]
+            with m.Else():
+                m.d.sync += [s1_valid.eq(inside), s1_merge.eq(d.pool & ~first), s1_gap.eq(0)]
+            # Advance (oh, ow) and the pooling coordinates.
+            with m.If(ow_c == d.out_w_m1):
+                m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)]
+                with m.If(dh == d.pool_s - 1):
+                    m.d.sync += [dh.eq(0), ph.eq(ph + 1), row_dest.eq(row_dest + d.pool_w)]
+                with m.Else():
+                    m.d.sync += dh.eq(dh + 1)
+            with m.Else():
+                m.d.sync += ow_c.eq(ow_c + 1)
+                with m.If(dw == d.pool_s - 1):
+                    m.d.sync += [dw.eq(0), pw.eq(pw + 1)]
+                with m.Else():
+                    m.d.sync += dw.eq(dw + 1)
+
+        def group_reset(dest_base):
+            return [left.eq(d.pixels), ow_c.eq(0), dw.eq(0), pw.eq(0), dh.eq(0), ph.eq(0),
+                    og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1)]
+
+        with m.If(take):
+            m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
+            with m.If(row == R - 1):
+                with m.If(tile == d.tiles_m1):
+                    m.d.sync += [tile.eq(0), og.eq(og + 1)] + group_reset(og_dest + d.out_hw)
+                    with m.If(og == d.og_m1):
+                        m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += tile.eq(tile + 1)
+
+        # Stage 2: merge (max pooling) or round the sums (global average pooling), and write.
+        old = lane(self.r_data)
+        word = Signal(lane)
+        lo, hi = int_range(xb)
+        for j in range(C):
+            v = s1_data[j]
+            merged = Mux(s1_merge & (old[j] > v), old[j], v)
+            # round_shift(sum, k) = ((2 * sum) >> k + 1) >> 1 (ties toward +inf; k = 0: the
+            # sum), then saturate.
+            rounded = Signal(signed(sum_shape.width + 1), name=f"gap_round_{j}")
+            m.d.comb += rounded.eq((((s1_sums[j] << 1) >> d.gap_shift) + 1) >> 1)
+            avg = Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded))
+            m.d.comb += word[j].eq(Mux(s1_gap, avg, merged))
+        m.d.comb += [self.w_en.eq(s1_valid), self.w_addr.eq(s1_dest), self.w_data.eq(word),
+                     self.busy.eq(active | s1_valid)]
+
+        with m.If(self.start):
+            m.d.sync += [row.eq(0), tile.eq(0), og.eq(0), active.eq(1)] + group_reset(0)
+        return m

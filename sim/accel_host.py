@@ -1,0 +1,103 @@
+"""One host-side script for every simulator of the accelerator core: load a program, run images.
+
+:func:`run_session` drives the core's host interface (byte bus, run, status) through a small
+:class:`HostPort` adapter, so the Amaranth testbench and the cocotb bench (Icarus, Verilator) run
+exactly the same sequence: write the program's memory images, then per image write the input, run
+(all stages at once, or one stage at a time to read every stage's output), read the output and the
+per-stage counters. The result is plain data (lists and ints) for ``sw.accel_sim`` to compare.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HostPort", "run_session"]
+
+from ..sw.compiler import PERF_COUNTERS, PERF_STAGES, REGIONS
+
+
+class HostPort:
+    """What :func:`run_session` needs from a simulator: ``await tick()``, ``set(name, value)``,
+    ``get(name)`` on the core's ports named as in ``hw.accelerator.Accelerator`` (``host_addr``,
+    ``host_w_en``, ``host_w_data``, ``host_r_en``, ``host_r_data``, ``run``, ``run_arg``, ``busy``,
+    ``done``, ``error``). ``get`` samples the value settled after the last tick."""
+
+    async def tick(self):
+        raise NotImplementedError
+
+    def set(self, name, value):
+        raise NotImplementedError
+
+    def get(self, name):
+        raise NotImplementedError
+
+
+async def write_bytes(port, region, offset, data):
+    port.set("host_w_en", 1)
+    for i, byte in enumerate(data):
+        port.set("host_addr", REGIONS[region] << 24 | (offset + i))
+        port.set("host_w_data", byte)
+        await port.tick()
+    port.set("host_w_en", 0)
+
+
+async def read_bytes(port, region, offset, length, *, latency=2):
+    out = bytearray()
+    port.set("host_r_en", 1)
+    for i in range(length + latency):
+        if i < length:
+            port.set("host_addr", REGIONS[region] << 24 | (offset + i))
+        else:
+            port.set("host_r_en", 0)
+        await port.tick()
+        if i >= latency - 1 and len(out) < length:
+            out.append(port.get("host_r_data"))
+    port.set("host_r_en", 0)
+    return bytes(out)
+
+
+async def run_stages(port, *, start=0, count=0, timeout=10_000_000):
+    port.set("run_arg", start | count << 8)
+    port.set("run", 1)
+    await port.tick()
+    port.set("run", 0)
+    for _ in range(timeout):
+        await port.tick()
+        if port.get("done"):
+            return port.get("error")
+    raise TimeoutError(f"the accelerator did not finish within {timeout} cycles")
+
+
+async def read_counters(port, program, stages):
+    cb = -(-program.config.counter_bits // 8)
+    stride = 1 << (cb - 1).bit_length()
+    n = min(stages, PERF_STAGES)
+    raw = await read_bytes(port, "counters", 0, 4 * n * stride)
+    words = [int.from_bytes(raw[i * stride:i * stride + cb], "little") for i in range(4 * n)]
+    return [dict(zip(PERF_COUNTERS, words[4 * s:4 * s + 4])) for s in range(n)]
+
+
+async def run_session(port, program, images, *, per_stage=False):
+    """Load ``program``, then run every image of ``images`` (a list of ``(C, H, W)`` int arrays).
+
+    Returns ``{"images": [{"stages": {index: bytes of its output}, "error": int,
+    "counters": [per-stage dicts]}]}``; with ``per_stage`` every stage runs on its own and its
+    output is read, else the stages run at once and only the last output is read.
+    """
+    for region, data in program.images().items():
+        await write_bytes(port, region, 0, data)
+    results = []
+    n = len(program.stages)
+    for x in images:
+        await write_bytes(port, "act0", 0, program.input_image(x))
+        outputs, counters, error = {}, [], 0
+        runs = [(s, 1) for s in range(n)] if per_stage else [(0, 0)]
+        for start, count in runs:
+            error = await run_stages(port, start=start, count=count)
+            if error:
+                break
+            ran = 1 if count else n
+            counters += await read_counters(port, program, ran)
+            last = start + ran - 1
+            region, length = program.output_extent(last)
+            outputs[last] = await read_bytes(port, region, 0, length)
+        results.append({"stages": outputs, "error": error, "counters": counters})
+    return {"images": results}
