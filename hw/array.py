@@ -33,7 +33,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.numerics import Op
-from .pe import _is_int, check_params, make_pe
+from .pe import _is_int, check_params, make_pe, rejected
 
 __all__ = ["SystolicArray"]
 
@@ -79,11 +79,12 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, *, kind, rows, cols, x_bits=8, w_bits=None, p_min=None, p_max=None,
                  max_length=128):
-        _check_dim("rows", rows)
-        _check_dim("cols", cols)
-        op, w_bits, p_min, p_max, _ = check_params(kind, x_bits=x_bits, w_bits=w_bits,
-                                                   p_min=p_min, p_max=p_max,
-                                                   max_length=max_length)
+        with rejected(self):
+            _check_dim("rows", rows)
+            _check_dim("cols", cols)
+            op, w_bits, p_min, p_max, _ = check_params(kind, x_bits=x_bits, w_bits=w_bits,
+                                                       p_min=p_min, p_max=p_max,
+                                                       max_length=max_length)
         self._kind, self._rows, self._cols = op, rows, cols
         self._pe_params = dict(x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
                                max_length=max_length)

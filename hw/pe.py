@@ -32,14 +32,16 @@ accumulator bit (measured in ``docs/architecture.md``). :class:`SystolicArray` i
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+import contextlib
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.numerics import Op, acc_width, int_range
 
 __all__ = ["Sign", "ShiftWeight", "PE", "AdderPE", "ShiftPE", "MulPE", "make_pe", "PE_CLASSES",
-           "check_params"]
+           "check_params", "rejected"]
 
 
 class Sign(enum.Enum, shape=2):
@@ -105,6 +107,17 @@ class ShiftWeight(data.StructLayout):
 
     def __repr__(self):
         return f"ShiftWeight(p_min={self._p_min}, p_max={self._p_max})"
+
+
+@contextlib.contextmanager
+def rejected(component):
+    """Around parameter checks in ``__init__``: a component whose parameters are rejected was
+    never meant to be elaborated, so Amaranth must not warn that it was unused."""
+    try:
+        yield
+    except Exception:
+        component._MustUse__silence = True
+        raise
 
 
 def _is_int(value):
@@ -201,15 +214,16 @@ class PE(wiring.Component):
         cycles after the ``last`` step was presented.
     """
 
-    kind: Op
+    _KIND: Op
 
     def __init__(self, *, x_bits=8, w_bits=None, p_min=None, p_max=None, max_length=128,
                  register_inputs=True):
-        op, w_bits, p_min, p_max, widths = check_params(
-            self.kind, x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
-            max_length=max_length)
-        if not isinstance(register_inputs, bool):
-            raise TypeError(f"register_inputs must be a bool, not {register_inputs!r}")
+        with rejected(self):
+            op, w_bits, p_min, p_max, widths = check_params(
+                self._KIND, x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
+                max_length=max_length)
+            if not isinstance(register_inputs, bool):
+                raise TypeError(f"register_inputs must be a bool, not {register_inputs!r}")
         self._x_bits, self._w_bits, self._p_min, self._p_max = x_bits, w_bits, p_min, p_max
         self._max_length = max_length
         self._register_inputs = register_inputs
@@ -226,6 +240,11 @@ class PE(wiring.Component):
         })
 
     # -- parameters (read-only) ---------------------------------------------------------------
+
+    @property
+    def kind(self):
+        """The :class:`~addershift.sw.numerics.Op` this PE computes."""
+        return self._KIND
 
     @property
     def x_bits(self):
@@ -296,6 +315,10 @@ class PE(wiring.Component):
         """Return ``(t, c)`` with ``t + c`` the term for operands ``x`` and ``w`` (operand form)."""
         raise NotImplementedError  # pragma: no cover
 
+    def _widen(self, t):
+        """The term value from its register (a kind may leave constant bits out of the register)."""
+        return t
+
     def elaborate(self, platform):
         m = Module()
         run = ~self.hold
@@ -311,7 +334,7 @@ class PE(wiring.Component):
             x, w, valid0, last0 = self.x, self.w, self.valid, self.last
 
         t_comb, c_comb = self._term(m, x, w)
-        t = Signal.like(t_comb, name="t")
+        t = Signal(t_comb.shape(), name="t")
         c = Signal(name="c")
         valid1, last1 = Signal(), Signal()
         with m.If(run):
@@ -323,7 +346,7 @@ class PE(wiring.Component):
             with m.If(self.done):
                 m.d.sync += self.acc.eq(0)
             with m.Elif(valid1):
-                m.d.sync += self.acc.eq(self.acc + t + c)
+                m.d.sync += self.acc.eq(self.acc + self._widen(t) + c)
         return m
 
 
@@ -336,7 +359,7 @@ class AdderPE(PE):
     ``-|x - w|`` is ``t + s`` where ``t = e`` if ``s`` else ``~e``; the XOR folds into the LUTs of
     the ``e`` chain and ``s`` enters the accumulator as carry-in.
     """
-    kind = Op.ADDER
+    _KIND = Op.ADDER
 
     @property
     def weight_shape(self):
@@ -349,9 +372,14 @@ class AdderPE(PE):
         e = Signal(signed(self._x_bits + 1))
         m.d.comb += e.eq(x + w_n)
         s = e[-1]
-        t = Signal(signed(self._x_bits + 1))
-        m.d.comb += t.eq(e ^ Mux(s, 0, -1))
+        # t = e if s else ~e lies in [-2**x_bits, -1]: its top bit is always 1, so only the low
+        # x_bits bits are registered (_widen puts the 1 back).
+        t = Signal(self._x_bits)
+        m.d.comb += t.eq(e[:self._x_bits] ^ Mux(s, 0, -1))
         return t, s
+
+    def _widen(self, t):
+        return Cat(t, Const(1, 1)).as_signed()
 
 
 class ShiftPE(PE):
@@ -360,7 +388,7 @@ class ShiftPE(PE):
     A barrel shifter over the exponent codes, then ``t = v`` (positive), ``~v`` (negative) or 0, with
     the negative case's ``+1`` entering the accumulator as carry-in.
     """
-    kind = Op.SHIFT
+    _KIND = Op.SHIFT
 
     @property
     def weight_shape(self):
@@ -371,7 +399,7 @@ class ShiftPE(PE):
         v = Signal(signed(self._x_bits + span))
         m.d.comb += v.eq(x << w.exponent)
         bits = w.sign.as_value()
-        neg, zero = bits[1], ~bits[0]
+        neg, zero = bits[1] & bits[0], ~bits[0]   # the invalid code 0b10 acts as zero
         t = Signal(signed(self._x_bits + span))
         m.d.comb += t.eq(Mux(zero, 0, v ^ Mux(neg, -1, 0)))
         return t, neg
@@ -379,7 +407,7 @@ class ShiftPE(PE):
 
 class MulPE(PE):
     """Baseline PE: accumulates ``x * w`` (a plain ``*``: a DSP block where synthesis maps one)."""
-    kind = Op.MUL
+    _KIND = Op.MUL
 
     @property
     def weight_shape(self):

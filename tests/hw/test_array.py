@@ -1,0 +1,294 @@
+"""The systolic array in Amaranth's simulator against the golden model, its stream behaviour and
+timing, and its parameter checks. ``sim/array/`` runs the generated Verilog on Icarus and Verilator.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+from addershift.hw.array import SystolicArray
+from addershift.hw.pe import ShiftWeight
+from addershift.sim.streams import stream_receive, stream_send
+from addershift.sw.golden import array_op
+from addershift.sw.numerics import Op, acc_width, int_range
+
+
+def unused(component):
+    component._MustUse__silence = True
+    return component
+
+
+# --- tiles ---------------------------------------------------------------------------------------
+
+def random_tile(arr, k, rng, *, zero_fraction=0.2):
+    """``(X, weights)``: X is rows x k, weights a dict of cols x k arrays (golden's format)."""
+    lo, hi = int_range(arr.x_bits)
+    x = rng.integers(lo, hi + 1, size=(arr.rows, k))
+    if arr.kind is Op.SHIFT:
+        nz = (1 - zero_fraction) / 2
+        return x, {"sign": rng.choice([-1, 0, 1], size=(arr.cols, k), p=[nz, zero_fraction, nz]),
+                   "exponent": rng.integers(arr.p_min, arr.p_max + 1, size=(arr.cols, k))}
+    lo, hi = int_range(arr.w_bits)
+    return x, {"weight": rng.integers(lo, hi + 1, size=(arr.cols, k))}
+
+
+def extreme_tiles(arr):
+    """Tiles of ``max_length`` steps whose results hit both ends of the accumulator range."""
+    lo, hi = int_range(arr.x_bits)
+    n, r, c = arr.max_length, arr.rows, arr.cols
+    # Row parity and column parity pick the operands, so one tile holds several corners.
+    x = np.array([[lo if i % 2 == 0 else hi] * n for i in range(r)])
+    if arr.kind is Op.SHIFT:
+        sign = np.array([[(-1, 1, 0)[j % 3]] * n for j in range(c)])
+        exponent = np.full((c, n), arr.p_max)
+        yield np.full((r, n), lo), {"sign": sign, "exponent": exponent}
+        yield x, {"sign": sign, "exponent": np.full((c, n), arr.p_min)}
+    else:
+        wlo, whi = int_range(arr.w_bits)
+        w = np.array([[wlo if j % 2 == 0 else whi] * n for j in range(c)])
+        yield x, {"weight": w}
+        yield np.full((r, n), hi), {"weight": np.full((c, n), wlo)}
+
+
+def exponent_tile(arr):
+    """Shift: every exponent code with every sign, zero weights included, at both x extremes."""
+    lo, hi = int_range(arr.x_bits)
+    codes = [(s, p) for p in range(arr.p_min, arr.p_max + 1) for s in (-1, 0, 1)]
+    k = len(codes)
+    x = np.array([[(lo, hi, -1, 1)[(i + j) % 4] for j in range(k)] for i in range(arr.rows)])
+    sign = np.array([[codes[(j + c) % k][0] for j in range(k)] for c in range(arr.cols)])
+    exponent = np.array([[codes[(j + c) % k][1] for j in range(k)] for c in range(arr.cols)])
+    return x, {"sign": sign, "exponent": exponent}
+
+
+def golden_tile(arr, tile):
+    x, weights = tile
+    return array_op(arr.kind, x, weights, p_min=arr.p_min or 0)
+
+
+def step_payloads(arr, tile):
+    """The input stream's payloads (dicts) for one tile."""
+    x, weights = tile
+    k = x.shape[1]
+    out = []
+    for j in range(k):
+        if arr.kind is Op.SHIFT:
+            layout = arr.weight_shape
+            w = [data.Const(layout, layout.encode(int(weights["sign"][c, j]),
+                                                  int(weights["exponent"][c, j])))
+                 for c in range(arr.cols)]
+        else:
+            w = [int(v) for v in weights["weight"][:, j]]
+        out.append({"x": [int(v) for v in x[:, j]], "w": w, "last": int(j == k - 1)})
+    return out
+
+
+def run_array(arr, tiles, *, idle=(0,), stall=(0,), monitor=None):
+    """Stream ``tiles`` through ``arr``; return the received rows as ``(acc list, last)``."""
+    payloads = [p for tile in tiles for p in step_payloads(arr, tile)]
+    received = []
+
+    async def source(ctx):
+        await stream_send(ctx, arr.i, payloads, idle=idle)
+
+    finished = []
+
+    async def sink(ctx):
+        got = await stream_receive(ctx, arr.o, arr.rows * len(tiles), stall=stall)
+        received.extend(got)
+        finished.append(True)
+
+    async def watchdog(ctx):
+        # A lost result would leave the sink waiting forever.
+        for _ in range(limit):
+            if finished:
+                return
+            await ctx.tick()
+        raise AssertionError(f"only {len(received)} rows after {limit} cycles")
+
+    limit = 20 * (len(payloads) + arr.rows * len(tiles)) + 200
+    sim = Simulator(arr)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.add_testbench(watchdog)
+    if monitor is not None:
+        sim.add_testbench(monitor, background=True)
+    sim.run()
+    return [([int(v) for v in p.acc], int(p.last)) for p in received]
+
+
+def check_array(arr, tiles, **kwargs):
+    rows = run_array(arr, tiles, **kwargs)
+    assert len(rows) == arr.rows * len(tiles)
+    for t, tile in enumerate(tiles):
+        expected = golden_tile(arr, tile)
+        got = rows[t * arr.rows:(t + 1) * arr.rows]
+        assert [last for _, last in got] == [0] * (arr.rows - 1) + [1], f"tile {t}: last flags"
+        np.testing.assert_array_equal(np.array([acc for acc, _ in got]), expected,
+                                      err_msg=f"tile {t}")
+
+
+# --- simulations -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,rows,cols,params", [
+    ("adder", 3, 4, dict(max_length=40)),
+    ("adder", 1, 1, dict(x_bits=5, max_length=9)),
+    ("adder", 8, 2, dict(max_length=20)),
+    ("shift", 2, 5, dict(max_length=30)),
+    ("shift", 4, 1, dict(x_bits=6, p_min=-2, p_max=3, max_length=12)),
+    ("mul", 5, 3, dict(max_length=25)),
+    ("mul", 1, 6, dict(x_bits=4, w_bits=7, max_length=16)),
+])
+def test_array_against_golden(kind, rows, cols, params):
+    rng = np.random.default_rng(rows * 100 + cols)
+    arr = SystolicArray(kind=kind, rows=rows, cols=cols, **params)
+    ks = [1, arr.max_length, 2] + list(rng.integers(1, arr.max_length + 1, size=5))
+    tiles = [random_tile(arr, int(k), rng) for k in ks] + list(extreme_tiles(arr))
+    if arr.kind is Op.SHIFT:
+        tiles.append(exponent_tile(arr))
+    # Idle source and back-pressured sink, in a pattern that drifts against the tile lengths.
+    check_array(arr, tiles, idle=(0, 0, 1, 0, 3), stall=(0, 2, 0, 0, 0, 7))
+
+
+@pytest.mark.parametrize("kind", ["adder", "shift", "mul"])
+def test_array_full_speed(kind):
+    """Back-to-back tiles with an always-ready sink and a never-idle source."""
+    rng = np.random.default_rng(5)
+    arr = SystolicArray(kind=kind, rows=4, cols=3, max_length=12)
+    tiles = [random_tile(arr, int(k), rng) for k in (3, 12, 1, 1, 4, 7, 2, 12)]
+    check_array(arr, tiles)
+
+
+def test_array_blocked_output_keeps_every_result():
+    """The sink takes nothing for a long time, then drains: no result is lost or changed."""
+    rng = np.random.default_rng(9)
+    arr = SystolicArray(kind="adder", rows=3, cols=2, max_length=8)
+    tiles = [random_tile(arr, int(k), rng) for k in (2, 1, 5, 3)]
+    check_array(arr, tiles, stall=(60, 0, 0, 0, 25, 0))
+
+
+def _timeline(arr, tiles, *, ready=lambda cycle: 1, cycles=None):
+    """Cycle-by-cycle record of one run: dicts with i_valid, i_ready, o_valid, o_ready, o_last."""
+    payloads = [p for tile in tiles for p in step_payloads(arr, tile)]
+    cycles = cycles or len(payloads) * 3 + 40
+    trace = []
+
+    async def bench(ctx):
+        it = iter(payloads)
+        current = next(it, None)
+        for cycle in range(cycles):
+            if current is not None:
+                ctx.set(arr.i.payload, current)
+            ctx.set(arr.i.valid, current is not None)
+            ctx.set(arr.o.ready, ready(cycle))
+            row = {"i_valid": ctx.get(arr.i.valid), "i_ready": ctx.get(arr.i.ready),
+                   "o_valid": ctx.get(arr.o.valid), "o_ready": ctx.get(arr.o.ready),
+                   "o_last": ctx.get(arr.o.payload.last),
+                   "o_acc": [int(v) for v in ctx.get(arr.o.payload.acc)]}
+            row["i_take"] = row["i_valid"] and row["i_ready"]
+            row["i_last"] = bool(row["i_take"] and current["last"])
+            trace.append(row)
+            await ctx.tick()
+            if row["i_take"]:
+                current = next(it, None)
+
+    sim = Simulator(arr)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return trace
+
+
+def test_latency_and_throughput_properties():
+    rng = np.random.default_rng(3)
+    for rows in (1, 4):
+        arr = SystolicArray(kind="adder", rows=rows, cols=2, max_length=16)
+        ks = [rows - 1 or 1, 5, 16, rows - 1 or 1, 1] if rows > 1 else [1, 1, 5]
+        ks = [k for k in ks if k + 1 >= rows]   # fast enough that readout never stalls
+        tiles = [random_tile(arr, k, rng) for k in ks]
+        trace = _timeline(arr, tiles)
+        lasts = [t for t, r in enumerate(trace) if r["i_last"]]
+        firsts = [t for t, r in enumerate(trace) if r["o_valid"] and
+                  (t == 0 or not trace[t - 1]["o_valid"] or trace[t - 1]["o_last"])]
+        # Row 0 of each result appears `latency` cycles after its last step was taken.
+        assert firsts == [t + arr.latency for t in lasts]
+        # The input is refused only in the one idle cycle after each `last`.
+        refused = [t for t, r in enumerate(trace) if r["i_valid"] and not r["i_ready"]]
+        assert refused == [t + arr.idle_after_last for t in lasts[:-1]]
+        # So tiles take reduction_cycles(K) input cycles each.
+        starts = [0] + [t + 1 + arr.idle_after_last for t in lasts[:-1]]
+        assert [b - a + 1 for a, b in zip(starts, lasts)] == [k for k in ks]
+        assert [lasts[i + 1] - lasts[i] for i in range(len(ks) - 1)] == \
+            [arr.reduction_cycles(k) for k in ks[1:]]
+
+
+def test_back_pressure_stalls_input_only_when_it_must():
+    """Readout slower than the tiles: the input stalls exactly while a finished result waits."""
+    rng = np.random.default_rng(4)
+    arr = SystolicArray(kind="mul", rows=4, cols=2, max_length=8)
+    tiles = [random_tile(arr, 1, rng) for _ in range(6)]
+    # The sink takes one row every third cycle: 12 cycles per result, 2 cycles per tile in.
+    trace = _timeline(arr, tiles, ready=lambda cycle: int(cycle % 3 == 0), cycles=200)
+    # Stream rules on the output: once valid, valid and payload hold until taken.
+    for a, b in zip(trace, trace[1:]):
+        if a["o_valid"] and not a["o_ready"]:
+            assert b["o_valid"] and b["o_acc"] == a["o_acc"] and b["o_last"] == a["o_last"]
+    # Input refusals other than the idle-after-last cycle happen only while a finished result
+    # waits for the previous one to be read out: then the output is valid and not yet drained.
+    lasts = {t for t, r in enumerate(trace) if r["i_last"]}
+    for t, r in enumerate(trace):
+        if r["i_valid"] and not r["i_ready"] and t - arr.idle_after_last not in lasts:
+            assert r["o_valid"], f"input stalled at cycle {t} with nothing to read out"
+    outputs = [r["o_acc"] for r in trace if r["o_valid"] and r["o_ready"]]
+    expected = np.concatenate([golden_tile(arr, tile) for tile in tiles])
+    np.testing.assert_array_equal(np.array(outputs), expected)
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+def test_properties_and_layouts():
+    arr = unused(SystolicArray(kind="shift", rows=3, cols=2, p_min=-1, p_max=4, max_length=50))
+    assert (arr.kind, arr.rows, arr.cols, arr.x_bits, arr.w_bits) == (Op.SHIFT, 3, 2, 8, None)
+    assert (arr.p_min, arr.p_max, arr.max_length) == (-1, 4, 50)
+    assert arr.acc_bits == acc_width("shift", 50, x_bits=8, p_min=-1, p_max=4)
+    assert arr.weight_shape == ShiftWeight(p_min=-1, p_max=4)
+    assert arr.in_layout == data.StructLayout({
+        "x": data.ArrayLayout(signed(8), 3), "w": data.ArrayLayout(ShiftWeight(p_min=-1, p_max=4), 2),
+        "last": 1})
+    assert arr.out_layout == data.StructLayout({"acc": data.ArrayLayout(signed(arr.acc_bits), 2),
+                                                "last": 1})
+    assert (arr.latency, arr.readout_cycles, arr.idle_after_last) == (4, 3, 1)
+    assert arr.reduction_cycles(1) == 3 and arr.reduction_cycles(9) == 10
+    for name in ("rows", "cols", "latency", "acc_bits", "kind"):
+        with pytest.raises(AttributeError):
+            setattr(arr, name, 2)
+    assert unused(SystolicArray(kind="adder", rows=8, cols=8)).acc_bits == 16
+    assert unused(SystolicArray(kind=Op.MUL, rows=1, cols=1)).w_bits == 8
+
+
+@pytest.mark.parametrize("params,exc,message", [
+    (dict(kind="adder", rows=0, cols=4), ValueError, "Array rows must be between 1 and 64, not 0"),
+    (dict(kind="adder", rows=4, cols=65), ValueError,
+     "Array cols must be between 1 and 64, not 65"),
+    (dict(kind="adder", rows="4", cols=4), TypeError, "Array rows must be an integer, not '4'"),
+    (dict(kind="adder", rows=4, cols=2.0), TypeError, "Array cols must be an integer, not 2.0"),
+    (dict(kind="L1", rows=4, cols=4), ValueError,
+     "PE kind must be one of adder, shift, mul, not 'L1'"),
+    (dict(kind="adder", rows=4, cols=4, x_bits=0), ValueError,
+     "x_bits must be between 2 and 32, not 0"),
+    (dict(kind="adder", rows=4, cols=4, max_length=-3), ValueError,
+     "max_length must be at least 1, not -3"),
+    (dict(kind="mul", rows=4, cols=4, p_max=3), ValueError,
+     "p_min and p_max apply to shift PEs only, not to 'mul' (got p_min=None, p_max=3)"),
+    (dict(kind="shift", rows=4, cols=4, p_min=5, p_max=4), ValueError,
+     "p_max must be at least p_min (5), not 4"),
+])
+def test_parameter_messages(params, exc, message):
+    with pytest.raises(exc) as info:
+        SystolicArray(**params)
+    assert str(info.value) == message

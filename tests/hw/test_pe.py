@@ -1,0 +1,320 @@
+"""The PEs in Amaranth's simulator against the golden model, and their parameter checks.
+
+Each kind runs random reductions (random lengths and values, idle gaps, ``hold`` cycles) and the
+corners (all-minimum and all-maximum operands, every exponent code, zero weights, the longest
+reduction at the extremes of the derived accumulator range); ``acc`` must equal
+``golden.array_op`` exactly whenever ``done`` is high, and ``done`` must come :attr:`latency` cycles
+after each ``last`` step (``hold`` cycles excluded).
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import Shape, signed
+from amaranth.hdl import Module
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from addershift.hw.pe import (PE_CLASSES, AdderPE, MulPE, ShiftPE, ShiftWeight, Sign, make_pe)
+from addershift.sw.golden import array_op
+from addershift.sw.numerics import Op, acc_range, acc_width, int_range
+
+KINDS = ("adder", "shift", "mul")
+
+
+def unused(component):
+    """Mark a component built only to read its properties (no UnusedElaboratable warning)."""
+    component._MustUse__silence = True
+    return component
+
+
+# --- operands ----------------------------------------------------------------------------------
+
+def random_weights(pe, k, rng, *, zero_fraction=0.2):
+    """``k`` weights for ``pe``: a dict as ``golden.array_op`` takes it (one output row)."""
+    if pe.kind is Op.SHIFT:
+        sign = rng.choice([-1, 0, 1], size=k, p=[(1 - zero_fraction) / 2, zero_fraction,
+                                                  (1 - zero_fraction) / 2])
+        exponent = rng.integers(pe.p_min, pe.p_max + 1, size=k)
+        return {"sign": sign, "exponent": exponent}
+    lo, hi = int_range(pe.w_bits)
+    return {"weight": rng.integers(lo, hi + 1, size=k)}
+
+
+def weight_bits(pe, weights, j):
+    """The integer to drive on a PE's natural-form ``w`` port for step ``j``."""
+    if pe.kind is Op.SHIFT:
+        return pe.weight_shape.encode(int(weights["sign"][j]), int(weights["exponent"][j]))
+    return int(weights["weight"][j])
+
+
+def golden(pe, x, weights):
+    rows = {name: np.asarray(a)[None, :] for name, a in weights.items()}
+    return int(array_op(pe.kind, np.asarray(x)[None, :], rows, p_min=pe.p_min or 0)[0, 0])
+
+
+def extreme_reductions(pe):
+    """Reductions of ``max_length`` steps that reach both ends of ``acc_range`` (overflow shows)."""
+    lo_x, hi_x = int_range(pe.x_bits)
+    n = pe.max_length
+    out = []
+    if pe.kind is Op.ADDER:
+        lo_w, hi_w = int_range(pe.w_bits)
+        out.append(([hi_x] * n, {"weight": [lo_w] * n}))      # -|127 - -128| every step: minimum
+        out.append(([lo_x] * n, {"weight": [hi_w] * n}))
+        out.append(([lo_x] * n, {"weight": [lo_w] * n}))      # zero
+    elif pe.kind is Op.SHIFT:
+        out.append(([lo_x] * n, {"sign": [-1] * n, "exponent": [pe.p_max] * n}))   # maximum
+        out.append(([lo_x] * n, {"sign": [1] * n, "exponent": [pe.p_max] * n}))    # minimum
+        out.append(([hi_x] * n, {"sign": [0] * n, "exponent": [pe.p_max] * n}))    # zero weights
+    else:
+        lo_w, hi_w = int_range(pe.w_bits)
+        out.append(([lo_x] * n, {"weight": [lo_w] * n}))      # maximum
+        out.append(([lo_x] * n, {"weight": [hi_w] * n}))      # minimum
+        out.append(([hi_x] * n, {"weight": [hi_w] * n}))
+    return out
+
+
+def corner_reductions(pe, rng):
+    """Short reductions over every corner operand pair and (shift) every exponent code and sign."""
+    lo_x, hi_x = int_range(pe.x_bits)
+    xs = [lo_x, lo_x + 1, -1, 0, 1, hi_x]
+    out = []
+    if pe.kind is Op.SHIFT:
+        for p in range(pe.p_min, pe.p_max + 1):
+            for s in (-1, 0, 1):
+                out.append((xs, {"sign": [s] * len(xs), "exponent": [p] * len(xs)}))
+    else:
+        lo_w, hi_w = int_range(pe.w_bits)
+        for w in (lo_w, lo_w + 1, -1, 0, 1, hi_w):
+            out.append((xs, {"weight": [w] * len(xs)}))
+    return out
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def _raw(signal):
+    return signal.as_value() if isinstance(signal, data.View) else signal
+
+
+def schedule(pe, reductions, rng, *, idle=0.0, hold=0.0):
+    """Per-cycle inputs ``(valid, x, w, last, hold)`` for ``reductions``, with random idle cycles
+    (probability ``idle``) between steps and ``hold`` cycles (garbage inputs) anywhere; the step
+    after a ``last`` is always idle, as the PE requires."""
+    lo_x, hi_x = int_range(pe.x_bits)
+    w_width = Shape.cast(pe.w.shape()).width
+
+    def junk(valid=0, h=0):
+        return (valid, int(rng.integers(lo_x, hi_x + 1)), int(rng.integers(0, 1 << w_width)),
+                int(rng.integers(0, 2)), h)
+
+    cycles = []
+    for x, weights in reductions:
+        for j in range(len(x)):
+            while rng.random() < hold:
+                cycles.append(junk(valid=int(rng.integers(0, 2)), h=1))
+            while rng.random() < idle:
+                cycles.append(junk())
+            cycles.append((1, int(x[j]), weight_bits(pe, weights, j), int(j == len(x) - 1), 0))
+        cycles.append((0, 0, 0, 1, 0))   # the idle cycle after `last` (last set: it must not count)
+    cycles += [(0, 0, 0, 0, 0)] * (pe.latency + 2)
+    return cycles
+
+
+def run_pe(pe, cycles):
+    """Drive ``cycles`` into ``pe``; return the per-cycle ``(done, acc)`` samples."""
+    samples = []
+
+    async def bench(ctx):
+        for valid, x, w, last, hold in cycles:
+            ctx.set(pe.valid, valid)
+            ctx.set(pe.x, x)
+            ctx.set(_raw(pe.w), w)
+            ctx.set(pe.last, last)
+            ctx.set(pe.hold, hold)
+            samples.append((ctx.get(pe.done), ctx.get(pe.acc)))
+            await ctx.tick()
+
+    sim = Simulator(pe)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return samples
+
+
+def check_pe(pe, reductions, rng, **gaps):
+    """Run ``reductions`` through ``pe`` and compare with the golden model, timing included."""
+    cycles = schedule(pe, reductions, rng, **gaps)
+    samples = run_pe(pe, cycles)
+    # State advances only on cycles without hold: compare in "effective" cycles.
+    effective, last_steps = [], []
+    n = 0
+    for valid, _, _, last, hold in cycles:
+        effective.append(n)
+        if not hold:
+            if valid and last:
+                last_steps.append(n)
+            n += 1
+    expect_at = {e + pe.latency: i for i, e in enumerate(last_steps)}
+    expected = [golden(pe, x, w) for x, w in reductions]
+    got = {}
+    for t, (done, acc) in enumerate(samples):
+        e = effective[t]
+        assert bool(done) == (e in expect_at), f"done={done} at cycle {t}"
+        if done:
+            i = expect_at[e]
+            assert acc == expected[i], f"reduction {i}: acc {acc}, golden {expected[i]}"
+            got[i] = acc
+    assert len(got) == len(reductions)
+
+
+def random_reductions(pe, count, rng):
+    out = []
+    lo_x, hi_x = int_range(pe.x_bits)
+    for _ in range(count):
+        k = int(rng.integers(1, pe.max_length + 1))
+        out.append((rng.integers(lo_x, hi_x + 1, size=k), random_weights(pe, k, rng)))
+    return out
+
+
+# --- simulations -------------------------------------------------------------------------------
+
+PE_CASES = [
+    ("adder", dict(x_bits=8, max_length=40)),
+    ("adder", dict(x_bits=4, max_length=9)),
+    ("shift", dict(x_bits=8, p_min=0, p_max=7, max_length=40)),
+    ("shift", dict(x_bits=6, p_min=-3, p_max=2, max_length=17)),   # 6 codes in a 3-bit field
+    ("shift", dict(x_bits=8, p_min=2, p_max=2, max_length=5)),      # one exponent
+    ("mul", dict(x_bits=8, w_bits=8, max_length=40)),
+    ("mul", dict(x_bits=5, w_bits=3, max_length=11)),
+]
+
+
+class Encoded(wiring.Component):
+    """A PE built with ``register_inputs=False`` behind the encoding the array applies, so tests
+    drive natural weights into it; it forwards the inner PE's parameters."""
+
+    def __init__(self, pe):
+        self.pe = pe
+        super().__init__({"x": In(signed(pe.x_bits)), "w": In(pe.weight_shape), "valid": In(1),
+                          "last": In(1), "hold": In(1), "acc": Out(signed(pe.acc_bits)),
+                          "done": Out(1)})
+
+    def __getattr__(self, name):
+        if name in ("kind", "latency", "x_bits", "w_bits", "p_min", "p_max", "max_length",
+                    "acc_bits", "weight_shape"):
+            return getattr(self.__dict__["pe"], name)
+        raise AttributeError(name)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pe = pe = self.pe
+        m.d.comb += [pe.x.eq(self.x), pe.w.eq(pe.encode_weight(self.w)), pe.valid.eq(self.valid),
+                     pe.last.eq(self.last), pe.hold.eq(self.hold), self.acc.eq(pe.acc),
+                     self.done.eq(pe.done)]
+        return m
+
+
+@pytest.mark.parametrize("kind,params", PE_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("register_inputs", [True, False])
+def test_pe_random_and_corners(kind, params, register_inputs):
+    rng = np.random.default_rng(abs(hash((kind, str(params), register_inputs))) % 2**32)
+    pe = make_pe(kind, register_inputs=register_inputs, **params)
+    dut = pe if register_inputs else Encoded(pe)
+    reductions = (random_reductions(pe, 12, rng) + corner_reductions(pe, rng) +
+                  extreme_reductions(pe))
+    check_pe(dut, reductions, rng, idle=0.2, hold=0.1)
+
+
+def test_pe_back_to_back_no_gaps():
+    """Every other cycle carries a step (just the required idle after each last)."""
+    rng = np.random.default_rng(7)
+    for kind in KINDS:
+        pe = make_pe(kind, max_length=8)
+        reductions = [(rng.integers(-128, 128, size=k), random_weights(pe, k, rng))
+                      for k in [1, 1, 2, 8, 1, 3, 8, 8]]
+        check_pe(pe, reductions, rng)
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,params", [
+    ("adder", dict(x_bits=8, max_length=128)),
+    ("adder", dict(x_bits=4, max_length=1)),
+    ("shift", dict(x_bits=8, p_min=0, p_max=7, max_length=128)),
+    ("shift", dict(x_bits=8, p_min=-4, p_max=-4, max_length=3)),
+    ("mul", dict(x_bits=8, w_bits=8, max_length=300)),
+    ("mul", dict(x_bits=8, w_bits=2, max_length=7)),
+])
+def test_acc_bits_come_from_numerics(kind, params):
+    pe = unused(make_pe(kind, **params))
+    widths = {k: v for k, v in params.items() if k != "max_length"}
+    if kind == "adder":
+        widths["w_bits"] = params["x_bits"]
+    assert pe.acc_bits == acc_width(kind, params["max_length"], **widths)
+    assert len(pe.acc) == pe.acc_bits and pe.acc.shape().signed
+    assert pe.kind is Op(kind)
+    assert isinstance(pe, PE_CLASSES[Op(kind)])
+
+
+def test_defaults_and_read_only_properties():
+    pe = unused(AdderPE())
+    assert (pe.x_bits, pe.w_bits, pe.p_min, pe.p_max, pe.max_length) == (8, 8, None, None, 128)
+    assert pe.acc_bits == 16 and pe.latency == 3
+    assert unused(AdderPE(register_inputs=False)).latency == 2
+    shift = unused(ShiftPE())
+    assert (shift.p_min, shift.p_max, shift.w_bits) == (0, 7, None)
+    assert shift.weight_shape == ShiftWeight(p_min=0, p_max=7)
+    assert unused(MulPE(w_bits=4)).w_bits == 4
+    for name in ("x_bits", "acc_bits", "latency", "max_length", "kind"):
+        with pytest.raises(AttributeError):
+            setattr(pe, name, 1)
+    assert pe.params() == {"kind": "adder", "x_bits": 8, "w_bits": 8, "max_length": 128,
+                           "acc_bits": 16}
+
+
+@pytest.mark.parametrize("call,exc,message", [
+    (lambda: make_pe("div"), ValueError,
+     "PE kind must be one of adder, shift, mul, not 'div'"),
+    (lambda: AdderPE(x_bits=1), ValueError, "x_bits must be between 2 and 32, not 1"),
+    (lambda: AdderPE(x_bits=33), ValueError, "x_bits must be between 2 and 32, not 33"),
+    (lambda: AdderPE(x_bits="8"), TypeError, "x_bits must be an integer, not '8'"),
+    (lambda: AdderPE(x_bits=True), TypeError, "x_bits must be an integer, not True"),
+    (lambda: MulPE(w_bits=1), ValueError, "w_bits must be between 2 and 32, not 1"),
+    (lambda: AdderPE(max_length=0), ValueError, "max_length must be at least 1, not 0"),
+    (lambda: AdderPE(max_length=2.5), TypeError, "max_length must be an integer, not 2.5"),
+    (lambda: AdderPE(x_bits=8, w_bits=6), ValueError,
+     "Adder weights share the activations' format: w_bits must equal x_bits (8), not 6"),
+    (lambda: ShiftPE(w_bits=8), ValueError,
+     "w_bits does not apply to shift PEs (their weights are sign and exponent), not 8"),
+    (lambda: AdderPE(p_min=0), ValueError,
+     "p_min and p_max apply to shift PEs only, not to 'adder' (got p_min=0, p_max=None)"),
+    (lambda: ShiftPE(p_min=3, p_max=1), ValueError, "p_max must be at least p_min (3), not 1"),
+    (lambda: ShiftPE(p_min=0, p_max=32), ValueError, "p_max - p_min must be at most 31, not 32"),
+    (lambda: ShiftPE(p_min=0.5), TypeError, "p_min must be an integer, not 0.5"),
+    (lambda: AdderPE(register_inputs=1), TypeError, "register_inputs must be a bool, not 1"),
+])
+def test_parameter_messages(call, exc, message):
+    with pytest.raises(exc) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_shift_weight_layout():
+    layout = ShiftWeight(p_min=-3, p_max=2)
+    assert dict((name, f.shape) for name, f in layout) == {"sign": Sign,
+                                                           "exponent": Shape.cast(range(8))}
+    # Sign in bits 0-1, exponent code p - p_min above it.
+    assert layout.encode(1, -3) == 0b000_01
+    assert layout.encode(-1, 2) == 0b101_11
+    assert layout.encode(0, 2) == 0                   # zero weights have one encoding
+    assert [Sign.of(s).value_int for s in (-1, 0, 1)] == [-1, 0, 1]
+    with pytest.raises(ValueError, match=r"^Shift weight sign must be -1, 0 or 1, not 2$"):
+        layout.encode(2, 0)
+    with pytest.raises(ValueError, match=r"^Shift weight exponent must be an integer in \[-3, 2\], "
+                                         r"not 3$"):
+        layout.encode(1, 3)
+    assert ShiftWeight(p_min=0, p_max=0) == ShiftWeight(p_min=0, p_max=0)
+    assert ShiftWeight(p_min=0, p_max=0) != ShiftWeight(p_min=0, p_max=1)
