@@ -21,6 +21,7 @@ import argparse
 import datetime
 import json
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -50,7 +51,8 @@ def _nextpnr_error(build_dir):
     if not log.exists():
         return "nextpnr did not run"
     errors = [l.strip() for l in log.read_text(errors="replace").splitlines() if "ERROR" in l]
-    return errors[-1] if errors else "nextpnr failed"
+    # Mapped cell names run to hundreds of characters: keep the message, not the name.
+    return re.sub(r"'[^']{30,}'", "'...'", errors[-1]) if errors else "nextpnr failed"
 
 
 def measure(kind, unit, target, *, out, max_length, seed, show_breakdown):

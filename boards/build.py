@@ -27,8 +27,9 @@ from .board import Board, get_board, pin_buffer
 from .report import TimingError, read_report, yosys_stat_commands
 from .toolchain import ToolError, find_program, prepare_environment
 
-__all__ = ["BoardTop", "BuildResult", "build", "build_array", "array_core", "default_build_dir",
-           "bitstream_path", "program", "NoProgrammer"]
+__all__ = ["BoardTop", "BuildResult", "build", "build_array", "build_link", "array_core",
+           "multiplier_opts",
+           "MULTIPLIERS", "default_build_dir", "bitstream_path", "program", "NoProgrammer"]
 
 _PORT_ROLES = ("rx", "tx", "status")
 
@@ -230,14 +231,56 @@ def array_core(*, pe, rows, cols, **kwargs):
     return SerialHarness(SystolicArray(kind=pe, rows=rows, cols=cols, **kwargs))
 
 
+MULTIPLIERS = ("dsp", "luts")
+
+
+def multiplier_opts(family, multipliers):
+    """Synthesis options that put multipliers on DSP blocks (``"dsp"``) or in LUTs (``"luts"``).
+
+    Amaranth runs ``synth_ice40`` without ``-dsp`` (multipliers in LUTs); ``synth_ecp5`` maps them
+    to MULT18X18D unless given ``-nodsp``. With ``"dsp"`` a DSP count of zero also shows that
+    Yosys found no multiplier to put there.
+    """
+    if multipliers not in MULTIPLIERS:
+        raise ValueError(f"Multipliers must be one of {', '.join(MULTIPLIERS)}, not {multipliers!r}")
+    if family == "ice40":
+        return ("-dsp",) if multipliers == "dsp" else ()
+    return () if multipliers == "dsp" else ("-nodsp",)
+
+
 def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1,
-                check_timing=True, **array_kwargs):
-    """Build the ``rows`` x ``cols`` array of ``pe`` kind for ``board`` (see :func:`array_core`)."""
+                multipliers="dsp", check_timing=True, **array_kwargs):
+    """Build the ``rows`` x ``cols`` array of ``pe`` kind for ``board`` (see :func:`array_core`),
+    with multipliers on DSP blocks or in LUTs (:func:`multiplier_opts`)."""
+    if isinstance(board, str):
+        board = get_board(board)
+    # Checked before anything is constructed, so a bad clock leaves no half-built design behind.
+    board.check_clock(board.default_clock_mhz if clock_mhz is None else clock_mhz)
+    synth_opts = multiplier_opts(board.family, multipliers)
     harness = array_core(pe=pe, rows=rows, cols=cols, **array_kwargs)
     return build(harness, board=board, clock_mhz=clock_mhz, build_dir=build_dir,
                  ports={"rx": "si", "tx": "so"}, design=f"{pe} array {rows}x{cols}",
-                 harness=harness.cost, seed=seed, check_timing=check_timing,
-                 extra={"pe": pe, "rows": rows, "cols": cols, "contents": "array + I/O harness"})
+                 harness=harness.cost, seed=seed, synth_opts=synth_opts,
+                 check_timing=check_timing,
+                 extra={"pe": pe, "rows": rows, "cols": cols, "multipliers": multipliers,
+                        "contents": "array + I/O harness"})
+
+
+def build_link(*, board, clock_mhz=None, baud=1_000_000, build_dir=None, seed=1,
+               check_timing=True):
+    """Build the host link's test top (:class:`~addershift.hw.link_top.LinkTop`: UART, framer
+    and a scratch device) for ``board``: a bitstream the host driver can talk to over the board's
+    UART before the accelerator exists."""
+    from ..hw.link_top import LinkTop
+    if isinstance(board, str):
+        board = get_board(board)
+    achieved = board.check_clock(board.default_clock_mhz if clock_mhz is None else clock_mhz)
+    from ..hw.uart import uart_divisor
+    uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
+    return build(lambda clock_hz: LinkTop(clk_freq=int(round(clock_hz)), baud=baud),
+                 board=board, clock_mhz=clock_mhz, build_dir=build_dir, design="host link top",
+                 seed=seed, check_timing=check_timing,
+                 extra={"contents": "UART + framer + scratch device", "baud": baud})
 
 
 # --- programming --------------------------------------------------------------------------------

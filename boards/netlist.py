@@ -89,14 +89,21 @@ def breakdown(netlist, *, family, top=None, root=None):
                 if isinstance(b, int):
                     port_bits[b] = f"(output port {pname})"
 
-    # Net bit -> a readable signal name (public names first), with indices folded to "*" so the
-    # 64 accumulators of an 8x8 array share one label.
+    # Net bit -> a readable signal name: public names first (Yosys names mapped nets after the
+    # cells they connect, "x_SB_DFF_Q_D..."; those only as a fallback, cut at the cell name), the
+    # shortest first, indices folded to "*" so the 64 accumulators of an 8x8 array share a label.
     bit_name = {}
-    for net, info in sorted(mod.get("netnames", {}).items(),
-                            key=lambda kv: (kv[0].startswith("$") or "$" in kv[0], kv[0])):
+    for net, info in mod.get("netnames", {}).items():
+        if net.startswith("$"):
+            continue
+        base = net.split("$")[0]
+        cut = re.split(r"_(?:SB_|TRELLIS_|LUT4|CCU2C|PFUMX|L6MUX21)", base)
+        rank = (len(cut) > 1, len(cut[0]))
+        name = re.sub(r"\d+", "*", cut[0])
         for b in info["bits"]:
-            if isinstance(b, int):
-                bit_name.setdefault(b, re.sub(r"\d+", "*", net.split("$")[0]))
+            if isinstance(b, int) and (b not in bit_name or rank < bit_name[b][0]):
+                bit_name[b] = (rank, name)
+    bit_name = {b: name for b, (rank, name) in bit_name.items()}
 
     cells = mod["cells"]
     tag_of_sink = {}

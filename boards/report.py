@@ -25,7 +25,8 @@ import pathlib
 from .toolchain import run_tool
 
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_stat_commands",
-           "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "read_synthesis", "read_report",
+           "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
+           "read_synthesis", "read_report",
            "synthesize"]
 
 
@@ -138,6 +139,7 @@ class Report:
     premap_cells: dict
     harness: dict | None = None
     seconds: dict = dataclasses.field(default_factory=dict)
+    critical_path: dict | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -198,6 +200,7 @@ class Report:
             "design_cells": self.design_cells,
             "cells": dict(sorted(self.cells.items())),
             "premap_cells": dict(sorted(self.premap_cells.items())),
+            "critical_path": self.critical_path,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             **({"extra": self.extra} if self.extra else {}),
         }
@@ -229,6 +232,11 @@ class Report:
             verdict = {True: "met", False: "NOT MET", None: ""}[self.timing_met]
             req = f" against {self.clock_mhz:g} MHz requested: {verdict}" if self.clock_mhz else ""
             lines.append(f"  Fmax {self.fmax:.2f} MHz{req}")
+            cp = self.critical_path
+            if cp:
+                where = ", ".join(cp["sources"][:4]) + (" ..." if len(cp["sources"]) > 4 else "")
+                lines.append(f"  critical path: {cp['delay_ns']:.1f} ns, {cp['logic_levels']} "
+                             f"logic steps" + (f", through {where}" if where else ""))
         return "\n".join(lines)
 
 
@@ -300,6 +308,40 @@ def parse_nextpnr_report(report, family):
     return placed, available, fmax
 
 
+def critical_path(report, *, root=None):
+    """The slowest register-to-register path of nextpnr's ``--report`` JSON, summarised:
+    ``{"delay_ns", "logic_levels", "from", "to", "sources"}`` (``sources``: the design's own
+    source locations along the path, in order), or None when there is no such path."""
+    root = pathlib.Path(root or ".").resolve()
+    best = None
+    for cp in report.get("critical_paths", []):
+        if cp.get("from") == "<async>" or cp.get("to") == "<async>" or not cp.get("path"):
+            continue
+        delay = sum(step.get("delay", 0.0) for step in cp["path"])
+        if best is None or delay > best[0]:
+            best = (delay, cp)
+    if best is None:
+        return None
+    delay, cp = best
+    sources = []
+    for step in cp["path"]:
+        for src in step.get("sources", []):
+            if src.startswith("/share/"):
+                continue
+            path, _, pos = src.rpartition(":")
+            try:
+                path = str(pathlib.Path(path).resolve().relative_to(root))
+            except ValueError:
+                pass
+            loc = f"{path}:{pos.split('.')[0]}"
+            if loc not in sources:
+                sources.append(loc)
+    return {"delay_ns": round(delay, 2),
+            "logic_levels": sum(1 for step in cp["path"] if step.get("type") == "logic"),
+            "from": cp["path"][0]["from"]["cell"], "to": cp["path"][-1]["to"]["cell"],
+            "sources": sources}
+
+
 def _resources(family, counts, placed, available):
     cells_total = available.get("logic_cells")
     if family == "ice40":
@@ -342,12 +384,14 @@ def read_report(build_dir, *, prefix, design, target, family, device, synth_opts
     """Build a :class:`Report` from ``{prefix}.premap.json``, ``{prefix}.stat.json`` and
     ``{prefix}.report.json`` in ``build_dir``."""
     premap, cells = read_synthesis(build_dir, prefix=prefix)
-    placed, available, fmax = parse_nextpnr_report(_load(build_dir, prefix, "report.json"), family)
+    pnr = _load(build_dir, prefix, "report.json")
+    placed, available, fmax = parse_nextpnr_report(pnr, family)
     return Report(design=design, target=target, family=family, device=device,
                   synth_opts=tuple(synth_opts), clock_mhz=clock_mhz,
                   resources=_resources(family, netlist_counts(cells, family), placed, available),
                   fmax_mhz=fmax, premap_mul=premap_multipliers(premap), cells=cells,
-                  premap_cells=premap, harness=harness, seconds=dict(seconds or {}))
+                  premap_cells=premap, harness=harness, seconds=dict(seconds or {}),
+                  critical_path=critical_path(pnr))
 
 
 # --- the off-board flow -------------------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""Fit study: the largest array per PE kind and board that places and meets the board's clock.
+
+Each candidate is a full board build (``addershift build``: PLL, reset, UART pins, LEDs), with the
+array behind the two-pin I/O harness until the accelerator top (memories, sequencer, host link)
+exists. Shapes are tried in order of PE count (n x n, then n x (n+1)); a doubling phase finds a
+failing size, then a binary search the largest passing one (a design that does not place, or
+places but misses the clock, fails). The multiplier baseline runs twice: on DSP blocks and in LUTs.
+
+    .venv/bin/python bench/fit_study.py --boards icebreaker                 # ~30 minutes
+    .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder    # hours: 32x32 takes
+                                                                            # 10-30 min per build
+
+Peak throughput is one operand pair (a term accumulated) per PE per cycle: ``PEs`` per cycle and
+``PEs x clock`` per second. Writes ``fit_study.json`` and ``fit_study.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import re
+import sys
+import time
+
+from addershift.boards.board import get_board
+from addershift.boards.build import build_array
+from addershift.boards.toolchain import ToolError, prepare_environment
+
+#: Variant name -> (PE kind, multipliers): the baseline once on DSPs, once in LUTs.
+VARIANTS = {"adder": ("adder", "dsp"), "shift": ("shift", "dsp"), "mul-dsp": ("mul", "dsp"),
+            "mul-luts": ("mul", "luts")}
+
+
+def shapes(max_side=64):
+    """Array shapes in increasing PE count: 1x1, 1x2, 2x2, 2x3, 3x3, ..."""
+    out = []
+    for n in range(1, max_side + 1):
+        out.append((n, n))
+        if n < max_side:
+            out.append((n, n + 1))
+    return out
+
+
+def _log_error(build_dir):
+    log = pathlib.Path(build_dir) / "top.build.log"
+    if not log.exists():
+        return "build did not run"
+    lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if "ERROR" in l]
+    # Mapped cell names run to hundreds of characters: keep the message, not the name.
+    return re.sub(r"'[^']{30,}'", "'...'", lines[-1]) if lines else "build failed"
+
+
+def attempt(board, variant, rows, cols, *, clock_mhz, out, seed):
+    kind, multipliers = VARIANTS[variant]
+    build_dir = out / board / variant / f"{rows}x{cols}"
+    start = time.monotonic()
+    rec = {"rows": rows, "cols": cols, "pes": rows * cols}
+    try:
+        result = build_array(board=board, pe=kind, rows=rows, cols=cols, clock_mhz=clock_mhz,
+                             build_dir=build_dir, seed=seed, multipliers=multipliers,
+                             check_timing=False)
+    except ToolError:
+        rec.update(ok=False, placed=False, reason=_log_error(build_dir))
+    else:
+        r = result.report
+        rec.update(ok=bool(r.timing_met), placed=True, fmax_mhz=round(r.fmax, 2),
+                   clock_mhz=r.clock_mhz,
+                   logic_cells=r.resources["logic_cells"].to_dict(),
+                   dsp=r.resources["dsp"].to_dict(), premap_mul=r.premap_mul,
+                   reason=None if r.timing_met else f"Fmax {r.fmax:.1f} < {r.clock_mhz:g} MHz")
+    rec["seconds"] = round(time.monotonic() - start, 1)
+    verdict = "ok" if rec["ok"] else f"FAIL ({rec['reason']})"
+    pct = rec.get("logic_cells", {}).get("percent")
+    cells = "" if pct is None else f"{pct:5.1f}% cells"
+    fmax = f"Fmax {rec['fmax_mhz']:.1f}" if "fmax_mhz" in rec else ""
+    print(f"  {board:<10} {variant:<8} {rows:>2}x{cols:<2} {rows * cols:>5} PEs  {cells}  {fmax}  "
+          f"{verdict}  [{rec['seconds']:.0f} s]", flush=True)
+    return rec
+
+
+def largest(board, variant, *, clock_mhz, out, seed, max_side):
+    """Largest passing shape: doubling in PE count, then binary search over :func:`shapes`."""
+    order = shapes(max_side)
+    tried = {}
+
+    def ok(i):
+        if i not in tried:
+            rows, cols = order[i]
+            rec = attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out, seed=seed)
+            tried[i] = rec
+        return tried[i]["ok"]
+
+    if not ok(0):
+        return None, list(tried.values())
+    lo, hi = 0, None                  # lo passes; hi (if known) fails
+    while hi is None:
+        rec = tried[lo]
+        # Aim at twice the PEs, or at what the cell budget suggests if that is closer.
+        target_pes = 2 * rec["pes"]
+        pct = rec.get("logic_cells", {}).get("percent")
+        if pct:
+            target_pes = min(target_pes, max(rec["pes"] + 1, int(rec["pes"] * 100 / pct * 1.05)))
+        nxt = next((i for i, (r, c) in enumerate(order) if r * c >= target_pes), len(order) - 1)
+        nxt = max(nxt, lo + 1)
+        if nxt >= len(order):
+            break
+        if ok(nxt):
+            lo = nxt
+            if lo == len(order) - 1:
+                break
+        else:
+            hi = nxt
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return tried[lo], sorted(tried.values(), key=lambda r: r["pes"])
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    boards = list(dict.fromkeys(r["board"] for r in results))
+    variants = list(dict.fromkeys(r["variant"] for r in results))
+    colours = {"adder": "#2a9d8f", "shift": "#e9c46a", "mul-dsp": "#e76f51", "mul-luts": "#9b2226"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        xs, pes, gops = [], [], []
+        for j, b in enumerate(boards):
+            r = next((r for r in results if (r["board"], r["variant"]) == (b, v)), None)
+            if r is None:
+                continue
+            xs.append(j + (i - (len(variants) - 1) / 2) * width)
+            pes.append(r["pes"])
+            gops.append(r["peak_gops"])
+        axes[0].bar(xs, pes, width, color=colours.get(v), label=v)
+        axes[1].bar(xs, gops, width, color=colours.get(v), label=v)
+        for x, p in zip(xs, pes):
+            axes[0].text(x, p, str(p), ha="center", va="bottom", fontsize=7)
+    for ax, label in ((axes[0], "PEs (largest array that meets the clock)"),
+                      (axes[1], "peak G operand pairs / s")):
+        ax.set_xticks(range(len(boards)), boards)
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle("addershift fit study (array + I/O harness, board clock)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--boards", nargs="+", default=["icebreaker"],
+                        choices=["icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"])
+    parser.add_argument("--kinds", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--clock", type=float, help="core clock in MHz (default: each board's)")
+    parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
+    args = parser.parse_args(argv)
+
+    prepare_environment()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for board in args.boards:
+        clock = args.clock or get_board(board).default_clock_mhz
+        for variant in args.kinds:
+            print(f"{board} {variant} at {clock:g} MHz", flush=True)
+            best, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
+                                  max_side=args.max_side)
+            if best is None:
+                results.append({"board": board, "variant": variant, "clock_mhz": clock,
+                                "rows": 0, "cols": 0, "pes": 0, "peak_gops": 0.0,
+                                "fmax_mhz": None, "tried": tried})
+                continue
+            results.append({"board": board, "variant": variant, "clock_mhz": best["clock_mhz"],
+                            "rows": best["rows"], "cols": best["cols"], "pes": best["pes"],
+                            "fmax_mhz": best["fmax_mhz"],
+                            "logic_cells": best["logic_cells"], "dsp": best["dsp"],
+                            "premap_mul": best["premap_mul"],
+                            "peak_ops_per_cycle": best["pes"],
+                            "peak_gops": round(best["pes"] * best["clock_mhz"] / 1e3, 2),
+                            "tried": tried})
+
+    print(f"\n{'board':<10} {'variant':<8} {'array':>6} {'PEs':>5} {'cells':>12} {'DSP':>7} "
+          f"{'$mul':>4} {'clock':>6} {'Fmax':>6} {'ops/cyc':>7} {'Gops/s':>7}")
+    for r in results:
+        if not r["pes"]:
+            print(f"{r['board']:<10} {r['variant']:<8} nothing fits at {r['clock_mhz']:g} MHz")
+            continue
+        cells = f"{r['logic_cells']['used']} ({r['logic_cells']['percent']:.0f}%)"
+        dsp = f"{r['dsp']['used']}/{r['dsp']['total']}"
+        print(f"{r['board']:<10} {r['variant']:<8} {r['rows']:>2}x{r['cols']:<3} {r['pes']:>5} "
+              f"{cells:>12} {dsp:>7} {r['premap_mul']:>4} {r['clock_mhz']:>6g} "
+              f"{r['fmax_mhz']:>6.1f} {r['peak_ops_per_cycle']:>7} {r['peak_gops']:>7.2f}")
+    payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
+                                                             else sys.argv[1:])]),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "seed": args.seed, "results": results}
+    (out / "fit_study.json").write_text(json.dumps(payload, indent=1))
+    plot([r for r in results if r["pes"]], out / "fit_study.png")
+    print(f"\nwrote {out / 'fit_study.json'} and {out / 'fit_study.png'}")
+
+
+if __name__ == "__main__":
+    main()
