@@ -88,13 +88,17 @@ def cmd_simulate(args):
 
 
 def cmd_build(args):
-    from addershift.boards.build import build_array
+    from addershift.boards.build import build_array, build_link
     from addershift.boards.report import TimingError
     from addershift.boards.toolchain import ToolError
     try:
-        result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
-                             clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
-                             check_timing=False)
+        if args.top == "link":
+            result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
+                                build_dir=args.out, seed=args.seed, check_timing=False)
+        else:
+            result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
+                                 clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
+                                 multipliers=args.multipliers, check_timing=False)
     except (ValueError, TypeError, ToolError) as e:
         raise CliError(str(e)) from None
     report = result.report
@@ -200,6 +204,12 @@ def build_parser():
     p.add_argument("--clock", type=float, help="core clock in MHz (default: the board's)")
     p.add_argument("-o", "--out", help="build folder (default: build/BOARD, where program looks)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",
+                   help="map multipliers to DSP blocks or to LUTs (mul PEs)")
+    p.add_argument("--top", choices=("array", "link"), default="array",
+                   help="array: the PE array behind a two-pin I/O harness (cost on a real "
+                        "board); link: the host-link test top (UART, framer, scratch memories)")
+    p.add_argument("--baud", type=int, default=1_000_000, help="UART baud rate (--top link)")
     add_json(p)
 
     p = add("program", cmd_program, "program a built bitstream onto a board")
