@@ -43,16 +43,45 @@ def cmd_generate(args):
     _not_built("generate (Verilog for PEs and arrays)")
 
 
+def _training_call(func, args, **kwargs):
+    """Run a training/import flow; its domain errors become one-line CLI errors."""
+    try:
+        from .data import DataError
+        from .quantize import QuantizeError
+        from . import importers
+    except ImportError as e:
+        raise CliError(f"needs PyTorch (pip install -e '.[train]'): {e}") from None
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+    try:
+        report = func(**kwargs, log=log)
+    except (DataError, QuantizeError, importers.CheckpointError) as e:
+        raise CliError(str(e)) from None
+    text = (f"float accuracy {100 * report['float_accuracy']:.2f}%, integer accuracy (golden model) "
+            f"{100 * report['int_accuracy']:.2f}% on {report['test_images']} test images "
+            f"[{report['pe']}, requant {report['mode']}]; wrote {report['output']} "
+            f"({report['bytes']} bytes) in {report['seconds']:.1f} s")
+    _emit(args, report, text)
+
+
 def cmd_train(args):
-    _not_built("train")
+    from .train import train_command
+    _training_call(train_command, args, pe=args.pe, dataset=args.dataset, output=args.output,
+                   mode=args.mode, variant=args.variant, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                   seed=args.seed, x_bits=args.x_bits, save_float=args.save_float)
 
 
 def cmd_quantize(args):
-    _not_built("quantize")
+    from .importers import quantize_command
+    _training_call(quantize_command, args, checkpoint=args.checkpoint, output=args.output,
+                   dataset=args.dataset, mode=args.mode, qat_epochs=args.qat_epochs, seed=args.seed,
+                   x_bits=args.x_bits)
 
 
 def cmd_import(args):
-    _not_built("import")
+    from .importers import import_command
+    _training_call(import_command, args, checkpoint=args.checkpoint, output=args.output,
+                   fmt=args.format, arch=args.arch, dataset=args.dataset, mode=args.mode,
+                   qat_epochs=args.qat_epochs, seed=args.seed, x_bits=args.x_bits)
 
 
 def cmd_predict(args):
@@ -167,19 +196,40 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     add_json(p)
 
+    def add_quant_args(p, qat_default):
+        p.add_argument("--dataset", default="digits",
+                       help="'digits' (built in) or a folder of MNIST-style IDX files")
+        p.add_argument("--mode", choices=("shift", "pow2x2", "mul"),
+                       help="requantisation mode (default: pow2x2 for adder and shift networks, "
+                            "mul for mul networks)")
+        p.add_argument("--qat-epochs", type=int, default=qat_default,
+                       help="epochs of quantisation-aware fine-tuning (default: per PE kind)")
+        p.add_argument("--x-bits", type=int, default=8, help="activation width (signed bits)")
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+        p.add_argument("-v", "--verbose", action="store_true", help="print progress on stderr")
+        add_json(p)
+
     p = add("train", cmd_train, "train a network and write its quantised model file")
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
-    p.add_argument("--dataset", default="digits", help="'digits' or a folder of IDX files")
-    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
-    add_json(p)
+    p.add_argument("--variant", choices=("q", "ps"), default="q",
+                   help="DeepShift variant of shift networks (Q: rounded weights, PS: trained "
+                        "exponent and sign)")
+    p.add_argument("--epochs", type=int, help="float training epochs (default: per PE kind)")
+    p.add_argument("--save-float", metavar="FILE", help="also write the float checkpoint (.pt)")
+    add_quant_args(p, None)
 
-    p = add("quantize", cmd_quantize, "quantise a float checkpoint into a model file")
-    p.add_argument("checkpoint", help="float checkpoint")
-    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    p = add("quantize", cmd_quantize, "quantise a float checkpoint (train --save-float) into a model file")
+    p.add_argument("checkpoint", help="float checkpoint written by 'addershift train --save-float'")
+    add_quant_args(p, None)
 
     p = add("import", cmd_import, "import an AdderNet or DeepShift state_dict")
     p.add_argument("checkpoint", help="PyTorch state_dict file")
-    p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    p.add_argument("--format", choices=("auto", "addernet", "deepshift-q", "deepshift-ps", "float"),
+                   default="auto", help="checkpoint kind (auto tells AdderNet and DeepShift-PS apart)")
+    p.add_argument("--arch", default="digits",
+                   help="'digits' or a JSON file naming the checkpoint's layers")
+    add_quant_args(p, 0)
 
     p = add("predict", cmd_predict, "run a model on integer inputs and save its outputs")
     p.add_argument("--backend", default="golden",

@@ -1,0 +1,303 @@
+"""Import checkpoints trained elsewhere (AdderNet, DeepShift-Q, DeepShift-PS, plain CNNs) and our own
+float checkpoints, as a :class:`train.FloatNet` ready for :func:`quantize.quantize_net`.
+
+A PyTorch ``state_dict`` names tensors but not the network around them, so an import takes an
+*architecture*: a spec (see :func:`train.digits_spec`) whose layer names are the checkpoint's module
+names. The reference codes' parameter names are read as they are:
+
+- AdderNet (huawei-noah/AdderNet ``adder2d``): ``<layer>.adder`` (O, C, K, K), optional ``<layer>.b``;
+  a linear layer may be a 1x1 ``adder2d`` (``(O, I, 1, 1)``).
+- DeepShift-Q (``Conv2dShiftQ``, ``LinearShiftQ``): ``<layer>.weight``, optional ``<layer>.bias``;
+  weights are rounded to signed powers of two in the log domain, as the reference does.
+- DeepShift-PS (``Conv2dShift``, ``LinearShift``): ``<layer>.shift`` and ``<layer>.sign``;
+  ``round(sign)`` may be 0.
+- plain convolution / linear (``mul``): ``<layer>.weight``, optional ``<layer>.bias``.
+- BatchNorm: ``<bn>.weight``, ``<bn>.bias``, ``<bn>.running_mean``, ``<bn>.running_var``
+  (``num_batches_tracked`` is ignored).
+
+Wrappers such as ``{"state_dict": ...}`` and DataParallel's ``module.`` prefix are accepted. Every
+problem raises :class:`CheckpointError` naming the tensor. This module imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+
+from .train import FloatNet, PE_KINDS, digits_spec
+
+__all__ = ["CheckpointError", "FORMATS", "FLOAT_FORMAT", "load_state_dict", "detect_format",
+           "import_state_dict", "load_arch", "save_float_checkpoint", "load_float_checkpoint",
+           "quantize_command", "import_command", "DEFAULT_IMPORT_MODE"]
+
+#: Adder and shift imports default to post-training quantisation with two powers of two per channel:
+#: multiplier-free and close to float without fine-tuning (one power of two needs fine-tuning).
+DEFAULT_IMPORT_MODE = "pow2x2"
+
+#: Checkpoint formats: the reference codes' layer kinds, plus plain float layers.
+FORMATS = ("auto", "addernet", "deepshift-q", "deepshift-ps", "float")
+_FORMAT_PE = {"addernet": ("adder", "q"), "deepshift-q": ("shift", "q"), "deepshift-ps": ("shift", "ps"),
+              "float": ("mul", "q")}
+#: The ``format`` tag of the float checkpoints ``addershift train --save-float`` writes.
+FLOAT_FORMAT = "addershift-float"
+_COMPUTE = ("conv2d", "linear")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit: the message names the file or tensor and what is wrong."""
+
+
+def _unwrap(obj, where):
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{where}: not a state_dict (a dict of named tensors)")
+    out = {}
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise CheckpointError(f"{where}: key {name!r} is not a tensor name")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{where}: entry {name!r} is a {type(value).__name__}, not a tensor")
+        out[name[len("module."):] if name.startswith("module.") else name] = value
+    return out
+
+
+def load_state_dict(path):
+    """Read a PyTorch checkpoint file safely (``weights_only``) and return its flat state_dict."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch raises many kinds (pickle, zip, runtime) for a bad file
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return _unwrap(obj, f"checkpoint {path}")
+
+
+def detect_format(state_dict, spec):
+    """The reference format a state_dict is in, from its first compute layer's tensor names.
+
+    DeepShift-Q weights look exactly like plain float weights, so a checkpoint with ``weight``
+    tensors needs the format said explicitly.
+    """
+    first = next(e for e in spec if e["kind"] in _COMPUTE)["name"]
+    if f"{first}.adder" in state_dict:
+        return "addernet"
+    if f"{first}.shift" in state_dict and f"{first}.sign" in state_dict:
+        return "deepshift-ps"
+    if f"{first}.weight" in state_dict:
+        raise CheckpointError(f"tensor {first + '.weight'!r}: DeepShift-Q and plain float weights look "
+                              f"alike; say which with --format deepshift-q or --format float")
+    raise CheckpointError(f"no tensor {first + '.adder'!r}, {first + '.shift'!r} or {first + '.weight'!r}: "
+                          f"the architecture's first layer {first!r} is not in the checkpoint")
+
+
+def _tensor(sd, used, name, shape=None, *, required=True):
+    if name not in sd:
+        if required:
+            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
+        return None
+    t = sd[name]
+    used.add(name)
+    if not t.is_floating_point():
+        raise CheckpointError(f"tensor {name!r}: dtype {t.dtype} is not floating point")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise CheckpointError(f"tensor {name!r}: shape {tuple(t.shape)} does not fit the architecture, "
+                              f"which needs {tuple(shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise CheckpointError(f"tensor {name!r}: holds NaN or infinite values")
+    return t.detach().to(torch.float32)
+
+
+def _weight_names(fmt, name):
+    return {"addernet": [f"{name}.adder"], "deepshift-ps": [f"{name}.shift", f"{name}.sign"]}.get(
+        fmt, [f"{name}.weight"])
+
+
+def _exponent_range(sd, spec, fmt):
+    """The float model's exponent range: wide enough to hold every weight of the checkpoint (the
+    quantiser then picks each layer's hardware window)."""
+    lo, hi = None, None
+    for e in spec:
+        if e["kind"] not in _COMPUTE:
+            continue
+        if fmt == "deepshift-ps":
+            t = sd.get(f"{e['name']}.shift")
+            vals = torch.round(t) if t is not None else None
+        else:
+            t = sd.get(f"{e['name']}.weight")
+            nz = t.abs()[t != 0] if t is not None else None
+            vals = torch.round(torch.log2(nz)) if nz is not None and nz.numel() else None
+        if vals is not None and vals.numel() and bool(torch.isfinite(vals).all()):
+            lo = int(vals.min()) if lo is None else min(lo, int(vals.min()))
+            hi = int(vals.max()) if hi is None else max(hi, int(vals.max()))
+    if lo is None:
+        return -7, 0
+    return max(lo, hi - 30), hi
+
+
+def import_state_dict(state_dict, *, spec, input_shape, fmt="auto"):
+    """A :class:`train.FloatNet` holding ``state_dict``'s weights, checked tensor by tensor."""
+    if fmt not in FORMATS:
+        raise ValueError(f"Checkpoint format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    sd = dict(state_dict)
+    if fmt == "auto":
+        fmt = detect_format(sd, spec)
+    pe, variant = _FORMAT_PE[fmt]
+    spec = [dict(e) for e in spec]
+    for e in spec:   # a layer has a bias exactly when the checkpoint holds one
+        if e["kind"] in _COMPUTE:
+            e["bias"] = f"{e['name']}.{'b' if fmt == 'addernet' else 'bias'}" in sd
+    p_min, p_max = _exponent_range(sd, spec, fmt) if pe == "shift" else (-7, 0)
+    try:
+        net = FloatNet(spec, input_shape, pe=pe, variant=variant, p_min=p_min, p_max=p_max)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"architecture: {e}") from None
+    used, target = set(), net.state_dict()
+    values = {}
+    for e in spec:
+        if e["kind"] not in _COMPUTE:
+            continue
+        name = e["name"]
+        for wname in _weight_names(fmt, name):
+            key = wname
+            want = target[key].shape
+            t = _tensor(sd, used, wname)
+            if e["kind"] == "linear" and t.dim() == 4 and t.shape[2:] == (1, 1):
+                t = t.reshape(t.shape[0], t.shape[1])      # a 1x1 adder2d used as a linear layer
+            if tuple(t.shape) != tuple(want):
+                raise CheckpointError(f"tensor {wname!r}: shape {tuple(t.shape)} does not fit the "
+                                      f"architecture, which needs {tuple(want)}")
+            values[key] = t
+        bias_key = f"{name}.{'b' if fmt == 'addernet' else 'bias'}"
+        if e["bias"]:
+            values[bias_key] = _tensor(sd, used, bias_key, target[bias_key].shape)
+        if e.get("bn"):
+            bn = e["bn"]
+            for field in ("weight", "bias", "running_mean", "running_var"):
+                values[f"{bn}.{field}"] = _tensor(sd, used, f"{bn}.{field}", target[f"{bn}.{field}"].shape)
+            if bool((values[f"{bn}.running_var"] < 0).any()):
+                raise CheckpointError(f"tensor {bn + '.running_var'!r}: holds negative variances")
+            if f"{bn}.num_batches_tracked" in sd:
+                used.add(f"{bn}.num_batches_tracked")
+    extra = sorted(set(sd) - used)
+    if extra:
+        raise CheckpointError(f"tensor {extra[0]!r} belongs to no layer of the architecture "
+                              f"({len(extra)} unused tensors; is the architecture right?)")
+    for key, t in values.items():
+        target[key] = t
+    net.load_state_dict(target)
+    net.eval()
+    return net
+
+
+def load_arch(arch, *, input_shape=None, classes=10):
+    """``"digits"`` (our default topology and names) or a JSON file
+    ``{"input_shape": [C, H, W], "layers": [...spec...]}``: returns ``(spec, input_shape)``."""
+    if arch == "digits":
+        return digits_spec(classes=classes), tuple(input_shape or (1, 8, 8))
+    path = pathlib.Path(arch)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"architecture {arch}: no such file (give 'digits' or a JSON file)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"architecture {arch}: not a readable JSON file ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
+        raise CheckpointError(f"architecture {arch}: needs an object with a 'layers' list")
+    for i, e in enumerate(doc["layers"]):
+        if not isinstance(e, dict) or "kind" not in e or "name" not in e:
+            raise CheckpointError(f"architecture {arch}: layer {i} needs 'kind' and 'name'")
+    shape = doc.get("input_shape", input_shape)
+    if shape is None:
+        raise CheckpointError(f"architecture {arch}: needs 'input_shape'")
+    return doc["layers"], tuple(shape)
+
+
+def save_float_checkpoint(net, path, *, dataset=""):
+    """Our own float checkpoint (``addershift train --save-float``): the state_dict plus what
+    rebuilds the network, readable with ``torch.load(weights_only=True)``."""
+    torch.save({"format": FLOAT_FORMAT, "version": 1, "pe": net.pe, "variant": net.variant,
+                "p_min": net.p_min, "p_max": net.p_max, "spec": net.spec,
+                "input_shape": list(net.input_shape), "dataset": str(dataset),
+                "state_dict": net.state_dict()}, path)
+
+
+def load_float_checkpoint(path):
+    """A :class:`train.FloatNet` from :func:`save_float_checkpoint`; returns ``(net, meta)``."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FLOAT_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not an addershift float checkpoint (format "
+                              f"{FLOAT_FORMAT!r}); use 'addershift import' for other checkpoints")
+    if obj.get("pe") not in PE_KINDS:
+        raise CheckpointError(f"checkpoint {path}: unknown PE kind {obj.get('pe')!r}")
+    net = FloatNet(obj["spec"], obj["input_shape"], pe=obj["pe"], variant=obj.get("variant", "q"),
+                   p_min=obj.get("p_min", -7), p_max=obj.get("p_max", 0))
+    try:
+        net.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: {str(e).splitlines()[0]}") from None
+    net.eval()
+    return net, {k: v for k, v in obj.items() if k != "state_dict"}
+
+
+def _config(pe, *, mode, qat_epochs, seed, x_bits, default_mode=None):
+    from .train import default_config
+    overrides = {"seed": seed, "x_bits": x_bits}
+    if qat_epochs is not None:
+        overrides["qat_epochs"] = qat_epochs
+    return default_config(pe, mode=mode or default_mode, **overrides)
+
+
+def quantize_command(*, checkpoint, output, dataset="digits", mode=None, qat_epochs=None, seed=0,
+                     x_bits=8, log=None):
+    """``addershift quantize``: our float checkpoint -> calibrated, fine-tuned model file."""
+    import time
+    from .data import load_dataset
+    from .quantize import quantize_and_save
+    from .train import set_determinism
+    start = time.perf_counter()
+    set_determinism(seed)
+    net, meta = load_float_checkpoint(checkpoint)
+    data = load_dataset(dataset)
+    if tuple(data.input_shape) != tuple(net.input_shape):
+        raise CheckpointError(f"checkpoint {checkpoint}: trained on {tuple(net.input_shape)} inputs, "
+                              f"data set {dataset!r} has {tuple(data.input_shape)}")
+    cfg = _config(net.pe, mode=mode, qat_epochs=qat_epochs, seed=seed, x_bits=x_bits)
+    report = quantize_and_save(net, data, cfg, output, log=log)
+    report.update(seconds=time.perf_counter() - start, checkpoint=str(checkpoint))
+    return report
+
+
+def import_command(*, checkpoint, output, fmt="auto", arch="digits", dataset="digits", mode=None,
+                   qat_epochs=0, seed=0, x_bits=8, log=None):
+    """``addershift import``: a reference checkpoint -> model file (post-training quantisation by
+    default; ``qat_epochs`` fine-tunes on the data set's training split)."""
+    import time
+    from .data import load_dataset
+    from .quantize import quantize_and_save
+    from .train import set_determinism
+    start = time.perf_counter()
+    set_determinism(seed)
+    data = load_dataset(dataset)
+    spec, input_shape = load_arch(arch, input_shape=data.input_shape, classes=data.classes)
+    if tuple(input_shape) != tuple(data.input_shape):
+        raise CheckpointError(f"architecture {arch}: input shape {tuple(input_shape)} does not match "
+                              f"data set {dataset!r} ({tuple(data.input_shape)})")
+    net = import_state_dict(load_state_dict(checkpoint), spec=spec, input_shape=input_shape, fmt=fmt)
+    cfg = _config(net.pe, mode=mode, qat_epochs=qat_epochs, seed=seed, x_bits=x_bits,
+                  default_mode=DEFAULT_IMPORT_MODE if net.pe != "mul" else None)
+    report = quantize_and_save(net, data, cfg, output, log=log)
+    report.update(seconds=time.perf_counter() - start, checkpoint=str(checkpoint), format=fmt)
+    return report

@@ -1,0 +1,148 @@
+"""Quantisation: requantisation fields, image quantisation, and the fine-tuning network whose forward
+pass must equal the golden model on the exported file, integer for integer."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from addershift.sw.examples import digits_net
+from addershift.sw.numerics import RequantMode, requant_scale
+from addershift.sw.quantize import QuantizeError, quantize_images, requant_fields
+
+
+def test_shift_fields_round_in_the_log_domain():
+    m = np.array([1.0, 0.5, 0.3, 0.7, 2.0 ** -41, 3.0])
+    np.testing.assert_array_equal(requant_fields("shift", m)["shift"], [0, 1, 2, 1, 40, 0])
+    with pytest.raises(QuantizeError, match=r"layer 'fc': channel 1 needs a negative scale \(-0.5\), which "
+                                            r"the 'shift' requantisation cannot hold \(use pow2x2 or mul\)"):
+        requant_fields("shift", np.array([0.5, -0.5]), where="layer 'fc'")
+
+
+def test_pow2x2_fields_are_the_best_two_powers():
+    rng = np.random.default_rng(1)
+    m = np.concatenate([rng.uniform(-1, 1, 60) * np.exp2(-rng.integers(0, 20, 60)), [0.0, 1.0, 0.75, 1.5]])
+    fields = requant_fields("pow2x2", m)
+    got = requant_scale("pow2x2", fields)
+    # Brute force over every pair of signed powers of two (with one sign 0 allowed).
+    cands = [s1 * 2.0 ** -k1 + s2 * 2.0 ** -k2
+             for s1, s2 in itertools.product((-1, 0, 1), repeat=2) for k1 in range(0, 25) for k2 in range(k1, 41)]
+    cands = np.unique(cands)
+    for value, g in zip(m, got):
+        best = np.abs(cands - value).min()
+        assert abs(g - value) <= best * (1 + 1e-12) + 1e-300, (value, g)
+    assert got[-4:].tolist() == [0.0, 1.0, 0.75, 1.5]
+
+
+def test_mul_fields_keep_fourteen_bits():
+    m = np.array([0.9, -0.123, 3.7e-5, 1.7])
+    fields = requant_fields("mul", m)
+    assert np.all(np.abs(fields["multiplier"]) < 1 << 14)
+    np.testing.assert_allclose(requant_scale("mul", fields), m, rtol=2.0 ** -12)
+
+
+def test_quantize_images():
+    images = np.array([0.0, 0.5, 1.0, 1.2, -0.1, 0.5 / 127]).reshape(1, 1, 2, 3)
+    np.testing.assert_array_equal(quantize_images(8, images).ravel(), [0, 64, 127, 127, 0, 1])
+    model = digits_net("adder")
+    model.input_scale = 1 / 63
+    np.testing.assert_array_equal(quantize_images(model, images).ravel(), [0, 32, 63, 76, 0, 0])
+    with pytest.raises(TypeError, match="quantize_images needs a QModel or an activation width, not 'x'"):
+        quantize_images("x", images)
+
+
+# --- the fine-tuning network: exact against the golden model --------------------------------------
+
+torch = pytest.importorskip("torch")
+
+
+def _float_net(pe, *, seed=0):
+    """A random network with BatchNorm statistics measured on random images (so no layer is dead)."""
+    from addershift.sw.train import FloatNet, digits_spec, set_determinism
+    set_determinism(seed)
+    net = FloatNet(digits_spec(), (1, 8, 8), pe=pe)
+    gen = torch.Generator().manual_seed(seed)
+    bns = [getattr(net, e["bn"]) for e in net.compute_entries()]
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("adder"):
+                # Wider than the activations, as trained AdderNet weights are: the clip identity matters.
+                p.copy_(torch.randn(p.shape, generator=gen) * 3 + 0.5)
+        for bn in bns:
+            bn.weight.uniform_(0.5 if pe == "adder" else -1.5, 1.5, generator=gen)
+            bn.bias.uniform_(-0.5, 0.5, generator=gen)
+            bn.momentum = None          # a plain average over the batches below
+        net.train()
+        net(torch.rand((256, 1, 8, 8), generator=gen))
+    net.eval()
+    return net
+
+
+def _qnet(net, mode, images):
+    from addershift.sw.quantize import QuantNet, calibrate
+    x_int = quantize_images(8, images)
+    scales = calibrate(net, x_int.astype(np.float32) / 127)
+    return QuantNet(net, mode=mode, x_bits=8, scales=scales, input_scale=1 / 127, calib=x_int), x_int
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("pe, mode", list(itertools.product(("adder", "shift", "mul"), ("shift", "pow2x2", "mul"))))
+def test_quant_net_is_the_golden_model(tmp_path, pe, mode):
+    from addershift.sw.golden import trace
+    from addershift.sw.model import load_model, save_model
+    images = np.random.default_rng(2).uniform(0, 1, (40, 1, 8, 8))
+    net = _float_net(pe)
+    qnet, x_int = _qnet(net, mode, images)
+    save_model(qnet.export(), tmp_path / "m.npz")
+    model = load_model(tmp_path / "m.npz")
+    collected = []
+    with torch.no_grad():
+        qnet(x_int, collect=collected)
+    golden = trace(model, x_int)
+    for layer, mine, ref in zip(model.layers, collected, golden):
+        np.testing.assert_array_equal(mine.numpy().astype(np.int64), ref, err_msg=layer.name)
+    assert len(np.unique(golden[-1])) > 20          # not a degenerate (saturated) network
+    if pe == "adder":
+        w = model.layers[0].weights["weight"]
+        assert w.min() >= 0 and w.max() <= 127 and (w == 0).any() and (w == 127).any()
+
+
+@pytest.mark.train
+def test_integer_network_tracks_the_float_one():
+    """Post-training quantisation of a random network keeps most of its decisions."""
+    images = np.random.default_rng(3).uniform(0, 1, (200, 1, 8, 8)).astype(np.float32)
+    for pe, mode in (("adder", "pow2x2"), ("mul", "mul"), ("shift", "pow2x2")):
+        net = _float_net(pe)
+        qnet, x_int = _qnet(net, mode, images)
+        with torch.no_grad():
+            ref = net(torch.from_numpy(x_int.astype(np.float32) / 127)).argmax(1)
+            got = qnet(x_int).argmax(1)
+        assert (ref == got).float().mean() > 0.8, pe
+
+
+@pytest.mark.train
+def test_negative_adder_scale_cannot_use_shift_mode():
+    net = _float_net("adder")
+    with torch.no_grad():
+        net.bn2.weight[3] = -0.5
+    with pytest.raises(QuantizeError, match="layer 'conv2': channel 3 has a negative BatchNorm scale; adder "
+                                            "weights cannot flip sign"):
+        _qnet(net, "shift", np.random.default_rng(0).uniform(0, 1, (8, 1, 8, 8)))
+    _qnet(net, "pow2x2", np.random.default_rng(0).uniform(0, 1, (8, 1, 8, 8)))   # signed modes can
+
+
+@pytest.mark.train
+def test_finetuning_improves_a_coarse_quantisation():
+    """One power of two per channel costs a shift network accuracy; fine-tuning wins some back."""
+    from addershift.sw.data import load_digits_split
+    from addershift.sw.quantize import finetune, golden_accuracy
+    from addershift.sw.train import FloatNet, default_config, digits_spec, set_determinism, train_float
+    data = load_digits_split()
+    set_determinism(0)
+    net = FloatNet(digits_spec(), (1, 8, 8), pe="shift")
+    float_acc = train_float(net, data, default_config("shift", epochs=4))
+    qnet, x_int = _qnet(net, "shift", data.train_x)
+    before = golden_accuracy(qnet.export(), data.test_x, data.test_y)
+    finetune(qnet, x_int, data.train_y, epochs=4)
+    after = golden_accuracy(qnet.export(), data.test_x, data.test_y)
+    assert before < float_acc and after > before, (float_acc, before, after)
