@@ -1,0 +1,48 @@
+"""Amaranth-simulator helpers for ``amaranth.lib.stream`` interfaces: put, get, idle and stall.
+
+For async testbenches (``sim.add_testbench``). Gaps come from iterables of cycle counts, e.g.
+``itertools.cycle([0, 0, 1, 3])``: before each transfer the sender stays idle (valid low) and the
+receiver stalls (ready low) for the next count, which exercises bubbles and back-pressure.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+__all__ = ["stream_put", "stream_get", "stream_send", "stream_receive"]
+
+
+async def stream_put(ctx, stream, payload):
+    """Offer ``payload`` on ``stream`` (valid high) until it is taken."""
+    ctx.set(stream.payload, payload)
+    ctx.set(stream.valid, 1)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream):
+    """Accept one payload from ``stream`` (ready high until valid) and return it."""
+    ctx.set(stream.ready, 1)
+    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return payload
+
+
+async def stream_send(ctx, stream, payloads, *, idle=(0,)):
+    """Put every payload in order, idling ``next(idle)`` cycles before each (cycled)."""
+    gaps = itertools.cycle(idle)
+    for payload in payloads:
+        for _ in range(next(gaps)):
+            await ctx.tick()
+        await stream_put(ctx, stream, payload)
+
+
+async def stream_receive(ctx, stream, count, *, stall=(0,)):
+    """Get ``count`` payloads, stalling ``next(stall)`` cycles before each (cycled)."""
+    gaps = itertools.cycle(stall)
+    received = []
+    for _ in range(count):
+        for _ in range(next(gaps)):
+            await ctx.tick()
+        received.append(await stream_get(ctx, stream))
+    return received
