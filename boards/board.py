@@ -137,7 +137,10 @@ class Board:
             locked = Const(1)
         else:
             locked = self._pll(m, platform, cfg, cd)
-        platform.add_clock_constraint(cd.clk, achieved * 1e6)
+        # No add_clock_constraint here: the platform constrains the oscillator pin, and nextpnr
+        # derives the PLL output's constraint from it and the dividers (both families). A
+        # constraint on cd.clk would name the net as Amaranth sees it ("core.dut.pe_2_3.clk"),
+        # which is not the name it has after Yosys flattens the design: nextpnr ignores it.
 
         hold = ~locked
         if self.reset_button is not None:

@@ -165,6 +165,23 @@ def bitstream_path(board, build_dir=None, name="top"):
     return pathlib.Path(build_dir or default_build_dir(board)) / f"{name}{board.bitstream_suffix}"
 
 
+def _run_platform_build(top, board, name, build_dir, log, *, synth_opts, after_read, after_synth,
+                        nextpnr_opts):
+    """Write Amaranth's build files for ``top`` into ``build_dir`` and run its script there;
+    return the exit status (output in ``log``)."""
+    plan = board.platform().prepare(
+        top, name,
+        synth_opts=" ".join(synth_opts),
+        script_after_read="\n".join(after_read),
+        script_after_synth="\n".join(after_synth),
+        nextpnr_opts=nextpnr_opts)
+    plan.extract(build_dir)
+    env = {**os.environ, **board.build_env()}
+    with open(log, "w") as f:
+        return subprocess.run(["sh", f"build_{name}.sh"], cwd=build_dir, env=env, stdout=f,
+                              stderr=subprocess.STDOUT).returncode
+
+
 def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
           harness=None, seed=1, synth_opts=(), check_timing=True, extra=None):
     """Build ``core`` for ``board``: bitstream and :class:`~.report.Report`.
@@ -185,22 +202,23 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     if board.family == "ecp5" and "-nowidelut" not in synth_opts:
         # Measured in docs/cost.md: wide-LUT muxes inflate shift PEs and slow arrays on ECP5.
         synth_opts = synth_opts + ("-nowidelut",)
-    platform = board.platform()
-    plan = platform.prepare(
-        top, name,
-        synth_opts=" ".join(synth_opts),
-        script_after_read="\n".join(after_read),
-        script_after_synth="\n".join(after_synth),
-        nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {int(seed)}")
-    plan.extract(build_dir)
-    env = {**os.environ, **board.build_env()}
+    nextpnr_opts = f"--report {name}.report.json --timing-allow-fail --seed {int(seed)}"
+    notes = {}
     log = build_dir / f"{name}.build.log"
-    with open(log, "w") as f:
-        result = subprocess.run(["sh", f"build_{name}.sh"], cwd=build_dir, env=env, stdout=f,
-                                stderr=subprocess.STDOUT)
-    if result.returncode != 0:
+    returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
+                                     after_read=after_read, after_synth=after_synth,
+                                     nextpnr_opts=nextpnr_opts)
+    if returncode != 0 and board.family == "ice40" and "of type 'SB_GB'" in log.read_text():
+        # iCE40 global networks each feed only some pin kinds (clock enable or reset); nextpnr's
+        # greedy promotion can ask for more of one kind than remain beside the PLL's. Routing
+        # those nets in the fabric instead always places.
+        notes["globals"] = "not promoted: nextpnr could not place its global buffers"
+        returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
+                                         after_read=after_read, after_synth=after_synth,
+                                         nextpnr_opts=nextpnr_opts + " --no-promote-globals")
+    if returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise ToolError(f"the {board.name} build failed with status {result.returncode} "
+        raise ToolError(f"the {board.name} build failed with status {returncode} "
                         f"(log: {log}):\n{tail}")
 
     report = read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
@@ -209,7 +227,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     cfg = board.pll_config(clock_mhz if clock_mhz is not None else board.default_clock_mhz)
     report.extra.update({"requested_clock_mhz": clock_mhz or board.default_clock_mhz,
                          "pll": None if cfg is None else dataclasses.asdict(cfg),
-                         **(extra or {})})
+                         **notes, **(extra or {})})
     bitstream = bitstream_path(board, build_dir, name)
     failed = report.timing_met is False
     if failed and bitstream.exists():

@@ -17,6 +17,9 @@ import linecache
 import pathlib
 import re
 
+# Source paths in reports are shown relative to the project (the folder holding boards/).
+_PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
 __all__ = ["breakdown", "format_breakdown"]
 
 # Combinational cell types per family (everything else with outputs is a sink: FF, RAM, DSP, IO).
@@ -53,7 +56,7 @@ def breakdown(netlist, *, family, top=None, root=None):
     family : str
         ``"ice40"`` or ``"ecp5"``.
     root : path, optional
-        Source paths are shown relative to this folder (default: the current one).
+        Source paths are shown relative to this folder (default: the project folder).
 
     Returns a list of dicts ``{"where", "code", "ff", "lut4", "carry", ...}`` sorted by LUT4.
     """
@@ -61,7 +64,7 @@ def breakdown(netlist, *, family, top=None, root=None):
         raise ValueError(f"Family must be one of {', '.join(_COMB)}, not {family!r}")
     if not isinstance(netlist, dict):
         netlist = json.loads(pathlib.Path(netlist).read_text())
-    root = pathlib.Path(root or ".").resolve()
+    root = pathlib.Path(root or _PROJECT_ROOT).resolve()
     modules = netlist["modules"]
     if top is None:
         top = next(name for name, mod in modules.items()

@@ -24,6 +24,9 @@ import pathlib
 
 from .toolchain import run_tool
 
+# Source paths in reports are shown relative to the project (the folder holding boards/).
+_PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
            "read_synthesis", "read_report",
@@ -312,7 +315,7 @@ def critical_path(report, *, root=None):
     """The slowest register-to-register path of nextpnr's ``--report`` JSON, summarised:
     ``{"delay_ns", "logic_levels", "from", "to", "sources"}`` (``sources``: the design's own
     source locations along the path, in order), or None when there is no such path."""
-    root = pathlib.Path(root or ".").resolve()
+    root = pathlib.Path(root or _PROJECT_ROOT).resolve()
     best = None
     for cp in report.get("critical_paths", []):
         if cp.get("from") == "<async>" or cp.get("to") == "<async>" or not cp.get("path"):
