@@ -1,0 +1,248 @@
+"""The host driver end to end against the simulated board (Verilator), with faults injected.
+
+A :class:`FaultySerial` sits between the driver and the board's socket and garbles the bytes on
+purpose: flipped bits, dropped, duplicated and truncated bytes, garbage between frames, a board that
+stalls or disconnects. Each case must either recover with correct results (the driver's counters
+show that it had to) or raise a clear error; nothing wrong is ever returned.
+"""
+
+import random
+
+import pytest
+import serial
+
+from addershift.hw.link_top import link_identity
+from addershift.sim.board import BoardProcess
+from addershift.sw import protocol as P
+from addershift.sw.driver import (BuildMismatch, Device, DeviceError, LinkError, LinkTimeout,
+                                  Refused, check_build)
+
+pytestmark = pytest.mark.cocotb
+
+MEM = 4096
+SIM_TIMEOUT = 8.0   # seconds: the simulated board is slow, and shares two cores with others
+
+
+@pytest.fixture(scope="module")
+def board():
+    with BoardProcess(mem_size=MEM) as b:
+        yield b
+
+
+def running_sums(data):
+    out, acc = bytearray(), 0
+    for b in data:
+        acc = (acc + b) & 0xFF
+        out.append(acc)
+    return bytes(out)
+
+
+class FaultySerial:
+    """A pyserial-like wrapper that applies ``faults`` to the bytes passing through it.
+
+    ``tx`` and ``rx`` map a byte index (counted from the start, per direction) to an action:
+    ``("flip", bit)``, ``("drop",)``, ``("dup",)``, ``("insert", bytes)`` (before the byte),
+    ``("truncate", n)`` (this byte and the next n-1 vanish), ``("stall",)`` (from here on nothing
+    gets through either way), ``("disconnect",)`` (the port dies).
+    """
+
+    def __init__(self, inner, *, tx=None, rx=None):
+        self.inner = inner
+        self.name = "faulty:" + inner.name
+        self.faults = {"tx": dict(tx or {}), "rx": dict(rx or {})}
+        self.count = {"tx": 0, "rx": 0}
+        self.skip = {"tx": 0, "rx": 0}
+        self.stalled = False
+        self.dead = False
+        self.applied = []
+
+    def _apply(self, direction, data):
+        out = bytearray()
+        for b in data:
+            i = self.count[direction]
+            self.count[direction] += 1
+            action = self.faults[direction].get(i)
+            if action:
+                self.applied.append((direction, i, action[0]))
+                if action[0] == "stall":
+                    self.stalled = True
+                elif action[0] == "disconnect":
+                    self.dead = True
+                elif action[0] == "truncate":
+                    self.skip[direction] = action[1]
+            if self.stalled or self.dead:
+                continue
+            if self.skip[direction]:
+                self.skip[direction] -= 1
+                continue
+            if not action:
+                out.append(b)
+            elif action[0] == "flip":
+                out.append(b ^ (1 << action[1]))
+            elif action[0] == "dup":
+                out += bytes([b, b])
+            elif action[0] == "insert":
+                out += action[1] + bytes([b])
+            elif action[0] == "drop":
+                pass
+        return bytes(out)
+
+    def write(self, data):
+        if self.dead:
+            raise serial.SerialException("port is gone")
+        data = self._apply("tx", data)
+        if data:
+            self.inner.write(data)
+        return len(data)
+
+    def read(self, size=1):
+        if self.dead:
+            raise serial.SerialException("socket disconnected")
+        return self._apply("rx", self.inner.read(size))
+
+    def close(self):
+        self.inner.close()
+
+
+def connect(board, *, timeout=SIM_TIMEOUT):
+    """A driver on a FaultySerial without faults yet (identify must get through)."""
+    link = FaultySerial(serial.serial_for_url(board.url, timeout=0))
+    return Device(link, timeout=timeout, retries=4), link
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+def test_write_verify_read_run(board):
+    rng = random.Random(1)
+    data = bytes(rng.randrange(256) for _ in range(1500))
+    with Device(board.url, timeout=SIM_TIMEOUT) as dev:
+        assert dev.identity == link_identity(clk_freq=12_000_000, baud=1_500_000, mem_size=MEM,
+                                             max_payload=256)
+        assert dev.echo(b"ping") == b"ping"
+        dev.write("mem", 100, data)                      # pipelined, then CRC read-back
+        assert dev.crc("mem", 100, len(data)) == P.crc32(data)
+        assert dev.read("mem", 100, len(data), verify=True) == data
+        st = dev.run(300)
+        assert (st.busy, st.done, st.error) == (False, True, 0)
+        assert (st.total_cycles, st.busy_pe_cycles, st.stall_cycles) == (601, 300, 300)
+        before = dev.read("mem", 0, 300)
+        assert dev.read("result", 0, 300) == running_sums(before)
+        with pytest.raises(DeviceError, match=r"finished RUN 4097 with error 1"):
+            dev.run(MEM + 1)
+        assert dev.stats["resent"] == 0 and dev.stats["timeouts"] == 0
+
+
+def test_check_build(board):
+    with Device(board.url, timeout=SIM_TIMEOUT) as dev:
+        ident = dev.identity
+        check_build(ident, build_hash=ident.build_hash, build=ident.build)
+        other = dict(ident.build, mem_size=8192)
+        with pytest.raises(BuildMismatch, match=r"the program was compiled for build "
+                           r"[0-9a-f]{16} \{.*\"mem_size\":8192.*\}, but the board runs build "
+                           r"[0-9a-f]{16} \{.*\"mem_size\":4096.*\}"):
+            check_build(ident, build_hash=P.build_hash(other), build=other)
+        with pytest.raises(BuildMismatch, match=r"does not match its own build parameters"):
+            check_build(ident, build_hash=ident.build_hash, build=other)
+
+
+def test_too_large_or_malformed_writes(board):
+    with Device(board.url, timeout=SIM_TIMEOUT) as dev:
+        dev.write("mem", 0, b"\x11" * 64)
+        with pytest.raises(ValueError, match=r"^write of 4000 bytes at mem\+0x000100 does not fit "
+                                             r"region mem \(4096 bytes\)$"):
+            dev.write("mem", 256, bytes(4000))
+        with pytest.raises(ValueError, match=r"^region result is not writable$"):
+            dev.write("result", 0, b"x")
+        with pytest.raises(TypeError, match=r"^Data must be bytes, not list$"):
+            dev.write("mem", 0, [1, 2])
+        with pytest.raises(KeyError, match=r"no region 'weights'"):
+            dev.write("weights", 0, b"x")
+        # Past the driver's own checks, the board refuses and writes nothing.
+        with pytest.raises(Refused, match=r"BAD_ADDRESS") as e:
+            dev.transact(P.Command.WRITE, P.write_payload(P.address(1, MEM - 2), b"abcd"))
+        assert e.value.status == P.Status.BAD_ADDRESS
+        with pytest.raises(Refused, match=r"BAD_COMMAND"):
+            dev.transact(0x7E)
+        with pytest.raises(Refused, match=r"BAD_ARGUMENT"):
+            dev.transact(P.Command.READ, b"\x00\x00\x00\x01")
+        assert dev.read("mem", 0, 64) == b"\x11" * 64
+        assert dev.read("mem", MEM - 4, 4) == dev.read("mem", MEM - 4, 4)
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+FRAME = 252 + P.WRITE_HEADER + P.REQUEST_OVERHEAD    # one full WRITE frame on the wire
+
+FAULTS = {
+    "flip a payload bit": {"tx": {FRAME + 100: ("flip", 3)}},
+    "flip a header bit": {"tx": {FRAME + 3: ("flip", 0)}},
+    "flip a length bit": {"tx": {FRAME + 5: ("flip", 7)}},       # length > max_payload
+    "drop a byte": {"tx": {2 * FRAME + 40: ("drop",)}},
+    "duplicate a byte": {"tx": {FRAME + 60: ("dup",)}},
+    "truncate a frame": {"tx": {2 * FRAME - 30: ("truncate", 30)}},
+    "garbage between frames": {"tx": {FRAME: ("insert", b"\xA5\x5A\x10\x01\xff\x00garbage")}},
+    "flip an ACK bit": {"rx": {20: ("flip", 5)}},
+    "drop an ACK byte": {"rx": {30: ("drop",)}},
+    "garbage from the board": {"rx": {11: ("insert", b"\xA5\xC3\x00\x00\x00zz\xA5")}},
+    "duplicate an ACK": {"rx": {i: ("dup",) for i in range(11, 22)}},
+}
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_fault_recovers_with_correct_data(board, name):
+    rng = random.Random(name)
+    data = bytes(rng.randrange(256) for _ in range(4 * 252))
+    dev, link = connect(board, timeout=1.5)
+    # the faults count bytes from here on (after identify)
+    link.count = {"tx": 0, "rx": 0}
+    link.faults = {k: dict(v) for k, v in FAULTS[name].items()} | \
+        {k: {} for k in ("tx", "rx") if k not in FAULTS[name]}
+    with dev:
+        dev.write("mem", 512, data)
+        assert link.applied, "the fault was never applied"
+        assert dev.read("mem", 512, len(data)) == data
+        recovered = dev.stats["resent"] + dev.stats["stale"]
+        assert recovered > 0 or dev._decoder.bad_frames > 0, dev.stats
+
+
+def test_board_stalls(board):
+    dev, link = connect(board, timeout=1.0)
+    link.count = {"tx": 0, "rx": 0}
+    link.faults["tx"] = {FRAME + 10: ("stall",)}
+    with dev, pytest.raises(LinkTimeout, match=r"did not accept WRITE mem\+0x000000 \(252 bytes\) "
+                            r"after 5 attempts \(last: no answer for 1 s\); also pending: WRITE "
+                            r"mem\+0x0000fc \(252 bytes\), .*; "
+                            r"mem\+0x000000\.\.0x0003f0 may be partly written$"):
+        dev.write("mem", 0, bytes(4 * 252))
+
+
+def test_board_disconnects(board):
+    dev, link = connect(board)
+    link.count = {"tx": 0, "rx": 0}
+    link.faults["rx"] = {5: ("disconnect",)}
+    with dev, pytest.raises(LinkTimeout, match=r"disconnected.*may be partly written"):
+        dev.write("mem", 0, bytes(600))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_random_fault_soak(board, seed):
+    """Random faults at a low rate both ways: every operation returns correct data or raises."""
+    rng = random.Random(seed)
+    actions = [("flip", 1), ("drop",), ("dup",), ("insert", b"\xA5\x5A\x00"), ("truncate", 7)]
+    faults = {d: {rng.randrange(20000): rng.choice(actions) for _ in range(12)} for d in ("tx", "rx")}
+    dev, link = connect(board, timeout=3.0)
+    link.count = {"tx": 0, "rx": 0}
+    link.faults = faults
+    with dev:
+        for k in range(6):
+            off = rng.randrange(0, MEM - 800)
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 800)))
+            try:
+                dev.write("mem", off, data)
+                got = dev.read("mem", off, len(data))
+            except LinkError as e:
+                assert "after 5 attempts" in str(e)   # a clear error is allowed, a wrong result not
+                break
+            assert got == data
+    assert link.applied
