@@ -179,11 +179,9 @@ class SystolicArray(wiring.Component):
         return max(length + self.idle_after_last, self._rows)
 
     def params(self):
-        """Parameters, derived widths and timing as a plain dict (for the JSON sidecar)."""
-        out = {"unit": "array", "rows": self._rows, "cols": self._cols}
+        """The parameters and the derived accumulator width as a plain dict (for reports)."""
+        out = {"rows": self._rows, "cols": self._cols}
         out.update(self._pe.params())
-        out.update(latency=self.latency, readout_cycles=self.readout_cycles,
-                   idle_after_last=self.idle_after_last)
         return out
 
     # -- the hardware -------------------------------------------------------------------------

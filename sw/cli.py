@@ -40,7 +40,30 @@ def _emit(args, report, text):
 # --- subcommands -------------------------------------------------------------------------------
 
 def cmd_generate(args):
-    _not_built("generate (Verilog for PEs and arrays)")
+    if args.unit == "accelerator":
+        raise NotBuilt("generate --unit accelerator is not built yet in this version of "
+                       "addershift (--unit pe and --unit array are)")
+    import pathlib
+    from ..hw.generate import build_unit, generate
+    try:
+        unit = build_unit(
+            args.unit, kind=args.pe, rows=args.rows if args.unit == "array" else None,
+            cols=args.cols if args.unit == "array" else None, x_bits=args.x_bits,
+            w_bits=args.w_bits, max_length=args.max_length,
+            p_min=args.p_min if args.pe == "shift" else None,
+            p_max=args.p_max if args.pe == "shift" else None)
+    except (TypeError, ValueError) as e:
+        raise CliError(str(e)) from None
+    try:
+        info = generate(unit, args.output, top=args.top)
+    except OSError as e:
+        raise CliError(f"cannot write {args.output}: {e}") from None
+    sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
+    shape = f"{args.rows}x{args.cols} " if args.unit == "array" else ""
+    text = (f"{shape}{args.pe} {args.unit} -> {args.output} (module {info['top']}, "
+            f"{info['derived']['acc_bits']}-bit accumulators, latency {info['timing']['latency']}), "
+            f"sidecar {sidecar}")
+    _emit(args, dict(info, output=args.output, sidecar=sidecar), text)
 
 
 def _training_call(func, args, **kwargs):
@@ -193,7 +216,15 @@ def build_parser():
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
     p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
                    help="what to generate")
-    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
+    p.add_argument("-o", "--output", required=True,
+                   help="Verilog file to write (a JSON sidecar goes beside it)")
+    p.add_argument("--x-bits", type=int, default=8, help="activation width (signed)")
+    p.add_argument("--w-bits", type=int, help="weight width for adder/mul (default: --x-bits)")
+    p.add_argument("--p-min", type=int, default=0, help="smallest shift exponent (shift only)")
+    p.add_argument("--p-max", type=int, default=7, help="largest shift exponent (shift only)")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="longest reduction K; sets the accumulator width")
+    p.add_argument("--top", help="Verilog module name (default: the output file's name)")
     add_json(p)
 
     def add_quant_args(p, qat_default):

@@ -2,8 +2,6 @@
 timing, and its parameter checks. ``sim/array/`` runs the generated Verilog on Icarus and Verilator.
 """
 
-import itertools
-
 import numpy as np
 import pytest
 from amaranth.hdl import Shape, signed
@@ -12,9 +10,11 @@ from amaranth.sim import Simulator
 
 from addershift.hw.array import SystolicArray
 from addershift.hw.pe import ShiftWeight
+from addershift.sim.array_vectors import (exponent_tile, extreme_tiles, golden_tile,
+                                          operand_corner_tiles, random_tile, step_payloads, step_words,
+                                          unpack_row)
 from addershift.sim.streams import stream_receive, stream_send
-from addershift.sw.golden import array_op
-from addershift.sw.numerics import Op, acc_width, int_range
+from addershift.sw.numerics import Op, acc_width
 
 
 def unused(component):
@@ -22,70 +22,7 @@ def unused(component):
     return component
 
 
-# --- tiles ---------------------------------------------------------------------------------------
-
-def random_tile(arr, k, rng, *, zero_fraction=0.2):
-    """``(X, weights)``: X is rows x k, weights a dict of cols x k arrays (golden's format)."""
-    lo, hi = int_range(arr.x_bits)
-    x = rng.integers(lo, hi + 1, size=(arr.rows, k))
-    if arr.kind is Op.SHIFT:
-        nz = (1 - zero_fraction) / 2
-        return x, {"sign": rng.choice([-1, 0, 1], size=(arr.cols, k), p=[nz, zero_fraction, nz]),
-                   "exponent": rng.integers(arr.p_min, arr.p_max + 1, size=(arr.cols, k))}
-    lo, hi = int_range(arr.w_bits)
-    return x, {"weight": rng.integers(lo, hi + 1, size=(arr.cols, k))}
-
-
-def extreme_tiles(arr):
-    """Tiles of ``max_length`` steps whose results hit both ends of the accumulator range."""
-    lo, hi = int_range(arr.x_bits)
-    n, r, c = arr.max_length, arr.rows, arr.cols
-    # Row parity and column parity pick the operands, so one tile holds several corners.
-    x = np.array([[lo if i % 2 == 0 else hi] * n for i in range(r)])
-    if arr.kind is Op.SHIFT:
-        sign = np.array([[(-1, 1, 0)[j % 3]] * n for j in range(c)])
-        exponent = np.full((c, n), arr.p_max)
-        yield np.full((r, n), lo), {"sign": sign, "exponent": exponent}
-        yield x, {"sign": sign, "exponent": np.full((c, n), arr.p_min)}
-    else:
-        wlo, whi = int_range(arr.w_bits)
-        w = np.array([[wlo if j % 2 == 0 else whi] * n for j in range(c)])
-        yield x, {"weight": w}
-        yield np.full((r, n), hi), {"weight": np.full((c, n), wlo)}
-
-
-def exponent_tile(arr):
-    """Shift: every exponent code with every sign, zero weights included, at both x extremes."""
-    lo, hi = int_range(arr.x_bits)
-    codes = [(s, p) for p in range(arr.p_min, arr.p_max + 1) for s in (-1, 0, 1)]
-    k = len(codes)
-    x = np.array([[(lo, hi, -1, 1)[(i + j) % 4] for j in range(k)] for i in range(arr.rows)])
-    sign = np.array([[codes[(j + c) % k][0] for j in range(k)] for c in range(arr.cols)])
-    exponent = np.array([[codes[(j + c) % k][1] for j in range(k)] for c in range(arr.cols)])
-    return x, {"sign": sign, "exponent": exponent}
-
-
-def golden_tile(arr, tile):
-    x, weights = tile
-    return array_op(arr.kind, x, weights, p_min=arr.p_min or 0)
-
-
-def step_payloads(arr, tile):
-    """The input stream's payloads (dicts) for one tile."""
-    x, weights = tile
-    k = x.shape[1]
-    out = []
-    for j in range(k):
-        if arr.kind is Op.SHIFT:
-            layout = arr.weight_shape
-            w = [data.Const(layout, layout.encode(int(weights["sign"][c, j]),
-                                                  int(weights["exponent"][c, j])))
-                 for c in range(arr.cols)]
-        else:
-            w = [int(v) for v in weights["weight"][:, j]]
-        out.append({"x": [int(v) for v in x[:, j]], "w": w, "last": int(j == k - 1)})
-    return out
-
+# --- driver ------------------------------------------------------------------------------------
 
 def run_array(arr, tiles, *, idle=(0,), stall=(0,), monitor=None):
     """Stream ``tiles`` through ``arr``; return the received rows as ``(acc list, last)``."""
@@ -148,7 +85,8 @@ def test_array_against_golden(kind, rows, cols, params):
     rng = np.random.default_rng(rows * 100 + cols)
     arr = SystolicArray(kind=kind, rows=rows, cols=cols, **params)
     ks = [1, arr.max_length, 2] + list(rng.integers(1, arr.max_length + 1, size=5))
-    tiles = [random_tile(arr, int(k), rng) for k in ks] + list(extreme_tiles(arr))
+    tiles = ([random_tile(arr, int(k), rng) for k in ks] + list(extreme_tiles(arr)) +
+             list(operand_corner_tiles(arr, 3)))
     if arr.kind is Op.SHIFT:
         tiles.append(exponent_tile(arr))
     # Idle source and back-pressured sink, in a pattern that drifts against the tile lengths.
@@ -292,3 +230,15 @@ def test_parameter_messages(params, exc, message):
     with pytest.raises(exc) as info:
         SystolicArray(**params)
     assert str(info.value) == message
+
+
+def test_packed_words_match_the_layouts():
+    """The Verilog benches' packing agrees with Amaranth's own view of the payload."""
+    rng = np.random.default_rng(11)
+    for kind, params in (("shift", dict(p_min=-2, p_max=3)), ("adder", {}), ("mul", {"w_bits": 5})):
+        arr = unused(SystolicArray(kind=kind, rows=3, cols=2, max_length=9, **params))
+        tile = random_tile(arr, 4, rng)
+        for payload, word in zip(step_payloads(arr, tile), step_words(arr, tile)):
+            assert arr.in_layout.const(payload).as_value().value == word
+        row = {"acc": [-(1 << (arr.acc_bits - 1)), (1 << (arr.acc_bits - 1)) - 1], "last": 1}
+        assert unpack_row(arr, arr.out_layout.const(row).as_value().value) == (row["acc"], 1)
