@@ -82,7 +82,7 @@ def _training_call(func, args, **kwargs):
     text = (f"float accuracy {100 * report['float_accuracy']:.2f}%, integer accuracy (golden model) "
             f"{100 * report['int_accuracy']:.2f}% on {report['test_images']} test images "
             f"[{report['pe']}, requant {report['mode']}]; wrote {report['output']} "
-            f"({report['bytes']} bytes) in {report['seconds']:.1f} s")
+            f"({report['bytes']} bytes) in {report['seconds']:.1f} s ({report['cpu_seconds']:.1f} s CPU)")
     _emit(args, report, text)
 
 

@@ -66,17 +66,21 @@ def _unwrap(obj, where):
     return out
 
 
-def load_state_dict(path):
-    """Read a PyTorch checkpoint file safely (``weights_only``) and return its flat state_dict."""
+def _torch_load(path):
+    """``torch.load`` without code execution (``weights_only``); every failure is one line."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # torch raises many kinds (pickle, zip, runtime) for a bad file
         raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    return _unwrap(obj, f"checkpoint {path}")
+
+
+def load_state_dict(path):
+    """Read a PyTorch checkpoint file safely and return its flat state_dict."""
+    return _unwrap(_torch_load(path), f"checkpoint {path}")
 
 
 def detect_format(state_dict, spec):
@@ -230,13 +234,7 @@ def save_float_checkpoint(net, path, *, dataset=""):
 
 def load_float_checkpoint(path):
     """A :class:`train.FloatNet` from :func:`save_float_checkpoint`; returns ``(net, meta)``."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({type(e).__name__})") from None
+    obj = _torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FLOAT_FORMAT:
         raise CheckpointError(f"checkpoint {path}: not an addershift float checkpoint (format "
                               f"{FLOAT_FORMAT!r}); use 'addershift import' for other checkpoints")
@@ -267,7 +265,7 @@ def quantize_command(*, checkpoint, output, dataset="digits", mode=None, qat_epo
     from .data import load_dataset
     from .quantize import quantize_and_save
     from .train import set_determinism
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     set_determinism(seed)
     net, meta = load_float_checkpoint(checkpoint)
     data = load_dataset(dataset)
@@ -276,7 +274,8 @@ def quantize_command(*, checkpoint, output, dataset="digits", mode=None, qat_epo
                               f"data set {dataset!r} has {tuple(data.input_shape)}")
     cfg = _config(net.pe, mode=mode, qat_epochs=qat_epochs, seed=seed, x_bits=x_bits)
     report = quantize_and_save(net, data, cfg, output, log=log)
-    report.update(seconds=time.perf_counter() - start, checkpoint=str(checkpoint))
+    report.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - start_cpu,
+                  checkpoint=str(checkpoint))
     return report
 
 
@@ -288,7 +287,7 @@ def import_command(*, checkpoint, output, fmt="auto", arch="digits", dataset="di
     from .data import load_dataset
     from .quantize import quantize_and_save
     from .train import set_determinism
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     set_determinism(seed)
     data = load_dataset(dataset)
     spec, input_shape = load_arch(arch, input_shape=data.input_shape, classes=data.classes)
@@ -299,5 +298,6 @@ def import_command(*, checkpoint, output, fmt="auto", arch="digits", dataset="di
     cfg = _config(net.pe, mode=mode, qat_epochs=qat_epochs, seed=seed, x_bits=x_bits,
                   default_mode=DEFAULT_IMPORT_MODE if net.pe != "mul" else None)
     report = quantize_and_save(net, data, cfg, output, log=log)
-    report.update(seconds=time.perf_counter() - start, checkpoint=str(checkpoint), format=fmt)
+    report.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - start_cpu,
+                  checkpoint=str(checkpoint), format=fmt)
     return report

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ADDER_ETA", "adder_distance", "round_ste", "sign_ste", "round_power_of_2",
+    "ADDER_ETA", "adder_distance", "round_ste", "sign_ste", "floor_ste", "round_power_of_2",
     "Adder2d", "AdderLinear", "Conv2dShiftQ", "LinearShiftQ", "Conv2dShift", "LinearShift",
     "layer_class", "SHIFT_VARIANTS",
 ]
@@ -73,24 +73,21 @@ def adder_distance(x, w, *, eta=ADDER_ETA):
     return _AdderFunction.apply(x, w, eta)
 
 
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
+def _straight_through(fn, name):
+    """An autograd Function computing ``fn(x)`` whose gradient is passed through unchanged."""
     def forward(ctx, x):
-        return torch.round(x)
+        return fn(x)
 
-    @staticmethod
     def backward(ctx, grad):
         return grad
 
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "backward": staticmethod(backward)})
 
-class _SignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return torch.sign(x)
 
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
+_RoundSTE = _straight_through(torch.round, "_RoundSTE")
+_SignSTE = _straight_through(torch.sign, "_SignSTE")
+_FloorSTE = _straight_through(torch.floor, "_FloorSTE")
 
 
 class _UnsymmetricMul(torch.autograd.Function):
@@ -114,6 +111,11 @@ def round_ste(x):
 
 def sign_ste(x):
     return _SignSTE.apply(x)
+
+
+def floor_ste(x):
+    """``floor(x)`` with the gradient passed straight through."""
+    return _FloorSTE.apply(x)
 
 
 def round_power_of_2(w, *, p_min, p_max):

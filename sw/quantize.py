@@ -136,10 +136,10 @@ def _torch():
 
 
 class _Layer:
-    """Holds what one compute layer's integer arithmetic needs (parameters live in QuantNet)."""
+    """What one compute layer's integer arithmetic needs besides its parameters (in QuantNet)."""
 
-    def __init__(self, entry, op, *, in_shape, s_in, s_out, last):
-        self.entry, self.op, self.in_shape, self.s_in, self.s_out, self.last = entry, op, in_shape, s_in, s_out, last
+    def __init__(self, entry, *, s_in, s_out):
+        self.entry, self.s_in, self.s_out = entry, s_in, s_out
         self.name, self.kind = entry["name"], entry["kind"]
 
 
@@ -189,16 +189,7 @@ def calibrate(net, images, *, percentile=99.99):
 def _build_module(torch):
     from torch import nn
     import torch.nn.functional as F
-    from .layers_torch import adder_distance, round_ste
-
-    class _FloorSTE(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return torch.floor(x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad
+    from .layers_torch import adder_distance, floor_ste, round_ste
 
     class QuantNet(nn.Module):
         """The integer network in PyTorch: forward is the golden model's arithmetic, exactly."""
@@ -225,19 +216,18 @@ def _build_module(torch):
             with torch.no_grad():
                 for entry in self.spec:
                     if entry["kind"] in ("conv2d", "linear"):
-                        layer = self._add_layer(net, entry, s_in, scales[i] / self.qmax,
-                                                i == len(entries) - 1, x)
+                        layer = self._add_layer(net, entry, s_in, scales[i] / self.qmax, x)
                         x = self.run_layer(layer, x)
                         s_in, i = scales[i] / self.qmax, i + 1
                     else:
                         x = self._run_other(entry, x)
 
-        def _add_layer(self, net, entry, s_in, s_out, last, x_cal):
+        def _add_layer(self, net, entry, s_in, s_out, x_cal):
             name = entry["name"]
             w, a, b = _fold(net, entry, torch)
             out = w.shape[0]
             flat = w.reshape(out, -1)
-            layer = _Layer(entry, self.op, in_shape=None, s_in=s_in, s_out=s_out, last=last)
+            layer = _Layer(entry, s_in=s_in, s_out=s_out)
             where = f"layer {name!r}"
             if self.op is not Op.ADDER:
                 # A negative BatchNorm scale flips the channel's weights, so every factor is >= 0.
@@ -339,7 +329,7 @@ def _build_module(torch):
             b = self.bias(layer, mq)
             shape = (1, -1) + (1,) * (acc.dim() - 2)
             z = (acc + b.reshape(shape)) * mq.reshape(shape)
-            y = _FloorSTE.apply(z + 0.5)
+            y = floor_ste(z + 0.5)
             return y.clamp(-self.qmax - 1, self.qmax)
 
         def forward(self, x, *, collect=None):
@@ -524,7 +514,7 @@ def quantize_and_save(net, data, cfg, output, *, float_accuracy=None, log=None):
     import time
     from .model import load_model, save_model
     torch = _torch()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     if float_accuracy is None:
         net.eval()
         with torch.no_grad():
@@ -540,4 +530,5 @@ def quantize_and_save(net, data, cfg, output, *, float_accuracy=None, log=None):
             "float_accuracy": float_accuracy, "int_accuracy": int_accuracy,
             "test_images": int(data.test_x.shape[0]), "output": output,
             "bytes": os.path.getsize(output), "x_bits": cfg.x_bits, "qat_epochs": cfg.qat_epochs,
-            "seed": cfg.seed, "seconds": time.perf_counter() - start}
+            "seed": cfg.seed, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - start_cpu}

@@ -279,7 +279,7 @@ def train_command(*, pe, dataset="digits", output, mode=None, variant="q", epoch
     measured by the golden model on the written file)."""
     from .data import load_dataset
     from .quantize import quantize_and_save
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     overrides = {"variant": variant, "seed": seed, "x_bits": x_bits}
     if epochs is not None:
         overrides["epochs"] = epochs
@@ -295,5 +295,6 @@ def train_command(*, pe, dataset="digits", output, mode=None, variant="q", epoch
         from .importers import save_float_checkpoint
         save_float_checkpoint(net, save_float, dataset=dataset)
     report = quantize_and_save(net, data, cfg, output, float_accuracy=float_acc, log=log)
-    report.update(seconds=time.perf_counter() - start, epochs=cfg.epochs, variant=cfg.variant)
+    report.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - start_cpu,
+                  epochs=cfg.epochs, variant=cfg.variant)
     return report
