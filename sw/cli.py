@@ -180,11 +180,48 @@ def cmd_program(args):
 
 
 def cmd_serve_sim(args):
-    _not_built("serve-sim (the simulated board)")
+    from ..hw.link_top import LinkTop
+    from ..sim.board import serve, sim_timeout
+    # The host-link test top for now (UART, framer, scratch memories); the accelerator's top level
+    # takes its place once it exists.
+    try:
+        top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
+                      timeout=sim_timeout(args.clock, args.baud))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(f"simulated board (link test top, {args.simulator}, {args.baud} baud at "
+          f"{args.clock} Hz): socket://127.0.0.1:{args.port}; Ctrl-C stops it", file=sys.stderr)
+    try:
+        serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
+    except OSError as e:
+        raise CliError(f"cannot serve on port {args.port}: {e}") from None
+    except KeyboardInterrupt:
+        pass
 
 
 def cmd_run(args):
-    _not_built("run (inference on a board)")
+    from .driver import Device, LinkError
+    from .model import load_model
+    load_model(args.model)
+    board = None
+    try:
+        if args.sim:
+            from ..sim.board import BoardProcess
+            board = BoardProcess()
+        url = board.url if board else args.port
+        # A simulated board answers far slower than a real one.
+        with Device(url, timeout=8.0 if url.startswith("socket://") else 2.0) as dev:
+            ident = dev.identity
+            if ident.build.get("design") == "addershift-link-test":
+                raise NotBuilt(f"the board at {url} runs the host-link test design (build "
+                               f"{ident.build_hash[:16]}), which has no accelerator to run a "
+                               f"model on")
+            _not_built("run (model inference through the host link)")
+    except (LinkError, RuntimeError) as e:
+        raise CliError(str(e)) from None
+    finally:
+        if board is not None:
+            board.stop()
 
 
 def cmd_demo(args):
@@ -299,6 +336,12 @@ def build_parser():
 
     p = add("serve-sim", cmd_serve_sim, "serve the simulated board on a TCP port")
     p.add_argument("-p", "--port", type=int, default=7777, help="TCP port on 127.0.0.1")
+    p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
+                   default="verilator", help="simulator running the top level")
+    p.add_argument("--baud", type=int, default=1_500_000,
+                   help="UART baud rate (8 clock cycles per bit keeps the simulation fast)")
+    p.add_argument("--clock", type=int, default=12_000_000, help="nominal clock in Hz")
+    p.add_argument("--mem-size", type=int, default=4096, help="bytes per scratch memory")
 
     p = add("run", cmd_run, "load a model onto a board (or the simulated one) and run inference")
     where = p.add_mutually_exclusive_group(required=True)
