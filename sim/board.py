@@ -33,7 +33,8 @@ from amaranth.lib.wiring import In, Out
 
 from addershift.hw.uart import UART
 
-__all__ = ["SimHarness", "BoardConfig", "BoardProcess", "serve", "bridge", "SIM_BACKENDS"]
+__all__ = ["SimHarness", "BoardConfig", "BoardProcess", "serve", "bridge", "sim_timeout",
+           "SIM_BACKENDS"]
 
 SIM_BACKENDS = ("verilator", "icarus", "amaranth")
 _CLK_NS = 10   # the simulated clock's period; only cycles matter (the device counts them)
@@ -345,8 +346,9 @@ def serve(top, *, divisor, port=0, simulator="verilator", ready_file=None, paren
     if simulator not in SIM_BACKENDS:
         raise ValueError(f"Simulator must be one of {', '.join(SIM_BACKENDS)}, not {simulator!r}")
     harness = SimHarness(top, divisor=host_divisor or divisor)
+    # The simulator runs in a child process: it stops when we are gone, whatever killed us.
     cfg = BoardConfig(divisor=divisor, port=port, ready_file=str(ready_file) if ready_file else None,
-                      parent_pid=parent_pid, max_connections=max_connections)
+                      parent_pid=parent_pid or os.getpid(), max_connections=max_connections)
     if simulator == "amaranth":
         from amaranth.sim import Simulator
 
@@ -503,14 +505,14 @@ def main(argv=None):
                    help="how far off the simulated host's baud rate is (0.02 is 2%% slow)")
     args = p.parse_args(argv)
     top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
-                  timeout=_sim_timeout(args.clock, args.baud))
+                  timeout=sim_timeout(args.clock, args.baud))
     serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator,
           ready_file=args.ready_file, parent_pid=args.parent_pid,
           max_connections=args.max_connections,
           host_divisor=round(top.divisor * (1 + args.host_baud_error)))
 
 
-def _sim_timeout(clock, baud):
+def sim_timeout(clock, baud):
     """The framer's idle timeout on the simulated board: 256 byte times (a real board uses 20 ms,
     which would be seconds of waiting here)."""
     return int(256 * 10 * clock // baud)
