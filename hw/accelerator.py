@@ -8,10 +8,10 @@ Data path of one stage (``docs/accelerator.md`` has the picture and the cycle ac
      weight memory      activation buffer stage % 2                                          |
                                                activation buffer (stage + 1) % 2 <-- Writeback
 
-Host interface (what the host link's command framer drives; ``sw.compiler.REGIONS`` names the
-regions): a byte bus ``host`` with addresses ``region << 24 | byte offset`` and
-:attr:`Accelerator.read_latency` cycles from ``r_en`` to ``r_data``, and the run control (``run``
-with its 32-bit argument, ``busy``/``done``/``error`` and the counters). Memories are word-wide:
+Host interface: the device side of ``hw.framer.DeviceSignature`` (the host link's command framer
+plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (one cycle
+of latency), the run strobe with its 32-bit argument, ``busy``/``done``/``error`` and the counters
+(total, busy PE and stall cycles). Memories are word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
 two, ``hw.config.host_word_bytes``), least significant byte first. A word is written when its last
 used byte is written, with the bytes written before it since (write words whole, in order). Memory
@@ -28,25 +28,19 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
+from ..sw import protocol as P
 from ..sw.compiler import PERF_STAGES, REGIONS
 from ..sw.numerics import Op
 from .array import SystolicArray
 from .config import ArrayConfig, host_word_bytes
+from .framer import DeviceSignature
 from .im2col import Im2colGenerator
 from .memories import ReplicatedMemory, WeightMemory
 from .requant import Requantiser
 from .sequencer import RequantFeeder, Sequencer
 from .writeback import Writeback
 
-__all__ = ["HostBus", "Accelerator"]
-
-
-class HostBus(wiring.Signature):
-    """A byte bus from the host side: ``addr``, ``w_en``/``w_data``, ``r_en`` out; ``r_data`` in."""
-
-    def __init__(self):
-        super().__init__({"addr": Out(32), "w_en": Out(1), "w_data": Out(8), "r_en": Out(1),
-                          "r_data": In(8)})
+__all__ = ["Accelerator"]
 
 
 class Accelerator(wiring.Component):
@@ -54,12 +48,11 @@ class Accelerator(wiring.Component):
 
     Members
     -------
-    host : ``In(HostBus())``
-        Memory access (see the module docstring).
-    run : ``In(1)``, run_arg : ``In(32)``
-        Start a run (ignored while busy).
-    busy, done : ``Out(1)``, error : ``Out(8)``
-    total_cycles, busy_pe_cycles, stall_cycles, issue_steps : ``Out(counter_bits)``
+    bus : ``In(hw.framer.DeviceSignature(counter_width=counter_bits))``
+        Memory access, run control, status and counters (see the module docstring).
+    issue_steps : ``Out(counter_bits)``
+        k-steps the array took in the current run (the fourth counter; per stage in the
+        ``counters`` region).
     """
 
     def __init__(self, *, config):
@@ -68,31 +61,28 @@ class Accelerator(wiring.Component):
         self._config = config
         cb = config.counter_bits
         super().__init__({
-            "host": In(HostBus()),
-            "run": In(1), "run_arg": In(32),
-            "busy": Out(1), "done": Out(1), "error": Out(8),
-            "total_cycles": Out(cb), "busy_pe_cycles": Out(cb), "stall_cycles": Out(cb),
+            "bus": In(DeviceSignature(counter_width=cb)),
             "issue_steps": Out(cb),
         })
 
     config = property(lambda self: self._config)
 
-    @property
-    def read_latency(self):
-        """Cycles from ``host.r_en`` to the byte on ``host.r_data``."""
-        return 2
-
     def regions(self):
-        """The host-visible regions: ``[(id, name, size in bytes, writable)]``."""
+        """The host-visible memory regions (``protocol.Region``), for the identify block."""
         c = self._config
-        return [
-            (REGIONS["weights"], "weights", c.weight_bytes, True),
-            (REGIONS["params"], "params", c.param_bytes, True),
-            (REGIONS["act0"], "act0", c.act_bytes, True),
-            (REGIONS["act1"], "act1", c.act_bytes, True),
-            (REGIONS["counters"], "counters",
-             4 * PERF_STAGES * host_word_bytes(c.counter_bits), False),
-        ]
+        sizes = {"weights": c.weight_bytes, "params": c.param_bytes, "act0": c.act_bytes,
+                 "act1": c.act_bytes,
+                 "counters": 4 * PERF_STAGES * host_word_bytes(c.counter_bits)}
+        return tuple(P.Region(REGIONS[name], name, size,
+                              P.Access.READ if name == "counters" else P.Access.RW)
+                     for name, size in sizes.items())
+
+    def identity(self, *, clk_hz, baud, max_payload):
+        """The identify block of a device built around this core: its regions and the build
+        parameters (``ArrayConfig.to_dict``, whose hash programs are stamped with)."""
+        return P.Identity(max_payload=max_payload, clk_hz=int(clk_hz), baud=int(baud),
+                          regions=self.regions(), build=self._config.to_dict(),
+                          counter_width=self._config.counter_bits)
 
     def make_array(self):
         c = self._config
@@ -134,11 +124,11 @@ class Accelerator(wiring.Component):
         busy = seq.busy
         src = seq.stage[0]                 # stage s reads buffer s % 2 and writes the other one
         m.d.comb += [
-            seq.run.eq(self.run), seq.run_start.eq(self.run_arg[:8]),
-            seq.run_count.eq(self.run_arg[8:16]),
-            self.busy.eq(seq.busy), self.done.eq(seq.done), self.error.eq(seq.error),
-            self.total_cycles.eq(seq.total), self.busy_pe_cycles.eq(seq.busy_pe),
-            self.stall_cycles.eq(seq.stall), self.issue_steps.eq(seq.issue),
+            seq.run.eq(self.bus.run), seq.run_start.eq(self.bus.run_arg[:8]),
+            seq.run_count.eq(self.bus.run_arg[8:16]),
+            self.bus.busy.eq(seq.busy), self.bus.done.eq(seq.done), self.bus.error.eq(seq.error),
+            self.bus.counters[0].eq(seq.total), self.bus.counters[1].eq(seq.busy_pe),
+            self.bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
             gen.desc.eq(seq.desc), feeder.desc.eq(seq.desc), wb.desc.eq(seq.desc),
             gen.start.eq(seq.start), feeder.start.eq(seq.start), wb.start.eq(seq.start),
             seq.units_busy.eq(wb.busy),
@@ -171,47 +161,65 @@ class Accelerator(wiring.Component):
         connect(m, array.o, feeder.i)
         connect(m, feeder.o, requant.i)
         connect(m, requant.o, wb.i)
-        m.d.comb += pmem.r_addr[0].eq(feeder.mem_addr)
-        m.d.comb += [pmem.r_en.eq(1), feeder.mem_data.eq(pmem.r_data[0])]
+        m.d.comb += [pmem.r_addr[0].eq(feeder.mem_addr), pmem.r_en.eq(1),
+                     feeder.mem_data.eq(pmem.r_data[0])]
 
-        # --- host access --------------------------------------------------------------------
-        h = self.host
-        region, offset = h.addr[24:], h.addr[:24]
+        # --- host access (hw.framer.DeviceSignature) -----------------------------------------
+        bus = self.bus
+        wr = bus.write.payload
+        w_region, w_offset = wr.addr.region, wr.addr.offset
         targets = {"weights": cfg.weight_word_bits, "params": cfg.param_word_bits,
                    "act0": cfg.act_word_bits, "act1": cfg.act_word_bits,
                    "counters": cfg.counter_bits}
         stage_bytes = max(-(-bits // 8) for bits in targets.values())
         staging = Signal(8 * stage_bytes)
         host_word, host_commit = {}, {}
+        m.d.comb += bus.write.ready.eq(1)
         for name, bits in targets.items():
             lg = (host_word_bytes(bits) - 1).bit_length()
             used = -(-bits // 8)
-            byte = offset[:lg] if lg else 0
-            host_word[name] = offset[lg:]
+            byte = w_offset[:lg] if lg else 0
+            host_word[name] = w_offset[lg:]
             merged = Signal(8 * stage_bytes, name=f"host_{name}_word")
             m.d.comb += merged.eq(staging)
             with m.Switch(byte):
                 for b in range(used):
                     with m.Case(b):
-                        m.d.comb += merged.word_select(b, 8).eq(h.w_data)
-            host_commit[name] = (h.w_en & ~busy & (region == REGIONS[name]) & (byte == used - 1),
-                                 merged[:bits])
-            with m.If(h.w_en & (region == REGIONS[name])):
+                        m.d.comb += merged.word_select(b, 8).eq(wr.data)
+            hit = bus.write.valid & (w_region == REGIONS[name])
+            host_commit[name] = (hit & ~busy & (byte == used - 1), merged[:bits])
+            with m.If(hit):
                 m.d.sync += staging.eq(merged)
+
+        # Host reads: the address is taken when no byte is pending; its word arrives in the next
+        # cycle and the byte is offered from the memory's output (held: read enables stay low
+        # until it is taken).
+        rd = bus.read_addr.payload
+        pending = Signal()
+        accept = Signal()
+        m.d.comb += [bus.read_addr.ready.eq(~pending), accept.eq(bus.read_addr.valid & ~pending)]
+        rd_word = {name: rd.offset[(host_word_bytes(bits) - 1).bit_length():]
+                   for name, bits in targets.items()}
+        rd_region = Signal(8)
+        rd_offset = Signal(8)
+        with m.If(accept):
+            m.d.sync += [pending.eq(1), rd_region.eq(rd.region), rd_offset.eq(rd.offset[:8])]
+        with m.Elif(bus.read_data.valid & bus.read_data.ready):
+            m.d.sync += pending.eq(0)
 
         # Weight memory: the host while idle; the sequencer loading a descriptor; the read stage.
         we, wd = host_commit["weights"]
         m.d.comb += [
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
             wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, gen.o.payload.w_addr),
-                             host_word["weights"])),
-            wmem.r_en.eq(Mux(busy, seq.mem_read | adv, h.r_en)),
+                             Mux(we, host_word["weights"], rd_word["weights"]))),
+            wmem.r_en.eq(Mux(busy, seq.mem_read | adv, accept)),
             seq.mem_data.eq(wmem.r_data),
         ]
         pe, pd = host_commit["params"]
         m.d.comb += [pmem.w_en.eq(pe), pmem.w_addr.eq(host_word["params"]), pmem.w_data.eq(pd)]
         with m.If(~busy):
-            m.d.comb += pmem.r_addr[0].eq(host_word["params"])
+            m.d.comb += [pmem.r_addr[0].eq(rd_word["params"]), pmem.r_en.eq(accept)]
 
         # Activation buffers: the source feeds the array rows; the destination takes the
         # write-back (and its bank 0 serves the max-pool reads); the host while idle.
@@ -230,17 +238,13 @@ class Accelerator(wiring.Component):
             with m.Elif(busy):
                 m.d.comb += [buf.r_en.eq(1), buf.r_addr[0].eq(wb.r_addr)]
             with m.Else():
-                m.d.comb += [buf.r_en.eq(1), buf.r_addr[0].eq(host_word[f"act{b}"])]
+                m.d.comb += [buf.r_en.eq(accept), buf.r_addr[0].eq(rd_word[f"act{b}"])]
         m.d.comb += wb.r_data.eq(Mux(src, bufs[0].r_data[0], bufs[1].r_data[0]))
-        m.d.comb += perf_r.addr.eq(host_word["counters"])
+        m.d.comb += [perf_r.addr.eq(rd_word["counters"]), perf_r.en.eq(accept)]
 
-        # Host reads: the word arrives one cycle after r_en, its byte is registered.
-        rd_region = Signal(8)
-        rd_offset = Signal(8)
-        m.d.sync += [rd_region.eq(region), rd_offset.eq(offset[:8])]
         words = {"weights": wmem.r_data, "params": pmem.r_data[0], "act0": bufs[0].r_data[0],
                  "act1": bufs[1].r_data[0], "counters": perf_r.data}
-        byte_out = Signal(8)
+        m.d.comb += bus.read_data.valid.eq(pending)
         with m.Switch(rd_region):
             for name, word in words.items():
                 bits = targets[name]
@@ -248,7 +252,6 @@ class Accelerator(wiring.Component):
                 padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
                 m.d.comb += padded.eq(word)
                 with m.Case(REGIONS[name]):
-                    m.d.comb += byte_out.eq(padded.word_select(rd_offset[:lg], 8) if lg
-                                            else padded[:8])
-        m.d.sync += h.r_data.eq(byte_out)
+                    m.d.comb += bus.read_data.payload.eq(padded.word_select(rd_offset[:lg], 8)
+                                                         if lg else padded[:8])
         return m

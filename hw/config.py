@@ -11,8 +11,6 @@ This module is pure Python (no Amaranth): the compiler and the host driver read 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 
 from ..sw.numerics import BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, Op, RequantMode, acc_width
@@ -243,9 +241,9 @@ class ArrayConfig:
 
     @property
     def build_hash(self):
-        """SHA-256 (hex) of the canonical JSON of :meth:`to_dict` (sorted keys, no spaces)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """``protocol.build_hash`` of :meth:`to_dict`: SHA-256 (hex) of its canonical JSON."""
+        from ..sw.protocol import build_hash
+        return build_hash(self.to_dict())
 
     def describe(self):
         """One line for reports."""

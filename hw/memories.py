@@ -84,8 +84,13 @@ class WeightMemory(wiring.Component):
         return -(-self._width // SPRAM_WIDTH), -(-self._depth // SPRAM_DEPTH)
 
     def elaborate(self, platform):
-        m = Module()
         use_spram = self._spram if self._spram is not None else _has_spram(platform)
+        cols, banks = self.spram_blocks()
+        if use_spram and cols * banks > SPRAM_BLOCKS:
+            raise ValueError(f"A weight memory of {self._depth} x {self._width} bits needs "
+                             f"{cols * banks} SB_SPRAM256KA blocks; the iCE40UP5K has "
+                             f"{SPRAM_BLOCKS}: use a smaller weight_depth")
+        m = Module()
         if not use_spram:
             mem = m.submodules.mem = Memory(shape=unsigned(self._width), depth=self._depth, init=[])
             wp = mem.write_port()
@@ -94,11 +99,6 @@ class WeightMemory(wiring.Component):
                          rp.addr.eq(self.addr), rp.en.eq(self.r_en & ~self.w_en),
                          self.r_data.eq(rp.data)]
             return m
-        cols, banks = self.spram_blocks()
-        if cols * banks > SPRAM_BLOCKS:
-            raise ValueError(f"A weight memory of {self._depth} x {self._width} bits needs "
-                             f"{cols * banks} SB_SPRAM256KA blocks; the iCE40UP5K has "
-                             f"{SPRAM_BLOCKS}: use a smaller weight_depth")
         low = SPRAM_DEPTH.bit_length() - 1
         bank = Signal(range(max(2, banks)))
         read_bank = Signal.like(bank)

@@ -15,10 +15,10 @@ from ..sw.compiler import PERF_COUNTERS, PERF_STAGES, REGIONS
 
 
 class HostPort:
-    """What :func:`run_session` needs from a simulator: ``await tick()``, ``set(name, value)``,
-    ``get(name)`` on the core's ports named as in ``hw.accelerator.Accelerator`` (``host_addr``,
-    ``host_w_en``, ``host_w_data``, ``host_r_en``, ``host_r_data``, ``run``, ``run_arg``, ``busy``,
-    ``done``, ``error``). ``get`` samples the value settled after the last tick."""
+    """What :func:`run_session` needs from a simulator: ``await tick()`` (one clock cycle; values
+    set before it are seen at the clock edge, values read after it are those settled after the
+    edge), ``set(name, value)`` and ``get(name)`` on the core's ports, named as the Verilog
+    ports of ``hw.accelerator.Accelerator`` are (``bus__write__valid``, ``bus__run_arg``, ...)."""
 
     async def tick(self):
         raise NotImplementedError
@@ -30,39 +30,45 @@ class HostPort:
         raise NotImplementedError
 
 
+def _address(region, offset):
+    return REGIONS[region] << 24 | offset
+
+
 async def write_bytes(port, region, offset, data):
-    port.set("host_w_en", 1)
+    """One byte per cycle (the core's write stream is always ready)."""
+    port.set("bus__write__valid", 1)
     for i, byte in enumerate(data):
-        port.set("host_addr", REGIONS[region] << 24 | (offset + i))
-        port.set("host_w_data", byte)
+        port.set("bus__write__payload", _address(region, offset + i) | byte << 32)
         await port.tick()
-    port.set("host_w_en", 0)
+    port.set("bus__write__valid", 0)
 
 
-async def read_bytes(port, region, offset, length, *, latency=2):
+async def read_bytes(port, region, offset, length):
+    """One byte per two cycles: the address is taken, then its byte is offered and taken."""
     out = bytearray()
-    port.set("host_r_en", 1)
-    for i in range(length + latency):
-        if i < length:
-            port.set("host_addr", REGIONS[region] << 24 | (offset + i))
-        else:
-            port.set("host_r_en", 0)
+    port.set("bus__read_data__ready", 1)
+    for i in range(length):
+        port.set("bus__read_addr__valid", 1)
+        port.set("bus__read_addr__payload", _address(region, offset + i))
         await port.tick()
-        if i >= latency - 1 and len(out) < length:
-            out.append(port.get("host_r_data"))
-    port.set("host_r_en", 0)
+        port.set("bus__read_addr__valid", 0)
+        if not port.get("bus__read_data__valid"):
+            raise RuntimeError(f"no byte one cycle after reading {region} at {offset + i}")
+        out.append(port.get("bus__read_data__payload"))
+        await port.tick()
+    port.set("bus__read_data__ready", 0)
     return bytes(out)
 
 
 async def run_stages(port, *, start=0, count=0, timeout=10_000_000):
-    port.set("run_arg", start | count << 8)
-    port.set("run", 1)
+    port.set("bus__run_arg", start | count << 8)
+    port.set("bus__run", 1)
     await port.tick()
-    port.set("run", 0)
+    port.set("bus__run", 0)
     for _ in range(timeout):
         await port.tick()
-        if port.get("done"):
-            return port.get("error")
+        if port.get("bus__done"):
+            return port.get("bus__error")
     raise TimeoutError(f"the accelerator did not finish within {timeout} cycles")
 
 
@@ -79,8 +85,9 @@ async def run_session(port, program, images, *, per_stage=False):
     """Load ``program``, then run every image of ``images`` (a list of ``(C, H, W)`` int arrays).
 
     Returns ``{"images": [{"stages": {index: bytes of its output}, "error": int,
-    "counters": [per-stage dicts]}]}``; with ``per_stage`` every stage runs on its own and its
-    output is read, else the stages run at once and only the last output is read.
+    "counters": [per run: [per stage: {counter: value}]]}]}`` (counters cumulative within a run);
+    with ``per_stage`` every stage runs on its own and its output is read, else the stages run at
+    once and only the last output is read.
     """
     for region, data in program.images().items():
         await write_bytes(port, region, 0, data)
@@ -95,7 +102,7 @@ async def run_session(port, program, images, *, per_stage=False):
             if error:
                 break
             ran = 1 if count else n
-            counters += await read_counters(port, program, ran)
+            counters.append(await read_counters(port, program, ran))
             last = start + ran - 1
             region, length = program.output_extent(last)
             outputs[last] = await read_bytes(port, region, 0, length)

@@ -73,7 +73,8 @@ class AcceleratorModel:
         c = self.config
         raw = np.array(self._lanes(self.weights[addr], c.weight_bits, c.cols), dtype=np.int64)
         if c.pe is Op.SHIFT:
-            sign = np.where(raw & 2, (raw & 3) - 4, raw & 3)
+            # Sign codes as hw.pe.Sign: 0b01 +1, 0b11 -1, 0b00 zero (and 0b10, invalid, zero).
+            sign = np.choose(raw & 3, [0, 1, 0, -1])
             return {"sign": sign[:, None], "exponent": (raw >> 2)[:, None]}
         w = np.where(raw >> (c.weight_bits - 1), raw - (1 << c.weight_bits), raw)
         return {"weight": w[:, None]}

@@ -136,7 +136,37 @@ def cmd_predict(args):
 
 
 def cmd_simulate(args):
-    _not_built("simulate (whole-network cycle-accurate simulation)")
+    from .model import load_model
+    from .compiler import CompileError
+    from ..sim.accel_sim import simulate_model, test_images
+    if args.images < 1:
+        raise CliError(f"--images must be at least 1, not {args.images}")
+    model = load_model(args.model)
+    x, labels = test_images(model, args.images)
+    try:
+        report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
+                                cols=args.cols, per_layer=args.per_layer,
+                                build_dir=args.build_dir)
+    except (CompileError, ValueError) as e:
+        raise CliError(str(e)) from None
+    report.update(model=args.model, labels=labels)
+    lines = [f"{args.model} on {args.simulator}: {report['config']['pe']} "
+             f"{args.rows}x{args.cols} array, requant {report['config']['requant_mode']}",
+             f"{'image':>5} {'label':>5} {'predicted':>9} {'golden':>6}"]
+    for n, (p, g) in enumerate(zip(report["predictions"], report["golden_predictions"])):
+        label = "-" if labels is None else labels[n]
+        lines.append(f"{n:>5} {label:>5} {'-' if p is None else p:>9} {g:>6}")
+    pes = args.rows * args.cols
+    per_stage = ", ".join(f"{s['name']} {s['cycles']} ({100 * s['utilisation']:.0f}%)"
+                          for s in report["stages"])
+    lines.append(f"cycles per inference: {report['cycles_per_inference']} ({per_stage}); "
+                 f"utilisation {100 * report['utilisation']:.1f}% of {pes} PEs "
+                 f"(ideal {report['ideal_cycles']} cycles)")
+    if report["mismatch"] is None:
+        lines.append(f"all {args.images} images bit-exact with the golden model")
+    _emit(args, report, "\n".join(lines))
+    if report["mismatch"] is not None:
+        raise CliError(f"mismatch with the golden model: {report['mismatch']['message']}")
 
 
 def cmd_build(args):
@@ -312,6 +342,11 @@ def build_parser():
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator", help="simulator")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
+    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
+    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    p.add_argument("--per-layer", action="store_true",
+                   help="run one stage at a time and compare every layer's output")
+    p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")
     add_json(p)
 
     p = add("build", cmd_build, "build a bitstream and its resource and timing report")

@@ -39,6 +39,7 @@ from .numerics import Op, int_range
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "COUNT_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "Stage", "Program", "compile_model",
+    "default_config",
     "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES",
 ]
 
@@ -487,6 +488,47 @@ class Program:
             stages.append(Stage(**d))
         return cls(config=config, model_name=head["model"], input_shape=tuple(head["input_shape"]),
                    stages=stages, weight_words=images[0], param_words=images[1])
+
+
+def default_config(model, *, rows=4, cols=4, **overrides):
+    """The build a model runs on with the array shape ``rows x cols``: PE kind, requantisation mode
+    and widths from the model, ``max_k`` its longest reduction, memories at least the
+    ``ArrayConfig`` defaults and large enough for it (powers of two). ``overrides`` replace any
+    of these (``ArrayConfig`` keyword arguments)."""
+    from ..hw.config import ArrayConfig
+    layers = model.compute_layers()
+    if not layers:
+        raise CompileError("the model has no conv2d or linear layer: nothing runs on the array")
+    ops = sorted({layer.op.value for layer in layers})
+    modes = sorted({layer.requant.mode.value for layer in layers})
+    if len(ops) > 1:
+        raise CompileError(f"the model mixes {' and '.join(ops)} layers; a build has one PE kind")
+    if len(modes) > 1:
+        raise CompileError(f"the model mixes requantisation modes {', '.join(modes)}; a build has "
+                           f"one")
+    shapes = [tuple(model.input_shape)] + model.validate()
+    ks = [layer.reduction_length(shapes[model.layers.index(layer)]) for layer in layers]
+    params = {"pe": ops[0], "rows": rows, "cols": cols, "x_bits": model.x_bits,
+              "requant_mode": modes[0], "max_k": max(ks)}
+    if ops[0] == "shift":
+        params.update(p_min=0, p_max=max(layer.p_max - layer.p_min for layer in layers))
+    elif ops[0] == "mul":
+        params["w_bits"] = max(layer.w_bits for layer in layers)
+    else:
+        params["w_bits"] = model.x_bits
+    params.update(overrides)
+    # Measure the memories on a generous build, then round up.
+    big = ArrayConfig(**{**params, "weight_depth": 1 << 20, "act_depth": 1 << 20,
+                         "param_depth": 1 << 20})
+    program = compile_model(model, big)
+    act = max(_ceil_div(shp[0], cols) * shp[1] * shp[2]
+              for st in program.stages for shp in (st.in_shape, st.out_shape))
+    pow2 = lambda n, least: max(least, 1 << (n - 1).bit_length())
+    defaults = {f.name: f.default for f in dataclasses.fields(ArrayConfig)}
+    sizes = {"weight_depth": pow2(len(program.weight_words), defaults["weight_depth"]),
+             "act_depth": pow2(act, defaults["act_depth"]),
+             "param_depth": pow2(len(program.param_words), defaults["param_depth"])}
+    return ArrayConfig(**{**params, **sizes, **overrides})
 
 
 def compile_model(model, config, *, name="model"):

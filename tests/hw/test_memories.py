@@ -1,0 +1,103 @@
+"""Memories: broadcast writes, per-bank reads that hold while disabled, bank 0's transparency,
+and the SB_SPRAM256KA instantiation for iCE40 UltraPlus builds."""
+
+import pytest
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+
+from addershift.hw.memories import ReplicatedMemory, WeightMemory
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_replicated_memory_broadcast_hold_and_transparency():
+    dut = ReplicatedMemory(banks=3, width=12, depth=20)
+
+    async def bench(ctx):
+        for addr in range(20):                       # one write reaches every bank
+            ctx.set(dut.w_en, 1)
+            ctx.set(dut.w_addr, addr)
+            ctx.set(dut.w_data, 100 + addr)
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        ctx.set(dut.r_en, 0b111)
+        for b, addr in enumerate((3, 7, 19)):
+            ctx.set(dut.r_addr[b], addr)
+        await ctx.tick()
+        assert [ctx.get(dut.r_data[b]) for b in range(3)] == [103, 107, 119]
+        ctx.set(dut.r_en, 0b010)                     # banks 0 and 2 hold their data
+        for b in range(3):
+            ctx.set(dut.r_addr[b], 5)
+        await ctx.tick()
+        assert [ctx.get(dut.r_data[b]) for b in range(3)] == [103, 105, 119]
+        # A read of the address written in the same cycle: bank 0 sees the new word.
+        ctx.set(dut.r_en, 0b111)
+        ctx.set(dut.w_en, 1)
+        ctx.set(dut.w_addr, 5)
+        ctx.set(dut.w_data, 999)
+        await ctx.tick()
+        assert [ctx.get(dut.r_data[b]) for b in range(3)] == [999, 105, 105]
+
+    _run(dut, bench)
+
+
+def test_weight_memory_holds_its_output():
+    dut = WeightMemory(width=20, depth=64)
+
+    async def bench(ctx):
+        ctx.set(dut.w_en, 1)
+        for addr in (9, 10):
+            ctx.set(dut.addr, addr)
+            ctx.set(dut.w_data, addr * 1000)
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        ctx.set(dut.r_en, 1)
+        ctx.set(dut.addr, 9)
+        await ctx.tick()
+        assert ctx.get(dut.r_data) == 9000
+        ctx.set(dut.r_en, 0)
+        ctx.set(dut.addr, 10)
+        for _ in range(3):
+            await ctx.tick()
+            assert ctx.get(dut.r_data) == 9000
+
+    _run(dut, bench)
+
+
+class _UltraPlus:
+    device = "iCE40UP5K"
+
+
+def _instances(fragment, kind):
+    count = 0
+    for sub, *_ in fragment.subfragments:
+        if getattr(sub, "type", None) == kind:
+            count += 1
+        count += _instances(sub, kind)
+    return count
+
+
+@pytest.mark.parametrize("width, depth, blocks", [(32, 4096, 2), (64, 16384, 4), (20, 32768, 4)])
+def test_spram_blocks_on_ultraplus(width, depth, blocks):
+    mem = WeightMemory(width=width, depth=depth)
+    assert mem.spram_blocks()[0] * mem.spram_blocks()[1] == blocks
+    fragment = Fragment.get(mem, _UltraPlus())
+    assert _instances(fragment, "SB_SPRAM256KA") == blocks
+    assert _instances(Fragment.get(WeightMemory(width=width, depth=depth), None),
+                      "SB_SPRAM256KA") == 0
+
+
+def test_weight_memory_too_large_for_spram():
+    with pytest.raises(ValueError) as e:
+        Fragment.get(WeightMemory(width=64, depth=32768), _UltraPlus())
+    assert str(e.value) == ("A weight memory of 32768 x 64 bits needs 8 SB_SPRAM256KA blocks; the "
+                            "iCE40UP5K has 4: use a smaller weight_depth")
+    with pytest.raises(ValueError, match="^depth must be an integer >= 1, not 0$"):
+        WeightMemory(width=8, depth=0)
+    with pytest.raises(TypeError, match="^spram must be None, False or True, not 'yes'$"):
+        WeightMemory(width=8, depth=8, spram="yes")
