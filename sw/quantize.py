@@ -305,7 +305,10 @@ def _build_module(torch):
             beta = getattr(self, f"{layer.name}__beta")
             mu = getattr(self, f"{layer.name}__mu")
             lim = float(1 << (BIAS_BITS - 2))
-            return round_ste(beta / mq - mu).clamp(-lim, lim)
+            # A factor that rounds to 0 zeroes the channel whatever the bias: keep the bias at 0.
+            live = mq != 0
+            b = round_ste(beta / torch.where(live, mq, torch.ones_like(mq)) - mu).clamp(-lim, lim)
+            return torch.where(live, b, torch.zeros_like(b))
 
         def accumulate(self, layer, x, w):
             e = layer.entry

@@ -2,9 +2,9 @@
 
 A network is described by a *spec*: a list of layer dicts (see :data:`DIGITS_SPEC`) that names every
 module, so the float PyTorch model (:class:`FloatNet`), its state_dict, imported checkpoints and the
-quantised :class:`model.QModel` share one set of layer names. :func:`train_model` trains the float
+quantised :class:`model.QModel` share one set of layer names. :func:`train_command` trains the float
 network, fine-tunes it with the golden model's integer arithmetic in the forward pass
-(:mod:`quantize`) and returns the quantised model. This module imports torch.
+(:mod:`quantize`) and writes the quantised model. This module imports torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .layers_torch import SHIFT_VARIANTS, layer_class
 
 __all__ = [
     "PE_KINDS", "DIGITS_SPEC", "digits_spec", "FloatNet", "TrainConfig", "default_config",
-    "train_float", "evaluate_float", "train_model", "TrainResult", "set_determinism", "train_command",
+    "train_float", "evaluate_float", "set_determinism", "train_command",
 ]
 
 PE_KINDS = ("adder", "shift", "mul")
@@ -245,32 +245,6 @@ def train_float(net, data, cfg, *, log=None):
         if log:
             log(f"float epoch {epoch + 1}/{cfg.epochs}: loss {total / x.shape[0]:.4f}")
     return evaluate_float(net, torch.from_numpy(data.test_x), torch.from_numpy(data.test_y))
-
-
-@dataclass
-class TrainResult:
-    model: object              # model.QModel
-    float_accuracy: float      # float network on the test split
-    int_accuracy: float        # golden model on the test split (what the hardware gives)
-    seconds: float
-    net: object = None         # the float FloatNet
-    qnet: object = None        # the fine-tuned quant.QuantNet
-
-
-def train_model(data, cfg, *, log=None):
-    """Float training, quantisation-aware fine-tuning and export: the ``addershift train`` flow."""
-    from .quantize import quantize_net, golden_accuracy
-    start = time.perf_counter()
-    set_determinism(cfg.seed)
-    spec = digits_spec(cfg.channels, data.classes)
-    net = FloatNet(spec, data.input_shape, pe=cfg.pe, variant=cfg.variant, p_min=cfg.p_min,
-                   p_max=cfg.p_max)
-    float_acc = train_float(net, data, cfg, log=log)
-    if log:
-        log(f"float test accuracy {float_acc:.4f}")
-    qmodel, qnet = quantize_net(net, data, cfg, log=log)
-    int_acc = golden_accuracy(qmodel, data.test_x, data.test_y)
-    return TrainResult(qmodel, float_acc, int_acc, time.perf_counter() - start, net, qnet)
 
 
 def train_command(*, pe, dataset="digits", output, mode=None, variant="q", epochs=None, qat_epochs=None,

@@ -142,6 +142,22 @@ def test_short_training_learns(tmp_path, pe, variant):
 
 
 @pytest.mark.train
+def test_training_on_an_idx_folder(tmp_path):
+    """28x28 images from IDX files (made here) train the same topology with a 784-input classifier."""
+    import importlib.util
+    from addershift.sw.train import train_command
+    spec = importlib.util.spec_from_file_location("_idx", pathlib.Path(__file__).with_name("test_data.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers.write_idx_set(tmp_path / "idx", n_train=64, n_test=16)
+    report = train_command(pe="adder", dataset=str(tmp_path / "idx"), output=tmp_path / "m.npz",
+                           epochs=1, qat_epochs=1)
+    model = load_model(tmp_path / "m.npz")
+    assert model.input_shape == (1, 28, 28) and report["test_images"] == 16
+    assert model.compute_layers()[-1].weights["weight"].shape == (10, 784)
+
+
+@pytest.mark.train
 def test_training_is_reproducible(tmp_path):
     from addershift.sw.train import train_command
     for name in ("a", "b"):
