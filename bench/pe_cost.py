@@ -10,7 +10,8 @@ does not fit is reported with its Yosys counts and the reason nextpnr gave.
     .venv/bin/python bench/pe_cost.py                      # everything (about an hour)
     .venv/bin/python bench/pe_cost.py --kinds adder --units 8 --targets ice40-up5k --breakdown
 
-Writes a table on stdout, ``pe_cost.json`` and a bar chart ``pe_cost.png`` in ``--out``. With
+Writes a table on stdout, ``pe_cost.json``, ``pe_cost.md`` (the table in Markdown) and a bar chart
+``pe_cost.png`` in ``--out``. With
 ``--breakdown`` it also prints, per design, which registers the LUTs feed
 (:func:`addershift.boards.netlist.breakdown`), the answer to "where do the LUTs go".
 """
@@ -113,6 +114,23 @@ def print_table(rows, *, header=True, file=sys.stdout):
         print(line, file=file, flush=True)
 
 
+def markdown(rows):
+    """The table as Markdown (what docs/cost.md shows)."""
+    out = ["| kind | unit | target | acc bits | LUT4 | carry | FF | DSP | `$mul` | placed cells "
+           "| cells (no harness) | cells / PE | Fmax MHz |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        unit = "PE" if r["unit"] == "pe" else f"{r['unit']}x{r['unit']}"
+        if r["fits"]:
+            tail = (f"{r['placed']} | {r['cells']} | {r['per_pe']} | "
+                    f"{_fmt(r['fmax_mhz'], '.1f')} |")
+        else:
+            tail = "does not fit | | | |"
+        out.append(f"| {r['kind']} | {unit} | {r['target']} | {r['acc_bits']} | {r['lut4']} | "
+                   f"{r['carry']} | {r['ff']} | {r['dsp']} | {r['premap_mul']} | {tail}")
+    return "\n".join(out) + "\n"
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -211,8 +229,9 @@ def main(argv=None):
         "rows": rows,
     }
     (out / "pe_cost.json").write_text(json.dumps(result, indent=1))
+    (out / "pe_cost.md").write_text(markdown(rows))
     plot(rows, out / "pe_cost.png")
-    print(f"\nwrote {out / 'pe_cost.json'} and {out / 'pe_cost.png'}")
+    print(f"\nwrote {out / 'pe_cost.json'}, {out / 'pe_cost.md'} and {out / 'pe_cost.png'}")
 
 
 if __name__ == "__main__":

@@ -153,9 +153,13 @@ class Board:
         m.submodules.reset_sync = ResetSynchronizer(hold, domain="por")
         cycles = max(16, math.ceil(por_us * achieved))
         count = Signal(range(cycles + 1))
+        # The core's reset comes straight from a flip-flop: a compare in front of it would sit on
+        # every path through the core's reset and enable logic (it was on the critical path).
+        held = Signal(init=1)
         with m.If(count != cycles):
             m.d.por += count.eq(count + 1)
-        m.d.comb += cd.rst.eq(count != cycles)
+        m.d.por += held.eq(count != cycles)
+        m.d.comb += cd.rst.eq(held)
         return achieved, locked
 
     def program_commands(self):

@@ -124,3 +124,19 @@ def test_program_uses_the_first_installed_tool(tmp_path, monkeypatch):
     bit.write_bytes(b"\0")
     assert program(board="icebreaker", bitstream=bit, dry_run=True) == \
         ["/opt/openFPGALoader", "-b", "icebreaker", str(bit)]
+
+
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"])
+def test_every_board_elaborates_with_its_pins(name):
+    """Build files for each board (no tools run): pins, PLL and the device in the nextpnr call."""
+    board = get_board(name)
+    plan = board.platform().prepare(BoardTop(_Echo(), board=board), "top")
+    files = plan.files
+    script = files["build_top.sh"]
+    rtlil = files["top.il"]
+    if board.family == "ice40":
+        assert "--up5k" in script and "SB_PLL40_PAD" in rtlil
+        assert "set_io uart_0__rx__io 6" in files["top.pcf"]
+    else:
+        assert f"--{board.device.split('-')[1][:-1].lower()}k" in script and "EHXPLLL" in rtlil
+        assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in files["top.lpf"]
