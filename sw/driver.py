@@ -155,6 +155,9 @@ class Device:
         self.stats = {"frames": 0, "resent": 0, "naks": 0, "lost": 0, "timeouts": 0, "stale": 0}
         self._last_attempts = []
         try:
+            # A previous session may have left the device's parser inside a frame. Most devices
+            # take 256-byte payloads; should this be too short, a timeout pads to the limit.
+            self._resync(guess=256)
             self._identity = self.identify()
         except BaseException:
             self.close()
@@ -212,13 +215,15 @@ class Device:
         except (serial.SerialException, OSError) as e:
             raise LinkTimeout(f"the board at {self._url} disconnected ({e})") from None
 
-    def _resync(self):
+    def _resync(self, *, guess=None):
         """Bring the device's parser back to hunting for a sync word, whatever it was doing.
 
         A run of zero bytes as long as the longest frame completes any frame it was in the middle
-        of (which then fails its CRC); in between frames zeros are ignored.
+        of (which then fails its CRC); in between frames zeros are ignored. Before identify the
+        longest frame is unknown: ``guess`` (or the protocol's limit) stands in.
         """
-        longest = (self._identity.max_payload if self._identity else P.MAX_PAYLOAD_LIMIT)
+        longest = (self._identity.max_payload if self._identity
+                   else guess or P.MAX_PAYLOAD_LIMIT)
         self._send(bytes(longest + P.REQUEST_OVERHEAD))
         self._decoder.drop_partial()
 
