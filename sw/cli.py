@@ -77,8 +77,8 @@ def _training_call(func, args, **kwargs):
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
     try:
         report = func(**kwargs, log=log)
-    except (DataError, QuantizeError, importers.CheckpointError) as e:
-        raise CliError(str(e)) from None
+    except (DataError, QuantizeError, importers.CheckpointError, ValueError) as e:
+        raise CliError(str(e)) from None      # all of them: a setting or a file the user can fix
     text = (f"float accuracy {100 * report['float_accuracy']:.2f}%, integer accuracy (golden model) "
             f"{100 * report['int_accuracy']:.2f}% on {report['test_images']} test images "
             f"[{report['pe']}, requant {report['mode']}]; wrote {report['output']} "
@@ -86,24 +86,28 @@ def _training_call(func, args, **kwargs):
     _emit(args, report, text)
 
 
+def _mode(args):
+    return None if args.mode == "auto" else args.mode
+
+
 def cmd_train(args):
     from .train import train_command
     _training_call(train_command, args, pe=args.pe, dataset=args.dataset, output=args.output,
-                   mode=args.mode, variant=args.variant, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                   mode=_mode(args), variant=args.variant, epochs=args.epochs, qat_epochs=args.qat_epochs,
                    seed=args.seed, x_bits=args.x_bits, save_float=args.save_float)
 
 
 def cmd_quantize(args):
     from .importers import quantize_command
     _training_call(quantize_command, args, checkpoint=args.checkpoint, output=args.output,
-                   dataset=args.dataset, mode=args.mode, qat_epochs=args.qat_epochs, seed=args.seed,
+                   dataset=args.dataset, mode=_mode(args), qat_epochs=args.qat_epochs, seed=args.seed,
                    x_bits=args.x_bits)
 
 
 def cmd_import(args):
     from .importers import import_command
     _training_call(import_command, args, checkpoint=args.checkpoint, output=args.output,
-                   fmt=args.format, arch=args.arch, dataset=args.dataset, mode=args.mode,
+                   fmt=args.format, arch=args.arch, dataset=args.dataset, mode=_mode(args),
                    qat_epochs=args.qat_epochs, seed=args.seed, x_bits=args.x_bits)
 
 
@@ -297,11 +301,12 @@ def build_parser():
     def add_quant_args(p, qat_default):
         p.add_argument("--dataset", default="digits",
                        help="'digits' (built in) or a folder of MNIST-style IDX files")
-        p.add_argument("--mode", choices=("shift", "pow2x2", "mul"),
-                       help="requantisation mode (default: pow2x2 for adder and shift networks, "
-                            "mul for mul networks)")
+        p.add_argument("--mode", choices=("auto", "shift", "pow2x2", "mul"), default="auto",
+                       help="requantisation mode; auto: pow2x2 for adder and shift networks, mul for "
+                            "mul networks")
         p.add_argument("--qat-epochs", type=int, default=qat_default,
-                       help="epochs of quantisation-aware fine-tuning (default: per PE kind)")
+                       help="epochs of quantisation-aware fine-tuning" +
+                            ("; None: 10" if qat_default is None else ""))
         p.add_argument("--x-bits", type=int, default=8, help="activation width (signed bits)")
         p.add_argument("--seed", type=int, default=0, help="random seed")
         p.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
@@ -313,7 +318,7 @@ def build_parser():
     p.add_argument("--variant", choices=("q", "ps"), default="q",
                    help="DeepShift variant of shift networks (Q: rounded weights, PS: trained "
                         "exponent and sign)")
-    p.add_argument("--epochs", type=int, help="float training epochs (default: per PE kind)")
+    p.add_argument("--epochs", type=int, help="float training epochs; None: 30 (60 for --variant ps)")
     p.add_argument("--save-float", metavar="FILE", help="also write the float checkpoint (.pt)")
     add_quant_args(p, None)
 

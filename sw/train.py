@@ -161,6 +161,22 @@ class TrainConfig:
     channels: tuple = (8, 16)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        from .numerics import RequantMode
+        if self.pe not in PE_KINDS:
+            raise ValueError(f"PE kind must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
+        if self.mode not in [m.value for m in RequantMode]:
+            raise ValueError(f"Requantisation mode must be one of shift, pow2x2, mul, not {self.mode!r}")
+        if self.variant not in SHIFT_VARIANTS:
+            raise ValueError(f"Shift variant must be one of {', '.join(SHIFT_VARIANTS)}, not {self.variant!r}")
+        for name, lo, hi in (("epochs", 0, None), ("qat_epochs", 0, None), ("batch_size", 1, None),
+                             ("x_bits", 4, 16), ("shift_bits", 1, 5), ("seed", 0, None)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, int) or value < lo
+                    or (hi is not None and value > hi)):
+                rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise ValueError(f"{name} must be an integer {rng}, not {value!r}")
+
 
 def default_config(pe, *, mode=None, **overrides):
     """The settings of the shipped digits models for one PE kind."""

@@ -190,3 +190,7 @@ def test_train_and_quantize_commands(tmp_path, capsys):
     assert "not an addershift float checkpoint (format 'addershift-float')" in capsys.readouterr().err
     assert main(["train", "--dataset", str(tmp_path / "none"), "-o", str(again)]) == 1
     assert "none: not a folder" in capsys.readouterr().err
+    assert main(["train", "--x-bits", "3", "-o", str(again)]) == 1
+    assert "x_bits must be an integer in [4, 16], not 3" in capsys.readouterr().err
+    assert main(["train", "--qat-epochs", "-1", "-o", str(again)]) == 1
+    assert "qat_epochs must be an integer >= 0, not -1" in capsys.readouterr().err
