@@ -22,13 +22,13 @@ drains a row per transfer while the PEs already sum the next reduction.
 Timing: the cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators clear then), so a
 reduction of K steps occupies K + 1 input cycles. The array stalls its input (``i.ready`` low) for
 output back-pressure only when a finished reduction cannot be copied because the previous one has
-not been read out yet: with ``o.ready`` always high, reductions of ``K >= rows - 1`` steps stream
-back to back with no stall.
+not been read out completely: with ``o.ready`` always high, reductions of ``K >= rows`` steps
+stream back to back with no stall (:meth:`SystolicArray.reduction_cycles`).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -175,8 +175,8 @@ class SystolicArray(wiring.Component):
 
     def reduction_cycles(self, length):
         """Input cycles per reduction of ``length`` steps when reductions stream back to back with
-        ``o.ready`` always high: ``max(length + 1, rows)``."""
-        return max(length + self.idle_after_last, self._rows)
+        ``o.ready`` always high: ``max(length, rows) + 1``."""
+        return max(length, self._rows) + self.idle_after_last
 
     def params(self):
         """The parameters and the derived accumulator width as a plain dict (for reports)."""
@@ -198,28 +198,42 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
         # Result registers: one shift chain per column, row 0 at the output end.
-        result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}") for c in range(cols)]
+        result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True)
+                   for c in range(cols)]
                   for r in range(rows)]
         count = Signal(range(rows + 1))  # result rows not yet read out
         done = pes[0][0].done            # every PE finishes in the same cycle
 
+        empty = Signal(init=1)           # count == 0, as a register of its own
         take = Signal()
         m.d.comb += [
-            self.o.valid.eq(count != 0),
+            self.o.valid.eq(~empty),
             self.o.payload.last.eq(count == 1),
             take.eq(self.o.valid & self.o.ready),
         ]
         for c in range(cols):
             m.d.comb += self.o.payload.acc[c].eq(result[0][c])
 
-        # A finished reduction waits (and freezes the array) only while unread rows remain.
-        free = Signal()
+        # A finished reduction waits, freezing the array, while unread rows remain:
+        # hold = done & ~empty. `hold` is the clock enable of every register in the array, so it
+        # is itself a register, computed a cycle ahead from the next values of `done` and `empty`
+        # (the control pipeline below mirrors the PEs'; synthesis merges the copies).
         hold = Signal()
-        m.d.comb += [
-            free.eq((count == 0) | ((count == 1) & take)),
-            hold.eq(done & ~free),
-        ]
-        with m.If(done & free):
+        run = ~hold
+        valid0, last0 = Signal(), Signal()
+        valid1, last1 = Signal(), Signal()
+        with m.If(run):
+            m.d.sync += [valid1.eq(valid0), last1.eq(last0)]
+        done_next = Mux(run, valid1 & last1, done)
+        empty_next = Signal()
+        with m.If(done & empty):
+            m.d.comb += empty_next.eq(0)
+        with m.Elif(take):
+            m.d.comb += empty_next.eq(count == 1)
+        with m.Else():
+            m.d.comb += empty_next.eq(empty)
+        m.d.sync += [hold.eq(done_next & ~empty_next), empty.eq(empty_next)]
+        with m.If(done & empty):
             m.d.sync += count.eq(rows)
             for r in range(rows):
                 for c in range(cols):
@@ -232,9 +246,10 @@ class SystolicArray(wiring.Component):
 
         # Input: operands registered once, then broadcast along rows (x) and columns (w).
         after_last = Signal()
-        x_reg = [Signal(signed(self.x_bits), name=f"x_{r}") for r in range(rows)]
-        w_reg = [Signal(self._pe.operand_shape, name=f"w_{c}") for c in range(cols)]
-        valid0, last0 = Signal(), Signal()
+        # Data registers need no reset (valid bits say when they matter): fewer reset nets.
+        x_reg = [Signal(signed(self.x_bits), name=f"x_{r}", reset_less=True) for r in range(rows)]
+        w_reg = [Signal(self._pe.operand_shape, name=f"w_{c}", reset_less=True)
+                 for c in range(cols)]
         transfer = Signal()
         m.d.comb += [
             self.i.ready.eq(~hold & ~after_last),

@@ -319,13 +319,14 @@ class PE(wiring.Component):
         """The term value from its register (a kind may leave constant bits out of the register)."""
         return t
 
+
     def elaborate(self, platform):
         m = Module()
         run = ~self.hold
 
         if self._register_inputs:
-            x = Signal(signed(self._x_bits))
-            w = Signal(self.operand_shape)
+            x = Signal(signed(self._x_bits), reset_less=True)
+            w = Signal(self.operand_shape, reset_less=True)
             valid0, last0 = Signal(), Signal()
             with m.If(run):
                 m.d.sync += [x.eq(self.x), w.eq(self.encode_weight(self.w)),
@@ -334,15 +335,15 @@ class PE(wiring.Component):
             x, w, valid0, last0 = self.x, self.w, self.valid, self.last
 
         t_comb, c_comb = self._term(m, x, w)
-        t = Signal(t_comb.shape(), name="t")
-        c = Signal(name="c")
+        # Data registers need no reset: `valid1` says when they matter.
+        t = Signal(t_comb.shape(), name="t", reset_less=True)
+        c = Signal(name="c", reset_less=True)
         valid1, last1 = Signal(), Signal()
         with m.If(run):
             m.d.sync += [t.eq(t_comb), c.eq(c_comb), valid1.eq(valid0), last1.eq(last0)]
-
-        with m.If(run):
             m.d.sync += self.done.eq(valid1 & last1)
-            # Clearing on `done` maps to the flip-flops' synchronous reset (no LUT).
+            # Clearing on `done` is the accumulator flip-flops' synchronous reset (no LUT); its
+            # clock enable, ~hold & (valid1 | done), is one LUT of registers shared by all PEs.
             with m.If(self.done):
                 m.d.sync += self.acc.eq(0)
             with m.Elif(valid1):

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.hdl import Shape, signed
-from amaranth.hdl import Module
+from amaranth.hdl import ClockDomain, Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -318,3 +318,52 @@ def test_shift_weight_layout():
         layout.encode(1, 3)
     assert ShiftWeight(p_min=0, p_max=0) == ShiftWeight(p_min=0, p_max=0)
     assert ShiftWeight(p_min=0, p_max=0) != ShiftWeight(p_min=0, p_max=1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reset_mid_reduction(kind):
+    """A one-cycle reset in the middle of a reduction: the next reductions start from zero."""
+    rng = np.random.default_rng(13)
+    pe = make_pe(kind, max_length=10)
+    first = random_reductions(pe, 1, rng)[0]
+    after = [random_reductions(pe, 1, rng)[0] for _ in range(3)]
+    samples = []
+
+    async def bench(ctx):
+        x, weights = first
+        for j in range(min(3, len(x))):       # a partial reduction, then reset
+            ctx.set(pe.valid, 1)
+            ctx.set(pe.x, int(x[j]))
+            ctx.set(_raw(pe.w), weight_bits(pe, weights, j))
+            await ctx.tick()
+        # Steps in flight in every pipeline stage when the reset comes.
+        ctx.set(pe.valid, 1)
+        ctx.set(pe.x, int(x[0]))
+        ctx.set(_raw(pe.w), weight_bits(pe, weights, 0))
+        await ctx.tick()
+        ctx.set(cd.rst, 1)
+        await ctx.tick()
+        ctx.set(cd.rst, 0)
+        ctx.set(pe.valid, 0)
+        for x, weights in after:
+            for j in range(len(x)):
+                ctx.set(pe.valid, 1)
+                ctx.set(pe.last, j == len(x) - 1)
+                ctx.set(pe.x, int(x[j]))
+                ctx.set(_raw(pe.w), weight_bits(pe, weights, j))
+                await ctx.tick()
+            ctx.set(pe.valid, 0)
+            ctx.set(pe.last, 0)
+            for _ in range(pe.latency + 1):
+                if ctx.get(pe.done):
+                    samples.append(ctx.get(pe.acc))
+                await ctx.tick()
+
+    top = Module()
+    top.submodules.pe = pe
+    top.domains.sync = cd = ClockDomain("sync")
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert samples == [golden(pe, x, w) for x, w in after]
