@@ -2,9 +2,10 @@
 
 Each candidate is a full board build (``addershift build``: PLL, reset, UART pins, LEDs), with the
 array behind the two-pin I/O harness until the accelerator top (memories, sequencer, host link)
-exists. Shapes are tried in order of PE count (n x n, then n x (n+1)); a doubling phase finds a
-failing size, then a binary search the largest passing one (a design that does not place, or
-places but misses the clock, fails). The multiplier baseline runs twice: on DSP blocks and in LUTs.
+exists. Shapes are n x n and n x (n+1) in order of PE count. The search first finds the area
+limit (the largest shape that places), then walks down from it to the largest that also meets the
+board's clock (see :func:`largest`). The multiplier baseline runs twice: on DSP blocks and in
+LUTs.
 
     .venv/bin/python bench/fit_study.py --boards icebreaker                 # ~30 minutes
     .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder    # hours: 32x32 takes
@@ -72,7 +73,8 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
                    dsp=r.resources["dsp"].to_dict(), premap_mul=r.premap_mul,
                    reason=None if r.timing_met else f"Fmax {r.fmax:.1f} < {r.clock_mhz:g} MHz")
     rec["seconds"] = round(time.monotonic() - start, 1)
-    verdict = "ok" if rec["ok"] else f"FAIL ({rec['reason']})"
+    verdict = ("ok" if rec.get("timing_met") else f"placed, {rec['reason']}") if rec["placed"] \
+        else f"does not place ({rec['reason']})"
     pct = rec.get("logic_cells", {}).get("percent")
     cells = "" if pct is None else f"{pct:5.1f}% cells"
     fmax = f"Fmax {rec['fmax_mhz']:.1f}" if "fmax_mhz" in rec else ""
@@ -82,45 +84,71 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
 
 
 def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=False):
-    """Largest passing shape: doubling in PE count, then binary search over :func:`shapes`."""
+    """Largest passing shape, in two phases over :func:`shapes`.
+
+    1. The area limit: doubling in PE count (or what the cell budget suggests), then a binary
+       search for the largest shape that places (timing ignored).
+    2. Unless ``ignore_timing``: from that shape down, the largest that also meets the clock.
+       Fmax is not monotonic in the array size (placement noise, and the slowest path may be
+       control logic rather than PEs), so this walks down from the area limit in steps of
+       about 15 % of the PEs, then searches between the last failure and the first success.
+    """
     order = shapes(max_side)
     tried = {}
 
-    def ok(i):
+    def run(i):
         if i not in tried:
             rows, cols = order[i]
-            rec = attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out, seed=seed,
-                          ignore_timing=ignore_timing)
-            tried[i] = rec
-        return tried[i]["ok"]
+            tried[i] = attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out,
+                               seed=seed, ignore_timing=True)
+        return tried[i]
 
-    if not ok(0):
-        return None, list(tried.values())
-    lo, hi = 0, None                  # lo passes; hi (if known) fails
-    while hi is None:
+    def placed(i):
+        return run(i)["placed"]
+
+    def met(i):
+        return run(i)["placed"] and run(i)["timing_met"]
+
+    def bisect(lo, hi, ok):
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def records():
+        return sorted(tried.values(), key=lambda r: r["pes"])
+
+    if not placed(0):
+        return None, records()
+    lo, hi = 0, None                  # lo places; hi (if known) does not
+    while hi is None and lo < len(order) - 1:
         rec = tried[lo]
-        # Aim at twice the PEs, or at what the cell budget suggests if that is closer.
         target_pes = 2 * rec["pes"]
         pct = rec.get("logic_cells", {}).get("percent")
         if pct:
             target_pes = min(target_pes, max(rec["pes"] + 1, int(rec["pes"] * 100 / pct * 1.05)))
         nxt = next((i for i, (r, c) in enumerate(order) if r * c >= target_pes), len(order) - 1)
         nxt = max(nxt, lo + 1)
-        if nxt >= len(order):
-            break
-        if ok(nxt):
+        if placed(nxt):
             lo = nxt
-            if lo == len(order) - 1:
-                break
         else:
             hi = nxt
-    while hi is not None and hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return tried[lo], sorted(tried.values(), key=lambda r: r["pes"])
+    area = bisect(lo, hi, placed) if hi is not None else lo
+    if ignore_timing:
+        return tried[area], records()
+
+    i, fail = area, None
+    while not met(i):
+        fail = i
+        if i == 0:
+            return None, records()
+        pes = order[i][0] * order[i][1]
+        i = max([j for j in range(i) if order[j][0] * order[j][1] <= 0.85 * pes] or [i - 1])
+    best = bisect(i, fail, met) if fail is not None else i
+    return tried[best], records()
 
 
 def plot(results, path, title):
