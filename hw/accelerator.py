@@ -122,16 +122,19 @@ class Accelerator(wiring.Component):
         m.submodules.wb = wb = Writeback(config=cfg)
 
         busy = seq.busy
-        src = seq.stage[0]                 # stage s reads buffer s % 2 and writes the other one
+        # Stage s reads buffer s % 2 and writes the other one; the generator's stage and the
+        # write side's stage differ while one stage drains and the next one waits.
+        src = seq.stage[0]
+        dst = ~seq.wb_stage[0]
         m.d.comb += [
             seq.run.eq(self.bus.run), seq.run_start.eq(self.bus.run_arg[:8]),
             seq.run_count.eq(self.bus.run_arg[8:16]),
             self.bus.busy.eq(seq.busy), self.bus.done.eq(seq.done), self.bus.error.eq(seq.error),
             self.bus.counters[0].eq(seq.total), self.bus.counters[1].eq(seq.busy_pe),
             self.bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
-            gen.desc.eq(seq.desc), feeder.desc.eq(seq.desc), wb.desc.eq(seq.desc),
-            gen.start.eq(seq.start), feeder.start.eq(seq.start), wb.start.eq(seq.start),
-            seq.units_busy.eq(wb.busy),
+            gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.hold.eq(seq.gen_hold),
+            feeder.desc.eq(seq.wb_desc), wb.desc.eq(seq.wb_desc),
+            feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start), seq.wb_busy.eq(wb.busy),
             perf_w.en.eq(seq.perf_en), perf_w.addr.eq(seq.perf_addr), perf_w.data.eq(seq.perf_data),
         ]
 
@@ -224,10 +227,10 @@ class Accelerator(wiring.Component):
         # Activation buffers: the source feeds the array rows; the destination takes the
         # write-back (and its bank 0 serves the max-pool reads); the host while idle.
         for b, buf in enumerate(bufs):
-            is_src = src == b
+            is_src, is_dst = src == b, dst == b
             he, hd = host_commit[f"act{b}"]
             m.d.comb += [
-                buf.w_en.eq(Mux(busy, wb.w_en & ~is_src, he)),
+                buf.w_en.eq(Mux(busy, wb.w_en & is_dst, he)),
                 buf.w_addr.eq(Mux(busy, wb.w_addr, host_word[f"act{b}"])),
                 buf.w_data.eq(Mux(busy, wb.w_data, hd)),
             ]
@@ -235,11 +238,13 @@ class Accelerator(wiring.Component):
                 m.d.comb += buf.r_addr[r].eq(gen.o.payload.addr[r])
             with m.If(busy & is_src):
                 m.d.comb += buf.r_en.eq(Mux(adv, (1 << R) - 1, 0))
-            with m.Elif(busy):
-                m.d.comb += [buf.r_en.eq(1), buf.r_addr[0].eq(wb.r_addr)]
-            with m.Else():
+            with m.If(busy & is_dst):
+                # While the next stage waits for this buffer, the generator is held: bank 0 is
+                # the write-back's.
+                m.d.comb += [buf.r_en[0].eq(1), buf.r_addr[0].eq(wb.r_addr)]
+            with m.If(~busy):
                 m.d.comb += [buf.r_en.eq(accept), buf.r_addr[0].eq(rd_word[f"act{b}"])]
-        m.d.comb += wb.r_data.eq(Mux(src, bufs[0].r_data[0], bufs[1].r_data[0]))
+        m.d.comb += wb.r_data.eq(Mux(dst, bufs[1].r_data[0], bufs[0].r_data[0]))
         m.d.comb += [perf_r.addr.eq(rd_word["counters"]), perf_r.en.eq(accept)]
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[0], "act0": bufs[0].r_data[0],

@@ -9,12 +9,19 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from ..sw.compiler import descriptor_fields
+from ..sw.compiler import WRITE_FIELDS, descriptor_fields
 
-__all__ = ["descriptor_layout"]
+__all__ = ["descriptor_layout", "write_layout"]
 
 
 def descriptor_layout(config):
     """The ``StructLayout`` of one descriptor of build ``config``."""
     return data.StructLayout({name: signed(bits) if is_signed else unsigned(bits)
                               for name, bits, is_signed in descriptor_fields(config)})
+
+
+def write_layout(config):
+    """The fields of :data:`compiler.WRITE_FIELDS` only: what the write side of a stage reads."""
+    return data.StructLayout({name: signed(bits) if is_signed else unsigned(bits)
+                              for name, bits, is_signed in descriptor_fields(config)
+                              if name in WRITE_FIELDS})

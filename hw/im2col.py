@@ -56,6 +56,9 @@ class Im2colGenerator(wiring.Component):
         The stage's descriptor; must hold still from ``start`` until ``busy`` falls.
     start : ``In(1)``
         Begin the stage (a one-cycle pulse while idle).
+    hold : ``In(1)``
+        Emit no step (the previous stage is still writing this one's input); the walker fills
+        the first tile meanwhile.
     busy : ``Out(1)``
         Steps remain to be emitted.
     o : ``Out(stream.Signature(step_layout(config)))``
@@ -69,6 +72,7 @@ class Im2colGenerator(wiring.Component):
         super().__init__({
             "desc": In(descriptor_layout(config)),
             "start": In(1),
+            "hold": In(1),
             "busy": Out(1),
             "o": Out(stream.Signature(step_layout(config))),
         })
@@ -173,7 +177,7 @@ class Im2colGenerator(wiring.Component):
             p.lane.eq(lane), p.w_addr.eq(w_addr), p.last.eq(last),
             p.busy.eq(Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
                           Mux(og_last, d.busy_cols, d.busy_full))),
-            self.o.valid.eq(loaded),
+            self.o.valid.eq(loaded & ~self.hold),
             self.busy.eq(issuing),
         ]
 

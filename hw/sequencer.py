@@ -1,10 +1,19 @@
 """The sequencer: runs a program's stages from memory with no help from the host.
 
 :class:`Sequencer` is the control state machine. On ``run`` it loads stage ``start``'s descriptor
-from the weight memory (``descriptor_slot_words`` words at ``stage * slot``), checks its magic, starts
-the stage's units (the im2col generator, the requantisation parameter feeder and the write-back),
-waits until the write-back has written the stage's last row, records the performance counters and
-goes on with the next stage, until a descriptor marked ``last`` (or ``count`` stages) has run.
+from the weight memory (``descriptor_slot_words`` words at ``stage * slot``), checks its magic and
+starts the im2col generator. A stage's *read side* (generator, read stage, array input) and its
+*write side* (array output, requantiser, write-back) overlap with the neighbouring stages:
+
+- as soon as the generator has issued a stage's last k-step, the next descriptor is loaded and the
+  generator started on it (its walker fills the first tile), held before its first k-step;
+- when the write-back has written the previous stage's last word (the next stage's input is
+  complete), the sequencer hands the write-side fields (``compiler.WRITE_FIELDS``) to the
+  write-back and the parameter feeder, starts them and releases the generator.
+
+So a stage costs its k-steps plus the drain of its pipeline; the descriptor load and the walker's
+first fill hide in the previous stage's drain. Runs end at a descriptor marked ``last`` (or after
+``count`` stages) once its last word is written.
 
 :class:`RequantFeeder` sits between the array and the requantiser: it streams the stage's
 per-channel parameters from the parameter memory, one channel per cycle, into a shadow bank while
@@ -13,8 +22,8 @@ the ReLU bit to each finished row.
 
 Performance counters (all since the run started): ``total`` cycles busy, ``issue`` k-steps taken by
 the array, ``busy_pe`` useful PE-cycles (PEs whose row holds a pixel and whose column a channel,
-per step), ``stall`` cycles in which the stage still had k-steps to issue and none was taken. The
-rest of ``total`` is per-stage overhead: loading the descriptor and draining the pipeline.
+per step), ``stall`` cycles in which a released stage had k-steps left and none was taken. A
+stage's cycles run from the end of the previous stage (its last write) to its own last write.
 """
 
 from __future__ import annotations
@@ -23,9 +32,9 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.compiler import (DESCRIPTOR_MAGIC, DIM_BITS, PERF_COUNTERS, PERF_STAGES,
+from ..sw.compiler import (DESCRIPTOR_MAGIC, DIM_BITS, PERF_COUNTERS, PERF_STAGES, WRITE_FIELDS,
                            descriptor_slot_words)
-from .descriptor import descriptor_layout
+from .descriptor import descriptor_layout, write_layout
 
 __all__ = ["Sequencer", "RequantFeeder", "Error"]
 
@@ -49,16 +58,18 @@ class Sequencer(wiring.Component):
         :class:`Error` code.
     total, issue, busy_pe, stall : ``Out(counter_bits)``
     stage : ``Out(8)``
-        The stage running (its input buffer is ``stage % 2``).
+        The stage the generator reads for (its input buffer is ``stage % 2``).
     desc : ``Out(descriptor_layout(config))``
-    start : ``Out(1)``
-        Starts a stage's units (one cycle).
-    units_busy : ``In(1)``
-        The stage's rows are not all written yet.
+        That stage's descriptor.
+    gen_start : ``Out(1)``, gen_hold : ``Out(1)``, issuing : ``In(1)``
+        Start the generator; hold it before its first k-step; it (or the read stage) still has
+        k-steps of the stage to issue.
+    wb_stage : ``Out(8)``
+        The stage the write side writes (its output buffer is ``(wb_stage + 1) % 2``).
+    wb_desc : ``Out(write_layout(config))``, wb_start : ``Out(1)``, wb_busy : ``In(1)``
+        The write side's fields, its start pulse, and whether it still has rows to write.
     step, step_busy : ``In``
         The array took a k-step this cycle, with ``step_busy`` useful PEs.
-    issuing : ``In(1)``
-        The stage has k-steps left to issue (for the stall counter).
     mem_addr, mem_read : ``Out``, mem_data : ``In``
         The weight memory port while loading a descriptor (data one cycle after ``mem_read``).
     perf_en, perf_addr, perf_data : ``Out``
@@ -68,18 +79,18 @@ class Sequencer(wiring.Component):
     def __init__(self, *, config):
         self._config = config
         cb = config.counter_bits
-        layout = descriptor_layout(config)
         self._slot = descriptor_slot_words(config)
         super().__init__({
             "run": In(1), "run_start": In(8), "run_count": In(8),
             "busy": Out(1), "done": Out(1), "error": Out(8),
             "total": Out(cb), "issue": Out(cb), "busy_pe": Out(cb), "stall": Out(cb),
             "stage": Out(8),
-            "desc": Out(layout),
-            "start": Out(1),
-            "units_busy": In(1),
+            "desc": Out(descriptor_layout(config)),
+            "gen_start": Out(1), "gen_hold": Out(1), "issuing": In(1),
+            "wb_stage": Out(8),
+            "wb_desc": Out(write_layout(config)),
+            "wb_start": Out(1), "wb_busy": In(1),
             "step": In(1), "step_busy": In((config.rows * config.cols).bit_length()),
-            "issuing": In(1),
             "mem_addr": Out(config.weight_addr_bits), "mem_read": Out(1),
             "mem_data": In(config.weight_word_bits),
             "perf_en": Out(1), "perf_addr": Out(range(4 * PERF_STAGES)), "perf_data": Out(cb),
@@ -92,32 +103,60 @@ class Sequencer(wiring.Component):
         cfg = self._config
         slot, W = self._slot, cfg.weight_word_bits
         shift = (slot - 1).bit_length()
+        cb = cfg.counter_bits
 
         desc_reg = Signal(slot * W)
         m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
 
-        # Counters.
+        # --- the write side: hand-over, start one cycle later, end ---------------------------
+        handed = Signal()          # the generator's stage has been handed to the write side
+        start_wb = Signal()        # registered: wb_desc is in place this cycle
+        wb_active = Signal()       # the write side has a stage in flight
+        m.d.comb += [self.wb_start.eq(start_wb), self.gen_hold.eq(~handed)]
+        m.d.sync += start_wb.eq(0)
+        with m.If(start_wb):
+            m.d.sync += wb_active.eq(1)
+        stage_end = Signal()
+        m.d.comb += stage_end.eq(wb_active & ~self.wb_busy)
+
+        def hand_over():
+            return [getattr(self.wb_desc, name).eq(getattr(self.desc, name))
+                    for name in WRITE_FIELDS] + [
+                    self.wb_stage.eq(self.stage), start_wb.eq(1), handed.eq(1)]
+
+        # --- counters ------------------------------------------------------------------------
         with m.If(self.busy):
             m.d.sync += self.total.eq(self.total + 1)
         with m.If(self.step):
             m.d.sync += [self.issue.eq(self.issue + 1),
                          self.busy_pe.eq(self.busy_pe + self.step_busy)]
+        with m.If(handed & self.issuing & ~self.step):
+            m.d.sync += self.stall.eq(self.stall + 1)
 
-        # Per-stage snapshot: total at the stage's end, the others (unchanged outside a stage's
-        # run) in the next three cycles.
+        # Per-stage snapshot at a stage's end: total written at once, the others latched and
+        # written in the next three cycles.
         snap = Signal(range(len(PERF_COUNTERS) + 1))
-        snap_stage = Signal(8)
-        values = [self.total, self.issue, self.busy_pe, self.stall]
-        with m.If(snap != 0):
+        snap_index = Signal(8)
+        latched = [Signal(cb, name=f"snap_{name}") for name in PERF_COUNTERS[1:]]
+        ran_wb = Signal(8)         # stages of this run whose write side has finished
+        with m.If(stage_end):
+            m.d.comb += [self.perf_en.eq(ran_wb < PERF_STAGES), self.perf_addr.eq(ran_wb << 2),
+                         self.perf_data.eq(self.total + 1)]
+            m.d.sync += [snap.eq(1), snap_index.eq(ran_wb), ran_wb.eq(ran_wb + 1),
+                         wb_active.eq(0)]
+            m.d.sync += [reg.eq(v) for reg, v in zip(latched, (self.issue, self.busy_pe,
+                                                               self.stall))]
+        with m.Elif(snap != 0):
             m.d.sync += snap.eq(_wrap_inc(snap, len(PERF_COUNTERS) - 1))
-        with m.Switch(snap):
-            for i, v in enumerate(values[1:], start=1):
-                with m.Case(i):
-                    m.d.comb += [self.perf_en.eq(snap_stage < PERF_STAGES),
-                                 self.perf_addr.eq((snap_stage << 2) | i),
-                                 self.perf_data.eq(v)]
+            with m.Switch(snap):
+                for i, reg in enumerate(latched, start=1):
+                    with m.Case(i):
+                        m.d.comb += [self.perf_en.eq(snap_index < PERF_STAGES),
+                                     self.perf_addr.eq((snap_index << 2) | i),
+                                     self.perf_data.eq(reg)]
 
-        ran = Signal(8)
+        # --- descriptor loading --------------------------------------------------------------
+        ran = Signal(8)            # stages whose k-steps have all been issued
         issued = Signal(range(slot + 1))
         received = Signal(range(slot + 1))
         pending = Signal()
@@ -128,10 +167,10 @@ class Sequencer(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.run):
-                    m.d.sync += [self.stage.eq(self.run_start), ran.eq(0), self.busy.eq(1),
-                                 self.done.eq(0), self.error.eq(0), self.total.eq(0),
-                                 self.issue.eq(0), self.busy_pe.eq(0), self.stall.eq(0),
-                                 issued.eq(0), received.eq(0)]
+                    m.d.sync += [self.stage.eq(self.run_start), ran.eq(0), ran_wb.eq(0),
+                                 self.busy.eq(1), self.done.eq(0), self.error.eq(0),
+                                 self.total.eq(0), self.issue.eq(0), self.busy_pe.eq(0),
+                                 self.stall.eq(0), issued.eq(0), received.eq(0)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 with m.If(issued != slot):
@@ -144,25 +183,23 @@ class Sequencer(wiring.Component):
                 with m.If(self.desc.magic != DESCRIPTOR_MAGIC):
                     m.d.sync += self.error.eq(Error.BAD_DESCRIPTOR)
                     m.next = "FINISH"
-                with m.Elif(snap == 0):
-                    m.d.comb += self.start.eq(1)
-                    m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(self.issuing & ~self.step):
-                    m.d.sync += self.stall.eq(self.stall + 1)
-                with m.If(~self.units_busy):
-                    m.d.comb += [self.perf_en.eq(self.stage - self.run_start < PERF_STAGES),
-                                 self.perf_addr.eq((self.stage - self.run_start) << 2),
-                                 self.perf_data.eq(self.total + 1)]
-                    m.d.sync += [snap.eq(1), snap_stage.eq(self.stage - self.run_start),
-                                 ran.eq(ran + 1), issued.eq(0), received.eq(0)]
+                with m.Else():
+                    m.d.comb += self.gen_start.eq(1)
+                    m.d.sync += handed.eq(0)
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                # The previous stage's last word is written (or there was none): go.
+                with m.If(~handed & ~wb_active & ~start_wb):
+                    m.d.sync += hand_over()
+                with m.If(handed & ~self.issuing):
+                    m.d.sync += [ran.eq(ran + 1), issued.eq(0), received.eq(0)]
                     with m.If(self.desc.last | (ran + 1 == self.run_count)):
                         m.next = "FINISH"
                     with m.Else():
                         m.d.sync += self.stage.eq(self.stage + 1)
                         m.next = "LOAD"
             with m.State("FINISH"):
-                with m.If(snap == 0):
+                with m.If(~wb_active & ~start_wb & (snap == 0)):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
         return m
@@ -178,7 +215,7 @@ class RequantFeeder(wiring.Component):
 
     Members
     -------
-    desc : ``In(descriptor_layout(config))``
+    desc : ``In(write_layout(config))``
     start : ``In(1)``
         Begin a stage: parameters stream from word ``desc.rq_base``.
     mem_addr : ``Out``, mem_data : ``In``
@@ -192,7 +229,7 @@ class RequantFeeder(wiring.Component):
     def __init__(self, *, config, array_out_layout, requant_in_layout):
         self._config = config
         super().__init__({
-            "desc": In(descriptor_layout(config)),
+            "desc": In(write_layout(config)),
             "start": In(1),
             "mem_addr": Out(config.param_addr_bits),
             "mem_data": In(config.param_word_bits),

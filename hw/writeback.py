@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.compiler import COUNT_BITS, DIM_BITS
 from ..sw.numerics import int_range
-from .descriptor import descriptor_layout
+from .descriptor import write_layout
 
 __all__ = ["Writeback"]
 
@@ -35,7 +35,7 @@ class Writeback(wiring.Component):
 
     Members
     -------
-    desc : ``In(descriptor_layout(config))``
+    desc : ``In(write_layout(config))``
     start : ``In(1)``
         Begin a stage (a pulse while idle).
     busy : ``Out(1)``
@@ -53,7 +53,7 @@ class Writeback(wiring.Component):
         self._config = config
         a = unsigned(config.act_addr_bits)
         super().__init__({
-            "desc": In(descriptor_layout(config)),
+            "desc": In(write_layout(config)),
             "start": In(1),
             "busy": Out(1),
             "i": In(stream.Signature(data.ArrayLayout(signed(config.x_bits), config.cols))),

@@ -40,7 +40,7 @@ __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "COUNT_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "Stage", "Program", "compile_model",
     "default_config",
-    "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES",
+    "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES", "WRITE_FIELDS",
 ]
 
 #: Host-visible memory regions of the accelerator: name -> region number (``protocol.address``).
@@ -120,6 +120,12 @@ def descriptor_fields(config):
         ("out_hw", a + 1, False),         # PH * PW (1 with gap): stride between output groups
         ("gap_shift", _GAP_SHIFT_BITS, False),
     ]
+
+
+#: The fields the write side (requantisation parameter feeder and write-back) reads. The sequencer
+#: keeps a copy of them for the stage being written while it loads the next stage's descriptor.
+WRITE_FIELDS = ("last", "relu", "pool", "gap", "out_w_m1", "pixels", "tiles_m1", "og_m1", "rq_base",
+                "pool_k", "pool_s", "pool_w", "pool_h", "out_hw", "gap_shift")
 
 
 def _fields_bits(config):
