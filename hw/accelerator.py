@@ -40,7 +40,25 @@ from .requant import Requantiser
 from .sequencer import RequantFeeder, Sequencer
 from .writeback import Writeback
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "AcceleratorTop", "accelerator_regions", "accelerator_identity"]
+
+
+def accelerator_regions(config):
+    """The core's host-visible memory regions (``protocol.Region``), for the identify block."""
+    sizes = {"weights": config.weight_bytes, "params": config.param_bytes,
+             "act0": config.act_bytes, "act1": config.act_bytes,
+             "counters": 4 * PERF_STAGES * host_word_bytes(config.counter_bits)}
+    return tuple(P.Region(REGIONS[name], name, size,
+                          P.Access.READ if name == "counters" else P.Access.RW)
+                 for name, size in sizes.items())
+
+
+def accelerator_identity(config, *, clk_hz, baud, max_payload):
+    """The identify block of a device built around the core: its regions and the build parameters
+    (``ArrayConfig.to_dict``; programs carry the same ``build_hash``)."""
+    return P.Identity(max_payload=max_payload, clk_hz=int(clk_hz), baud=int(baud),
+                      regions=accelerator_regions(config), build=config.to_dict(),
+                      counter_width=config.counter_bits)
 
 
 class Accelerator(wiring.Component):
@@ -67,22 +85,6 @@ class Accelerator(wiring.Component):
 
     config = property(lambda self: self._config)
 
-    def regions(self):
-        """The host-visible memory regions (``protocol.Region``), for the identify block."""
-        c = self._config
-        sizes = {"weights": c.weight_bytes, "params": c.param_bytes, "act0": c.act_bytes,
-                 "act1": c.act_bytes,
-                 "counters": 4 * PERF_STAGES * host_word_bytes(c.counter_bits)}
-        return tuple(P.Region(REGIONS[name], name, size,
-                              P.Access.READ if name == "counters" else P.Access.RW)
-                     for name, size in sizes.items())
-
-    def identity(self, *, clk_hz, baud, max_payload):
-        """The identify block of a device built around this core: its regions and the build
-        parameters (``ArrayConfig.to_dict``, whose hash programs are stamped with)."""
-        return P.Identity(max_payload=max_payload, clk_hz=int(clk_hz), baud=int(baud),
-                          regions=self.regions(), build=self._config.to_dict(),
-                          counter_width=self._config.counter_bits)
 
     def make_array(self):
         c = self._config
@@ -259,4 +261,56 @@ class Accelerator(wiring.Component):
                 with m.Case(REGIONS[name]):
                     m.d.comb += bus.read_data.payload.eq(padded.word_select(rd_offset[:lg], 8)
                                                          if lg else padded[:8])
+        return m
+
+
+class AcceleratorTop(wiring.Component):
+    """UART pins, the host link's framer and the accelerator core: a board's (or the simulated
+    board's) top level, the accelerator's counterpart of ``hw.link_top.LinkTop``.
+
+    Parameters
+    ----------
+    config : :class:`hw.config.ArrayConfig`
+    clk_freq : int
+        Clock frequency in Hz.
+    baud : int
+        Line rate (checked by ``hw.uart.uart_divisor``).
+    max_payload : int
+        Largest request payload (the framer's buffer).
+    timeout : int or None
+        Idle cycles in the middle of a frame before the framer drops it; default 20 ms.
+
+    Members
+    -------
+    rx : ``In(1)``, the line from the host; tx : ``Out(1)``, the line to the host.
+    """
+
+    def __init__(self, *, config, clk_freq, baud, max_payload=256, timeout=None):
+        from .uart import uart_divisor
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._config = config
+        self._divisor = uart_divisor(clk_freq=clk_freq, baud=baud)
+        self._identity = accelerator_identity(config, clk_hz=clk_freq, baud=baud,
+                                              max_payload=max_payload)
+        self._timeout = int(clk_freq // 50) if timeout is None else timeout
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    config = property(lambda self: self._config)
+    identity = property(lambda self: self._identity)
+    divisor = property(lambda self: self._divisor)
+    timeout = property(lambda self: self._timeout)
+
+    def elaborate(self, platform):
+        from .framer import Framer
+        from .uart import UART
+        m = Module()
+        m.submodules.uart = uart = UART(divisor=self._divisor)
+        m.submodules.framer = framer = Framer(identity=self._identity, timeout=self._timeout)
+        m.submodules.core = core = Accelerator(config=self._config)
+        connect(m, uart.rx_data, framer.rx)
+        connect(m, framer.tx, uart.tx_data)
+        connect(m, framer.bus, core.bus)
+        m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx),
+                     framer.rx_lost.eq(uart.frame_error | uart.overrun)]
         return m
