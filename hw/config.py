@@ -15,7 +15,7 @@ import math
 
 from ..sw.numerics import BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, Op, RequantMode, acc_width
 
-__all__ = ["ArrayConfig", "requant_lane_fields", "host_word_bytes"]
+__all__ = ["ArrayConfig", "requant_lane_fields", "host_word_bytes", "check_int"]
 #: Width of every shift field of a requantiser (``SHIFT_MAX`` fits).
 _SHIFT_FIELD_BITS = SHIFT_MAX.bit_length()
 
@@ -41,7 +41,8 @@ def host_word_bytes(bits):
     return 1 << (math.ceil(bits / 8) - 1).bit_length()
 
 
-def _check_int(name, value, lo, hi=None):
+def check_int(name, value, lo, hi=None):
+    """``value`` must be an ``int`` (not a ``bool``) in ``[lo, hi]``; the errors name ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if value < lo or (hi is not None and value > hi):
@@ -116,21 +117,21 @@ class ArrayConfig:
             raise ValueError(f"requant_mode must be one of "
                              f"{', '.join(repr(m.value) for m in RequantMode)}, "
                              f"not {self.requant_mode!r}") from None
-        _check_int("rows", self.rows, 1, 64)
-        _check_int("cols", self.cols, 1, 64)
-        _check_int("x_bits", self.x_bits, 2, 16)
-        _check_int("w_bits", self.w_bits, 2, 16)
+        check_int("rows", self.rows, 1, 64)
+        check_int("cols", self.cols, 1, 64)
+        check_int("x_bits", self.x_bits, 2, 16)
+        check_int("w_bits", self.w_bits, 2, 16)
         if self.pe is Op.ADDER and self.w_bits != self.x_bits:
             raise ValueError(f"w_bits must equal x_bits ({self.x_bits}) for adder PEs (weights share "
                              f"the activations' format), not {self.w_bits!r}")
-        _check_int("p_min", self.p_min, -32, 32)
-        _check_int("p_max", self.p_max, self.p_min, self.p_min + 30)
-        _check_int("max_k", self.max_k, 1, 1 << 20)
-        _check_int("weight_depth", self.weight_depth, 16, 1 << 20)
-        _check_int("act_depth", self.act_depth, 16, 1 << 20)
-        _check_int("param_depth", self.param_depth, 16, 1 << 20)
-        _check_int("bias_bits", self.bias_bits, 2, BIAS_BITS)
-        _check_int("counter_bits", self.counter_bits, 16, 64)
+        check_int("p_min", self.p_min, -32, 32)
+        check_int("p_max", self.p_max, self.p_min, self.p_min + 30)
+        check_int("max_k", self.max_k, 1, 1 << 20)
+        check_int("weight_depth", self.weight_depth, 16, 1 << 20)
+        check_int("act_depth", self.act_depth, 16, 1 << 20)
+        check_int("param_depth", self.param_depth, 16, 1 << 20)
+        check_int("bias_bits", self.bias_bits, 2, BIAS_BITS)
+        check_int("counter_bits", self.counter_bits, 16, 64)
 
     # --- derived widths ----------------------------------------------------------------------
 

@@ -21,21 +21,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .config import check_int as _check_int
+
 __all__ = ["WeightMemory", "ReplicatedMemory", "SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS"]
 
 #: One SB_SPRAM256KA: 16384 words of 16 bits; an iCE40UP5K has 4.
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
 SPRAM_BLOCKS = 4
-
-
-def _check_int(name, value, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-        raise ValueError(f"{name} must be {bounds}, not {value!r}")
-    return value
 
 
 def _has_spram(platform):

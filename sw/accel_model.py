@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compiler import DESCRIPTOR_MAGIC, descriptor_slot_words
+from .compiler import DESCRIPTOR_MAGIC, read_descriptor
 from .golden import array_op
 from .numerics import Op, int_range, round_shift, saturate
 
@@ -80,15 +80,7 @@ class AcceleratorModel:
         return {"weight": w[:, None]}
 
     def _descriptor(self, stage):
-        c = self.config
-        slot = descriptor_slot_words(c)
-        word = 0
-        for i in range(slot):
-            word |= self.weights[stage * slot + i] << (i * c.weight_word_bits)
-        values, pos = {}, 0
-        for name, bits, is_signed in self.program.descriptor_fields:
-            values[name] = _field(word, pos, bits, is_signed)
-            pos += bits
+        values = read_descriptor(self.config, self.weights, stage)
         if values["magic"] != DESCRIPTOR_MAGIC:
             raise ProgramError(f"stage {stage}: no descriptor (magic {values['magic']:#x})")
         return values

@@ -38,7 +38,7 @@ from .numerics import Op, int_range
 
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "COUNT_BITS", "descriptor_fields",
-    "descriptor_slot_words", "pack_fields", "unpack_fields", "Stage", "Program", "compile_model",
+    "descriptor_slot_words", "pack_fields", "unpack_fields", "read_descriptor", "Stage", "Program", "compile_model",
     "default_config",
     "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES", "WRITE_FIELDS",
 ]
@@ -162,6 +162,15 @@ def unpack_fields(fields, word):
         values[name] = v
         pos += bits
     return values
+
+
+def read_descriptor(config, weight_words, stage):
+    """The field values in descriptor slot ``stage`` of a weight memory image (a list of words)."""
+    slot = descriptor_slot_words(config)
+    word = 0
+    for i in range(slot):
+        word |= weight_words[stage * slot + i] << (i * config.weight_word_bits)
+    return unpack_fields(descriptor_fields(config), word)
 
 
 def _kib(nbytes):
@@ -423,12 +432,7 @@ class Program:
 
     def descriptor(self, stage):
         """The field values of stage ``stage``'s descriptor, decoded from the weight image."""
-        c = self.config
-        slot = descriptor_slot_words(c)
-        word = 0
-        for i in range(slot):
-            word |= self.weight_words[stage * slot + i] << (i * c.weight_word_bits)
-        return unpack_fields(descriptor_fields(c), word)
+        return read_descriptor(self.config, self.weight_words, stage)
 
     @property
     def busy_pe_cycles(self):
