@@ -66,6 +66,8 @@ class MaxPool(wiring.Component):
     """
 
     def __init__(self, *, lanes=1, bits=8, kernel=2, stride=2, max_width, max_height):
+        # A rejected build is never elaborated: no "created but never used" warning for it.
+        self._MustUse__silence = True
         self._lanes = _check_int("lanes", lanes, 1)
         self._bits = _check_int("bits", bits, 1, 32)
         self._kernel = _check_int("kernel", kernel, 1)
@@ -79,6 +81,7 @@ class MaxPool(wiring.Component):
             "width": In(unsigned(max_width.bit_length())),
             "height": In(unsigned(max_height.bit_length())),
         })
+        self._MustUse__silence = False
 
     lanes = property(lambda self: self._lanes)
     bits = property(lambda self: self._bits)
@@ -199,6 +202,8 @@ class GlobalAvgPool(wiring.Component):
     """
 
     def __init__(self, *, lanes=1, bits=8, out_bits=None, max_pixels, shift_max=SHIFT_MAX):
+        # A rejected build is never elaborated: no "created but never used" warning for it.
+        self._MustUse__silence = True
         self._lanes = _check_int("lanes", lanes, 1)
         self._bits = _check_int("bits", bits, 1, 32)
         self._out_bits = _check_int("out_bits", bits if out_bits is None else out_bits, 2, 16)
@@ -215,6 +220,7 @@ class GlobalAvgPool(wiring.Component):
             "pixels": In(unsigned(max_pixels.bit_length())),
             "shift": In(unsigned(max(1, shift_max.bit_length()))),
         })
+        self._MustUse__silence = False
         self._requantiser = Requantiser(mode=RequantMode.SHIFT, acc_bits=self._sum_bits,
                                         out_bits=self._out_bits, lanes=lanes, bias_bits=1,
                                         shift_max=shift_max)

@@ -335,6 +335,8 @@ class Requantiser(wiring.Component):
 
     def __init__(self, *, mode, acc_bits, out_bits=8, lanes=1, bias_bits=BIAS_BITS,
                  shift_max=SHIFT_MAX):
+        # A rejected build is never elaborated: no "created but never used" warning for it.
+        self._MustUse__silence = True
         self._mode = _check_mode(mode)
         self._acc_bits = _check_int("acc_bits", acc_bits, 1, ACC_BITS_MAX)
         self._out_bits = _check_int("out_bits", out_bits, 2, 16)
@@ -353,6 +355,7 @@ class Requantiser(wiring.Component):
             "i": In(stream.Signature(in_layout)),
             "o": Out(stream.Signature(data.ArrayLayout(signed(out_bits), lanes))),
         })
+        self._MustUse__silence = False
 
     mode = property(lambda self: self._mode)
     acc_bits = property(lambda self: self._acc_bits)
@@ -420,7 +423,7 @@ class Requantiser(wiring.Component):
         elif self._mode is RequantMode.MUL:
             mult, k = delay(param.multiplier, signed(MULTIPLIER_BITS), "m"), delay(param.shift, shift, "k")
             stage += 1
-            z2 = z << 1
+            z2 = _extend(z << 1, max(len(z) + 1, _MUL_SPLIT + 1)).as_signed()
             low = lane.reg(stage, mult * z2[:_MUL_SPLIT], signed(w.bits(w.partial_lo)), "partial_lo")
             high = lane.reg(stage, mult * (z2 >> _MUL_SPLIT), signed(w.bits(w.partial_hi)), "partial_hi")
             k = lane.reg(stage, k, shift, "k")

