@@ -320,20 +320,23 @@ class PE(wiring.Component):
         return t
 
 
+    def _inputs(self, m, run):
+        """``(x, w, valid, last)`` for the term logic: the ports, or registers of them (with the
+        weight in operand form) when ``register_inputs``."""
+        if not self._register_inputs:
+            return self.x, self.w, self.valid, self.last
+        x = Signal(signed(self._x_bits), reset_less=True)
+        w = Signal(self.operand_shape, reset_less=True)
+        valid0, last0 = Signal(), Signal()
+        with m.If(run):
+            m.d.sync += [x.eq(self.x), w.eq(self.encode_weight(self.w)),
+                         valid0.eq(self.valid), last0.eq(self.last)]
+        return x, w, valid0, last0
+
     def elaborate(self, platform):
         m = Module()
         run = ~self.hold
-
-        if self._register_inputs:
-            x = Signal(signed(self._x_bits), reset_less=True)
-            w = Signal(self.operand_shape, reset_less=True)
-            valid0, last0 = Signal(), Signal()
-            with m.If(run):
-                m.d.sync += [x.eq(self.x), w.eq(self.encode_weight(self.w)),
-                             valid0.eq(self.valid), last0.eq(self.last)]
-        else:
-            x, w, valid0, last0 = self.x, self.w, self.valid, self.last
-
+        x, w, valid0, last0 = self._inputs(m, run)
         t_comb, c_comb = self._term(m, x, w)
         # Data registers need no reset: `valid1` says when they matter.
         t = Signal(t_comb.shape(), name="t", reset_less=True)
