@@ -16,7 +16,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.numerics import SHIFT_MAX, RequantMode, int_range, signed_width
-from .requant import ACC_BITS_MAX, Requantiser, _check_int
+from .config import check_int
+from .requant import ACC_BITS_MAX, Requantiser
 
 __all__ = ["MaxPool", "GlobalAvgPool"]
 
@@ -68,12 +69,12 @@ class MaxPool(wiring.Component):
     def __init__(self, *, lanes=1, bits=8, kernel=2, stride=2, max_width, max_height):
         # A rejected build is never elaborated: no "created but never used" warning for it.
         self._MustUse__silence = True
-        self._lanes = _check_int("lanes", lanes, 1)
-        self._bits = _check_int("bits", bits, 1, 32)
-        self._kernel = _check_int("kernel", kernel, 1)
-        self._stride = _check_int("stride", stride, 1)
-        self._max_width = _check_int("max_width", max_width, kernel)
-        self._max_height = _check_int("max_height", max_height, kernel)
+        self._lanes = check_int("lanes", lanes, 1)
+        self._bits = check_int("bits", bits, 1, 32)
+        self._kernel = check_int("kernel", kernel, 1)
+        self._stride = check_int("stride", stride, 1)
+        self._max_width = check_int("max_width", max_width, kernel)
+        self._max_height = check_int("max_height", max_height, kernel)
         layout = _pixels(lanes, bits)
         super().__init__({
             "i": In(stream.Signature(layout)),
@@ -204,11 +205,11 @@ class GlobalAvgPool(wiring.Component):
     def __init__(self, *, lanes=1, bits=8, out_bits=None, max_pixels, shift_max=SHIFT_MAX):
         # A rejected build is never elaborated: no "created but never used" warning for it.
         self._MustUse__silence = True
-        self._lanes = _check_int("lanes", lanes, 1)
-        self._bits = _check_int("bits", bits, 1, 32)
-        self._out_bits = _check_int("out_bits", bits if out_bits is None else out_bits, 2, 16)
-        self._max_pixels = _check_int("max_pixels", max_pixels, 1)
-        self._shift_max = _check_int("shift_max", shift_max, 0, SHIFT_MAX)
+        self._lanes = check_int("lanes", lanes, 1)
+        self._bits = check_int("bits", bits, 1, 32)
+        self._out_bits = check_int("out_bits", bits if out_bits is None else out_bits, 2, 16)
+        self._max_pixels = check_int("max_pixels", max_pixels, 1)
+        self._shift_max = check_int("shift_max", shift_max, 0, SHIFT_MAX)
         lo, hi = int_range(bits)
         self._sum_bits = signed_width(max_pixels * lo, max_pixels * hi)
         if self._sum_bits > ACC_BITS_MAX:

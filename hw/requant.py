@@ -30,6 +30,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .config import check_int
 from ..sw.numerics import (BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, RequantMode, int_range,
                            signed_width)
 
@@ -45,16 +46,6 @@ _SHIFT_STAGES = 3
 _CARRY_MAX = 24
 #: Widest accumulator: z = acc + bias then splits into two carry chains of at most 25 bits.
 ACC_BITS_MAX = 48
-
-
-def _check_int(name, value, lo, hi=None):
-    """``value`` must be an ``int`` (not a ``bool``) in ``[lo, hi]``; the error names ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-        raise ValueError(f"{name} must be {bounds}, not {value!r}")
-    return value
 
 
 def _check_mode(mode):
@@ -123,10 +114,10 @@ def requant_widths(mode, *, acc_bits, bias_bits=BIAS_BITS, shift_max=SHIFT_MAX, 
     leaves its operand's range.
     """
     mode = _check_mode(mode)
-    _check_int("acc_bits", acc_bits, 1, ACC_BITS_MAX)
-    _check_int("bias_bits", bias_bits, 1, BIAS_BITS)
-    _check_int("shift_max", shift_max, 0, SHIFT_MAX)
-    _check_int("out_bits", out_bits, 2, 16)
+    check_int("acc_bits", acc_bits, 1, ACC_BITS_MAX)
+    check_int("bias_bits", bias_bits, 1, BIAS_BITS)
+    check_int("shift_max", shift_max, 0, SHIFT_MAX)
+    check_int("out_bits", out_bits, 2, 16)
     acc, bias = int_range(acc_bits), int_range(bias_bits)
     z = (acc[0] + bias[0], acc[1] + bias[1])
     z2 = (2 * z[0], 2 * z[1])
@@ -159,8 +150,8 @@ def requant_param_layout(mode, *, bias_bits=BIAS_BITS, shift_max=SHIFT_MAX):
     shifts are unsigned and at most ``shift_max`` (larger values are outside the contract).
     """
     mode = _check_mode(mode)
-    _check_int("bias_bits", bias_bits, 1, BIAS_BITS)
-    _check_int("shift_max", shift_max, 0, SHIFT_MAX)
+    check_int("bias_bits", bias_bits, 1, BIAS_BITS)
+    check_int("shift_max", shift_max, 0, SHIFT_MAX)
     shift = unsigned(max(1, shift_max.bit_length()))
     fields = {"bias": signed(bias_bits)}
     if mode is RequantMode.SHIFT:
@@ -338,11 +329,11 @@ class Requantiser(wiring.Component):
         # A rejected build is never elaborated: no "created but never used" warning for it.
         self._MustUse__silence = True
         self._mode = _check_mode(mode)
-        self._acc_bits = _check_int("acc_bits", acc_bits, 1, ACC_BITS_MAX)
-        self._out_bits = _check_int("out_bits", out_bits, 2, 16)
-        self._lanes = _check_int("lanes", lanes, 1)
-        self._bias_bits = _check_int("bias_bits", bias_bits, 1, BIAS_BITS)
-        self._shift_max = _check_int("shift_max", shift_max, 0, SHIFT_MAX)
+        self._acc_bits = check_int("acc_bits", acc_bits, 1, ACC_BITS_MAX)
+        self._out_bits = check_int("out_bits", out_bits, 2, 16)
+        self._lanes = check_int("lanes", lanes, 1)
+        self._bias_bits = check_int("bias_bits", bias_bits, 1, BIAS_BITS)
+        self._shift_max = check_int("shift_max", shift_max, 0, SHIFT_MAX)
         self._widths = requant_widths(mode, acc_bits=acc_bits, bias_bits=bias_bits,
                                       shift_max=shift_max, out_bits=out_bits)
         self._param_layout = requant_param_layout(mode, bias_bits=bias_bits, shift_max=shift_max)
