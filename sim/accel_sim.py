@@ -186,6 +186,21 @@ def _verilator_pch_fix(simulator):
             os.environ["MAKEFLAGS"] = old
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to file descriptor 1 (the simulator's build and run logs, from
+    child processes too) to stderr, so that stdout keeps only the caller's report."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _simulate_cocotb(jobs, *, simulator, per_stage, build_dir):
     from .runner import run_cocotb
     build_dir = build_dir.resolve()
@@ -204,7 +219,7 @@ def _simulate_cocotb(jobs, *, simulator, per_stage, build_dir):
     # run_cocotb's own), so the bench's folder must be on sys.path while it runs.
     sys.path.insert(0, str(bench.parent))
     try:
-        with _verilator_pch_fix(simulator), warnings.catch_warnings():
+        with _verilator_pch_fix(simulator), _stdout_to_stderr(), warnings.catch_warnings():
             # sim/runner.py still passes cocotb's deprecated verilog_sources=.
             warnings.filterwarnings("ignore", r".*verilog_sources", DeprecationWarning)
             run_cocotb(simulator=simulator, verilog=verilog, toplevel="accelerator",
