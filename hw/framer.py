@@ -87,6 +87,43 @@ class DeviceSignature(wiring.Signature):
         return f"DeviceSignature(counter_width={self._counter_width})"
 
 
+class _SerialCRC(wiring.Component):
+    """A bit-serial CRC over bytes: 8 cycles per byte, about one logic cell per CRC bit.
+
+    Bytes reach the framer every ``10 * divisor >= 80`` cycles, so a byte-parallel CRC (which
+    costs several LUTs per bit: ~200 for CRC-32) buys nothing here.
+    """
+    def __init__(self, algorithm):
+        self._algorithm = algorithm
+        super().__init__({
+            "start": In(1),   # back to the initial value (while idle)
+            "load": In(1),    # take ``data`` (while idle)
+            "data": In(8),
+            "busy": Out(1),
+            "crc": Out(algorithm.crc_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.proc = proc = self._algorithm(1).create()
+        shreg = Signal(8)
+        left = Signal(range(9))
+        # A reflected CRC takes each byte LSB first, the others MSB first.
+        lsb_first = self._algorithm.reflect_input
+        m.d.comb += [
+            self.busy.eq(left != 0),
+            proc.start.eq(self.start),
+            proc.data.eq(shreg[0] if lsb_first else shreg[7]),
+            proc.valid.eq(left != 0),
+            self.crc.eq(proc.crc),
+        ]
+        with m.If(self.load):
+            m.d.sync += [shreg.eq(self.data), left.eq(8)]
+        with m.Elif(left != 0):
+            m.d.sync += [shreg.eq(shreg >> 1 if lsb_first else shreg << 1), left.eq(left - 1)]
+        return m
+
+
 # Where a response's payload bytes come from.
 _SRC_NONE, _SRC_ROM, _SRC_BUF, _SRC_BUS, _SRC_STATUS, _SRC_CRC = range(6)
 
@@ -159,6 +196,8 @@ class Framer(wiring.Component):
         ident = self._identity
         max_payload = ident.max_payload
         cw = ident.counter_width
+        n_identify = len(self._identify_bytes)
+        resp_max = max(max_payload, n_identify, P.STATUS_PAYLOAD)
 
         # --- receive FIFO ----------------------------------------------------------------------
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo_depth)
@@ -167,7 +206,6 @@ class Framer(wiring.Component):
             fifo.w_en.eq(self.rx.valid),
             self.rx.ready.eq(1),          # the line has no flow control: a full FIFO loses bytes
         ]
-        lost = Signal()                   # bytes lost since the parser last caught up
         rx_lost_now = self.rx_lost | (self.rx.valid & ~fifo.w_rdy)
         byte = fifo.r_data
         have = fifo.r_rdy
@@ -176,71 +214,92 @@ class Framer(wiring.Component):
         m.submodules.buf = buf = Memory(shape=8, depth=max_payload, init=[])
         buf_w = buf.write_port()
         buf_r = buf.read_port(transparent_for=())
-        m.submodules.rom = rom = Memory(shape=8, depth=len(self._identify_bytes),
-                                        init=list(self._identify_bytes))
+        m.submodules.rom = rom = Memory(shape=8, depth=n_identify, init=list(self._identify_bytes))
         rom_r = rom.read_port(transparent_for=())
+        # A read port's enable defaults to 1: hold the data between reads (a device may stall).
+        m.d.comb += [buf_r.en.eq(0), rom_r.en.eq(0)]
 
-        # --- CRCs ------------------------------------------------------------------------------
-        m.submodules.rx_crc = rx_crc = catalog.CRC16_IBM_3740(8).create()
-        m.submodules.tx_crc = tx_crc = catalog.CRC16_IBM_3740(8).create()
-        m.submodules.region_crc = region_crc = catalog.CRC32_ISO_HDLC(8).create()
+        # --- CRCs: one CRC-16 for the request, then for the answer (never both at once) --------
+        m.submodules.crc16 = crc16 = _SerialCRC(catalog.CRC16_IBM_3740)
+        m.submodules.crc32 = crc32 = _SerialCRC(catalog.CRC32_ISO_HDLC)
 
-        # --- request registers -----------------------------------------------------------------
+        # --- registers (few: on an iCE40 every flip-flop costs a logic cell) ----------------------
         cmd = Signal(8)
         seq = Signal(8)
-        length = Signal(16)
+        len_lo = Signal(8)
+        length = Signal(range(max_payload + 1))
+        last_idx = Signal(range(max_payload))
         rcrc = Signal(16)
-        args = Signal(64)                 # the first 8 payload bytes (address, length, argument)
-        idx = Signal(range(max(max_payload, len(self._identify_bytes), P.STATUS_PAYLOAD) + 1))
+        crc_ok = Signal()
         status = Signal(8)
-        resp_len = Signal(16)
         source = Signal(range(6))
+        idx = Signal(range(resp_max + 1))  # buffer / ROM / answer byte index
+        hidx = Signal(range(9))
+        pbyte = Signal(8)                 # the answer byte being sent
         timer = Signal(range(self._timeout + 1))
-        count = Signal(range((1 << P.OFFSET_BITS) + 1))   # bytes left to commit / check
+        # The request's address and size, captured from the payload as it arrives, then the
+        # running address and the count of bytes left (to write, read, check or send).
+        offset = Signal(P.OFFSET_BITS)
+        region = Signal(P.REGION_BITS)
+        n = Signal(P.OFFSET_BITS + 1)
+        n_high = Signal()                 # the size argument has bits above n's
+        fits = Signal(len(ident.regions))  # offset + n inside each region
         uptime = Signal(cw)
         m.d.sync += uptime.eq(uptime + 1)
+        # A status field is sent a byte at a time from a copy latched at its first byte; the
+        # address register is idle then and serves as that copy when it is wide enough.
+        if cw <= P.OFFSET_BITS + P.REGION_BITS:
+            shift = Cat(offset, region)
+        else:
+            shift = Signal(cw)
 
-        addr = data.View(AddressLayout, args[0:32])
-        arg_len = args[32:64]             # READ's u16 or CRC's u32 (the bytes above READ's are 0)
-        next_offset = Signal(P.OFFSET_BITS)   # running address of a commit or region read
-
-        def region_ok(count_, access):
-            end = addr.offset + count_
+        def region_ok(access):
             ok = Const(0)
-            for r in ident.regions:
+            for k, r in enumerate(ident.regions):
                 if r.access & access:
-                    ok = ok | ((addr.region == r.id) & (end <= r.size))
+                    ok = ok | ((region == r.id) & fits[k])
             return ok
 
-        # --- response header bytes -------------------------------------------------------------
-        header = Cat(Const(P.RESPONSE_SYNC[0], 8), Const(P.RESPONSE_SYNC[1], 8), cmd, seq, status,
-                     rcrc, resp_len)
-        hidx = Signal(range(9))
-        pbyte = Signal(8)                 # the payload byte being sent
-        shift = Signal(max(cw, 8))        # the status field being sent, shifted out a byte at a time
+        header_byte = Signal(8)
+        with m.Switch(hidx):
+            for k, value in enumerate([P.RESPONSE_SYNC[0], P.RESPONSE_SYNC[1], cmd, seq, status,
+                                       rcrc[0:8], rcrc[8:16]]):
+                with m.Case(k):
+                    m.d.comb += header_byte.eq(value)
+            with m.Case(7):
+                m.d.comb += header_byte.eq(Mux(source == _SRC_NONE, 0, n[0:8]))
+            with m.Case(8):
+                m.d.comb += header_byte.eq(Mux(source == _SRC_NONE, 0, n[8:16]))
 
-        # --- idle timeout while inside a frame -------------------------------------------------
+        # --- idle timeout inside a frame; lost bytes --------------------------------------------
         in_frame = Signal()
+        hunting = Signal()
+        lost = Signal()                   # bytes lost since the parser last caught up
         with m.If(~in_frame | have):
             m.d.sync += timer.eq(0)
         with m.Elif(timer != self._timeout):
             m.d.sync += timer.eq(timer + 1)
         timed_out = in_frame & ~have & (timer == self._timeout)
-
-        hunting = Signal()
         with m.If(rx_lost_now):
             m.d.sync += lost.eq(1)
         with m.Elif(hunting & ~have):
             m.d.sync += lost.eq(0)       # every byte received so far has been parsed
 
-        def take_crc():
-            m.d.comb += [rx_crc.valid.eq(1), rx_crc.data.eq(byte)]
-
         def respond(code):
             if code == P.Status.TIMEOUT:
                 code = Mux(lost, P.Status.LINE_ERROR, P.Status.TIMEOUT)
-            m.d.sync += [status.eq(code), resp_len.eq(0), source.eq(_SRC_NONE), hidx.eq(0)]
+            m.d.sync += [status.eq(code), source.eq(_SRC_NONE), hidx.eq(0)]
             m.next = "HEADER"
+
+        def take(target=None):
+            """Consume a header or payload byte into the CRC (the serial CRC must be idle)."""
+            m.d.comb += [fifo.r_en.eq(~crc16.busy), in_frame.eq(1)]
+            ready = have & ~crc16.busy
+            m.d.comb += [crc16.load.eq(ready), crc16.data.eq(byte)]
+            if target is not None:
+                with m.If(ready):
+                    m.d.sync += target.eq(byte)
+            return ready
 
         with m.FSM():
             with m.State("HUNT"):
@@ -254,31 +313,29 @@ class Framer(wiring.Component):
                     m.next = "HUNT"
                 with m.Elif(have):
                     with m.If(byte == P.REQUEST_SYNC[1]):
-                        m.d.comb += rx_crc.start.eq(1)
-                        m.d.sync += [cmd.eq(0), seq.eq(0), args.eq(0), rcrc.eq(0), length.eq(0)]
+                        m.d.comb += crc16.start.eq(1)
+                        m.d.sync += [cmd.eq(0), seq.eq(0), rcrc.eq(0), offset.eq(0),
+                                     region.eq(0), n.eq(0), n_high.eq(0)]
                         m.next = "CMD"
                     with m.Elif(byte != P.REQUEST_SYNC[0]):
                         m.next = "HUNT"
 
             for state, nxt, target in (("CMD", "SEQ", cmd), ("SEQ", "LEN0", seq),
-                                       ("LEN0", "LEN1", length[0:8])):
+                                       ("LEN0", "LEN1", len_lo)):
                 with m.State(state):
-                    m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
+                    ready = take(target)
                     with m.If(timed_out):
                         respond(P.Status.TIMEOUT)
-                    with m.Elif(have):
-                        take_crc()
-                        m.d.sync += target.eq(byte)
+                    with m.Elif(ready):
                         m.next = nxt
 
             with m.State("LEN1"):
-                m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
-                full_len = Cat(length[0:8], byte)
+                full_len = Cat(len_lo, byte)
+                ready = take()
                 with m.If(timed_out):
                     respond(P.Status.TIMEOUT)
-                with m.Elif(have):
-                    take_crc()
-                    m.d.sync += [length[8:16].eq(byte), idx.eq(0)]
+                with m.Elif(ready):
+                    m.d.sync += [length.eq(full_len), last_idx.eq(full_len - 1), idx.eq(0)]
                     with m.If(full_len > max_payload):
                         # Refused at once: a corrupted length must not swallow the next frames.
                         respond(P.Status.BAD_LENGTH)
@@ -288,43 +345,50 @@ class Framer(wiring.Component):
                         m.next = "PAYLOAD"
 
             with m.State("PAYLOAD"):
-                m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
+                ready = take()
                 with m.If(timed_out):
                     respond(P.Status.TIMEOUT)
-                with m.Elif(have):
-                    take_crc()
+                with m.Elif(ready):
                     m.d.comb += [buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_w.en.eq(1)]
+                    # Bytes 0-3: the address; 4-7: READ's u16 or CRC's u32 size (RUN's argument
+                    # is bytes 0-3).
                     with m.Switch(idx):
-                        for i in range(8):
-                            with m.Case(i):
-                                m.d.sync += args[8 * i:8 * i + 8].eq(byte)
+                        for k, target in enumerate([offset[0:8], offset[8:16], offset[16:24],
+                                                    region, n[0:8], n[8:16], n[16:24]]):
+                            with m.Case(k):
+                                m.d.sync += target.eq(byte)
+                        with m.Case(7):
+                            m.d.sync += [n[24].eq(byte[0]), n_high.eq(byte[1:] != 0)]
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx + 1 == length):
+                    with m.If(idx == last_idx):
                         m.next = "CRC0"
 
-            with m.State("CRC0"):
-                m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
-                with m.If(timed_out):
-                    respond(P.Status.TIMEOUT)
-                with m.Elif(have):
-                    m.d.sync += rcrc[0:8].eq(byte)
-                    m.next = "CRC1"
+            for state, nxt, target in (("CRC0", "CRC1", rcrc[0:8]), ("CRC1", "PREP", rcrc[8:16])):
+                with m.State(state):
+                    m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
+                    with m.If(timed_out):
+                        respond(P.Status.TIMEOUT)
+                    with m.Elif(have):
+                        m.d.sync += target.eq(byte)
+                        m.next = nxt
 
-            with m.State("CRC1"):
-                m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
-                with m.If(timed_out):
-                    respond(P.Status.TIMEOUT)
-                with m.Elif(have):
-                    m.d.sync += rcrc[8:16].eq(byte)
-                    m.next = "DECODE"
+            with m.State("PREP"):
+                with m.If(cmd == P.Command.WRITE):
+                    m.d.sync += n.eq(length - P.WRITE_HEADER)
+                with m.If(~crc16.busy):   # the last payload byte's CRC may still be going
+                    m.d.sync += crc_ok.eq(crc16.crc == rcrc)
+                    m.next = "PREP_END"
+
+            with m.State("PREP_END"):
+                end = offset + n
+                m.d.sync += fits.eq(Cat(*[end <= r.size for r in ident.regions]))
+                m.next = "DECODE"
 
             with m.State("DECODE"):
                 # Every check happens here, before anything touches the device.
-                m.d.sync += [hidx.eq(0), idx.eq(0), source.eq(_SRC_NONE), resp_len.eq(0),
-                             status.eq(P.Status.OK),
-                             next_offset.eq(addr.offset)]
+                m.d.sync += [hidx.eq(0), source.eq(_SRC_NONE), status.eq(P.Status.OK)]
                 m.next = "HEADER"
-                with m.If(rx_crc.crc != rcrc):
+                with m.If(~crc_ok):
                     # Say why when bytes were lost on the line (a good CRC wins: a loss may have hit
                     # the bytes after this frame).
                     m.d.sync += status.eq(Mux(lost, P.Status.LINE_ERROR, P.Status.BAD_CRC))
@@ -334,38 +398,36 @@ class Framer(wiring.Component):
                             with m.If(length != 0):
                                 m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                             with m.Else():
-                                m.d.sync += [resp_len.eq(len(self._identify_bytes)),
-                                             source.eq(_SRC_ROM)]
+                                m.d.sync += [n.eq(n_identify), source.eq(_SRC_ROM)]
                         with m.Case(P.Command.ECHO):
-                            m.d.sync += [resp_len.eq(length), source.eq(_SRC_BUF)]
+                            with m.If(length != 0):
+                                m.d.sync += [n.eq(length), source.eq(_SRC_BUF)]
                         with m.Case(P.Command.WRITE):
-                            n = length - P.WRITE_HEADER
                             with m.If(length <= P.WRITE_HEADER):
                                 m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif(~region_ok(n, P.Access.WRITE)):
+                            with m.Elif(~region_ok(P.Access.WRITE)):
                                 m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                             with m.Elif(self.bus.busy):
                                 m.d.sync += status.eq(P.Status.BUSY)
                             with m.Else():
-                                m.d.sync += count.eq(n)
+                                m.d.sync += idx.eq(P.WRITE_HEADER)
                                 m.next = "COMMIT_FETCH"
                         with m.Case(P.Command.READ):
-                            with m.If((length != 6) | (arg_len == 0) | (arg_len > max_payload)):
+                            with m.If((length != 6) | (n == 0) | (n > max_payload)):
                                 m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif(~region_ok(arg_len, P.Access.READ)):
+                            with m.Elif(~region_ok(P.Access.READ)):
                                 m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                             with m.Else():
-                                m.d.sync += [resp_len.eq(arg_len), source.eq(_SRC_BUS)]
+                                m.d.sync += source.eq(_SRC_BUS)
                         with m.Case(P.Command.CRC):
                             with m.If(length != 8):
                                 m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif((arg_len > (1 << P.OFFSET_BITS))
-                                        | ~region_ok(arg_len, P.Access.READ)):
+                            with m.Elif(n_high | (n > (1 << P.OFFSET_BITS))
+                                        | ~region_ok(P.Access.READ)):
                                 m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                             with m.Else():
-                                m.d.sync += [resp_len.eq(4), source.eq(_SRC_CRC),
-                                             count.eq(arg_len)]
-                                m.d.comb += region_crc.start.eq(1)
+                                m.d.sync += source.eq(_SRC_CRC)
+                                m.d.comb += crc32.start.eq(1)
                                 m.next = "CRC_ADDR"
                         with m.Case(P.Command.RUN):
                             with m.If(length != 4):
@@ -373,66 +435,66 @@ class Framer(wiring.Component):
                             with m.Elif(self.bus.busy):
                                 m.d.sync += status.eq(P.Status.BUSY)
                             with m.Else():
-                                m.d.comb += [self.bus.run.eq(1)]
+                                m.d.comb += self.bus.run.eq(1)
                         with m.Case(P.Command.STATUS):
                             with m.If(length != 0):
                                 m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                             with m.Else():
-                                m.d.sync += [resp_len.eq(P.STATUS_PAYLOAD),
-                                             source.eq(_SRC_STATUS)]
+                                m.d.sync += [n.eq(P.STATUS_PAYLOAD), source.eq(_SRC_STATUS)]
                         with m.Default():
                             m.d.sync += status.eq(P.Status.BAD_COMMAND)
 
             # --- WRITE: copy the checked payload from the buffer to the device ------------------
             with m.State("COMMIT_FETCH"):
-                m.d.comb += [buf_r.addr.eq(idx + P.WRITE_HEADER), buf_r.en.eq(1)]
+                m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
                 m.next = "COMMIT"
             with m.State("COMMIT"):
                 m.d.comb += [
                     self.bus.write.valid.eq(1),
-                    self.bus.write.payload.addr.region.eq(addr.region),
-                    self.bus.write.payload.addr.offset.eq(next_offset),
+                    self.bus.write.payload.addr.region.eq(region),
+                    self.bus.write.payload.addr.offset.eq(offset),
                     self.bus.write.payload.data.eq(buf_r.data),
                 ]
                 with m.If(self.bus.write.ready):
-                    m.d.sync += [idx.eq(idx + 1), next_offset.eq(next_offset + 1),
-                                 count.eq(count - 1)]
-                    with m.If(count == 1):
-                        m.d.sync += idx.eq(0)
+                    m.d.sync += [idx.eq(idx + 1), offset.eq(offset + 1), n.eq(n - 1)]
+                    with m.If(n == 1):
                         m.next = "HEADER"
                     with m.Else():
                         m.next = "COMMIT_FETCH"
 
             # --- CRC: read the region through the device and check it --------------------------
             with m.State("CRC_ADDR"):
-                with m.If(count == 0):
-                    m.next = "HEADER"
+                with m.If(n == 0):
+                    with m.If(~crc32.busy):
+                        m.d.sync += n.eq(4)       # the answer: four bytes of CRC
+                        m.next = "HEADER"
                 with m.Else():
                     m.d.comb += [
                         self.bus.read_addr.valid.eq(1),
-                        self.bus.read_addr.payload.region.eq(addr.region),
-                        self.bus.read_addr.payload.offset.eq(next_offset),
+                        self.bus.read_addr.payload.region.eq(region),
+                        self.bus.read_addr.payload.offset.eq(offset),
                     ]
                     with m.If(self.bus.read_addr.ready):
                         m.next = "CRC_DATA"
             with m.State("CRC_DATA"):
-                m.d.comb += self.bus.read_data.ready.eq(1)
-                with m.If(self.bus.read_data.valid):
-                    m.d.comb += [region_crc.valid.eq(1),
-                                 region_crc.data.eq(self.bus.read_data.payload)]
-                    m.d.sync += [next_offset.eq(next_offset + 1), count.eq(count - 1)]
+                m.d.comb += self.bus.read_data.ready.eq(~crc32.busy)
+                with m.If(self.bus.read_data.valid & ~crc32.busy):
+                    m.d.comb += [crc32.load.eq(1), crc32.data.eq(self.bus.read_data.payload)]
+                    m.d.sync += [offset.eq(offset + 1), n.eq(n - 1)]
                     m.next = "CRC_ADDR"
 
             # --- the answer ------------------------------------------------------------------------
             with m.State("HEADER"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(header.word_select(hidx, 8))]
-                with m.If(self.tx.ready):
-                    m.d.comb += [tx_crc.start.eq(hidx == 0),
-                                 tx_crc.valid.eq(hidx >= 2), tx_crc.data.eq(self.tx.payload)]
+                # The CRC may still be digesting the request's last byte (a BAD_LENGTH answer).
+                m.d.comb += [self.tx.payload.eq(header_byte),
+                             self.tx.valid.eq(~crc16.busy),
+                             crc16.start.eq((hidx < 2) & ~crc16.busy)]
+                with m.If(self.tx.valid & self.tx.ready):
+                    m.d.comb += [crc16.load.eq(hidx >= 2), crc16.data.eq(self.tx.payload)]
                     m.d.sync += hidx.eq(hidx + 1)
                     with m.If(hidx == 8):
-                        m.d.sync += [idx.eq(0), next_offset.eq(addr.offset)]
-                        with m.If(resp_len == 0):
+                        m.d.sync += idx.eq(0)
+                        with m.If(source == _SRC_NONE):
                             m.next = "TXCRC0"
                         with m.Else():
                             m.next = "FETCH"
@@ -448,11 +510,11 @@ class Framer(wiring.Component):
                     with m.Case(_SRC_BUS):
                         m.d.comb += [
                             self.bus.read_addr.valid.eq(1),
-                            self.bus.read_addr.payload.region.eq(addr.region),
-                            self.bus.read_addr.payload.offset.eq(next_offset),
+                            self.bus.read_addr.payload.region.eq(region),
+                            self.bus.read_addr.payload.offset.eq(offset),
                         ]
                         with m.If(self.bus.read_addr.ready):
-                            m.d.sync += next_offset.eq(next_offset + 1)
+                            m.d.sync += offset.eq(offset + 1)
                             m.next = "BUS_DATA"
                     with m.Default():
                         m.next = "LATCH"
@@ -470,20 +532,23 @@ class Framer(wiring.Component):
                     with m.Case(_SRC_BUF):
                         m.d.sync += pbyte.eq(buf_r.data)
                     with m.Case(_SRC_CRC):
-                        m.d.sync += pbyte.eq(region_crc.crc.word_select(idx[0:2], 8))
+                        with m.Switch(idx[0:2]):
+                            for k in range(4):
+                                with m.Case(k):
+                                    m.d.sync += pbyte.eq(crc32.crc[8 * k:8 * k + 8])
                     with m.Case(_SRC_STATUS):
-                        flags = Cat(self.bus.busy, self.bus.done, self.bus.error != 0)
-                        counters = self.bus.counters
-                        field = Signal(cw)
-                        rel = Signal(16)
+                        # flags, error, then uptime and the counters, 8 bytes each
+                        rel = Signal(range(resp_max + 1))
                         m.d.comb += rel.eq(idx - 2)
-                        with m.Switch(rel[3:6]):
-                            for i, value in enumerate([uptime] + [counters[j] for j in
+                        field = Signal(cw)
+                        with m.Switch(rel[3:5]):
+                            for k, value in enumerate([uptime] + [self.bus.counters[j] for j in
                                                                   range(len(P.COUNTERS))]):
-                                with m.Case(i):
+                                with m.Case(k):
                                     m.d.comb += field.eq(value)
                         with m.If(idx == 0):
-                            m.d.sync += pbyte.eq(flags)
+                            m.d.sync += pbyte.eq(Cat(self.bus.busy, self.bus.done,
+                                                     self.bus.error != 0))
                         with m.Elif(idx == 1):
                             m.d.sync += pbyte.eq(self.bus.error)
                         with m.Elif(rel[0:3] == 0):
@@ -494,23 +559,23 @@ class Framer(wiring.Component):
                 m.next = "SEND"
 
             with m.State("SEND"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(pbyte)]
-                with m.If(self.tx.ready):
-                    m.d.comb += [tx_crc.valid.eq(1), tx_crc.data.eq(pbyte)]
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx + 1 == resp_len):
+                m.d.comb += [self.tx.valid.eq(~crc16.busy), self.tx.payload.eq(pbyte)]
+                with m.If(self.tx.valid & self.tx.ready):
+                    m.d.comb += [crc16.load.eq(1), crc16.data.eq(pbyte)]
+                    m.d.sync += [idx.eq(idx + 1), n.eq(n - 1)]
+                    with m.If(n == 1):
                         m.next = "TXCRC0"
                     with m.Else():
                         m.next = "FETCH"
 
             with m.State("TXCRC0"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_crc.crc[0:8])]
-                with m.If(self.tx.ready):
+                m.d.comb += [self.tx.valid.eq(~crc16.busy), self.tx.payload.eq(crc16.crc[0:8])]
+                with m.If(self.tx.valid & self.tx.ready):
                     m.next = "TXCRC1"
             with m.State("TXCRC1"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_crc.crc[8:16])]
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc16.crc[8:16])]
                 with m.If(self.tx.ready):
                     m.next = "HUNT"
 
-        m.d.comb += self.bus.run_arg.eq(args[0:32])
+        m.d.comb += self.bus.run_arg.eq(Cat(offset, region))
         return m

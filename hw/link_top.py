@@ -68,10 +68,12 @@ class ScratchDevice(wiring.Component):
         m.submodules.mem = mem = Memory(shape=8, depth=size, init=[])
         m.submodules.result = result = Memory(shape=8, depth=size, init=[])
         mem_w = mem.write_port()
-        mem_r_bus = mem.read_port(transparent_for=(mem_w,))
+        mem_r_bus = mem.read_port(transparent_for=())
         mem_r_run = mem.read_port(transparent_for=())
         res_w = result.write_port()
-        res_r_bus = result.read_port(transparent_for=(res_w,))
+        res_r_bus = result.read_port(transparent_for=())
+        # A read port's enable defaults to 1; the data must hold while the framer waits.
+        m.d.comb += [mem_r_bus.en.eq(0), res_r_bus.en.eq(0), mem_r_run.en.eq(0)]
 
         # Host writes land in ``mem`` (the framer only sends writes inside writable regions).
         m.d.comb += [

@@ -11,8 +11,9 @@ import random
 import zlib
 
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from addershift.hw.framer import DeviceSignature, Framer
@@ -22,7 +23,7 @@ from addershift.sw import protocol as P
 from addershift.sw.protocol import Command as C
 from addershift.sw.protocol import Status as S
 
-MEM = 256
+MEM = 2048
 MAX = 64
 TIMEOUT = 300
 IDENTITY = link_identity(clk_freq=12_000_000, baud=1_500_000, mem_size=MEM, max_payload=MAX)
@@ -36,18 +37,49 @@ def res(offset):
     return P.address(RESULT_REGION, offset)
 
 
+class Throttle(wiring.Component):
+    """Passes the device interface through, letting a stream transfer only one cycle in
+    ``period``: a slow device that stalls the framer's writes and reads."""
+
+    def __init__(self, period):
+        self.period = period
+        super().__init__({"up": In(DeviceSignature()), "down": Out(DeviceSignature())})
+
+    def elaborate(self, platform):
+        m = Module()
+        phase = Signal(range(self.period))
+        m.d.sync += phase.eq(Mux(phase == self.period - 1, 0, phase + 1))
+        go = phase == 0
+        up, down = self.up, self.down
+        m.d.comb += [down.run.eq(up.run), down.run_arg.eq(up.run_arg), up.busy.eq(down.busy),
+                     up.done.eq(down.done), up.error.eq(down.error),
+                     up.counters.eq(down.counters)]
+        for name in ("write", "read_addr"):
+            a, b = getattr(up, name), getattr(down, name)
+            m.d.comb += [b.payload.eq(a.payload), b.valid.eq(a.valid & go),
+                         a.ready.eq(b.ready & go)]
+        a, b = up.read_data, down.read_data
+        m.d.comb += [a.payload.eq(b.payload), a.valid.eq(b.valid & go), b.ready.eq(a.ready & go)]
+        return m
+
+
 class Bench:
     """Framer + scratch device; ``run(script)`` feeds bytes and returns what came back."""
 
-    def __init__(self, *, timeout=TIMEOUT, rx_fifo_depth=64):
+    def __init__(self, *, timeout=TIMEOUT, rx_fifo_depth=64, throttle=None):
         self.identity = IDENTITY
         self.m = Module()
         self.m.submodules.framer = self.framer = Framer(identity=self.identity, timeout=timeout,
                                                         rx_fifo_depth=rx_fifo_depth)
         self.m.submodules.device = self.device = ScratchDevice(mem_size=MEM)
-        wiring.connect(self.m, self.framer.bus, self.device.bus)
+        if throttle:
+            self.m.submodules.throttle = t = Throttle(throttle)
+            wiring.connect(self.m, self.framer.bus, t.up)
+            wiring.connect(self.m, t.down, self.device.bus)
+        else:
+            wiring.connect(self.m, self.framer.bus, self.device.bus)
 
-    def run(self, script, *, byte_cycles=4, tx_cycles=4, tail=600, limit=200_000):
+    def run(self, script, *, byte_cycles=10, tx_cycles=10, tail=600, limit=200_000):
         """``script`` items: bytes (sent one per ``byte_cycles``), ``("idle", n)`` cycles,
         ``("lost",)`` an rx_lost pulse, ``("wait", k)`` until k responses have arrived."""
         framer = self.framer
@@ -125,7 +157,8 @@ def running_sums(data):
 
 # --- every command -------------------------------------------------------------------------------
 
-def test_every_command():
+@pytest.mark.parametrize("throttle", [None, 3])
+def test_every_command(throttle):
     rng = random.Random(1)
     data = bytes(rng.randrange(256) for _ in range(MAX - P.WRITE_HEADER))
     n = 20
@@ -149,7 +182,7 @@ def test_every_command():
         script += [r.encode(), ("wait", i + 1)]
         if r.cmd == C.RUN:
             script += [("idle", 2 * n + 10)]
-    got, writes, runs, _ = Bench().run(script)
+    got, writes, runs, _ = Bench(throttle=throttle).run(script)
     assert len(got) == len(reqs)
     for g, r in zip(got, reqs):
         check(g, r)
@@ -179,7 +212,7 @@ def test_status_while_running_and_busy_naks():
     for i, r in enumerate(reqs):
         script += [r.encode(), ("wait", i + 1)]
     script += [("idle", 2 * n + 20), req(C.STATUS, 6).encode(), ("wait", 6)]
-    got, writes, runs, _ = Bench().run(script, byte_cycles=1, tx_cycles=1)
+    got, writes, runs, _ = Bench().run(script)
     check(got[0], reqs[0])
     st = P.decode_status(got[1].payload)
     assert (st.busy, st.done) == (True, False)
