@@ -23,7 +23,9 @@ Timing: the cycle after a ``last`` transfer, ``i.ready`` is low (the accumulator
 reduction of K steps occupies K + 1 input cycles. The array stalls its input (``i.ready`` low) for
 output back-pressure only when a finished reduction cannot be copied because the previous one has
 not been read out completely: with ``o.ready`` always high, reductions of ``K >= rows`` steps
-stream back to back with no stall (:meth:`SystolicArray.reduction_cycles`).
+stream back to back with no stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and
+``o.valid`` are functions of registers only: no combinational path runs from ``o.ready`` to
+``i.ready``.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class SystolicArray(wiring.Component):
     @property
     def idle_after_last(self):
         """Input cycles the array takes no step after each ``last`` transfer."""
-        return 1
+        return self._pe.idle_after_last
 
     def reduction_cycles(self, length):
         """Input cycles per reduction of ``length`` steps when reductions stream back to back with

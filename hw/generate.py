@@ -91,7 +91,7 @@ def sidecar(component, *, top, verilog_name=None):
         payload = {"i": _fields(component.in_layout), "o": _fields(component.out_layout)}
     else:
         unit = "pe"
-        timing = {"latency": component.latency, "idle_after_last": 1}
+        timing = {"latency": component.latency, "idle_after_last": component.idle_after_last}
         payload = {}
     derived = {"acc_bits": params.pop("acc_bits"),
                "weight_bits": Shape.cast(component.weight_shape).width}

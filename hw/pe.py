@@ -284,6 +284,11 @@ class PE(wiring.Component):
         return 2 + int(self._register_inputs)
 
     @property
+    def idle_after_last(self):
+        """Idle steps (``valid`` low) the PE needs after each ``last`` step."""
+        return 1
+
+    @property
     def weight_shape(self):
         """The natural form of one weight (what the array's input stream carries)."""
         raise NotImplementedError  # pragma: no cover

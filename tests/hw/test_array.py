@@ -190,6 +190,33 @@ def test_back_pressure_stalls_input_only_when_it_must():
     np.testing.assert_array_equal(np.array(outputs), expected)
 
 
+def test_no_combinational_path_from_output_ready_to_input_ready():
+    """``i.ready`` and ``o.valid`` must not change when only ``o.ready`` does, in any state."""
+    rng = np.random.default_rng(6)
+    arr = SystolicArray(kind="adder", rows=3, cols=2, max_length=4)
+    payloads = [p for _ in range(8) for p in step_payloads(arr, random_tile(arr, 1, rng))]
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(arr.i.valid, 1)
+        for cycle in range(120):
+            ctx.set(arr.i.payload, payloads[cycle % len(payloads)])
+            observed = []
+            for ready in (0, 1):
+                ctx.set(arr.o.ready, ready)
+                observed.append((ctx.get(arr.i.ready), ctx.get(arr.o.valid)))
+            assert observed[0] == observed[1], f"cycle {cycle}: {observed}"
+            seen.append(observed[0])
+            ctx.set(arr.o.ready, int(rng.integers(0, 4) == 0))   # mostly back-pressure
+            await ctx.tick()
+
+    sim = Simulator(arr)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert (0, 1) in seen and (1, 1) in seen     # both stalled and flowing states were visited
+
+
 # --- parameters --------------------------------------------------------------------------------
 
 def test_properties_and_layouts():

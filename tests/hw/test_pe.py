@@ -262,7 +262,7 @@ def test_acc_bits_come_from_numerics(kind, params):
 def test_defaults_and_read_only_properties():
     pe = unused(AdderPE())
     assert (pe.x_bits, pe.w_bits, pe.p_min, pe.p_max, pe.max_length) == (8, 8, None, None, 128)
-    assert pe.acc_bits == 16 and pe.latency == 3
+    assert pe.acc_bits == 16 and pe.latency == 3 and pe.idle_after_last == 1
     assert unused(AdderPE(register_inputs=False)).latency == 2
     shift = unused(ShiftPE())
     assert (shift.p_min, shift.p_max, shift.w_bits) == (0, 7, None)
