@@ -1,9 +1,9 @@
 """cocotb bench: the generated Verilog of a SystolicArray against the golden model, on Icarus and
 Verilator, exactly.
 
-Layout after verilog-axis: a ``TB`` class (clock, reset, a source and a sink on the two streams with
-idle and back-pressure generators, a per-cycle monitor that checks the stream rules), the scenarios
-as cocotb tests, and at the bottom the pytest functions that generate the Verilog (with
+Layout after verilog-axis: a TB (``addershift.sim.stream_bench.StreamTB``: clock, reset, a source
+and a sink on the two streams with idle and back-pressure generators, a per-cycle monitor that
+checks the stream rules), the scenarios as cocotb tests, and at the bottom the pytest functions that generate the Verilog (with
 ``addershift.hw.generate``, so the JSON sidecar names the ports) and run this file through
 ``addershift.sim.runner.run_cocotb``. Parameters reach the bench through ``bench_params()``.
 
@@ -22,8 +22,6 @@ import warnings
 import cocotb
 import numpy as np
 import pytest
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 # (pause source?, pause sink?) generators per pattern, verilog-axis style: 1 = pause this cycle.
 PATTERNS = {
@@ -48,75 +46,6 @@ def _array(params):
     return arr
 
 
-class TB:
-    def __init__(self, dut, arr):
-        self.dut = dut
-        self.arr = arr
-        self.received = []       # (acc list, last), in order
-        self.cycles = 0
-        self.in_stalls = 0       # cycles the source offered a step that was refused
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.i__valid.value = 0
-        dut.i__payload.value = 0
-        dut.o__ready.value = 0
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await FallingEdge(self.dut.clk)
-
-    async def run(self, words, expected_rows, *, pause_source=None, pause_sink=None):
-        """Stream ``words`` in and collect ``expected_rows`` rows out, one loop per clock cycle.
-
-        Inputs change on the falling edge; after they settle (ReadOnly) the monitor reads both
-        handshakes, so the transfers it records are the ones the next rising edge performs, on
-        either simulator. It checks the output's stream rule: a valid row holds, unchanged, until
-        it is taken."""
-        dut, arr = self.dut, self.arr
-        src = pause_source() if pause_source else itertools.repeat(0)
-        snk = pause_sink() if pause_sink else itertools.repeat(0)
-        pending = list(words)
-        got = []
-        held = None
-        limit = 30 * (len(words) + expected_rows) + 500
-        for _ in range(limit):
-            offer = bool(pending) and not next(src)
-            if offer:
-                dut.i__payload.value = pending[0]
-            dut.i__valid.value = int(offer)
-            dut.o__ready.value = int(not next(snk))
-            await ReadOnly()
-            i_take = offer and int(dut.i__ready.value)
-            o_valid = int(dut.o__valid.value)
-            o_take = o_valid and int(dut.o__ready.value)
-            word = dut.o__payload.value.to_unsigned() if o_valid else None
-            if held is not None:
-                assert o_valid and word == held, "output row changed or vanished before it was taken"
-            held = word if (o_valid and not o_take) else None
-            if offer and not i_take:
-                self.in_stalls += 1
-            if i_take:
-                pending.pop(0)
-            if o_take:
-                got.append(self._unpack(word))
-            self.cycles += 1
-            await FallingEdge(dut.clk)
-            if not pending and len(got) >= expected_rows:
-                break
-        assert not pending and len(got) == expected_rows, (
-            f"after {limit} cycles: {len(words) - len(pending)}/{len(words)} steps in, "
-            f"{len(got)}/{expected_rows} rows out")
-        dut.i__valid.value = 0
-        self.received.extend(got)
-        return got
-
-    def _unpack(self, word):
-        from addershift.sim.array_vectors import unpack_row
-        return unpack_row(self.arr, word)
-
-
 def check_rows(arr, tiles, rows):
     """Compare received rows with the golden model, tile by tile; return the values compared."""
     from addershift.sim.array_vectors import golden_tile
@@ -130,18 +59,21 @@ def check_rows(arr, tiles, rows):
 
 
 async def run_tiles(dut, tiles_for_pattern):
+    """Stream each flow pattern's tiles through the array (the TB checks the stream rules) and
+    compare every row with the golden model."""
+    from addershift.sim.array_vectors import step_words, unpack_row
+    from addershift.sim.stream_bench import StreamTB
     params = _params()
     arr = _array(params)
-    tb = TB(dut, arr)
+    tb = StreamTB(dut)
     await tb.reset()
-    from addershift.sim.array_vectors import step_words
     values = 0
     for name, (pause_source, pause_sink) in PATTERNS.items():
         tiles = tiles_for_pattern(arr, name)
         words = [w for tile in tiles for w in step_words(arr, tile)]
-        rows = await tb.run(words, arr.rows * len(tiles), pause_source=pause_source,
-                            pause_sink=pause_sink)
-        values += check_rows(arr, tiles, rows)
+        out = await tb.run(words, arr.rows * len(tiles), pause_source=pause_source,
+                           pause_sink=pause_sink)
+        values += check_rows(arr, tiles, [unpack_row(arr, word) for word in out])
     dut._log.info(f"{values} output values equal the golden model in {tb.cycles} cycles "
                   f"({tb.in_stalls} input stall cycles)")
     # The pytest side reads how many values were compared.
