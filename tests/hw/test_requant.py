@@ -24,6 +24,8 @@ from amaranth.sim import Simulator
 
 from addershift.hw.requant import (ACC_BITS_MAX, Requantiser, requant_param_layout,
                                    requant_widths)
+from addershift.sim.requant_vectors import (SIGNS, corner_cases, exact, expected, multiplier,
+                                            random_cases, tie_cases, transfers)
 from addershift.sim.streams import (deadlock_watchdog, stream_check_holds, stream_receive,
                                     stream_send)
 from addershift.sw.examples import random_requant
@@ -32,7 +34,6 @@ from addershift.sw.numerics import (BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, int_r
                                     requantize, signed_width)
 
 MODES = ("shift", "pow2x2", "mul")
-SIGNS = (-1, 0, 1)
 
 #: Builds every mode is simulated in: the contract's widths (z takes two adder stages), a
 #: narrow one (a 4-bit shift field, 4-bit outputs), the degenerate smallest and the widest.
@@ -46,25 +47,6 @@ BUILDS = {
 
 
 # -- the contract in Python integers -------------------------------------------------------------
-
-def multiplier(mode, p):
-    """``(M, k)`` of ``numerics.requant_multiplier`` for one channel, in Python integers."""
-    if mode == "shift":
-        return 1, p["shift"]
-    if mode == "pow2x2":
-        k = max(p["shift1"], p["shift2"])
-        return p["sign1"] * 2 ** (k - p["shift1"]) + p["sign2"] * 2 ** (k - p["shift2"]), k
-    return p["multiplier"], p["shift"]
-
-
-def exact(mode, acc, bias, p, out_bits, relu=0):
-    """``saturate(round_shift((acc + bias) * M, k))`` (then ReLU) with no width limit."""
-    m, k = multiplier(mode, p)
-    y = (acc + bias) * m
-    r = (y + (2 ** (k - 1) if k else 0)) >> k
-    lo, hi = int_range(out_bits)
-    return min(max(r, 0 if relu else lo), hi)
-
 
 def test_exact_reference_is_the_contract():
     """The big-integer reference equals ``numerics.requantize`` (+ ``golden.relu``) wherever the
@@ -181,19 +163,19 @@ def test_widths_are_derived():
 
 # -- simulation ----------------------------------------------------------------------------------
 
-def simulate(dut, transfers, *, idle=(0,), stall=(0,)):
-    """Run ``transfers`` (input payloads) through ``dut``; return the outputs, checking the
+def simulate(dut, payloads, *, idle=(0,), stall=(0,)):
+    """Run ``payloads`` (input transfers) through ``dut``; return the outputs, checking the
     stream rules on ``o`` every cycle (valid and payload hold while not taken)."""
     outputs = []
     sim = Simulator(dut)
     sim.add_clock(1e-6)
 
     async def send(ctx):
-        await stream_send(ctx, dut.i, transfers, idle=idle)
+        await stream_send(ctx, dut.i, payloads, idle=idle)
 
     async def receive(ctx):
         outputs.extend([int(v) for v in p] for p in
-                       await stream_receive(ctx, dut.o, len(transfers), stall=stall))
+                       await stream_receive(ctx, dut.o, len(payloads), stall=stall))
 
     async def check_holds(ctx):
         await stream_check_holds(ctx, dut.o)
@@ -201,66 +183,23 @@ def simulate(dut, transfers, *, idle=(0,), stall=(0,)):
     sim.add_testbench(send)
     sim.add_testbench(receive)
     sim.add_process(check_holds)
-    sim.add_process(deadlock_watchdog(20 * len(transfers) + 1000))
+    sim.add_process(deadlock_watchdog(20 * len(payloads) + 1000))
     sim.run()
     return outputs
 
 
 def check(dut, cases, **patterns):
-    """``cases``: ``(acc, bias, params, relu)`` per value; lanes are filled in order, the ReLU
-    bit of a transfer is its first case's. Compares with :func:`exact`."""
+    """Run ``cases`` through ``dut`` and compare each transfer with the exact reference."""
+    want = expected(dut, cases)
+    got = simulate(dut, transfers(cases, dut.lanes), **patterns)
+    assert len(got) == len(want)
     lanes = dut.lanes
-    cases = list(cases)
-    cases += [cases[-1]] * (-len(cases) % lanes)
-    transfers = []
-    for t in range(0, len(cases), lanes):
-        group = cases[t:t + lanes]
-        transfers.append({"acc": [c[0] for c in group], "relu": group[0][3],
-                          "param": [{"bias": c[1], **c[2]} for c in group]})
-    expected = []
-    for t in range(0, len(cases), lanes):
-        group = cases[t:t + lanes]
-        expected.append([exact(dut.mode.value, acc, bias, p, dut.out_bits, group[0][3])
-                         for acc, bias, p, _ in group])
-    got = simulate(dut, transfers, **patterns)
-    for t, (g, e) in enumerate(zip(got, expected)):
+    for t, (g, e) in enumerate(zip(got, want)):
         assert g == e, f"transfer {t}: got {g}, expected {e} for {cases[t * lanes:(t + 1) * lanes]}"
-    assert len(got) == len(expected)
 
 
 def make(mode, build):
     return Requantiser(mode=mode, **BUILDS[build])
-
-
-def random_cases(rng, dut, n):
-    """Accumulators and biases of every magnitude; shifts mostly near the one that maps the
-    product onto the output range (so outputs are not all saturated), sometimes anywhere."""
-    w, mode, smax = dut.widths, dut.mode.value, dut.shift_max
-
-    def value(lo, hi):
-        bits = int(rng.integers(0, signed_width(lo, hi) + 1))
-        return int(np.clip(int(rng.integers(-2 ** bits, 2 ** bits + 1)), lo, hi))
-
-    def near(magnitude):
-        k = max(0, abs(magnitude).bit_length() - dut.out_bits + int(rng.integers(-2, 4)))
-        return min(k, smax) if rng.random() < 0.8 else int(rng.integers(0, smax + 1))
-
-    cases = []
-    for _ in range(n):
-        acc, bias = value(*w.acc), value(*w.bias)
-        z = acc + bias
-        if mode == "shift":
-            p = {"shift": near(z)}
-        elif mode == "pow2x2":
-            k1 = near(z)
-            k2 = min(smax, k1 + int(rng.integers(0, 4))) if rng.random() < 0.5 else near(z)
-            p = {"sign1": int(rng.choice(SIGNS)), "shift1": k1,
-                 "sign2": int(rng.choice(SIGNS)), "shift2": k2}
-        else:
-            m = value(*int_range(MULTIPLIER_BITS))
-            p = {"multiplier": m, "shift": near(z * m)}
-        cases.append((acc, bias, p, int(rng.integers(0, 2))))
-    return cases
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -271,38 +210,6 @@ def test_random_vectors_with_idle_and_backpressure(mode, build):
     check(dut, cases, idle=(0, 0, 1, 0, 3), stall=(0, 2, 0, 0, 1, 0))
 
 
-def corner_cases(dut):
-    """Extreme accumulators and biases with every shift the build allows (every shift pair for
-    ``pow2x2``, with all nine sign pairs), extreme multipliers, with and without ReLU."""
-    w, mode = dut.widths, dut.mode.value
-    (a_lo, a_hi), (b_lo, b_hi) = w.acc, w.bias
-    accs = [a for a in (a_lo, a_lo + 1, -1, 0, 1, a_hi) if a_lo <= a <= a_hi]
-    biases = [b for b in (b_lo, -1, 0, 1, b_hi) if b_lo <= b <= b_hi]
-    extremes = list(itertools.product(accs, biases))
-    shifts = range(dut.shift_max + 1)
-    m_lo, m_hi = int_range(MULTIPLIER_BITS)
-    cases = []
-    if mode == "shift":
-        for n, (k, (acc, bias)) in enumerate(itertools.product(shifts, extremes)):
-            cases.append((acc, bias, {"shift": k}, n % 2))
-    elif mode == "pow2x2":
-        pairs = list(itertools.product(shifts, shifts))
-        signs = list(itertools.product(SIGNS, SIGNS))
-        for n, (k1, k2) in enumerate(pairs):
-            (s1, s2), (acc, bias) = signs[n % 9], extremes[n % len(extremes)]
-            cases.append((acc, bias, {"sign1": s1, "shift1": k1, "sign2": s2, "shift2": k2}, n % 2))
-        top = dut.shift_max
-        for n, ((s1, s2), (acc, bias), (k1, k2)) in enumerate(itertools.product(
-                signs, extremes, [(0, top), (top // 2, top // 2), (top, 0)])):
-            cases.append((acc, bias, {"sign1": s1, "shift1": k1, "sign2": s2, "shift2": k2}, n % 2))
-    else:
-        multipliers = list(itertools.product((m_lo, m_lo + 1, -1, 0, 1, m_hi), shifts))
-        for n, (m, k) in enumerate(multipliers):
-            for acc, bias in extremes[n % 5::5]:
-                cases.append((acc, bias, {"multiplier": m, "shift": k}, n % 2))
-    return cases
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("build", ["contract", "narrow", "tiny", "widest"])
 def test_corners(mode, build):
@@ -310,37 +217,12 @@ def test_corners(mode, build):
     check(dut, corner_cases(dut))
 
 
-def tie_cases(dut):
-    """``z * M`` exactly halfway between two integers after the shift, positive and negative,
-    for every shift from 1: ``z * M = (2j + 1) * 2**(k - 1)``. ``M`` is 1 (``pow2x2``: one term)
-    or -1, 3 and -2**15 (``mul``: the last reaches every shift)."""
-    mode, (z_lo, z_hi) = dut.mode.value, dut.widths.z
-    (a_lo, a_hi), (b_lo, b_hi) = dut.widths.acc, dut.widths.bias
-    cases = []
-    for k in range(1, dut.shift_max + 1):
-        for j in (-3, -2, -1, 0, 1, 2):
-            for m in ((1,) if mode != "mul" else (1, -1, 3, -2 ** 15)):
-                y = (2 * j + 1) * 2 ** (k - 1)
-                if y % m or not z_lo <= y // m <= z_hi:
-                    continue
-                z = y // m
-                acc = min(max(z, a_lo), a_hi)
-                bias = z - acc
-                if not b_lo <= bias <= b_hi:
-                    continue
-                p = {"shift": {"shift": k},
-                     "pow2x2": {"sign1": 1, "shift1": k, "sign2": 0, "shift2": j % (k + 1)},
-                     "mul": {"multiplier": m, "shift": k}}[mode]
-                cases.append((acc, bias, p, 0))
-    return cases
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("build", ["contract", "widest"])
 def test_ties_round_toward_plus_infinity(mode, build):
     dut = make(mode, build)
     cases = tie_cases(dut)
-    ks = {max(multiplier(mode, p)[1] for _ in [0]) for _, _, p, _ in cases}
+    ks = {multiplier(mode, p)[1] for _, _, p, _ in cases}
     # every shift the z range allows (the widest build and the mul mode reach all of them)
     assert max(ks) >= (dut.shift_max if build == "widest" or mode == "mul" else 28), sorted(ks)
     check(dut, cases, stall=(1, 0))
@@ -353,20 +235,20 @@ def test_tie_direction_pinned():
     cases = [(5, 0, {"shift": 1}), (-5, 0, {"shift": 1}), (-3, 0, {"shift": 1}),
              (3, 0, {"shift": 1}), (-1, 0, {"shift": 1}), (1, 0, {"shift": 1}),
              (-21, 0, {"shift": 3})]
-    transfers = [{"acc": [a], "relu": 0, "param": [{"bias": b, **p}]} for a, b, p in cases]
-    assert [o[0] for o in simulate(dut, transfers)] == [3, -2, -1, 2, 0, 1, -3]
+    payloads = [{"acc": [a], "relu": 0, "param": [{"bias": b, **p}]} for a, b, p in cases]
+    assert [o[0] for o in simulate(dut, payloads)] == [3, -2, -1, 2, 0, 1, -3]
 
 
 def test_saturation_and_relu_pinned():
     dut = Requantiser(mode="mul", acc_bits=16, bias_bits=16, shift_max=8, lanes=4)
     param = lambda m, k: {"bias": 0, "multiplier": m, "shift": k}
-    transfers = [
+    payloads = [
         {"acc": [32767, -32768, 255, -257], "relu": 0,
          "param": [param(1, 0), param(1, 0), param(1, 1), param(1, 1)]},
         {"acc": [32767, -32768, 255, -257], "relu": 1,
          "param": [param(1, 0), param(1, 0), param(1, 1), param(-1, 1)]},
     ]
-    assert simulate(dut, transfers) == [[127, -128, 127, -128], [127, 0, 127, 127]]
+    assert simulate(dut, payloads) == [[127, -128, 127, -128], [127, 0, 127, 127]]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -377,21 +259,18 @@ def test_latency_and_throughput(mode):
     with pytest.raises(AttributeError):
         dut.latency = 1
     rng = np.random.default_rng(5)
-    cases = random_cases(rng, dut, 4 * 20)
-    transfers = [{"acc": [c[0] for c in cases[t:t + 4]], "relu": 0,
-                  "param": [{"bias": c[1], **c[2]} for c in cases[t:t + 4]]}
-                 for t in range(0, len(cases), 4)]
+    payloads = transfers(random_cases(rng, dut, 4 * 20), dut.lanes)
     taken_in, taken_out = [], []
     sim = Simulator(dut)
     sim.add_clock(1e-6)
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
-        for cycle in range(len(transfers) + dut.latency + 3):
-            sending = len(taken_in) < len(transfers)
+        for cycle in range(len(payloads) + dut.latency + 3):
+            sending = len(taken_in) < len(payloads)
             ctx.set(dut.i.valid, sending)
             if sending:
-                ctx.set(dut.i.payload, transfers[len(taken_in)])
+                ctx.set(dut.i.payload, payloads[len(taken_in)])
             _, _, i_ready, o_valid = await ctx.tick().sample(dut.i.ready, dut.o.valid)
             if sending and i_ready:
                 taken_in.append(cycle)
@@ -400,7 +279,7 @@ def test_latency_and_throughput(mode):
 
     sim.add_testbench(bench)
     sim.run()
-    assert taken_in == list(range(len(transfers)))
+    assert taken_in == list(range(len(payloads)))
     assert taken_out == [c + dut.latency for c in taken_in]
 
 

