@@ -1,10 +1,11 @@
 """cocotb bench: the generated Verilog of a Requantiser against the exact requantisation
 (``numerics.requantize``, then ReLU), bit for bit, on Icarus and Verilator.
 
-Layout after verilog-axis: a ``TB`` class (clock, reset, one loop per clock cycle driving the input
-stream and taking the output under idle and back-pressure generators, checking the output's stream
-rule), the scenarios as cocotb tests, and at the bottom the pytest functions that generate the
-Verilog and run this file through ``addershift.sim.runner.run_cocotb``. The vectors and the
+Layout after verilog-axis: the shared ``addershift.sim.stream_bench.StreamTB`` (clock, reset, one
+loop per clock cycle driving the input stream and taking the output under idle and back-pressure
+generators, checking the output's stream rule), the scenarios as cocotb tests, and at the bottom
+the pytest functions that generate the Verilog and run this file through
+``addershift.sim.runner.run_cocotb``. The vectors and the
 reference are ``addershift.sim.requant_vectors``, shared with the Amaranth tests; payloads are
 packed and unpacked with the Requantiser's own layouts.
 
@@ -21,8 +22,6 @@ import warnings
 import cocotb
 import numpy as np
 import pytest
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 # (pause source?, pause sink?) generators per pattern, verilog-axis style: 1 = pause this cycle.
 PATTERNS = {
@@ -46,74 +45,20 @@ def _requantiser(params):
     return dut
 
 
-class TB:
-    def __init__(self, dut, rq):
-        self.dut, self.rq = dut, rq
-        self.cycles = 0
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.i__valid.value = 0
-        dut.i__payload.value = 0
-        dut.o__ready.value = 0
-
-    async def reset(self):
-        self.dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await FallingEdge(self.dut.clk)
-
-    async def run(self, words, *, pause_source=None, pause_sink=None):
-        """Stream ``words`` in, one loop per clock cycle, and return as many output payloads.
-
-        Inputs change on the falling edge; once they settle (ReadOnly) both handshakes are read,
-        so the transfers recorded are the ones the next rising edge performs on either
-        simulator. A valid output must hold, unchanged, until it is taken."""
-        from addershift.sim.requant_vectors import unpack
-        dut = self.dut
-        source = pause_source() if pause_source else itertools.repeat(0)
-        sink = pause_sink() if pause_sink else itertools.repeat(0)
-        pending, got, held = list(words), [], None
-        limit = 10 * len(words) + 200
-        for _ in range(limit):
-            offer = bool(pending) and not next(source)
-            if offer:
-                dut.i__payload.value = pending[0]
-            dut.i__valid.value = int(offer)
-            dut.o__ready.value = int(not next(sink))
-            await ReadOnly()
-            o_valid = int(dut.o__valid.value)
-            o_take = o_valid and int(dut.o__ready.value)
-            word = dut.o__payload.value.to_unsigned() if o_valid else None
-            if held is not None:
-                assert o_valid and word == held, "output changed or vanished before it was taken"
-            held = word if o_valid and not o_take else None
-            if offer and int(dut.i__ready.value):
-                pending.pop(0)
-            if o_take:
-                got.append(unpack(self.rq, word))
-            self.cycles += 1
-            await FallingEdge(dut.clk)
-            if not pending and len(got) == len(words):
-                break
-        assert not pending and len(got) == len(words), (
-            f"after {limit} cycles: {len(words) - len(pending)}/{len(words)} in, "
-            f"{len(got)}/{len(words)} out")
-        dut.i__valid.value = 0
-        return got
-
-
 async def run_cases(dut, cases_for_pattern):
     """Each pattern's cases through the Verilog; every output equal to the reference."""
-    from addershift.sim.requant_vectors import expected, pack, transfers
+    from addershift.sim.requant_vectors import expected, pack, transfers, unpack
+    from addershift.sim.stream_bench import StreamTB
     params = _params()
     rq = _requantiser(params)
-    tb = TB(dut, rq)
+    tb = StreamTB(dut)
     await tb.reset()
     values = 0
     for name, (pause_source, pause_sink) in PATTERNS.items():
         cases = cases_for_pattern(rq, name)
-        got = await tb.run([pack(rq, t) for t in transfers(cases, rq.lanes)],
-                           pause_source=pause_source, pause_sink=pause_sink)
+        words = [pack(rq, t) for t in transfers(cases, rq.lanes)]
+        got = [unpack(rq, word) for word in
+               await tb.run(words, len(words), pause_source=pause_source, pause_sink=pause_sink)]
         want = expected(rq, cases)
         for t, (g, e) in enumerate(zip(got, want)):
             assert g == e, f"{name}, transfer {t}: got {g}, expected {e}"
