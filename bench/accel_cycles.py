@@ -20,6 +20,7 @@ Where the cycles of a stage go (columns of the second table):
 
     .venv/bin/python bench/accel_cycles.py                     # 4x4 and 8x8, all PE kinds
     .venv/bin/python bench/accel_cycles.py --shapes 8x8 --ops adder --simulator verilator --json
+    .venv/bin/python bench/accel_cycles.py --shapes 4x4 --requant-lanes 1   # a smaller requantiser
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from addershift.sw.examples import digits_net
 OPS = ("adder", "shift", "mul")
 
 
-def measure(op, rows, cols, simulator):
+def measure(op, rows, cols, simulator, lanes=None):
     model = digits_net(op, mode="shift")
-    config = default_config(model, rows=rows, cols=cols)
+    config = default_config(model, rows=rows, cols=cols, requant_lanes=lanes)
     program = compile_model(model, config)
     x = np.random.default_rng(0).integers(0, 128, (1, 1, 8, 8))
     result = simulate(program, x, simulator=simulator, build_dir=f"build/bench/{op}_{rows}x{cols}")
@@ -61,7 +62,7 @@ def measure(op, rows, cols, simulator):
         })
     total = sum(s["cycles"] for s in stages)
     busy = sum(s["busy_pe"] for s in stages)
-    return {"op": op, "rows": rows, "cols": cols, "cycles": total,
+    return {"op": op, "rows": rows, "cols": cols, "lanes": config.lanes, "cycles": total,
             "utilisation": busy / (pes * total), "ideal": busy / pes, "stages": stages,
             "config": config.to_dict()}
 
@@ -73,19 +74,22 @@ def main(argv=None):
     parser.add_argument("--ops", default=",".join(OPS), help="PE kinds")
     parser.add_argument("--simulator", default="amaranth",
                         choices=("amaranth", "icarus", "verilator"))
+    parser.add_argument("--requant-lanes", type=int,
+                        help="values the requantiser takes per cycle (default: cols)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     runs = []
     for shape in args.shapes.split(","):
         rows, cols = (int(v) for v in shape.lower().split("x"))
         for op in args.ops.split(","):
-            runs.append(measure(op, rows, cols, args.simulator))
+            runs.append(measure(op, rows, cols, args.simulator, args.requant_lanes))
             print(f"measured {op} {rows}x{cols}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"simulator": args.simulator, "runs": runs}))
         return
+    lanes = f", requantiser {args.requant_lanes} lanes" if args.requant_lanes else ""
     print(f"digits network, one inference, {args.simulator} simulator (bit-exact with the golden "
-          f"model)\n")
+          f"model){lanes}\n")
     print(f"{'array':<6}{'pe':<7}{'cycles':>7}{'ideal':>7}{'util':>7}   per stage: cycles (util)")
     for r in runs:
         per = "  ".join(f"{s['stage']} {s['cycles']} ({100 * s['utilisation']:.0f}%)"

@@ -116,7 +116,7 @@ class Accelerator(wiring.Component):
         if array.acc_bits != cfg.acc_bits:
             raise AssertionError("the array's accumulator width differs from the build's")
         m.submodules.requant = requant = Requantiser(
-            mode=cfg.requant_mode, acc_bits=array.acc_bits, out_bits=cfg.x_bits, lanes=C,
+            mode=cfg.requant_mode, acc_bits=array.acc_bits, out_bits=cfg.x_bits, lanes=cfg.lanes,
             bias_bits=cfg.bias_bits)
         m.submodules.feeder = feeder = RequantFeeder(
             config=cfg, array_out_layout=array.out_layout,

@@ -89,6 +89,12 @@ class ArrayConfig:
         Width of the per-channel bias (signed), 2 to 32.
     counter_bits : int
         Width of the performance counters, 16 to 64.
+    requant_lanes : int or None
+        Values the requantiser takes per cycle (a divisor of ``cols``; ``None``: ``cols``). Fewer
+        lanes cost proportionally less logic; a tile's ``rows * cols`` results then take
+        ``rows * cols / requant_lanes`` cycles, hidden while that is at most ``K + 1``.
+    global_pool : bool
+        Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
     pe: Op
     rows: int
@@ -104,6 +110,8 @@ class ArrayConfig:
     requant_mode: RequantMode = RequantMode.SHIFT
     bias_bits: int = BIAS_BITS
     counter_bits: int = 32
+    requant_lanes: int | None = None
+    global_pool: bool = True
 
     def __post_init__(self):
         try:
@@ -132,8 +140,20 @@ class ArrayConfig:
         check_int("param_depth", self.param_depth, 16, 1 << 20)
         check_int("bias_bits", self.bias_bits, 2, BIAS_BITS)
         check_int("counter_bits", self.counter_bits, 16, 64)
+        if not isinstance(self.global_pool, bool):
+            raise TypeError(f"global_pool must be a bool, not {self.global_pool!r}")
+        if self.requant_lanes is not None:
+            check_int("requant_lanes", self.requant_lanes, 1, self.cols)
+            if self.cols % self.requant_lanes:
+                raise ValueError(f"requant_lanes must divide cols ({self.cols}), not "
+                                 f"{self.requant_lanes!r}")
 
     # --- derived widths ----------------------------------------------------------------------
+
+    @property
+    def lanes(self):
+        """Values the requantiser takes per cycle."""
+        return self.cols if self.requant_lanes is None else self.requant_lanes
 
     @property
     def pe_count(self):

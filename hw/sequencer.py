@@ -29,7 +29,7 @@ stage's cycles run from the end of the previous stage (its last write) to its ow
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.compiler import (DESCRIPTOR_MAGIC, DIM_BITS, PERF_COUNTERS, PERF_STAGES, WRITE_FIELDS,
@@ -223,7 +223,9 @@ class RequantFeeder(wiring.Component):
     i : ``In(stream.Signature(array_out_layout))``
         Finished rows from the array (``acc``, ``last``).
     o : ``Out(stream.Signature(requant_in_layout))``
-        Rows for the requantiser (``acc``, ``param``, ``relu``).
+        Rows for the requantiser (``acc``, ``param``, ``relu``), ``config.lanes`` values per
+        transfer: a row of ``cols`` values goes out in ``cols / lanes`` transfers, lowest lanes
+        first.
     """
 
     def __init__(self, *, config, array_out_layout, requant_in_layout):
@@ -264,13 +266,23 @@ class RequantFeeder(wiring.Component):
         # Rows: parameters of the active group; the group ends with its last tile's last row.
         row = Signal(range(R))
         tile = Signal.like(d.tiles_m1)
+        L = cfg.lanes
+        chunks = C // L
+        chunk = Signal(range(chunks))
+        acc_elem = self.i.payload.acc.shape().elem_shape
+        acc_chunks = data.ArrayLayout(data.ArrayLayout(acc_elem, L), chunks)(
+            self.i.payload.acc.as_value())
+        param_chunks = data.ArrayLayout(data.ArrayLayout(pb, L), chunks)(active)
+        last_chunk = chunk == chunks - 1
         m.d.comb += [
             self.o.valid.eq(self.i.valid & active_valid),
-            self.i.ready.eq(self.o.ready & active_valid),
-            self.o.payload.acc.eq(self.i.payload.acc),
-            self.o.payload.param.as_value().eq(active),
+            self.i.ready.eq(self.o.ready & active_valid & last_chunk),
+            self.o.payload.acc.as_value().eq(acc_chunks[chunk].as_value()),
+            self.o.payload.param.as_value().eq(param_chunks[chunk].as_value()),
             self.o.payload.relu.eq(d.relu),
         ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += chunk.eq(_wrap_inc(chunk, chunks - 1))
         take = self.i.valid & self.i.ready
         group_end = Signal()
         with m.If(take):
@@ -286,6 +298,7 @@ class RequantFeeder(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [addr.eq(d.rq_base), issued.eq(0), received.eq(0), active_valid.eq(0),
-                         groups_left.eq(d.og_m1 + 1), row.eq(0), tile.eq(0), pending.eq(0)]
+                         groups_left.eq(d.og_m1 + 1), row.eq(0), tile.eq(0), pending.eq(0),
+                         chunk.eq(0)]
         return m
 

@@ -11,15 +11,15 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
   that do not fit are dropped). The first pixel of a window (top-left, first in raster order) is
   written; later ones are read-modify-written with a lane-wise max. The read uses bank 0's read port,
   transparent for the write port, so back-to-back updates of one window see each other;
-- global average pooling: per-lane sums over the group's pixels, then ``round_shift`` by
-  ``gap_shift`` and saturation, one word per group.
+- global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
+  then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
 It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,8 +40,8 @@ class Writeback(wiring.Component):
         Begin a stage (a pulse while idle).
     busy : ``Out(1)``
         Rows of the stage remain to be written.
-    i : ``In(stream.Signature(ArrayLayout(signed(x_bits), cols)))``
-        Requantised rows (ReLU applied).
+    i : ``In(stream.Signature(ArrayLayout(signed(x_bits), lanes)))``
+        Requantised rows (ReLU applied), ``cols / lanes`` transfers per row, lowest lanes first.
     w_en, w_addr, w_data : ``Out``
         The destination buffer's write port.
     r_addr : ``Out``, r_data : ``In``
@@ -56,7 +56,7 @@ class Writeback(wiring.Component):
             "desc": In(write_layout(config)),
             "start": In(1),
             "busy": Out(1),
-            "i": In(stream.Signature(data.ArrayLayout(signed(config.x_bits), config.cols))),
+            "i": In(stream.Signature(data.ArrayLayout(signed(config.x_bits), config.lanes))),
             "w_en": Out(1), "w_addr": Out(a), "w_data": Out(config.act_word_bits),
             "r_addr": Out(a), "r_data": In(config.act_word_bits),
         })
@@ -87,36 +87,51 @@ class Writeback(wiring.Component):
         active = Signal()
         m.d.comb += [self.i.ready.eq(1)]
 
-        take = self.i.valid & active
+        # A row arrives in cols / lanes parts: the earlier ones wait in `parts`.
+        chunks = C // cfg.lanes
+        part = Signal(range(chunks))
+        row_data = Signal(lane)
+        if chunks > 1:
+            parts = Signal((chunks - 1) * cfg.lanes * xb)
+            with m.If(self.i.valid):
+                m.d.sync += part.eq(Mux(part == chunks - 1, 0, part + 1))
+                with m.If(part != chunks - 1):
+                    m.d.sync += parts.eq(Cat(parts[cfg.lanes * xb:], self.i.payload.as_value()))
+            m.d.comb += row_data.as_value().eq(Cat(parts, self.i.payload.as_value()))
+        else:
+            m.d.comb += row_data.eq(self.i.payload)
+        take = self.i.valid & active & (part == chunks - 1)
         pixel = left != 0
         first = (dh == 0) & (dw == 0)
         inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
         dest = Signal(a + 1)
         m.d.comb += [dest.eq(row_dest + pw), self.r_addr.eq(dest)]
 
-        # Global average pooling: per-lane sums of the group's pixels.
+        # Global average pooling (builds with global_pool): per-lane sums of the group's pixels.
+        gap = cfg.global_pool
         sum_shape = signed(xb + COUNT_BITS)
-        sums = [Signal(sum_shape, name=f"gap_sum_{j}") for j in range(C)]
         gap_first = Signal()
-        gap_next = [Signal(sum_shape, name=f"gap_next_{j}") for j in range(C)]
-        for j in range(C):
-            m.d.comb += gap_next[j].eq(Mux(gap_first, 0, sums[j]) + self.i.payload[j])
+        if gap:
+            sums = [Signal(sum_shape, name=f"gap_sum_{j}") for j in range(C)]
+            gap_next = [Signal(sum_shape, name=f"gap_next_{j}") for j in range(C)]
+            for j in range(C):
+                m.d.comb += gap_next[j].eq(Mux(gap_first, 0, sums[j]) + row_data[j])
 
         # Stage 1: the word to write (or to merge with the old word).
         s1_valid, s1_merge, s1_gap = Signal(), Signal(), Signal()
         s1_dest = Signal(a)
         s1_data = Signal(lane)
-        s1_sums = [Signal(sum_shape, name=f"s1_sum_{j}") for j in range(C)]
+        s1_sums = [Signal(sum_shape, name=f"s1_sum_{j}") for j in range(C)] if gap else []
         m.d.sync += [s1_valid.eq(0)]
         with m.If(take & pixel):
-            m.d.sync += [left.eq(left - 1), s1_data.eq(self.i.payload), s1_dest.eq(dest)]
-            with m.If(d.gap):
-                m.d.sync += [sums[j].eq(gap_next[j]) for j in range(C)]
-                m.d.sync += [s1_sums[j].eq(gap_next[j]) for j in range(C)]
-                m.d.sync += [gap_first.eq(0), s1_valid.eq(left == 1), s1_gap.eq(1),
-                             s1_dest.eq(og_dest)]
-            with m.Else():
-                m.d.sync += [s1_valid.eq(inside), s1_merge.eq(d.pool & ~first), s1_gap.eq(0)]
+            m.d.sync += [left.eq(left - 1), s1_data.eq(row_data), s1_dest.eq(dest),
+                         s1_valid.eq(inside), s1_merge.eq(d.pool & ~first), s1_gap.eq(0)]
+            if gap:
+                with m.If(d.gap):
+                    m.d.sync += [sums[j].eq(gap_next[j]) for j in range(C)]
+                    m.d.sync += [s1_sums[j].eq(gap_next[j]) for j in range(C)]
+                    m.d.sync += [gap_first.eq(0), s1_valid.eq(left == 1), s1_gap.eq(1),
+                                 s1_dest.eq(og_dest)]
             # Advance (oh, ow) and the pooling coordinates.
             with m.If(ow_c == d.out_w_m1):
                 m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)]
@@ -152,6 +167,9 @@ class Writeback(wiring.Component):
         for j in range(C):
             v = s1_data[j]
             merged = Mux(s1_merge & (old[j] > v), old[j], v)
+            if not gap:
+                m.d.comb += word[j].eq(merged)
+                continue
             # round_shift(sum, k) = ((2 * sum) >> k + 1) >> 1 (ties toward +inf; k = 0: the
             # sum), then saturate.
             rounded = Signal(signed(sum_shape.width + 1), name=f"gap_round_{j}")
@@ -162,5 +180,5 @@ class Writeback(wiring.Component):
                      self.busy.eq(active | s1_valid)]
 
         with m.If(self.start):
-            m.d.sync += [row.eq(0), tile.eq(0), og.eq(0), active.eq(1)] + group_reset(0)
+            m.d.sync += [row.eq(0), tile.eq(0), og.eq(0), active.eq(1), part.eq(0)] + group_reset(0)
         return m

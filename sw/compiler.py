@@ -272,6 +272,9 @@ class _Planner:
                 current["pool"] = (layer.kernel, layer.stride)
                 current["layers"].append(i)
             elif isinstance(layer, GlobalAvgPool):
+                if not config.global_pool:
+                    self.fail(f"{where}: this build has no global average pooling: rebuild with "
+                              f"global_pool=True")
                 if current["pool"] is not None or current["gap"] is not None:
                     self.fail(f"{where}: one pooling layer per conv2d layer is supported")
                 current["gap"] = layer.shift
@@ -502,7 +505,8 @@ class Program:
 
 def default_config(model, *, rows=4, cols=4, **overrides):
     """The build a model runs on with the array shape ``rows x cols``: PE kind, requantisation mode
-    and widths from the model, ``max_k`` its longest reduction, memories at least the
+    and widths from the model, ``max_k`` its longest reduction, the global average pooling unit
+    only if the model has such a layer, memories at least the
     ``ArrayConfig`` defaults and large enough for it (powers of two). ``overrides`` replace any
     of these (``ArrayConfig`` keyword arguments)."""
     from ..hw.config import ArrayConfig
@@ -519,7 +523,8 @@ def default_config(model, *, rows=4, cols=4, **overrides):
     shapes = [tuple(model.input_shape)] + model.validate()
     ks = [layer.reduction_length(shapes[model.layers.index(layer)]) for layer in layers]
     params = {"pe": ops[0], "rows": rows, "cols": cols, "x_bits": model.x_bits,
-              "requant_mode": modes[0], "max_k": max(ks)}
+              "requant_mode": modes[0], "max_k": max(ks),
+              "global_pool": any(isinstance(layer, GlobalAvgPool) for layer in model.layers)}
     if ops[0] == "shift":
         params.update(p_min=0, p_max=max(layer.p_max - layer.p_min for layer in layers))
     elif ops[0] == "mul":

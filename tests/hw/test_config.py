@@ -27,7 +27,8 @@ def test_hash_is_stable_and_sensitive():
     assert a.to_dict() == {"pe": "adder", "rows": 4, "cols": 4, "x_bits": 8, "w_bits": 8,
                            "p_min": -4, "p_max": 3, "max_k": 1024, "weight_depth": 4096,
                            "act_depth": 512, "param_depth": 256, "requant_mode": "shift",
-                           "bias_bits": 32, "counter_bits": 32}
+                           "bias_bits": 32, "counter_bits": 32, "requant_lanes": None,
+                           "global_pool": True}
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -43,6 +44,9 @@ def test_hash_is_stable_and_sensitive():
     ({"requant_mode": "float"}, ValueError, "requant_mode must be one of 'shift', 'pow2x2', "
                                             "'mul', not 'float'"),
     ({"bias_bits": 40}, ValueError, "bias_bits must be an integer in [2, 32], not 40"),
+    ({"requant_lanes": 3}, ValueError, "requant_lanes must divide cols (4), not 3"),
+    ({"requant_lanes": 0}, ValueError, "requant_lanes must be an integer in [1, 4], not 0"),
+    ({"global_pool": 1}, TypeError, "global_pool must be a bool, not 1"),
 ])
 def test_validation_messages(kw, error, message):
     with pytest.raises(error) as e:

@@ -186,3 +186,6 @@ def test_unsupported_layer_sequences():
                        "not supported: move it before the pool$"):
         compile_model(gap, _config())
     assert isinstance(gap.layers[2], GlobalAvgPool)
+    with pytest.raises(CompileError, match="^layer gap \\(globalavgpool\\): this build has no global "
+                       "average pooling: rebuild with global_pool=True$"):
+        compile_model(layer_case("gap", "adder"), _config(global_pool=False))
