@@ -126,6 +126,8 @@ class _SerialCRC(wiring.Component):
 
 # Where a response's payload bytes come from.
 _SRC_NONE, _SRC_ROM, _SRC_BUF, _SRC_BUS, _SRC_STATUS, _SRC_CRC = range(6)
+# What a request that passed its checks does (bits of the framer's plan register).
+_PLAN_ROM, _PLAN_BUF, _PLAN_COMMIT, _PLAN_BUS, _PLAN_CRC, _PLAN_RUN, _PLAN_STATUS = range(7)
 
 
 class Framer(wiring.Component):
@@ -207,8 +209,14 @@ class Framer(wiring.Component):
             self.rx.ready.eq(1),          # the line has no flow control: a full FIFO loses bytes
         ]
         rx_lost_now = self.rx_lost | (self.rx.valid & ~fifo.w_rdy)
-        byte = fifo.r_data
-        have = fifo.r_rdy
+        # The parser sees the FIFO through one register: a memory's output straight into the
+        # parser's decisions was the critical path on an iCE40 (31 MHz).
+        byte = Signal(8)
+        have = Signal()
+        consume = Signal()
+        m.d.comb += fifo.r_en.eq(~have | consume)
+        with m.If(~have | consume):
+            m.d.sync += [byte.eq(fifo.r_data), have.eq(fifo.r_rdy)]
 
         # --- memories --------------------------------------------------------------------------
         m.submodules.buf = buf = Memory(shape=8, depth=max_payload, init=[])
@@ -243,22 +251,30 @@ class Framer(wiring.Component):
         region = Signal(P.REGION_BITS)
         n = Signal(P.OFFSET_BITS + 1)
         n_high = Signal()                 # the size argument has bits above n's
-        fits = Signal(len(ident.regions))  # offset + n inside each region
+        ok_read = Signal()                # [offset, offset + n) inside a readable region
+        ok_write = Signal()               # ... inside a writable region
+        n_zero = Signal()
+        n_big = Signal()                  # more than a READ may ask for
+        n_huge = Signal()                 # more than any region holds
+        run_strobe = Signal()
+        # The command and length, decoded a cycle ahead of DECODE (one-hot flags keep its logic
+        # shallow: it was the critical path on an iCE40).
+        commands = [P.Command.IDENTIFY, P.Command.ECHO, P.Command.WRITE, P.Command.READ,
+                    P.Command.CRC, P.Command.RUN, P.Command.STATUS]
+        is_cmd = {c: Signal(name=f"is_{c.name.lower()}") for c in commands}
+        len_is = {k: Signal(name=f"len_is_{k}") for k in (0, 4, 6, 8)}
+        len_gt_header = Signal()
+        plan = Signal(7)                  # what APPLY does (one-hot _PLAN_* bits)
+        busy = Signal()                   # the device's busy, registered
+        m.d.sync += busy.eq(self.bus.busy)
+        m.d.sync += run_strobe.eq(0)
         uptime = Signal(cw)
         m.d.sync += uptime.eq(uptime + 1)
-        # A status field is sent a byte at a time from a copy latched at its first byte; the
-        # address register is idle then and serves as that copy when it is wide enough.
-        if cw <= P.OFFSET_BITS + P.REGION_BITS:
-            shift = Cat(offset, region)
-        else:
-            shift = Signal(cw)
+        # A status field is sent a byte at a time from a copy latched at its first byte. (Reusing
+        # the idle address register for it saved 32 cells but put the status logic on the
+        # address register's enable: the critical path on an iCE40.)
+        shift = Signal(cw)
 
-        def region_ok(access):
-            ok = Const(0)
-            for k, r in enumerate(ident.regions):
-                if r.access & access:
-                    ok = ok | ((region == r.id) & fits[k])
-            return ok
 
         header_byte = Signal(8)
         with m.Switch(hidx):
@@ -293,7 +309,7 @@ class Framer(wiring.Component):
 
         def take(target=None):
             """Consume a header or payload byte into the CRC (the serial CRC must be idle)."""
-            m.d.comb += [fifo.r_en.eq(~crc16.busy), in_frame.eq(1)]
+            m.d.comb += [consume.eq(~crc16.busy), in_frame.eq(1)]
             ready = have & ~crc16.busy
             m.d.comb += [crc16.load.eq(ready), crc16.data.eq(byte)]
             if target is not None:
@@ -303,12 +319,12 @@ class Framer(wiring.Component):
 
         with m.FSM():
             with m.State("HUNT"):
-                m.d.comb += [fifo.r_en.eq(1), hunting.eq(1)]
+                m.d.comb += [consume.eq(1), hunting.eq(1)]
                 with m.If(have & (byte == P.REQUEST_SYNC[0])):
                     m.next = "SYNC1"
 
             with m.State("SYNC1"):
-                m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
+                m.d.comb += [consume.eq(1), in_frame.eq(1)]
                 with m.If(timed_out):
                     m.next = "HUNT"
                 with m.Elif(have):
@@ -365,7 +381,7 @@ class Framer(wiring.Component):
 
             for state, nxt, target in (("CRC0", "CRC1", rcrc[0:8]), ("CRC1", "PREP", rcrc[8:16])):
                 with m.State(state):
-                    m.d.comb += [fifo.r_en.eq(1), in_frame.eq(1)]
+                    m.d.comb += [consume.eq(1), in_frame.eq(1)]
                     with m.If(timed_out):
                         respond(P.Status.TIMEOUT)
                     with m.Elif(have):
@@ -380,69 +396,95 @@ class Framer(wiring.Component):
                     m.next = "PREP_END"
 
             with m.State("PREP_END"):
+                # The address checks, registered: DECODE only combines flags.
                 end = offset + n
-                m.d.sync += fits.eq(Cat(*[end <= r.size for r in ident.regions]))
+                ok = {P.Access.READ: Const(0), P.Access.WRITE: Const(0)}
+                for r in ident.regions:
+                    for access in ok:
+                        if r.access & access:
+                            ok[access] = ok[access] | ((region == r.id) & (end <= r.size))
+                m.d.sync += [ok_read.eq(ok[P.Access.READ]), ok_write.eq(ok[P.Access.WRITE]),
+                             n_zero.eq(n == 0), n_big.eq(n > max_payload),
+                             n_huge.eq(n_high | (n > (1 << P.OFFSET_BITS))),
+                             len_gt_header.eq(length > P.WRITE_HEADER)]
+                m.d.sync += [flag.eq(cmd == c) for c, flag in is_cmd.items()]
+                m.d.sync += [flag.eq(length == k) for k, flag in len_is.items()]
                 m.next = "DECODE"
 
             with m.State("DECODE"):
-                # Every check happens here, before anything touches the device.
-                m.d.sync += [hidx.eq(0), source.eq(_SRC_NONE), status.eq(P.Status.OK)]
-                m.next = "HEADER"
+                # Every check happens here, before anything touches the device: the verdict and a
+                # plan, registered; APPLY carries the plan out.
+                m.d.sync += [hidx.eq(0), source.eq(_SRC_NONE), status.eq(P.Status.OK),
+                             plan.eq(0)]
+                m.next = "APPLY"
                 with m.If(~crc_ok):
                     # Say why when bytes were lost on the line (a good CRC wins: a loss may have hit
                     # the bytes after this frame).
                     m.d.sync += status.eq(Mux(lost, P.Status.LINE_ERROR, P.Status.BAD_CRC))
                 with m.Else():
-                    with m.Switch(cmd):
-                        with m.Case(P.Command.IDENTIFY):
-                            with m.If(length != 0):
-                                m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Else():
-                                m.d.sync += [n.eq(n_identify), source.eq(_SRC_ROM)]
-                        with m.Case(P.Command.ECHO):
-                            with m.If(length != 0):
-                                m.d.sync += [n.eq(length), source.eq(_SRC_BUF)]
-                        with m.Case(P.Command.WRITE):
-                            with m.If(length <= P.WRITE_HEADER):
-                                m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif(~region_ok(P.Access.WRITE)):
-                                m.d.sync += status.eq(P.Status.BAD_ADDRESS)
-                            with m.Elif(self.bus.busy):
-                                m.d.sync += status.eq(P.Status.BUSY)
-                            with m.Else():
-                                m.d.sync += idx.eq(P.WRITE_HEADER)
-                                m.next = "COMMIT_FETCH"
-                        with m.Case(P.Command.READ):
-                            with m.If((length != 6) | (n == 0) | (n > max_payload)):
-                                m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif(~region_ok(P.Access.READ)):
-                                m.d.sync += status.eq(P.Status.BAD_ADDRESS)
-                            with m.Else():
-                                m.d.sync += source.eq(_SRC_BUS)
-                        with m.Case(P.Command.CRC):
-                            with m.If(length != 8):
-                                m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif(n_high | (n > (1 << P.OFFSET_BITS))
-                                        | ~region_ok(P.Access.READ)):
-                                m.d.sync += status.eq(P.Status.BAD_ADDRESS)
-                            with m.Else():
-                                m.d.sync += source.eq(_SRC_CRC)
-                                m.d.comb += crc32.start.eq(1)
-                                m.next = "CRC_ADDR"
-                        with m.Case(P.Command.RUN):
-                            with m.If(length != 4):
-                                m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Elif(self.bus.busy):
-                                m.d.sync += status.eq(P.Status.BUSY)
-                            with m.Else():
-                                m.d.comb += self.bus.run.eq(1)
-                        with m.Case(P.Command.STATUS):
-                            with m.If(length != 0):
-                                m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                            with m.Else():
-                                m.d.sync += [n.eq(P.STATUS_PAYLOAD), source.eq(_SRC_STATUS)]
-                        with m.Default():
-                            m.d.sync += status.eq(P.Status.BAD_COMMAND)
+                    with m.If(is_cmd[P.Command.IDENTIFY]):
+                        with m.If(~len_is[0]):
+                            m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.d.sync += plan[_PLAN_ROM].eq(1)
+                    with m.Elif(is_cmd[P.Command.ECHO]):
+                        m.d.sync += plan[_PLAN_BUF].eq(~len_is[0])
+                    with m.Elif(is_cmd[P.Command.WRITE]):
+                        with m.If(~len_gt_header):
+                            m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
+                        with m.Elif(~ok_write):
+                            m.d.sync += status.eq(P.Status.BAD_ADDRESS)
+                        with m.Elif(busy):
+                            m.d.sync += status.eq(P.Status.BUSY)
+                        with m.Else():
+                            m.d.sync += plan[_PLAN_COMMIT].eq(1)
+                    with m.Elif(is_cmd[P.Command.READ]):
+                        with m.If(~len_is[6] | n_zero | n_big):
+                            m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
+                        with m.Elif(~ok_read):
+                            m.d.sync += status.eq(P.Status.BAD_ADDRESS)
+                        with m.Else():
+                            m.d.sync += plan[_PLAN_BUS].eq(1)
+                    with m.Elif(is_cmd[P.Command.CRC]):
+                        with m.If(~len_is[8]):
+                            m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
+                        with m.Elif(n_huge | ~ok_read):
+                            m.d.sync += status.eq(P.Status.BAD_ADDRESS)
+                        with m.Else():
+                            m.d.sync += plan[_PLAN_CRC].eq(1)
+                    with m.Elif(is_cmd[P.Command.RUN]):
+                        with m.If(~len_is[4]):
+                            m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
+                        with m.Elif(busy):
+                            m.d.sync += status.eq(P.Status.BUSY)
+                        with m.Else():
+                            m.d.sync += plan[_PLAN_RUN].eq(1)
+                    with m.Elif(is_cmd[P.Command.STATUS]):
+                        with m.If(~len_is[0]):
+                            m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
+                        with m.Else():
+                            m.d.sync += plan[_PLAN_STATUS].eq(1)
+                    with m.Else():
+                        m.d.sync += status.eq(P.Status.BAD_COMMAND)
+
+            with m.State("APPLY"):
+                m.next = "HEADER"
+                with m.If(plan[_PLAN_ROM]):
+                    m.d.sync += [n.eq(n_identify), source.eq(_SRC_ROM)]
+                with m.If(plan[_PLAN_BUF]):
+                    m.d.sync += [n.eq(length), source.eq(_SRC_BUF)]
+                with m.If(plan[_PLAN_COMMIT]):
+                    m.d.sync += idx.eq(P.WRITE_HEADER)
+                    m.next = "COMMIT_FETCH"
+                with m.If(plan[_PLAN_BUS]):
+                    m.d.sync += source.eq(_SRC_BUS)
+                with m.If(plan[_PLAN_CRC]):
+                    m.d.sync += source.eq(_SRC_CRC)
+                    m.next = "CRC_START"
+                with m.If(plan[_PLAN_RUN]):
+                    m.d.sync += run_strobe.eq(1)
+                with m.If(plan[_PLAN_STATUS]):
+                    m.d.sync += [n.eq(P.STATUS_PAYLOAD), source.eq(_SRC_STATUS)]
 
             # --- WRITE: copy the checked payload from the buffer to the device ------------------
             with m.State("COMMIT_FETCH"):
@@ -463,6 +505,9 @@ class Framer(wiring.Component):
                         m.next = "COMMIT_FETCH"
 
             # --- CRC: read the region through the device and check it --------------------------
+            with m.State("CRC_START"):
+                m.d.comb += crc32.start.eq(1)
+                m.next = "CRC_ADDR"
             with m.State("CRC_ADDR"):
                 with m.If(n == 0):
                     with m.If(~crc32.busy):
@@ -577,5 +622,6 @@ class Framer(wiring.Component):
                 with m.If(self.tx.ready):
                     m.next = "HUNT"
 
-        m.d.comb += self.bus.run_arg.eq(Cat(offset, region))
+        # The run strobe leaves from a register, one cycle after DECODE, with the argument held.
+        m.d.comb += [self.bus.run.eq(run_strobe), self.bus.run_arg.eq(Cat(offset, region))]
         return m

@@ -96,18 +96,20 @@ class UARTTx(wiring.Component):
         timer = Signal(range(self._divisor))
         bits = Signal(range(11))       # bits still to send, the current one included
         shreg = Signal(10, init=0x3FF)  # idle shifts in ones, so bit 0 is the line
-        last = (bits == 1) & (timer == 0)
+        # Ready when idle and in the last cycle of the stop bit (back to back, no idle gap). It
+        # is a register: a sender's logic that waits on it stays short.
+        ready = Signal(init=1)
         m.d.comb += [
             self.tx.eq(shreg[0]),
             self.busy.eq(bits != 0),
-            # Take the next byte in the last cycle of the stop bit: back to back, no idle gap.
-            self.data.ready.eq((bits == 0) | last),
+            self.data.ready.eq(ready),
         ]
-        with m.If(self.data.valid & self.data.ready):
+        with m.If(self.data.valid & ready):
             m.d.sync += [
                 shreg.eq(Cat(Const(0, 1), self.data.payload, Const(1, 1))),
                 bits.eq(10),
                 timer.eq(self._divisor - 1),
+                ready.eq(0),
             ]
         with m.Elif(bits != 0):
             with m.If(timer == 0):
@@ -118,6 +120,10 @@ class UARTTx(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += timer.eq(timer - 1)
+            # next cycle is the stop bit's last one (timer 1 -> 0), or idle (timer 0 now)
+            m.d.sync += ready.eq((bits == 1) & (timer <= 1))
+        with m.Else():
+            m.d.sync += ready.eq(1)
         return m
 
 
