@@ -52,14 +52,24 @@ def uart_divisor(*, clk_freq, baud, tolerance=0.01):
     return divisor
 
 
-def _check_divisor(divisor):
-    if isinstance(divisor, bool) or not isinstance(divisor, int):
-        raise TypeError(f"UART divisor must be an integer, not {divisor!r}")
-    if divisor < MIN_DIVISOR:
-        raise ValueError(f"UART divisor must be at least {MIN_DIVISOR}, not {divisor!r}")
+class _UARTPart(wiring.Component):
+    """What the transmitter, the receiver and the pair share: the checked divisor."""
+
+    def __init__(self, *, divisor):
+        if isinstance(divisor, bool) or not isinstance(divisor, int):
+            raise TypeError(f"UART divisor must be an integer, not {divisor!r}")
+        if divisor < MIN_DIVISOR:
+            raise ValueError(f"UART divisor must be at least {MIN_DIVISOR}, not {divisor!r}")
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def divisor(self):
+        """Clock cycles per bit."""
+        return self._divisor
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_UARTPart):
     """8N1 transmitter: one start bit, eight data bits LSB first, one stop bit.
 
     Bytes offered on ``data`` back to back go out with no idle time between them.
@@ -81,15 +91,6 @@ class UARTTx(wiring.Component):
     data: In(stream.Signature(8))
     tx: Out(1, init=1)
     busy: Out(1)
-
-    def __init__(self, *, divisor):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -127,7 +128,7 @@ class UARTTx(wiring.Component):
         return m
 
 
-class UARTRx(wiring.Component):
+class UARTRx(_UARTPart):
     """8N1 receiver, oversampled at the clock rate with a majority of three samples per bit.
 
     The line has no flow control: a byte that arrives while the previous one is still offered on
@@ -153,15 +154,6 @@ class UARTRx(wiring.Component):
     data: Out(stream.Signature(8))
     frame_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, *, divisor):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -221,7 +213,7 @@ class UARTRx(wiring.Component):
         return m
 
 
-class UART(wiring.Component):
+class UART(_UARTPart):
     """A transmitter and a receiver sharing one divisor.
 
     Members
@@ -237,15 +229,6 @@ class UART(wiring.Component):
     rx_data: Out(stream.Signature(8))
     frame_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, *, divisor):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
