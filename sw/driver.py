@@ -149,6 +149,10 @@ class Device:
         self._progress = sys.stderr.isatty() if progress is None else bool(progress)
         self._progress_min = progress_min
         self._decoder = P.FrameDecoder(kind="response")
+        try:   # wait for bytes with select where the port has a file descriptor, else poll
+            self._fileno = self._port.fileno()
+        except (AttributeError, NotImplementedError, OSError, ValueError):
+            self._fileno = None
         self._seq = int.from_bytes(os.urandom(1), "little")
         self._identity = None
         #: Counts of what the link went through (resends, NAKs, timeouts, bytes thrown away).
@@ -204,9 +208,8 @@ class Device:
 
         import serial
         try:
-            fileno = getattr(self._port, "fileno", None)
-            if fileno is not None:
-                select.select([fileno()], [], [], wait)
+            if self._fileno is not None:
+                select.select([self._fileno], [], [], wait)
                 return self._port.read(65536)
             data = self._port.read(65536)
             if not data:

@@ -169,6 +169,59 @@ def test_too_large_or_malformed_writes(board):
         assert dev.read("mem", MEM - 4, 4) == dev.read("mem", MEM - 4, 4)
 
 
+def test_progress_on_stderr(board, capsys):
+    with Device(board.url, timeout=SIM_TIMEOUT, progress=True, progress_min=500) as dev:
+        dev.write("mem", 0x40, bytes(600))
+        dev.write("mem", 0x40, bytes(100))                # below progress_min: silent
+    err = capsys.readouterr().err
+    assert "\rwrite mem+0x000040..0x000298: 100% 600/600 bytes" in err
+    assert err.count("write mem") >= 1 and "100/100" not in err
+
+
+def test_run_command_identifies_the_board(board, tmp_path, capsys):
+    from addershift.sw.cli import main
+    from addershift.sw.examples import digits_net
+    from addershift.sw.model import save_model
+    save_model(digits_net("adder", mode="pow2x2"), tmp_path / "m.npz")
+    assert main(["run", "--port", board.url, "-m", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "runs the host-link test design" in err and "no accelerator" in err
+
+
+def test_driver_parameter_checks():
+    with pytest.raises(ValueError, match=r"^Timeout must be a positive number of seconds, not 0$"):
+        Device("socket://127.0.0.1:1", timeout=0)
+    with pytest.raises(ValueError, match=r"^Retries must be a non-negative integer, not -1$"):
+        Device("socket://127.0.0.1:1", retries=-1)
+    with pytest.raises(ValueError, match=r"^Window must be an integer in \[1, 64\], not 0$"):
+        Device("socket://127.0.0.1:1", window=0)
+    with pytest.raises(LinkError, match=r"^cannot open /nonexistent/tty"):
+        Device("/nonexistent/tty")
+    # a line that only echoes is never taken for a device: requests and answers differ in sync
+
+    class Echo:
+        name = "echo"
+
+        def __init__(self):
+            self.buf = bytearray()
+
+        def write(self, data):
+            self.buf += data
+
+        def read(self, n):
+            out, self.buf[:n] = bytes(self.buf[:n]), b""
+            return out
+
+        def close(self):
+            pass
+
+    with pytest.raises(LinkTimeout, match=r"^the board at echo did not accept IDENTIFY after 2 "
+                                          r"attempts \(last: no answer for 0\.2 s\)$"):
+        Device(Echo(), timeout=0.2, retries=1)
+    with pytest.raises(TypeError, match=r"^Identity must be a protocol\.Identity"):
+        check_build({}, build_hash="00")
+
+
 # --- faults ------------------------------------------------------------------------------------
 
 FRAME = 252 + P.WRITE_HEADER + P.REQUEST_OVERHEAD    # one full WRITE frame on the wire
