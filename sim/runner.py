@@ -49,30 +49,34 @@ def prepare_environment():
 
 
 def run_cocotb(*, simulator, verilog, toplevel, test_module, build_dir, params=None, testcase=None,
-               waves=None):
+               waves=None, always=True):
     """Build ``verilog`` (a path) on ``simulator`` and run the cocotb tests in ``test_module``.
 
     ``test_module`` is a path to the bench's Python file; ``params`` (JSON-serialisable) reaches the
     bench as the environment variable ``ADDERSHIFT_BENCH_PARAMS``. Waveforms are written when the
-    environment variable ``WAVES=1`` is set. Raises (through cocotb) when any test fails.
+    environment variable ``WAVES=1`` is set. ``always=False`` reuses an earlier build in
+    ``build_dir``. Raises (through cocotb) when any test fails.
     """
+    import sys
+
     from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
         raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     prepare_environment()
-    test_module = pathlib.Path(test_module)
+    test_module = pathlib.Path(test_module).resolve()
     build_dir = pathlib.Path(build_dir)
     waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
+    # cocotb's runner hands the simulator this process's sys.path as PYTHONPATH.
+    if str(test_module.parent) not in sys.path:
+        sys.path.insert(0, str(test_module.parent))
     runner = get_runner(simulator)
-    runner.build(verilog_sources=[pathlib.Path(verilog)], hdl_toplevel=toplevel,
-                 build_args=_BUILD_ARGS[simulator], build_dir=build_dir, always=True, waves=waves,
+    runner.build(sources=[pathlib.Path(verilog)], hdl_toplevel=toplevel,
+                 build_args=_BUILD_ARGS[simulator], build_dir=build_dir, always=always, waves=waves,
                  timescale=("1ns", "1ps"))
-    pythonpath = os.pathsep.join(filter(None, [str(test_module.parent), os.environ.get("PYTHONPATH")]))
     runner.test(test_module=test_module.stem, hdl_toplevel=toplevel, build_dir=build_dir,
                 testcase=testcase, waves=waves,
-                extra_env={"PYTHONPATH": pythonpath,
-                           "ADDERSHIFT_BENCH_PARAMS": json.dumps(params or {})})
+                extra_env={"ADDERSHIFT_BENCH_PARAMS": json.dumps(params or {})})
 
 
 def bench_params():

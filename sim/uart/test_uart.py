@@ -7,7 +7,6 @@ bad stop bit). The pytest function at the bottom builds the Verilog and runs thi
 
 import pathlib
 import random
-import warnings
 
 import cocotb
 import pytest
@@ -124,7 +123,7 @@ async def framing_error_is_reported(dut):
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-def test_uart_against_model(simulator, tmp_path, monkeypatch):
+def test_uart_against_model(simulator, tmp_path):
     from amaranth.back import verilog
 
     from addershift.hw.uart import UART
@@ -132,10 +131,5 @@ def test_uart_against_model(simulator, tmp_path, monkeypatch):
 
     path = tmp_path / "uart_top.v"
     path.write_text(verilog.convert(UART(divisor=DIVISOR), name="uart_top", emit_src=False))
-    # cocotb's runner replaces PYTHONPATH with sys.path, so the bench's folder goes there.
-    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parent))
-    with warnings.catch_warnings():
-        # sim/runner.py still passes cocotb's deprecated verilog_sources=.
-        warnings.filterwarnings("ignore", r".*verilog_sources", DeprecationWarning)
-        run_cocotb(simulator=simulator, verilog=path, toplevel="uart_top",
-                   test_module=pathlib.Path(__file__), build_dir=tmp_path / "build")
+    run_cocotb(simulator=simulator, verilog=path, toplevel="uart_top",
+               test_module=pathlib.Path(__file__), build_dir=tmp_path / "build")
