@@ -37,8 +37,8 @@ class MaxPool(wiring.Component):
     Pooled pixels leave in raster order, each two cycles after the pixel that completes its
     window. Inside, a shift register of the last ``kernel - 1`` pixels gives the maximum along
     a window's row; ``kernel - 1`` line memories (one row of such row maxima each, written in
-    turn) give the other rows of the window at the row that completes it. Memories are read
-    and written at one address in the same cycle, the read returning the old row.
+    turn, a cycle after the pixel) give the other rows of the window at the row that completes
+    it.
 
     Parameters
     ----------
@@ -127,20 +127,31 @@ class MaxPool(wiring.Component):
                 value = _max(value, previous[lane])
             m.d.comb += row_max[lane].eq(value)
 
-        # The window's other rows: k - 1 line memories of row maxima, written in turn.
+        # Stage 1 holds the row maximum (and where it goes) while the memories read the window's
+        # other rows; stage 2 writes it into its line and is the output. Writing from stage 1
+        # keeps the compare chain away from the memories' inputs; a read never needs the row
+        # being written (consecutive window ends never share a column when kernel >= 2).
+        held = Signal(layout)
+        held_column = Signal.like(column)
+        held_slot = Signal.like(slot)
+        held_write = Signal()
+        held_valid = Signal()
+        with m.If(load):
+            m.d.sync += [held.eq(row_max), held_column.eq(column), held_slot.eq(slot),
+                         held_write.eq(accept & window_x),
+                         held_valid.eq(accept & window_x & window_y)]
+
+        # k - 1 line memories of row maxima, written in turn, read at the window's column.
         rows = []
         for j in range(k - 1):
             line = memory.Memory(shape=layout, depth=self.line_depth, init=[])
             m.submodules[f"line{j}"] = line
             write, read = line.write_port(), line.read_port(transparent_for=())
-            m.d.comb += [write.addr.eq(column), write.data.eq(row_max),
-                         write.en.eq(accept & window_x & (slot == j)),
+            m.d.comb += [write.addr.eq(held_column), write.data.eq(held),
+                         write.en.eq(load & held_write & (held_slot == j)),
                          read.addr.eq(column), read.en.eq(load)]
             rows.append(read.data)
 
-        # Stage 1 holds the row maximum while the memories read; stage 2 is the output.
-        held = Signal(layout)
-        held_valid = Signal()
         result = Signal(layout)
         for lane in range(self._lanes):
             value = held[lane]
@@ -148,8 +159,7 @@ class MaxPool(wiring.Component):
                 value = _max(value, row[lane])
             m.d.comb += result[lane].eq(value)
         with m.If(load):
-            m.d.sync += [held.eq(row_max), held_valid.eq(accept & window_x & window_y),
-                         self.o.payload.eq(result), self.o.valid.eq(held_valid)]
+            m.d.sync += [self.o.payload.eq(result), self.o.valid.eq(held_valid)]
 
         with m.If(accept):
             m.d.sync += [history[j].eq(self.i.payload if j == 0 else history[j - 1])
