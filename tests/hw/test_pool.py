@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from addershift.hw.pool import GlobalAvgPool, MaxPool
 from addershift.sim.streams import (deadlock_watchdog, stream_check_holds, stream_receive,
-                                    stream_send)
+                                    stream_send, transfer_cycles)
 from addershift.sw.examples import digits_net
 from addershift.sw.golden import global_avg_pool, max_pool2d, trace
 from addershift.sw.model import MaxPool2d
@@ -58,32 +58,6 @@ def run(dut, config, batches, counts, *, idle=(0,), stall=(0,)):
     sim.add_process(deadlock_watchdog(20 * (sum(map(len, batches)) + sum(counts)) + 1000))
     sim.run()
     return outputs
-
-
-def first_cycles(dut, transfers, settings):
-    """Cycle of every input transfer and of every output, input always valid, output ready."""
-    taken_in, taken_out = [], []
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-
-    async def bench(ctx):
-        for port, value in settings.items():
-            ctx.set(getattr(dut, port), value)
-        ctx.set(dut.o.ready, 1)
-        for cycle in range(len(transfers) + 20):
-            sending = len(taken_in) < len(transfers)
-            ctx.set(dut.i.valid, sending)
-            if sending:
-                ctx.set(dut.i.payload, transfers[len(taken_in)])
-            _, _, i_ready, o_valid = await ctx.tick().sample(dut.i.ready, dut.o.valid)
-            if sending and i_ready:
-                taken_in.append(cycle)
-            if o_valid:
-                taken_out.append(cycle)
-
-    sim.add_testbench(bench)
-    sim.run()
-    return taken_in, taken_out
 
 
 # -- max pooling ---------------------------------------------------------------------------------
@@ -153,7 +127,7 @@ def test_max_pool_throughput_and_latency():
     """A pixel per cycle with no stall; a window's result two cycles after its last pixel."""
     dut = MaxPool(lanes=1, kernel=2, stride=2, max_width=4, max_height=4)
     transfers = [[v] for v in range(16)]
-    taken_in, taken_out = first_cycles(dut, transfers, {"width": 4, "height": 4})
+    taken_in, taken_out = transfer_cycles(dut, transfers, settings={"width": 4, "height": 4})
     assert taken_in == list(range(16))
     last_pixels = [4 + 1, 4 + 3, 12 + 1, 12 + 3]            # (y, x) = (1, 1), (1, 3), (3, 1), (3, 3)
     assert taken_out == [taken_in[p] + dut.latency for p in last_pixels]
@@ -236,7 +210,7 @@ def test_global_avg_pool_backpressure_between_frames():
 def test_global_avg_pool_latency():
     dut = GlobalAvgPool(lanes=1, max_pixels=16, shift_max=4)
     transfers = [[v] for v in range(-8, 8)] * 2
-    taken_in, taken_out = first_cycles(dut, transfers, {"pixels": 16, "shift": 4})
+    taken_in, taken_out = transfer_cycles(dut, transfers, settings={"pixels": 16, "shift": 4})
     assert taken_in == list(range(32))
     assert taken_out == [taken_in[15] + dut.latency, taken_in[31] + dut.latency]
     assert dut.latency == 1 + 5 and dut.sum_bits == signed_width(16 * -128, 16 * 127)

@@ -27,7 +27,7 @@ from addershift.hw.requant import (ACC_BITS_MAX, Requantiser, requant_param_layo
 from addershift.sim.requant_vectors import (SIGNS, corner_cases, exact, expected, multiplier,
                                             random_cases, tie_cases, transfers)
 from addershift.sim.streams import (deadlock_watchdog, stream_check_holds, stream_receive,
-                                    stream_send)
+                                    stream_send, transfer_cycles)
 from addershift.sw.examples import random_requant
 from addershift.sw.golden import relu as golden_relu
 from addershift.sw.numerics import (BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, int_range,
@@ -260,25 +260,7 @@ def test_latency_and_throughput(mode):
         dut.latency = 1
     rng = np.random.default_rng(5)
     payloads = transfers(random_cases(rng, dut, 4 * 20), dut.lanes)
-    taken_in, taken_out = [], []
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-
-    async def bench(ctx):
-        ctx.set(dut.o.ready, 1)
-        for cycle in range(len(payloads) + dut.latency + 3):
-            sending = len(taken_in) < len(payloads)
-            ctx.set(dut.i.valid, sending)
-            if sending:
-                ctx.set(dut.i.payload, payloads[len(taken_in)])
-            _, _, i_ready, o_valid = await ctx.tick().sample(dut.i.ready, dut.o.valid)
-            if sending and i_ready:
-                taken_in.append(cycle)
-            if o_valid:
-                taken_out.append(cycle)
-
-    sim.add_testbench(bench)
-    sim.run()
+    taken_in, taken_out = transfer_cycles(dut, payloads, extra=dut.latency + 3)
     assert taken_in == list(range(len(payloads)))
     assert taken_out == [c + dut.latency for c in taken_in]
 
