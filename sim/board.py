@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 from addershift.hw.uart import UART
 
 __all__ = ["SimHarness", "BoardConfig", "BoardProcess", "serve", "bridge", "sim_timeout",
-           "SIM_BACKENDS"]
+           "accelerator_top", "SIM_BACKENDS"]
 
 SIM_BACKENDS = ("verilator", "icarus", "amaranth")
 _CLK_NS = 10   # the simulated clock's period; only cycles matter (the device counts them)
@@ -430,17 +430,24 @@ def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None):
 
 
 class BoardProcess:
-    """A simulated board of the link test top in a child process (for tests, benchmarks and
-    ``addershift run --sim``). Use as a context manager; ``url`` is what the driver opens.
+    """A simulated board in a child process (for tests, benchmarks and ``addershift run --sim``):
+    the link test top, or with ``accelerator`` (an ``hw.config.ArrayConfig`` or its ``to_dict()``)
+    the accelerator's top level (``hw.accelerator.AcceleratorTop``). Use as a context manager;
+    ``url`` is what the driver opens.
 
     The child (and the simulator it starts) form their own process group, stopped by ``stop()``;
     they also stop by themselves when this process is gone.
     """
 
     def __init__(self, *, simulator="verilator", clock=12_000_000, baud=1_500_000, mem_size=4096,
-                 host_baud_error=0.0, startup_timeout=900.0, log=None):
+                 host_baud_error=0.0, startup_timeout=900.0, log=None, accelerator=None):
         import subprocess
         import tempfile
+        if accelerator is not None and not isinstance(accelerator, dict):
+            if not hasattr(accelerator, "to_dict"):
+                raise TypeError(f"accelerator must be an ArrayConfig or its to_dict(), not "
+                                f"{accelerator!r}")
+            accelerator = accelerator.to_dict()
         self._dir = pathlib.Path(tempfile.mkdtemp(prefix="addershift-boardproc-"))
         self._ready = self._dir / "ready.json"
         self.log_path = pathlib.Path(log) if log else self._dir / "board.log"
@@ -448,6 +455,8 @@ class BoardProcess:
                "--clock", str(clock), "--baud", str(baud), "--mem-size", str(mem_size),
                "--host-baud-error", repr(host_baud_error),
                "--ready-file", str(self._ready), "--parent-pid", str(os.getpid())]
+        if accelerator is not None:
+            cmd += ["--accelerator", json.dumps(accelerator)]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -487,10 +496,9 @@ class BoardProcess:
 
 
 def main(argv=None):
-    """``python -m addershift.sim.board``: serve the link test top (the CLI's serve-sim does too)."""
+    """``python -m addershift.sim.board``: serve the link test top, or the accelerator's top level
+    with ``--accelerator '{build parameters as JSON}'`` (the CLI's serve-sim serves the latter)."""
     import argparse
-
-    from addershift.hw.link_top import LinkTop
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--port", type=int, default=0)
@@ -503,13 +511,29 @@ def main(argv=None):
     p.add_argument("--max-connections", type=int)
     p.add_argument("--host-baud-error", type=float, default=0.0,
                    help="how far off the simulated host's baud rate is (0.02 is 2%% slow)")
+    p.add_argument("--accelerator", metavar="JSON",
+                   help="serve the accelerator built with these parameters (ArrayConfig.to_dict)")
     args = p.parse_args(argv)
-    top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
-                  timeout=sim_timeout(args.clock, args.baud))
+    if args.accelerator:
+        from addershift.hw.config import ArrayConfig
+        top = accelerator_top(ArrayConfig.from_dict(json.loads(args.accelerator)),
+                              clock=args.clock, baud=args.baud)
+    else:
+        from addershift.hw.link_top import LinkTop
+        top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
+                      timeout=sim_timeout(args.clock, args.baud))
     serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator,
           ready_file=args.ready_file, parent_pid=args.parent_pid,
           max_connections=args.max_connections,
           host_divisor=round(top.divisor * (1 + args.host_baud_error)))
+
+
+def accelerator_top(config, *, clock=12_000_000, baud=1_500_000):
+    """The accelerator's top level (UART pins, framer, core) as the simulated board runs it: the
+    framer's idle timeout shortened to :func:`sim_timeout`."""
+    from addershift.hw.accelerator import AcceleratorTop
+    return AcceleratorTop(config=config, clk_freq=clock, baud=baud,
+                          timeout=sim_timeout(clock, baud))
 
 
 def sim_timeout(clock, baud):

@@ -115,13 +115,22 @@ def cmd_predict(args):
     import numpy as np
     from .model import load_model
     from .golden import trace
-    if args.backend != "golden":
-        _not_built(f"predict on backend {args.backend!r}")
     model = load_model(args.model)
     try:
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise CliError(f"cannot read input {args.input}: {e}") from None
+    if args.backend != "golden":
+        if args.trace:
+            raise CliError("--trace needs --backend golden (the accelerator returns the last "
+                           "layer's output)")
+        y = _predict_on_backend(args, model, x)
+        np.save(args.output, y)
+        report = {"backend": args.backend, "images": int(y.shape[0]), "output": args.output,
+                  "output_shape": list(y.shape)}
+        _emit(args, report, f"{y.shape[0]} images on {args.backend} -> {args.output} "
+                            f"(shape {tuple(y.shape)})")
+        return
     try:
         outputs = trace(model, x)
     except ValueError as e:
@@ -137,6 +146,38 @@ def cmd_predict(args):
     report = {"backend": args.backend, "images": int(y.shape[0]), "output": args.output,
               "output_shape": list(y.shape)}
     _emit(args, report, f"{y.shape[0]} images -> {args.output} (shape {tuple(y.shape)})")
+
+
+def _predict_on_backend(args, model, x):
+    """The last layer's outputs of ``x`` on a simulator (``sim.accel_sim``, checked against the
+    golden model) or on the board behind a serial URL (``sw.host``)."""
+    import numpy as np
+    from .compiler import CompileError
+    from .driver import LinkError
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise CliError(f"input {args.input} must hold integers, not {x.dtype}")
+    if args.backend in SIMULATORS:
+        from ..sim.accel_sim import simulate_model
+        try:
+            rep = simulate_model(model, x, simulator=args.backend)
+        except (CompileError, ValueError) as e:
+            raise CliError(str(e)) from None
+        if rep["mismatch"] is not None:
+            raise CliError(f"mismatch with the golden model: {rep['mismatch']['message']}")
+        # simulate_model checked every output bit for bit against the golden model's
+        from .golden import predict
+        return predict(model, x)
+    if "://" not in args.backend and not args.backend.startswith("/dev/"):
+        raise CliError(f"--backend must be golden, {', '.join(SIMULATORS)} or a serial URL "
+                       f"(/dev/ttyUSB1, socket://127.0.0.1:7777), not {args.backend!r}")
+    from .host import connect
+    try:
+        with connect(args.backend) as acc:
+            acc.load(model)
+            return acc.predict(x)
+    except (LinkError, CompileError, ValueError) as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_simulate(args):
@@ -213,17 +254,36 @@ def cmd_program(args):
     print(f"programmed {args.board}: {' '.join(argv)}")
 
 
+def _sim_build(args):
+    """The accelerator build a simulated board runs: the one that fits ``--model`` (if given),
+    else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``."""
+    from ..hw.config import ArrayConfig
+    from .compiler import CompileError, default_config
+    try:
+        if getattr(args, "model", None):
+            from .model import load_model
+            return default_config(load_model(args.model), rows=args.rows, cols=args.cols)
+        return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
+                           requant_mode=args.requant_mode)
+    except (CompileError, TypeError, ValueError) as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_serve_sim(args):
     from ..hw.link_top import LinkTop
-    from ..sim.board import serve, sim_timeout
-    # The host-link test top for now (UART, framer, scratch memories); the accelerator's top level
-    # takes its place once it exists.
+    from ..sim.board import accelerator_top, serve, sim_timeout
     try:
-        top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
-                      timeout=sim_timeout(args.clock, args.baud))
+        if args.link_test:   # the host-link test top (UART, framer, scratch memories)
+            top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
+                          timeout=sim_timeout(args.clock, args.baud))
+            what = "link test top"
+        else:
+            config = _sim_build(args)
+            top = accelerator_top(config, clock=args.clock, baud=args.baud)
+            what = f"accelerator {config.describe()}, build {config.build_hash[:16]}"
     except ValueError as e:
         raise CliError(str(e)) from None
-    print(f"simulated board (link test top, {args.simulator}, {args.baud} baud at "
+    print(f"simulated board ({what}, {args.simulator}, {args.baud} baud at "
           f"{args.clock} Hz): socket://127.0.0.1:{args.port}; Ctrl-C stops it", file=sys.stderr)
     try:
         serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
@@ -234,28 +294,32 @@ def cmd_serve_sim(args):
 
 
 def cmd_run(args):
-    from .driver import Device, LinkError
+    from .compiler import CompileError
+    from .driver import LinkError
     from .model import load_model
-    load_model(args.model)
+    from .host import NotAnAccelerator, run_model
+    if args.images < 1:
+        raise CliError(f"--images must be at least 1, not {args.images}")
+    model = load_model(args.model)
     board = None
     try:
         if args.sim:
             from ..sim.board import BoardProcess
-            board = BoardProcess()
+            board = BoardProcess(accelerator=_sim_build(args), simulator=args.simulator)
         url = board.url if board else args.port
-        # A simulated board answers far slower than a real one.
-        with Device(url, timeout=8.0 if url.startswith("socket://") else 2.0) as dev:
-            ident = dev.identity
-            if ident.build.get("design") == "addershift-link-test":
-                raise NotBuilt(f"the board at {url} runs the host-link test design (build "
-                               f"{ident.build_hash[:16]}), which has no accelerator to run a "
-                               f"model on")
-            _not_built("run (model inference through the host link)")
-    except (LinkError, RuntimeError) as e:
+        report = run_model(url, model, args.images)
+    except NotAnAccelerator as e:
+        raise NotBuilt(str(e)) from None
+    except (LinkError, CompileError, RuntimeError) as e:
         raise CliError(str(e)) from None
     finally:
         if board is not None:
             board.stop()
+    report["model"] = args.model
+    _emit(args, report, report.pop("text"))
+    if not report["bit_exact"]:
+        raise CliError(f"{report['mismatches']} of {report['images']} outputs differ from the "
+                       f"golden model")
 
 
 def cmd_demo(args):
@@ -381,7 +445,17 @@ def build_parser():
     p.add_argument("--baud", type=int, default=1_500_000,
                    help="UART baud rate (8 clock cycles per bit keeps the simulation fast)")
     p.add_argument("--clock", type=int, default=12_000_000, help="nominal clock in Hz")
-    p.add_argument("--mem-size", type=int, default=4096, help="bytes per scratch memory")
+    p.add_argument("--mem-size", type=int, default=4096,
+                   help="bytes per scratch memory (--link-test)")
+    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
+    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
+    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
+                   help="the build's requantisation mode (the shipped models use pow2x2)")
+    p.add_argument("-m", "--model", help="serve the build that fits this model (sets --pe, "
+                   "--requant-mode and the memories)")
+    p.add_argument("--link-test", action="store_true",
+                   help="serve the host-link test top instead of the accelerator")
 
     p = add("run", cmd_run, "load a model onto a board (or the simulated one) and run inference")
     where = p.add_mutually_exclusive_group(required=True)
@@ -389,6 +463,10 @@ def build_parser():
     where.add_argument("--sim", action="store_true", help="start a simulated board for this run")
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
+    p.add_argument("-r", "--rows", type=int, default=4, help="array rows (--sim)")
+    p.add_argument("-c", "--cols", type=int, default=4, help="array columns (--sim)")
+    p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
+                   default="verilator", help="simulator of the board (--sim)")
     add_json(p)
 
     p = add("demo", cmd_demo, "the main job: the most complete flow this version has, end to end")

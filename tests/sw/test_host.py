@@ -1,0 +1,131 @@
+"""Whole inferences on the simulated accelerator board (Verilator) through the host link.
+
+One board per module (the Verilator build is cached under ~/.cache/addershift: the first session
+on a machine builds it, about two minutes; later sessions start it in seconds). The board runs the
+build that fits the shipped adder model on a 4x4 array; each test loads a program and runs a few
+digits images, compared bit for bit with ``golden.predict``.
+"""
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import serial
+
+from addershift.sim.accel_sim import test_images as digits_images
+from addershift.sim.board import BoardProcess
+from addershift.sw import cli
+from addershift.sw.compiler import CompileError, compile_model, default_config
+from addershift.sw.driver import BuildMismatch, Device
+from addershift.sw.golden import predict
+from addershift.sw.host import Accelerator, connect
+from addershift.sw.model import load_model
+
+pytestmark = pytest.mark.cocotb
+
+MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
+SIM_TIMEOUT = 8.0
+
+
+def _faulty_serial():
+    """The fault-injection proxy of the driver's tests (one implementation)."""
+    path = pathlib.Path(__file__).with_name("test_driver.py")
+    spec = importlib.util.spec_from_file_location("_driver_tests_for_host", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.FaultySerial
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(MODELS / "digits_adder.npz")
+
+
+@pytest.fixture(scope="module")
+def board(model):
+    with BoardProcess(accelerator=default_config(model, rows=4, cols=4)) as b:
+        yield b
+
+
+def test_load_and_predict_bit_exact(board, model):
+    x, labels = digits_images(model, 3)
+    with connect(board.url) as acc:
+        assert acc.config == default_config(model, rows=4, cols=4)
+        program = acc.load(model)
+        got = acc.predict(x)
+        want = predict(model, x)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        counters = acc.counters()
+        assert [c["name"] for c in counters] == [s.name for s in program.stages]
+        # every PE-cycle the program needs was counted busy, and no more
+        assert sum(c["busy_pe"] for c in counters) == program.busy_pe_cycles
+        assert all(0 < c["utilisation"] <= 1 for c in counters)
+        link = acc.link_report()
+        assert link["load_bytes"] == sum(len(d) for d in program.images().values())
+        assert link["images"] == 3
+        # one image again after others: nothing left over from the previous run
+        np.testing.assert_array_equal(acc.predict(x[2:3]), want[2:3])
+
+
+def test_program_for_another_build_is_refused(board, model):
+    other = default_config(model, rows=4, cols=4, weight_depth=8192)
+    program = compile_model(model, other)
+    with connect(board.url) as acc:
+        with pytest.raises(BuildMismatch, match=r"compiled for build " + other.build_hash[:16]
+                           + r".* but the board runs build " + acc.config.build_hash[:16]):
+            acc.load(program)
+        assert acc.program is None
+        with pytest.raises(RuntimeError, match=r"no program is loaded"):
+            acc.predict(digits_images(model, 1)[0])
+
+
+def test_model_that_does_not_fit(board):
+    shift = load_model(MODELS / "digits_shift.npz")
+    with connect(board.url) as acc:
+        with pytest.raises(CompileError, match=r"uses shift operations; this build's PEs are "
+                                               r"adder: rebuild with pe=shift"):
+            acc.load(shift)
+
+
+def test_fault_during_load_recovers(board, model):
+    FaultySerial = _faulty_serial()
+    link = FaultySerial(serial.serial_for_url(board.url, timeout=0))
+    dev = Device(link, timeout=1.5, retries=4)
+    link.count = {"tx": 0, "rx": 0}
+    # a flipped bit in the second WRITE frame of the weight image, and a lost ACK byte
+    link.faults = {"tx": {400: ("flip", 2)}, "rx": {30: ("drop",)}}
+    x, _ = digits_images(model, 2)
+    with Accelerator(dev) as acc:
+        acc.load(model)
+        assert len(link.applied) == 2, link.applied
+        assert dev.stats["resent"] > 0, dev.stats
+        np.testing.assert_array_equal(acc.predict(x), predict(model, x))
+
+
+def test_run_and_predict_commands(board, model, tmp_path, capsys):
+    path = str(MODELS / "digits_adder.npz")
+    assert cli.main(["run", "--port", board.url, "--model", path, "--images", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bit_exact"] and report["mismatches"] == 0 and report["images"] == 2
+    assert report["predictions"] == report["golden_predictions"]
+    assert report["cycles_per_inference"] == sum(s["cycles"] for s in report["stages"])
+    assert report["link"]["load_bytes_per_s_device"] > 0
+
+    x, _ = digits_images(model, 2)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    assert cli.main(["predict", "--backend", board.url, "-m", path, "-i", str(tmp_path / "x.npy"),
+                     "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), predict(model, x))
+
+
+def test_predict_backend_checks(tmp_path, capsys):
+    path = str(MODELS / "digits_adder.npz")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.int64))
+    assert cli.main(["predict", "--backend", "fpga", "-m", path, "-i", str(tmp_path / "x.npy"),
+                     "-o", str(tmp_path / "y.npy")]) == 1
+    assert "--backend must be golden, amaranth, icarus, verilator or a serial URL" in \
+        capsys.readouterr().err
