@@ -1,0 +1,98 @@
+"""Area of the whole accelerator (UART, framer and core) on an iCE40UP5K: Yosys counts and nextpnr.
+
+Each build is ``hw.accelerator.AcceleratorTop`` for the digits network's needs (``max_k`` 72,
+4096-word weight memory in SB_SPRAM256KA, 128-word activation banks, 64 parameter words),
+synthesised with ``synth_ice40`` and placed with ``nextpnr-ice40 --up5k`` (pins unconstrained, 12
+MHz). "LCs" is what nextpnr needs (a logic cell holds one LUT4, one flip-flop and one carry); a
+build that does not fit reports the number nextpnr asked for.
+
+    .venv/bin/python bench/accel_area.py                                   # the default list
+    .venv/bin/python bench/accel_area.py --build adder:4x4:shift:1:nogap   # pe:RxC:mode:lanes[:nogap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+
+from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
+from addershift.hw.accelerator import AcceleratorTop
+from addershift.hw.config import ArrayConfig
+
+DEFAULT_BUILDS = ("adder:4x4:pow2x2:4", "adder:4x4:pow2x2:1:nogap", "adder:4x4:shift:1:nogap",
+                  "adder:2x4:shift:1:nogap", "adder:2x2:shift:1:nogap")
+UP5K_LCS = 5280
+
+
+class _UltraPlus:
+    """Enough of a platform for the core to instantiate SB_SPRAM256KA."""
+    device = "iCE40UP5K"
+
+
+def parse(spec):
+    parts = spec.split(":")
+    pe, shape, mode, lanes = parts[:4]
+    rows, cols = (int(v) for v in shape.split("x"))
+    return ArrayConfig(pe=pe, rows=rows, cols=cols, requant_mode=mode, max_k=72,
+                       weight_depth=4096, act_depth=128, param_depth=64, requant_lanes=int(lanes),
+                       global_pool="nogap" not in parts[4:])
+
+
+def measure(spec, out):
+    from amaranth.back import rtlil
+    config = parse(spec)
+    top = AcceleratorTop(config=config, clk_freq=12_000_000, baud=1_500_000)
+    d = pathlib.Path(out) / spec.replace(":", "_")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "top.il").write_text(rtlil.convert(top, name="top", platform=_UltraPlus()))
+    (d / "top.ys").write_text("read_rtlil top.il\nsynth_ice40 -top top\n"
+                              "tee -q -o stat.txt stat\nwrite_json top.json\n")
+    run_tool("YOSYS", ["-q", "top.ys"], cwd=d, log_name="yosys.log")
+    stat = (d / "stat.txt").read_text()
+    cells = {k: int(v) for v, k in re.findall(r"^\s+(\d+)\s+(SB_\w+)", stat, re.M)}
+    row = {"build": spec, "lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0),
+           "ff": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+           "ebr": cells.get("SB_RAM40_4K", 0), "spram": cells.get("SB_SPRAM256KA", 0)}
+    try:
+        run_tool("NEXTPNR_ICE40", ["--up5k", "--package", "sg48", "--json", "top.json",
+                                   "--pcf-allow-unconstrained", "--freq", "12", "--report",
+                                   "report.json", "--timing-allow-fail"],
+                 cwd=d, log_name="nextpnr.log")
+        report = json.loads((d / "report.json").read_text())
+        row["lcs"] = report["utilization"]["ICESTORM_LC"]["used"]
+        row["fits"] = True
+        row["fmax_mhz"] = min(v["achieved"] for v in report["fmax"].values())
+    except ToolError:
+        # nextpnr's utilisation report comes before placement fails.
+        need = re.search(r"ICESTORM_LC:\s*(\d+)/", (d / "nextpnr.log").read_text())
+        row["lcs"] = int(need.group(1)) if need else None
+        row["fits"] = False
+        row["fmax_mhz"] = None
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--build", action="append", help="pe:RxC:mode:lanes[:nogap]; repeatable")
+    parser.add_argument("--out", default="build/accel_area", help="folder for the tool runs")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = parser.parse_args(argv)
+    prepare_environment()
+    rows = [measure(spec, args.out) for spec in (args.build or DEFAULT_BUILDS)]
+    if args.json:
+        print(json.dumps({"device": "iCE40UP5K", "builds": rows}))
+        return
+    print(f"AcceleratorTop on iCE40UP5K ({UP5K_LCS} logic cells, 30 EBR, 4 SPRAM), 12 MHz target\n")
+    print(f"{'build':<28}{'LUT4':>6}{'carry':>7}{'FF':>6}{'EBR':>5}{'SPRAM':>6}{'LCs':>7}"
+          f"{'fits':>6}{'Fmax':>7}")
+    for r in rows:
+        fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "-"
+        print(f"{r['build']:<28}{r['lut4']:>6}{r['carry']:>7}{r['ff']:>6}{r['ebr']:>5}"
+              f"{r['spram']:>6}{r['lcs'] or '-':>7}{'yes' if r['fits'] else 'no':>6}{fmax:>7}")
+
+
+if __name__ == "__main__":
+    main()
