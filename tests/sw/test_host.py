@@ -93,7 +93,7 @@ def test_model_that_does_not_fit(board):
 def test_fault_during_load_recovers(board, model):
     FaultySerial = _faulty_serial()
     link = FaultySerial(serial.serial_for_url(board.url, timeout=0))
-    dev = Device(link, timeout=1.5, retries=4)
+    dev = Device(link, timeout=4.0, retries=4)
     link.count = {"tx": 0, "rx": 0}
     # a flipped bit in the second WRITE frame of the weight image, and a lost ACK byte
     link.faults = {"tx": {400: ("flip", 2)}, "rx": {30: ("drop",)}}
@@ -129,3 +129,14 @@ def test_predict_backend_checks(tmp_path, capsys):
                      "-o", str(tmp_path / "y.npy")]) == 1
     assert "--backend must be golden, amaranth, icarus, verilator or a serial URL" in \
         capsys.readouterr().err
+
+
+def test_run_refuses_a_model_that_does_not_fit(board, capsys):
+    assert cli.main(["run", "--port", board.url, "--model",
+                     str(MODELS / "digits_shift.npz"), "--images", "1"]) == 1
+    assert "uses shift operations; this build's PEs are adder" in capsys.readouterr().err
+
+
+def test_serve_sim_checks_the_build(capsys):
+    assert cli.main(["serve-sim", "--rows", "0"]) == 1
+    assert "rows" in capsys.readouterr().err
