@@ -140,3 +140,21 @@ def test_run_refuses_a_model_that_does_not_fit(board, capsys):
 def test_serve_sim_checks_the_build(capsys):
     assert cli.main(["serve-sim", "--rows", "0"]) == 1
     assert "rows" in capsys.readouterr().err
+
+
+def test_run_exits_non_zero_on_a_mismatch(board, monkeypatch, capsys):
+    # A golden model that disagrees on the second image: run must notice and fail.
+    import addershift.sw.golden as golden
+    real = golden.predict
+
+    def off_by_one(model, x):
+        y = real(model, x).copy()
+        y[1, 0] += 1
+        return y
+
+    monkeypatch.setattr(golden, "predict", off_by_one)
+    assert cli.main(["run", "--port", board.url, "--model", str(MODELS / "digits_adder.npz"),
+                     "--images", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "outputs bit-exact with the golden model: 1/2 (differ: images [1])" in captured.out
+    assert "1 of 2 outputs differ from the golden model" in captured.err
