@@ -2,7 +2,7 @@
 
 Each candidate is a full board build (``addershift build``: PLL, reset, UART pins, LEDs), with the
 array behind the two-pin I/O harness until the accelerator top (memories, sequencer, host link)
-exists. Shapes are n x n and n x (n+1) in order of PE count. The search first finds the area
+exists. Shapes go in order of PE count, the squarest for each count with ``cols <= 2 * rows``. The search first finds the area
 limit (the largest shape that places), then walks down from it to the largest that also meets the
 board's clock (see :func:`largest`). The multiplier baseline runs twice: on DSP blocks and in
 LUTs.
@@ -21,13 +21,12 @@ import argparse
 import datetime
 import json
 import pathlib
-import re
 import sys
 import time
 
 from addershift.boards.board import get_board
 from addershift.boards.build import build_array
-from addershift.boards.toolchain import ToolError, prepare_environment
+from addershift.boards.toolchain import ToolError, last_error, prepare_environment
 
 #: Variant name -> (PE kind, multipliers): the baseline once on DSPs, once in LUTs.
 VARIANTS = {"adder": ("adder", "dsp"), "shift": ("shift", "dsp"), "mul-dsp": ("mul", "dsp"),
@@ -35,22 +34,15 @@ VARIANTS = {"adder": ("adder", "dsp"), "shift": ("shift", "dsp"), "mul-dsp": ("m
 
 
 def shapes(max_side=64):
-    """Array shapes in increasing PE count: 1x1, 1x2, 2x2, 2x3, 3x3, ..."""
-    out = []
-    for n in range(1, max_side + 1):
-        out.append((n, n))
-        if n < max_side:
-            out.append((n, n + 1))
-    return out
-
-
-def _log_error(build_dir):
-    log = pathlib.Path(build_dir) / "top.build.log"
-    if not log.exists():
-        return "build did not run"
-    lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if "ERROR" in l]
-    # Mapped cell names run to hundreds of characters: keep the message, not the name.
-    return re.sub(r"'[^']{30,}'", "'...'", lines[-1]) if lines else "build failed"
+    """Array shapes in increasing PE count: for every count ``rows * cols`` with
+    ``rows <= cols <= 2 * rows``, the squarest such shape (1x1, 1x2, 2x2, 2x3, 2x4, 3x3, ...)."""
+    best = {}
+    for rows in range(1, max_side + 1):
+        for cols in range(rows, min(2 * rows, max_side) + 1):
+            pes = rows * cols
+            if pes not in best or cols - rows < best[pes][1] - best[pes][0]:
+                best[pes] = (rows, cols)
+    return [best[pes] for pes in sorted(best)]
 
 
 def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False):
@@ -63,7 +55,9 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
                              build_dir=build_dir, seed=seed, multipliers=multipliers,
                              check_timing=False)
     except ToolError:
-        rec.update(ok=False, placed=False, reason=_log_error(build_dir))
+        rec.update(ok=False, placed=False, reason=last_error(build_dir / "top.build.log",
+                                                          missing="build did not run",
+                                                          default="build failed"))
     else:
         r = result.report
         rec.update(ok=bool(r.timing_met) or ignore_timing, timing_met=bool(r.timing_met),
@@ -84,7 +78,8 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
 
 
 def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=False):
-    """Largest passing shape, in two phases over :func:`shapes`.
+    """``(best, area_limit, tried)``: the largest passing shape (None if none), the largest that
+    places, and every attempt. Two phases over :func:`shapes`:
 
     1. The area limit: doubling in PE count (or what the cell budget suggests), then a binary
        search for the largest shape that places (timing ignored).
@@ -122,7 +117,7 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
         return sorted(tried.values(), key=lambda r: r["pes"])
 
     if not placed(0):
-        return None, records()
+        return None, None, records()
     lo, hi = 0, None                  # lo places; hi (if known) does not
     while hi is None and lo < len(order) - 1:
         rec = tried[lo]
@@ -138,17 +133,17 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
             hi = nxt
     area = bisect(lo, hi, placed) if hi is not None else lo
     if ignore_timing:
-        return tried[area], records()
+        return tried[area], tried[area], records()
 
     i, fail = area, None
     while not met(i):
         fail = i
         if i == 0:
-            return None, records()
+            return None, tried[area], records()
         pes = order[i][0] * order[i][1]
         i = max([j for j in range(i) if order[j][0] * order[j][1] <= 0.85 * pes] or [i - 1])
     best = bisect(i, fail, met) if fail is not None else i
-    return tried[best], records()
+    return tried[best], tried[area], records()
 
 
 def plot(results, path, title):
@@ -208,36 +203,37 @@ def main(argv=None):
         clock = args.clock or get_board(board).default_clock_mhz
         for variant in args.kinds:
             print(f"{board} {variant} at {clock:g} MHz", flush=True)
-            best, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
-                                  max_side=args.max_side, ignore_timing=args.ignore_timing)
+            best, area, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
+                                        max_side=args.max_side, ignore_timing=args.ignore_timing)
+            row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
+                   "area_limit": None if area is None else
+                   {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}
             if best is None:
-                results.append({"board": board, "variant": variant, "clock_mhz": clock,
-                                "rows": 0, "cols": 0, "pes": 0, "peak_gops": 0.0,
-                                "fmax_mhz": None, "tried": tried})
-                continue
-            results.append({"board": board, "variant": variant, "clock_mhz": best["clock_mhz"],
-                            "rows": best["rows"], "cols": best["cols"], "pes": best["pes"],
-                            "fmax_mhz": best["fmax_mhz"],
-                            "logic_cells": best["logic_cells"], "dsp": best["dsp"],
-                            "premap_mul": best["premap_mul"],
-                            "timing_met": best["timing_met"],
-                            "peak_ops_per_cycle": best["pes"],
-                            # At the clock it was built for when it met it, else at its Fmax.
-                            "peak_gops": round(best["pes"] * min(best["clock_mhz"],
-                                                                 best["fmax_mhz"]) / 1e3, 2),
-                            "tried": tried})
+                row.update(rows=0, cols=0, pes=0, peak_gops=0.0, fmax_mhz=None)
+            else:
+                row.update(rows=best["rows"], cols=best["cols"], pes=best["pes"],
+                           fmax_mhz=best["fmax_mhz"], logic_cells=best["logic_cells"],
+                           dsp=best["dsp"], premap_mul=best["premap_mul"],
+                           timing_met=best["timing_met"], peak_ops_per_cycle=best["pes"],
+                           # At the clock it was built for when it met it, else at its Fmax.
+                           peak_gops=round(best["pes"] * min(best["clock_mhz"],
+                                                             best["fmax_mhz"]) / 1e3, 2))
+            results.append(row)
 
     print(f"\n{'board':<10} {'variant':<8} {'array':>6} {'PEs':>5} {'cells':>12} {'DSP':>7} "
-          f"{'$mul':>4} {'clock':>6} {'Fmax':>6} {'ops/cyc':>7} {'Gops/s':>7}")
+          f"{'$mul':>4} {'clock':>6} {'Fmax':>6} {'ops/cyc':>7} {'Gops/s':>7}  area limit")
     for r in results:
+        a = r["area_limit"]
+        limit = "-" if a is None else f"{a['rows']}x{a['cols']} ({a['pes']} PEs, {a['fmax_mhz']} MHz)"
         if not r["pes"]:
-            print(f"{r['board']:<10} {r['variant']:<8} nothing fits at {r['clock_mhz']:g} MHz")
+            print(f"{r['board']:<10} {r['variant']:<8} nothing meets {r['clock_mhz']:g} MHz"
+                  f"{'':>60}{limit}")
             continue
         cells = f"{r['logic_cells']['used']} ({r['logic_cells']['percent']:.0f}%)"
         dsp = f"{r['dsp']['used']}/{r['dsp']['total']}"
         print(f"{r['board']:<10} {r['variant']:<8} {r['rows']:>2}x{r['cols']:<3} {r['pes']:>5} "
               f"{cells:>12} {dsp:>7} {r['premap_mul']:>4} {r['clock_mhz']:>6g} "
-              f"{r['fmax_mhz']:>6.1f} {r['peak_ops_per_cycle']:>7} {r['peak_gops']:>7.2f}")
+              f"{r['fmax_mhz']:>6.1f} {r['peak_ops_per_cycle']:>7} {r['peak_gops']:>7.2f}  {limit}")
     payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
                                                              else sys.argv[1:])]),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import pathlib
-import re
 import subprocess
 import sys
 import time
@@ -30,7 +29,8 @@ import time
 from addershift.boards.netlist import breakdown, format_breakdown
 from addershift.boards.report import (TARGETS, netlist_counts, premap_multipliers, read_synthesis,
                                       synthesize)
-from addershift.boards.toolchain import ToolError, prepare_environment, tool_command
+from addershift.boards.toolchain import (ToolError, last_error, prepare_environment,
+                                         tool_command)
 
 KINDS = ("adder", "shift", "mul")
 UNITS = ("pe", "2", "4", "8")
@@ -47,15 +47,6 @@ def make_design(kind, unit, max_length):
     return SystolicArray(kind=kind, rows=n, cols=n, max_length=max_length), n * n
 
 
-def _nextpnr_error(build_dir):
-    log = pathlib.Path(build_dir) / "top.nextpnr.log"
-    if not log.exists():
-        return "nextpnr did not run"
-    errors = [l.strip() for l in log.read_text(errors="replace").splitlines() if "ERROR" in l]
-    # Mapped cell names run to hundreds of characters: keep the message, not the name.
-    return re.sub(r"'[^']{30,}'", "'...'", errors[-1]) if errors else "nextpnr failed"
-
-
 def measure(kind, unit, target, *, out, max_length, seed, show_breakdown):
     design, pes = make_design(kind, unit, max_length)
     acc_bits = design.acc_bits
@@ -69,7 +60,9 @@ def measure(kind, unit, target, *, out, max_length, seed, show_breakdown):
         family = TARGETS[target].family
         premap, cells = read_synthesis(build_dir, prefix="top")
         counts = netlist_counts(cells, family)
-        row.update(fits=False, reason=_nextpnr_error(build_dir), lut4=counts["lut4"],
+        reason = last_error(build_dir / "top.nextpnr.log", missing="nextpnr did not run",
+                            default="nextpnr failed")
+        row.update(fits=False, reason=reason, lut4=counts["lut4"],
                    carry=counts["carry"], ff=counts["ff"], dsp=counts["dsp"],
                    premap_mul=premap_multipliers(premap), placed=None, cells=None,
                    per_pe=None, fmax_mhz=None)
@@ -86,7 +79,7 @@ def measure(kind, unit, target, *, out, max_length, seed, show_breakdown):
     if show_breakdown:
         rows = breakdown(build_dir / "top.json", family=TARGETS[target].family,
                          root=pathlib.Path(__file__).resolve().parent.parent)
-        row["breakdown"] = rows
+        row["breakdown"] = rows[:15]   # the largest; the printed table has the totals
         print(f"\n-- where the LUTs go: {kind} {unit} on {target} --")
         print(format_breakdown(rows, limit=14))
     return row
@@ -184,9 +177,11 @@ def tool_versions():
     out = {}
     for var in ("YOSYS", "NEXTPNR_ICE40", "NEXTPNR_ECP5"):
         try:
-            text = subprocess.run([tool_command(var), "--version" if "NEXTPNR" in var else "-V"],
-                                  capture_output=True, text=True, timeout=120).stdout
-            out[var.lower()] = text.strip().splitlines()[-1] if text.strip() else ""
+            proc = subprocess.run([tool_command(var), "--version" if "NEXTPNR" in var else "-V"],
+                                  capture_output=True, text=True, timeout=120)
+            lines = [l for l in (proc.stdout + proc.stderr).splitlines()
+                     if "Yosys" in l or "nextpnr" in l]
+            out[var.lower()] = lines[-1].strip() if lines else ""
         except (OSError, subprocess.TimeoutExpired):
             out[var.lower()] = None
     return out

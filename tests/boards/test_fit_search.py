@@ -32,26 +32,53 @@ def _fake(monkeypatch, *, capacity, timing_ok):
 
 def test_shapes_grow_by_pe_count():
     s = fit_study.shapes(4)
-    assert s[:5] == [(1, 1), (1, 2), (2, 2), (2, 3), (3, 3)] and s[-1] == (4, 4)
+    assert s[:6] == [(1, 1), (1, 2), (2, 2), (2, 3), (2, 4), (3, 3)] and s[-1] == (4, 4)
+    assert (3, 4) in s and (3, 7) not in s and (2, 8) not in s
     assert all(a[0] * a[1] < b[0] * b[1] for a, b in zip(s, s[1:]))
 
 
 def test_area_limit(monkeypatch):
     calls = _fake(monkeypatch, capacity=81, timing_ok=lambda pes: False)
-    best, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64,
-                                    ignore_timing=True)
-    assert best["pes"] == 81 and len(calls) == len(set(calls)) < 16
+    best, area, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64,
+                                          ignore_timing=True)
+    assert best["pes"] == area["pes"] == 81 and len(calls) == len(set(calls)) < 16
 
 
 def test_timing_limit_below_the_area_limit_with_a_hole(monkeypatch):
     # Fits up to 81 PEs; meets the clock up to 42 PEs, except a placement-noise failure at 16.
     calls = _fake(monkeypatch, capacity=81, timing_ok=lambda pes: pes <= 42 and pes != 16)
-    best, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64)
-    assert best["pes"] == 42
+    best, area, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64)
+    assert best["pes"] == 42 and area["pes"] == 81
     assert len(calls) == len(set(calls)) < 25
 
 
 def test_nothing_meets_the_clock(monkeypatch):
     _fake(monkeypatch, capacity=9, timing_ok=lambda pes: False)
-    best, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64)
-    assert best is None and tried[0]["pes"] == 1
+    best, area, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64)
+    assert best is None and area["pes"] == 9 and tried[0]["pes"] == 1
+
+
+def test_main_writes_table_json_and_plot(monkeypatch, tmp_path, capsys):
+    def attempt(board, variant, rows, cols, **kwargs):
+        pes = rows * cols
+        placed = pes <= 30
+        rec = {"rows": rows, "cols": cols, "pes": pes, "placed": placed, "ok": placed,
+               "reason": None if placed else "full"}
+        if placed:
+            rec.update(timing_met=pes <= 12 or variant == "shift", fmax_mhz=50.0,
+                       clock_mhz=48.0, premap_mul=0,
+                       logic_cells={"used": 100 * pes, "total": 5280, "percent": 1.9 * pes},
+                       dsp={"used": 0, "total": 8, "percent": 0.0})
+        return rec
+
+    monkeypatch.setattr(fit_study, "attempt", attempt)
+    fit_study.main(["--boards", "icebreaker", "--kinds", "adder", "shift", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    adder = next(line for line in out.splitlines() if line.startswith("icebreaker adder ") and
+                 "x" in line)
+    assert adder.split()[2:4] == ["3x4", "12"] and adder.endswith("5x6 (30 PEs, 50.0 MHz)")
+    import json
+    payload = json.loads((tmp_path / "fit_study.json").read_text())
+    assert [r["pes"] for r in payload["results"]] == [12, 30]
+    assert payload["results"][0]["peak_gops"] == round(12 * 48 / 1e3, 2)
+    assert (tmp_path / "fit_study.png").stat().st_size > 10_000
