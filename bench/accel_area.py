@@ -8,6 +8,10 @@ build that does not fit reports the number nextpnr asked for.
 
     .venv/bin/python bench/accel_area.py                                   # the default list
     .venv/bin/python bench/accel_area.py --build adder:4x4:shift:1:nogap   # pe:RxC:mode:lanes[:nogap]
+    .venv/bin/python bench/accel_area.py --parts adder:4x4:pow2x2:4        # each component alone
+
+``--parts`` synthesises each component of the build on its own (Yosys only, its ports as the
+design's pins), to show where the cells go.
 """
 
 from __future__ import annotations
@@ -73,14 +77,72 @@ def measure(spec, out):
     return row
 
 
+def _components(config):
+    from addershift.hw.accelerator import Accelerator, accelerator_identity
+    from addershift.hw.framer import Framer
+    from addershift.hw.im2col import Im2colGenerator
+    from addershift.hw.requant import Requantiser
+    from addershift.hw.sequencer import RequantFeeder, Sequencer
+    from addershift.hw.writeback import Writeback
+    core = Accelerator(config=config)
+    core._MustUse__silence = True        # only asked for its array
+    array = core.make_array()
+    requant = Requantiser(mode=config.requant_mode, acc_bits=array.acc_bits,
+                          out_bits=config.x_bits, lanes=config.lanes, bias_bits=config.bias_bits)
+    identity = accelerator_identity(config, clk_hz=12_000_000, baud=1_500_000, max_payload=256)
+    return {
+        "array": array, "requantiser": requant, "im2col": Im2colGenerator(config=config),
+        "writeback": Writeback(config=config), "sequencer": Sequencer(config=config),
+        "feeder": RequantFeeder(config=config, array_out_layout=array.out_layout,
+                                requant_in_layout=requant.i.payload.shape()),
+        "framer": Framer(identity=identity, timeout=240_000),
+    }
+
+
+def measure_parts(spec, out):
+    from amaranth.back import rtlil
+    rows = []
+    for name, part in _components(parse(spec)).items():
+        d = pathlib.Path(out) / (spec.replace(":", "_") + "_parts") / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "top.il").write_text(rtlil.convert(part, name="top", platform=_UltraPlus()))
+        (d / "top.ys").write_text("read_rtlil top.il\nsynth_ice40 -top top\n"
+                                  "tee -q -o stat.txt stat\n")
+        try:
+            run_tool("YOSYS", ["-q", "top.ys"], cwd=d, log_name="yosys.log")
+        except ToolError as e:
+            rows.append({"part": name, "error": str(e).splitlines()[0]})
+            continue
+        cells = {k: int(v) for v, k in re.findall(r"^\s+(\d+)\s+(SB_\w+)",
+                                                  (d / "stat.txt").read_text(), re.M)}
+        rows.append({"part": name, "lut4": cells.get("SB_LUT4", 0),
+                     "carry": cells.get("SB_CARRY", 0),
+                     "ff": sum(v for k, v in cells.items() if k.startswith("SB_DFF"))})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--build", action="append", help="pe:RxC:mode:lanes[:nogap]; repeatable")
+    parser.add_argument("--parts", metavar="BUILD", help="synthesise BUILD's components one by one")
     parser.add_argument("--out", default="build/accel_area", help="folder for the tool runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     prepare_environment()
+    if args.parts:
+        parts = measure_parts(args.parts, args.out)
+        if args.json:
+            print(json.dumps({"build": args.parts, "parts": parts}))
+            return
+        print(f"components of {args.parts}, each synthesised alone (synth_ice40)\n")
+        print(f"{'part':<14}{'LUT4':>6}{'carry':>7}{'FF':>6}")
+        for p in parts:
+            if "error" in p:
+                print(f"{p['part']:<14} synthesis failed: {p['error']}")
+            else:
+                print(f"{p['part']:<14}{p['lut4']:>6}{p['carry']:>7}{p['ff']:>6}")
+        return
     rows = [measure(spec, args.out) for spec in (args.build or DEFAULT_BUILDS)]
     if args.json:
         print(json.dumps({"device": "iCE40UP5K", "builds": rows}))
