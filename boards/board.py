@@ -122,10 +122,11 @@ class Board:
     def add_clock(self, m, platform, clock_mhz, *, por_us=15):
         """Create the ``sync`` domain at ``clock_mhz`` (through the PLL when needed) and its reset.
 
-        Reset is held while the PLL is unlocked, while the reset button is pressed, and for
-        ``por_us`` microseconds after either: iCE40 block RAM reads as zero for ~3 us after
-        configuration (the margin is Amaranth's own for its default iCE40 domain). The counter
-        counts up from 0 because iCE40 flip-flops power up as 0. Returns ``(achieved_mhz, locked)``.
+        Reset is held while the PLL is unlocked, while the reset button is pressed, and for at
+        least ``por_us`` microseconds after either (at most twice that): iCE40 block RAM reads as
+        zero for ~3 us after configuration (the margin is Amaranth's own for its default iCE40
+        domain). The counter counts up from 0 because iCE40 flip-flops power up as 0. Returns
+        ``(achieved_mhz, locked)``.
         """
         achieved = self.check_clock(clock_mhz)
         cd = ClockDomain("sync")
@@ -151,14 +152,15 @@ class Board:
         m.domains.por = cd_por = ClockDomain("por", local=True)
         m.d.comb += cd_por.clk.eq(cd.clk)
         m.submodules.reset_sync = ResetSynchronizer(hold, domain="por")
-        cycles = max(16, math.ceil(por_us * achieved))
-        count = Signal(range(cycles + 1))
-        # The core's reset comes straight from a flip-flop: a compare in front of it would sit on
-        # every path through the core's reset and enable logic (it was on the critical path).
-        held = Signal(init=1)
-        with m.If(count != cycles):
+        # Count to the next power of two at or above por_us: the counter's top bit is then the
+        # whole test, so the counter runs at the speed of its carry chain (a compare against an
+        # arbitrary count was the slowest path of small designs).
+        width = max(4, math.ceil(por_us * achieved)).bit_length()
+        count = Signal(width + 1)
+        held = Signal(init=1)   # the core's reset, straight from a flip-flop
+        with m.If(~count[-1]):
             m.d.por += count.eq(count + 1)
-        m.d.por += held.eq(count != cycles)
+        m.d.por += held.eq(~count[-1])
         m.d.comb += cd.rst.eq(held)
         return achieved, locked
 
