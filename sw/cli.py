@@ -471,7 +471,10 @@ def build_parser():
 
     p = add("demo", cmd_demo, "the main job: the most complete flow this version has, end to end")
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
-    p.add_argument("--board", choices=BOARDS, default="icebreaker", help="board for the reports")
+    p.add_argument("--board", choices=BOARDS, default="icebreaker", help="board to build for")
+    p.add_argument("-r", "--rows", type=int, help="array rows (default: 2 on icebreaker, else 4)")
+    p.add_argument("-c", "--cols", type=int, help="array columns (default: as for --rows)")
+    p.add_argument("-n", "--images", type=int, default=20, help="test images run on the simulated board")
     p.add_argument("--out", default="build/demo", help="folder for the report and plots")
     return parser
 
