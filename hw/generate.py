@@ -82,7 +82,20 @@ def _fields(layout):
 
 
 def sidecar(component, *, top, verilog_name=None):
-    """The JSON sidecar's content for ``component`` (a PE or a :class:`SystolicArray`)."""
+    """The JSON sidecar's content for ``component``: a PE, a :class:`SystolicArray` or an
+    :class:`~.accelerator.AcceleratorTop` (its build parameters, build hash and link settings)."""
+    from .accelerator import AcceleratorTop
+    if isinstance(component, AcceleratorTop):
+        config = component.config
+        return {
+            "format": FORMAT, "version": VERSION, "unit": "accelerator", "top": top,
+            "verilog": verilog_name, "params": config.to_dict(), "build_hash": config.build_hash,
+            "derived": {"acc_bits": config.acc_bits, "weight_bits": config.weight_bits,
+                        "memory_bits": config.memory_bits},
+            "link": {"clk_hz": component.identity.clk_hz, "baud": component.identity.baud,
+                     "uart_divisor": component.divisor},
+            "ports": ports(component),
+        }
     params = component.params()
     if isinstance(component, SystolicArray):
         unit = "array"

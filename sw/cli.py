@@ -39,12 +39,37 @@ def _emit(args, report, text):
 
 # --- subcommands -------------------------------------------------------------------------------
 
+def _accelerator_unit(args):
+    """The accelerator top (UART pins, framer, core) for ``generate --unit accelerator``: the build
+    that fits ``--model`` if given, else ``--pe`` with the requantisation mode of the shipped
+    models (pow2x2 for adder and shift, mul for mul) and the ``ArrayConfig`` defaults."""
+    from ..hw.accelerator import AcceleratorTop
+    from ..hw.config import ArrayConfig
+    from .compiler import CompileError, default_config
+    try:
+        if args.model:
+            from .model import load_model
+            config = default_config(load_model(args.model), rows=args.rows, cols=args.cols)
+        else:
+            config = ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
+                                 requant_mode="mul" if args.pe == "mul" else "pow2x2")
+        return AcceleratorTop(config=config, clk_freq=int(args.clock * 1e6), baud=args.baud)
+    except (CompileError, TypeError, ValueError) as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_generate(args):
-    if args.unit == "accelerator":
-        raise NotBuilt("generate --unit accelerator is not built yet in this version of "
-                       "addershift (--unit pe and --unit array are)")
     import pathlib
     from ..hw.generate import build_unit, generate
+    if args.unit == "accelerator":
+        unit = _accelerator_unit(args)
+        info = generate(unit, args.output, top=args.top)
+        sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
+        text = (f"{args.rows}x{args.cols} {unit.config.pe.value} accelerator -> {args.output} "
+                f"(module {info['top']}, build {info['build_hash'][:16]}, "
+                f"{info['derived']['acc_bits']}-bit accumulators), sidecar {sidecar}")
+        _emit(args, dict(info, output=args.output, sidecar=sidecar), text)
+        return
     try:
         unit = build_unit(
             args.unit, kind=args.pe, rows=args.rows if args.unit == "array" else None,
@@ -360,6 +385,9 @@ def build_parser():
     p.add_argument("--max-length", type=int, default=128,
                    help="longest reduction K; sets the accumulator width")
     p.add_argument("--top", help="Verilog module name (default: the output file's name)")
+    p.add_argument("-m", "--model", help="--unit accelerator: the build that fits this model")
+    p.add_argument("--clock", type=float, default=12.0, help="--unit accelerator: clock in MHz")
+    p.add_argument("--baud", type=int, default=1_000_000, help="--unit accelerator: UART baud rate")
     add_json(p)
 
     def add_quant_args(p, qat_default):

@@ -2,6 +2,7 @@
 parameter errors reported as one line."""
 
 import json
+import pathlib
 import re
 
 import pytest
@@ -75,12 +76,24 @@ def test_generate_mul_widths(tmp_path):
     assert info["params"]["w_bits"] == 4
 
 
-def test_generate_accelerator_is_not_built(tmp_path, capsys):
-    assert main(["generate", "--unit", "accelerator", "-o", str(tmp_path / "a.v")]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == ("addershift generate: generate --unit accelerator is not built yet in "
-                           "this version of addershift (--unit pe and --unit array are)")
-    assert not (tmp_path / "a.v").exists()
+def test_generate_accelerator(tmp_path, capsys):
+    """The whole top (UART pins, framer, core); with --model, the build that fits the model."""
+    from addershift.sw.compiler import default_config
+    from addershift.sw.model import load_model
+    model = str(pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_shift.npz")
+    assert main(["generate", "--unit", "accelerator", "--model", model, "-r", "2", "-c", "3",
+                 "-o", str(tmp_path / "acc.v"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    config = default_config(load_model(model), rows=2, cols=3)
+    assert info["unit"] == "accelerator" and info["build_hash"] == config.build_hash
+    assert info["params"] == config.to_dict()
+    assert {p["name"] for p in info["ports"]} == {"clk", "rst", "rx", "tx"}
+    assert re.search(r"^module acc\(", (tmp_path / "acc.v").read_text(), re.M)
+    assert json.loads((tmp_path / "acc.json").read_text())["build_hash"] == config.build_hash
+    assert main(["generate", "--unit", "accelerator", "--pe", "mul", "--baud", "999999999",
+                 "-o", str(tmp_path / "bad.v")]) == 1
+    assert "baud" in capsys.readouterr().err
+    assert not (tmp_path / "bad.v").exists()
 
 
 @pytest.mark.parametrize("argv,message", [
