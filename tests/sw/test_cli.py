@@ -55,3 +55,12 @@ def test_wrong_input_shape_is_one_line(tmp_path, capsys):
     assert main(["predict", "-m", str(tmp_path / "m.npz"), "-i", str(tmp_path / "x.npy"),
                  "-o", str(tmp_path / "y.npy")]) == 1
     assert "Inputs must have shape (N, 1, 8, 8), not (1, 8, 8)" in capsys.readouterr().err
+
+
+def test_cli_reference_is_current():
+    """docs/cli.md is generated from the parser: regenerate it when a subcommand changes."""
+    import pathlib
+    from addershift.sw.cli_doc import cli_reference
+    path = pathlib.Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert path.read_text() == cli_reference(), \
+        "docs/cli.md is stale: run .venv/bin/python -m addershift.sw.cli_doc docs/cli.md"
