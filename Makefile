@@ -45,13 +45,15 @@ demo: $(STAMP)
 	$(CLI) demo --pe $(PE) --board $(BOARD)
 
 verilog: $(STAMP)
-	$(CLI) generate --pe $(PE) --rows $(ROWS) --cols $(COLS) --unit array -o build/$(PE)_$(ROWS)x$(COLS).v
+	$(CLI) generate --unit accelerator --pe $(PE) --rows $(ROWS) --cols $(COLS) -o build/$(PE)_$(ROWS)x$(COLS).v
 
 bitstream: $(STAMP)
 	$(CLI) build --board $(BOARD) --pe $(PE) --rows $(ROWS) --cols $(COLS)
 
+# The quick benchmarks; each other bench/*.py gives its own command and what it measures.
 bench: $(STAMP)
 	$(PY) bench/golden_speed.py
+	$(PY) bench/accel_cycles.py
 
 # The shipped models: fixed seed, one torch thread, so the files come out the same on every run.
 models: $(STAMP)
