@@ -178,8 +178,6 @@ def _pipeline(m, depth, i, o):
     return load
 
 
-
-
 def _extend(x, width):
     """``x`` sign- (or zero-) extended or truncated to ``width`` bits."""
     if len(x) >= width:
