@@ -116,6 +116,15 @@ def _run_board_build(config, board, build_dir):
     return {"fits": True, **result.to_dict()}
 
 
+def _save(fig, ax, path):
+    import matplotlib.pyplot as plt
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _plots(out, report):
     import matplotlib
     matplotlib.use("Agg")
@@ -129,11 +138,7 @@ def _plots(out, report):
         ax.bar(names, [s["busy_pe"] / report["config"]["pes"] for s in stages], label="busy PE-cycles / PEs")
         ax.set_ylabel("cycles per inference")
         ax.set_title(f"{report['pe']} {report['config']['rows']}x{report['config']['cols']}: cycles per layer")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "cycles_per_layer.png", dpi=120)
-        plt.close(fig)
-        paths.append(out / "cycles_per_layer.png")
+        paths.append(_save(fig, ax, out / "cycles_per_layer.png"))
     cost = _array_cost(report["board"])
     if cost:
         fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -153,11 +158,7 @@ def _plots(out, report):
                       [f"{int(n ** 0.5)}x{int(n ** 0.5)}" for n in sizes])
         ax.set_ylabel("logic cells (placed)")
         ax.set_title(f"{cost[0]['target']}: array cost per PE kind (bench/pe_cost.py)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "resources_per_pe.png", dpi=120)
-        plt.close(fig)
-        paths.append(out / "resources_per_pe.png")
+        paths.append(_save(fig, ax, out / "resources_per_pe.png"))
     return paths
 
 

@@ -1,0 +1,65 @@
+"""The demo's own logic: plots from a report, a board build that does not fit, build reuse; the
+whole demo is a slow test (it compiles the simulated board and places a design)."""
+
+import argparse
+import json
+
+import pytest
+
+from addershift.sw import demo
+
+
+def _report():
+    return {"pe": "adder", "board": "icebreaker", "config": {"rows": 2, "cols": 2, "pes": 4},
+            "simulation": {"stages": [{"name": "conv1", "cycles": 100, "busy_pe": 300},
+                                      {"name": "fc", "cycles": 50, "busy_pe": 40}]}}
+
+
+def test_plots_are_written(tmp_path):
+    paths = demo._plots(tmp_path, _report())
+    assert [p.name for p in paths] == ["cycles_per_layer.png", "resources_per_pe.png"]
+    for p in paths:
+        assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_build_that_does_not_fit_is_reported_and_reused(tmp_path, monkeypatch):
+    from addershift.boards import build as board_build
+    from addershift.boards.toolchain import ToolError
+    from addershift.hw.config import ArrayConfig
+    calls = []
+
+    def no_room(*args, **kwargs):
+        calls.append(kwargs["board"])
+        raise ToolError("the icebreaker build failed with status 125 (log: x):\n"
+                        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6465 ICESTORM_LCs\n"
+                        "0 warnings, 1 error")
+    monkeypatch.setattr(board_build, "build", no_room)
+    config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2")
+    outcome, reused = demo._board_build(config, "icebreaker", tmp_path)
+    assert (outcome["fits"], outcome["needed_cells"], outcome["cell_type"], reused) == \
+        (False, 6465, "ICESTORM_LC", False)
+    again, reused = demo._board_build(config, "icebreaker", tmp_path)
+    assert again == outcome and reused and calls == ["icebreaker"]
+
+
+def test_other_tool_errors_are_not_hidden(tmp_path, monkeypatch):
+    from addershift.boards import build as board_build
+    from addershift.boards.toolchain import ToolError
+    from addershift.hw.config import ArrayConfig
+
+    def broken(*args, **kwargs):
+        raise ToolError("the icebreaker build failed with status 1 (log: x):\nERROR: syntax error")
+    monkeypatch.setattr(board_build, "build", broken)
+    with pytest.raises(ToolError, match="syntax error"):
+        demo._board_build(ArrayConfig(pe="adder", rows=2, cols=2), "icebreaker", tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None, images=3,
+                              out=str(tmp_path))
+    demo.run_demo(args)
+    out = capsys.readouterr().out
+    assert "outputs bit-exact with the golden model: 3/3" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["simulation"]["bit_exact"] and report["accuracy_golden"] > 0.97
