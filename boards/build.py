@@ -25,9 +25,10 @@ from amaranth.lib.wiring import In, Out
 
 from .board import Board, get_board, pin_buffer
 from .report import TimingError, read_report, yosys_stat_commands
-from .toolchain import ToolError, find_program, prepare_environment
+from .toolchain import ToolError, find_program, last_error, prepare_environment
 
-__all__ = ["BoardTop", "BuildResult", "build", "build_array", "build_link", "array_core",
+__all__ = ["BoardTop", "BuildResult", "build", "build_accelerator", "build_array", "build_link",
+           "array_core",
            "multiplier_opts", "MULTIPLIERS", "default_build_dir", "bitstream_path", "program",
            "NoProgrammer"]
 
@@ -222,9 +223,10 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
                                          after_read=after_read, after_synth=after_synth,
                                          nextpnr_opts=nextpnr_opts + " --no-promote-globals")
     if returncode != 0:
+        # First line: what went wrong, for a one-line CLI error; then the log's tail.
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise ToolError(f"the {board.name} build failed with status {returncode} "
-                        f"(log: {log}):\n{tail}")
+        raise ToolError(f"the {board.name} build failed: {last_error(log, default='see the log')}"
+                        f" (log: {log})\n{tail}")
 
     report = read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
                          target=board.name, family=board.family, device=board.device,
@@ -286,6 +288,27 @@ def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1
                  check_timing=check_timing,
                  extra={"pe": pe, "rows": rows, "cols": cols, "multipliers": multipliers,
                         "contents": "array + I/O harness"})
+
+
+def build_accelerator(*, board, config, clock_mhz=None, baud=1_000_000, build_dir=None, seed=1,
+                      multipliers="dsp", check_timing=True):
+    """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
+    link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``."""
+    from ..hw.accelerator import AcceleratorTop
+    from ..hw.uart import uart_divisor
+    if isinstance(board, str):
+        board = get_board(board)
+    achieved = board.check_clock(board.default_clock_mhz if clock_mhz is None else clock_mhz)
+    uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
+    c = config
+    return build(lambda clock_hz: AcceleratorTop(config=c, clk_freq=int(round(clock_hz)), baud=baud),
+                 board=board, clock_mhz=clock_mhz, build_dir=build_dir,
+                 design=f"accelerator {c.pe.value} {c.rows}x{c.cols}", seed=seed,
+                 synth_opts=multiplier_opts(board.family, multipliers), check_timing=check_timing,
+                 extra={"contents": "accelerator: UART + framer + core", "baud": baud,
+                        "pe": c.pe.value, "rows": c.rows, "cols": c.cols,
+                        "requant_mode": c.requant_mode.value, "multipliers": multipliers,
+                        "build_hash": c.build_hash})
 
 
 def build_link(*, board, clock_mhz=None, baud=1_000_000, build_dir=None, seed=1,

@@ -172,7 +172,10 @@ class Report:
     @property
     def design_cells(self):
         """Logic cells of the design alone: placed cells minus the harness's own (iCE40: each
-        harness flip-flop is one cell; ECP5: each harness XOR LUT is one TRELLIS_COMB)."""
+        harness flip-flop is one cell; ECP5: each harness XOR LUT is one TRELLIS_COMB); None
+        when the design was not placed."""
+        if "logic_cells" not in self.resources:
+            return None
         cells = self.used("logic_cells")
         if not self.harness:
             return cells
@@ -352,14 +355,15 @@ def _resources(family, counts, placed, available):
     else:
         totals = {"lut4": cells_total, "carry": None if cells_total is None else cells_total // 2,
                   "ff": available.get("ff"), "wide_mux": None, "lutram": None}
-    res = {"logic_cells": Resource(placed.get("logic_cells", 0), cells_total)}
+    res = {} if not placed else {"logic_cells": Resource(placed.get("logic_cells", 0), cells_total)}
     for key in ("lut4", "carry", "ff"):
         res[key] = Resource(counts[key], totals[key])
     for key in ("bram", "spram", "dsp", "pll"):
         # Placed count when nextpnr has the bel type, else the netlist's (ECP5 has no SPRAM).
         used = placed.get(key, counts.get(key, 0))
         res[key] = Resource(used, available.get(key) or None)
-    res["io"] = Resource(placed.get("io", 0), available.get("io"))
+    if placed:
+        res["io"] = Resource(placed.get("io", 0), available.get("io"))
     if family == "ecp5":
         res["wide_mux"] = Resource(counts["wide_mux"], None)
         res["lutram"] = Resource(counts["lutram"], None)
@@ -383,15 +387,16 @@ def read_synthesis(build_dir, *, prefix):
 
 
 def read_report(build_dir, *, prefix, design, target, family, device, synth_opts=(),
-                clock_mhz=None, harness=None, seconds=None):
-    """Build a :class:`Report` from ``{prefix}.premap.json``, ``{prefix}.stat.json`` and
-    ``{prefix}.report.json`` in ``build_dir``."""
+                clock_mhz=None, harness=None, seconds=None, placed=True):
+    """Build a :class:`Report` from ``{prefix}.premap.json``, ``{prefix}.stat.json`` and (when
+    ``placed``) ``{prefix}.report.json`` in ``build_dir``."""
     premap, cells = read_synthesis(build_dir, prefix=prefix)
-    pnr = _load(build_dir, prefix, "report.json")
-    placed, available, fmax = parse_nextpnr_report(pnr, family)
+    # Yosys only (placed=False): no placed counts, device totals or Fmax.
+    pnr = _load(build_dir, prefix, "report.json") if placed else {}
+    placed_counts, available, fmax = parse_nextpnr_report(pnr, family)
     return Report(design=design, target=target, family=family, device=device,
                   synth_opts=tuple(synth_opts), clock_mhz=clock_mhz,
-                  resources=_resources(family, netlist_counts(cells, family), placed, available),
+                  resources=_resources(family, netlist_counts(cells, family), placed_counts, available),
                   fmax_mhz=fmax, premap_mul=premap_multipliers(premap), cells=cells,
                   premap_cells=premap, harness=harness, seconds=dict(seconds or {}),
                   critical_path=critical_path(pnr))
@@ -408,7 +413,7 @@ def _check_clock(clock_mhz):
 
 
 def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness=True, seed=1,
-               check_timing=False):
+               check_timing=False, place=True, platform=None):
     """Synthesise, place and route ``design`` off-board on ``target``; return its :class:`Report`.
 
     Parameters
@@ -426,6 +431,11 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
         nextpnr's placement seed (results vary a little with it).
     check_timing : bool
         Raise :class:`TimingError` when the design misses ``clock_mhz``.
+    place : bool
+        With ``False``, Yosys only: the report has the netlist's counts and the multipliers, no
+        placed cells or Fmax (a quick multiplier count of a design too big to place).
+    platform : optional
+        Passed to Amaranth's RTLIL back end (designs that pick primitives by ``platform.device``).
     """
     from amaranth.back import rtlil
     from amaranth.lib import wiring
@@ -449,7 +459,7 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     top = SerialHarness(design) if harness else design
     build_dir = pathlib.Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / f"{name}.il").write_text(rtlil.convert(top, name=name))
+    (build_dir / f"{name}.il").write_text(rtlil.convert(top, name=name, platform=platform))
 
     after_read, after_synth = yosys_stat_commands(name)
     script = [f"read_rtlil {name}.il", *after_read,
@@ -458,6 +468,11 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")
     seconds = {"yosys": run_tool("YOSYS", ["-q", f"{name}.ys"], cwd=build_dir,
                                  log_name=f"{name}.yosys.log")}
+    if not place:
+        return read_report(build_dir, prefix=name, design=type(design).__name__,
+                           target=target.name, family=target.family, device=target.device,
+                           synth_opts=target.synth_opts, clock_mhz=None,
+                           harness=top.cost if harness else None, seconds=seconds, placed=False)
 
     nextpnr = "NEXTPNR_ICE40" if target.family == "ice40" else "NEXTPNR_ECP5"
     unconstrained = ("--pcf-allow-unconstrained" if target.family == "ice40"

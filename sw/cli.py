@@ -240,18 +240,27 @@ def cmd_simulate(args):
 
 
 def cmd_build(args):
-    from addershift.boards.build import build_array, build_link
+    from addershift.boards.build import build_accelerator, build_array, build_link
     from addershift.boards.report import TimingError
     from addershift.boards.toolchain import ToolError
     try:
-        if args.top == "link":
+        if args.top == "accelerator":
+            result = build_accelerator(board=args.board, config=_sim_build(args),
+                                       clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
+                                       seed=args.seed, multipliers=args.multipliers,
+                                       check_timing=False)
+        elif args.top == "link":
             result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
                                 build_dir=args.out, seed=args.seed, check_timing=False)
         else:
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
                                  multipliers=args.multipliers, check_timing=False)
-    except (ValueError, TypeError, ToolError) as e:
+    except ToolError as e:
+        # The first line says what failed (e.g. the design does not fit); the log has the rest.
+        hint = ("; --top array builds the PE array alone" if args.top == "accelerator" else "")
+        raise CliError(str(e).splitlines()[0] + hint) from None
+    except (ValueError, TypeError) as e:
         raise CliError(str(e)) from None
     report = result.report
     where = (f"bitstream: {result.bitstream}" if result.bitstream else
@@ -451,15 +460,23 @@ def build_parser():
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    p.add_argument("--clock", type=float, help="core clock in MHz (default: the board's)")
-    p.add_argument("-o", "--out", help="build folder (default: build/BOARD, where program looks)")
+    p.add_argument("--clock", type=float,
+                   help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
+    p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",
                    help="map multipliers to DSP blocks or to LUTs (mul PEs)")
-    p.add_argument("--top", choices=("array", "link"), default="array",
-                   help="array: the PE array behind a two-pin I/O harness (cost on a real "
-                        "board); link: the host-link test top (UART, framer, scratch memories)")
-    p.add_argument("--baud", type=int, default=1_000_000, help="UART baud rate (--top link)")
+    p.add_argument("--top", choices=("accelerator", "array", "link"), default="accelerator",
+                   help="accelerator: UART, host link and the accelerator core; array: the PE "
+                        "array alone behind a two-pin I/O harness (its cost on the board); link: "
+                        "the host-link test top (UART, framer, scratch memories)")
+    p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
+                   help="the accelerator's requantisation mode (the shipped models use pow2x2)")
+    p.add_argument("-m", "--model", help="build the accelerator that fits this model (sets --pe, "
+                   "--requant-mode and the memories)")
+    p.add_argument("--baud", type=int, default=115200,
+                   help="UART baud rate of the accelerator and link tops (the host driver's "
+                        "default)")
     add_json(p)
 
     p = add("program", cmd_program, "program a built bitstream onto a board")

@@ -2,6 +2,7 @@
 report checked, and the failures a user can act on."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -10,12 +11,13 @@ from addershift.sw.cli import main
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
-    """A 2x2 array of each kind on the iCEBreaker at 24 MHz, through the CLI with --json."""
+    """A 2x2 array of each kind (``--top array``: the array behind the two-pin harness) on the
+    iCEBreaker at 24 MHz, through the CLI with --json."""
     out = {}
     for kind in ("adder", "shift", "mul"):
         folder = tmp_path_factory.mktemp(kind)
-        code = main(["build", "--board", "icebreaker", "--pe", kind, "--rows", "2", "--cols", "2",
-                     "--clock", "24", "-o", str(folder), "--json"])
+        code = main(["build", "--board", "icebreaker", "--top", "array", "--pe", kind,
+                     "--rows", "2", "--cols", "2", "--clock", "24", "-o", str(folder), "--json"])
         out[kind] = (code, folder)
     return out
 
@@ -46,8 +48,8 @@ def test_mul_build_counts_its_multipliers(builds):
 
 def test_build_prints_one_json_object(builds, capsys, tmp_path):
     # The fixture's output went to an earlier capture; one more small build here, checked on stdout.
-    assert main(["build", "--board", "icebreaker", "--pe", "adder", "--rows", "1", "--cols", "1",
-                 "--clock", "12", "-o", str(tmp_path), "--json"]) == 0
+    assert main(["build", "--board", "icebreaker", "--top", "array", "--pe", "adder",
+                 "--rows", "1", "--cols", "1", "--clock", "12", "-o", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["clock_mhz"] == 12 and report["extra"]["pll"] is None
     assert report["bitstream"] == str(tmp_path / "top.bin")
@@ -61,13 +63,16 @@ def test_unreachable_clock_fails_before_building(capsys, tmp_path):
 
 
 def test_clock_the_design_cannot_meet_fails_clearly(capsys, tmp_path):
-    assert main(["build", "--board", "icebreaker", "--pe", "adder", "--rows", "1", "--cols", "1",
-                 "--clock", "192", "-o", str(tmp_path)]) == 1
+    assert main(["build", "--board", "icebreaker", "--top", "array", "--pe", "adder",
+                 "--rows", "1", "--cols", "1", "--clock", "192", "-o", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "timing not met on icebreaker: Fmax" in captured.err
     assert "requested 192 MHz" in captured.err and "lower --clock" in captured.err
     assert "no usable bitstream (timing not met)" in captured.out
-    assert not (tmp_path / "top.bin").exists()
+    # The bitstream is kept under another name, so `program` cannot load it by accident.
+    assert not (tmp_path / "top.bin").exists() and (tmp_path / "top.timing-failed.bin").exists()
+    saved = json.loads((tmp_path / "top.addershift.json").read_text())
+    assert saved["timing_met"] is False and saved["bitstream"] is None
 
 
 def test_program_without_tools_prints_the_command(capsys, tmp_path, monkeypatch):
@@ -85,3 +90,22 @@ def test_program_without_a_build_says_how_to_make_one(capsys, tmp_path, monkeypa
     assert main(["program", "--board", "ulx3s-12f"]) == 1
     assert ("no bitstream at build/ulx3s-12f/top.bit: build one with "
             "`addershift build --board ulx3s-12f`") in capsys.readouterr().err
+
+
+def test_bad_baud_fails_before_building(capsys, tmp_path):
+    assert main(["build", "--board", "icebreaker", "--top", "link", "--baud", "20000000",
+                 "-o", str(tmp_path)]) == 1
+    assert "Baud rate 20000000 is too high" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_accelerator_that_does_not_fit_says_so(capsys, tmp_path):
+    # The digits-sized 2x2 adder accelerator needs more logic cells than the iCE40UP5K has.
+    model = pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz"
+    assert main(["build", "--board", "icebreaker", "-m", str(model),
+                 "--rows", "2", "--cols", "2", "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("addershift build: the icebreaker build failed: ERROR:")
+    assert "ICESTORM_LC" in err and "--top array builds the PE array alone" in err
+    assert len(err.splitlines()) == 1
