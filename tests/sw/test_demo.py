@@ -15,7 +15,10 @@ def _report():
                                       {"name": "fc", "cycles": 50, "busy_pe": 40}]}}
 
 
-def test_plots_are_written(tmp_path):
+def test_plots_are_written(tmp_path, monkeypatch):
+    cost = [{"kind": k, "pes": n, "target": "ice40-up5k", "unit": "array", "fits": n < 64 or k == "adder",
+             "cells": 50 * n} for k in ("adder", "shift", "mul") for n in (4, 16, 64)]
+    monkeypatch.setattr(demo, "_array_cost", lambda board: cost)
     paths = demo._plots(tmp_path, _report())
     assert [p.name for p in paths] == ["cycles_per_layer.png", "resources_per_pe.png"]
     for p in paths:
