@@ -135,6 +135,10 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
     if ignore_timing:
         return tried[area], tried[area], records()
 
+    if not met(0):
+        # Not even one PE meets the clock: no larger array will (the walk down would only
+        # rebuild every size to find that out).
+        return None, tried[area], records()
     i, fail = area, None
     while not met(i):
         fail = i
