@@ -161,7 +161,7 @@ def plot(results, path, title):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
-        xs, pes, gops = [], [], []
+        xs, pes, gops, area = [], [], [], []
         for j, b in enumerate(boards):
             r = next((r for r in results if (r["board"], r["variant"]) == (b, v)), None)
             if r is None:
@@ -169,6 +169,9 @@ def plot(results, path, title):
             xs.append(j + (i - (len(variants) - 1) / 2) * width)
             pes.append(r["pes"])
             gops.append(r["peak_gops"])
+            area.append((r.get("area_limit") or {}).get("pes") or 0)
+        # Hatched outline: the area limit (the largest array that places, at any Fmax).
+        axes[0].bar(xs, area, width, color="none", edgecolor=colours.get(v), hatch="//")
         axes[0].bar(xs, pes, width, color=colours.get(v), label=v)
         axes[1].bar(xs, gops, width, color=colours.get(v), label=v)
         for x, p in zip(xs, pes):
@@ -244,8 +247,8 @@ def main(argv=None):
                "seed": args.seed, "ignore_timing": args.ignore_timing, "results": results}
     (out / "fit_study.json").write_text(json.dumps(payload, indent=1))
     what = "places (any Fmax)" if args.ignore_timing else "meets the board clock"
-    plot([r for r in results if r["pes"]], out / "fit_study.png",
-         f"addershift fit study: largest array that {what} (array + I/O harness)")
+    plot([r for r in results if r["pes"] or r["area_limit"]], out / "fit_study.png",
+         f"addershift fit study: largest array that {what} (hatched: that places)")
     print(f"\nwrote {out / 'fit_study.json'} and {out / 'fit_study.png'}")
 
 
