@@ -1,8 +1,9 @@
 """Fit study: the largest array per PE kind and board that places and meets the board's clock.
 
-Each candidate is a full board build (``addershift build``: PLL, reset, UART pins, LEDs), with the
-array behind the two-pin I/O harness until the accelerator top (memories, sequencer, host link)
-exists. Shapes go in order of PE count, the squarest for each count with ``cols <= 2 * rows``. The search first finds the area
+Each candidate is a full board build (``addershift build``: PLL, reset, UART pins, LEDs) of the
+array behind the two-pin I/O harness (``--top array``), or of the whole accelerator (``--top
+accelerator``: UART, host link, memories, sequencer, array, requantiser, sized for the shipped
+digits model of each kind). Shapes go in order of PE count, the squarest for each count with ``cols <= 2 * rows``. The search first finds the area
 limit (the largest shape that places), then walks down from it to the largest that also meets the
 board's clock (see :func:`largest`). The multiplier baseline runs twice: on DSP blocks and in
 LUTs.
@@ -25,8 +26,10 @@ import sys
 import time
 
 from addershift.boards.board import get_board
-from addershift.boards.build import build_array
+from addershift.boards.build import build_accelerator, build_array
 from addershift.boards.toolchain import ToolError, last_error, prepare_environment
+
+MODELS = pathlib.Path(__file__).resolve().parent.parent / "models"
 
 #: Variant name -> (PE kind, multipliers): the baseline once on DSPs, once in LUTs.
 VARIANTS = {"adder": ("adder", "dsp"), "shift": ("shift", "dsp"), "mul-dsp": ("mul", "dsp"),
@@ -45,15 +48,28 @@ def shapes(max_side=64):
     return [best[pes] for pes in sorted(best)]
 
 
-def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False):
+def _accelerator_config(kind, rows, cols):
+    """The accelerator build for the shipped digits model of ``kind``, at ``rows`` x ``cols``."""
+    from addershift.sw.compiler import default_config
+    from addershift.sw.model import load_model
+    return default_config(load_model(MODELS / f"digits_{kind}.npz"), rows=rows, cols=cols)
+
+
+def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False,
+            top="array"):
     kind, multipliers = VARIANTS[variant]
-    build_dir = out / board / variant / f"{rows}x{cols}"
+    build_dir = out / board / top / variant / f"{rows}x{cols}"
     start = time.monotonic()
     rec = {"rows": rows, "cols": cols, "pes": rows * cols}
     try:
-        result = build_array(board=board, pe=kind, rows=rows, cols=cols, clock_mhz=clock_mhz,
-                             build_dir=build_dir, seed=seed, multipliers=multipliers,
-                             check_timing=False)
+        if top == "accelerator":
+            result = build_accelerator(board=board, config=_accelerator_config(kind, rows, cols),
+                                       clock_mhz=clock_mhz, build_dir=build_dir, seed=seed,
+                                       multipliers=multipliers, check_timing=False)
+        else:
+            result = build_array(board=board, pe=kind, rows=rows, cols=cols,
+                                 clock_mhz=clock_mhz, build_dir=build_dir, seed=seed,
+                                 multipliers=multipliers, check_timing=False)
     except ToolError:
         rec.update(ok=False, placed=False, reason=last_error(build_dir / "top.build.log",
                                                           missing="build did not run",
@@ -77,7 +93,8 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
     return rec
 
 
-def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=False):
+def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=False,
+            top="array"):
     """``(best, area_limit, tried)``: the largest passing shape (None if none), the largest that
     places, and every attempt. Two phases over :func:`shapes`:
 
@@ -95,7 +112,7 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
         if i not in tried:
             rows, cols = order[i]
             tried[i] = attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out,
-                               seed=seed, ignore_timing=True)
+                               seed=seed, ignore_timing=True, top=top)
         return tried[i]
 
     def placed(i):
@@ -197,6 +214,10 @@ def main(argv=None):
     parser.add_argument("--clock", type=float, help="core clock in MHz (default: each board's)")
     parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--top", choices=("array", "accelerator"), default="array",
+                        help="array: the array behind the two-pin harness; accelerator: the whole "
+                             "accelerator (UART, host link, core) sized for the shipped digits "
+                             "model of each kind")
     parser.add_argument("--ignore-timing", action="store_true",
                         help="the largest array that places, whatever its Fmax (the area limit)")
     parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
@@ -211,7 +232,8 @@ def main(argv=None):
         for variant in args.kinds:
             print(f"{board} {variant} at {clock:g} MHz", flush=True)
             best, area, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
-                                        max_side=args.max_side, ignore_timing=args.ignore_timing)
+                                        max_side=args.max_side, ignore_timing=args.ignore_timing,
+                                        top=args.top)
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}
@@ -244,11 +266,12 @@ def main(argv=None):
     payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
                                                              else sys.argv[1:])]),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "seed": args.seed, "ignore_timing": args.ignore_timing, "results": results}
+               "seed": args.seed, "top": args.top, "ignore_timing": args.ignore_timing,
+               "results": results}
     (out / "fit_study.json").write_text(json.dumps(payload, indent=1))
     what = "places (any Fmax)" if args.ignore_timing else "meets the board clock"
     plot([r for r in results if r["pes"] or r["area_limit"]], out / "fit_study.png",
-         f"addershift fit study: largest array that {what} (hatched: that places)")
+         f"addershift fit study ({args.top}): largest array that {what} (hatched: that places)")
     print(f"\nwrote {out / 'fit_study.json'} and {out / 'fit_study.png'}")
 
 
