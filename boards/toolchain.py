@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
 import time
 
-__all__ = ["TOOLS", "ToolError", "tool_command", "prepare_environment", "run_tool", "find_program"]
+__all__ = ["TOOLS", "ToolError", "tool_command", "prepare_environment", "run_tool", "find_program",
+           "last_error"]
 
 #: Environment variable -> YoWASP executable, as Amaranth's platform builds read them.
 TOOLS = {
@@ -92,3 +94,14 @@ def run_tool(env_var, args, *, cwd, log_name, tail_lines=30):
         raise ToolError(f"{TOOLS[env_var]} failed with status {result.returncode} in {cwd} "
                         f"(log: {log_name}):\n{tail}")
     return seconds
+
+
+def last_error(log, *, missing="the tool did not run", default="the tool failed"):
+    """The last ``ERROR`` line of a tool's log, shortened for a table (``missing`` when there is no
+    log, ``default`` when it has no such line)."""
+    log = pathlib.Path(log)
+    if not log.exists():
+        return missing
+    lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if "ERROR" in l]
+    # Mapped cell names run to hundreds of characters: keep the message, not the name.
+    return re.sub(r"'[^']{30,}'", "'...'", lines[-1]) if lines else default
