@@ -82,7 +82,8 @@ class ArrayConfig:
     act_depth : int
         Words of each activation bank (one word: ``cols`` activations of one pixel).
     param_depth : int
-        Words of the requantisation parameter memory (one word: one channel's parameters).
+        Words of the requantisation parameter memory (one word: the parameters of the
+        ``lanes`` channels the requantiser takes in one transfer).
     requant_mode : :class:`numerics.RequantMode` or str
         The one requantisation mode the build has.
     bias_bits : int
@@ -190,9 +191,15 @@ class ArrayConfig:
         return self.cols * self.x_bits
 
     @property
-    def param_word_bits(self):
+    def param_channel_bits(self):
         """One channel's requantisation parameters (:func:`requant_lane_fields`)."""
         return sum(bits for _, bits in requant_lane_fields(self.requant_mode, self.bias_bits))
+
+    @property
+    def param_word_bits(self):
+        """One parameter word: ``lanes`` channels, the lowest channel in the lowest bits, so that
+        the word read for a transfer is the requantiser's ``param`` operand as it is."""
+        return self.lanes * self.param_channel_bits
 
     @property
     def weight_word_bytes(self):

@@ -8,17 +8,16 @@ starts the im2col generator. A stage's *read side* (generator, read stage, array
 - as soon as the generator has issued a stage's last k-step, the next descriptor is loaded and the
   generator started on it (its walker fills the first tile), held before its first k-step;
 - when the write-back has written the previous stage's last word (the next stage's input is
-  complete), the sequencer hands the write-side fields (``compiler.WRITE_FIELDS``) to the
+  complete) and that stage's counters are recorded (three more cycles), the sequencer hands the write-side fields (``compiler.WRITE_FIELDS``) to the
   write-back and the parameter feeder, starts them and releases the generator.
 
 So a stage costs its k-steps plus the drain of its pipeline; the descriptor load and the walker's
 first fill hide in the previous stage's drain. Runs end at a descriptor marked ``last`` (or after
 ``count`` stages) once its last word is written.
 
-:class:`RequantFeeder` sits between the array and the requantiser: it streams the stage's
-per-channel parameters from the parameter memory, one channel per cycle, into a shadow bank while
-the current channel group runs, and attaches the current group's parameters (``cols`` lanes) and
-the ReLU bit to each finished row.
+:class:`RequantFeeder` sits between the array and the requantiser: it splits each finished row
+into the requantiser's transfers and reads, a cycle ahead, the parameter word that holds those
+lanes' parameters, then attaches it and the ReLU bit.
 
 Performance counters (all since the run started): ``total`` cycles busy, ``issue`` k-steps taken by
 the array, ``busy_pe`` useful PE-cycles (PEs whose row holds a pixel and whose column a channel,
@@ -32,7 +31,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.compiler import (DESCRIPTOR_MAGIC, DIM_BITS, PERF_COUNTERS, PERF_STAGES, WRITE_FIELDS,
+from ..sw.compiler import (DESCRIPTOR_MAGIC, PERF_COUNTERS, PERF_STAGES, WRITE_FIELDS,
                            descriptor_slot_words)
 from .descriptor import descriptor_layout, write_layout
 
@@ -105,7 +104,9 @@ class Sequencer(wiring.Component):
         shift = (slot - 1).bit_length()
         cb = cfg.counter_bits
 
-        desc_reg = Signal(slot * W)
+        # Only the words that hold fields are loaded (a slot is padded to a power of two).
+        words = -(-self.desc.shape().size // W)
+        desc_reg = Signal(words * W)
         m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
 
         # --- the write side: hand-over, start one cycle later, end ---------------------------
@@ -133,32 +134,31 @@ class Sequencer(wiring.Component):
         with m.If(handed & self.issuing & ~self.step):
             m.d.sync += self.stall.eq(self.stall + 1)
 
-        # Per-stage snapshot at a stage's end: total written at once, the others latched and
-        # written in the next three cycles.
-        snap = Signal(range(len(PERF_COUNTERS) + 1))
+        # Per-stage record at a stage's end: the four counters, one per cycle. The next stage is
+        # handed over only after the last of them (``snap == 0``), and until then no k-step can
+        # happen, so the counters hold still and need no latches (three cycles per stage, where
+        # latches cost 3 * counter_bits flip-flops: a logic cell each on an iCE40).
+        snap = Signal(range(len(PERF_COUNTERS)))
         snap_index = Signal(8)
-        latched = [Signal(cb, name=f"snap_{name}") for name in PERF_COUNTERS[1:]]
         ran_wb = Signal(8)         # stages of this run whose write side has finished
         with m.If(stage_end):
             m.d.comb += [self.perf_en.eq(ran_wb < PERF_STAGES), self.perf_addr.eq(ran_wb << 2),
                          self.perf_data.eq(self.total + 1)]
             m.d.sync += [snap.eq(1), snap_index.eq(ran_wb), ran_wb.eq(ran_wb + 1),
                          wb_active.eq(0)]
-            m.d.sync += [reg.eq(v) for reg, v in zip(latched, (self.issue, self.busy_pe,
-                                                               self.stall))]
         with m.Elif(snap != 0):
             m.d.sync += snap.eq(_wrap_inc(snap, len(PERF_COUNTERS) - 1))
+            m.d.comb += [self.perf_en.eq(snap_index < PERF_STAGES),
+                         self.perf_addr.eq(Cat(snap, snap_index))]
             with m.Switch(snap):
-                for i, reg in enumerate(latched, start=1):
+                for i, counter in enumerate((self.issue, self.busy_pe, self.stall), start=1):
                     with m.Case(i):
-                        m.d.comb += [self.perf_en.eq(snap_index < PERF_STAGES),
-                                     self.perf_addr.eq((snap_index << 2) | i),
-                                     self.perf_data.eq(reg)]
+                        m.d.comb += self.perf_data.eq(counter)
 
         # --- descriptor loading --------------------------------------------------------------
         ran = Signal(8)            # stages whose k-steps have all been issued
-        issued = Signal(range(slot + 1))
-        received = Signal(range(slot + 1))
+        issued = Signal(range(words + 1))
+        received = Signal(range(words + 1))
         pending = Signal()
         m.d.sync += pending.eq(self.mem_read)
         with m.If(pending):
@@ -173,11 +173,11 @@ class Sequencer(wiring.Component):
                                  self.stall.eq(0), issued.eq(0), received.eq(0)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                with m.If(issued != slot):
+                with m.If(issued != words):
                     m.d.comb += [self.mem_read.eq(1),
                                  self.mem_addr.eq((self.stage << shift) | issued)]
                     m.d.sync += issued.eq(issued + 1)
-                with m.If(received == slot):
+                with m.If(received == words):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(self.desc.magic != DESCRIPTOR_MAGIC):
@@ -189,7 +189,7 @@ class Sequencer(wiring.Component):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 # The previous stage's last word is written (or there was none): go.
-                with m.If(~handed & ~wb_active & ~start_wb):
+                with m.If(~handed & ~wb_active & ~start_wb & (snap == 0)):
                     m.d.sync += hand_over()
                 with m.If(handed & ~self.issuing):
                     m.d.sync += [ran.eq(ran + 1), issued.eq(0), received.eq(0)]
@@ -211,21 +211,27 @@ def _wrap_inc(counter, last):
 
 
 class RequantFeeder(wiring.Component):
-    """Attaches the current channel group's requantisation parameters to each finished row.
+    """Attaches the requantisation parameters of each transfer's lanes, and the ReLU bit, to the
+    array's finished rows.
+
+    A row of ``cols`` values goes to the requantiser in ``cols / lanes`` transfers, lowest lanes
+    first, and parameter word ``rq_base + group * (cols / lanes) + transfer`` holds exactly that
+    transfer's ``lanes`` channels (the compiler's layout). So the feeder reads one word per
+    transfer, addressed a cycle ahead, and keeps no copy of the parameters (a bank of ``cols``
+    channels' parameters costs hundreds of flip-flops: a logic cell each on an iCE40).
 
     Members
     -------
     desc : ``In(write_layout(config))``
     start : ``In(1)``
-        Begin a stage: parameters stream from word ``desc.rq_base``.
+        Begin a stage: parameters are read from word ``desc.rq_base``.
     mem_addr : ``Out``, mem_data : ``In``
         The parameter memory's read port (always enabled; data one cycle after the address).
     i : ``In(stream.Signature(array_out_layout))``
         Finished rows from the array (``acc``, ``last``).
     o : ``Out(stream.Signature(requant_in_layout))``
-        Rows for the requantiser (``acc``, ``param``, ``relu``), ``config.lanes`` values per
-        transfer: a row of ``cols`` values goes out in ``cols / lanes`` transfers, lowest lanes
-        first.
+        Transfers for the requantiser (``acc``, ``param``, ``relu``), ``config.lanes`` values
+        each.
     """
 
     def __init__(self, *, config, array_out_layout, requant_in_layout):
@@ -242,63 +248,46 @@ class RequantFeeder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, d = self._config, self.desc
-        R, C = cfg.rows, cfg.cols
-        pb = cfg.param_word_bits
+        R, L = cfg.rows, cfg.lanes
+        chunks = cfg.cols // L
 
-        # Loader: one channel per cycle into the shadow bank.
-        shadow = Signal(C * pb)
-        active = Signal(C * pb)
-        active_valid = Signal()
-        addr = Signal(cfg.param_addr_bits)
-        issued = Signal(range(C + 1))
-        received = Signal(range(C + 1))
-        groups_left = Signal(DIM_BITS + 1)
-        pending = Signal()
-        can_issue = (issued != C) & (groups_left != 0)
-        m.d.comb += self.mem_addr.eq(addr)
-        m.d.sync += pending.eq(can_issue)
-        with m.If(can_issue):
-            m.d.sync += [addr.eq(addr + 1), issued.eq(issued + 1)]
-        with m.If(pending):
-            m.d.sync += [shadow.eq(Cat(shadow[pb:], self.mem_data)), received.eq(received + 1)]
-        shadow_full = received == C
-
-        # Rows: parameters of the active group; the group ends with its last tile's last row.
+        addr = Signal(cfg.param_addr_bits)        # the word of the current transfer
+        group_base = Signal(cfg.param_addr_bits)  # the word of the group's first transfer
+        primed = Signal()                         # mem_data holds the current transfer's word
+        chunk = Signal(range(chunks))
         row = Signal(range(R))
         tile = Signal.like(d.tiles_m1)
-        L = cfg.lanes
-        chunks = C // L
-        chunk = Signal(range(chunks))
+
         acc_elem = self.i.payload.acc.shape().elem_shape
         acc_chunks = data.ArrayLayout(data.ArrayLayout(acc_elem, L), chunks)(
             self.i.payload.acc.as_value())
-        param_chunks = data.ArrayLayout(data.ArrayLayout(pb, L), chunks)(active)
         last_chunk = chunk == chunks - 1
         m.d.comb += [
-            self.o.valid.eq(self.i.valid & active_valid),
-            self.i.ready.eq(self.o.ready & active_valid & last_chunk),
+            self.o.valid.eq(self.i.valid & primed),
+            self.i.ready.eq(self.o.ready & primed & last_chunk),
             self.o.payload.acc.as_value().eq(acc_chunks[chunk].as_value()),
-            self.o.payload.param.as_value().eq(param_chunks[chunk].as_value()),
+            self.o.payload.param.as_value().eq(self.mem_data),
             self.o.payload.relu.eq(d.relu),
         ]
-        with m.If(self.o.valid & self.o.ready):
+
+        advance = self.o.valid & self.o.ready
+        take = advance & last_chunk               # a whole row has gone
+        group_end = take & (row == R - 1) & (tile == d.tiles_m1)
+        # The next transfer's word: the next lanes of the row, or the row's first lanes again
+        # for the group's next row; after the group's last row, the next group's first.
+        following = Mux(last_chunk & ~group_end, group_base, addr + 1)
+        m.d.comb += self.mem_addr.eq(Mux(self.start, d.rq_base, Mux(advance, following, addr)))
+        m.d.sync += addr.eq(self.mem_addr)
+        with m.If(advance):
             m.d.sync += chunk.eq(_wrap_inc(chunk, chunks - 1))
-        take = self.i.valid & self.i.ready
-        group_end = Signal()
         with m.If(take):
             m.d.sync += row.eq(_wrap_inc(row, R - 1))
             with m.If(row == R - 1):
                 m.d.sync += tile.eq(_wrap_inc(tile, d.tiles_m1))
-        m.d.comb += group_end.eq(take & (row == R - 1) & (tile == d.tiles_m1))
-        with m.If(shadow_full & (~active_valid | group_end)):
-            m.d.sync += [active.eq(shadow), active_valid.eq(1), issued.eq(0), received.eq(0),
-                         groups_left.eq(groups_left - 1)]
-        with m.Elif(group_end):
-            m.d.sync += active_valid.eq(0)
+        with m.If(group_end):
+            m.d.sync += group_base.eq(addr + 1)
 
         with m.If(self.start):
-            m.d.sync += [addr.eq(d.rq_base), issued.eq(0), received.eq(0), active_valid.eq(0),
-                         groups_left.eq(d.og_m1 + 1), row.eq(0), tile.eq(0), pending.eq(0),
+            m.d.sync += [group_base.eq(d.rq_base), primed.eq(1), row.eq(0), tile.eq(0),
                          chunk.eq(0)]
         return m
-

@@ -85,11 +85,11 @@ class AcceleratorModel:
             raise ProgramError(f"stage {stage}: no descriptor (magic {values['magic']:#x})")
         return values
 
-    def _params(self, addr):
-        """One lane's requantisation parameters starting at parameter word ``addr``."""
+    def _params(self, addr, lane):
+        """The requantisation parameters of lane ``lane`` of parameter word ``addr``."""
         from ..hw.config import requant_lane_fields
         c = self.config
-        packed = self.params[addr]
+        packed = self.params[addr] >> (lane * c.param_channel_bits)
         out, pos = {}, 0
         for name, bits in requant_lane_fields(c.requant_mode, c.bias_bits):
             out[name] = _field(packed, pos, bits, signed=name in ("bias", "multiplier")
@@ -132,8 +132,9 @@ class AcceleratorModel:
         lo, hi = int_range(c.x_bits)
         w_addr = d["w_base"]
         for og in range(d["og_m1"] + 1):
-            params = [self._params(rq_addr + j) for j in range(C)]
-            rq_addr += C
+            L = c.lanes
+            params = [self._params(rq_addr + j // L, j % L) for j in range(C)]
+            rq_addr += C // L
             walker = self._walk_pixels(d, (d["tiles_m1"] + 1) * R)
             writer = _Writer(self, d, dst, og)
             og_w_base = w_addr

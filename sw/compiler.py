@@ -6,10 +6,11 @@ A program is three memory images and a description:
   stage's weights. A weight word holds ``cols`` weights of one reduction step ``k`` for one group of
   ``cols`` output channels; a stage's words run ``for og: for kh: for kw: for c`` (the order the
   on-chip im2col walks a patch).
-- the **parameter image** (region ``params``): one word per output channel (padded to whole
-  groups of ``cols``), per stage, in channel order: the channel's requantisation parameters
-  (``hw.requant.requant_param_layout``: ``bias`` then the mode's fields, least significant first).
-  The sequencer streams them in this order, so a stage only needs its first word's address.
+- the **parameter image** (region ``params``): per stage, in channel order (padded to whole
+  groups of ``cols``), one word per ``lanes`` channels, the requantiser's operand for one transfer:
+  each channel's requantisation parameters (``hw.requant.requant_param_layout``: ``bias`` then the
+  mode's fields, least significant first), the lowest channel in the lowest bits. The parameter
+  feeder reads them in this order, so a stage only needs its first word's address.
 - the **input image** of each inference (region ``act0``): the image as words of ``cols`` channels
   of one pixel, word ``(cg, h, w)`` at ``cg * H * W + h * W + w``.
 
@@ -646,10 +647,13 @@ def compile_model(model, config, *, name="model"):
             for j, v in enumerate(row):
                 word |= int(v) << (j * wb)
             weight_words.append(word)
-        # Requantisation parameters: one word per channel, whole groups of C.
+        # Requantisation parameters: one word per requantiser transfer (``lanes`` channels,
+        # lowest channel in the lowest bits), whole groups of C channels.
         rq_base = len(param_words)
-        param_words += [_lane_params(layer, config, ch) if ch < cout else 0
-                        for ch in range(og * C)]
+        L, cb = config.lanes, config.param_channel_bits
+        for first in range(0, og * C, L):
+            param_words.append(sum(_lane_params(layer, config, ch) << (j * cb)
+                                   for j, ch in enumerate(range(first, first + L)) if ch < cout))
         if len(param_words) > config.param_depth:
             raise CompileError(f"{where} needs requantisation parameters up to word "
                                f"{len(param_words)}; this build has {config.param_depth} words: "

@@ -15,7 +15,9 @@ def test_derived_widths():
     assert ArrayConfig(pe="shift", rows=1, cols=5).weight_word_bytes == 4   # 25 bits: 4 bytes
     assert s.acc_bits == acc_width("shift", 1024, x_bits=8, p_min=-4, p_max=3)
     m = ArrayConfig(pe="mul", rows=1, cols=1, requant_mode="mul")
-    assert (m.param_word_bits, m.param_word_bytes) == (54, 8)
+    assert (m.param_channel_bits, m.param_word_bits, m.param_word_bytes) == (54, 54, 8)
+    two = ArrayConfig(pe="mul", rows=1, cols=4, requant_mode="mul", requant_lanes=2)
+    assert (two.param_channel_bits, two.param_word_bits, two.param_word_bytes) == (54, 108, 16)
     assert sum(b for _, b in requant_lane_fields("pow2x2", 32)) == 48
 
 

@@ -145,11 +145,14 @@ def test_activation_buffer_too_small():
 
 
 def test_parameter_memory_too_small():
+    # One word per requantiser transfer: 24 channels are 24 one-lane words, 6 four-lane words.
+    net = digits_net("adder", mode="pow2x2")
     with pytest.raises(CompileError) as e:
-        compile_model(digits_net("adder", mode="pow2x2"), _config(requant_mode="pow2x2",
-                                                                  param_depth=16))
+        compile_model(net, _config(requant_mode="pow2x2", param_depth=16, requant_lanes=1))
     assert str(e.value) == ("layer conv2 needs requantisation parameters up to word 24; this build "
                             "has 16 words: rebuild with param_depth >= 24")
+    four = compile_model(net, _config(requant_mode="pow2x2", param_depth=16))
+    assert len(four.param_words) == (8 + 16 + 12) // 4
 
 
 def test_other_mismatches():
