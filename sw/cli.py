@@ -49,10 +49,12 @@ def _accelerator_unit(args):
     try:
         if args.model:
             from .model import load_model
-            config = default_config(load_model(args.model), rows=args.rows, cols=args.cols)
+            config = default_config(load_model(args.model), rows=args.rows, cols=args.cols,
+                                    requant_lanes=args.requant_lanes)
         else:
             config = ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                                 requant_mode="mul" if args.pe == "mul" else "pow2x2")
+                                 requant_mode="mul" if args.pe == "mul" else "pow2x2",
+                                 requant_lanes=args.requant_lanes)
         return AcceleratorTop(config=config, clk_freq=int(args.clock * 1e6), baud=args.baud)
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -215,7 +217,8 @@ def cmd_simulate(args):
     x, labels = test_images(model, args.images)
     try:
         report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
-                                cols=args.cols, per_layer=args.per_layer,
+                                cols=args.cols, requant_lanes=args.requant_lanes,
+                                per_layer=args.per_layer,
                                 build_dir=args.build_dir)
     except (CompileError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -290,15 +293,17 @@ def cmd_program(args):
 
 def _sim_build(args):
     """The accelerator build a simulated board runs: the one that fits ``--model`` (if given),
-    else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``."""
+    else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``,
+    ``--requant-lanes``."""
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
     try:
         if getattr(args, "model", None):
             from .model import load_model
-            return default_config(load_model(args.model), rows=args.rows, cols=args.cols)
+            return default_config(load_model(args.model), rows=args.rows, cols=args.cols,
+                                  requant_lanes=args.requant_lanes)
         return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                           requant_mode=args.requant_mode)
+                           requant_mode=args.requant_mode, requant_lanes=args.requant_lanes)
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
 
@@ -379,10 +384,16 @@ def build_parser():
     def add_json(p):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    def add_lanes(p):
+        p.add_argument("--requant-lanes", type=int, metavar="N",
+                       help="values the requantiser takes per cycle, a divisor of --cols "
+                            "(default: --cols; 1 is the smallest build)")
+
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    add_lanes(p)
     p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
                    help="what to generate")
     p.add_argument("-o", "--output", required=True,
@@ -450,6 +461,7 @@ def build_parser():
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    add_lanes(p)
     p.add_argument("--per-layer", action="store_true",
                    help="run one stage at a time and compare every layer's output")
     p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")
@@ -460,6 +472,7 @@ def build_parser():
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    add_lanes(p)
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
@@ -495,6 +508,7 @@ def build_parser():
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
+    add_lanes(p)
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
                    help="the build's requantisation mode (the shipped models use pow2x2)")
     p.add_argument("-m", "--model", help="serve the build that fits this model (sets --pe, "
@@ -510,6 +524,7 @@ def build_parser():
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows (--sim)")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns (--sim)")
+    add_lanes(p)
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
     add_json(p)
@@ -519,6 +534,9 @@ def build_parser():
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="board to build for")
     p.add_argument("-r", "--rows", type=int, help="array rows (default: 2 on icebreaker, else 4)")
     p.add_argument("-c", "--cols", type=int, help="array columns (default: as for --rows)")
+    p.add_argument("--requant-lanes", type=int, metavar="N",
+                   help="values the requantiser takes per cycle (default: 1 on icebreaker, "
+                        "else --cols)")
     p.add_argument("-n", "--images", type=int, default=20, help="test images run on the simulated board")
     p.add_argument("--out", default="build/demo", help="folder for the report and plots")
     return parser

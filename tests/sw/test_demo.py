@@ -59,7 +59,8 @@ def test_other_tool_errors_are_not_hidden(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
-    args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None, images=3,
+    args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
+                              requant_lanes=None, images=3,
                               out=str(tmp_path))
     demo.run_demo(args)
     out = capsys.readouterr().out
