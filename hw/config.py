@@ -241,6 +241,12 @@ class ArrayConfig:
         return _bits(self.param_depth)
 
     @property
+    def count_bits(self):
+        """Width of a stage's pixel and tile counts: up to 8 conv output pixels per activation
+        word, room for the pixels that max pooling drops (a 2x2 window keeps one in four)."""
+        return self.act_addr_bits + 3
+
+    @property
     def memory_bits(self):
         """Total memory bits: weights, two activation buffers of ``rows`` replicated banks each,
         and the requantisation parameters."""

@@ -25,7 +25,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.compiler import COUNT_BITS, DIM_BITS
+from ..sw.compiler import DIM_BITS
 from .descriptor import descriptor_layout
 
 __all__ = ["Im2colGenerator", "step_layout"]
@@ -92,8 +92,8 @@ class Im2colGenerator(wiring.Component):
         w_ow = Signal(DIM_BITS)
         w_ih0, w_iw0 = Signal(pos), Signal(pos)
         w_base, w_row_base = Signal(base_shape), Signal(base_shape)
-        w_left = Signal(COUNT_BITS)       # pixels of this pass not yet walked
-        w_tile = Signal(COUNT_BITS)
+        w_left = Signal(cfg.count_bits)       # pixels of this pass not yet walked
+        w_tile = Signal(cfg.count_bits)
         fill = Signal(range(R + 1))       # shadow rows loaded
         sh_ih0 = [Signal(pos, name=f"sh_ih0_{r}") for r in range(R)]
         sh_iw0 = [Signal(pos, name=f"sh_iw0_{r}") for r in range(R)]
@@ -150,7 +150,7 @@ class Im2colGenerator(wiring.Component):
         kh_off = Signal(off_shape)        # kh * W
         kw_off = Signal(off_shape)        # kh * W + kw
         cg_off = Signal(off_shape)        # (c // C) * H * W
-        tile = Signal(COUNT_BITS)
+        tile = Signal(cfg.count_bits)
         og = Signal(DIM_BITS)
         w_addr = Signal(cfg.weight_addr_bits)
         og_base = Signal(cfg.weight_addr_bits)

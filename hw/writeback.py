@@ -23,7 +23,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.compiler import COUNT_BITS, DIM_BITS
+from ..sw.compiler import DIM_BITS
 from ..sw.numerics import int_range
 from .descriptor import write_layout
 
@@ -77,9 +77,9 @@ class Writeback(wiring.Component):
 
         # Row position (the stream order) and the layer's pixel position.
         row = Signal(range(R))
-        tile = Signal(COUNT_BITS)
+        tile = Signal(cfg.count_bits)
         og = Signal(DIM_BITS)
-        left = Signal(COUNT_BITS)         # pixels of this group not written yet
+        left = Signal(cfg.count_bits)         # pixels of this group not written yet
         ow_c = Signal(DIM_BITS)
         dw, pw, dh, ph = (Signal(DIM_BITS, name=n) for n in ("dw", "pw", "dh", "ph"))
         og_dest = Signal(a + 1)           # og * out_hw
@@ -109,7 +109,7 @@ class Writeback(wiring.Component):
 
         # Global average pooling (builds with global_pool): per-lane sums of the group's pixels.
         gap = cfg.global_pool
-        sum_shape = signed(xb + COUNT_BITS)
+        sum_shape = signed(xb + cfg.count_bits)
         gap_first = Signal()
         if gap:
             sums = [Signal(sum_shape, name=f"gap_sum_{j}") for j in range(C)]

@@ -38,7 +38,7 @@ from .model import Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, QModel, Re
 from .numerics import Op, int_range
 
 __all__ = [
-    "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "COUNT_BITS", "descriptor_fields",
+    "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "read_descriptor", "Stage", "Program", "compile_model",
     "default_config",
     "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES", "WRITE_FIELDS",
@@ -52,8 +52,6 @@ REGIONS = {"weights": 1, "params": 2, "act0": 3, "act1": 4, "counters": 5}
 DESCRIPTOR_MAGIC = 0xA5
 #: Width of the small dimension fields (heights, widths, kernels, strides, padding): max 255.
 DIM_BITS = 8
-#: Width of the pixel and tile counts: max 65535.
-COUNT_BITS = 16
 #: Width of the global-average-pool shift field.
 _GAP_SHIFT_BITS = 6
 
@@ -101,8 +99,8 @@ def descriptor_fields(config):
         ("row_step", a + 2, False),       # stride * W: base step from one output row to the next
         ("base0", a + 3, True),           # -pad * W - pad: base of output pixel (0, 0)
         ("out_w_m1", DIM_BITS, False),    # OW - 1 (conv output, before pooling)
-        ("pixels", COUNT_BITS, False),    # OH * OW
-        ("tiles_m1", COUNT_BITS, False),  # ceil(pixels / rows) - 1
+        ("pixels", config.count_bits, False),    # OH * OW
+        ("tiles_m1", config.count_bits, False),  # ceil(pixels / rows) - 1
         ("og_m1", DIM_BITS, False),       # ceil(out channels / cols) - 1
         ("w_base", config.weight_addr_bits, False),
         ("rq_base", config.param_addr_bits, False),
@@ -612,9 +610,11 @@ def compile_model(model, config, *, name="model"):
         if og > (1 << DIM_BITS):
             raise CompileError(f"{where} has {cout} output channels; the sequencer handles at most "
                                f"{(1 << DIM_BITS) * C} on {C} columns")
-        if pixels > (1 << COUNT_BITS) - 1:
-            raise CompileError(f"{where} has {pixels} output pixels; the sequencer's limit is "
-                               f"{(1 << COUNT_BITS) - 1}")
+        if pixels > (1 << config.count_bits) - 1:
+            need = 1 << (pixels.bit_length() - 3)
+            raise CompileError(f"{where} has {pixels} output pixels; this build counts up to "
+                               f"{(1 << config.count_bits) - 1} (8 per activation word): rebuild "
+                               f"with act_depth >= {need}")
         out_words = act_words_of(out_storage)
         if out_words > config.act_depth:
             raise CompileError(

@@ -86,6 +86,7 @@ def test_top_level_identity():
     top = AcceleratorTop(config=config, clk_freq=12_000_000, baud=1_500_000)
     assert top.identity.build == config.to_dict()
     assert [(r.name, r.size) for r in top.identity.regions] == [
-        ("weights", 4096 * 2), ("params", 256 * 8), ("act0", 512 * 2), ("act1", 512 * 2),
+        # A parameter word holds both lanes' channels: 2 x 38 bits, 16 bytes on the bus.
+        ("weights", 4096 * 2), ("params", 256 * 16), ("act0", 512 * 2), ("act1", 512 * 2),
         ("counters", 64 * 4)]
     assert top.divisor == 8

@@ -192,3 +192,16 @@ def test_unsupported_layer_sequences():
     with pytest.raises(CompileError, match="^layer gap \\(globalavgpool\\): this build has no global "
                        "average pooling: rebuild with global_pool=True$"):
         compile_model(layer_case("gap", "adder"), _config(global_pool=False))
+
+
+def test_pixel_counts_follow_the_activation_memory():
+    # A 1x1 conv with padding 6 makes 16x16 output pixels from a 4x4 input; pooling keeps 4x4.
+    from addershift.sw.examples import random_conv
+    conv = random_conv(np.random.default_rng(0), "conv", "adder", 4, 4, kernel=1, padding=6)
+    model = QModel(input_shape=(4, 4, 4), layers=[conv, MaxPool2d(name="pool", kernel=4, stride=4)])
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(max_k=16, act_depth=32))
+    assert str(e.value) == ("layer conv has 256 output pixels; this build counts up to 255 (8 per "
+                            "activation word): rebuild with act_depth >= 64")
+    program = compile_model(model, _config(max_k=16, act_depth=64))
+    assert program.stages[0].conv_shape == (16, 16)
