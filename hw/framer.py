@@ -87,40 +87,50 @@ class DeviceSignature(wiring.Signature):
         return f"DeviceSignature(counter_width={self._counter_width})"
 
 
-class _SerialCRC(wiring.Component):
-    """A bit-serial CRC over bytes: 8 cycles per byte, about one logic cell per CRC bit.
+class _SerialCRCs(wiring.Component):
+    """The link's CRC-16 and CRC-32 over bytes, bit-serial: 8 cycles per byte, about one logic
+    cell per CRC bit.
 
     Bytes reach the framer every ``10 * divisor >= 80`` cycles, so a byte-parallel CRC (which
-    costs several LUTs per bit: ~200 for CRC-32) buys nothing here.
+    costs several LUTs per bit: ~200 for CRC-32) buys nothing here. The two never run at once (the
+    CRC-32 only during a CRC command, between a request and its answer), so they share one byte
+    shifter: ``data`` goes in MSB first, so the caller bit-reverses the CRC-32's (reflected) bytes.
     """
-    def __init__(self, algorithm):
-        self._algorithm = algorithm
+    def __init__(self):
         super().__init__({
-            "start": In(1),   # back to the initial value (while idle)
-            "load": In(1),    # take ``data`` (while idle)
+            "start16": In(1),  # back to the initial value (while idle)
+            "start32": In(1),
+            "load": In(1),     # take ``data`` (while idle): into the CRC-32 if ``sel32``
+            "sel32": In(1),
             "data": In(8),
             "busy": Out(1),
-            "crc": Out(algorithm.crc_width),
+            "crc16": Out(16),
+            "crc32": Out(32),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.proc = proc = self._algorithm(1).create()
+        m.submodules.proc16 = proc16 = catalog.CRC16_IBM_3740(1).create()
+        m.submodules.proc32 = proc32 = catalog.CRC32_ISO_HDLC(1).create()
+        assert not catalog.CRC16_IBM_3740.reflect_input and catalog.CRC32_ISO_HDLC.reflect_input
         shreg = Signal(8)
         left = Signal(range(9))
-        # A reflected CRC takes each byte LSB first, the others MSB first.
-        lsb_first = self._algorithm.reflect_input
+        is32 = Signal()
         m.d.comb += [
             self.busy.eq(left != 0),
-            proc.start.eq(self.start),
-            proc.data.eq(shreg[0] if lsb_first else shreg[7]),
-            proc.valid.eq(left != 0),
-            self.crc.eq(proc.crc),
+            proc16.start.eq(self.start16),
+            proc32.start.eq(self.start32),
+            proc16.data.eq(shreg[7]),
+            proc32.data.eq(shreg[7]),
+            proc16.valid.eq(self.busy & ~is32),
+            proc32.valid.eq(self.busy & is32),
+            self.crc16.eq(proc16.crc),
+            self.crc32.eq(proc32.crc),
         ]
         with m.If(self.load):
-            m.d.sync += [shreg.eq(self.data), left.eq(8)]
-        with m.Elif(left != 0):
-            m.d.sync += [shreg.eq(shreg >> 1 if lsb_first else shreg << 1), left.eq(left - 1)]
+            m.d.sync += [shreg.eq(self.data), left.eq(8), is32.eq(self.sel32)]
+        with m.Elif(self.busy):
+            m.d.sync += [shreg.eq(shreg << 1), left.eq(left - 1)]
         return m
 
 
@@ -200,6 +210,12 @@ class Framer(wiring.Component):
         cw = ident.counter_width
         n_identify = len(self._identify_bytes)
         resp_max = max(max_payload, n_identify, P.STATUS_PAYLOAD)
+        # Widths from the region map, not the protocol's: a valid offset is below the largest
+        # region's size, and a valid count (of bytes to write, read, check or send) at most that
+        # or the longest answer. Argument bits above them only ever mean "out of bounds".
+        max_size = max((r.size for r in ident.regions), default=1)
+        off_bits = max(1, (max_size - 1).bit_length())
+        n_bits = max(max_size, resp_max).bit_length()
 
         # --- receive FIFO ----------------------------------------------------------------------
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo_depth)
@@ -227,35 +243,31 @@ class Framer(wiring.Component):
         # A read port's enable defaults to 1: hold the data between reads (a device may stall).
         m.d.comb += [buf_r.en.eq(0), rom_r.en.eq(0)]
 
-        # --- CRCs: one CRC-16 for the request, then for the answer (never both at once) --------
-        m.submodules.crc16 = crc16 = _SerialCRC(catalog.CRC16_IBM_3740)
-        m.submodules.crc32 = crc32 = _SerialCRC(catalog.CRC32_ISO_HDLC)
+        # --- CRCs: the CRC-16 for the request, then for the answer; the CRC-32 in between -----
+        m.submodules.crc = crc = _SerialCRCs()
 
         # --- registers (few: on an iCE40 every flip-flop costs a logic cell) ----------------------
         cmd = Signal(8)
         seq = Signal(8)
-        len_lo = Signal(8)
-        length = Signal(range(max_payload + 1))
-        last_idx = Signal(range(max_payload))
+        length = Signal(max(8, len(Signal(range(max_payload + 1)))))   # LEN0 lands in [0:8]
         rcrc = Signal(16)
         crc_ok = Signal()
         status = Signal(8)
         source = Signal(range(6))
-        idx = Signal(range(resp_max + 1))  # buffer / ROM / answer byte index
-        hidx = Signal(range(9))
+        idx = Signal(range(resp_max + 1))  # header, buffer, ROM or answer byte index
         pbyte = Signal(8)                 # the answer byte being sent
         timer = Signal(range(self._timeout + 1))
         # The request's address and size, captured from the payload as it arrives, then the
-        # running address and the count of bytes left (to write, read, check or send).
+        # running address (only its low ``off_bits`` count) and the count of bytes left (to
+        # write, read, check or send; 0 for an answer without payload).
         offset = Signal(P.OFFSET_BITS)
         region = Signal(P.REGION_BITS)
-        n = Signal(P.OFFSET_BITS + 1)
+        n = Signal(n_bits)
         n_high = Signal()                 # the size argument has bits above n's
         ok_read = Signal()                # [offset, offset + n) inside a readable region
         ok_write = Signal()               # ... inside a writable region
         n_zero = Signal()
         n_big = Signal()                  # more than a READ may ask for
-        n_huge = Signal()                 # more than any region holds
         run_strobe = Signal()
         # The command and length, decoded a cycle ahead of DECODE (one-hot flags keep its logic
         # shallow: it was the critical path on an iCE40).
@@ -275,17 +287,13 @@ class Framer(wiring.Component):
         # address register's enable: the critical path on an iCE40.)
         shift = Signal(cw)
 
-
+        # The answer's header, indexed by ``idx`` (the length is ``n``: 0 for a NAK).
         header_byte = Signal(8)
-        with m.Switch(hidx):
+        with m.Switch(idx[0:4]):
             for k, value in enumerate([P.RESPONSE_SYNC[0], P.RESPONSE_SYNC[1], cmd, seq, status,
-                                       rcrc[0:8], rcrc[8:16]]):
+                                       rcrc[0:8], rcrc[8:16], n[0:8], n[8:16]]):
                 with m.Case(k):
                     m.d.comb += header_byte.eq(value)
-            with m.Case(7):
-                m.d.comb += header_byte.eq(Mux(source == _SRC_NONE, 0, n[0:8]))
-            with m.Case(8):
-                m.d.comb += header_byte.eq(Mux(source == _SRC_NONE, 0, n[8:16]))
 
         # --- idle timeout inside a frame; lost bytes --------------------------------------------
         in_frame = Signal()
@@ -302,20 +310,26 @@ class Framer(wiring.Component):
             m.d.sync += lost.eq(0)       # every byte received so far has been parsed
 
         def respond(code):
-            if code == P.Status.TIMEOUT:
-                code = Mux(lost, P.Status.LINE_ERROR, P.Status.TIMEOUT)
-            m.d.sync += [status.eq(code), source.eq(_SRC_NONE), hidx.eq(0)]
-            m.next = "HEADER"
+            # A NAK from the parser: through one state, so the registers it sets have one
+            # more source, not one per parser state.
+            m.next = "NAK_" + code.name
 
         def take(target=None):
             """Consume a header or payload byte into the CRC (the serial CRC must be idle)."""
-            m.d.comb += [consume.eq(~crc16.busy), in_frame.eq(1)]
-            ready = have & ~crc16.busy
-            m.d.comb += [crc16.load.eq(ready), crc16.data.eq(byte)]
+            m.d.comb += [consume.eq(~crc.busy), in_frame.eq(1)]
+            ready = have & ~crc.busy
+            m.d.comb += [crc.load.eq(ready), crc.data.eq(byte)]
             if target is not None:
                 with m.If(ready):
                     m.d.sync += target.eq(byte)
             return ready
+
+        def fetch():
+            """On to the next answer byte (bus reads have their own state: see BUS_ADDR)."""
+            with m.If(source == _SRC_BUS):
+                m.next = "BUS_ADDR"
+            with m.Else():
+                m.next = "FETCH"
 
         with m.FSM():
             with m.State("HUNT"):
@@ -329,7 +343,7 @@ class Framer(wiring.Component):
                     m.next = "HUNT"
                 with m.Elif(have):
                     with m.If(byte == P.REQUEST_SYNC[1]):
-                        m.d.comb += crc16.start.eq(1)
+                        m.d.comb += crc.start16.eq(1)
                         m.d.sync += [cmd.eq(0), seq.eq(0), rcrc.eq(0), offset.eq(0),
                                      region.eq(0), n.eq(0), n_high.eq(0)]
                         m.next = "CMD"
@@ -337,7 +351,7 @@ class Framer(wiring.Component):
                         m.next = "HUNT"
 
             for state, nxt, target in (("CMD", "SEQ", cmd), ("SEQ", "LEN0", seq),
-                                       ("LEN0", "LEN1", len_lo)):
+                                       ("LEN0", "LEN1", length[0:8])):
                 with m.State(state):
                     ready = take(target)
                     with m.If(timed_out):
@@ -346,12 +360,12 @@ class Framer(wiring.Component):
                         m.next = nxt
 
             with m.State("LEN1"):
-                full_len = Cat(len_lo, byte)
+                full_len = Cat(length[0:8], byte)
                 ready = take()
                 with m.If(timed_out):
                     respond(P.Status.TIMEOUT)
                 with m.Elif(ready):
-                    m.d.sync += [length.eq(full_len), last_idx.eq(full_len - 1), idx.eq(0)]
+                    m.d.sync += [length.eq(full_len), idx.eq(0)]
                     with m.If(full_len > max_payload):
                         # Refused at once: a corrupted length must not swallow the next frames.
                         respond(P.Status.BAD_LENGTH)
@@ -366,17 +380,23 @@ class Framer(wiring.Component):
                     respond(P.Status.TIMEOUT)
                 with m.Elif(ready):
                     m.d.comb += [buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_w.en.eq(1)]
-                    # Bytes 0-3: the address; 4-7: READ's u16 or CRC's u32 size (RUN's argument
-                    # is bytes 0-3).
+                    # Bytes 0-3: the address (RUN's argument); 4-7: READ's u16 or CRC's u32 size,
+                    # its bits above n's only flagged.
                     with m.Switch(idx):
                         for k, target in enumerate([offset[0:8], offset[8:16], offset[16:24],
-                                                    region, n[0:8], n[8:16], n[16:24]]):
+                                                    region]):
                             with m.Case(k):
                                 m.d.sync += target.eq(byte)
-                        with m.Case(7):
-                            m.d.sync += [n[24].eq(byte[0]), n_high.eq(byte[1:] != 0)]
+                        for k in range(4):
+                            lo, keep = 8 * k, max(0, min(8, n_bits - 8 * k))
+                            with m.Case(4 + k):
+                                if keep:
+                                    m.d.sync += n[lo:lo + keep].eq(byte[0:keep])
+                                if keep < 8:
+                                    with m.If(byte[keep:] != 0):
+                                        m.d.sync += n_high.eq(1)
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == last_idx):
+                    with m.If(idx + 1 == length):
                         m.next = "CRC0"
 
             for state, nxt, target in (("CRC0", "CRC1", rcrc[0:8]), ("CRC1", "PREP", rcrc[8:16])):
@@ -388,24 +408,36 @@ class Framer(wiring.Component):
                         m.d.sync += target.eq(byte)
                         m.next = nxt
 
+            for code in (P.Status.TIMEOUT, P.Status.BAD_LENGTH):
+                with m.State("NAK_" + code.name):
+                    if code == P.Status.TIMEOUT:
+                        code = Mux(lost, P.Status.LINE_ERROR, P.Status.TIMEOUT)
+                    m.d.sync += [status.eq(code), source.eq(_SRC_NONE), idx.eq(0), n.eq(0)]
+                    m.next = "HEADER"
+
             with m.State("PREP"):
                 with m.If(cmd == P.Command.WRITE):
-                    m.d.sync += n.eq(length - P.WRITE_HEADER)
-                with m.If(~crc16.busy):   # the last payload byte's CRC may still be going
-                    m.d.sync += crc_ok.eq(crc16.crc == rcrc)
+                    m.d.sync += [n.eq(length - P.WRITE_HEADER), n_high.eq(0)]
+                with m.If(~crc.busy):     # the last payload byte's CRC may still be going
+                    m.d.sync += crc_ok.eq(crc.crc16 == rcrc)
                     m.next = "PREP_END"
 
             with m.State("PREP_END"):
-                # The address checks, registered: DECODE only combines flags.
-                end = offset + n
+                # The address checks, registered: DECODE only combines flags. Only the low bits
+                # of the offset count; any above them is out of every region.
+                end = offset[0:off_bits] + n
+                fits = ~n_high
+                if off_bits < P.OFFSET_BITS:
+                    fits &= offset[off_bits:] == 0
                 ok = {P.Access.READ: Const(0), P.Access.WRITE: Const(0)}
                 for r in ident.regions:
                     for access in ok:
                         if r.access & access:
                             ok[access] = ok[access] | ((region == r.id) & (end <= r.size))
-                m.d.sync += [ok_read.eq(ok[P.Access.READ]), ok_write.eq(ok[P.Access.WRITE]),
-                             n_zero.eq(n == 0), n_big.eq(n > max_payload),
-                             n_huge.eq(n_high | (n > (1 << P.OFFSET_BITS))),
+                m.d.sync += [ok_read.eq(fits & ok[P.Access.READ]),
+                             ok_write.eq(fits & ok[P.Access.WRITE]),
+                             n_zero.eq(~n_high & (n == 0)),
+                             n_big.eq(n_high | (n > max_payload)),
                              len_gt_header.eq(length > P.WRITE_HEADER)]
                 m.d.sync += [flag.eq(cmd == c) for c, flag in is_cmd.items()]
                 m.d.sync += [flag.eq(length == k) for k, flag in len_is.items()]
@@ -413,9 +445,10 @@ class Framer(wiring.Component):
 
             with m.State("DECODE"):
                 # Every check happens here, before anything touches the device: the verdict and a
-                # plan, registered; APPLY carries the plan out.
-                m.d.sync += [hidx.eq(0), source.eq(_SRC_NONE), status.eq(P.Status.OK),
-                             plan.eq(0)]
+                # plan, registered; APPLY carries the plan out. Only the answers that keep n (a
+                # WRITE's, READ's or CRC's size) skip its reset: a NAK has no payload.
+                m.d.sync += [idx.eq(0), source.eq(_SRC_NONE), status.eq(P.Status.OK),
+                             plan.eq(0), n.eq(0)]
                 m.next = "APPLY"
                 with m.If(~crc_ok):
                     # Say why when bytes were lost on the line (a good CRC wins: a loss may have hit
@@ -437,21 +470,21 @@ class Framer(wiring.Component):
                         with m.Elif(busy):
                             m.d.sync += status.eq(P.Status.BUSY)
                         with m.Else():
-                            m.d.sync += plan[_PLAN_COMMIT].eq(1)
+                            m.d.sync += [plan[_PLAN_COMMIT].eq(1), n.eq(n)]
                     with m.Elif(is_cmd[P.Command.READ]):
                         with m.If(~len_is[6] | n_zero | n_big):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                         with m.Elif(~ok_read):
                             m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                         with m.Else():
-                            m.d.sync += plan[_PLAN_BUS].eq(1)
+                            m.d.sync += [plan[_PLAN_BUS].eq(1), n.eq(n)]
                     with m.Elif(is_cmd[P.Command.CRC]):
                         with m.If(~len_is[8]):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
-                        with m.Elif(n_huge | ~ok_read):
+                        with m.Elif(~ok_read):
                             m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                         with m.Else():
-                            m.d.sync += plan[_PLAN_CRC].eq(1)
+                            m.d.sync += [plan[_PLAN_CRC].eq(1), n.eq(n)]
                     with m.Elif(is_cmd[P.Command.RUN]):
                         with m.If(~len_is[4]):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
@@ -486,6 +519,9 @@ class Framer(wiring.Component):
                 with m.If(plan[_PLAN_STATUS]):
                     m.d.sync += [n.eq(P.STATUS_PAYLOAD), source.eq(_SRC_STATUS)]
 
+            # The device's stream valids come from the state alone: a count compared into them
+            # put the framer on the whole design's critical path.
+
             # --- WRITE: copy the checked payload from the buffer to the device ------------------
             with m.State("COMMIT_FETCH"):
                 m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
@@ -498,71 +534,78 @@ class Framer(wiring.Component):
                     self.bus.write.payload.data.eq(buf_r.data),
                 ]
                 with m.If(self.bus.write.ready):
-                    m.d.sync += [idx.eq(idx + 1), offset.eq(offset + 1), n.eq(n - 1)]
+                    m.d.sync += [idx.eq(idx + 1), offset[0:off_bits].eq(offset[0:off_bits] + 1),
+                                 n.eq(n - 1)]
                     with m.If(n == 1):
+                        m.d.sync += idx.eq(0)
                         m.next = "HEADER"
                     with m.Else():
                         m.next = "COMMIT_FETCH"
 
             # --- CRC: read the region through the device and check it --------------------------
             with m.State("CRC_START"):
-                m.d.comb += crc32.start.eq(1)
-                m.next = "CRC_ADDR"
-            with m.State("CRC_ADDR"):
-                with m.If(n == 0):
-                    with m.If(~crc32.busy):
-                        m.d.sync += n.eq(4)       # the answer: four bytes of CRC
-                        m.next = "HEADER"
+                m.d.comb += crc.start32.eq(1)
+                with m.If(n_zero):
+                    m.next = "CRC_END"
                 with m.Else():
-                    m.d.comb += [
-                        self.bus.read_addr.valid.eq(1),
-                        self.bus.read_addr.payload.region.eq(region),
-                        self.bus.read_addr.payload.offset.eq(offset),
-                    ]
-                    with m.If(self.bus.read_addr.ready):
-                        m.next = "CRC_DATA"
-            with m.State("CRC_DATA"):
-                m.d.comb += self.bus.read_data.ready.eq(~crc32.busy)
-                with m.If(self.bus.read_data.valid & ~crc32.busy):
-                    m.d.comb += [crc32.load.eq(1), crc32.data.eq(self.bus.read_data.payload)]
-                    m.d.sync += [offset.eq(offset + 1), n.eq(n - 1)]
                     m.next = "CRC_ADDR"
+            with m.State("CRC_ADDR"):
+                m.d.comb += [
+                    self.bus.read_addr.valid.eq(1),
+                    self.bus.read_addr.payload.region.eq(region),
+                    self.bus.read_addr.payload.offset.eq(offset),
+                ]
+                with m.If(self.bus.read_addr.ready):
+                    m.next = "CRC_DATA"
+            with m.State("CRC_DATA"):
+                m.d.comb += self.bus.read_data.ready.eq(~crc.busy)
+                with m.If(self.bus.read_data.valid & ~crc.busy):
+                    # The CRC-32 is reflected: its bytes go into the shifter LSB first.
+                    m.d.comb += [crc.load.eq(1), crc.sel32.eq(1),
+                                 crc.data.eq(self.bus.read_data.payload[::-1])]
+                    m.d.sync += [offset[0:off_bits].eq(offset[0:off_bits] + 1), n.eq(n - 1)]
+                    with m.If(n == 1):
+                        m.next = "CRC_END"
+                    with m.Else():
+                        m.next = "CRC_ADDR"
+            with m.State("CRC_END"):
+                with m.If(~crc.busy):
+                    m.d.sync += [n.eq(4), idx.eq(0)]       # the answer: four bytes of CRC
+                    m.next = "HEADER"
 
             # --- the answer ------------------------------------------------------------------------
             with m.State("HEADER"):
                 # The CRC may still be digesting the request's last byte (a BAD_LENGTH answer).
                 m.d.comb += [self.tx.payload.eq(header_byte),
-                             self.tx.valid.eq(~crc16.busy),
-                             crc16.start.eq((hidx < 2) & ~crc16.busy)]
+                             self.tx.valid.eq(~crc.busy),
+                             crc.start16.eq((idx < 2) & ~crc.busy)]
                 with m.If(self.tx.valid & self.tx.ready):
-                    m.d.comb += [crc16.load.eq(hidx >= 2), crc16.data.eq(self.tx.payload)]
-                    m.d.sync += hidx.eq(hidx + 1)
-                    with m.If(hidx == 8):
+                    m.d.comb += [crc.load.eq(idx >= 2), crc.data.eq(self.tx.payload)]
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 8):
                         m.d.sync += idx.eq(0)
-                        with m.If(source == _SRC_NONE):
+                        with m.If(n == 0):
                             m.next = "TXCRC0"
                         with m.Else():
-                            m.next = "FETCH"
+                            fetch()
 
             with m.State("FETCH"):
                 with m.Switch(source):
                     with m.Case(_SRC_ROM):
                         m.d.comb += [rom_r.addr.eq(idx), rom_r.en.eq(1)]
-                        m.next = "LATCH"
                     with m.Case(_SRC_BUF):
                         m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
-                        m.next = "LATCH"
-                    with m.Case(_SRC_BUS):
-                        m.d.comb += [
-                            self.bus.read_addr.valid.eq(1),
-                            self.bus.read_addr.payload.region.eq(region),
-                            self.bus.read_addr.payload.offset.eq(offset),
-                        ]
-                        with m.If(self.bus.read_addr.ready):
-                            m.d.sync += offset.eq(offset + 1)
-                            m.next = "BUS_DATA"
-                    with m.Default():
-                        m.next = "LATCH"
+                m.next = "LATCH"
+
+            with m.State("BUS_ADDR"):
+                m.d.comb += [
+                    self.bus.read_addr.valid.eq(1),
+                    self.bus.read_addr.payload.region.eq(region),
+                    self.bus.read_addr.payload.offset.eq(offset),
+                ]
+                with m.If(self.bus.read_addr.ready):
+                    m.d.sync += offset[0:off_bits].eq(offset[0:off_bits] + 1)
+                    m.next = "BUS_DATA"
 
             with m.State("BUS_DATA"):
                 m.d.comb += self.bus.read_data.ready.eq(1)
@@ -580,7 +623,7 @@ class Framer(wiring.Component):
                         with m.Switch(idx[0:2]):
                             for k in range(4):
                                 with m.Case(k):
-                                    m.d.sync += pbyte.eq(crc32.crc[8 * k:8 * k + 8])
+                                    m.d.sync += pbyte.eq(crc.crc32[8 * k:8 * k + 8])
                     with m.Case(_SRC_STATUS):
                         # flags, error, then uptime and the counters, 8 bytes each
                         rel = Signal(range(resp_max + 1))
@@ -604,21 +647,21 @@ class Framer(wiring.Component):
                 m.next = "SEND"
 
             with m.State("SEND"):
-                m.d.comb += [self.tx.valid.eq(~crc16.busy), self.tx.payload.eq(pbyte)]
+                m.d.comb += [self.tx.valid.eq(~crc.busy), self.tx.payload.eq(pbyte)]
                 with m.If(self.tx.valid & self.tx.ready):
-                    m.d.comb += [crc16.load.eq(1), crc16.data.eq(pbyte)]
+                    m.d.comb += [crc.load.eq(1), crc.data.eq(pbyte)]
                     m.d.sync += [idx.eq(idx + 1), n.eq(n - 1)]
                     with m.If(n == 1):
                         m.next = "TXCRC0"
                     with m.Else():
-                        m.next = "FETCH"
+                        fetch()
 
             with m.State("TXCRC0"):
-                m.d.comb += [self.tx.valid.eq(~crc16.busy), self.tx.payload.eq(crc16.crc[0:8])]
+                m.d.comb += [self.tx.valid.eq(~crc.busy), self.tx.payload.eq(crc.crc16[0:8])]
                 with m.If(self.tx.valid & self.tx.ready):
                     m.next = "TXCRC1"
             with m.State("TXCRC1"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc16.crc[8:16])]
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc.crc16[8:16])]
                 with m.If(self.tx.ready):
                     m.next = "HUNT"
 

@@ -253,6 +253,12 @@ NAK_CASES = [
     (req(C.READ, 15, P.read_payload(P.address(0, 0), 1)), S.BAD_ADDRESS),
     (req(C.CRC, 16, P.crc_payload(mem(1), MEM)), S.BAD_ADDRESS),
     (req(C.CRC, 17, P.crc_payload(mem(0), 1 << 32 - 1)), S.BAD_ADDRESS),
+    # The framer keeps only the offset and size bits the region map needs: any above them
+    # (whatever the bits it keeps say) is out of bounds, never a wrapped-around address.
+    (req(C.CRC, 18, P.crc_payload(mem(0), 1 << 16 | 4)), S.BAD_ADDRESS),
+    (req(C.WRITE, 19, P.write_payload(mem(1 << 20), b"abc")), S.BAD_ADDRESS),
+    (req(C.READ, 20, P.read_payload(mem(1 << 23), 4)), S.BAD_ADDRESS),
+    (req(C.READ, 21, P.read_payload(mem(0), 1 << 12 | 4)), S.BAD_ARGUMENT),
 ]
 
 
