@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import subprocess
 
 from amaranth.hdl import Elaboratable, Module, Signal, Value
@@ -27,7 +28,7 @@ from .board import Board, get_board, pin_buffer
 from .report import TimingError, read_report, yosys_stat_commands
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 
-__all__ = ["BoardTop", "BuildResult", "build", "build_accelerator", "build_array", "build_link",
+__all__ = ["BoardTop", "BuildResult", "DoesNotFit", "build", "build_accelerator", "build_array", "build_link",
            "array_core",
            "multiplier_opts", "MULTIPLIERS", "default_build_dir", "bitstream_path", "program",
            "NoProgrammer"]
@@ -183,6 +184,23 @@ def _run_platform_build(top, board, name, build_dir, log, *, synth_opts, after_r
                               stderr=subprocess.STDOUT).returncode
 
 
+class DoesNotFit(ToolError):
+    """The design needs more cells of one kind than the device has (nextpnr's utilisation)."""
+
+    def __init__(self, message, *, cell, needed, available):
+        super().__init__(message)
+        self.cell, self.needed, self.available = cell, needed, available
+
+
+def _overflow(log_text):
+    """``(cell type, used, available)`` of the first resource nextpnr found over 100%, or None."""
+    for cell, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
+                                        log_text, re.M):
+        if int(used) > int(total):
+            return cell, int(used), int(total)
+    return None
+
+
 def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
           harness=None, seed=1, synth_opts=(), check_timing=True, extra=None):
     """Build ``core`` for ``board``: bitstream and :class:`~.report.Report`.
@@ -224,7 +242,15 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
                                          nextpnr_opts=nextpnr_opts + " --no-promote-globals")
     if returncode != 0:
         # First line: what went wrong, for a one-line CLI error; then the log's tail.
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        text = log.read_text(errors="replace")
+        tail = "\n".join(text.splitlines()[-30:])
+        tim = build_dir / f"{name}.tim"         # nextpnr's own log
+        over = _overflow(tim.read_text(errors="replace") if tim.exists() else "")
+        if over is not None:
+            cell, used, total = over
+            raise DoesNotFit(f"the {board.name} build does not fit the {board.device}: it needs "
+                             f"{used} {cell} of {total} ({100 * used / total:.0f}%) (log: {log})"
+                             f"\n{tail}", cell=cell, needed=used, available=total)
         raise ToolError(f"the {board.name} build failed: {last_error(log, default='see the log')}"
                         f" (log: {log})\n{tail}")
 

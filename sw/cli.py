@@ -243,7 +243,7 @@ def cmd_simulate(args):
 
 
 def cmd_build(args):
-    from addershift.boards.build import build_accelerator, build_array, build_link
+    from addershift.boards.build import DoesNotFit, build_accelerator, build_array, build_link
     from addershift.boards.report import TimingError
     from addershift.boards.toolchain import ToolError
     try:
@@ -259,10 +259,13 @@ def cmd_build(args):
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
                                  multipliers=args.multipliers, check_timing=False)
-    except ToolError as e:
-        # The first line says what failed (e.g. the design does not fit); the log has the rest.
-        hint = ("; --top array builds the PE array alone" if args.top == "accelerator" else "")
+    except DoesNotFit as e:
+        hint = ("; a smaller array (--rows, --cols) or --requant-lanes 1 needs less, and --top "
+                "array builds the PE array alone" if args.top == "accelerator" else "")
         raise CliError(str(e).splitlines()[0] + hint) from None
+    except ToolError as e:
+        # The first line says what failed; the log has the rest.
+        raise CliError(str(e).splitlines()[0]) from None
     except (ValueError, TypeError) as e:
         raise CliError(str(e)) from None
     report = result.report
@@ -322,8 +325,10 @@ def cmd_serve_sim(args):
             what = f"accelerator {config.describe()}, build {config.build_hash[:16]}"
     except ValueError as e:
         raise CliError(str(e)) from None
-    print(f"simulated board ({what}, {args.simulator}, {args.baud} baud at "
-          f"{args.clock} Hz): socket://127.0.0.1:{args.port}; Ctrl-C stops it", file=sys.stderr)
+    print(f"starting the simulated board ({what}, {args.simulator}, {args.baud} baud at "
+          f"{args.clock} Hz) on socket://127.0.0.1:{args.port}; it accepts connections once it "
+          f"prints 'listening' (the first start builds the simulator, a minute or two); Ctrl-C "
+          f"stops it", file=sys.stderr, flush=True)
     try:
         serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
     except OSError as e:
@@ -346,7 +351,7 @@ def cmd_run(args):
             from ..sim.board import BoardProcess
             board = BoardProcess(accelerator=_sim_build(args), simulator=args.simulator)
         url = board.url if board else args.port
-        report = run_model(url, model, args.images)
+        report = run_model(url, model, args.images, baudrate=args.baud)
     except NotAnAccelerator as e:
         raise NotBuilt(str(e)) from None
     except (LinkError, CompileError, RuntimeError) as e:
@@ -407,7 +412,8 @@ def build_parser():
     p.add_argument("--top", help="Verilog module name (default: the output file's name)")
     p.add_argument("-m", "--model", help="--unit accelerator: the build that fits this model")
     p.add_argument("--clock", type=float, default=12.0, help="--unit accelerator: clock in MHz")
-    p.add_argument("--baud", type=int, default=1_000_000, help="--unit accelerator: UART baud rate")
+    p.add_argument("--baud", type=int, default=115200,
+                   help="--unit accelerator: UART baud rate (the host driver's default)")
     add_json(p)
 
     def add_quant_args(p, qat_default):
@@ -527,6 +533,8 @@ def build_parser():
     add_lanes(p)
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
+    p.add_argument("--baud", type=int, default=115200,
+                   help="serial baud rate (--port; the build's, 115200 unless built otherwise)")
     add_json(p)
 
     p = add("demo", cmd_demo, "the main job: the most complete flow this version has, end to end")

@@ -100,21 +100,16 @@ def _board_build(config, board, out):
 
 
 def _run_board_build(config, board, build_dir):
-    import re
-
-    from ..boards.build import build
-    from ..boards.toolchain import ToolError
+    from ..boards.build import DoesNotFit, build
     from ..hw.accelerator import AcceleratorTop
     try:
         result = build(lambda hz: AcceleratorTop(config=config, clk_freq=int(round(hz)), baud=SIM_BAUD),
                        board=board, build_dir=build_dir, check_timing=False,
                        design=f"accelerator {config.pe.value} {config.rows}x{config.cols}")
-    except ToolError as e:
-        needed = re.search(r"region .* of (\d+) (ICESTORM_LC|TRELLIS_COMB)s", str(e))
-        if needed is None:
-            raise
-        return {"fits": False, "build_dir": str(build_dir), "needed_cells": int(needed.group(1)),
-                "cell_type": needed.group(2), "error": str(e).splitlines()[-2]}
+    except DoesNotFit as e:
+        return {"fits": False, "build_dir": str(build_dir), "needed_cells": e.needed,
+                "available_cells": e.available, "cell_type": e.cell,
+                "error": str(e).splitlines()[0]}
     return {"fits": True, **result.to_dict()}
 
 
@@ -225,8 +220,9 @@ def run_demo(args):
     print(f"  {'reused the ' if reused else ''}build in {build_dict['build_dir']}")
     fmax = build_dict.get("fmax_mhz")
     if not build_dict["fits"]:
-        print(f"  DOES NOT FIT: nextpnr needs {build_dict['needed_cells']:,} {build_dict['cell_type']} "
-              f"cells for this design; see docs/accelerator.md (area) and try --board ulx3s-85f")
+        print(f"  DOES NOT FIT: nextpnr needs {build_dict['needed_cells']:,} "
+              f"{build_dict['cell_type']} cells of {build_dict['available_cells']:,}; see "
+              f"docs/accelerator.md (area) and try --board ulx3s-85f")
     else:
         for name, entry in build_dict["resources"].items():
             if isinstance(entry, dict) and entry.get("total") and entry.get("used") is not None:

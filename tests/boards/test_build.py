@@ -126,3 +126,14 @@ def test_every_board_elaborates_with_its_pins(name):
     else:
         assert f"--{board.device.split('-')[1][:-1].lower()}k" in script and "EHXPLLL" in rtlil
         assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in files["top.lpf"]
+
+
+def test_an_overfull_device_is_read_from_the_nextpnr_log():
+    from addershift.boards.build import _overflow
+    log = ("Info: Device utilisation:\n"
+           "Info: \t         ICESTORM_LC:    6467/   5280   122%\n"
+           "Info: \t        ICESTORM_RAM:      12/     30    40%\n")
+    assert _overflow(log) == ("ICESTORM_LC", 6467, 5280)
+    assert _overflow(log.replace("6467", "5000")) is None
+    assert _overflow("Info:          TRELLIS_COMB:  90000/  83640   107%\n") == \
+        ("TRELLIS_COMB", 90000, 83640)

@@ -27,20 +27,19 @@ def test_plots_are_written(tmp_path, monkeypatch):
 
 def test_a_build_that_does_not_fit_is_reported_and_reused(tmp_path, monkeypatch):
     from addershift.boards import build as board_build
-    from addershift.boards.toolchain import ToolError
     from addershift.hw.config import ArrayConfig
     calls = []
 
     def no_room(*args, **kwargs):
         calls.append(kwargs["board"])
-        raise ToolError("the icebreaker build failed with status 125 (log: x):\n"
-                        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6465 ICESTORM_LCs\n"
-                        "0 warnings, 1 error")
+        raise board_build.DoesNotFit("the icebreaker build does not fit the iCE40UP5K: it needs "
+                                     "6467 ICESTORM_LC of 5280 (122%) (log: x)\n...",
+                                     cell="ICESTORM_LC", needed=6467, available=5280)
     monkeypatch.setattr(board_build, "build", no_room)
     config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2")
     outcome, reused = demo._board_build(config, "icebreaker", tmp_path)
-    assert (outcome["fits"], outcome["needed_cells"], outcome["cell_type"], reused) == \
-        (False, 6465, "ICESTORM_LC", False)
+    assert (outcome["fits"], outcome["needed_cells"], outcome["available_cells"],
+            outcome["cell_type"], reused) == (False, 6467, 5280, "ICESTORM_LC", False)
     again, reused = demo._board_build(config, "icebreaker", tmp_path)
     assert again == outcome and reused and calls == ["icebreaker"]
 
