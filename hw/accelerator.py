@@ -196,21 +196,25 @@ class Accelerator(wiring.Component):
             with m.If(hit):
                 m.d.sync += staging.eq(merged)
 
-        # Host reads: the address is taken when no byte is pending; its word arrives in the next
-        # cycle and the byte is offered from the memory's output (held: read enables stay low
-        # until it is taken).
+        # Host reads: the address is taken when no byte is in flight; its word arrives in the next
+        # cycle and the byte is selected from it into a register, offered from there. (The
+        # select, straight into the framer, was the critical path on an iCE40: 32 MHz.)
         rd = bus.read_addr.payload
-        pending = Signal()
+        pending = Signal()                # the memories' outputs hold the word of the address
+        offered = Signal()                # the byte register holds a byte not yet taken
         accept = Signal()
-        m.d.comb += [bus.read_addr.ready.eq(~pending), accept.eq(bus.read_addr.valid & ~pending)]
+        m.d.comb += [bus.read_addr.ready.eq(~pending & ~offered),
+                     accept.eq(bus.read_addr.valid & ~pending & ~offered)]
         rd_word = {name: rd.offset[(host_word_bytes(bits) - 1).bit_length():]
                    for name, bits in targets.items()}
         rd_region = Signal(8)
         rd_offset = Signal(8)
         with m.If(accept):
             m.d.sync += [pending.eq(1), rd_region.eq(rd.region), rd_offset.eq(rd.offset[:8])]
+        with m.Elif(pending):
+            m.d.sync += [pending.eq(0), offered.eq(1)]
         with m.Elif(bus.read_data.valid & bus.read_data.ready):
-            m.d.sync += pending.eq(0)
+            m.d.sync += offered.eq(0)
 
         # Weight memory: the host while idle; the sequencer loading a descriptor; the read stage.
         we, wd = host_commit["weights"]
@@ -251,16 +255,19 @@ class Accelerator(wiring.Component):
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[0], "act0": bufs[0].r_data[0],
                  "act1": bufs[1].r_data[0], "counters": perf_r.data}
-        m.d.comb += bus.read_data.valid.eq(pending)
-        with m.Switch(rd_region):
-            for name, word in words.items():
-                bits = targets[name]
-                lg = (host_word_bytes(bits) - 1).bit_length()
-                padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
-                m.d.comb += padded.eq(word)
-                with m.Case(REGIONS[name]):
-                    m.d.comb += bus.read_data.payload.eq(padded.word_select(rd_offset[:lg], 8)
-                                                         if lg else padded[:8])
+        rd_byte = Signal(8)
+        m.d.comb += bus.read_data.valid.eq(offered)
+        m.d.comb += bus.read_data.payload.eq(rd_byte)
+        with m.If(pending):
+            with m.Switch(rd_region):
+                for name, word in words.items():
+                    bits = targets[name]
+                    lg = (host_word_bytes(bits) - 1).bit_length()
+                    padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
+                    m.d.comb += padded.eq(word)
+                    with m.Case(REGIONS[name]):
+                        m.d.sync += rd_byte.eq(padded.word_select(rd_offset[:lg], 8)
+                                               if lg else padded[:8])
         return m
 
 

@@ -44,7 +44,8 @@ async def write_bytes(port, region, offset, data):
 
 
 async def read_bytes(port, region, offset, length):
-    """One byte per two cycles: the address is taken, then its byte is offered and taken."""
+    """One byte per three cycles: the address is taken, its word read, then its byte offered (from
+    a register) and taken."""
     out = bytearray()
     port.set("bus__read_data__ready", 1)
     for i in range(length):
@@ -52,8 +53,9 @@ async def read_bytes(port, region, offset, length):
         port.set("bus__read_addr__payload", _address(region, offset + i))
         await port.tick()
         port.set("bus__read_addr__valid", 0)
+        await port.tick()
         if not port.get("bus__read_data__valid"):
-            raise RuntimeError(f"no byte one cycle after reading {region} at {offset + i}")
+            raise RuntimeError(f"no byte two cycles after reading {region} at {offset + i}")
         out.append(port.get("bus__read_data__payload"))
         await port.tick()
     port.set("bus__read_data__ready", 0)
