@@ -56,6 +56,26 @@ def test_other_tool_errors_are_not_hidden(tmp_path, monkeypatch):
         demo._board_build(ArrayConfig(pe="adder", rows=2, cols=2), "icebreaker", tmp_path)
 
 
+def test_a_build_that_misses_timing_is_built_again_below_its_fmax(tmp_path, monkeypatch):
+    import types
+    from addershift.boards import build as board_build
+    from addershift.hw.config import ArrayConfig
+    clocks = []
+
+    def fake(*args, clock_mhz=None, **kwargs):
+        clocks.append(clock_mhz)
+        clock = 48.0 if clock_mhz is None else float(clock_mhz)
+        fmax = 33.2 if clock_mhz is None else 34.0
+        report = types.SimpleNamespace(timing_met=fmax >= clock, fmax=fmax)
+        return types.SimpleNamespace(report=report, to_dict=lambda: {
+            "clock_mhz": clock, "fmax_mhz": fmax, "timing_met": fmax >= clock})
+    monkeypatch.setattr(board_build, "build", fake)
+    outcome, _ = demo._board_build(ArrayConfig(pe="adder", rows=2, cols=2), "icebreaker", tmp_path)
+    assert clocks == [None, 31]                        # floor(33.2 * 0.95)
+    assert outcome["timing_met"] and outcome["clock_mhz"] == 31.0
+    assert outcome["first_attempt"] == {"clock_mhz": 48.0, "fmax_mhz": 33.2}
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
