@@ -39,10 +39,13 @@ __all__ = ["ACC_BITS_MAX", "RequantWidths", "requant_widths", "requant_param_lay
 
 #: The ``mul`` mode splits ``2 * z`` here: two partial products that fit 16 x 16 multipliers.
 _MUL_SPLIT = 16
-#: Pipeline stages of a log shifter: two levels each, so at most four LUT4 levels with the
+#: Levels of a log shifter for shifts up to ``SHIFT_MAX`` (1, 2, 4, ... 32).
+_SHIFT_LEVELS = max(1, SHIFT_MAX.bit_length())
+#: Default levels per pipeline stage of a log shifter: two, so at most four LUT4 levels with the
 #: overflow check (iCE40UP5K at 60 MHz leaves room for about four, measured).
-_SHIFT_STAGES = 3
-#: Adders wider than this take two stages (a 0.28 ns carry per bit on iCE40UP5K, measured).
+_SHIFT_LEVELS_PER_STAGE = 2
+#: Default longest carry chain of one stage: wider adders take two stages (a 0.28 ns carry per
+#: bit on iCE40UP5K, measured).
 _CARRY_MAX = 24
 #: Widest accumulator: z = acc + bias then splits into two carry chains of at most 25 bits.
 ACC_BITS_MAX = 48
@@ -201,42 +204,48 @@ def _shift_levels(x, overflow, amount, levels, width):
     come sum to at most ``2**j - 1``, so a value outside ``width + 2**j - 1`` bits ends outside
     the ``width``-bit range whatever they are: its high bits are dropped after the last level
     given and ``overflow`` remembers it. The check reads the levels' input for each value of
-    their shift bits, beside the multiplexers rather than after them. The sign never changes, so
-    the caller keeps it.
+    their shift bits, beside the multiplexers rather than after them. The sign never changes and
+    stays the top bit (no register of its own): a value that fits keeps it there anyway.
     """
     if not levels:
         return x, overflow
     keep = width + (1 << levels[-1]) - 1
     if keep < len(x):
-        # x >> shift fits in keep bits iff x fits in keep + shift bits.
-        fits = Const(1)
-        for choice in range(1 << len(levels)):
-            shift = sum(1 << j for n, j in enumerate(levels) if choice >> n & 1)
-            fits = Mux(Cat(amount[j] for j in levels) == choice, _fits(x, keep + shift), fits)
-        overflow = overflow | ~fits
+        # x >> shift fits in keep bits iff x fits in keep + shift bits: one flag per value of
+        # the levels' shift bits, and those bits choose.
+        fits = Cat(_fits(x, keep + sum(1 << j for n, j in enumerate(levels) if choice >> n & 1))
+                   for choice in range(1 << len(levels)))
+        overflow = overflow | ~fits.bit_select(Cat(amount[j] for j in levels), 1)
     for j in levels:
         x = Mux(amount[j], x >> (1 << j), x)
     if keep < len(x):
-        x = x[:keep].as_signed()
+        x = Cat(x[:keep - 1], x[-1]).as_signed()
     return x, overflow
 
 
-def _level_groups(shift_bits):
-    """The log shifter's levels, two per pipeline stage: ``[[5, 4], [3, 2], [1, 0]]`` (levels a
-    narrow build lacks are left out, so that the stage count stays the same)."""
-    return [[j for j in (hi, hi - 1) if j < shift_bits]
-            for hi in range(2 * _SHIFT_STAGES - 1, 0, -2)]
+def _level_groups(shift_bits, per_stage):
+    """The log shifter's levels, ``per_stage`` per pipeline stage from the largest down: two give
+    ``[[5, 4], [3, 2], [1, 0]]`` (levels a narrow build lacks are left out, so that the stage
+    count stays the same)."""
+    levels = list(range(_SHIFT_LEVELS - 1, -1, -1))
+    return [[j for j in levels[n:n + per_stage] if j < shift_bits]
+            for n in range(0, _SHIFT_LEVELS, per_stage)]
 
 
-def _add_stages(width):
-    return 1 if width <= _CARRY_MAX else 2
+def _shift_stages(per_stage):
+    return -(-_SHIFT_LEVELS // per_stage)
+
+
+def _add_stages(width, carry_max):
+    return 1 if width <= carry_max else 2
 
 
 class _Lane:
     """Builds one lane's registers; ``stage`` arguments count the pipeline stages (the latency)."""
 
-    def __init__(self, m, load, prefix):
+    def __init__(self, m, load, prefix, *, carry_max, shift_levels):
         self.m, self.load, self.prefix = m, load, prefix
+        self.carry_max, self.shift_levels = carry_max, shift_levels
 
     def reg(self, stage, value, shape, name):
         reg = Signal(shape, name=f"{self.prefix}{name}{stage}")
@@ -252,10 +261,10 @@ class _Lane:
 
     def add(self, stage, a, b, width, name):
         """``a + b`` modulo ``2**width`` (the caller knows it fits): one stage, or two when the
-        carry chain would be longer than ``_CARRY_MAX`` bits (halves, then the halves' carry).
+        carry chain would be longer than ``carry_max`` bits (halves, then the halves' carry).
         Returns the sum's register and its stage."""
         a, b = _extend(a, width), _extend(b, width)
-        if _add_stages(width) == 1:
+        if _add_stages(width, self.carry_max) == 1:
             return self.reg(stage, a + b, signed(width), name), stage
         half = (width + 1) // 2
         low = self.reg(stage, a[:half] + b[:half], unsigned(half + 1), f"{name}_low")
@@ -263,16 +272,17 @@ class _Lane:
         return self.reg(stage + 1, Cat(low[:half], high + low[half]), signed(width), name), stage + 1
 
     def log_shift(self, stage, x, amount, width, name, *, carry=None, finish=None):
-        """``x >> amount`` saturated to ``width`` bits over ``_SHIFT_STAGES`` stages after
+        """``x >> amount`` saturated to ``width`` bits over ``_shift_stages`` stages after
         ``stage`` (``x`` and ``amount`` are that stage's values).
 
-        Returns the low bits, the overflow flag and the sign (last stage's registers), the
-        ``carry`` values (name -> (value, shape)) delayed alongside, and the last stage.
-        ``finish(x, carried)`` may transform the result before its last register.
+        Returns the low bits (their top bit the sign, also when they overflowed), the overflow
+        flag (last stage's registers), the ``carry`` values (name -> (value, shape)) delayed
+        alongside, and the last stage. ``finish(x, carried)`` may transform the result before its
+        last register.
         """
         carry = carry or {}
-        overflow, sign = Const(0), x[-1]
-        groups = _level_groups(len(amount))
+        overflow = Const(0)
+        groups = _level_groups(len(amount), self.shift_levels)
         for n, levels in enumerate(groups):
             x, overflow = _shift_levels(x, overflow, amount, levels, width)
             stage += 1
@@ -280,10 +290,9 @@ class _Lane:
                 x = finish(x, {k: v for k, (v, _) in carry.items()})
             x = self.reg(stage, x, signed(len(x)), name)
             overflow = self.reg(stage, overflow, 1, f"{name}_overflow")
-            sign = self.reg(stage, sign, 1, f"{name}_sign")
             amount = self.reg(stage, amount, unsigned(len(amount)), f"{name}_amount")
             carry = {k: (self.reg(stage, v, shape, k), shape) for k, (v, shape) in carry.items()}
-        return x, overflow, sign, {k: v for k, (v, _) in carry.items()}, stage
+        return x, overflow, {k: v for k, (v, _) in carry.items()}, stage
 
 
 class Requantiser(wiring.Component):
@@ -309,6 +318,14 @@ class Requantiser(wiring.Component):
         Width of the signed per-channel bias, 1 to ``BIAS_BITS``.
     shift_max : int
         Largest shift the build handles, 0 to ``SHIFT_MAX``; sets the shift fields' width.
+    carry_max : int
+        Longest carry chain in one pipeline stage, at least 1 (default 24: iCE40UP5K at 60 MHz);
+        a wider adder takes two stages (halves, then the halves' carry). 48 puts every adder of
+        the ``shift`` and ``pow2x2`` modes in one stage: fewer registers for a slower clock.
+    shift_levels : int
+        Levels (shifts by 1, 2, 4, ...) of each log shifter per pipeline stage, 1 to 6 (default
+        2, so three stages per shifter); 3 gives two stages per shifter. Neither this nor
+        ``carry_max`` changes the results, only :attr:`latency` and the cost.
 
     Members
     -------
@@ -323,7 +340,8 @@ class Requantiser(wiring.Component):
     """
 
     def __init__(self, *, mode, acc_bits, out_bits=8, lanes=1, bias_bits=BIAS_BITS,
-                 shift_max=SHIFT_MAX):
+                 shift_max=SHIFT_MAX, carry_max=_CARRY_MAX,
+                 shift_levels=_SHIFT_LEVELS_PER_STAGE):
         # A rejected build is never elaborated: no "created but never used" warning for it.
         self._MustUse__silence = True
         self._mode = _check_mode(mode)
@@ -332,6 +350,8 @@ class Requantiser(wiring.Component):
         self._lanes = check_int("lanes", lanes, 1)
         self._bias_bits = check_int("bias_bits", bias_bits, 1, BIAS_BITS)
         self._shift_max = check_int("shift_max", shift_max, 0, SHIFT_MAX)
+        self._carry_max = check_int("carry_max", carry_max, 1)
+        self._shift_levels = check_int("shift_levels", shift_levels, 1, _SHIFT_LEVELS)
         self._widths = requant_widths(mode, acc_bits=acc_bits, bias_bits=bias_bits,
                                       shift_max=shift_max, out_bits=out_bits)
         self._param_layout = requant_param_layout(mode, bias_bits=bias_bits, shift_max=shift_max)
@@ -352,6 +372,8 @@ class Requantiser(wiring.Component):
     lanes = property(lambda self: self._lanes)
     bias_bits = property(lambda self: self._bias_bits)
     shift_max = property(lambda self: self._shift_max)
+    carry_max = property(lambda self: self._carry_max)
+    shift_levels = property(lambda self: self._shift_levels)
     widths = property(lambda self: self._widths, doc="The derived :class:`RequantWidths`.")
     param_layout = property(lambda self: self._param_layout,
                             doc="One lane's parameters (:func:`requant_param_layout`).")
@@ -365,25 +387,27 @@ class Requantiser(wiring.Component):
     def latency(self):
         """Cycles from a transfer on ``i`` to its result on ``o`` when ``o`` is not stalled:
         the ``z`` adder (one stage, two when wide), the mode's stages, the last shift's
-        ``_SHIFT_STAGES`` and the rounding stage."""
-        w = self._widths
-        z = _add_stages(max(w.bits(w.z), w.bits(w.z_minus_1 or w.z)))
+        shifter stages and the rounding stage."""
+        w, c = self._widths, self._carry_max
+        shifter = _shift_stages(self._shift_levels)
+        z = _add_stages(max(w.bits(w.z), w.bits(w.z_minus_1 or w.z)), c)
         if self._mode is RequantMode.SHIFT:
             body = 0
         elif self._mode is RequantMode.MUL:
-            body = 1 + _add_stages(w.bits(w.scaled))
+            body = 1 + _add_stages(w.bits(w.scaled), c)
         else:
-            body = _SHIFT_STAGES + _add_stages(w.bits(w.scaled))
-        return z + body + _SHIFT_STAGES + 1
+            body = shifter + _add_stages(w.bits(w.scaled), c)
+        return z + body + shifter + 1
 
     def elaborate(self, platform):
         m = Module()
         load = _pipeline(m, self.latency, self.i, self.o)
+        knobs = dict(carry_max=self._carry_max, shift_levels=self._shift_levels)
         # The ReLU bit travels beside the lanes to the last stage.
-        relu = _Lane(m, load, "").delay(self.i.payload.relu, 1, 0, self.latency - 2, "relu")
+        relu = _Lane(m, load, "", **knobs).delay(self.i.payload.relu, 1, 0, self.latency - 2, "relu")
         for lane in range(self._lanes):
             q, overflow, sign, stage = self._scaled(
-                _Lane(m, load, f"lane{lane}_"), self.i.payload.acc[lane],
+                _Lane(m, load, f"lane{lane}_", **knobs), self.i.payload.acc[lane],
                 self.i.payload.param[lane])
             assert stage == self.latency - 2
             with m.If(load):
@@ -421,8 +445,8 @@ class Requantiser(wiring.Component):
             stage = end
         else:
             scaled, k, stage = self._pow2x2_sum(lane, acc, param, z, stage, delay)
-        q, overflow, sign, _, stage = lane.log_shift(stage, scaled, k, w.bits(w.q), "q")
-        return q, overflow, sign, stage
+        q, overflow, _, stage = lane.log_shift(stage, scaled, k, w.bits(w.q), "q")
+        return q, overflow, q[-1], stage
 
     def _pow2x2_sum(self, lane, acc, param, z, stage, delay):
         """``pow2x2`` after ``z``: ``s_a * 2 * z + ((s_b * 2 * z) >> d)`` and ``k_a``."""
@@ -447,11 +471,13 @@ class Requantiser(wiring.Component):
         two_z = Cat(Const(0, 1), z).as_signed()
         two_z_minus_1 = Cat(Const(1, 1), z_minus_1).as_signed()
         term_a = Mux(sign_a == 0, 0, Mux(sign_a[1], ~two_z_minus_1, two_z))
-        operand = Mux(sign_b[1], two_z_minus_1, two_z)
-        apply_sign = lambda x, c: Mux(c["sign_b"] == 0, 0, Mux(c["sign_b"][1], ~x, x))
-        term_b, _, _, carried, stage = lane.log_shift(
+        # A zero sign zeroes the operand, so that only the inversion is left after the shifter
+        # (it joins the last level's multiplexer in one LUT4).
+        operand = Mux(sign_b == 0, 0, Mux(sign_b[1], two_z_minus_1, two_z))
+        apply_sign = lambda x, c: Mux(c["negative_b"], ~x, x)
+        term_b, _, carried, stage = lane.log_shift(
             stage, operand, d, w.bits(w.shifted), "shifted_b",
-            carry={"term_a": (term_a, term), "sign_b": (sign_b, signed(2)), "k_a": (k_a, shift)},
+            carry={"term_a": (term_a, term), "negative_b": (sign_b[1], 1), "k_a": (k_a, shift)},
             finish=apply_sign)
         # The one add.
         total, end = lane.add(stage + 1, carried["term_a"], term_b, w.bits(w.scaled), "sum")

@@ -123,6 +123,17 @@ def test_requant_bench(simulator, mode, tmp_path):
     assert run_bench(simulator, mode, tmp_path, count=300) >= 2000
 
 
+#: The short pipeline (``carry_max=48, shift_levels=3``: every adder of these widths in one
+#: stage, two stages per shifter), for the slower iCE40 clocks.
+SHORT = dict(BUILD, carry_max=48, shift_levels=3)
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("mode", ["shift", "pow2x2"])
+def test_requant_bench_short_pipeline(mode, tmp_path):
+    assert run_bench("icarus", mode, tmp_path, count=300, build=SHORT) >= 2000
+
+
 @pytest.mark.cocotb
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator, mode", SLOW_CASES)

@@ -45,6 +45,14 @@ BUILDS = {
                    out_bits=16, lanes=2),
 }
 
+#: Pipelines besides the default (adders to 24 bits and two shifter levels per stage): the short
+#: one for slower clocks, every shifter level in one stage, and one level per stage.
+PIPELINES = {
+    "short": dict(carry_max=48, shift_levels=3),
+    "one_stage_shifts": dict(carry_max=ACC_BITS_MAX + 1, shift_levels=6),
+    "deepest": dict(carry_max=1, shift_levels=1),
+}
+
 
 # -- the contract in Python integers -------------------------------------------------------------
 
@@ -273,6 +281,29 @@ def test_latency_values():
                    ("shift", "widest"): 6, ("pow2x2", "contract"): 11, ("pow2x2", "narrow"): 9,
                    ("pow2x2", "tiny"): 9, ("pow2x2", "widest"): 11, ("mul", "contract"): 9,
                    ("mul", "narrow"): 8, ("mul", "tiny"): 7, ("mul", "widest"): 9}
+    # The short pipeline: adders to 48 bits in one stage (the contract's z and pow2x2 sum; not
+    # the 49-bit z of 48-bit accumulators, nor the mul product), two shifter stages.
+    got = {(mode, build): Requantiser(mode=mode, **BUILDS[build], **PIPELINES["short"]).latency
+           for mode in MODES for build in ("contract", "widest")}
+    assert got == {("shift", "contract"): 4, ("shift", "widest"): 5, ("pow2x2", "contract"): 7,
+                   ("pow2x2", "widest"): 9, ("mul", "contract"): 7, ("mul", "widest"): 8}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pipeline", list(PIPELINES))
+def test_pipelines(mode, pipeline):
+    """Other pipeline depths compute the same: corners of the contract and widest builds, random
+    vectors with idle and back-pressure, and one transfer per cycle."""
+    for build in ("contract", "widest"):
+        dut = Requantiser(mode=mode, **BUILDS[build], **PIPELINES[pipeline])
+        check(dut, corner_cases(dut))
+    dut = Requantiser(mode=mode, **BUILDS["contract"], **PIPELINES[pipeline])
+    cases = random_cases(np.random.default_rng(hash((mode, pipeline)) % 2 ** 32), dut, 400)
+    check(dut, cases, idle=(0, 0, 1, 0, 3), stall=(0, 2, 0, 0, 1, 0))
+    dut = Requantiser(mode=mode, **BUILDS["contract"], **PIPELINES[pipeline])
+    payloads = transfers(random_cases(np.random.default_rng(5), dut, 4 * 10), dut.lanes)
+    taken_in, taken_out = transfer_cycles(dut, payloads, extra=dut.latency + 3)
+    assert taken_out == [c + dut.latency for c in taken_in] and taken_in == list(range(10))
 
 
 # -- interface -----------------------------------------------------------------------------------
@@ -300,6 +331,10 @@ def test_param_layout_names_the_model_fields(mode):
     (dict(bias_bits=33), ValueError, "bias_bits must be an integer in [1, 32], not 33"),
     (dict(shift_max=-1), ValueError, "shift_max must be an integer in [0, 40], not -1"),
     (dict(shift_max=41), ValueError, "shift_max must be an integer in [0, 40], not 41"),
+    (dict(carry_max=0), ValueError, "carry_max must be an integer >= 1, not 0"),
+    (dict(carry_max=24.0), TypeError, "carry_max must be an integer, not 24.0"),
+    (dict(shift_levels=0), ValueError, "shift_levels must be an integer in [1, 6], not 0"),
+    (dict(shift_levels=7), ValueError, "shift_levels must be an integer in [1, 6], not 7"),
 ])
 def test_parameter_errors(kwargs, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
@@ -307,11 +342,16 @@ def test_parameter_errors(kwargs, error, message):
 
 
 def test_parameters_are_read_only_properties():
-    dut = Requantiser(mode="pow2x2", acc_bits=18, out_bits=6, lanes=3, bias_bits=20, shift_max=30)
+    dut = Requantiser(mode="pow2x2", acc_bits=18, out_bits=6, lanes=3, bias_bits=20, shift_max=30,
+                      carry_max=40, shift_levels=3)
     assert (dut.mode.value, dut.acc_bits, dut.out_bits, dut.lanes, dut.bias_bits, dut.shift_max,
-            dut.multiplier_free) == ("pow2x2", 18, 6, 3, 20, 30, True)
+            dut.carry_max, dut.shift_levels, dut.multiplier_free) == (
+                "pow2x2", 18, 6, 3, 20, 30, 40, 3, True)
     assert not Requantiser(mode="mul", acc_bits=8).multiplier_free
-    for name in ("mode", "acc_bits", "out_bits", "lanes", "bias_bits", "shift_max", "widths"):
+    default = Requantiser(mode="shift", acc_bits=8)
+    assert (default.carry_max, default.shift_levels) == (24, 2)
+    for name in ("mode", "acc_bits", "out_bits", "lanes", "bias_bits", "shift_max", "carry_max",
+                 "shift_levels", "widths"):
         with pytest.raises(AttributeError):
             setattr(dut, name, 1)
 
