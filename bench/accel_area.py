@@ -7,7 +7,7 @@ MHz). "LCs" is what nextpnr needs (a logic cell holds one LUT4, one flip-flop an
 build that does not fit reports the number nextpnr asked for.
 
     .venv/bin/python bench/accel_area.py                                   # the default list
-    .venv/bin/python bench/accel_area.py --build adder:4x4:shift:1:nogap   # pe:RxC:mode:lanes[:nogap]
+    .venv/bin/python bench/accel_area.py --build adder:4x4:shift:1:nogap   # pe:RxC:mode:lanes[:nogap][:short]
     .venv/bin/python bench/accel_area.py --parts adder:4x4:pow2x2:4        # each component alone
 
 ``--parts`` synthesises each component of the build on its own (Yosys only, its ports as the
@@ -41,6 +41,7 @@ def parse(spec):
     rows, cols = (int(v) for v in shape.split("x"))
     return ArrayConfig(pe=pe, rows=rows, cols=cols, requant_mode=mode, max_k=72,
                        weight_depth=4096, act_depth=128, param_depth=64, requant_lanes=int(lanes),
+                       requant_pipeline="short" if "short" in parts[4:] else "deep",
                        global_pool="nogap" not in parts[4:])
 
 
@@ -81,14 +82,15 @@ def _components(config):
     from addershift.hw.accelerator import Accelerator, accelerator_identity
     from addershift.hw.framer import Framer
     from addershift.hw.im2col import Im2colGenerator
-    from addershift.hw.requant import Requantiser
+    from addershift.hw.requant import PIPELINES, Requantiser
     from addershift.hw.sequencer import RequantFeeder, Sequencer
     from addershift.hw.writeback import Writeback
     core = Accelerator(config=config)
     core._MustUse__silence = True        # only asked for its array
     array = core.make_array()
     requant = Requantiser(mode=config.requant_mode, acc_bits=array.acc_bits,
-                          out_bits=config.x_bits, lanes=config.lanes, bias_bits=config.bias_bits)
+                          out_bits=config.x_bits, lanes=config.lanes, bias_bits=config.bias_bits,
+                          **PIPELINES[config.requant_pipeline])
     identity = accelerator_identity(config, clk_hz=12_000_000, baud=1_500_000, max_payload=256)
     return {
         "array": array, "requantiser": requant, "im2col": Im2colGenerator(config=config),
@@ -124,7 +126,7 @@ def measure_parts(spec, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--build", action="append", help="pe:RxC:mode:lanes[:nogap]; repeatable")
+    parser.add_argument("--build", action="append", help="pe:RxC:mode:lanes[:nogap][:short]; repeatable")
     parser.add_argument("--parts", metavar="BUILD", help="synthesise BUILD's components one by one")
     parser.add_argument("--out", default="build/accel_area", help="folder for the tool runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -36,7 +36,7 @@ from .config import ArrayConfig, host_word_bytes
 from .framer import DeviceSignature
 from .im2col import Im2colGenerator
 from .memories import ReplicatedMemory, WeightMemory
-from .requant import Requantiser
+from .requant import PIPELINES, Requantiser
 from .sequencer import RequantFeeder, Sequencer
 from .writeback import Writeback
 
@@ -117,7 +117,7 @@ class Accelerator(wiring.Component):
             raise AssertionError("the array's accumulator width differs from the build's")
         m.submodules.requant = requant = Requantiser(
             mode=cfg.requant_mode, acc_bits=array.acc_bits, out_bits=cfg.x_bits, lanes=cfg.lanes,
-            bias_bits=cfg.bias_bits)
+            bias_bits=cfg.bias_bits, **PIPELINES[cfg.requant_pipeline])
         m.submodules.feeder = feeder = RequantFeeder(
             config=cfg, array_out_layout=array.out_layout,
             requant_in_layout=requant.i.payload.shape())

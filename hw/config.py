@@ -94,6 +94,10 @@ class ArrayConfig:
         Values the requantiser takes per cycle (a divisor of ``cols``; ``None``: ``cols``). Fewer
         lanes cost proportionally less logic; a tile's ``rows * cols`` results then take
         ``rows * cols / requant_lanes`` cycles, hidden while that is at most ``K + 1``.
+    requant_pipeline : str
+        ``"deep"`` or ``"short"``: the requantiser's pipeline (``hw.requant.PIPELINES``). Short
+        has a quarter fewer cells and a lower Fmax (above 50 MHz on an iCE40UP5K): for small
+        devices, whose clock the rest of the design sets lower anyway.
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
@@ -112,6 +116,7 @@ class ArrayConfig:
     bias_bits: int = BIAS_BITS
     counter_bits: int = 32
     requant_lanes: int | None = None
+    requant_pipeline: str = "deep"
     global_pool: bool = True
 
     def __post_init__(self):
@@ -143,6 +148,9 @@ class ArrayConfig:
         check_int("counter_bits", self.counter_bits, 16, 64)
         if not isinstance(self.global_pool, bool):
             raise TypeError(f"global_pool must be a bool, not {self.global_pool!r}")
+        if self.requant_pipeline not in ("deep", "short"):
+            raise ValueError(f"requant_pipeline must be 'deep' or 'short', not "
+                             f"{self.requant_pipeline!r}")
         if self.requant_lanes is not None:
             check_int("requant_lanes", self.requant_lanes, 1, self.cols)
             if self.cols % self.requant_lanes:

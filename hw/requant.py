@@ -34,7 +34,7 @@ from .config import check_int
 from ..sw.numerics import (BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, RequantMode, int_range,
                            signed_width)
 
-__all__ = ["ACC_BITS_MAX", "RequantWidths", "requant_widths", "requant_param_layout",
+__all__ = ["ACC_BITS_MAX", "PIPELINES", "RequantWidths", "requant_widths", "requant_param_layout",
            "Requantiser"]
 
 #: The ``mul`` mode splits ``2 * z`` here: two partial products that fit 16 x 16 multipliers.
@@ -49,6 +49,11 @@ _SHIFT_LEVELS_PER_STAGE = 2
 _CARRY_MAX = 24
 #: Widest accumulator: z = acc + bias then splits into two carry chains of at most 25 bits.
 ACC_BITS_MAX = 48
+#: The pipeline depths a build chooses from (``ArrayConfig.requant_pipeline``): ``deep`` keeps
+#: the requantiser above 60 MHz on an iCE40UP5K; ``short`` has a quarter fewer cells and runs
+#: above 50 MHz (measured: ``docs/postproc.md``).
+PIPELINES = {"deep": {"carry_max": _CARRY_MAX, "shift_levels": _SHIFT_LEVELS_PER_STAGE},
+             "short": {"carry_max": 48, "shift_levels": 3}}
 
 
 def _check_mode(mode):

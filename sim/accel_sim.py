@@ -244,10 +244,11 @@ def test_images(model, count, *, seed=0):
     return rng.integers(0, int_range(model.x_bits)[1] + 1, (count,) + tuple(model.input_shape)), None
 
 
-def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, requant_lanes=None,
-                   per_layer=False, build_dir="build/sim"):
+def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, per_layer=False,
+                   build_dir="build/sim", **build):
     """Compile ``model`` for the ``rows x cols`` build that fits it (``compiler.default_config``,
-    with ``requant_lanes``), run ``images`` on ``simulator`` and compare with the golden model.
+    with ``build``'s ``ArrayConfig`` overrides), run ``images`` on ``simulator`` and compare with
+    the golden model.
 
     Returns a report dict: predictions, golden predictions, cycles and utilisation per stage and
     per inference, and ``mismatch`` (``None``, or the first layer and index that differ, found by
@@ -255,7 +256,7 @@ def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, requ
     """
     from ..sw.compiler import compile_model, default_config
     from ..sw.golden import predict
-    config = default_config(model, rows=rows, cols=cols, requant_lanes=requant_lanes)
+    config = default_config(model, rows=rows, cols=cols, **build)
     program = compile_model(model, config)
     images = np.asarray(images, dtype=np.int64)
     build_dir = pathlib.Path(build_dir) / config.build_hash[:12]

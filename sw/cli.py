@@ -50,11 +50,11 @@ def _accelerator_unit(args):
         if args.model:
             from .model import load_model
             config = default_config(load_model(args.model), rows=args.rows, cols=args.cols,
-                                    requant_lanes=args.requant_lanes)
+                                    **_requant_build(args))
         else:
             config = ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
                                  requant_mode="mul" if args.pe == "mul" else "pow2x2",
-                                 requant_lanes=args.requant_lanes)
+                                 **_requant_build(args))
         return AcceleratorTop(config=config, clk_freq=int(args.clock * 1e6), baud=args.baud)
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -217,8 +217,8 @@ def cmd_simulate(args):
     x, labels = test_images(model, args.images)
     try:
         report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
-                                cols=args.cols, requant_lanes=args.requant_lanes,
-                                per_layer=args.per_layer,
+                                cols=args.cols, per_layer=args.per_layer,
+                                **_requant_build(args),
                                 build_dir=args.build_dir)
     except (CompileError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -294,19 +294,24 @@ def cmd_program(args):
     print(f"programmed {args.board}: {' '.join(argv)}")
 
 
+def _requant_build(args):
+    """``ArrayConfig`` keyword arguments of ``--requant-lanes`` and ``--requant-pipeline``."""
+    return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline}
+
+
 def _sim_build(args):
     """The accelerator build a simulated board runs: the one that fits ``--model`` (if given),
     else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``,
-    ``--requant-lanes``."""
+    ``--requant-lanes``, ``--requant-pipeline``."""
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
     try:
         if getattr(args, "model", None):
             from .model import load_model
             return default_config(load_model(args.model), rows=args.rows, cols=args.cols,
-                                  requant_lanes=args.requant_lanes)
+                                  **_requant_build(args))
         return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                           requant_mode=args.requant_mode, requant_lanes=args.requant_lanes)
+                           requant_mode=args.requant_mode, **_requant_build(args))
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
 
@@ -389,16 +394,19 @@ def build_parser():
     def add_json(p):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    def add_lanes(p):
+    def add_requant_build(p):
         p.add_argument("--requant-lanes", type=int, metavar="N",
                        help="values the requantiser takes per cycle, a divisor of --cols "
                             "(default: --cols; 1 is the smallest build)")
+        p.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
+                       help="the requantiser's pipeline: short has a quarter fewer cells and a "
+                            "lower Fmax (small devices)")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_lanes(p)
+    add_requant_build(p)
     p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
                    help="what to generate")
     p.add_argument("-o", "--output", required=True,
@@ -467,7 +475,7 @@ def build_parser():
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_lanes(p)
+    add_requant_build(p)
     p.add_argument("--per-layer", action="store_true",
                    help="run one stage at a time and compare every layer's output")
     p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")
@@ -478,7 +486,7 @@ def build_parser():
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_lanes(p)
+    add_requant_build(p)
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
@@ -514,7 +522,7 @@ def build_parser():
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_lanes(p)
+    add_requant_build(p)
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
                    help="the build's requantisation mode (the shipped models use pow2x2)")
     p.add_argument("-m", "--model", help="serve the build that fits this model (sets --pe, "
@@ -530,7 +538,7 @@ def build_parser():
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
     p.add_argument("-r", "--rows", type=int, default=4, help="array rows (--sim)")
     p.add_argument("-c", "--cols", type=int, default=4, help="array columns (--sim)")
-    add_lanes(p)
+    add_requant_build(p)
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
     p.add_argument("--baud", type=int, default=115200,
@@ -545,6 +553,8 @@ def build_parser():
     p.add_argument("--requant-lanes", type=int, metavar="N",
                    help="values the requantiser takes per cycle (default: 1 on icebreaker, "
                         "else --cols)")
+    p.add_argument("--requant-pipeline", choices=("deep", "short"),
+                   help="the requantiser's pipeline (default: short on icebreaker, else deep)")
     p.add_argument("-n", "--images", type=int, default=20, help="test images run on the simulated board")
     p.add_argument("--out", default="build/demo", help="folder for the report and plots")
     return parser

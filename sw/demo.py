@@ -48,20 +48,22 @@ def _sources_hash():
     return h.hexdigest()[:16]
 
 
-#: The array (rows, cols, requantiser lanes) each board's demo build uses. The iCE40UP5K is
-#: small: a 2x2 array with a one-lane requantiser is what fits it beside the fixed logic
-#: (docs/accelerator.md, bench/accel_area.py).
-DEMO_ARRAY = {"icebreaker": (2, 2, 1)}
+#: The array and requantiser (rows, cols, lanes, pipeline) each board's demo build uses. The
+#: iCE40UP5K is small: a 2x2 array with a one-lane, short-pipeline requantiser is what fits it
+#: beside the fixed logic (docs/accelerator.md, bench/accel_area.py).
+DEMO_ARRAY = {"icebreaker": (2, 2, 1, "short")}
 
 
-def board_config(model, *, board, rows=None, cols=None, requant_lanes=None):
+def board_config(model, *, board, rows=None, cols=None, requant_lanes=None,
+                 requant_pipeline=None):
     """The build the demo generates, simulates and builds: the model's PE kind and requantisation
-    mode on a ``rows x cols`` array with ``requant_lanes`` (by default ``DEMO_ARRAY``'s for
-    ``board``, else 4x4 with every lane), memories sized for the model."""
+    mode on a ``rows x cols`` array with ``requant_lanes`` and ``requant_pipeline`` (by default
+    ``DEMO_ARRAY``'s for ``board``, else 4x4, every lane, deep), memories sized for the model."""
     from .compiler import default_config
-    r, c, lanes = DEMO_ARRAY.get(board, (4, 4, None))
+    r, c, lanes, pipeline = DEMO_ARRAY.get(board, (4, 4, None, "deep"))
     return default_config(model, rows=rows or r, cols=cols or c,
-                          requant_lanes=requant_lanes or lanes)
+                          requant_lanes=requant_lanes or lanes,
+                          requant_pipeline=requant_pipeline or pipeline)
 
 
 def _generate(config, out):
@@ -206,7 +208,7 @@ def run_demo(args):
     print(f"  integer accuracy on the digits test split: {accuracy:.2%} ({len(x)} images)")
 
     config = board_config(model, board=args.board, rows=args.rows, cols=args.cols,
-                          requant_lanes=args.requant_lanes)
+                          requant_lanes=args.requant_lanes, requant_pipeline=args.requant_pipeline)
     _step(2, steps, f"Verilog: {args.pe} accelerator, {config.rows}x{config.cols} array")
     vpath = _generate(config, out)
     print(f"  {vpath} ({vpath.stat().st_size // 1024} KiB), build hash {config.build_hash[:16]}")

@@ -31,9 +31,10 @@ def test_layer_cases_amaranth(op, mode):
     # case meets every mode.
     i, j = OPS.index(op), MODES.index(mode)
     cases = [name for c, name in enumerate(sorted(CASES)) if (c + i) % 3 == j]
-    # The requantiser takes 4, 2 or 1 values per cycle.
+    # The requantiser takes 4, 2 or 1 values per cycle, through either pipeline.
     config = ArrayConfig(pe=op, rows=3, cols=4, requant_mode=mode, max_k=128, weight_depth=512,
                          act_depth=128, param_depth=64, requant_lanes=4 >> j,
+                         requant_pipeline=("deep", "short")[(i + j) % 2],
                          global_pool="gap" in cases)
     jobs = []
     for n, name in enumerate(cases):
@@ -91,7 +92,8 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
-                         requant_lanes=2 if op == "adder" else None)
+                         requant_lanes=2 if op == "adder" else None,
+                         requant_pipeline="short" if simulator == "icarus" else "deep")
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
     result = simulate(program, x, simulator=simulator, build_dir=tmp_path)

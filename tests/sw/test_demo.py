@@ -79,7 +79,7 @@ def test_a_build_that_misses_timing_is_built_again_below_its_fmax(tmp_path, monk
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
-                              requant_lanes=None, images=3,
+                              requant_lanes=None, requant_pipeline=None, images=3,
                               out=str(tmp_path))
     demo.run_demo(args)
     out = capsys.readouterr().out
