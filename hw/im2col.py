@@ -100,9 +100,13 @@ class Im2colGenerator(wiring.Component):
         sh_base = [Signal(base_shape, name=f"sh_base_{r}") for r in range(R)]
         sh_pv = [Signal(name=f"sh_pv_{r}") for r in range(R)]
 
+        # w_ow == out_w_m1 and w_tile == tiles_m1, kept as registers: compares in front of the
+        # walker registers' enables were the critical path on an iCE40.
+        w_ow_last, w_tile_last = Signal(), Signal()
+
         def walker_reset():
             return [w_ow.eq(0), w_ih0.eq(-d.pad), w_iw0.eq(-d.pad), w_base.eq(d.base0),
-                    w_row_base.eq(d.base0), w_left.eq(d.pixels)]
+                    w_row_base.eq(d.base0), w_left.eq(d.pixels), w_ow_last.eq(d.out_w_m1 == 0)]
 
         active = Signal()                 # the stage is running (steps or fills remain)
         walk = Signal()
@@ -116,19 +120,20 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += fill.eq(fill + 1)
             with m.If(w_left != 0):
                 m.d.sync += w_left.eq(w_left - 1)
-            with m.If((fill == R - 1) & (w_tile == d.tiles_m1)):
+            with m.If((fill == R - 1) & w_tile_last):
                 # The pass over all pixels is complete: the next group starts at pixel 0.
-                m.d.sync += walker_reset() + [w_tile.eq(0)]
+                m.d.sync += walker_reset() + [w_tile.eq(0), w_tile_last.eq(d.tiles_m1 == 0)]
             with m.Else():
                 with m.If(fill == R - 1):
-                    m.d.sync += w_tile.eq(w_tile + 1)
-                with m.If(w_ow == d.out_w_m1):
+                    m.d.sync += [w_tile.eq(w_tile + 1), w_tile_last.eq(w_tile + 1 == d.tiles_m1)]
+                with m.If(w_ow_last):
                     m.d.sync += [w_ow.eq(0), w_ih0.eq(w_ih0 + d.stride), w_iw0.eq(-d.pad),
                                  w_row_base.eq(w_row_base + d.row_step),
-                                 w_base.eq(w_row_base + d.row_step)]
+                                 w_base.eq(w_row_base + d.row_step),
+                                 w_ow_last.eq(d.out_w_m1 == 0)]
                 with m.Else():
                     m.d.sync += [w_ow.eq(w_ow + 1), w_iw0.eq(w_iw0 + d.stride),
-                                 w_base.eq(w_base + d.stride)]
+                                 w_base.eq(w_base + d.stride), w_ow_last.eq(w_ow + 1 == d.out_w_m1)]
 
         # --- the current tile ----------------------------------------------------------------
         cur_ih0 = [Signal(pos, name=f"ih0_{r}") for r in range(R)]
@@ -211,7 +216,7 @@ class Im2colGenerator(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += walker_reset() + [
-                w_tile.eq(0), fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
+                w_tile.eq(0), w_tile_last.eq(d.tiles_m1 == 0), fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
                 c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), kh_off.eq(0), kw_off.eq(0), cg_off.eq(0),
                 tile.eq(0), og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ]

@@ -114,7 +114,7 @@ class Sequencer(wiring.Component):
         start_wb = Signal()        # registered: wb_desc is in place this cycle
         wb_active = Signal()       # the write side has a stage in flight
         m.d.comb += [self.wb_start.eq(start_wb), self.gen_hold.eq(~handed)]
-        m.d.sync += start_wb.eq(0)
+        m.d.sync += [start_wb.eq(0), self.gen_start.eq(0)]
         with m.If(start_wb):
             m.d.sync += wb_active.eq(1)
         stage_end = Signal()
@@ -184,8 +184,9 @@ class Sequencer(wiring.Component):
                     m.d.sync += self.error.eq(Error.BAD_DESCRIPTOR)
                     m.next = "FINISH"
                 with m.Else():
-                    m.d.comb += self.gen_start.eq(1)
-                    m.d.sync += handed.eq(0)
+                    # From a register: the magic's compare in front of every walker register's
+                    # enable was the critical path on an iCE40.
+                    m.d.sync += [self.gen_start.eq(1), handed.eq(0)]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 # The previous stage's last word is written (or there was none): go.
