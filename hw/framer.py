@@ -445,10 +445,9 @@ class Framer(wiring.Component):
 
             with m.State("DECODE"):
                 # Every check happens here, before anything touches the device: the verdict and a
-                # plan, registered; APPLY carries the plan out. Only the answers that keep n (a
-                # WRITE's, READ's or CRC's size) skip its reset: a NAK has no payload.
+                # plan, registered; APPLY carries the plan out.
                 m.d.sync += [idx.eq(0), source.eq(_SRC_NONE), status.eq(P.Status.OK),
-                             plan.eq(0), n.eq(0)]
+                             plan.eq(0)]
                 m.next = "APPLY"
                 with m.If(~crc_ok):
                     # Say why when bytes were lost on the line (a good CRC wins: a loss may have hit
@@ -470,21 +469,21 @@ class Framer(wiring.Component):
                         with m.Elif(busy):
                             m.d.sync += status.eq(P.Status.BUSY)
                         with m.Else():
-                            m.d.sync += [plan[_PLAN_COMMIT].eq(1), n.eq(n)]
+                            m.d.sync += plan[_PLAN_COMMIT].eq(1)
                     with m.Elif(is_cmd[P.Command.READ]):
                         with m.If(~len_is[6] | n_zero | n_big):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                         with m.Elif(~ok_read):
                             m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                         with m.Else():
-                            m.d.sync += [plan[_PLAN_BUS].eq(1), n.eq(n)]
+                            m.d.sync += plan[_PLAN_BUS].eq(1)
                     with m.Elif(is_cmd[P.Command.CRC]):
                         with m.If(~len_is[8]):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                         with m.Elif(~ok_read):
                             m.d.sync += status.eq(P.Status.BAD_ADDRESS)
                         with m.Else():
-                            m.d.sync += [plan[_PLAN_CRC].eq(1), n.eq(n)]
+                            m.d.sync += plan[_PLAN_CRC].eq(1)
                     with m.Elif(is_cmd[P.Command.RUN]):
                         with m.If(~len_is[4]):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
@@ -502,6 +501,12 @@ class Framer(wiring.Component):
 
             with m.State("APPLY"):
                 m.next = "HEADER"
+                # Only a WRITE's, READ's or CRC's size stays in n; every other answer sets its
+                # own length or has none (n is the header's length field). Decided here from the
+                # registered plan: in DECODE it put the whole verdict in front of n's enable,
+                # the critical path on an iCE40.
+                with m.If(~(plan[_PLAN_COMMIT] | plan[_PLAN_BUS] | plan[_PLAN_CRC])):
+                    m.d.sync += n.eq(0)
                 with m.If(plan[_PLAN_ROM]):
                     m.d.sync += [n.eq(n_identify), source.eq(_SRC_ROM)]
                 with m.If(plan[_PLAN_BUF]):
