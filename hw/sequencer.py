@@ -271,9 +271,12 @@ class RequantFeeder(wiring.Component):
             self.o.payload.relu.eq(d.relu),
         ]
 
+        # tile == tiles_m1, kept as a flag: the compare in front of the memory's address was
+        # the critical path on an iCE40.
+        tile_last = Signal()
         advance = self.o.valid & self.o.ready
         take = advance & last_chunk               # a whole row has gone
-        group_end = take & (row == R - 1) & (tile == d.tiles_m1)
+        group_end = take & (row == R - 1) & tile_last
         # The next transfer's word: the next lanes of the row, or the row's first lanes again
         # for the group's next row; after the group's last row, the next group's first.
         following = Mux(last_chunk & ~group_end, group_base, addr + 1)
@@ -284,11 +287,13 @@ class RequantFeeder(wiring.Component):
         with m.If(take):
             m.d.sync += row.eq(_wrap_inc(row, R - 1))
             with m.If(row == R - 1):
-                m.d.sync += tile.eq(_wrap_inc(tile, d.tiles_m1))
+                m.d.sync += [tile.eq(Mux(tile_last, 0, tile + 1)),
+                             tile_last.eq(Mux(tile_last, d.tiles_m1 == 0,
+                                              tile + 1 == d.tiles_m1))]
         with m.If(group_end):
             m.d.sync += group_base.eq(addr + 1)
 
         with m.If(self.start):
             m.d.sync += [group_base.eq(d.rq_base), primed.eq(1), row.eq(0), tile.eq(0),
-                         chunk.eq(0)]
+                         tile_last.eq(d.tiles_m1 == 0), chunk.eq(0)]
         return m
