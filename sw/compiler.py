@@ -62,7 +62,7 @@ PERF_COUNTERS = ("cycles", "issue", "busy_pe", "stall")
 PERF_STAGES = 16
 
 PROGRAM_MAGIC = b"ADSP"
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2  # 2: a parameter word holds one requantiser transfer (`lanes` channels)
 
 
 class CompileError(ValueError):
