@@ -25,8 +25,9 @@ from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
 
-DEFAULT_BUILDS = ("adder:4x4:pow2x2:4", "adder:4x4:pow2x2:1:nogap", "adder:4x4:shift:1:nogap",
-                  "adder:2x4:shift:1:nogap", "adder:2x2:shift:1:nogap")
+DEFAULT_BUILDS = ("adder:4x4:pow2x2:4", "adder:4x4:pow2x2:1:nogap:short",
+                  "adder:4x2:pow2x2:1:nogap:short", "adder:2x2:pow2x2:1:nogap:short",
+                  "adder:2x2:shift:1:nogap:short")
 UP5K_LCS = 5280
 
 
