@@ -48,22 +48,25 @@ def shapes(max_side=64):
     return [best[pes] for pes in sorted(best)]
 
 
-def _accelerator_config(kind, rows, cols):
-    """The accelerator build for the shipped digits model of ``kind``, at ``rows`` x ``cols``."""
+def _accelerator_config(kind, rows, cols, overrides=None):
+    """The accelerator build for the shipped digits model of ``kind``, at ``rows`` x ``cols``
+    (``overrides``: ``ArrayConfig`` keyword arguments, e.g. the requantiser's lanes)."""
     from addershift.sw.compiler import default_config
     from addershift.sw.model import load_model
-    return default_config(load_model(MODELS / f"digits_{kind}.npz"), rows=rows, cols=cols)
+    return default_config(load_model(MODELS / f"digits_{kind}.npz"), rows=rows, cols=cols,
+                          **(overrides or {}))
 
 
 def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False,
-            top="array"):
+            top="array", overrides=None):
     kind, multipliers = VARIANTS[variant]
     build_dir = out / board / top / variant / f"{rows}x{cols}"
     start = time.monotonic()
     rec = {"rows": rows, "cols": cols, "pes": rows * cols}
     try:
         if top == "accelerator":
-            result = build_accelerator(board=board, config=_accelerator_config(kind, rows, cols),
+            config = _accelerator_config(kind, rows, cols, overrides)
+            result = build_accelerator(board=board, config=config,
                                        clock_mhz=clock_mhz, build_dir=build_dir, seed=seed,
                                        multipliers=multipliers, check_timing=False)
         else:
@@ -94,7 +97,7 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
 
 
 def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=False,
-            top="array"):
+            top="array", overrides=None):
     """``(best, area_limit, tried)``: the largest passing shape (None if none), the largest that
     places, and every attempt. Two phases over :func:`shapes`:
 
@@ -112,7 +115,7 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
         if i not in tried:
             rows, cols = order[i]
             tried[i] = attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out,
-                               seed=seed, ignore_timing=True, top=top)
+                               seed=seed, ignore_timing=True, top=top, overrides=overrides)
         return tried[i]
 
     def placed(i):
@@ -218,6 +221,11 @@ def main(argv=None):
                         help="array: the array behind the two-pin harness; accelerator: the whole "
                              "accelerator (UART, host link, core) sized for the shipped digits "
                              "model of each kind")
+    parser.add_argument("--requant-lanes", type=int, metavar="N",
+                        help="--top accelerator: the requantiser's lanes (1: the smallest; "
+                             "must divide every shape's cols)")
+    parser.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
+                        help="--top accelerator: the requantiser's pipeline")
     parser.add_argument("--ignore-timing", action="store_true",
                         help="the largest array that places, whatever its Fmax (the area limit)")
     parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
@@ -233,7 +241,9 @@ def main(argv=None):
             print(f"{board} {variant} at {clock:g} MHz", flush=True)
             best, area, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
                                         max_side=args.max_side, ignore_timing=args.ignore_timing,
-                                        top=args.top)
+                                        top=args.top, overrides={
+                                            "requant_lanes": args.requant_lanes,
+                                            "requant_pipeline": args.requant_pipeline})
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}
