@@ -102,6 +102,10 @@ def _board_build(config, board, out):
     return outcome, False
 
 
+#: Builds again at a lower clock after a build that missed timing, at most.
+_RETRIES = 2
+
+
 def _run_board_build(config, board, build_dir):
     from ..boards.build import DoesNotFit, build
     from ..hw.accelerator import AcceleratorTop
@@ -117,10 +121,13 @@ def _run_board_build(config, board, build_dir):
                 "available_cells": e.available, "cell_type": e.cell,
                 "error": str(e).splitlines()[0]}
     first = None
-    if result.report.timing_met is False and result.report.fmax:
+    for _ in range(_RETRIES):
+        if result.report.timing_met is not False or not result.report.fmax:
+            break
         # A bitstream that misses timing is no use on a board: build again at a clock below the
         # Fmax found (with a margin: placement changes with the constraint).
-        first = {"clock_mhz": result.to_dict()["clock_mhz"], "fmax_mhz": result.report.fmax}
+        first = first or {"clock_mhz": result.to_dict()["clock_mhz"],
+                          "fmax_mhz": result.report.fmax}
         result = attempt(math.floor(result.report.fmax * 0.95))
     return {"fits": True, **result.to_dict(), "first_attempt": first}
 
