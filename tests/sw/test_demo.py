@@ -86,3 +86,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "outputs bit-exact with the golden model: 3/3" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["simulation"]["bit_exact"] and report["accuracy_golden"] > 0.97
+    # The iCEBreaker build fits, is multiplier-free and meets timing at the clock it was built for.
+    build = report["build"]
+    assert build["fits"] and build["timing_met"], build
+    assert build["multipliers"]["premap_mul"] == 0 and build["multipliers"]["dsp"] == 0
+    assert report["images_per_second_at_clock"] > 1000
