@@ -8,8 +8,9 @@ starts the im2col generator. A stage's *read side* (generator, read stage, array
 - as soon as the generator has issued a stage's last k-step, the next descriptor is loaded and the
   generator started on it (its walker fills the first tile), held before its first k-step;
 - when the write-back has written the previous stage's last word (the next stage's input is
-  complete) and that stage's counters are recorded (three more cycles), the sequencer hands the write-side fields (``compiler.WRITE_FIELDS``) to the
-  write-back and the parameter feeder, starts them and releases the generator.
+  complete) and that stage's counters are recorded (three more cycles), the sequencer hands the
+  write-side fields (``compiler.WRITE_FIELDS``) to the write-back and the parameter feeder, starts
+  them and releases the generator.
 
 So a stage costs its k-steps plus the drain of its pipeline; the descriptor load and the walker's
 first fill hide in the previous stage's drain. Runs end at a descriptor marked ``last`` (or after
@@ -102,7 +103,6 @@ class Sequencer(wiring.Component):
         cfg = self._config
         slot, W = self._slot, cfg.weight_word_bits
         shift = (slot - 1).bit_length()
-        cb = cfg.counter_bits
 
         # Only the words that hold fields are loaded (a slot is padded to a power of two).
         words = -(-self.desc.shape().size // W)
