@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .board import Board, get_board, pin_buffer
 from .report import TimingError, read_report, yosys_stat_commands
 from .toolchain import ToolError, find_program, last_error, prepare_environment
+from ..sw.protocol import DEFAULT_BAUD
 
 __all__ = ["BoardTop", "BuildResult", "DoesNotFit", "build", "build_accelerator", "build_array", "build_link",
            "array_core",
@@ -316,7 +317,7 @@ def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1
                         "contents": "array + I/O harness"})
 
 
-def build_accelerator(*, board, config, clock_mhz=None, baud=1_000_000, build_dir=None, seed=1,
+def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
                       multipliers="dsp", check_timing=True):
     """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
     link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``."""
@@ -337,7 +338,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=1_000_000, build_di
                         "build_hash": c.build_hash})
 
 
-def build_link(*, board, clock_mhz=None, baud=1_000_000, build_dir=None, seed=1,
+def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
                check_timing=True):
     """Build the host link's test top (:class:`~addershift.hw.link_top.LinkTop`: UART, framer
     and a scratch device) for ``board``: a bitstream the host driver can talk to over the board's

@@ -11,6 +11,7 @@ import json
 import sys
 
 from .model import ModelFileError
+from .protocol import DEFAULT_BAUD
 
 PE_KINDS = ("adder", "shift", "mul")
 BOARDS = ("icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f")
@@ -420,7 +421,7 @@ def build_parser():
     p.add_argument("--top", help="Verilog module name (default: the output file's name)")
     p.add_argument("-m", "--model", help="--unit accelerator: the build that fits this model")
     p.add_argument("--clock", type=float, default=12.0, help="--unit accelerator: clock in MHz")
-    p.add_argument("--baud", type=int, default=115200,
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help="--unit accelerator: UART baud rate (the host driver's default)")
     add_json(p)
 
@@ -501,7 +502,7 @@ def build_parser():
                    help="the accelerator's requantisation mode (the shipped models use pow2x2)")
     p.add_argument("-m", "--model", help="build the accelerator that fits this model (sets --pe, "
                    "--requant-mode and the memories)")
-    p.add_argument("--baud", type=int, default=115200,
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help="UART baud rate of the accelerator and link tops (the host driver's "
                         "default)")
     add_json(p)
@@ -541,7 +542,7 @@ def build_parser():
     add_requant_build(p)
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
-    p.add_argument("--baud", type=int, default=115200,
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help="serial baud rate (--port; the build's, 115200 unless built otherwise)")
     add_json(p)
 

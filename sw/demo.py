@@ -108,10 +108,13 @@ _RETRIES = 2
 
 def _run_board_build(config, board, build_dir):
     from ..boards.build import DoesNotFit, build
+    from .protocol import DEFAULT_BAUD
     from ..hw.accelerator import AcceleratorTop
     def attempt(clock_mhz):
+        # The board's UART runs at the driver's default rate, so that the bitstream answers
+        # `addershift run --port` as it is.
         return build(lambda hz: AcceleratorTop(config=config, clk_freq=int(round(hz)),
-                                               baud=SIM_BAUD),
+                                               baud=DEFAULT_BAUD),
                      board=board, clock_mhz=clock_mhz, build_dir=build_dir, check_timing=False,
                      design=f"accelerator {config.pe.value} {config.rows}x{config.cols}")
     try:
@@ -256,6 +259,10 @@ def run_demo(args):
               f"(timing {'met' if build_dict['timing_met'] else 'NOT met'})")
         print(f"  multipliers: {mult['premap_mul']} $mul cells before mapping, {mult['dsp']} DSP "
               f"blocks after")
+        if build_dict.get("bitstream"):
+            print(f"  bitstream {build_dict['bitstream']}: on a board, `addershift program --board "
+                  f"{args.board} --bitstream {build_dict['bitstream']}`, then `addershift run "
+                  f"--port /dev/ttyUSB1 -m {_model_path(args.pe)}` (not run here: no board)")
         cycles = sim["cycles_per_inference"]
         print(f"  projected: {fmax * 1e6 / cycles:,.0f} images/s at Fmax, "
               f"{build_dict['clock_mhz'] * 1e6 / cycles:,.0f} at the bitstream's "

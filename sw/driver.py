@@ -77,7 +77,7 @@ def check_build(identity, *, build_hash, build=None, what="program"):
             f"build {identity.build_hash[:16]} {P.canonical_build(identity.build).decode()}")
 
 
-def open_port(url, *, baudrate=115200):
+def open_port(url, *, baudrate=P.DEFAULT_BAUD):
     """Open a pyserial URL (a device path or ``socket://host:port``) for the driver."""
     import serial
     try:
@@ -133,7 +133,7 @@ class Device:
         them when stderr is a terminal.
     """
 
-    def __init__(self, port, *, baudrate=115200, timeout=2.0, retries=4, window=8, progress=None,
+    def __init__(self, port, *, baudrate=P.DEFAULT_BAUD, timeout=2.0, retries=4, window=8, progress=None,
                  progress_min=16384):
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"Timeout must be a positive number of seconds, not {timeout!r}")

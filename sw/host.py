@@ -32,7 +32,7 @@ class NotAnAccelerator(LinkError):
     """The board answered, but its build is not an accelerator (the link test design, say)."""
 
 
-def connect(url, *, baudrate=115200, timeout=None, **device_options):
+def connect(url, *, baudrate=P.DEFAULT_BAUD, timeout=None, **device_options):
     """Open ``url`` (a pyserial URL) and return an :class:`Accelerator`. ``timeout`` defaults to
     8 s on ``socket://`` (a simulated board answers slowly) and 2 s on a serial port."""
     if timeout is None:
@@ -215,7 +215,7 @@ class Accelerator:
         return s
 
 
-def run_model(url, model, count, *, baudrate=115200, progress=None):
+def run_model(url, model, count, *, baudrate=P.DEFAULT_BAUD, progress=None):
     """``addershift run``: load ``model`` onto the board at ``url`` (a serial port at ``baudrate``),
     run ``count`` images of its test set (``sim.accel_sim.test_images``: the digits test split for
     an 8x8 model) and compare every output with ``golden.predict``. Returns a report dict

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+#: The line rate the host driver opens a serial port at, and the one board builds use unless
+#: told otherwise (8N1).
+DEFAULT_BAUD = 115200
 REQUEST_SYNC = b"\xA5\x5A"
 RESPONSE_SYNC = b"\xA5\xC3"
 #: The largest payload any frame may carry in either direction (the device's own limit, reported
