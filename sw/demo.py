@@ -110,6 +110,7 @@ def _run_board_build(config, board, build_dir):
     from ..boards.build import DoesNotFit, build
     from .protocol import DEFAULT_BAUD
     from ..hw.accelerator import AcceleratorTop
+
     def attempt(clock_mhz):
         # The board's UART runs at the driver's default rate, so that the bitstream answers
         # `addershift run --port` as it is.
