@@ -101,3 +101,22 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
     assert check(model, program, x, result) is None
     counts = result.stage_counts(1)
     assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+
+
+def test_pixel_counts_at_their_widest():
+    # 15x17 = 255 conv output pixels, the most an 8-bit count holds (act_depth 32: count_bits 8);
+    # a 1x1 conv with padding 6 over a 3x5 input, pooled 4x4 back into the small buffer.
+    from addershift.sw.examples import random_conv
+    from addershift.sw.model import MaxPool2d, QModel
+    conv = random_conv(np.random.default_rng(5), "conv", "adder", 4, 4, kernel=1, padding=6,
+                       mode="pow2x2")
+    model = QModel(input_shape=(4, 3, 5), layers=[conv, MaxPool2d(name="pool", kernel=4, stride=4)])
+    config = ArrayConfig(pe="adder", rows=2, cols=4, requant_mode="pow2x2", max_k=16,
+                         weight_depth=64, act_depth=32, param_depth=16, requant_lanes=1,
+                         requant_pipeline="short", global_pool=False)
+    assert config.count_bits == 8
+    program = compile_model(model, config)
+    assert program.stages[0].conv_shape == (15, 17)
+    x = _images(model, 2, seed=1)
+    result = simulate(program, x, simulator="amaranth")
+    assert check(model, program, x, result) is None
