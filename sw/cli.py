@@ -395,7 +395,14 @@ def build_parser():
     def add_json(p):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    def add_requant_build(p):
+    def add_build(p, *, pe=True, note=""):
+        """The build a command makes: PE kind, array shape, requantiser (``note`` marks options
+        that only some modes of the command use)."""
+        if pe:
+            p.add_argument("--pe", choices=PE_KINDS, default="adder",
+                           help="processing element kind")
+        p.add_argument("-r", "--rows", type=int, default=4, help=f"array rows{note}")
+        p.add_argument("-c", "--cols", type=int, default=4, help=f"array columns{note}")
         p.add_argument("--requant-lanes", type=int, metavar="N",
                        help="values the requantiser takes per cycle, a divisor of --cols "
                             "(default: --cols; 1 is the smallest build)")
@@ -404,10 +411,7 @@ def build_parser():
                             "lower Fmax (small devices)")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
-    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
-    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
-    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_requant_build(p)
+    add_build(p)
     p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
                    help="what to generate")
     p.add_argument("-o", "--output", required=True,
@@ -474,9 +478,7 @@ def build_parser():
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator", help="simulator")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
-    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_requant_build(p)
+    add_build(p, pe=False)
     p.add_argument("--per-layer", action="store_true",
                    help="run one stage at a time and compare every layer's output")
     p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")
@@ -484,10 +486,7 @@ def build_parser():
 
     p = add("build", cmd_build, "build a bitstream and its resource and timing report")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
-    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
-    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
-    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_requant_build(p)
+    add_build(p)
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
@@ -520,10 +519,7 @@ def build_parser():
     p.add_argument("--clock", type=int, default=12_000_000, help="nominal clock in Hz")
     p.add_argument("--mem-size", type=int, default=4096,
                    help="bytes per scratch memory (--link-test)")
-    p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
-    p.add_argument("-r", "--rows", type=int, default=4, help="array rows")
-    p.add_argument("-c", "--cols", type=int, default=4, help="array columns")
-    add_requant_build(p)
+    add_build(p)
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
                    help="the build's requantisation mode (the shipped models use pow2x2)")
     p.add_argument("-m", "--model", help="serve the build that fits this model (sets --pe, "
@@ -537,9 +533,7 @@ def build_parser():
     where.add_argument("--sim", action="store_true", help="start a simulated board for this run")
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    p.add_argument("-r", "--rows", type=int, default=4, help="array rows (--sim)")
-    p.add_argument("-c", "--cols", type=int, default=4, help="array columns (--sim)")
-    add_requant_build(p)
+    add_build(p, pe=False, note=" (--sim)")
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
