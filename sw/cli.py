@@ -373,8 +373,11 @@ def cmd_run(args):
 
 
 def cmd_demo(args):
-    from .demo import run_demo
-    run_demo(args)
+    from .demo import DemoError, run_demo
+    try:
+        run_demo(args)
+    except DemoError as e:
+        raise CliError(str(e)) from None
 
 
 # --- parser ------------------------------------------------------------------------------------

@@ -199,6 +199,10 @@ def _resources(build_dict):
             if isinstance(entry, dict) and entry.get("used") is not None}
 
 
+class DemoError(ValueError):
+    """The demo cannot run as asked (a build option that does not fit the model or the array)."""
+
+
 def run_demo(args):
     from .data import load_digits_split
     from .golden import predict
@@ -210,16 +214,21 @@ def run_demo(args):
     steps = 5
     started = time.perf_counter()
 
-    _step(1, steps, f"model: models/digits_{args.pe}.npz on the golden model")
     model = load_model(_model_path(args.pe))
+    try:     # the build first: a bad option stops here, before minutes of work
+        config = board_config(model, board=args.board, rows=args.rows, cols=args.cols,
+                              requant_lanes=args.requant_lanes,
+                              requant_pipeline=args.requant_pipeline)
+    except ValueError as e:      # CompileError included
+        raise DemoError(str(e)) from None
+
+    _step(1, steps, f"model: models/digits_{args.pe}.npz on the golden model")
     data = load_digits_split()
     x = quantize_images(model, data.test_x)
     golden = predict(model, x)
     accuracy = float((golden.argmax(axis=1) == data.test_y).mean())
     print(f"  integer accuracy on the digits test split: {accuracy:.2%} ({len(x)} images)")
 
-    config = board_config(model, board=args.board, rows=args.rows, cols=args.cols,
-                          requant_lanes=args.requant_lanes, requant_pipeline=args.requant_pipeline)
     _step(2, steps, f"Verilog: {args.pe} accelerator, {config.rows}x{config.cols} array")
     vpath = _generate(config, out)
     print(f"  {vpath} ({vpath.stat().st_size // 1024} KiB), build hash {config.build_hash[:16]}")

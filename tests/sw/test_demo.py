@@ -76,6 +76,15 @@ def test_a_build_that_misses_timing_is_built_again_below_its_fmax(tmp_path, monk
     assert outcome["first_attempt"] == {"clock_mhz": 48.0, "fmax_mhz": 33.2}
 
 
+def test_a_bad_build_option_stops_the_demo_before_it_starts(tmp_path, capsys):
+    from addershift.sw.cli import main
+    assert main(["demo", "--requant-lanes", "3", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == ("addershift demo: requant_lanes must be an integer in [1, 2], "
+                                    "not 3")
+    assert "[1/5]" not in captured.out and not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
