@@ -26,7 +26,7 @@ import time
 from amaranth.back import rtlil
 
 from addershift.hw.pool import GlobalAvgPool, MaxPool
-from addershift.hw.requant import Requantiser
+from addershift.hw.requant import PIPELINES, Requantiser
 
 #: Requantiser builds: the numeric contract's widths (bias 32 bits, shifts up to 40) and a compact
 #: one for 16-bit accumulators (a bias one bit wider than them, shifts up to 31).
@@ -45,6 +45,10 @@ def designs():
                          lambda mode=mode, widths=widths: Requantiser(mode=mode, **widths)))
         rows.append((f"requant mul {build} +dsp", "ice40-up5k-dsp",
                      lambda widths=widths: Requantiser(mode="mul", **widths)))
+    for mode in ("shift", "pow2x2"):   # the short pipeline small devices use
+        rows.append((f"requant {mode} contract short", "ice40-up5k",
+                     lambda mode=mode: Requantiser(mode=mode, **BUILDS["contract"],
+                                                   **PIPELINES["short"])))
     rows.append(("requant pow2x2 compact x4 lanes", "ice40-up5k",
                  lambda: Requantiser(mode="pow2x2", lanes=4, **BUILDS["compact"])))
     rows.append(("maxpool 2x2/2, 8 lanes, width 8", "ice40-up5k",
