@@ -350,12 +350,14 @@ class PE(wiring.Component):
         with m.If(run):
             m.d.sync += [t.eq(t_comb), c.eq(c_comb), valid1.eq(valid0), last1.eq(last0)]
             m.d.sync += self.done.eq(valid1 & last1)
-            # Clearing on `done` is the accumulator flip-flops' synchronous reset (no LUT); its
-            # clock enable, ~hold & (valid1 | done), is one LUT of registers shared by all PEs.
-            with m.If(self.done):
-                m.d.sync += self.acc.eq(0)
-            with m.Elif(valid1):
-                m.d.sync += self.acc.eq(self.acc + self._widen(t) + c)
+        # Clearing on `done` is the accumulator flip-flops' synchronous reset (no LUT), written as
+        # a reset that overrides the clock enable: ECP5 flip-flops have only that kind (one gated
+        # by the enable cost a LUT per bit there), and on iCE40 it folds into the enable. Reset
+        # and enable are each one LUT of registers shared by all PEs.
+        with m.If(self.done & run):
+            m.d.sync += self.acc.eq(0)
+        with m.Elif(valid1 & run):
+            m.d.sync += self.acc.eq(self.acc + self._widen(t) + c)
         return m
 
 
