@@ -21,6 +21,7 @@ import json
 import pathlib
 import re
 
+from addershift.boards.report import yosys_keep_commands
 from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
@@ -46,6 +47,13 @@ def parse(spec):
                        global_pool="nogap" not in parts[4:])
 
 
+def _write_script(d, *after_synth):
+    """``top.ys`` in ``d``: read ``top.il``, keep the array's deliberate register copies (as board
+    builds do), ``synth_ice40``, then ``after_synth``."""
+    (d / "top.ys").write_text("\n".join(["read_rtlil top.il", *yosys_keep_commands(),
+                                         "synth_ice40 -top top", *after_synth]) + "\n")
+
+
 def measure(spec, out):
     from amaranth.back import rtlil
     config = parse(spec)
@@ -53,8 +61,7 @@ def measure(spec, out):
     d = pathlib.Path(out) / spec.replace(":", "_")
     d.mkdir(parents=True, exist_ok=True)
     (d / "top.il").write_text(rtlil.convert(top, name="top", platform=_UltraPlus()))
-    (d / "top.ys").write_text("read_rtlil top.il\nsynth_ice40 -top top\n"
-                              "tee -q -o stat.txt stat\nwrite_json top.json\n")
+    _write_script(d, "tee -q -o stat.txt stat", "write_json top.json")
     run_tool("YOSYS", ["-q", "top.ys"], cwd=d, log_name="yosys.log")
     stat = (d / "stat.txt").read_text()
     cells = {k: int(v) for v, k in re.findall(r"^\s+(\d+)\s+(SB_\w+)", stat, re.M)}
@@ -109,8 +116,7 @@ def measure_parts(spec, out):
         d = pathlib.Path(out) / (spec.replace(":", "_") + "_parts") / name
         d.mkdir(parents=True, exist_ok=True)
         (d / "top.il").write_text(rtlil.convert(part, name="top", platform=_UltraPlus()))
-        (d / "top.ys").write_text("read_rtlil top.il\nsynth_ice40 -top top\n"
-                                  "tee -q -o stat.txt stat\n")
+        _write_script(d, "tee -q -o stat.txt stat")
         try:
             run_tool("YOSYS", ["-q", "top.ys"], cwd=d, log_name="yosys.log")
         except ToolError as e:

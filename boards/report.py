@@ -27,7 +27,8 @@ from .toolchain import run_tool
 # Source paths in reports are shown relative to the project (the folder holding boards/).
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-__all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_stat_commands",
+__all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_keep_commands",
+           "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
            "read_synthesis", "read_report",
            "synthesize"]
@@ -248,6 +249,14 @@ class Report:
 
 # --- parsing ------------------------------------------------------------------------------------
 
+def yosys_keep_commands():
+    """Yosys commands, right after reading the design, that mark the registers the hardware copies
+    on purpose (names containing :data:`~addershift.hw.array.REPLICA_SUFFIX`) ``keep``: each copy
+    cuts a high-fanout net, and Yosys would otherwise merge equal registers back into one."""
+    from ..hw.array import REPLICA_SUFFIX
+    return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %ci1:+$dff[Q] t:$dff %i"]
+
+
 def yosys_stat_commands(prefix):
     """Yosys commands around synthesis that write ``{prefix}.premap.json`` and ``{prefix}.stat.json``.
 
@@ -462,7 +471,7 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     (build_dir / f"{name}.il").write_text(rtlil.convert(top, name=name, platform=platform))
 
     after_read, after_synth = yosys_stat_commands(name)
-    script = [f"read_rtlil {name}.il", *after_read,
+    script = [f"read_rtlil {name}.il", *yosys_keep_commands(), *after_read,
               f"synth_{target.family} {' '.join(target.synth_opts)} -top {name}",
               *after_synth, f"write_json {name}.json"]
     (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")

@@ -37,7 +37,13 @@ from amaranth.lib.wiring import In, Out
 from ..sw.numerics import Op
 from .pe import _is_int, check_params, make_pe, rejected
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "REPLICA_SUFFIX"]
+
+#: Registers whose names contain this are deliberate copies that cut a high-fanout net; a
+#: synthesis flow must keep them apart (``boards.build`` marks them ``keep`` for Yosys).
+REPLICA_SUFFIX = "_replica"
+#: PEs whose result registers share one copy of the read-out control.
+PES_PER_REPLICA = 32
 
 
 def _check_dim(name, value):
@@ -237,14 +243,27 @@ class SystolicArray(wiring.Component):
         m.d.sync += [hold.eq(done_next & ~empty_next), empty.eq(empty_next)]
         with m.If(done & empty):
             m.d.sync += count.eq(rows)
-            for r in range(rows):
-                for c in range(cols):
-                    m.d.sync += result[r][c].eq(pes[r][c].acc)
         with m.Elif(take):
             m.d.sync += count.eq(count - 1)
-            for r in range(rows - 1):
-                for c in range(cols):
-                    m.d.sync += result[r][c].eq(result[r + 1][c])
+
+        # The result registers' enable and select, a cycle ahead as registers, one copy per group
+        # of rows: as one net reaching every result flip-flop they were the critical path of every
+        # array from 8x8 up on ECP5 (docs/cost.md). Board builds keep the copies apart
+        # (REPLICA_SUFFIX; Yosys would merge equal registers).
+        rows_per_copy = max(1, PES_PER_REPLICA // cols)
+        for g, first in enumerate(range(0, rows, rows_per_copy)):
+            group = range(first, min(first + rows_per_copy, rows))
+            shifting = [r for r in group if r < rows - 1]      # the last row has no successor
+            load = Signal(name=f"load{REPLICA_SUFFIX}{g}")     # == done & empty
+            full = Signal(name=f"full{REPLICA_SUFFIX}{g}")     # == ~empty
+            m.d.sync += load.eq(done_next & empty_next)
+            if shifting:
+                m.d.sync += full.eq(~empty_next)
+            with m.If(load):
+                m.d.sync += [result[r][c].eq(pes[r][c].acc) for r in group for c in range(cols)]
+            with m.Elif(full & self.o.ready):
+                m.d.sync += [result[r][c].eq(result[r + 1][c])
+                             for r in shifting for c in range(cols)]
 
         # Input: operands registered once, then broadcast along rows (x) and columns (w).
         after_last = Signal()

@@ -53,3 +53,19 @@ def test_luts_are_charged_to_the_registers_they_feed(tmp_path, target, family):
 def test_bad_family():
     with pytest.raises(ValueError, match=r"Family must be one of ice40, ecp5, not 'xc7'"):
         breakdown({"modules": {}}, family="xc7")
+
+
+@pytest.mark.parametrize("target, family", [("ice40-up5k", "ice40"), ("ecp5-85f", "ecp5")])
+def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, target, family):
+    """The array's per-group copies of its read-out control stay apart (Yosys merges equal
+    registers unless they are marked keep): one flip-flop each in the netlist, where without
+    the mark there is one in all."""
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "PES_PER_REPLICA", 2)
+    synthesize(array_module.SystolicArray(kind="adder", rows=3, cols=2, max_length=4),
+               target=target, build_dir=tmp_path, place=False)
+    by_name = {row["name"]: row for row in breakdown(tmp_path / "top.json", family=family,
+                                                      root=ROOT)}
+    # (The breakdown groups names that differ in numbers; the last row shifts nothing in.)
+    assert by_name["dut.load_replica*"]["ff"] == 3
+    assert by_name["dut.full_replica*"]["ff"] == 2
