@@ -25,12 +25,14 @@ output back-pressure only when a finished reduction cannot be copied because the
 not been read out completely: with ``o.ready`` always high, reductions of ``K >= rows`` steps
 stream back to back with no stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and
 ``o.valid`` are functions of registers only: no combinational path runs from ``o.ready`` to
-``i.ready``.
+``i.ready``. The array's reset is the design's one register later: ``i.ready`` is low for one
+cycle after a reset ends.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Module, Mux, ResetSignal, Signal,
+                          signed)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -199,11 +201,20 @@ class SystolicArray(wiring.Component):
         rows, cols = self._rows, self._cols
         acc_bits = self._pe.acc_bits
 
+        # Every register of the array is in `array`: the design's clock, and its reset one register
+        # later. The reset net spans the whole chip; on a 16x32 ECP5 array it reached the far PEs
+        # 7.7 ns after its flip-flop, the critical path. This copy sits among the PEs, and `i.ready`
+        # is low while it lasts, so no step enters an array still in reset.
+        m.domains.array = array_domain = ClockDomain("array", local=True)
+        in_reset = Signal(reset_less=True)
+        m.d.sync += in_reset.eq(ResetSignal())
+        m.d.comb += [array_domain.clk.eq(ClockSignal()), array_domain.rst.eq(in_reset)]
+
         pes = [[make_pe(self._kind, register_inputs=False, **self._pe_params) for _ in range(cols)]
                for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
-                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+                m.submodules[f"pe_{r}_{c}"] = DomainRenamer("array")(pes[r][c])
 
         # Result registers: one shift chain per column, row 0 at the output end.
         result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True)
@@ -231,7 +242,7 @@ class SystolicArray(wiring.Component):
         valid0, last0 = Signal(), Signal()
         valid1, last1 = Signal(), Signal()
         with m.If(run):
-            m.d.sync += [valid1.eq(valid0), last1.eq(last0)]
+            m.d.array += [valid1.eq(valid0), last1.eq(last0)]
         done_next = Mux(run, valid1 & last1, done)
         empty_next = Signal()
         with m.If(done & empty):
@@ -240,11 +251,11 @@ class SystolicArray(wiring.Component):
             m.d.comb += empty_next.eq(count == 1)
         with m.Else():
             m.d.comb += empty_next.eq(empty)
-        m.d.sync += [hold.eq(done_next & ~empty_next), empty.eq(empty_next)]
+        m.d.array += [hold.eq(done_next & ~empty_next), empty.eq(empty_next)]
         with m.If(done & empty):
-            m.d.sync += count.eq(rows)
+            m.d.array += count.eq(rows)
         with m.Elif(take):
-            m.d.sync += count.eq(count - 1)
+            m.d.array += count.eq(count - 1)
 
         # The result registers' enable and select, a cycle ahead as registers, one copy per group
         # of rows: as one net reaching every result flip-flop they were the critical path of every
@@ -256,13 +267,13 @@ class SystolicArray(wiring.Component):
             shifting = [r for r in group if r < rows - 1]      # the last row has no successor
             load = Signal(name=f"load{REPLICA_SUFFIX}{g}")     # == done & empty
             full = Signal(name=f"full{REPLICA_SUFFIX}{g}")     # == ~empty
-            m.d.sync += load.eq(done_next & empty_next)
+            m.d.array += load.eq(done_next & empty_next)
             if shifting:
-                m.d.sync += full.eq(~empty_next)
+                m.d.array += full.eq(~empty_next)
             with m.If(load):
-                m.d.sync += [result[r][c].eq(pes[r][c].acc) for r in group for c in range(cols)]
+                m.d.array += [result[r][c].eq(pes[r][c].acc) for r in group for c in range(cols)]
             with m.Elif(full & self.o.ready):
-                m.d.sync += [result[r][c].eq(result[r + 1][c])
+                m.d.array += [result[r][c].eq(result[r + 1][c])
                              for r in shifting for c in range(cols)]
 
         # Input: operands registered once, then broadcast along rows (x) and columns (w).
@@ -273,17 +284,17 @@ class SystolicArray(wiring.Component):
                  for c in range(cols)]
         transfer = Signal()
         m.d.comb += [
-            self.i.ready.eq(~hold & ~after_last),
+            self.i.ready.eq(~hold & ~after_last & ~in_reset),
             transfer.eq(self.i.valid & self.i.ready),
         ]
         with m.If(~hold):
-            m.d.sync += [
+            m.d.array += [
                 after_last.eq(transfer & self.i.payload.last),
                 valid0.eq(transfer),
                 last0.eq(self.i.payload.last),
             ]
-            m.d.sync += [x_reg[r].eq(self.i.payload.x[r]) for r in range(rows)]
-            m.d.sync += [w_reg[c].eq(self._pe.encode_weight(self.i.payload.w[c]))
+            m.d.array += [x_reg[r].eq(self.i.payload.x[r]) for r in range(rows)]
+            m.d.array += [w_reg[c].eq(self._pe.encode_weight(self.i.payload.w[c]))
                          for c in range(cols)]
 
         for r in range(rows):

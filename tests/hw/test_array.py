@@ -4,7 +4,7 @@ timing, and its parameter checks. ``sim/array/`` runs the generated Verilog on I
 
 import numpy as np
 import pytest
-from amaranth.hdl import Shape, signed
+from amaranth.hdl import ClockDomain, Module, Shape, signed
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
@@ -13,7 +13,7 @@ from addershift.hw.pe import ShiftWeight
 from addershift.sim.array_vectors import (exponent_tile, extreme_tiles, golden_tile,
                                           operand_corner_tiles, random_tile, step_payloads, step_words,
                                           unpack_row)
-from addershift.sim.streams import stream_receive, stream_send
+from addershift.sim.streams import stream_put, stream_receive, stream_send
 from addershift.sw.numerics import Op, acc_width
 
 
@@ -112,6 +112,47 @@ def test_read_out_control_copies_per_group_of_rows(monkeypatch):
     tiles = [random_tile(arr, int(k), rng) for k in (1, 9, 3, 7, 2, 5)]
     check_array(arr, tiles, idle=(0, 1, 0), stall=(0, 0, 3, 0, 9))
     check_array(arr, tiles)
+
+
+def test_reset_mid_reduction_starts_clean():
+    """A reset with a finished result unread and a reduction half summed: both are dropped. The
+    array's own reset is a register later than the design's, so ``i.ready`` stays low for one
+    cycle after it; then the next tiles sum from zero."""
+    rng = np.random.default_rng(13)
+    arr = SystolicArray(kind="adder", rows=2, cols=3, max_length=10)
+    top = Module()
+    top.domains.sync = domain = ClockDomain()
+    top.submodules.arr = arr
+    finished, partial = random_tile(arr, 6, rng), random_tile(arr, 8, rng)
+    after = [random_tile(arr, k, rng) for k in (3, 10, 1)]
+    received, reset_done = [], []
+
+    async def source(ctx):
+        for payload in step_payloads(arr, finished) + step_payloads(arr, partial)[:5]:
+            await stream_put(ctx, arr.i, payload)
+        ctx.set(domain.rst, 1)
+        for _ in range(2):          # single ticks: a repeated wait raises DomainReset
+            await ctx.tick()
+        ctx.set(domain.rst, 0)
+        assert (ctx.get(arr.i.ready), ctx.get(arr.o.valid)) == (0, 0)
+        await ctx.tick()
+        assert ctx.get(arr.i.ready)
+        reset_done.append(True)
+        await stream_send(ctx, arr.i, [p for tile in after for p in step_payloads(arr, tile)])
+
+    async def sink(ctx):
+        while not reset_done:
+            await ctx.tick()
+        received.extend(await stream_receive(ctx, arr.o, arr.rows * len(after)))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run_until(1e-6 * 500)
+    assert len(received) == arr.rows * len(after)
+    got = np.array([[int(v) for v in p.acc] for p in received])
+    np.testing.assert_array_equal(got, np.concatenate([golden_tile(arr, t) for t in after]))
 
 
 def test_array_blocked_output_keeps_every_result():
