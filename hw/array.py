@@ -42,7 +42,8 @@ from .pe import _is_int, check_params, make_pe, rejected
 __all__ = ["SystolicArray", "REPLICA_SUFFIX"]
 
 #: Registers whose names contain this are deliberate copies that cut a high-fanout net; a
-#: synthesis flow must keep them apart (``boards.build`` marks them ``keep`` for Yosys).
+#: synthesis flow must keep them apart (board builds mark them ``keep`` for Yosys:
+#: ``boards.report.yosys_keep_commands``).
 REPLICA_SUFFIX = "_replica"
 #: PEs whose result registers share one copy of the read-out control.
 PES_PER_REPLICA = 32
@@ -259,7 +260,7 @@ class SystolicArray(wiring.Component):
 
         # The result registers' enable and select, a cycle ahead as registers, one copy per group
         # of rows: as one net reaching every result flip-flop they were the critical path of every
-        # array from 8x8 up on ECP5 (docs/cost.md). Board builds keep the copies apart
+        # array from 8x8 up on ECP5 (docs/architecture.md). Board builds keep the copies apart
         # (REPLICA_SUFFIX; Yosys would merge equal registers).
         rows_per_copy = max(1, PES_PER_REPLICA // cols)
         for g, first in enumerate(range(0, rows, rows_per_copy)):
@@ -274,7 +275,7 @@ class SystolicArray(wiring.Component):
                 m.d.array += [result[r][c].eq(pes[r][c].acc) for r in group for c in range(cols)]
             with m.Elif(full & self.o.ready):
                 m.d.array += [result[r][c].eq(result[r + 1][c])
-                             for r in shifting for c in range(cols)]
+                              for r in shifting for c in range(cols)]
 
         # Input: operands registered once, then broadcast along rows (x) and columns (w).
         after_last = Signal()
@@ -295,7 +296,7 @@ class SystolicArray(wiring.Component):
             ]
             m.d.array += [x_reg[r].eq(self.i.payload.x[r]) for r in range(rows)]
             m.d.array += [w_reg[c].eq(self._pe.encode_weight(self.i.payload.w[c]))
-                         for c in range(cols)]
+                          for c in range(cols)]
 
         for r in range(rows):
             for c in range(cols):
