@@ -14,7 +14,8 @@ of latency), the run strobe with its 32-bit argument, ``busy``/``done``/``error`
 (total, busy PE and stall cycles). Memories are word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
 two, ``hw.config.host_word_bytes``), least significant byte first. A word is written when its last
-used byte is written, with the bytes written before it since (write words whole, in order). Memory
+used byte is written, with the bytes written just before it as its lower bytes (so write words
+whole, in order). Memory
 regions are for use while the accelerator is idle: writes are ignored and reads undefined while it
 runs; the ``counters`` region may be read at any time.
 
@@ -23,7 +24,7 @@ Run argument: bits 0-7 the first stage, bits 8-15 the number of stages (0: up to
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -137,6 +138,8 @@ class Accelerator(wiring.Component):
             gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.hold.eq(seq.gen_hold),
             feeder.desc.eq(seq.wb_desc), wb.desc.eq(seq.wb_desc),
             feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start), seq.wb_busy.eq(wb.busy),
+            # At the write side's start the generator's descriptor is still the stage's.
+            feeder.rq_base.eq(seq.desc.rq_base),
             perf_w.en.eq(seq.perf_en), perf_w.addr.eq(seq.perf_addr), perf_w.data.eq(seq.perf_data),
         ]
 
@@ -176,25 +179,24 @@ class Accelerator(wiring.Component):
         targets = {"weights": cfg.weight_word_bits, "params": cfg.param_word_bits,
                    "act0": cfg.act_word_bits, "act1": cfg.act_word_bits,
                    "counters": cfg.counter_bits}
-        stage_bytes = max(-(-bits // 8) for bits in targets.values())
-        staging = Signal(8 * stage_bytes)
+        # The bytes before a word's last one wait in a shift register: words are written whole
+        # and in order, so they are the bytes written just before it. (Merging each byte into its
+        # place instead cost a multiplexer per staged bit.)
+        stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - 1)
+        staging = Signal(max(1, stage_bits))
         host_word, host_commit = {}, {}
         m.d.comb += bus.write.ready.eq(1)
+        if stage_bits:
+            with m.If(bus.write.valid):
+                m.d.sync += staging.eq(Cat(staging[8:], wr.data))
         for name, bits in targets.items():
             lg = (host_word_bytes(bits) - 1).bit_length()
             used = -(-bits // 8)
             byte = w_offset[:lg] if lg else 0
             host_word[name] = w_offset[lg:]
-            merged = Signal(8 * stage_bytes, name=f"host_{name}_word")
-            m.d.comb += merged.eq(staging)
-            with m.Switch(byte):
-                for b in range(used):
-                    with m.Case(b):
-                        m.d.comb += merged.word_select(b, 8).eq(wr.data)
+            word = Cat(staging[stage_bits - 8 * (used - 1):stage_bits], wr.data)
             hit = bus.write.valid & (w_region == REGIONS[name])
-            host_commit[name] = (hit & ~busy & (byte == used - 1), merged[:bits])
-            with m.If(hit):
-                m.d.sync += staging.eq(merged)
+            host_commit[name] = (hit & ~busy & (byte == used - 1), word[:bits])
 
         # Host reads: the address is taken when no byte is in flight; its word arrives in the next
         # cycle and the byte is selected from it into a register, offered from there. (The
@@ -207,10 +209,12 @@ class Accelerator(wiring.Component):
                      accept.eq(bus.read_addr.valid & ~pending & ~offered)]
         rd_word = {name: rd.offset[(host_word_bytes(bits) - 1).bit_length():]
                    for name, bits in targets.items()}
-        rd_region = Signal(8)
+        # The region, decoded as the address is taken: one flag per region.
+        rd_in = {name: Signal(name=f"rd_in_{name}") for name in targets}
         rd_offset = Signal(8)
         with m.If(accept):
-            m.d.sync += [pending.eq(1), rd_region.eq(rd.region), rd_offset.eq(rd.offset[:8])]
+            m.d.sync += [pending.eq(1), rd_offset.eq(rd.offset[:8])]
+            m.d.sync += [flag.eq(rd.region == REGIONS[name]) for name, flag in rd_in.items()]
         with m.Elif(pending):
             m.d.sync += [pending.eq(0), offered.eq(1)]
         with m.Elif(bus.read_data.valid & bus.read_data.ready):
@@ -258,16 +262,16 @@ class Accelerator(wiring.Component):
         rd_byte = Signal(8)
         m.d.comb += bus.read_data.valid.eq(offered)
         m.d.comb += bus.read_data.payload.eq(rd_byte)
+        picked = 0
+        for name, word in words.items():
+            bits = targets[name]
+            lg = (host_word_bytes(bits) - 1).bit_length()
+            padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
+            m.d.comb += padded.eq(word)
+            picked |= Mux(rd_in[name], padded.word_select(rd_offset[:lg], 8) if lg else padded[:8],
+                          0)
         with m.If(pending):
-            with m.Switch(rd_region):
-                for name, word in words.items():
-                    bits = targets[name]
-                    lg = (host_word_bytes(bits) - 1).bit_length()
-                    padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
-                    m.d.comb += padded.eq(word)
-                    with m.Case(REGIONS[name]):
-                        m.d.sync += rd_byte.eq(padded.word_select(rd_offset[:lg], 8)
-                                               if lg else padded[:8])
+            m.d.sync += rd_byte.eq(picked)
         return m
 
 

@@ -84,29 +84,38 @@ class Im2colGenerator(wiring.Component):
         cfg, d = self._config, self.desc
         R, C = cfg.rows, cfg.cols
         a = cfg.act_addr_bits
-        pos = signed(DIM_BITS + 3)        # ih0, iw0 (from -pad to (OH - 1) * stride - pad)
-        base_shape = signed(a + 3)        # base (from -pad * W - pad to H * W)
-        off_shape = unsigned(a + 1)       # offsets inside one input (checked by the compiler)
+        # ih0, iw0 and ih, iw of real pixels lie in [-pad, H + pad - 1]; the compiler keeps H, W
+        # and pad below 2 ** DIM_BITS and H * W and pad * (W + 1) within the activation memory,
+        # so both ends are below 2 ** (min(a, DIM_BITS) + 1) in magnitude. (Rows past the last
+        # pixel may wrap: their valid bit is 0.)
+        pos = signed(min(a, DIM_BITS) + 2)
+        # Addresses and offsets only ever meet in a sum of which the memory takes the low a bits:
+        # they are kept modulo 2 ** a (base0 is negative with padding).
+        base_shape = unsigned(a)
+        off_shape = unsigned(a)
 
         # --- walker: fills the shadow pixel registers, one pixel per cycle ------------------
         w_ow = Signal(DIM_BITS)
         w_ih0, w_iw0 = Signal(pos), Signal(pos)
         w_base, w_row_base = Signal(base_shape), Signal(base_shape)
         w_left = Signal(cfg.count_bits)       # pixels of this pass not yet walked
-        w_tile = Signal(cfg.count_bits)
         fill = Signal(range(R + 1))       # shadow rows loaded
         sh_ih0 = [Signal(pos, name=f"sh_ih0_{r}") for r in range(R)]
         sh_iw0 = [Signal(pos, name=f"sh_iw0_{r}") for r in range(R)]
         sh_base = [Signal(base_shape, name=f"sh_base_{r}") for r in range(R)]
         sh_pv = [Signal(name=f"sh_pv_{r}") for r in range(R)]
+        sh_last = Signal()                # the shadow holds the pass's last tile
 
-        # w_ow == out_w_m1 and w_tile == tiles_m1, kept as registers: compares in front of the
-        # walker registers' enables were the critical path on an iCE40.
-        w_ow_last, w_tile_last = Signal(), Signal()
+        # w_ow == out_w_m1 and w_left <= 1, kept as registers: compares in front of the walker
+        # registers' enables were the critical path on an iCE40. A tile is the pass's last when
+        # at most one pixel is left for its last row (an earlier tile leaves at least two for
+        # it), so no tile counter is needed.
+        w_ow_last, w_few = Signal(), Signal()
 
         def walker_reset():
             return [w_ow.eq(0), w_ih0.eq(-d.pad), w_iw0.eq(-d.pad), w_base.eq(d.base0),
-                    w_row_base.eq(d.base0), w_left.eq(d.pixels), w_ow_last.eq(d.out_w_m1 == 0)]
+                    w_row_base.eq(d.base0), w_left.eq(d.pixels), w_few.eq(d.pixels <= 1),
+                    w_ow_last.eq(d.out_w_m1 == 0)]
 
         active = Signal()                 # the stage is running (steps or fills remain)
         walk = Signal()
@@ -119,13 +128,13 @@ class Im2colGenerator(wiring.Component):
                                      sh_base[r].eq(w_base), sh_pv[r].eq(w_left != 0)]
             m.d.sync += fill.eq(fill + 1)
             with m.If(w_left != 0):
-                m.d.sync += w_left.eq(w_left - 1)
-            with m.If((fill == R - 1) & w_tile_last):
+                m.d.sync += [w_left.eq(w_left - 1), w_few.eq(w_left <= 2)]
+            with m.If(fill == R - 1):
+                m.d.sync += sh_last.eq(w_few)
+            with m.If((fill == R - 1) & w_few):
                 # The pass over all pixels is complete: the next group starts at pixel 0.
-                m.d.sync += walker_reset() + [w_tile.eq(0), w_tile_last.eq(d.tiles_m1 == 0)]
+                m.d.sync += walker_reset()
             with m.Else():
-                with m.If(fill == R - 1):
-                    m.d.sync += [w_tile.eq(w_tile + 1), w_tile_last.eq(w_tile + 1 == d.tiles_m1)]
                 with m.If(w_ow_last):
                     m.d.sync += [w_ow.eq(0), w_ih0.eq(w_ih0 + d.stride), w_iw0.eq(-d.pad),
                                  w_row_base.eq(w_row_base + d.row_step),
@@ -140,6 +149,7 @@ class Im2colGenerator(wiring.Component):
         cur_iw0 = [Signal(pos, name=f"iw0_{r}") for r in range(R)]
         cur_base = [Signal(base_shape, name=f"base_{r}") for r in range(R)]
         cur_pv = [Signal(name=f"pv_{r}") for r in range(R)]
+        tile_last = Signal()              # the current tile is the group's last
         loaded = Signal()                 # the current registers hold an unfinished tile
         issuing = Signal()                # steps remain in this stage
         with m.If(issuing & ~loaded & (fill == R)):
@@ -147,6 +157,7 @@ class Im2colGenerator(wiring.Component):
             for r in range(R):
                 m.d.sync += [cur_ih0[r].eq(sh_ih0[r]), cur_iw0[r].eq(sh_iw0[r]),
                              cur_base[r].eq(sh_base[r]), cur_pv[r].eq(sh_pv[r])]
+            m.d.sync += tile_last.eq(sh_last)
 
         # --- reduction counters --------------------------------------------------------------
         c = Signal(range(cfg.max_k + 1))
@@ -155,7 +166,6 @@ class Im2colGenerator(wiring.Component):
         kh_off = Signal(off_shape)        # kh * W
         kw_off = Signal(off_shape)        # kh * W + kw
         cg_off = Signal(off_shape)        # (c // C) * H * W
-        tile = Signal(cfg.count_bits)
         og = Signal(DIM_BITS)
         w_addr = Signal(cfg.weight_addr_bits)
         og_base = Signal(cfg.weight_addr_bits)
@@ -164,15 +174,14 @@ class Im2colGenerator(wiring.Component):
         kw_last = kw == d.kw_m1
         kh_last = kh == d.kh_m1
         last = c_last & kw_last & kh_last
-        tile_last = tile == d.tiles_m1
         og_last = og == d.og_m1
 
         offset = Signal(off_shape)
         m.d.comb += offset.eq(kw_off + cg_off)
         p = self.o.payload
         for r in range(R):
-            ih = Signal(signed(DIM_BITS + 4), name=f"ih_{r}")
-            iw = Signal(signed(DIM_BITS + 4), name=f"iw_{r}")
+            ih = Signal(pos, name=f"ih_{r}")
+            iw = Signal(pos, name=f"iw_{r}")
             m.d.comb += [
                 ih.eq(cur_ih0[r] + kh), iw.eq(cur_iw0[r] + kw),
                 p.addr[r].eq(cur_base[r] + offset),
@@ -208,16 +217,16 @@ class Im2colGenerator(wiring.Component):
             with m.If(last):
                 m.d.sync += loaded.eq(0)
                 with m.If(tile_last):
-                    m.d.sync += [tile.eq(0), og.eq(og + 1), og_base.eq(w_addr + 1)]
+                    m.d.sync += [og.eq(og + 1), og_base.eq(w_addr + 1)]
                     with m.If(og_last):
                         m.d.sync += [issuing.eq(0), active.eq(0)]
                 with m.Else():
-                    m.d.sync += [tile.eq(tile + 1), w_addr.eq(og_base)]
+                    m.d.sync += w_addr.eq(og_base)
 
         with m.If(self.start):
             m.d.sync += walker_reset() + [
-                w_tile.eq(0), w_tile_last.eq(d.tiles_m1 == 0), fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
+                fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
                 c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), kh_off.eq(0), kw_off.eq(0), cg_off.eq(0),
-                tile.eq(0), og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
+                og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ]
         return m

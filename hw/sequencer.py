@@ -67,7 +67,9 @@ class Sequencer(wiring.Component):
     wb_stage : ``Out(8)``
         The stage the write side writes (its output buffer is ``(wb_stage + 1) % 2``).
     wb_desc : ``Out(write_layout(config))``, wb_start : ``Out(1)``, wb_busy : ``In(1)``
-        The write side's fields, its start pulse, and whether it still has rows to write.
+        The write side's fields, its start pulse, and whether it still has rows to write. In
+        the cycle of ``wb_start`` ``desc`` still holds the same stage (the write side's start-only
+        fields are read from there).
     step, step_busy : ``In``
         The array took a k-step this cycle, with ``step_busy`` useful PEs.
     mem_addr, mem_read : ``Out``, mem_data : ``In``
@@ -104,7 +106,10 @@ class Sequencer(wiring.Component):
         slot, W = self._slot, cfg.weight_word_bits
         shift = (slot - 1).bit_length()
 
-        # Only the words that hold fields are loaded (a slot is padded to a power of two).
+        # Only the words that hold fields are loaded (a slot is padded to a power of two), each
+        # straight into its place: bits that nothing reads (the last word's padding, the magic,
+        # fields of features the build lacks) are then left out by synthesis. (Shifted in, every
+        # bit was a flip-flop: a logic cell each on an iCE40.)
         words = -(-self.desc.shape().size // W)
         desc_reg = Signal(words * W)
         m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
@@ -160,9 +165,16 @@ class Sequencer(wiring.Component):
         issued = Signal(range(words + 1))
         received = Signal(range(words + 1))
         pending = Signal()
+        magic_ok = Signal()        # the magic, checked as its word arrives
+        magic = self.desc.shape()["magic"]
+        assert magic.offset + magic.width <= W, "the magic must lie in the first word"
         m.d.sync += pending.eq(self.mem_read)
         with m.If(pending):
-            m.d.sync += [desc_reg.eq(Cat(desc_reg[W:], self.mem_data)), received.eq(received + 1)]
+            m.d.sync += [desc_reg.word_select(received, W).eq(self.mem_data),
+                         received.eq(received + 1)]
+            with m.If(received == 0):
+                m.d.sync += magic_ok.eq(self.mem_data[magic.offset:][:magic.width]
+                                        == DESCRIPTOR_MAGIC)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -180,7 +192,7 @@ class Sequencer(wiring.Component):
                 with m.If(received == words):
                     m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If(self.desc.magic != DESCRIPTOR_MAGIC):
+                with m.If(~magic_ok):
                     m.d.sync += self.error.eq(Error.BAD_DESCRIPTOR)
                     m.next = "FINISH"
                 with m.Else():
@@ -225,7 +237,9 @@ class RequantFeeder(wiring.Component):
     -------
     desc : ``In(write_layout(config))``
     start : ``In(1)``
-        Begin a stage: parameters are read from word ``desc.rq_base``.
+        Begin a stage: parameters are read from word ``rq_base``.
+    rq_base : ``In(config.param_addr_bits)``
+        The stage's first parameter word (read only with ``start``).
     mem_addr : ``Out``, mem_data : ``In``
         The parameter memory's read port (always enabled; data one cycle after the address).
     i : ``In(stream.Signature(array_out_layout))``
@@ -240,6 +254,7 @@ class RequantFeeder(wiring.Component):
         super().__init__({
             "desc": In(write_layout(config)),
             "start": In(1),
+            "rq_base": In(config.param_addr_bits),
             "mem_addr": Out(config.param_addr_bits),
             "mem_data": In(config.param_word_bits),
             "i": In(stream.Signature(array_out_layout)),
@@ -257,7 +272,7 @@ class RequantFeeder(wiring.Component):
         primed = Signal()                         # mem_data holds the current transfer's word
         chunk = Signal(range(chunks))
         row = Signal(range(R))
-        tile = Signal.like(d.tiles_m1)
+        left = Signal.like(d.pixels)              # pixels of the group from this tile's first on
 
         acc_elem = self.i.payload.acc.shape().elem_shape
         acc_chunks = data.ArrayLayout(data.ArrayLayout(acc_elem, L), chunks)(
@@ -271,8 +286,9 @@ class RequantFeeder(wiring.Component):
             self.o.payload.relu.eq(d.relu),
         ]
 
-        # tile == tiles_m1, kept as a flag: the compare in front of the memory's address was
-        # the critical path on an iCE40.
+        # left <= rows (the group's last tile), kept as a flag: the compare in front of the
+        # memory's address was the critical path on an iCE40. (Counting pixels, not tiles,
+        # leaves the tile count to the generator's descriptor: no copy for the write side.)
         tile_last = Signal()
         advance = self.o.valid & self.o.ready
         take = advance & last_chunk               # a whole row has gone
@@ -280,20 +296,19 @@ class RequantFeeder(wiring.Component):
         # The next transfer's word: the next lanes of the row, or the row's first lanes again
         # for the group's next row; after the group's last row, the next group's first.
         following = Mux(last_chunk & ~group_end, group_base, addr + 1)
-        m.d.comb += self.mem_addr.eq(Mux(self.start, d.rq_base, Mux(advance, following, addr)))
+        m.d.comb += self.mem_addr.eq(Mux(self.start, self.rq_base, Mux(advance, following, addr)))
         m.d.sync += addr.eq(self.mem_addr)
         with m.If(advance):
             m.d.sync += chunk.eq(_wrap_inc(chunk, chunks - 1))
         with m.If(take):
             m.d.sync += row.eq(_wrap_inc(row, R - 1))
             with m.If(row == R - 1):
-                m.d.sync += [tile.eq(Mux(tile_last, 0, tile + 1)),
-                             tile_last.eq(Mux(tile_last, d.tiles_m1 == 0,
-                                              tile + 1 == d.tiles_m1))]
+                m.d.sync += [left.eq(Mux(tile_last, d.pixels, left - R)),
+                             tile_last.eq(Mux(tile_last, d.pixels <= R, left <= 2 * R))]
         with m.If(group_end):
             m.d.sync += group_base.eq(addr + 1)
 
         with m.If(self.start):
-            m.d.sync += [group_base.eq(d.rq_base), primed.eq(1), row.eq(0), tile.eq(0),
-                         tile_last.eq(d.tiles_m1 == 0), chunk.eq(0)]
+            m.d.sync += [group_base.eq(self.rq_base), primed.eq(1), row.eq(0), left.eq(d.pixels),
+                         tile_last.eq(d.pixels <= R), chunk.eq(0)]
         return m

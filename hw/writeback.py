@@ -77,8 +77,6 @@ class Writeback(wiring.Component):
 
         # Row position (the stream order) and the layer's pixel position.
         row = Signal(range(R))
-        tile = Signal(cfg.count_bits)
-        tile_last = Signal()              # tile == tiles_m1, as a flag (off the enables' path)
         og = Signal(DIM_BITS)
         left = Signal(cfg.count_bits)         # pixels of this group not written yet
         ow_c = Signal(DIM_BITS)
@@ -153,14 +151,13 @@ class Writeback(wiring.Component):
 
         with m.If(take):
             m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
-            with m.If(row == R - 1):
-                with m.If(tile_last):
-                    m.d.sync += [tile.eq(0), tile_last.eq(d.tiles_m1 == 0), og.eq(og + 1)]
-                    m.d.sync += group_reset(og_dest + d.out_hw)
-                    with m.If(og == d.og_m1):
-                        m.d.sync += active.eq(0)
-                with m.Else():
-                    m.d.sync += [tile.eq(tile + 1), tile_last.eq(tile + 1 == d.tiles_m1)]
+            # The group's last tile: at its last row at most one pixel is left (at an earlier
+            # tile's, at least two), so no tile counter is needed.
+            with m.If((row == R - 1) & (left[1:] == 0)):
+                m.d.sync += og.eq(og + 1)
+                m.d.sync += group_reset(og_dest + d.out_hw)
+                with m.If(og == d.og_m1):
+                    m.d.sync += active.eq(0)
 
         # Stage 2: merge (max pooling) or round the sums (global average pooling), and write.
         old = lane(self.r_data)
@@ -182,6 +179,5 @@ class Writeback(wiring.Component):
                      self.busy.eq(active | s1_valid)]
 
         with m.If(self.start):
-            m.d.sync += [row.eq(0), tile.eq(0), tile_last.eq(d.tiles_m1 == 0), og.eq(0),
-                         active.eq(1), part.eq(0)] + group_reset(0)
+            m.d.sync += [row.eq(0), og.eq(0), active.eq(1), part.eq(0)] + group_reset(0)
         return m

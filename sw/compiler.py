@@ -121,9 +121,11 @@ def descriptor_fields(config):
     ]
 
 
-#: The fields the write side (requantisation parameter feeder and write-back) reads. The sequencer
-#: keeps a copy of them for the stage being written while it loads the next stage's descriptor.
-WRITE_FIELDS = ("last", "relu", "pool", "gap", "out_w_m1", "pixels", "tiles_m1", "og_m1", "rq_base",
+#: The fields the write side (requantisation parameter feeder and write-back) reads while it runs.
+#: The sequencer keeps a copy of them for the stage being written while it loads the next stage's
+#: descriptor. (``rq_base`` is read only at the write side's start, when the sequencer's descriptor
+#: still holds that stage: no copy.)
+WRITE_FIELDS = ("relu", "pool", "gap", "out_w_m1", "pixels", "og_m1",
                 "pool_k", "pool_s", "pool_w", "pool_h", "out_hw", "gap_shift")
 
 
