@@ -254,7 +254,7 @@ def yosys_keep_commands():
     on purpose (names containing :data:`~addershift.hw.array.REPLICA_SUFFIX`) ``keep``: each copy
     cuts a high-fanout net, and Yosys would otherwise merge equal registers back into one."""
     from ..hw.array import REPLICA_SUFFIX
-    return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %ci1:+$dff[Q] t:$dff %i"]
+    return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %a %ci1:+$dff[Q] t:$dff %i"]
 
 
 def yosys_stat_commands(prefix):

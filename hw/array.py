@@ -14,8 +14,9 @@ taken, ``valid`` never waits for ``ready``):
   rows in order ``0 .. rows - 1``, ``last`` set on row ``rows - 1``.
 
 Dataflow (``docs/architecture.md`` has the diagram and the measurements): operands are registered
-once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c``; every PE
-keeps its own accumulator (output stationary). When a reduction finishes, every accumulator is copied
+once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c`` (an array
+larger than :data:`TILE` x :data:`TILE` has a copy of each operand register, and of the control,
+per tile, so that no net spans the chip); every PE keeps its own accumulator (output stationary). When a reduction finishes, every accumulator is copied
 into a result register; the result registers form one shift chain per column that the output stream
 drains a row per transfer while the PEs already sum the next reduction.
 
@@ -45,8 +46,9 @@ __all__ = ["SystolicArray", "REPLICA_SUFFIX"]
 #: synthesis flow must keep them apart (board builds mark them ``keep`` for Yosys:
 #: ``boards.report.yosys_keep_commands``).
 REPLICA_SUFFIX = "_replica"
-#: PEs whose result registers share one copy of the read-out control.
-PES_PER_REPLICA = 32
+#: The array is cut into tiles of at most TILE x TILE PEs; each tile has its own copy of the
+#: read-out and PE control and of the operand registers of its rows and columns.
+TILE = 8
 
 
 def _check_dim(name, value):
@@ -237,7 +239,7 @@ class SystolicArray(wiring.Component):
         # A finished reduction waits, freezing the array, while unread rows remain:
         # hold = done & ~empty. `hold` is the clock enable of every register in the array, so it
         # is itself a register, computed a cycle ahead from the next values of `done` and `empty`
-        # (the control pipeline below mirrors the PEs'; synthesis merges the copies).
+        # (the control pipeline below mirrors the PEs'; synthesis merges it with a tile's).
         hold = Signal()
         run = ~hold
         valid0, last0 = Signal(), Signal()
@@ -258,31 +260,27 @@ class SystolicArray(wiring.Component):
         with m.Elif(take):
             m.d.array += count.eq(count - 1)
 
-        # The result registers' enable and select, a cycle ahead as registers, one copy per group
-        # of rows: as one net reaching every result flip-flop they were the critical path of every
-        # array from 8x8 up on ECP5 (docs/architecture.md). Board builds keep the copies apart
-        # (REPLICA_SUFFIX; Yosys would merge equal registers).
-        rows_per_copy = max(1, PES_PER_REPLICA // cols)
-        for g, first in enumerate(range(0, rows, rows_per_copy)):
-            group = range(first, min(first + rows_per_copy, rows))
-            shifting = [r for r in group if r < rows - 1]      # the last row has no successor
-            load = Signal(name=f"load{REPLICA_SUFFIX}{g}")     # == done & empty
-            full = Signal(name=f"full{REPLICA_SUFFIX}{g}")     # == ~empty
-            m.d.array += load.eq(done_next & empty_next)
-            if shifting:
-                m.d.array += full.eq(~empty_next)
-            with m.If(load):
-                m.d.array += [result[r][c].eq(pes[r][c].acc) for r in group for c in range(cols)]
-            with m.Elif(full & self.o.ready):
-                m.d.array += [result[r][c].eq(result[r + 1][c])
-                              for r in shifting for c in range(cols)]
+        # Tiles of at most TILE x TILE PEs, each with its own copy of the control below and of the
+        # operand registers: a net that reaches every PE spans the chip, and placement spreads even
+        # one row of a large array across it. On ECP5 these nets were the critical path in turn:
+        # the result registers' enable from 8x8 up, then at 16x32 an x register 7.8 ns of routing
+        # from its far PEs, then a row's accumulator reset (docs/architecture.md). Board builds keep
+        # the copies apart (REPLICA_SUFFIX; Yosys would merge equal registers).
+        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
+        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
+        single = len(row_blocks) == len(col_blocks) == 1
 
-        # Input: operands registered once, then broadcast along rows (x) and columns (w).
+        def copies(name, shape, count, n):
+            # Data registers need no reset (valid bits say when they matter): fewer reset nets.
+            return [[Signal(shape, reset_less=True,
+                            name=f"{name}_{i}" if n == 1 else f"{name}_{i}{REPLICA_SUFFIX}{k}")
+                     for k in range(n)] for i in range(count)]
+
+        # Input: operands registered once (a copy per tile), then broadcast along rows (x) and
+        # columns (w).
+        x_reg = copies("x", signed(self.x_bits), rows, len(col_blocks))
+        w_reg = copies("w", self._pe.operand_shape, cols, len(row_blocks))
         after_last = Signal()
-        # Data registers need no reset (valid bits say when they matter): fewer reset nets.
-        x_reg = [Signal(signed(self.x_bits), name=f"x_{r}", reset_less=True) for r in range(rows)]
-        w_reg = [Signal(self._pe.operand_shape, name=f"w_{c}", reset_less=True)
-                 for c in range(cols)]
         transfer = Signal()
         m.d.comb += [
             self.i.ready.eq(~hold & ~after_last & ~in_reset),
@@ -294,18 +292,44 @@ class SystolicArray(wiring.Component):
                 valid0.eq(transfer),
                 last0.eq(self.i.payload.last),
             ]
-            m.d.array += [x_reg[r].eq(self.i.payload.x[r]) for r in range(rows)]
-            m.d.array += [w_reg[c].eq(self._pe.encode_weight(self.i.payload.w[c]))
-                          for c in range(cols)]
+            m.d.array += [copy.eq(self.i.payload.x[r]) for r in range(rows) for copy in x_reg[r]]
+            m.d.array += [copy.eq(self._pe.encode_weight(self.i.payload.w[c]))
+                          for c in range(cols) for copy in w_reg[c]]
 
-        for r in range(rows):
-            for c in range(cols):
-                pe = pes[r][c]
-                m.d.comb += [
-                    pe.x.eq(x_reg[r]),
-                    pe.w.eq(w_reg[c]),
-                    pe.valid.eq(valid0),
-                    pe.last.eq(last0),
-                    pe.hold.eq(hold),
-                ]
+        for tr, tile_rows in enumerate(row_blocks):
+            for tc, tile_cols in enumerate(col_blocks):
+                tile = f"{REPLICA_SUFFIX}{tr}_{tc}"
+                # Read-out: the result registers' enable and select as registers a cycle ahead.
+                load = Signal(name=f"load{tile}")        # == done & empty
+                full = Signal(name=f"full{tile}")        # == ~empty
+                shifting = [r for r in tile_rows if r < rows - 1]   # the last row has no successor
+                m.d.array += load.eq(done_next & empty_next)
+                if shifting:
+                    m.d.array += full.eq(~empty_next)
+                with m.If(load):
+                    m.d.array += [result[r][c].eq(pes[r][c].acc)
+                                  for r in tile_rows for c in tile_cols]
+                with m.Elif(full & self.o.ready):
+                    m.d.array += [result[r][c].eq(result[r + 1][c])
+                                  for r in shifting for c in tile_cols]
+                # The PEs' control: `hold` and `valid` become the clock enable and `done` the reset
+                # of every accumulator bit.
+                if single:
+                    pe_valid, pe_last, pe_hold = valid0, last0, hold
+                else:
+                    pe_valid, pe_last, pe_hold = (Signal(name=f"{name}{tile}")
+                                                  for name in ("valid", "last", "hold"))
+                    m.d.array += pe_hold.eq(done_next & ~empty_next)
+                    with m.If(~hold):
+                        m.d.array += [pe_valid.eq(transfer), pe_last.eq(self.i.payload.last)]
+                for r in tile_rows:
+                    for c in tile_cols:
+                        pe = pes[r][c]
+                        m.d.comb += [
+                            pe.x.eq(x_reg[r][tc]),
+                            pe.w.eq(w_reg[c][tr]),
+                            pe.valid.eq(pe_valid),
+                            pe.last.eq(pe_last),
+                            pe.hold.eq(pe_hold),
+                        ]
         return m

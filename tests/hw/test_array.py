@@ -80,7 +80,7 @@ def check_array(arr, tiles, **kwargs):
     ("shift", 4, 1, dict(x_bits=6, p_min=-2, p_max=3, max_length=12)),
     ("mul", 5, 3, dict(max_length=25)),
     ("mul", 1, 6, dict(x_bits=4, w_bits=7, max_length=16)),
-    ("adder", 3, 33, dict(max_length=6)),    # a copy of the read-out control per row
+    ("adder", 3, 33, dict(max_length=6)),    # five tiles in a row
 ])
 def test_array_against_golden(kind, rows, cols, params):
     rng = np.random.default_rng(rows * 100 + cols)
@@ -103,10 +103,11 @@ def test_array_full_speed(kind):
     check_array(arr, tiles)
 
 
-def test_read_out_control_copies_per_group_of_rows(monkeypatch):
-    """Groups of two rows, each with its own copy of the result registers' enable and select."""
+def test_tiles_with_their_own_control_and_operands(monkeypatch):
+    """Tiles of 2x2 PEs (the last row a tile of its own), each with its own copy of the read-out
+    and PE control and of its operand registers."""
     import addershift.hw.array as array_module
-    monkeypatch.setattr(array_module, "PES_PER_REPLICA", 4)
+    monkeypatch.setattr(array_module, "TILE", 2)
     rng = np.random.default_rng(11)
     arr = SystolicArray(kind="adder", rows=7, cols=2, max_length=9)
     tiles = [random_tile(arr, int(k), rng) for k in (1, 9, 3, 7, 2, 5)]
