@@ -128,11 +128,13 @@ def _shapes(count, seed):
 
 # The default run: one shape per kind and simulator, a few thousand output values each. Icarus
 # takes the full 8 x 8 adder array; Verilator, whose C++ build of 64 PEs alone takes about a
-# minute of this machine's CPU, smaller ones.
+# minute of this machine's CPU, smaller ones. Two adder shapes cross a tile boundary, so the
+# per-tile copies of operands and control run as Verilog too.
 DEFAULT_CASES = [
     ("icarus", "adder", 8, 8, 8), ("icarus", "shift", 3, 5, 40), ("icarus", "mul", 6, 2, 50),
-    ("verilator", "adder", 5, 3, 40), ("verilator", "shift", 2, 7, 40),
-    ("verilator", "mul", 4, 4, 40),
+    ("icarus", "adder", 9, 3, 30),          # two tiles of rows (hw.array.TILE)
+    ("verilator", "adder", 3, 9, 40),       # two tiles of columns
+    ("verilator", "shift", 2, 7, 40), ("verilator", "mul", 4, 4, 40),
 ]
 
 
