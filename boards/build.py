@@ -25,7 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .board import Board, get_board, pin_buffer
-from .report import TimingError, read_report, yosys_keep_commands, yosys_stat_commands
+from .report import read_report, yosys_keep_commands, yosys_stat_commands
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
 

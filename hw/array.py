@@ -37,7 +37,6 @@ from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Module, Mux, 
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.numerics import Op
 from .pe import _is_int, check_params, make_pe, rejected
 
 __all__ = ["SystolicArray", "REPLICA_SUFFIX"]

@@ -38,7 +38,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.numerics import Op, acc_width, int_range
+from ..sw.numerics import Op, acc_width
 
 __all__ = ["Sign", "ShiftWeight", "PE", "AdderPE", "ShiftPE", "MulPE", "make_pe", "PE_CLASSES",
            "check_params", "rejected"]

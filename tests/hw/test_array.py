@@ -4,7 +4,7 @@ timing, and its parameter checks. ``sim/array/`` runs the generated Verilog on I
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module, Shape, signed
+from amaranth.hdl import ClockDomain, Module, signed
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
