@@ -16,8 +16,8 @@ taken, ``valid`` never waits for ``ready``):
 Dataflow (``docs/architecture.md`` has the diagram and the measurements): operands are registered
 once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c`` (an array
 larger than :data:`TILE` x :data:`TILE` has a copy of each operand register, and of the control,
-per tile, so that no net spans the chip); every PE keeps its own accumulator (output stationary). When a reduction finishes, every accumulator is copied
-into a result register; the result registers form one shift chain per column that the output stream
+per tile, so that no net spans the chip); every PE keeps its own accumulator (output stationary).
+When a reduction finishes, every accumulator is copied into a result register; the result registers form one shift chain per column that the output stream
 drains a row per transfer while the PEs already sum the next reduction.
 
 Timing: the cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators clear then), so a

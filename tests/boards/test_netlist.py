@@ -63,7 +63,7 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
     each copy, since a copy can carry the name of the PE port it drives."""
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", 2)
-    # (3x3: YoWASP's ABC9 exits with an error on some small ECP5 netlists, the 3x2 array among them.)
+    # (3x3: YoWASP's ABC9 exits with an error on some small ECP5 netlists, the 3x2 among them.)
     synthesize(array_module.SystolicArray(kind="adder", rows=3, cols=3, max_length=4),
                target=target, build_dir=tmp_path, place=False)
     flip_flops = {}
