@@ -29,8 +29,8 @@ from .report import read_report, yosys_keep_commands, yosys_stat_commands
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
 
-__all__ = ["BoardTop", "BuildResult", "DoesNotFit", "build", "build_accelerator", "build_array", "build_link",
-           "array_core",
+__all__ = ["BoardTop", "BuildResult", "DoesNotFit", "ROUTERS", "build", "build_accelerator",
+           "build_array", "build_link", "array_core",
            "multiplier_opts", "MULTIPLIERS", "default_build_dir", "bitstream_path", "program",
            "NoProgrammer"]
 
@@ -202,9 +202,16 @@ def _overflow(log_text):
     return None
 
 
+ROUTERS = ("router1", "router2")
+
+
 def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
-          harness=None, seed=1, synth_opts=(), check_timing=True, extra=None):
+          harness=None, seed=1, router=None, synth_opts=(), check_timing=True, extra=None):
     """Build ``core`` for ``board``: bitstream and :class:`~.report.Report`.
+
+    ``router`` picks nextpnr's router (:data:`ROUTERS`; None: nextpnr's default, router1).
+    router2 finished a 32x32 ECP5 array (71 % of the chip) that router1 had not routed after
+    25 minutes.
 
     The report is also written to ``{name}.addershift.json`` in ``build_dir`` (default
     ``build/<board>``). With ``check_timing`` (the default) a build that misses ``clock_mhz`` raises
@@ -212,6 +219,8 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     """
     if isinstance(board, str):
         board = get_board(board)
+    if router is not None and router not in ROUTERS:
+        raise ValueError(f"Router must be one of {', '.join(ROUTERS)}, not {router!r}")
     top = BoardTop(core, board=board, clock_mhz=clock_mhz, ports=ports)
     build_dir = pathlib.Path(build_dir or default_build_dir(board))
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +238,8 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         # Measured in docs/cost.md: never larger than with wide-LUT muxes, 2-3 % smaller for shift.
         synth_opts = synth_opts + ("-nowidelut",)
     nextpnr_opts = f"--report {name}.report.json --timing-allow-fail --seed {int(seed)}"
+    if router is not None:
+        nextpnr_opts += f" --router {router}"
     notes = {}
     log = build_dir / f"{name}.build.log"
     returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
@@ -261,6 +272,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
                          synth_opts=synth_opts, clock_mhz=top.clock_mhz, harness=harness)
     cfg = board.pll_config(clock_mhz if clock_mhz is not None else board.default_clock_mhz)
     report.extra.update({"requested_clock_mhz": clock_mhz or board.default_clock_mhz,
+                         "router": router or "router1",
                          "pll": None if cfg is None else dataclasses.asdict(cfg),
                          **notes, **(extra or {})})
     failed = report.timing_met is False
@@ -300,7 +312,7 @@ def multiplier_opts(family, multipliers):
     return () if multipliers == "dsp" else ("-nodsp",)
 
 
-def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1,
+def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1, router=None,
                 multipliers="dsp", check_timing=True, **array_kwargs):
     """Build the ``rows`` x ``cols`` array of ``pe`` kind for ``board`` (see :func:`array_core`),
     with multipliers on DSP blocks or in LUTs (:func:`multiplier_opts`)."""
@@ -312,14 +324,14 @@ def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1
     harness = array_core(pe=pe, rows=rows, cols=cols, **array_kwargs)
     return build(harness, board=board, clock_mhz=clock_mhz, build_dir=build_dir,
                  ports={"rx": "si", "tx": "so"}, design=f"{pe} array {rows}x{cols}",
-                 harness=harness.cost, seed=seed, synth_opts=synth_opts,
+                 harness=harness.cost, seed=seed, router=router, synth_opts=synth_opts,
                  check_timing=check_timing,
                  extra={"pe": pe, "rows": rows, "cols": cols, "multipliers": multipliers,
                         "contents": "array + I/O harness"})
 
 
 def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
-                      multipliers="dsp", check_timing=True):
+                      router=None, multipliers="dsp", check_timing=True):
     """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
     link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``."""
     from ..hw.accelerator import AcceleratorTop
@@ -331,7 +343,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
     c = config
     return build(lambda clock_hz: AcceleratorTop(config=c, clk_freq=int(round(clock_hz)), baud=baud),
                  board=board, clock_mhz=clock_mhz, build_dir=build_dir,
-                 design=f"accelerator {c.pe.value} {c.rows}x{c.cols}", seed=seed,
+                 design=f"accelerator {c.pe.value} {c.rows}x{c.cols}", seed=seed, router=router,
                  synth_opts=multiplier_opts(board.family, multipliers), check_timing=check_timing,
                  extra={"contents": "accelerator: UART + framer + core", "baud": baud,
                         "pe": c.pe.value, "rows": c.rows, "cols": c.cols,
@@ -339,7 +351,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
                         "build_hash": c.build_hash})
 
 
-def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
+def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1, router=None,
                check_timing=True):
     """Build the host link's test top (:class:`~addershift.hw.link_top.LinkTop`: UART, framer
     and a scratch device) for ``board``: a bitstream the host driver can talk to over the board's
@@ -352,7 +364,7 @@ def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed
     uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
     return build(lambda clock_hz: LinkTop(clk_freq=int(round(clock_hz)), baud=baud),
                  board=board, clock_mhz=clock_mhz, build_dir=build_dir, design="host link top",
-                 seed=seed, check_timing=check_timing,
+                 seed=seed, router=router, check_timing=check_timing,
                  extra={"contents": "UART + framer + scratch device", "baud": baud})
 
 

@@ -17,8 +17,10 @@ Dataflow (``docs/architecture.md`` has the diagram and the measurements): operan
 once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c`` (an array
 larger than :data:`TILE` x :data:`TILE` has a copy of each operand register, and of the control,
 per tile, so that no net spans the chip); every PE keeps its own accumulator (output stationary).
-When a reduction finishes, every accumulator is copied into a result register; the result registers form one shift chain per column that the output stream
-drains a row per transfer while the PEs already sum the next reduction.
+When a reduction finishes, every accumulator is copied into a result register; the result
+registers form one shift chain per column that the output stream drains a row per transfer while
+the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a skid
+buffer (two output registers), so the chain advances on a register rather than on ``o.ready``.
 
 Timing: the cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators clear then), so a
 reduction of K steps occupies K + 1 input cycles. The array stalls its input (``i.ready`` low) for
@@ -27,7 +29,7 @@ not been read out completely: with ``o.ready`` always high, reductions of ``K >=
 stream back to back with no stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and
 ``o.valid`` are functions of registers only: no combinational path runs from ``o.ready`` to
 ``i.ready``. The array's reset is the design's one register later: ``i.ready`` is low for one
-cycle after a reset ends.
+cycle after a reset ends. :attr:`SystolicArray.latency` counts the skid buffer's cycle.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class SystolicArray(wiring.Component):
                                                        p_min=p_min, p_max=p_max,
                                                        max_length=max_length)
         self._kind, self._rows, self._cols = op, rows, cols
+        self._single_tile = rows <= TILE and cols <= TILE
         self._pe_params = dict(x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
                                max_length=max_length)
         # A template for derived widths and shapes; elaborate() builds the real ones.
@@ -173,7 +176,7 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from the transfer of a ``last`` step to ``o.valid`` with row 0 of its result
         (when the previous result has been read out)."""
-        return 1 + self._pe.latency + 1
+        return 1 + self._pe.latency + 1 + (0 if self._single_tile else 1)
 
     @property
     def readout_cycles(self):
@@ -225,15 +228,38 @@ class SystolicArray(wiring.Component):
         count = Signal(range(rows + 1))  # result rows not yet read out
         done = pes[0][0].done            # every PE finishes in the same cycle
 
+        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
+        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
+        single = self._single_tile
+
         empty = Signal(init=1)           # count == 0, as a register of its own
-        take = Signal()
-        m.d.comb += [
-            self.o.valid.eq(~empty),
-            self.o.payload.last.eq(count == 1),
-            take.eq(self.o.valid & self.o.ready),
-        ]
-        for c in range(cols):
-            m.d.comb += self.o.payload.acc[c].eq(result[0][c])
+        take = Signal()                  # the head row leaves the result chain
+        head = Signal(self._out_layout)  # the result chain's output end
+        m.d.comb += [head.last.eq(count == 1)]
+        m.d.comb += [head.acc[c].eq(result[0][c]) for c in range(cols)]
+        if single:
+            m.d.comb += [
+                self.o.valid.eq(~empty),
+                self.o.payload.eq(head),
+                take.eq(self.o.valid & self.o.ready),
+            ]
+        else:
+            # Two output registers (a skid buffer) between the chain and `o`: the chain advances
+            # on `room`, a register, so no tile's result enable waits for `o.ready`. On a 32x32
+            # ECP5 array that enable, one LUT of `o.ready` driving every result flip-flop of a
+            # tile, was the critical path (13 ns of routing). A row leaves the chain only while
+            # the skid slot is free, so it has a place even if `o` takes nothing this cycle.
+            skid = Signal(self._out_layout, reset_less=True)
+            skid_valid = Signal()
+            m.d.comb += take.eq(~empty & ~skid_valid)
+            out_free = ~self.o.valid | self.o.ready
+            with m.If(out_free):
+                m.d.array += [self.o.valid.eq(skid_valid | take),
+                              self.o.payload.eq(Mux(skid_valid, skid, head)),
+                              skid_valid.eq(0)]
+            with m.Elif(take):
+                m.d.array += [skid_valid.eq(1), skid.eq(head)]
+            room_next = out_free | ~(skid_valid | take)   # skid_valid's next value, inverted
 
         # A finished reduction waits, freezing the array, while unread rows remain:
         # hold = done & ~empty. `hold` is the clock enable of every register in the array, so it
@@ -265,10 +291,6 @@ class SystolicArray(wiring.Component):
         # the result registers' enable from 8x8 up, then at 16x32 an x register 7.8 ns of routing
         # from its far PEs, then a row's accumulator reset (docs/architecture.md). Board builds keep
         # the copies apart (REPLICA_SUFFIX; Yosys would merge equal registers).
-        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
-        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
-        single = len(row_blocks) == len(col_blocks) == 1
-
         def copies(name, shape, count, n):
             # Data registers need no reset (valid bits say when they matter): fewer reset nets.
             return [[Signal(shape, reset_less=True,
@@ -300,15 +322,17 @@ class SystolicArray(wiring.Component):
                 tile = f"{REPLICA_SUFFIX}{tr}_{tc}"
                 # Read-out: the result registers' enable and select as registers a cycle ahead.
                 load = Signal(name=f"load{tile}")        # == done & empty
-                full = Signal(name=f"full{tile}")        # == ~empty
+                move = Signal(name=f"move{tile}")        # == take
                 shifting = [r for r in tile_rows if r < rows - 1]   # the last row has no successor
                 m.d.array += load.eq(done_next & empty_next)
-                if shifting:
-                    m.d.array += full.eq(~empty_next)
+                if single:
+                    m.d.comb += move.eq(take)
+                elif shifting:
+                    m.d.array += move.eq(~empty_next & room_next)
                 with m.If(load):
                     m.d.array += [result[r][c].eq(pes[r][c].acc)
                                   for r in tile_rows for c in tile_cols]
-                with m.Elif(full & self.o.ready):
+                with m.Elif(move):
                     m.d.array += [result[r][c].eq(result[r + 1][c])
                                   for r in shifting for c in tile_cols]
                 # The PEs' control: `hold` and `valid` become the clock enable and `done` the reset

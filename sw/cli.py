@@ -251,15 +251,17 @@ def cmd_build(args):
         if args.top == "accelerator":
             result = build_accelerator(board=args.board, config=_sim_build(args),
                                        clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
-                                       seed=args.seed, multipliers=args.multipliers,
-                                       check_timing=False)
+                                       seed=args.seed, router=args.router,
+                                       multipliers=args.multipliers, check_timing=False)
         elif args.top == "link":
             result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
-                                build_dir=args.out, seed=args.seed, check_timing=False)
+                                build_dir=args.out, seed=args.seed, router=args.router,
+                                check_timing=False)
         else:
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
-                                 multipliers=args.multipliers, check_timing=False)
+                                 router=args.router, multipliers=args.multipliers,
+                                 check_timing=False)
     except DoesNotFit as e:
         hint = ("; a smaller array (--rows, --cols) or --requant-lanes 1 needs less, and --top "
                 "array builds the PE array alone" if args.top == "accelerator" else "")
@@ -494,6 +496,9 @@ def build_parser():
                    help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--router", choices=("router1", "router2"),
+                   help="nextpnr's router (None: its default, router1); router2 routes large, "
+                        "full ECP5 arrays that router1 does not finish")
     p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",
                    help="map multipliers to DSP blocks or to LUTs (mul PEs)")
     p.add_argument("--top", choices=("accelerator", "array", "link"), default="accelerator",

@@ -91,6 +91,14 @@ def test_icebreaker_build_with_pll_and_uart(tmp_path):
     assert saved["bitstream"] == str(result.bitstream) and saved["target"] == "icebreaker"
 
 
+def test_build_with_router2(tmp_path):
+    result = build(_Echo(), board="icebreaker", build_dir=tmp_path, router="router2")
+    assert result.report.extra["router"] == "router2" and result.report.timing_met
+    assert "Router2" in (tmp_path / "top.tim").read_text()
+    with pytest.raises(ValueError, match=r"Router must be one of router1, router2, not 'fast'"):
+        build(_silenced(_Echo()), board="icebreaker", build_dir=tmp_path, router="fast")
+
+
 def test_program_without_tools_gives_the_commands(tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bit"

@@ -76,10 +76,10 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
         line = next(n for n, line_text in enumerate(source, 1) if text in line_text)
         return flip_flops.get(f"hw/array.py:{line}", 0)
 
-    # Four tiles (2x2, 2x1, 1x2, 1x1); the last row shifts nothing in, so its tiles need no `full`.
+    # Four tiles (2x2, 2x1, 1x2, 1x1); the last row shifts nothing in, so its tiles need no `move`.
     assert {name: declared(text) for name, text in (
-        ("load", 'load = Signal(name=f"load{tile}")'), ("full", 'full = Signal(name=f"full{tile}")'),
+        ("load", 'load = Signal(name=f"load{tile}")'), ("move", 'move = Signal(name=f"move{tile}")'),
         ("hold, valid, last", 'pe_valid, pe_last, pe_hold = (Signal(name=f"{name}{tile}")'),
-    )} == {"load": 4, "full": 2, "hold, valid, last": 3 * 4}
+    )} == {"load": 4, "move": 2, "hold, valid, last": 3 * 4}
     # Two copies of each 8-bit operand register, one per tile it crosses.
     assert declared("return [[Signal(shape") == 2 * 6 * 8

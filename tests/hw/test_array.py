@@ -196,7 +196,15 @@ def _timeline(arr, tiles, *, ready=lambda cycle: 1, cycles=None):
     return trace
 
 
-def test_latency_and_throughput_properties():
+# Arrays of one tile drive `o` from the result chain; larger ones through a skid buffer (a
+# cycle more latency). TILE=2 makes small arrays take the second form.
+TILE_SIZES = pytest.mark.parametrize("tile", [8, 2], ids=["one-tile", "skid"])
+
+
+@TILE_SIZES
+def test_latency_and_throughput_properties(tile, monkeypatch):
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(3)
     for rows in (1, 4):
         arr = SystolicArray(kind="adder", rows=rows, cols=2, max_length=16)
@@ -219,8 +227,11 @@ def test_latency_and_throughput_properties():
             [arr.reduction_cycles(k) for k in ks[1:]]
 
 
-def test_back_pressure_stalls_input_only_when_it_must():
+@TILE_SIZES
+def test_back_pressure_stalls_input_only_when_it_must(tile, monkeypatch):
     """Readout slower than the tiles: the input stalls exactly while a finished result waits."""
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(4)
     arr = SystolicArray(kind="mul", rows=4, cols=2, max_length=8)
     tiles = [random_tile(arr, 1, rng) for _ in range(6)]
@@ -244,8 +255,11 @@ def test_back_pressure_stalls_input_only_when_it_must():
     np.testing.assert_array_equal(np.array(outputs), expected)
 
 
-def test_no_combinational_path_from_output_ready_to_input_ready():
+@TILE_SIZES
+def test_no_combinational_path_from_output_ready_to_input_ready(tile, monkeypatch):
     """``i.ready`` and ``o.valid`` must not change when only ``o.ready`` does, in any state."""
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(6)
     arr = SystolicArray(kind="adder", rows=3, cols=2, max_length=4)
     payloads = [p for _ in range(8) for p in step_payloads(arr, random_tile(arr, 1, rng))]
