@@ -313,9 +313,6 @@ class SystolicArray(wiring.Component):
                 valid0.eq(transfer),
                 last0.eq(self.i.payload.last),
             ]
-            m.d.array += [copy.eq(self.i.payload.x[r]) for r in range(rows) for copy in x_reg[r]]
-            m.d.array += [copy.eq(self._pe.encode_weight(self.i.payload.w[c]))
-                          for c in range(cols) for copy in w_reg[c]]
 
         for tr, tile_rows in enumerate(row_blocks):
             for tc, tile_cols in enumerate(col_blocks):
@@ -343,8 +340,16 @@ class SystolicArray(wiring.Component):
                     pe_valid, pe_last, pe_hold = (Signal(name=f"{name}{tile}")
                                                   for name in ("valid", "last", "hold"))
                     m.d.array += pe_hold.eq(done_next & ~empty_next)
-                    with m.If(~hold):
+                # The tile's own `hold` enables its operand registers and control: the array's
+                # `hold` reaching every tile's was the 32x32 ECP5 critical path (10 ns of routing).
+                # Each operand copy belongs to one tile (x[r] to one per column block, w[c] one
+                # per row block).
+                with m.If(~pe_hold):
+                    if not single:
                         m.d.array += [pe_valid.eq(transfer), pe_last.eq(self.i.payload.last)]
+                    m.d.array += [x_reg[r][tc].eq(self.i.payload.x[r]) for r in tile_rows]
+                    m.d.array += [w_reg[c][tr].eq(self._pe.encode_weight(self.i.payload.w[c]))
+                                  for c in tile_cols]
                 for r in tile_rows:
                     for c in tile_cols:
                         pe = pes[r][c]
