@@ -98,6 +98,12 @@ class ArrayConfig:
         ``"deep"`` or ``"short"``: the requantiser's pipeline (``hw.requant.PIPELINES``). Short
         has a quarter fewer cells and a lower Fmax (above 50 MHz on an iCE40UP5K): for small
         devices, whose clock the rest of the design sets lower anyway.
+    writeback_pipeline : str
+        ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep registers
+        the old word of a max-pool update before the merge (one more stage, ``2 x cols``
+        activations of flip-flops); short feeds the block RAM's output straight into the merge,
+        which set the whole ECP5 accelerator's clock. iCE40 builds use short: the flip-flops cost
+        logic cells there and other paths set the clock.
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
@@ -117,6 +123,7 @@ class ArrayConfig:
     counter_bits: int = 32
     requant_lanes: int | None = None
     requant_pipeline: str = "deep"
+    writeback_pipeline: str = "deep"
     global_pool: bool = True
 
     def __post_init__(self):
@@ -148,9 +155,10 @@ class ArrayConfig:
         check_int("counter_bits", self.counter_bits, 16, 64)
         if not isinstance(self.global_pool, bool):
             raise TypeError(f"global_pool must be a bool, not {self.global_pool!r}")
-        if self.requant_pipeline not in ("deep", "short"):
-            raise ValueError(f"requant_pipeline must be 'deep' or 'short', not "
-                             f"{self.requant_pipeline!r}")
+        for name in ("requant_pipeline", "writeback_pipeline"):
+            if getattr(self, name) not in ("deep", "short"):
+                raise ValueError(f"{name} must be 'deep' or 'short', not "
+                                 f"{getattr(self, name)!r}")
         if self.requant_lanes is not None:
             check_int("requant_lanes", self.requant_lanes, 1, self.cols)
             if self.cols % self.requant_lanes:

@@ -14,7 +14,10 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
-It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages.
+It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or three with
+``config.writeback_pipeline == "deep"``: the old word of a max-pool update then passes through a
+register of its own (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the
+critical path of the whole ECP5 accelerator), and the word written the cycle before is forwarded.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Writeback(wiring.Component):
 
     def __init__(self, *, config):
         self._config = config
+        self._deep = config.writeback_pipeline == "deep"
         a = unsigned(config.act_addr_bits)
         super().__init__({
             "desc": In(write_layout(config)),
@@ -66,7 +70,7 @@ class Writeback(wiring.Component):
     @property
     def latency(self):
         """Cycles from a row on ``i`` to its write."""
-        return 2
+        return 3 if self._deep else 2
 
     def elaborate(self, platform):
         m = Module()
@@ -159,24 +163,47 @@ class Writeback(wiring.Component):
                 with m.If(og == d.og_m1):
                     m.d.sync += active.eq(0)
 
-        # Stage 2: merge (max pooling) or round the sums (global average pooling), and write.
-        old = lane(self.r_data)
-        word = Signal(lane)
+        # Global average pooling: the group's sums rounded, round_shift(sum, k) =
+        # ((2 * sum) >> k + 1) >> 1 (ties toward +inf; k = 0: the sum), then saturated.
         lo, hi = int_range(xb)
-        for j in range(C):
-            v = s1_data[j]
-            merged = Mux(s1_merge & (old[j] > v), old[j], v)
-            if not gap:
-                m.d.comb += word[j].eq(merged)
-                continue
-            # round_shift(sum, k) = ((2 * sum) >> k + 1) >> 1 (ties toward +inf; k = 0: the
-            # sum), then saturate.
+        avg = Signal(lane)
+        for j in range(C) if gap else ():
             rounded = Signal(signed(sum_shape.width + 1), name=f"gap_round_{j}")
             m.d.comb += rounded.eq((((s1_sums[j] << 1) >> d.gap_shift) + 1) >> 1)
-            avg = Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded))
-            m.d.comb += word[j].eq(Mux(s1_gap, avg, merged))
-        m.d.comb += [self.w_en.eq(s1_valid), self.w_addr.eq(s1_dest), self.w_data.eq(word),
-                     self.busy.eq(active | s1_valid)]
+            m.d.comb += avg[j].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+
+        word = Signal(lane)               # the word written this cycle
+        if self._deep:
+            # Stage 2: the old word through a register of its own. The read went out at stage 0,
+            # so the word the previous row wrote (at the end of stage 1) is missing from it: that
+            # row's word is forwarded when it went to the same address. Earlier writes reach the
+            # read through the memory's transparency.
+            old_q = Signal(lane, reset_less=True)
+            last_word = Signal(lane, reset_less=True)
+            s2_valid, s2_merge, s2_gap, s2_fwd = Signal(), Signal(), Signal(), Signal()
+            s2_dest = Signal(a)
+            s2_data, s2_avg = Signal(lane), Signal(lane)
+            m.d.sync += [old_q.eq(self.r_data), last_word.eq(word),
+                         s2_valid.eq(s1_valid), s2_merge.eq(s1_merge), s2_gap.eq(s1_gap),
+                         s2_fwd.eq(s2_valid & (s2_dest == s1_dest)), s2_dest.eq(s1_dest),
+                         s2_data.eq(s1_data), s2_avg.eq(avg)]
+            old = lane(Mux(s2_fwd, last_word, old_q))
+            w_valid, w_merge, w_gap, w_dest, w_data, w_avg = (s2_valid, s2_merge, s2_gap, s2_dest,
+                                                              s2_data, s2_avg)
+        else:
+            # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
+            old = lane(self.r_data)
+            w_valid, w_merge, w_gap, w_dest, w_data, w_avg = (s1_valid, s1_merge, s1_gap, s1_dest,
+                                                              s1_data, avg)
+
+        # The last stage: merge (max pooling) or the rounded sums (global average pooling), write.
+        for j in range(C):
+            v = w_data[j]
+            merged = Mux(w_merge & (old[j] > v), old[j], v)
+            m.d.comb += word[j].eq(Mux(w_gap, w_avg[j], merged) if gap else merged)
+        busy = active | s1_valid | (s2_valid if self._deep else 0)
+        m.d.comb += [self.w_en.eq(w_valid), self.w_addr.eq(w_dest), self.w_data.eq(word),
+                     self.busy.eq(busy)]
 
         with m.If(self.start):
             m.d.sync += [row.eq(0), og.eq(0), active.eq(1), part.eq(0)] + group_reset(0)

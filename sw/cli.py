@@ -263,7 +263,8 @@ def cmd_build(args):
                                  router=args.router, multipliers=args.multipliers,
                                  check_timing=False)
     except DoesNotFit as e:
-        hint = ("; a smaller array (--rows, --cols) or --requant-lanes 1 needs less, and --top "
+        hint = ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
+                "(--requant-pipeline, --writeback-pipeline) need less, and --top "
                 "array builds the PE array alone" if args.top == "accelerator" else "")
         raise CliError(str(e).splitlines()[0] + hint) from None
     except ToolError as e:
@@ -298,14 +299,16 @@ def cmd_program(args):
 
 
 def _requant_build(args):
-    """``ArrayConfig`` keyword arguments of ``--requant-lanes`` and ``--requant-pipeline``."""
-    return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline}
+    """``ArrayConfig`` keyword arguments of ``--requant-lanes``, ``--requant-pipeline`` and
+    ``--writeback-pipeline``."""
+    return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
+            "writeback_pipeline": args.writeback_pipeline}
 
 
 def _sim_build(args):
     """The accelerator build a simulated board runs: the one that fits ``--model`` (if given),
     else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``,
-    ``--requant-lanes``, ``--requant-pipeline``."""
+    ``--requant-lanes``, ``--requant-pipeline``, ``--writeback-pipeline``."""
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
     try:
@@ -414,6 +417,10 @@ def build_parser():
         p.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
                        help="the requantiser's pipeline: short has a quarter fewer cells and a "
                             "lower Fmax (small devices)")
+        p.add_argument("--writeback-pipeline", choices=("deep", "short"), default="deep",
+                       help="the write-back's pipeline: deep registers the block RAM's output "
+                            "before the max-pool merge (ECP5 clock), short saves those "
+                            "flip-flops (small devices)")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p)
@@ -558,6 +565,8 @@ def build_parser():
                         "else --cols)")
     p.add_argument("--requant-pipeline", choices=("deep", "short"),
                    help="the requantiser's pipeline (default: short on icebreaker, else deep)")
+    p.add_argument("--writeback-pipeline", choices=("deep", "short"),
+                   help="the write-back's pipeline (default: short on icebreaker, else deep)")
     p.add_argument("-n", "--images", type=int, default=20, help="test images run on the simulated board")
     p.add_argument("--out", default="build/demo", help="folder for the report and plots")
     return parser

@@ -31,10 +31,12 @@ def test_layer_cases_amaranth(op, mode):
     # case meets every mode.
     i, j = OPS.index(op), MODES.index(mode)
     cases = [name for c, name in enumerate(sorted(CASES)) if (c + i) % 3 == j]
-    # The requantiser takes 4, 2 or 1 values per cycle, through either pipeline.
+    # The requantiser takes 4, 2 or 1 values per cycle, through either pipeline; the write-back
+    # through either of its own.
     config = ArrayConfig(pe=op, rows=3, cols=4, requant_mode=mode, max_k=128, weight_depth=512,
                          act_depth=128, param_depth=64, requant_lanes=4 >> j,
                          requant_pipeline=("deep", "short")[(i + j) % 2],
+                         writeback_pipeline="short" if (i + j) % 3 == 2 else "deep",
                          global_pool="gap" in cases)
     jobs = []
     for n, name in enumerate(cases):
@@ -102,6 +104,27 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
     assert check(model, program, x, result) is None
     counts = result.stage_counts(1)
     assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+
+
+@pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
+@pytest.mark.parametrize("in_hw, pool", [((2, 2), 2), ((3, 7), 3), ((5, 4), 2)])
+def test_max_pool_updates_back_to_back(writeback_pipeline, in_hw, pool):
+    # Every lane at once: rows reach the write-back in consecutive cycles, so the pixels of one
+    # window follow each other one cycle apart (the deep pipeline forwards the word just written)
+    # and two apart (the memory's transparency), and 2x2 outputs put a whole window in one tile.
+    from addershift.sw.examples import random_conv
+    from addershift.sw.model import MaxPool2d, QModel
+    conv = random_conv(np.random.default_rng(7), "conv", "adder", 4, 4, kernel=1, padding=0,
+                       mode="pow2x2")
+    model = QModel(input_shape=(4,) + in_hw,
+                   layers=[conv, MaxPool2d(name="pool", kernel=pool, stride=pool)])
+    config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=16,
+                         weight_depth=64, act_depth=64, param_depth=16, global_pool=False,
+                         writeback_pipeline=writeback_pipeline)
+    program = compile_model(model, config)
+    x = _images(model, 3, seed=2)
+    result = simulate(program, x, simulator="amaranth")
+    assert check(model, program, x, result) is None
 
 
 def test_pixel_counts_at_their_widest():

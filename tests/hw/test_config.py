@@ -30,7 +30,8 @@ def test_hash_is_stable_and_sensitive():
                            "p_min": -4, "p_max": 3, "max_k": 1024, "weight_depth": 4096,
                            "act_depth": 512, "param_depth": 256, "requant_mode": "shift",
                            "bias_bits": 32, "counter_bits": 32, "requant_lanes": None,
-                           "requant_pipeline": "deep", "global_pool": True}
+                           "requant_pipeline": "deep", "writeback_pipeline": "deep",
+                           "global_pool": True}
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -48,6 +49,7 @@ def test_hash_is_stable_and_sensitive():
     ({"bias_bits": 40}, ValueError, "bias_bits must be an integer in [2, 32], not 40"),
     ({"requant_lanes": 3}, ValueError, "requant_lanes must divide cols (4), not 3"),
     ({"requant_pipeline": "fast"}, ValueError, "requant_pipeline must be 'deep' or 'short', not 'fast'"),
+    ({"writeback_pipeline": 2}, ValueError, "writeback_pipeline must be 'deep' or 'short', not 2"),
     ({"requant_lanes": 0}, ValueError, "requant_lanes must be an integer in [1, 4], not 0"),
     ({"global_pool": 1}, TypeError, "global_pool must be a bool, not 1"),
 ])
