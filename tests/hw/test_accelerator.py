@@ -94,9 +94,10 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
-                         # Lanes 2, 1 and all; the short requantiser pipeline on both simulators.
+                         # Lanes 2, 1 and all; the short pipelines on both simulators.
                          requant_lanes={"adder": 2, "shift": 1 if rows == 3 else None}.get(op),
-                         requant_pipeline="short" if op == "shift" else "deep")
+                         requant_pipeline="short" if op == "shift" else "deep",
+                         writeback_pipeline="short" if op == "shift" else "deep")
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
     result = simulate(program, x, simulator=simulator, build_dir=tmp_path)
