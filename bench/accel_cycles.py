@@ -21,6 +21,7 @@ Where the cycles of a stage go (columns of the second table):
     .venv/bin/python bench/accel_cycles.py                     # 4x4 and 8x8, all PE kinds
     .venv/bin/python bench/accel_cycles.py --shapes 8x8 --ops adder --simulator verilator --json
     .venv/bin/python bench/accel_cycles.py --shapes 4x4 --requant-lanes 1   # a smaller requantiser
+    .venv/bin/python bench/accel_cycles.py --shapes 2x2 --ops adder --requant-lanes 1 --pipelines short
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from addershift.sw.examples import digits_net
 OPS = ("adder", "shift", "mul")
 
 
-def measure(op, rows, cols, simulator, lanes=None):
+def measure(op, rows, cols, simulator, lanes=None, pipeline="deep"):
     model = digits_net(op, mode="shift")
-    config = default_config(model, rows=rows, cols=cols, requant_lanes=lanes)
+    config = default_config(model, rows=rows, cols=cols, requant_lanes=lanes,
+                            requant_pipeline=pipeline, writeback_pipeline=pipeline)
     program = compile_model(model, config)
     x = np.random.default_rng(0).integers(0, 128, (1, 1, 8, 8))
     result = simulate(program, x, simulator=simulator, build_dir=f"build/bench/{op}_{rows}x{cols}")
@@ -76,18 +78,23 @@ def main(argv=None):
                         choices=("amaranth", "icarus", "verilator"))
     parser.add_argument("--requant-lanes", type=int,
                         help="values the requantiser takes per cycle (default: cols)")
+    parser.add_argument("--pipelines", choices=("deep", "short"), default="deep",
+                        help="the requantiser's and write-back's pipelines (short: the iCEBreaker "
+                             "builds)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     runs = []
     for shape in args.shapes.split(","):
         rows, cols = (int(v) for v in shape.lower().split("x"))
         for op in args.ops.split(","):
-            runs.append(measure(op, rows, cols, args.simulator, args.requant_lanes))
+            runs.append(measure(op, rows, cols, args.simulator, args.requant_lanes,
+                                args.pipelines))
             print(f"measured {op} {rows}x{cols}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"simulator": args.simulator, "runs": runs}))
         return
     lanes = f", requantiser {args.requant_lanes} lanes" if args.requant_lanes else ""
+    lanes += f", {args.pipelines} pipelines"
     print(f"digits network, one inference, {args.simulator} simulator (bit-exact with the golden "
           f"model){lanes}\n")
     print(f"{'array':<6}{'pe':<7}{'cycles':>7}{'ideal':>7}{'util':>7}   per stage: cycles (util)")

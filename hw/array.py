@@ -215,7 +215,8 @@ class SystolicArray(wiring.Component):
         m.d.sync += in_reset.eq(ResetSignal())
         m.d.comb += [array_domain.clk.eq(ClockSignal()), array_domain.rst.eq(in_reset)]
 
-        pes = [[make_pe(self._kind, register_inputs=False, **self._pe_params) for _ in range(cols)]
+        pes = [[make_pe(self._kind, register_inputs=False, acc_control="external",
+                        **self._pe_params) for _ in range(cols)]
                for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
@@ -272,6 +273,7 @@ class SystolicArray(wiring.Component):
         with m.If(run):
             m.d.array += [valid1.eq(valid0), last1.eq(last0)]
         done_next = Mux(run, valid1 & last1, done)
+        valid1_next = Mux(run, valid0, valid1)
         empty_next = Signal()
         with m.If(done & empty):
             m.d.comb += empty_next.eq(0)
@@ -332,32 +334,39 @@ class SystolicArray(wiring.Component):
                 with m.Elif(move):
                     m.d.array += [result[r][c].eq(result[r + 1][c])
                                   for r in shifting for c in tile_cols]
-                # The PEs' control: `hold` and `valid` become the clock enable and `done` the reset
-                # of every accumulator bit.
+                # The PEs' control, per tile: `hold` (the clock enable of the PEs' term registers
+                # and of the tile's operand registers) and the accumulators' clear and enable, all
+                # registers computed a cycle ahead. The tile's own `hold` enables its operand
+                # registers: the array's reaching every tile's was the 32x32 ECP5 critical path
+                # (10 ns of routing); each operand copy belongs to one tile (x[r] to one per
+                # column block, w[c] to one per row block). As one LUT of `hold`, `valid` and
+                # `done` shared by a tile's PEs, the accumulators' clear and enable were the next
+                # (10 ns from `hold` to that LUT, 6.5 ns on to the accumulators). The PEs' own
+                # `valid` and `last` then only make `done`, which the array reads from PE 0, 0.
                 if single:
-                    pe_valid, pe_last, pe_hold = valid0, last0, hold
+                    pe_hold = hold
                 else:
-                    pe_valid, pe_last, pe_hold = (Signal(name=f"{name}{tile}")
-                                                  for name in ("valid", "last", "hold"))
+                    pe_hold = Signal(name=f"hold{tile}")
                     m.d.array += pe_hold.eq(done_next & ~empty_next)
-                # The tile's own `hold` enables its operand registers and control: the array's
-                # `hold` reaching every tile's was the 32x32 ECP5 critical path (10 ns of routing).
-                # Each operand copy belongs to one tile (x[r] to one per column block, w[c] one
-                # per row block).
                 with m.If(~pe_hold):
-                    if not single:
-                        m.d.array += [pe_valid.eq(transfer), pe_last.eq(self.i.payload.last)]
                     m.d.array += [x_reg[r][tc].eq(self.i.payload.x[r]) for r in tile_rows]
                     m.d.array += [w_reg[c][tr].eq(self._pe.encode_weight(self.i.payload.w[c]))
                                   for c in tile_cols]
+                acc_clear, acc_enable = (Signal(name=f"{name}{tile}")
+                                         for name in ("acc_clear", "acc_enable"))
+                run_next = ~(done_next & ~empty_next)
+                m.d.array += [acc_clear.eq(run_next & done_next),
+                              acc_enable.eq(run_next & (done_next | valid1_next))]
                 for r in tile_rows:
                     for c in tile_cols:
                         pe = pes[r][c]
                         m.d.comb += [
                             pe.x.eq(x_reg[r][tc]),
                             pe.w.eq(w_reg[c][tr]),
-                            pe.valid.eq(pe_valid),
-                            pe.last.eq(pe_last),
+                            pe.valid.eq(valid0),
+                            pe.last.eq(last0),
                             pe.hold.eq(pe_hold),
+                            pe.acc_clear.eq(acc_clear),
+                            pe.acc_enable.eq(acc_enable),
                         ]
         return m

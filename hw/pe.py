@@ -196,6 +196,13 @@ class PE(wiring.Component):
         which registers operands once per row and column) the inputs feed the term logic directly
         and ``w`` must already be in the operand form :meth:`encode_weight` gives
         (:attr:`operand_shape`).
+    acc_control : str
+        ``"internal"`` (the default): the PE derives its accumulator's clear and enable from
+        ``hold``, ``valid`` and ``last``. ``"external"`` (an array, which registers them a cycle
+        ahead for a whole tile of PEs): they come from the ``acc_clear`` and ``acc_enable``
+        inputs, which must equal ``~hold & done`` and ``~hold & (done | valid)`` with ``valid``
+        and ``done`` as the PE's own pipeline has them (``valid`` :attr:`latency` - 1 cycles
+        late).
 
     Members
     -------
@@ -212,24 +219,30 @@ class PE(wiring.Component):
     done : ``Out(1)``
         ``acc`` holds a finished reduction (for one cycle, longer while ``hold``); :attr:`latency`
         cycles after the ``last`` step was presented.
+    acc_clear, acc_enable : ``In(1)``
+        Only with ``acc_control="external"`` (see there).
     """
 
     _KIND: Op
 
     def __init__(self, *, x_bits=8, w_bits=None, p_min=None, p_max=None, max_length=128,
-                 register_inputs=True):
+                 register_inputs=True, acc_control="internal"):
         with rejected(self):
             op, w_bits, p_min, p_max, widths = check_params(
                 self._KIND, x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
                 max_length=max_length)
             if not isinstance(register_inputs, bool):
                 raise TypeError(f"register_inputs must be a bool, not {register_inputs!r}")
+            if acc_control not in ("internal", "external"):
+                raise ValueError(f"acc_control must be 'internal' or 'external', not "
+                                 f"{acc_control!r}")
+        self._external = acc_control == "external"
         self._x_bits, self._w_bits, self._p_min, self._p_max = x_bits, w_bits, p_min, p_max
         self._max_length = max_length
         self._register_inputs = register_inputs
         self._acc_bits = acc_width(op, max_length, **widths)
         w_shape = self.weight_shape if register_inputs else self.operand_shape
-        super().__init__({
+        members = {
             "x": In(signed(x_bits)),
             "w": In(w_shape),
             "valid": In(1),
@@ -237,7 +250,10 @@ class PE(wiring.Component):
             "hold": In(1),
             "acc": Out(signed(self._acc_bits)),
             "done": Out(1),
-        })
+        }
+        if self._external:
+            members.update(acc_clear=In(1), acc_enable=In(1))
+        super().__init__(members)
 
     # -- parameters (read-only) ---------------------------------------------------------------
 
@@ -353,10 +369,14 @@ class PE(wiring.Component):
         # Clearing on `done` is the accumulator flip-flops' synchronous reset (no LUT), written as
         # a reset that overrides the clock enable: ECP5 flip-flops have only that kind (one gated
         # by the enable cost a LUT per bit there), and on iCE40 it folds into the enable. Reset
-        # and enable are each one LUT of registers shared by all PEs.
-        with m.If(self.done & run):
+        # and enable are each one LUT of registers shared by all PEs, or registers of the array.
+        if self._external:
+            clear, enable = self.acc_clear, self.acc_enable
+        else:
+            clear, enable = self.done & run, valid1 & run
+        with m.If(clear):
             m.d.sync += self.acc.eq(0)
-        with m.Elif(valid1 & run):
+        with m.Elif(enable):
             m.d.sync += self.acc.eq(self.acc + self._widen(t) + c)
         return m
 

@@ -63,8 +63,8 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
     each copy, since a copy can carry the name of the PE port it drives."""
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", 2)
-    # (3x3: YoWASP's ABC9 exits with an error on some small ECP5 netlists, the 3x2 among them.)
-    synthesize(array_module.SystolicArray(kind="adder", rows=3, cols=3, max_length=4),
+    # (5x3: YoWASP's ABC9 exits with an error on some small ECP5 netlists, 3x2 to 4x3 among them.)
+    synthesize(array_module.SystolicArray(kind="adder", rows=5, cols=3, max_length=4),
                target=target, build_dir=tmp_path, place=False)
     flip_flops = {}
     for row in breakdown(tmp_path / "top.json", family=family, root=ROOT):
@@ -76,10 +76,12 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
         line = next(n for n, line_text in enumerate(source, 1) if text in line_text)
         return flip_flops.get(f"hw/array.py:{line}", 0)
 
-    # Four tiles (2x2, 2x1, 1x2, 1x1); the last row shifts nothing in, so its tiles need no `move`.
+    # Six tiles (rows 0-1, 2-3, 4 by columns 0-1, 2); row 4 shifts nothing in, so its tiles need
+    # no `move`.
     assert {name: declared(text) for name, text in (
         ("load", 'load = Signal(name=f"load{tile}")'), ("move", 'move = Signal(name=f"move{tile}")'),
-        ("hold, valid, last", 'pe_valid, pe_last, pe_hold = (Signal(name=f"{name}{tile}")'),
-    )} == {"load": 4, "move": 2, "hold, valid, last": 3 * 4}
-    # Two copies of each 8-bit operand register, one per tile it crosses.
-    assert declared("return [[Signal(shape") == 2 * 6 * 8
+        ("hold", 'pe_hold = Signal(name=f"hold{tile}")'),
+        ("acc_clear, acc_enable", 'acc_clear, acc_enable = (Signal(name=f"{name}{tile}")'),
+    )} == {"load": 6, "move": 4, "hold": 6, "acc_clear, acc_enable": 2 * 6}
+    # A copy of each 8-bit operand register per tile it crosses: x in two, w in three.
+    assert declared("return [[Signal(shape") == (5 * 2 + 3 * 3) * 8

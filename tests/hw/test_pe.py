@@ -7,7 +7,6 @@ reduction at the extremes of the derived accumulator range); ``acc`` must equal
 after each ``last`` step (``hold`` cycles excluded).
 """
 
-import random
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from amaranth.sim import Simulator
 
 from addershift.hw.pe import (PE_CLASSES, AdderPE, MulPE, ShiftPE, ShiftWeight, Sign, make_pe)
 from addershift.sw.golden import array_op
-from addershift.sw.numerics import Op, acc_range, acc_width, int_range
+from addershift.sw.numerics import Op, acc_width, int_range
 
 KINDS = ("adder", "shift", "mul")
 
@@ -295,6 +294,8 @@ def test_defaults_and_read_only_properties():
     (lambda: ShiftPE(p_min=0, p_max=32), ValueError, "p_max - p_min must be at most 31, not 32"),
     (lambda: ShiftPE(p_min=0.5), TypeError, "p_min must be an integer, not 0.5"),
     (lambda: AdderPE(register_inputs=1), TypeError, "register_inputs must be a bool, not 1"),
+    (lambda: AdderPE(acc_control="array"), ValueError,
+     "acc_control must be 'internal' or 'external', not 'array'"),
 ])
 def test_parameter_messages(call, exc, message):
     with pytest.raises(exc) as info:
