@@ -103,7 +103,10 @@ class Accelerator(wiring.Component):
         m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth)
         m.submodules.pmem = pmem = ReplicatedMemory(banks=1, width=cfg.param_word_bits,
                                                     depth=cfg.param_depth)
-        bufs = [ReplicatedMemory(banks=R, width=cfg.act_word_bits, depth=cfg.act_depth)
+        # Bank 0's read serves the write-back's max-pool updates: transparent for the short
+        # pipeline, which reads a word in the cycle it may be written (the deep one forwards).
+        bufs = [ReplicatedMemory(banks=R, width=cfg.act_word_bits, depth=cfg.act_depth,
+                                 transparent=cfg.writeback_pipeline == "short")
                 for _ in range(2)]
         m.submodules.act0, m.submodules.act1 = bufs
         perf = m.submodules.perf = Memory(shape=unsigned(cfg.counter_bits),

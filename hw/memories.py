@@ -124,7 +124,7 @@ class WeightMemory(wiring.Component):
 
 class ReplicatedMemory(wiring.Component):
     """``banks`` copies of a ``depth`` x ``width`` memory: one broadcast write port, one read port
-    per bank (bank 0 transparent for the write).
+    per bank (bank 0 transparent for the write when ``transparent``).
 
     Members
     -------
@@ -136,8 +136,9 @@ class ReplicatedMemory(wiring.Component):
     r_data : ``Out(ArrayLayout(width, banks))``
     """
 
-    def __init__(self, *, banks, width, depth):
+    def __init__(self, *, banks, width, depth, transparent=True):
         self._banks = _check_int("banks", banks, 1, 64)
+        self._transparent = bool(transparent)
         self._width = _check_int("width", width, 1)
         self._depth = _check_int("depth", depth, 1)
         addr = unsigned(max(1, (depth - 1).bit_length()))
@@ -157,7 +158,7 @@ class ReplicatedMemory(wiring.Component):
             mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self._width), depth=self._depth,
                                                     init=[])
             wp = mem.write_port()
-            rp = mem.read_port(transparent_for=(wp,) if b == 0 else ())
+            rp = mem.read_port(transparent_for=(wp,) if b == 0 and self._transparent else ())
             m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
                          rp.addr.eq(self.r_addr[b]), rp.en.eq(self.r_en[b]),
                          self.r_data[b].eq(rp.data)]

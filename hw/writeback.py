@@ -9,15 +9,17 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - max pooling (kernel ``k`` <= stride ``s``): pixel ``(oh, ow)`` belongs to window
   ``(oh // s, ow // s)`` when ``oh % s < k`` and ``ow % s < k`` and the window exists (edge windows
   that do not fit are dropped). The first pixel of a window (top-left, first in raster order) is
-  written; later ones are read-modify-written with a lane-wise max. The read uses bank 0's read port,
-  transparent for the write port, so back-to-back updates of one window see each other;
+  written; later ones are read-modify-written with a lane-wise max. The read uses bank 0's read port;
+  back-to-back updates of one window see each other through its transparency for the write port
+  (short pipeline) or by forwarding (deep);
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
 It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or three with
 ``config.writeback_pipeline == "deep"``: the old word of a max-pool update then passes through a
 register of its own (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the
-critical path of the whole ECP5 accelerator), and the word written the cycle before is forwarded.
+critical path of the whole ECP5 accelerator), and the words the two rows before wrote are
+forwarded (the read is then not transparent).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Writeback(wiring.Component):
         The destination buffer's write port.
     r_addr : ``Out``, r_data : ``In``
         The destination buffer's bank 0 read port (for max pooling); data one cycle after the
-        address, transparent for the write port.
+        address, transparent for the write port with the short pipeline (:attr:`transparent_read`).
     """
 
     def __init__(self, *, config):
@@ -66,6 +68,12 @@ class Writeback(wiring.Component):
         })
 
     config = property(lambda self: self._config)
+
+    @property
+    def transparent_read(self):
+        """Whether ``r_data`` must show a word written in the cycle its address was taken (the
+        deep pipeline forwards such words itself)."""
+        return not self._deep
 
     @property
     def latency(self):
@@ -174,20 +182,25 @@ class Writeback(wiring.Component):
 
         word = Signal(lane)               # the word written this cycle
         if self._deep:
-            # Stage 2: the old word through a register of its own. The read went out at stage 0,
-            # so the word the previous row wrote (at the end of stage 1) is missing from it: that
-            # row's word is forwarded when it went to the same address. Earlier writes reach the
-            # read through the memory's transparency.
+            # Stage 2: the old word through a register of its own. The read went out at stage 0
+            # and the memory is not transparent here, so the words the two rows before wrote (at
+            # the ends of stages 0 and 1) are missing from it: they are forwarded, the later one
+            # first, when they went to the same address. (A transparent read adds a compare and
+            # a multiplexer behind the block RAM's output, the path this stage is for.)
             old_q = Signal(lane, reset_less=True)
-            last_word = Signal(lane, reset_less=True)
-            s2_valid, s2_merge, s2_gap, s2_fwd = Signal(), Signal(), Signal(), Signal()
+            word1, word2 = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
+            dest1, valid1 = Signal(a), Signal()       # the row written a cycle ago
+            s2_valid, s2_merge, s2_gap = Signal(), Signal(), Signal()
+            s2_fwd1, s2_fwd2 = Signal(), Signal()
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane), Signal(lane)
-            m.d.sync += [old_q.eq(self.r_data), last_word.eq(word),
+            m.d.sync += [old_q.eq(self.r_data), word1.eq(word), word2.eq(word1),
+                         dest1.eq(s2_dest), valid1.eq(s2_valid),
                          s2_valid.eq(s1_valid), s2_merge.eq(s1_merge), s2_gap.eq(s1_gap),
-                         s2_fwd.eq(s2_valid & (s2_dest == s1_dest)), s2_dest.eq(s1_dest),
-                         s2_data.eq(s1_data), s2_avg.eq(avg)]
-            old = lane(Mux(s2_fwd, last_word, old_q))
+                         s2_fwd1.eq(s2_valid & (s2_dest == s1_dest)),
+                         s2_fwd2.eq(valid1 & (dest1 == s1_dest)),
+                         s2_dest.eq(s1_dest), s2_data.eq(s1_data), s2_avg.eq(avg)]
+            old = lane(Mux(s2_fwd1, word1, Mux(s2_fwd2, word2, old_q)))
             w_valid, w_merge, w_gap, w_dest, w_data, w_avg = (s2_valid, s2_merge, s2_gap, s2_dest,
                                                               s2_data, s2_avg)
         else:
