@@ -281,7 +281,8 @@ class SystolicArray(wiring.Component):
             m.d.comb += empty_next.eq(count == 1)
         with m.Else():
             m.d.comb += empty_next.eq(empty)
-        m.d.array += [hold.eq(done_next & ~empty_next), empty.eq(empty_next)]
+        hold_next = done_next & ~empty_next
+        m.d.array += [hold.eq(hold_next), empty.eq(empty_next)]
         with m.If(done & empty):
             m.d.array += count.eq(rows)
         with m.Elif(take):
@@ -347,16 +348,15 @@ class SystolicArray(wiring.Component):
                     pe_hold = hold
                 else:
                     pe_hold = Signal(name=f"hold{tile}")
-                    m.d.array += pe_hold.eq(done_next & ~empty_next)
+                    m.d.array += pe_hold.eq(hold_next)
                 with m.If(~pe_hold):
                     m.d.array += [x_reg[r][tc].eq(self.i.payload.x[r]) for r in tile_rows]
                     m.d.array += [w_reg[c][tr].eq(self._pe.encode_weight(self.i.payload.w[c]))
                                   for c in tile_cols]
                 acc_clear, acc_enable = (Signal(name=f"{name}{tile}")
                                          for name in ("acc_clear", "acc_enable"))
-                run_next = ~(done_next & ~empty_next)
-                m.d.array += [acc_clear.eq(run_next & done_next),
-                              acc_enable.eq(run_next & (done_next | valid1_next))]
+                m.d.array += [acc_clear.eq(~hold_next & done_next),
+                              acc_enable.eq(~hold_next & (done_next | valid1_next))]
                 for r in tile_rows:
                     for c in tile_cols:
                         pe = pes[r][c]

@@ -200,9 +200,8 @@ class PE(wiring.Component):
         ``"internal"`` (the default): the PE derives its accumulator's clear and enable from
         ``hold``, ``valid`` and ``last``. ``"external"`` (an array, which registers them a cycle
         ahead for a whole tile of PEs): they come from the ``acc_clear`` and ``acc_enable``
-        inputs, which must equal ``~hold & done`` and ``~hold & (done | valid)`` with ``valid``
-        and ``done`` as the PE's own pipeline has them (``valid`` :attr:`latency` - 1 cycles
-        late).
+        inputs, which must equal ``~hold & done`` and ``~hold & (done | v)``, where ``v`` is
+        ``valid`` as it reaches the accumulator (through the PE's input and term registers).
 
     Members
     -------

@@ -51,7 +51,8 @@ class Writeback(wiring.Component):
         The destination buffer's write port.
     r_addr : ``Out``, r_data : ``In``
         The destination buffer's bank 0 read port (for max pooling); data one cycle after the
-        address, transparent for the write port with the short pipeline (:attr:`transparent_read`).
+        address; with the short pipeline it must be transparent for the write port (the deep one
+        forwards the words it needs).
     """
 
     def __init__(self, *, config):
@@ -68,12 +69,6 @@ class Writeback(wiring.Component):
         })
 
     config = property(lambda self: self._config)
-
-    @property
-    def transparent_read(self):
-        """Whether ``r_data`` must show a word written in the cycle its address was taken (the
-        deep pipeline forwards such words itself)."""
-        return not self._deep
 
     @property
     def latency(self):
