@@ -15,6 +15,7 @@ from .protocol import DEFAULT_BAUD
 
 PE_KINDS = ("adder", "shift", "mul")
 BOARDS = ("icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f")
+ROUTERS = ("router1", "router2")     # boards.build.ROUTERS, spelled out: --help imports no HDL
 SIMULATORS = ("amaranth", "icarus", "verilator")
 
 
@@ -503,7 +504,7 @@ def build_parser():
                    help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--router", choices=("router1", "router2"),
+    p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr's router (None: its default, router1); router2 routes large, "
                         "full ECP5 arrays that router1 does not finish")
     p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",

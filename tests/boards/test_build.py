@@ -92,6 +92,9 @@ def test_icebreaker_build_with_pll_and_uart(tmp_path):
 
 
 def test_build_with_router2(tmp_path):
+    from addershift.boards.build import ROUTERS
+    from addershift.sw.cli import ROUTERS as CLI_ROUTERS
+    assert CLI_ROUTERS == ROUTERS
     result = build(_Echo(), board="icebreaker", build_dir=tmp_path, router="router2")
     assert result.report.extra["router"] == "router2" and result.report.timing_met
     assert "Router2" in (tmp_path / "top.tim").read_text()
