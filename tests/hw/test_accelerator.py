@@ -145,3 +145,19 @@ def test_pixel_counts_at_their_widest():
     x = _images(model, 2, seed=1)
     result = simulate(program, x, simulator="amaranth")
     assert check(model, program, x, result) is None
+
+
+def test_an_array_of_several_tiles(monkeypatch):
+    # Tiles of 2x2 PEs (hw.array.TILE patched): the array's skid buffer and per-tile registers,
+    # with their extra cycle of latency, inside the whole core.
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", 2)
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=3, cols=4, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=64, param_depth=64, global_pool=False)
+    program = compile_model(model, config)
+    x = _images(model, 2, seed=4)
+    result = simulate(program, x, simulator="amaranth", per_stage=True)
+    assert check(model, program, x, result) is None
+    for stage, counts in zip(program.stages, result.stage_counts(0)):
+        assert counts["issue"] == stage.issue_cycles and counts["busy_pe"] == stage.busy_pe_cycles
