@@ -88,13 +88,13 @@ def test_run_without_a_program_reports_an_error():
 @pytest.mark.cocotb
 @pytest.mark.parametrize("op, rows, cols, simulator", [
     ("adder", 4, 4, "verilator"), ("shift", 3, 2, "verilator"), ("mul", 2, 3, "verilator"),
-    ("shift", 2, 2, "icarus"),
+    ("shift", 2, 2, "icarus"), ("adder", 2, 2, "icarus"),
 ])
 def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
-                         # Lanes 2, 1 and all; the short pipelines on both simulators.
+                         # Lanes 2, 1 and all; each pipeline on both simulators.
                          requant_lanes={"adder": 2, "shift": 1 if rows == 3 else None}.get(op),
                          requant_pipeline="short" if op == "shift" else "deep",
                          writeback_pipeline="short" if op == "shift" else "deep")
