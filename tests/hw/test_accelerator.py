@@ -2,8 +2,9 @@
 
 Amaranth simulator: every layer case (conv stride/padding variants, pooling, global average pooling,
 linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
-counters checked against the program. Verilator: the digits network for each PE kind, whole
-inferences; Icarus: one of them.
+counters checked against the program, through both write-back pipelines, and with an array of
+several tiles. Verilator: the digits network for each PE kind, whole inferences; Icarus: two of
+them.
 """
 
 import numpy as np
