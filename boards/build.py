@@ -25,7 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .board import Board, get_board, pin_buffer
-from .report import read_report, yosys_keep_commands, yosys_stat_commands
+from .report import ecp5_retry_opts, read_report, yosys_keep_commands, yosys_stat_commands
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
 
@@ -185,6 +185,11 @@ def _run_platform_build(top, board, name, build_dir, log, *, synth_opts, after_r
                               stderr=subprocess.STDOUT).returncode
 
 
+def _yosys_finished(log):
+    """Whether Yosys's log (Amaranth's build writes it to ``{name}.rpt``) reached its end."""
+    return log.exists() and "End of script." in log.read_text(errors="replace")
+
+
 class DoesNotFit(ToolError):
     """The design needs more cells of one kind than the device has (nextpnr's utilisation)."""
 
@@ -245,6 +250,14 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
                                      after_read=after_read, after_synth=after_synth,
                                      nextpnr_opts=nextpnr_opts)
+    retry = ecp5_retry_opts(board.family, synth_opts)
+    if returncode != 0 and retry is not None and not _yosys_finished(build_dir / f"{name}.rpt"):
+        notes["synth"] = (f"synth_ecp5 {' '.join(retry)}: Yosys failed without "
+                          f"{' '.join(o for o in retry if o not in synth_opts)}")
+        synth_opts = retry
+        returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
+                                         after_read=after_read, after_synth=after_synth,
+                                         nextpnr_opts=nextpnr_opts)
     if returncode != 0 and board.family == "ice40" and "of type 'SB_GB'" in log.read_text():
         # iCE40 global networks each feed only some pin kinds (clock enable or reset); nextpnr's
         # greedy promotion can ask for more of one kind than remain beside the PLL's. Routing

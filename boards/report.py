@@ -22,12 +22,13 @@ import json
 import math
 import pathlib
 
-from .toolchain import run_tool
+from .toolchain import ToolError, run_tool
 
 # Source paths in reports are shown relative to the project (the folder holding boards/).
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_keep_commands",
+           "ECP5_RETRY_OPTS", "ecp5_retry_opts",
            "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
            "read_synthesis", "read_report",
@@ -257,6 +258,20 @@ def yosys_keep_commands():
     return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %a %ci1:+$dff[Q] t:$dff %i"]
 
 
+#: Added to ``synth_ecp5``'s options for a second run when Yosys fails without them: YoWASP's Yosys
+#: 0.70 exits inside ABC9 on some ECP5 netlists (the 4x4 mul array, small arrays of 2x2 tiles),
+#: and with the flip-flops shown to ABC9 the same netlists map. Board builds and
+#: :func:`synthesize` retry with them and say so in the report's ``synth_opts``.
+ECP5_RETRY_OPTS = ("-dff",)
+
+
+def ecp5_retry_opts(family, synth_opts):
+    """The options for a second synthesis after a failed one, or None when there is none to try."""
+    if family != "ecp5" or all(opt in synth_opts for opt in ECP5_RETRY_OPTS):
+        return None
+    return tuple(synth_opts) + tuple(o for o in ECP5_RETRY_OPTS if o not in synth_opts)
+
+
 def yosys_stat_commands(prefix):
     """Yosys commands around synthesis that write ``{prefix}.premap.json`` and ``{prefix}.stat.json``.
 
@@ -471,16 +486,27 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     (build_dir / f"{name}.il").write_text(rtlil.convert(top, name=name, platform=platform))
 
     after_read, after_synth = yosys_stat_commands(name)
-    script = [f"read_rtlil {name}.il", *yosys_keep_commands(), *after_read,
-              f"synth_{target.family} {' '.join(target.synth_opts)} -top {name}",
-              *after_synth, f"write_json {name}.json"]
-    (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")
-    seconds = {"yosys": run_tool("YOSYS", ["-q", f"{name}.ys"], cwd=build_dir,
-                                 log_name=f"{name}.yosys.log")}
+    synth_opts = tuple(target.synth_opts)
+
+    def run_yosys():
+        script = [f"read_rtlil {name}.il", *yosys_keep_commands(), *after_read,
+                  f"synth_{target.family} {' '.join(synth_opts)} -top {name}",
+                  *after_synth, f"write_json {name}.json"]
+        (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")
+        return run_tool("YOSYS", ["-q", f"{name}.ys"], cwd=build_dir, log_name=f"{name}.yosys.log")
+
+    try:
+        seconds = {"yosys": run_yosys()}
+    except ToolError:
+        retry = ecp5_retry_opts(target.family, synth_opts)
+        if retry is None:
+            raise
+        synth_opts = retry
+        seconds = {"yosys": run_yosys()}
     if not place:
         return read_report(build_dir, prefix=name, design=type(design).__name__,
                            target=target.name, family=target.family, device=target.device,
-                           synth_opts=target.synth_opts, clock_mhz=None,
+                           synth_opts=synth_opts, clock_mhz=None,
                            harness=top.cost if harness else None, seconds=seconds, placed=False)
 
     nextpnr = "NEXTPNR_ICE40" if target.family == "ice40" else "NEXTPNR_ECP5"
@@ -493,7 +519,7 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
 
     report = read_report(build_dir, prefix=name, design=type(design).__name__,
                          target=target.name, family=target.family, device=target.device,
-                         synth_opts=target.synth_opts, clock_mhz=clock,
+                         synth_opts=synth_opts, clock_mhz=clock,
                          harness=top.cost if harness else None, seconds=seconds)
     if check_timing:
         report.check_timing()

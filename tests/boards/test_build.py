@@ -102,6 +102,26 @@ def test_build_with_router2(tmp_path):
         build(_silenced(_Echo()), board="icebreaker", build_dir=tmp_path, router="fast")
 
 
+def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
+    # As for synthesize (test_report.py): a Yosys failure on ECP5, simulated, gets one more run
+    # with -dff; the report says so.
+    import addershift.boards.build as build_module
+    real, runs = build_module._run_platform_build, []
+
+    def failing_once(top, board, name, build_dir, log, **kwargs):
+        runs.append(kwargs["synth_opts"])
+        if len(runs) == 1:
+            (build_dir / f"{name}.rpt").write_text("7.46.14.5. Executing ABC9.\n")
+            return 1
+        return real(top, board, name, build_dir, log, **kwargs)
+
+    monkeypatch.setattr(build_module, "_run_platform_build", failing_once)
+    result = build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
+    assert runs == [("-nowidelut",), ("-nowidelut", "-dff")]
+    assert result.report.synth_opts == ("-nowidelut", "-dff") and result.bitstream.exists()
+    assert result.report.extra["synth"] == "synth_ecp5 -nowidelut -dff: Yosys failed without -dff"
+
+
 def test_program_without_tools_gives_the_commands(tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bit"
