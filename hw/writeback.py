@@ -194,7 +194,9 @@ class Writeback(wiring.Component):
                          s2_valid.eq(s1_valid), s2_merge.eq(s1_merge), s2_gap.eq(s1_gap),
                          s2_fwd1.eq(s2_valid & (s2_dest == s1_dest)),
                          s2_fwd2.eq(valid1 & (dest1 == s1_dest)),
-                         s2_dest.eq(s1_dest), s2_data.eq(s1_data), s2_avg.eq(avg)]
+                         s2_dest.eq(s1_dest), s2_data.eq(s1_data)]
+            if gap:
+                m.d.sync += s2_avg.eq(avg)
             old = lane(Mux(s2_fwd1, word1, Mux(s2_fwd2, word2, old_q)))
             w_valid, w_merge, w_gap, w_dest, w_data, w_avg = (s2_valid, s2_merge, s2_gap, s2_dest,
                                                               s2_data, s2_avg)

@@ -63,7 +63,8 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
     each copy, since a copy can carry the name of the PE port it drives."""
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", 2)
-    # (5x3: YoWASP's ABC9 exits with an error on some small ECP5 netlists, 3x2 to 4x3 among them.)
+    # (5x3: YoWASP's ABC9 exits on 3x2 to 4x3 ECP5 netlists and only the -dff retry maps them,
+    # boards.report.ECP5_RETRY_OPTS; 5x3 maps at the first try.)
     synthesize(array_module.SystolicArray(kind="adder", rows=5, cols=3, max_length=4),
                target=target, build_dir=tmp_path, place=False)
     flip_flops = {}

@@ -108,12 +108,11 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
     assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
 
 
-@pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
-@pytest.mark.parametrize("in_hw, pool", [((2, 2), 2), ((3, 7), 3), ((5, 4), 2)])
-def test_max_pool_updates_back_to_back(writeback_pipeline, in_hw, pool):
+def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=None):
     # Every lane at once: rows reach the write-back in consecutive cycles, so the pixels of one
-    # window follow each other one cycle apart (the deep pipeline forwards the word just written)
-    # and two apart (the memory's transparency), and 2x2 outputs put a whole window in one tile.
+    # window follow each other one and two cycles apart (the deep pipeline forwards the words
+    # just written; the short one reads through the memory's transparency), and 2x2 outputs put a
+    # whole window in one tile.
     from addershift.sw.examples import random_conv
     from addershift.sw.model import MaxPool2d, QModel
     conv = random_conv(np.random.default_rng(7), "conv", "adder", 4, 4, kernel=1, padding=0,
@@ -125,8 +124,21 @@ def test_max_pool_updates_back_to_back(writeback_pipeline, in_hw, pool):
                          writeback_pipeline=writeback_pipeline)
     program = compile_model(model, config)
     x = _images(model, 3, seed=2)
-    result = simulate(program, x, simulator="amaranth")
+    result = simulate(program, x, simulator=simulator, build_dir=build_dir)
     assert check(model, program, x, result) is None
+
+
+@pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
+@pytest.mark.parametrize("in_hw, pool", [((2, 2), 2), ((3, 7), 3), ((5, 4), 2)])
+def test_max_pool_updates_back_to_back(writeback_pipeline, in_hw, pool):
+    _back_to_back_pool(in_hw, pool, writeback_pipeline, "amaranth")
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator, in_hw, pool", [("verilator", (3, 7), 3),
+                                                    ("icarus", (2, 2), 2)])
+def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, tmp_path):
+    _back_to_back_pool(in_hw, pool, "deep", simulator, build_dir=tmp_path)
 
 
 def test_pixel_counts_at_their_widest():
