@@ -14,28 +14,31 @@ taken, ``valid`` never waits for ``ready``):
   rows in order ``0 .. rows - 1``, ``last`` set on row ``rows - 1``.
 
 Dataflow (``docs/architecture.md`` has the diagram and the measurements): operands are registered
-once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c`` (an array
-larger than :data:`TILE` x :data:`TILE` has a copy of each operand register, and of the control,
-per tile, so that no net spans the chip); every PE keeps its own accumulator (output stationary).
+once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c``; every PE
+keeps its own accumulator (output stationary). An array larger than :data:`TILE` x :data:`TILE`
+has a copy of each operand register and of the control per tile, and of the control per row of
+PEs, each copy a register of the one before, so that no net between two flip-flops spans the chip.
 When a reduction finishes, every accumulator is copied into a result register; the result
 registers form one shift chain per column that the output stream drains a row per transfer while
 the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a skid
 buffer (two output registers), so the chain advances on a register rather than on ``o.ready``.
 
-Timing: the cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators clear then), so a
-reduction of K steps occupies K + 1 input cycles. The array stalls its input (``i.ready`` low) for
-output back-pressure only when a finished reduction cannot be copied because the previous one has
-not been read out completely: with ``o.ready`` always high, reductions of ``K >= rows`` steps
-stream back to back with no stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and
-``o.valid`` are functions of registers only: no combinational path runs from ``o.ready`` to
-``i.ready``. The array's reset is the design's one register later: ``i.ready`` is low for one
-cycle after a reset ends. :attr:`SystolicArray.latency` counts the skid buffer's cycle.
+Timing: the array never stalls a step it has taken, so its control is a pipeline of the input's
+``valid`` and ``last``. The cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators
+clear then), so a reduction of K steps occupies K + 1 input cycles. A ``last`` step is taken only
+when its result will find the result chain empty: ``i.ready`` is low while ``i.payload.last`` is
+set and a previous result is unread or still on its way to the chain. With ``o.ready`` always high,
+reductions of ``K >= rows + 3`` steps (``rows + 4`` for several tiles) stream back to back with no
+stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and ``o.valid`` depend on registers and
+``i.payload.last`` only: no combinational path runs from ``o.ready`` to ``i.ready``. The array's
+reset is the design's one register later: ``i.ready`` is low for one cycle after a reset ends.
+:attr:`SystolicArray.latency` counts the skid buffer's cycle.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Module, Mux, ResetSignal, Signal,
-                          signed)
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux, ResetSignal,
+                          Signal, signed)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -173,10 +176,16 @@ class SystolicArray(wiring.Component):
         return self._out_layout
 
     @property
+    def _load_delay(self):
+        # Cycles from taking a `last` step to loading its result: an operand register per tile
+        # (and, several tiles, one in front of them), the PEs' term register, the accumulator.
+        return 3 + (0 if self._single_tile else 1)
+
+    @property
     def latency(self):
         """Cycles from the transfer of a ``last`` step to ``o.valid`` with row 0 of its result
         (when the previous result has been read out)."""
-        return 1 + self._pe.latency + 1 + (0 if self._single_tile else 1)
+        return self._load_delay + 1 + (0 if self._single_tile else 1)
 
     @property
     def readout_cycles(self):
@@ -190,8 +199,10 @@ class SystolicArray(wiring.Component):
 
     def reduction_cycles(self, length):
         """Input cycles per reduction of ``length`` steps when reductions stream back to back with
-        ``o.ready`` always high: ``max(length, rows) + 1``."""
-        return max(length, self._rows) + self.idle_after_last
+        ``o.ready`` always high: ``max(length, rows + d) + 1``, where ``d`` (3, or 4 for an array
+        of several tiles) is the cycles from a ``last`` step to loading its result; a ``last``
+        step waits until the previous result has left the result chain."""
+        return max(length, self._rows + self._load_delay) + self.idle_after_last
 
     def params(self):
         """The parameters and the derived accumulator width as a plain dict (for reports)."""
@@ -205,6 +216,7 @@ class SystolicArray(wiring.Component):
         m = Module()
         rows, cols = self._rows, self._cols
         acc_bits = self._pe.acc_bits
+        single = self._single_tile
 
         # Every register of the array is in `array`: the design's clock, and its reset one register
         # later. The reset net spans the whole chip; on a 16x32 ECP5 array it reached the far PEs
@@ -215,6 +227,8 @@ class SystolicArray(wiring.Component):
         m.d.sync += in_reset.eq(ResetSignal())
         m.d.comb += [array_domain.clk.eq(ClockSignal()), array_domain.rst.eq(in_reset)]
 
+        # The PEs' accumulators are cleared and enabled by the array (below); their own `valid`,
+        # `last` and `done` are left unused, and `hold` is never set: the array never stalls.
         pes = [[make_pe(self._kind, register_inputs=False, acc_control="external",
                         **self._pe_params) for _ in range(cols)]
                for _ in range(rows)]
@@ -222,17 +236,32 @@ class SystolicArray(wiring.Component):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = DomainRenamer("array")(pes[r][c])
 
+        # --- input and the control pipeline --------------------------------------------------
+        # The array never stalls once a step is in: the control is a pipeline of the input's
+        # `valid` and `last`, so every copy of it (per tile, per row) is a register of the copy
+        # before it and the nets that fan out across the chip carry no logic. A `last` step is
+        # taken only when its result will find the result chain empty (`last_ok`).
+        valid0, last0 = Signal(), Signal()      # the step taken a cycle ago
+        last_ok = Signal(init=1)
+        transfer = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~in_reset & ~(valid0 & last0) & (last_ok | ~self.i.payload.last)),
+            transfer.eq(self.i.valid & self.i.ready),
+        ]
+        m.d.array += [valid0.eq(transfer), last0.eq(self.i.payload.last)]
+
+        # A `last` step taken in cycle T loads its result `load_delay` cycles later; `in_flight[k]`
+        # is "a last step was taken k + 1 cycles ago".
+        in_flight = [Signal(name=f"last_in_flight_{k + 1}") for k in range(self._load_delay)]
+        m.d.comb += in_flight[0].eq(valid0 & last0)
+        m.d.array += [in_flight[k + 1].eq(in_flight[k]) for k in range(self._load_delay - 1)]
+        done = in_flight[-1]             # the central copy of the result load
+
         # Result registers: one shift chain per column, row 0 at the output end.
         result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True)
                    for c in range(cols)]
                   for r in range(rows)]
         count = Signal(range(rows + 1))  # result rows not yet read out
-        done = pes[0][0].done            # every PE finishes in the same cycle
-
-        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
-        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
-        single = self._single_tile
-
         empty = Signal(init=1)           # count == 0, as a register of its own
         take = Signal()                  # the head row leaves the result chain
         head = Signal(self._out_layout)  # the result chain's output end
@@ -254,119 +283,126 @@ class SystolicArray(wiring.Component):
             skid_valid = Signal()
             m.d.comb += take.eq(~empty & ~skid_valid)
             out_free = ~self.o.valid | self.o.ready
-            with m.If(out_free):
-                m.d.array += [self.o.valid.eq(skid_valid | take),
-                              self.o.payload.eq(Mux(skid_valid, skid, head)),
-                              skid_valid.eq(0)]
-            with m.Elif(take):
-                m.d.array += [skid_valid.eq(1), skid.eq(head)]
             room_next = out_free | ~(skid_valid | take)   # skid_valid's next value, inverted
 
-        # A finished reduction waits, freezing the array, while unread rows remain:
-        # hold = done & ~empty. `hold` is the clock enable of every register in the array, so it
-        # is itself a register, computed a cycle ahead from the next values of `done` and `empty`
-        # (the control pipeline below mirrors the PEs'; synthesis merges it with a tile's).
-        hold = Signal()
-        run = ~hold
-        valid0, last0 = Signal(), Signal()
-        valid1, last1 = Signal(), Signal()
-        with m.If(run):
-            m.d.array += [valid1.eq(valid0), last1.eq(last0)]
-        done_next = Mux(run, valid1 & last1, done)
-        valid1_next = Mux(run, valid0, valid1)
+            def skid_buffer(o_valid, skid_valid, fields):
+                with m.If(~o_valid | self.o.ready):
+                    m.d.array += [o_valid.eq(skid_valid | take), skid_valid.eq(0)]
+                    m.d.array += [o.eq(Mux(skid_valid, s, h)) for o, s, h in fields]
+                with m.Elif(take):
+                    m.d.array += skid_valid.eq(1)
+                # The spare copies the head row whenever it is free, so its enable is a register
+                # (with `take & ~out_free` it was a LUT of `o.ready` in front of its 544
+                # flip-flops on a 16 x 32 array, the critical path at 105 MHz).
+                with m.If(~skid_valid):
+                    m.d.array += [s.eq(h) for _, s, h in fields]
+
+            # The output registers of each block of TILE columns have their own copy of
+            # `o.valid` and `skid_valid` for their enables and select: one net to all of them
+            # spanned the 32 x 32 ECP5 array (8.6 ns of routing to the spare's enables).
+            skid_buffer(self.o.valid, skid_valid,
+                        [(self.o.payload.last, skid.last, head.last)])
+            for k, block in enumerate(range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)):
+                skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}"),
+                            Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}"),
+                            [(self.o.payload.acc[c], skid.acc[c], head.acc[c]) for c in block])
+
+        # A load finds the chain empty: a `last` step waits while rows are unread or a load is
+        # in flight, and nothing else fills the chain.
         empty_next = Signal()
-        with m.If(done & empty):
+        with m.If(done):
             m.d.comb += empty_next.eq(0)
         with m.Elif(take):
             m.d.comb += empty_next.eq(count == 1)
         with m.Else():
             m.d.comb += empty_next.eq(empty)
-        hold_next = done_next & ~empty_next
-        m.d.array += [hold.eq(hold_next), empty.eq(empty_next)]
-        with m.If(done & empty):
+        m.d.array += [empty.eq(empty_next),
+                      last_ok.eq(empty_next & ~(transfer & self.i.payload.last) &
+                                 ~Cat(in_flight[:-1]).any())]
+        with m.If(done):
             m.d.array += count.eq(rows)
         with m.Elif(take):
             m.d.array += count.eq(count - 1)
 
-        # Tiles of at most TILE x TILE PEs, each with its own copy of the control below and of the
-        # operand registers: a net that reaches every PE spans the chip, and placement spreads even
-        # one row of a large array across it. On ECP5 these nets were the critical path in turn:
-        # the result registers' enable from 8x8 up, then at 16x32 an x register 7.8 ns of routing
-        # from its far PEs, then a row's accumulator reset (docs/architecture.md). Board builds keep
-        # the copies apart (REPLICA_SUFFIX; Yosys would merge equal registers).
+        # Tiles of at most TILE x TILE PEs, each with its own copy of the control and of the
+        # operand registers, and (several tiles) a copy of the control per row of PEs: a net that
+        # reaches every PE spans the chip, and placement spreads even one row of a large array
+        # across it. On ECP5 these nets were the critical path in turn (docs/architecture.md).
+        # Board builds keep the copies apart (REPLICA_SUFFIX; Yosys would merge equal registers).
         def copies(name, shape, count, n):
             # Data registers need no reset (valid bits say when they matter): fewer reset nets.
             return [[Signal(shape, reset_less=True,
                             name=f"{name}_{i}" if n == 1 else f"{name}_{i}{REPLICA_SUFFIX}{k}")
                      for k in range(n)] for i in range(count)]
 
-        # Input: operands registered once (a copy per tile), then broadcast along rows (x) and
-        # columns (w).
+        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
+        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
         x_reg = copies("x", signed(self.x_bits), rows, len(col_blocks))
         w_reg = copies("w", self._pe.operand_shape, cols, len(row_blocks))
-        after_last = Signal()
-        transfer = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~hold & ~after_last & ~in_reset),
-            transfer.eq(self.i.valid & self.i.ready),
-        ]
-        with m.If(~hold):
-            m.d.array += [
-                after_last.eq(transfer & self.i.payload.last),
-                valid0.eq(transfer),
-                last0.eq(self.i.payload.last),
-            ]
+        if single:
+            # Operands registered once and broadcast, x[r] along row r and w[c] down column c.
+            x_in = [self.i.payload.x[r] for r in range(rows)]
+            w_in = [self._pe.encode_weight(self.i.payload.w[c]) for c in range(cols)]
+        else:
+            # A register of each operand first, so the input's nets reach one flip-flop each and
+            # its copies in the tiles start from there.
+            x_in = [Signal(signed(self.x_bits), name=f"x_in_{r}", reset_less=True)
+                    for r in range(rows)]
+            w_in = [Signal(self._pe.operand_shape, name=f"w_in_{c}", reset_less=True)
+                    for c in range(cols)]
+            m.d.array += [x_in[r].eq(self.i.payload.x[r]) for r in range(rows)]
+            m.d.array += [w_in[c].eq(self._pe.encode_weight(self.i.payload.w[c]))
+                          for c in range(cols)]
 
         for tr, tile_rows in enumerate(row_blocks):
             for tc, tile_cols in enumerate(col_blocks):
                 tile = f"{REPLICA_SUFFIX}{tr}_{tc}"
-                # Read-out: the result registers' enable and select as registers a cycle ahead.
-                load = Signal(name=f"load{tile}")        # == done & empty
-                move = Signal(name=f"move{tile}")        # == take
+                m.d.array += [x_reg[r][tc].eq(x_in[r]) for r in tile_rows]
+                m.d.array += [w_reg[c][tr].eq(w_in[c]) for c in tile_cols]
+                # The tile's control registers have no reset (the array's reset net to every tile
+                # spanned the chip: the 32 x 32 ECP5 array's critical path). They are a pipeline
+                # of `valid0` and `last0`, which have one, and the tile's copy of the reset (a
+                # register) sets `load` while it lasts, so the accumulators clear after whatever
+                # the stale registers did; stale loads and moves of result rows reach no one
+                # (`count` is 0).
+                # `valid` and `last` of the steps the tile's PEs see, and `ends`: "the last step
+                # of a reduction is in the PEs' term registers".
+                if single:
+                    reset, valid, last = in_reset, valid0, last0
+                else:
+                    reset = Signal(name=f"reset{tile}", reset_less=True)
+                    valid, last = (Signal(name=f"{name}{tile}", reset_less=True)
+                                   for name in ("valid", "last"))
+                    m.d.array += reset.eq(in_reset)
+                    m.d.array += [valid.eq(valid0), last.eq(last0)]
+                ends = Signal(name=f"ends{tile}", reset_less=True)
+                m.d.array += ends.eq(valid & last)
+                # A tile's read-out shifts on `move` (== take), a register a cycle ahead.
+                move = Signal(name=f"move{tile}", reset_less=True)
                 shifting = [r for r in tile_rows if r < rows - 1]   # the last row has no successor
-                m.d.array += load.eq(done_next & empty_next)
                 if single:
                     m.d.comb += move.eq(take)
                 elif shifting:
                     m.d.array += move.eq(~empty_next & room_next)
-                with m.If(load):
-                    m.d.array += [result[r][c].eq(pes[r][c].acc)
-                                  for r in tile_rows for c in tile_cols]
-                with m.Elif(move):
-                    m.d.array += [result[r][c].eq(result[r + 1][c])
-                                  for r in shifting for c in tile_cols]
-                # The PEs' control, per tile: `hold` (the clock enable of the PEs' term registers
-                # and of the tile's operand registers) and the accumulators' clear and enable, all
-                # registers computed a cycle ahead. The tile's own `hold` enables its operand
-                # registers: the array's reaching every tile's was the 32x32 ECP5 critical path
-                # (10 ns of routing); each operand copy belongs to one tile (x[r] to one per
-                # column block, w[c] to one per row block). As one LUT of `hold`, `valid` and
-                # `done` shared by a tile's PEs, the accumulators' clear and enable were the next
-                # (10 ns from `hold` to that LUT, 6.5 ns on to the accumulators). The PEs' own
-                # `valid` and `last` then only make `done`, which the array reads from PE 0, 0.
-                if single:
-                    pe_hold = hold
-                else:
-                    pe_hold = Signal(name=f"hold{tile}")
-                    m.d.array += pe_hold.eq(hold_next)
-                with m.If(~pe_hold):
-                    m.d.array += [x_reg[r][tc].eq(self.i.payload.x[r]) for r in tile_rows]
-                    m.d.array += [w_reg[c][tr].eq(self._pe.encode_weight(self.i.payload.w[c]))
-                                  for c in tile_cols]
-                acc_clear, acc_enable = (Signal(name=f"{name}{tile}")
-                                         for name in ("acc_clear", "acc_enable"))
-                m.d.array += [acc_clear.eq(~hold_next & done_next),
-                              acc_enable.eq(~hold_next & (done_next | valid1_next))]
-                for r in tile_rows:
-                    for c in tile_cols:
-                        pe = pes[r][c]
-                        m.d.comb += [
-                            pe.x.eq(x_reg[r][tc]),
-                            pe.w.eq(w_reg[c][tr]),
-                            pe.valid.eq(valid0),
-                            pe.last.eq(last0),
-                            pe.hold.eq(pe_hold),
-                            pe.acc_clear.eq(acc_clear),
-                            pe.acc_enable.eq(acc_enable),
-                        ]
+                for group in ([tile_rows] if single else [[r] for r in tile_rows]):
+                    where = tile if single else f"{tile}_{group[0]}"
+                    # `load`: the accumulators hold finished sums; the result registers take them
+                    # and the accumulators clear. `acc_enable`: a term to add, or that clear.
+                    load, acc_enable = (Signal(name=f"{name}{where}", reset_less=True)
+                                        for name in ("load", "acc_enable"))
+                    m.d.array += [load.eq(ends | reset), acc_enable.eq(valid | ends)]
+                    with m.If(load):
+                        m.d.array += [result[r][c].eq(pes[r][c].acc)
+                                      for r in group for c in tile_cols]
+                    with m.Elif(move):
+                        m.d.array += [result[r][c].eq(result[r + 1][c])
+                                      for r in group if r in shifting for c in tile_cols]
+                    for r in group:
+                        for c in tile_cols:
+                            m.d.comb += [
+                                pes[r][c].x.eq(x_reg[r][tc]),
+                                pes[r][c].w.eq(w_reg[c][tr]),
+                                pes[r][c].acc_clear.eq(load),
+                                pes[r][c].acc_enable.eq(acc_enable),
+                            ]
         return m

@@ -202,6 +202,8 @@ class PE(wiring.Component):
         ahead for a whole tile of PEs): they come from the ``acc_clear`` and ``acc_enable``
         inputs, which must equal ``~hold & done`` and ``~hold & (done | v)``, where ``v`` is
         ``valid`` as it reaches the accumulator (through the PE's input and term registers).
+        The accumulator then has no reset: ``acc_clear`` must be set in the last cycle of a
+        reset (and ``acc_enable`` low in the cycle after).
 
     Members
     -------
@@ -371,12 +373,17 @@ class PE(wiring.Component):
         # and enable are each one LUT of registers shared by all PEs, or registers of the array.
         if self._external:
             clear, enable = self.acc_clear, self.acc_enable
+            # The array sets `acc_clear` while it is in reset, so the accumulator needs no reset
+            # of its own (a reset net to every accumulator would span the array).
+            acc = Signal.like(self.acc, name="acc_reg", reset_less=True)
+            m.d.comb += self.acc.eq(acc)
         else:
             clear, enable = self.done & run, valid1 & run
+            acc = self.acc
         with m.If(clear):
-            m.d.sync += self.acc.eq(0)
+            m.d.sync += acc.eq(0)
         with m.Elif(enable):
-            m.d.sync += self.acc.eq(self.acc + self._widen(t) + c)
+            m.d.sync += acc.eq(acc + self._widen(t) + c)
         return m
 
 

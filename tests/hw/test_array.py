@@ -72,6 +72,12 @@ def check_array(arr, tiles, **kwargs):
 
 # --- simulations -------------------------------------------------------------------------------
 
+# Arrays of one tile drive `o` from the result chain; larger ones through a skid buffer (a
+# cycle more latency) and have their control copied per tile and row, each tile with its own
+# reset register. TILE=2 makes small arrays take the second form.
+TILE_SIZES = pytest.mark.parametrize("tile", [8, 2], ids=["one-tile", "tiles"])
+
+
 @pytest.mark.parametrize("kind,rows,cols,params", [
     ("adder", 3, 4, dict(max_length=40)),
     ("adder", 1, 1, dict(x_bits=5, max_length=9)),
@@ -115,10 +121,15 @@ def test_tiles_with_their_own_control_and_operands(monkeypatch):
     check_array(arr, tiles)
 
 
-def test_reset_mid_reduction_starts_clean():
+@TILE_SIZES
+@pytest.mark.parametrize("reset_cycles", [1, 2])
+def test_reset_mid_reduction_starts_clean(tile, reset_cycles, monkeypatch):
     """A reset with a finished result unread and a reduction half summed: both are dropped. The
     array's own reset is a register later than the design's, so ``i.ready`` stays low for one
-    cycle after it; then the next tiles sum from zero."""
+    cycle after it; then the next tiles sum from zero (the accumulators have no reset: the
+    control clears them while the reset lasts, however short)."""
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(13)
     arr = SystolicArray(kind="adder", rows=2, cols=3, max_length=10)
     top = Module()
@@ -132,12 +143,12 @@ def test_reset_mid_reduction_starts_clean():
         for payload in step_payloads(arr, finished) + step_payloads(arr, partial)[:5]:
             await stream_put(ctx, arr.i, payload)
         ctx.set(domain.rst, 1)
-        for _ in range(2):          # single ticks: a repeated wait raises DomainReset
+        for _ in range(reset_cycles):   # single ticks: a repeated wait raises DomainReset
             await ctx.tick()
         ctx.set(domain.rst, 0)
-        assert (ctx.get(arr.i.ready), ctx.get(arr.o.valid)) == (0, 0)
+        assert ctx.get(arr.i.ready) == 0
         await ctx.tick()
-        assert ctx.get(arr.i.ready)
+        assert (ctx.get(arr.i.ready), ctx.get(arr.o.valid)) == (1, 0)
         reset_done.append(True)
         await stream_send(ctx, arr.i, [p for tile in after for p in step_payloads(arr, tile)])
 
@@ -183,6 +194,7 @@ def _timeline(arr, tiles, *, ready=lambda cycle: 1, cycles=None):
                    "o_last": ctx.get(arr.o.payload.last),
                    "o_acc": [int(v) for v in ctx.get(arr.o.payload.acc)]}
             row["i_take"] = row["i_valid"] and row["i_ready"]
+            row["i_last_shown"] = bool(row["i_valid"] and current["last"])
             row["i_last"] = bool(row["i_take"] and current["last"])
             trace.append(row)
             await ctx.tick()
@@ -196,11 +208,6 @@ def _timeline(arr, tiles, *, ready=lambda cycle: 1, cycles=None):
     return trace
 
 
-# Arrays of one tile drive `o` from the result chain; larger ones through a skid buffer (a
-# cycle more latency). TILE=2 makes small arrays take the second form.
-TILE_SIZES = pytest.mark.parametrize("tile", [8, 2], ids=["one-tile", "skid"])
-
-
 @TILE_SIZES
 def test_latency_and_throughput_properties(tile, monkeypatch):
     import addershift.hw.array as array_module
@@ -208,8 +215,8 @@ def test_latency_and_throughput_properties(tile, monkeypatch):
     rng = np.random.default_rng(3)
     for rows in (1, 4):
         arr = SystolicArray(kind="adder", rows=rows, cols=2, max_length=16)
-        ks = [rows - 1 or 1, 5, 16, rows - 1 or 1, 1] if rows > 1 else [1, 1, 5]
-        ks = [k for k in ks if k >= rows]   # long enough that readout never stalls
+        # Short reductions wait for the result chain at their `last` step, long ones do not.
+        ks = [rows - 1 or 1, 5, 16, rows - 1 or 1, 1, 9, 8, 7, 6, 5]
         tiles = [random_tile(arr, k, rng) for k in ks]
         trace = _timeline(arr, tiles)
         lasts = [t for t, r in enumerate(trace) if r["i_last"]]
@@ -217,19 +224,24 @@ def test_latency_and_throughput_properties(tile, monkeypatch):
                   (t == 0 or not trace[t - 1]["o_valid"] or trace[t - 1]["o_last"])]
         # Row 0 of each result appears `latency` cycles after its last step was taken.
         assert firsts == [t + arr.latency for t in lasts]
-        # The input is refused only in the one idle cycle after each `last`.
+        # The input is refused in the idle cycle after each `last`, and else only while a `last`
+        # step waits; so reductions take reduction_cycles(K) input cycles each.
         refused = [t for t, r in enumerate(trace) if r["i_valid"] and not r["i_ready"]]
-        assert refused == [t + arr.idle_after_last for t in lasts[:-1]]
-        # So tiles take reduction_cycles(K) input cycles each.
-        starts = [0] + [t + 1 + arr.idle_after_last for t in lasts[:-1]]
-        assert [b - a + 1 for a, b in zip(starts, lasts)] == [k for k in ks]
+        idle = [t + arr.idle_after_last for t in lasts[:-1]]
+        assert set(idle) <= set(refused)
+        assert all(trace[t]["i_last_shown"] for t in refused if t not in idle)
         assert [lasts[i + 1] - lasts[i] for i in range(len(ks) - 1)] == \
             [arr.reduction_cycles(k) for k in ks[1:]]
+        # Exactly the reductions shorter than rows + (cycles to load a result) wait.
+        load_delay = arr.latency - 1 - (tile < 8 and rows > tile)
+        assert [arr.reduction_cycles(k) > k + 1 for k in ks] == \
+            [k < rows + load_delay for k in ks]
+        assert any(k < rows + load_delay for k in ks) and any(k >= rows + load_delay for k in ks)
 
 
 @TILE_SIZES
 def test_back_pressure_stalls_input_only_when_it_must(tile, monkeypatch):
-    """Readout slower than the tiles: the input stalls exactly while a finished result waits."""
+    """Readout slower than the tiles: only `last` steps wait, while a result is unread."""
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(4)
@@ -241,15 +253,15 @@ def test_back_pressure_stalls_input_only_when_it_must(tile, monkeypatch):
     for a, b in zip(trace, trace[1:]):
         if a["o_valid"] and not a["o_ready"]:
             assert b["o_valid"] and b["o_acc"] == a["o_acc"] and b["o_last"] == a["o_last"]
-    # The input is refused only (a) while a finished result waits for the previous one to be read
-    # out, so the output is valid, or (b) in the idle cycle after a `last`, which is the first
-    # cycle after it that (a) does not freeze.
+    # The input is refused only (a) in the idle cycle after a `last`, or (b) on a `last` step
+    # while a previous result is unread (the output is valid) or on its way to the result chain
+    # (its `last` step was taken at most `latency` cycles ago).
+    lasts = [t for t, r in enumerate(trace) if r["i_last"]]
     for t, r in enumerate(trace):
-        if r["i_valid"] and not r["i_ready"] and not r["o_valid"]:
-            s = t - 1
-            while s >= 0 and not trace[s]["i_ready"] and trace[s]["o_valid"]:
-                s -= 1
-            assert trace[s]["i_last"], f"input stalled at cycle {t} with nothing to read out"
+        if r["i_valid"] and not r["i_ready"] and t - 1 not in lasts:
+            assert r["i_last_shown"], f"cycle {t}: a step other than `last` waited"
+            assert r["o_valid"] or any(t - arr.latency <= s < t for s in lasts), \
+                f"cycle {t}: a `last` step waited with nothing to read out"
     outputs = [r["o_acc"] for r in trace if r["o_valid"] and r["o_ready"]]
     expected = np.concatenate([golden_tile(arr, tile) for tile in tiles])
     np.testing.assert_array_equal(np.array(outputs), expected)
@@ -262,7 +274,7 @@ def test_no_combinational_path_from_output_ready_to_input_ready(tile, monkeypatc
     monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(6)
     arr = SystolicArray(kind="adder", rows=3, cols=2, max_length=4)
-    payloads = [p for _ in range(8) for p in step_payloads(arr, random_tile(arr, 1, rng))]
+    payloads = [p for k in (1, 3, 2, 4) * 2 for p in step_payloads(arr, random_tile(arr, k, rng))]
     seen = []
 
     async def bench(ctx):
@@ -299,7 +311,7 @@ def test_properties_and_layouts():
     assert arr.out_layout == data.StructLayout({"acc": data.ArrayLayout(signed(arr.acc_bits), 2),
                                                 "last": 1})
     assert (arr.latency, arr.readout_cycles, arr.idle_after_last) == (4, 3, 1)
-    assert arr.reduction_cycles(1) == 4 and arr.reduction_cycles(9) == 10
+    assert arr.reduction_cycles(1) == 7 and arr.reduction_cycles(9) == 10
     for name in ("rows", "cols", "latency", "acc_bits", "kind"):
         with pytest.raises(AttributeError):
             setattr(arr, name, 2)
