@@ -16,8 +16,9 @@ taken, ``valid`` never waits for ``ready``):
 Dataflow (``docs/architecture.md`` has the diagram and the measurements): operands are registered
 once at the edge and broadcast, ``x[r]`` along row ``r`` and ``w[c]`` down column ``c``; every PE
 keeps its own accumulator (output stationary). An array larger than :data:`TILE` x :data:`TILE`
-has a copy of each operand register and of the control per tile, and of the control per row of
-PEs, each copy a register of the one before, so that no net between two flip-flops spans the chip.
+registers operands once at its edge and then :data:`HOPS` times per tile, and copies its control
+likewise per tile and per row of PEs, each copy a register of the one before, so that the nets
+that span the chip carry no logic and each reaches a few flip-flops.
 When a reduction finishes, every accumulator is copied into a result register; the result
 registers form one shift chain per column that the output stream drains a row per transfer while
 the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a skid
@@ -28,7 +29,7 @@ Timing: the array never stalls a step it has taken, so its control is a pipeline
 clear then), so a reduction of K steps occupies K + 1 input cycles. A ``last`` step is taken only
 when its result will find the result chain empty: ``i.ready`` is low while ``i.payload.last`` is
 set and a previous result is unread or still on its way to the chain. With ``o.ready`` always high,
-reductions of ``K >= rows + 3`` steps (``rows + 4`` for several tiles) stream back to back with no
+reductions of ``K >= rows + 3`` steps (``rows + 5`` for several tiles) stream back to back with no
 stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and ``o.valid`` depend on registers and
 ``i.payload.last`` only: no combinational path runs from ``o.ready`` to ``i.ready``. The array's
 reset is the design's one register later: ``i.ready`` is low for one cycle after a reset ends.
@@ -53,6 +54,11 @@ REPLICA_SUFFIX = "_replica"
 #: The array is cut into tiles of at most TILE x TILE PEs; each tile has its own copy of the
 #: read-out and PE control and of the operand registers of its rows and columns.
 TILE = 8
+#: In an array of several tiles, what goes from the array's edge to a tile (operands, `valid`,
+#: `last`, the reset) passes this many registers of the tile: placement puts one between the edge
+#: and the tile and one among its PEs. (With one, at 32 x 32 on ECP5 an `x` copy sat 32 rows away
+#: from its PEs: 7.3 ns of routing, the critical path at 93.9 MHz.)
+HOPS = 2
 
 
 def _check_dim(name, value):
@@ -177,9 +183,10 @@ class SystolicArray(wiring.Component):
 
     @property
     def _load_delay(self):
-        # Cycles from taking a `last` step to loading its result: an operand register per tile
-        # (and, several tiles, one in front of them), the PEs' term register, the accumulator.
-        return 3 + (0 if self._single_tile else 1)
+        # Cycles from taking a `last` step to loading its result: the operand registers (one;
+        # several tiles: one at the edge, then HOPS per tile), the PEs' term register, the
+        # accumulator.
+        return 3 + (0 if self._single_tile else HOPS)
 
     @property
     def latency(self):
@@ -199,7 +206,7 @@ class SystolicArray(wiring.Component):
 
     def reduction_cycles(self, length):
         """Input cycles per reduction of ``length`` steps when reductions stream back to back with
-        ``o.ready`` always high: ``max(length, rows + d) + 1``, where ``d`` (3, or 4 for an array
+        ``o.ready`` always high: ``max(length, rows + d) + 1``, where ``d`` (3, or 5 for an array
         of several tiles) is the cycles from a ``last`` step to loading its result; a ``last``
         step waits until the previous result has left the result chain."""
         return max(length, self._rows + self._load_delay) + self.idle_after_last
@@ -257,6 +264,32 @@ class SystolicArray(wiring.Component):
         m.d.array += [in_flight[k + 1].eq(in_flight[k]) for k in range(self._load_delay - 1)]
         done = in_flight[-1]             # the central copy of the result load
 
+        # Tiles of at most TILE x TILE PEs (below), each with its own copy of the control and of
+        # the operand registers, and (several tiles) a copy of the control per row of PEs: a net
+        # that reaches every PE spans the chip, and placement spreads even one row of a large
+        # array across it. On ECP5 these nets were the critical path in turn
+        # (docs/architecture.md). Board builds keep the copies apart (REPLICA_SUFFIX; Yosys would
+        # merge equal registers).
+        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
+        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
+
+        def relay(value, name, shape=1):
+            """``value`` through the registers of a tile (HOPS of them, one with one tile)."""
+            for hop in range(1 if single else HOPS):
+                last_hop = hop == (0 if single else HOPS - 1)
+                reg = Signal(shape, name=name if last_hop else f"{name}_hop{hop}",
+                             reset_less=True)
+                m.d.array += reg.eq(value)
+                value = reg
+            return value
+
+        # The array's reset reaches each tile through registers of the tile: the reset net to
+        # every tile spanned the chip (the 32 x 32 ECP5 array's critical path, first into the
+        # accumulators, then into the output registers).
+        tile_reset = [[in_reset if single else
+                       relay(in_reset, f"reset{REPLICA_SUFFIX}{tr}_{tc}")
+                       for tc in range(len(col_blocks))] for tr in range(len(row_blocks))]
+
         # Result registers: one shift chain per column, row 0 at the output end.
         result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True)
                    for c in range(cols)]
@@ -285,12 +318,15 @@ class SystolicArray(wiring.Component):
             out_free = ~self.o.valid | self.o.ready
             room_next = out_free | ~(skid_valid | take)   # skid_valid's next value, inverted
 
-            def skid_buffer(o_valid, skid_valid, fields):
+            def skid_buffer(o_valid, skid_valid, fields, reset=None):
                 with m.If(~o_valid | self.o.ready):
                     m.d.array += [o_valid.eq(skid_valid | take), skid_valid.eq(0)]
                     m.d.array += [o.eq(Mux(skid_valid, s, h)) for o, s, h in fields]
                 with m.Elif(take):
                     m.d.array += skid_valid.eq(1)
+                if reset is not None:
+                    with m.If(reset):
+                        m.d.array += [o_valid.eq(0), skid_valid.eq(0)]
                 # The spare copies the head row whenever it is free, so its enable is a register
                 # (with `take & ~out_free` it was a LUT of `o.ready` in front of its 544
                 # flip-flops on a 16 x 32 array, the critical path at 105 MHz).
@@ -299,13 +335,17 @@ class SystolicArray(wiring.Component):
 
             # The output registers of each block of TILE columns have their own copy of
             # `o.valid` and `skid_valid` for their enables and select: one net to all of them
-            # spanned the 32 x 32 ECP5 array (8.6 ns of routing to the spare's enables).
-            skid_buffer(self.o.valid, skid_valid,
-                        [(self.o.payload.last, skid.last, head.last)])
-            for k, block in enumerate(range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)):
-                skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}"),
-                            Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}"),
-                            [(self.o.payload.acc[c], skid.acc[c], head.acc[c]) for c in block])
+            # spanned the 32 x 32 ECP5 array (8.6 ns of routing to the spare's enables). The
+            # copies take their reset from the tile at the output end, a cycle after the array's
+            # own registers, which do nothing in the cycle after a reset, so the copies agree.
+            payload = Signal(self._out_layout, reset_less=True)
+            m.d.comb += self.o.payload.eq(payload)
+            skid_buffer(self.o.valid, skid_valid, [(payload.last, skid.last, head.last)])
+            for k, block in enumerate(col_blocks):
+                skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}", reset_less=True),
+                            Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}", reset_less=True),
+                            [(payload.acc[c], skid.acc[c], head.acc[c]) for c in block],
+                            reset=tile_reset[0][k])
 
         # A load finds the chain empty: a `last` step waits while rows are unread or a load is
         # in flight, and nothing else fills the chain.
@@ -324,28 +364,13 @@ class SystolicArray(wiring.Component):
         with m.Elif(take):
             m.d.array += count.eq(count - 1)
 
-        # Tiles of at most TILE x TILE PEs, each with its own copy of the control and of the
-        # operand registers, and (several tiles) a copy of the control per row of PEs: a net that
-        # reaches every PE spans the chip, and placement spreads even one row of a large array
-        # across it. On ECP5 these nets were the critical path in turn (docs/architecture.md).
-        # Board builds keep the copies apart (REPLICA_SUFFIX; Yosys would merge equal registers).
-        def copies(name, shape, count, n):
-            # Data registers need no reset (valid bits say when they matter): fewer reset nets.
-            return [[Signal(shape, reset_less=True,
-                            name=f"{name}_{i}" if n == 1 else f"{name}_{i}{REPLICA_SUFFIX}{k}")
-                     for k in range(n)] for i in range(count)]
-
-        row_blocks = [range(a, min(a + TILE, rows)) for a in range(0, rows, TILE)]
-        col_blocks = [range(a, min(a + TILE, cols)) for a in range(0, cols, TILE)]
-        x_reg = copies("x", signed(self.x_bits), rows, len(col_blocks))
-        w_reg = copies("w", self._pe.operand_shape, cols, len(row_blocks))
         if single:
             # Operands registered once and broadcast, x[r] along row r and w[c] down column c.
             x_in = [self.i.payload.x[r] for r in range(rows)]
             w_in = [self._pe.encode_weight(self.i.payload.w[c]) for c in range(cols)]
         else:
             # A register of each operand first, so the input's nets reach one flip-flop each and
-            # its copies in the tiles start from there.
+            # the tiles' copies start from there.
             x_in = [Signal(signed(self.x_bits), name=f"x_in_{r}", reset_less=True)
                     for r in range(rows)]
             w_in = [Signal(self._pe.operand_shape, name=f"w_in_{c}", reset_less=True)
@@ -357,24 +382,22 @@ class SystolicArray(wiring.Component):
         for tr, tile_rows in enumerate(row_blocks):
             for tc, tile_cols in enumerate(col_blocks):
                 tile = f"{REPLICA_SUFFIX}{tr}_{tc}"
-                m.d.array += [x_reg[r][tc].eq(x_in[r]) for r in tile_rows]
-                m.d.array += [w_reg[c][tr].eq(w_in[c]) for c in tile_cols]
-                # The tile's control registers have no reset (the array's reset net to every tile
-                # spanned the chip: the 32 x 32 ECP5 array's critical path). They are a pipeline
-                # of `valid0` and `last0`, which have one, and the tile's copy of the reset (a
-                # register) sets `load` while it lasts, so the accumulators clear after whatever
-                # the stale registers did; stale loads and moves of result rows reach no one
-                # (`count` is 0).
+                # Data registers need no reset (valid bits say when they matter).
+                x_reg = {r: relay(x_in[r], f"x_{r}" if single else f"x_{r}{tile}",
+                                  signed(self.x_bits)) for r in tile_rows}
+                w_reg = {c: relay(w_in[c], f"w_{c}" if single else f"w_{c}{tile}",
+                                  self._pe.operand_shape) for c in tile_cols}
+                # The tile's control registers have no reset. They are a pipeline of `valid0`
+                # and `last0`, which have one, and the tile's reset sets `load` while it lasts,
+                # so the accumulators clear after whatever the stale registers did; stale loads
+                # and moves of result rows reach no one (`count` is 0).
                 # `valid` and `last` of the steps the tile's PEs see, and `ends`: "the last step
                 # of a reduction is in the PEs' term registers".
+                reset = tile_reset[tr][tc]
                 if single:
-                    reset, valid, last = in_reset, valid0, last0
+                    valid, last = valid0, last0
                 else:
-                    reset = Signal(name=f"reset{tile}", reset_less=True)
-                    valid, last = (Signal(name=f"{name}{tile}", reset_less=True)
-                                   for name in ("valid", "last"))
-                    m.d.array += reset.eq(in_reset)
-                    m.d.array += [valid.eq(valid0), last.eq(last0)]
+                    valid, last = relay(valid0, f"valid{tile}"), relay(last0, f"last{tile}")
                 ends = Signal(name=f"ends{tile}", reset_less=True)
                 m.d.array += ends.eq(valid & last)
                 # A tile's read-out shifts on `move` (== take), a register a cycle ahead.
@@ -400,8 +423,8 @@ class SystolicArray(wiring.Component):
                     for r in group:
                         for c in tile_cols:
                             m.d.comb += [
-                                pes[r][c].x.eq(x_reg[r][tc]),
-                                pes[r][c].w.eq(w_reg[c][tr]),
+                                pes[r][c].x.eq(x_reg[r]),
+                                pes[r][c].w.eq(w_reg[c]),
                                 pes[r][c].acc_clear.eq(load),
                                 pes[r][c].acc_enable.eq(acc_enable),
                             ]

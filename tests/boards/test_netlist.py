@@ -80,14 +80,15 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
     # Six tiles (rows 0-1, 2-3, 4 by columns 0-1, 2); row 4 shifts nothing in, so its tiles need
     # no `move`. `load` and `acc_enable` have a copy per row of each tile.
     assert {name: declared(text) for name, text in (
-        ("reset", 'reset = Signal(name=f"reset{tile}"'),
-        ("valid, last", 'valid, last = (Signal(name=f"{name}{tile}"'),
         ("ends", 'ends = Signal(name=f"ends{tile}"'),
         ("move", 'move = Signal(name=f"move{tile}"'),
         ("load, acc_enable", 'load, acc_enable = (Signal(name=f"{name}{where}"'),
-        ("o_valid", 'skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}")'),
-        ("skid_valid", 'Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}")'),
-    )} == {"reset": 6, "valid, last": 2 * 6, "ends": 6, "move": 4, "load, acc_enable": 2 * 5 * 2,
+        ("o_valid", 'skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}"'),
+        ("skid_valid", 'Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}"'),
+    )} == {"ends": 6, "move": 4, "load, acc_enable": 2 * 5 * 2,
            "o_valid": 2, "skid_valid": 2}   # the output's registers: a copy per column block
-    # A copy of each 8-bit operand register per tile it crosses: x in two, w in three.
-    assert declared("return [[Signal(shape") == (5 * 2 + 3 * 3) * 8
+    # What reaches a tile from the edge passes HOPS registers of the tile: its reset, `valid`,
+    # `last`, and each 8-bit operand of the rows and columns it crosses (x in two tiles, w in
+    # three).
+    assert declared("reg = Signal(shape, name=name if last_hop") == \
+        array_module.HOPS * (6 + 2 * 6 + (5 * 2 + 3 * 3) * 8)
