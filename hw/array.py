@@ -29,7 +29,7 @@ Timing: the array never stalls a step it has taken, so its control is a pipeline
 clear then), so a reduction of K steps occupies K + 1 input cycles. A ``last`` step is taken only
 when its result will find the result chain empty: ``i.ready`` is low while ``i.payload.last`` is
 set and a previous result is unread or still on its way to the chain. With ``o.ready`` always high,
-reductions of ``K >= rows + 3`` steps (``rows + 5`` for several tiles) stream back to back with no
+reductions of ``K >= rows + 3`` steps (``rows + 4`` for several tiles) stream back to back with no
 stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and ``o.valid`` depend on registers and
 ``i.payload.last`` only: no combinational path runs from ``o.ready`` to ``i.ready``. The array's
 reset is the design's one register later: ``i.ready`` is low for one cycle after a reset ends.
@@ -55,10 +55,10 @@ REPLICA_SUFFIX = "_replica"
 #: read-out and PE control and of the operand registers of its rows and columns.
 TILE = 8
 #: In an array of several tiles, what goes from the array's edge to a tile (operands, `valid`,
-#: `last`, the reset) passes this many registers of the tile: placement puts one between the edge
-#: and the tile and one among its PEs. (With one, at 32 x 32 on ECP5 an `x` copy sat 32 rows away
-#: from its PEs: 7.3 ns of routing, the critical path at 93.9 MHz.)
-HOPS = 2
+#: `last`, the reset) passes this many registers of the tile. Two (one between the edge and the
+#: tile, one among its PEs) placed the 32 x 32 ECP5 array at 72-88 MHz in three builds, one at
+#: 93.9 MHz: see docs/cost.md, "Fit study".
+HOPS = 1
 
 
 def _check_dim(name, value):
@@ -206,7 +206,7 @@ class SystolicArray(wiring.Component):
 
     def reduction_cycles(self, length):
         """Input cycles per reduction of ``length`` steps when reductions stream back to back with
-        ``o.ready`` always high: ``max(length, rows + d) + 1``, where ``d`` (3, or 5 for an array
+        ``o.ready`` always high: ``max(length, rows + d) + 1``, where ``d`` (3, or 4 for an array
         of several tiles) is the cycles from a ``last`` step to loading its result; a ``last``
         step waits until the previous result has left the result chain."""
         return max(length, self._rows + self._load_delay) + self.idle_after_last
@@ -247,7 +247,8 @@ class SystolicArray(wiring.Component):
         # The array never stalls once a step is in: the control is a pipeline of the input's
         # `valid` and `last`, so every copy of it (per tile, per row) is a register of the copy
         # before it and the nets that fan out across the chip carry no logic. A `last` step is
-        # taken only when its result will find the result chain empty (`last_ok`).
+        # taken only while no result is unread or on its way to the result chain (`last_ok`), so
+        # a load always finds the chain empty.
         valid0, last0 = Signal(), Signal()      # the step taken a cycle ago
         last_ok = Signal(init=1)
         transfer = Signal()
@@ -300,9 +301,13 @@ class SystolicArray(wiring.Component):
         head = Signal(self._out_layout)  # the result chain's output end
         m.d.comb += [head.last.eq(count == 1)]
         m.d.comb += [head.acc[c].eq(result[0][c]) for c in range(cols)]
+        # `o.valid` is low while the array's own reset lasts: in the cycle after a one-cycle
+        # reset of the design the array's registers still hold the row from before it.
+        out_valid = Signal()
+        m.d.comb += self.o.valid.eq(out_valid & ~in_reset)
         if single:
             m.d.comb += [
-                self.o.valid.eq(~empty),
+                out_valid.eq(~empty),
                 self.o.payload.eq(head),
                 take.eq(self.o.valid & self.o.ready),
             ]
@@ -315,7 +320,7 @@ class SystolicArray(wiring.Component):
             skid = Signal(self._out_layout, reset_less=True)
             skid_valid = Signal()
             m.d.comb += take.eq(~empty & ~skid_valid)
-            out_free = ~self.o.valid | self.o.ready
+            out_free = ~out_valid | self.o.ready
             room_next = out_free | ~(skid_valid | take)   # skid_valid's next value, inverted
 
             def skid_buffer(o_valid, skid_valid, fields, reset=None):
@@ -336,11 +341,12 @@ class SystolicArray(wiring.Component):
             # The output registers of each block of TILE columns have their own copy of
             # `o.valid` and `skid_valid` for their enables and select: one net to all of them
             # spanned the 32 x 32 ECP5 array (8.6 ns of routing to the spare's enables). The
-            # copies take their reset from the tile at the output end, a cycle after the array's
-            # own registers, which do nothing in the cycle after a reset, so the copies agree.
+            # copies take their reset from the tile at the output end, cycles after the array's
+            # own registers; those stay as reset until the first load, which comes later still
+            # (`load_delay`), so the copies agree with them.
             payload = Signal(self._out_layout, reset_less=True)
             m.d.comb += self.o.payload.eq(payload)
-            skid_buffer(self.o.valid, skid_valid, [(payload.last, skid.last, head.last)])
+            skid_buffer(out_valid, skid_valid, [(payload.last, skid.last, head.last)])
             for k, block in enumerate(col_blocks):
                 skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}", reset_less=True),
                             Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}", reset_less=True),
@@ -357,8 +363,7 @@ class SystolicArray(wiring.Component):
         with m.Else():
             m.d.comb += empty_next.eq(empty)
         m.d.array += [empty.eq(empty_next),
-                      last_ok.eq(empty_next & ~(transfer & self.i.payload.last) &
-                                 ~Cat(in_flight[:-1]).any())]
+                      last_ok.eq(empty_next & ~Cat(in_flight[:-1]).any())]
         with m.If(done):
             m.d.array += count.eq(rows)
         with m.Elif(take):
@@ -401,11 +406,11 @@ class SystolicArray(wiring.Component):
                 ends = Signal(name=f"ends{tile}", reset_less=True)
                 m.d.array += ends.eq(valid & last)
                 # A tile's read-out shifts on `move` (== take), a register a cycle ahead.
-                move = Signal(name=f"move{tile}", reset_less=True)
                 shifting = [r for r in tile_rows if r < rows - 1]   # the last row has no successor
                 if single:
-                    m.d.comb += move.eq(take)
+                    move = take
                 elif shifting:
+                    move = Signal(name=f"move{tile}", reset_less=True)
                     m.d.array += move.eq(~empty_next & room_next)
                 for group in ([tile_rows] if single else [[r] for r in tile_rows]):
                     where = tile if single else f"{tile}_{group[0]}"
@@ -417,9 +422,10 @@ class SystolicArray(wiring.Component):
                     with m.If(load):
                         m.d.array += [result[r][c].eq(pes[r][c].acc)
                                       for r in group for c in tile_cols]
-                    with m.Elif(move):
-                        m.d.array += [result[r][c].eq(result[r + 1][c])
-                                      for r in group if r in shifting for c in tile_cols]
+                    if any(r in shifting for r in group):
+                        with m.Elif(move):
+                            m.d.array += [result[r][c].eq(result[r + 1][c])
+                                          for r in group if r in shifting for c in tile_cols]
                     for r in group:
                         for c in tile_cols:
                             m.d.comb += [

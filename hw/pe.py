@@ -202,8 +202,8 @@ class PE(wiring.Component):
         ahead for a whole tile of PEs): they come from the ``acc_clear`` and ``acc_enable``
         inputs, which must equal ``~hold & done`` and ``~hold & (done | v)``, where ``v`` is
         ``valid`` as it reaches the accumulator (through the PE's input and term registers).
-        The accumulator then has no reset: ``acc_clear`` must be set in the last cycle of a
-        reset (and ``acc_enable`` low in the cycle after).
+        The accumulator then has no reset: after a reset, ``acc_clear`` must be set after the
+        last stale ``acc_enable`` and before the first term arrives.
 
     Members
     -------
@@ -373,8 +373,8 @@ class PE(wiring.Component):
         # and enable are each one LUT of registers shared by all PEs, or registers of the array.
         if self._external:
             clear, enable = self.acc_clear, self.acc_enable
-            # The array sets `acc_clear` while it is in reset, so the accumulator needs no reset
-            # of its own (a reset net to every accumulator would span the array).
+            # The array clears the accumulators after a reset, so they need no reset of their own
+            # (a reset net to every accumulator would span the array).
             acc = Signal.like(self.acc, name="acc_reg", reset_less=True)
             m.d.comb += self.acc.eq(acc)
         else:
