@@ -52,8 +52,9 @@ ACC_BITS_MAX = 48
 #: The pipeline depths a build chooses from (``ArrayConfig.requant_pipeline``): ``deep`` keeps
 #: the requantiser above 60 MHz on an iCE40UP5K; ``short`` has a quarter fewer cells and runs
 #: above 50 MHz (measured: ``docs/postproc.md``).
-PIPELINES = {"deep": {"carry_max": _CARRY_MAX, "shift_levels": _SHIFT_LEVELS_PER_STAGE},
-             "short": {"carry_max": 48, "shift_levels": 3}}
+PIPELINES = {"deep": {"carry_max": _CARRY_MAX, "shift_levels": _SHIFT_LEVELS_PER_STAGE,
+                      "register_input": True},
+             "short": {"carry_max": 48, "shift_levels": 3, "register_input": False}}
 
 
 def _check_mode(mode):
@@ -331,6 +332,10 @@ class Requantiser(wiring.Component):
         Levels (shifts by 1, 2, 4, ...) of each log shifter per pipeline stage, 1 to 6 (default
         2, so three stages per shifter); 3 gives two stages per shifter. Neither this nor
         ``carry_max`` changes the results, only :attr:`latency` and the cost.
+    register_input : bool
+        Register ``i`` before any logic (one more stage). The accelerator's parameters come
+        straight from a block RAM, whose clock-to-output (5.6 ns on an ECP5) then leaves a
+        whole cycle to the first adder's carry chain.
 
     Members
     -------
@@ -346,7 +351,7 @@ class Requantiser(wiring.Component):
 
     def __init__(self, *, mode, acc_bits, out_bits=8, lanes=1, bias_bits=BIAS_BITS,
                  shift_max=SHIFT_MAX, carry_max=_CARRY_MAX,
-                 shift_levels=_SHIFT_LEVELS_PER_STAGE):
+                 shift_levels=_SHIFT_LEVELS_PER_STAGE, register_input=False):
         # A rejected build is never elaborated: no "created but never used" warning for it.
         self._MustUse__silence = True
         self._mode = _check_mode(mode)
@@ -357,6 +362,9 @@ class Requantiser(wiring.Component):
         self._shift_max = check_int("shift_max", shift_max, 0, SHIFT_MAX)
         self._carry_max = check_int("carry_max", carry_max, 1)
         self._shift_levels = check_int("shift_levels", shift_levels, 1, _SHIFT_LEVELS)
+        if not isinstance(register_input, bool):
+            raise TypeError(f"register_input must be a bool, not {register_input!r}")
+        self._register_input = register_input
         self._widths = requant_widths(mode, acc_bits=acc_bits, bias_bits=bias_bits,
                                       shift_max=shift_max, out_bits=out_bits)
         self._param_layout = requant_param_layout(mode, bias_bits=bias_bits, shift_max=shift_max)
@@ -379,6 +387,7 @@ class Requantiser(wiring.Component):
     shift_max = property(lambda self: self._shift_max)
     carry_max = property(lambda self: self._carry_max)
     shift_levels = property(lambda self: self._shift_levels)
+    register_input = property(lambda self: self._register_input)
     widths = property(lambda self: self._widths, doc="The derived :class:`RequantWidths`.")
     param_layout = property(lambda self: self._param_layout,
                             doc="One lane's parameters (:func:`requant_param_layout`).")
@@ -391,8 +400,8 @@ class Requantiser(wiring.Component):
     @property
     def latency(self):
         """Cycles from a transfer on ``i`` to its result on ``o`` when ``o`` is not stalled:
-        the ``z`` adder (one stage, two when wide), the mode's stages, the last shift's
-        shifter stages and the rounding stage."""
+        the input register (with ``register_input``), the ``z`` adder (one stage, two when
+        wide), the mode's stages, the last shift's shifter stages and the rounding stage."""
         w, c = self._widths, self._carry_max
         shifter = _shift_stages(self._shift_levels)
         z = _add_stages(max(w.bits(w.z), w.bits(w.z_minus_1 or w.z)), c)
@@ -402,19 +411,25 @@ class Requantiser(wiring.Component):
             body = 1 + _add_stages(w.bits(w.scaled), c)
         else:
             body = shifter + _add_stages(w.bits(w.scaled), c)
-        return z + body + shifter + 1
+        return int(self._register_input) + z + body + shifter + 1
 
     def elaborate(self, platform):
         m = Module()
         load = _pipeline(m, self.latency, self.i, self.o)
         knobs = dict(carry_max=self._carry_max, shift_levels=self._shift_levels)
+        payload = self.i.payload
+        if self._register_input:
+            registered = Signal(self.i.payload.shape(), name="input")
+            with m.If(load):
+                m.d.sync += registered.eq(payload)
+            payload = registered
         # The ReLU bit travels beside the lanes to the last stage.
-        relu = _Lane(m, load, "", **knobs).delay(self.i.payload.relu, 1, 0, self.latency - 2, "relu")
+        last = self.latency - 2 - int(self._register_input)
+        relu = _Lane(m, load, "", **knobs).delay(payload.relu, 1, 0, last, "relu")
         for lane in range(self._lanes):
             q, overflow, sign, stage = self._scaled(
-                _Lane(m, load, f"lane{lane}_", **knobs), self.i.payload.acc[lane],
-                self.i.payload.param[lane])
-            assert stage == self.latency - 2
+                _Lane(m, load, f"lane{lane}_", **knobs), payload.acc[lane], payload.param[lane])
+            assert stage == last
             with m.If(load):
                 m.d.sync += self.o.payload[lane].eq(self._round(q, overflow, sign, relu))
         return m

@@ -287,6 +287,11 @@ def test_latency_values():
            for mode in MODES for build in ("contract", "widest")}
     assert got == {("shift", "contract"): 4, ("shift", "widest"): 5, ("pow2x2", "contract"): 7,
                    ("pow2x2", "widest"): 9, ("mul", "contract"): 7, ("mul", "widest"): 8}
+    # The accelerator's deep pipeline: the default's stages behind an input register.
+    for mode in MODES:
+        for build in BUILDS:
+            deep = Requantiser(mode=mode, **BUILDS[build], **PIPELINES["deep"])
+            assert deep.register_input and deep.latency == make(mode, build).latency + 1
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -335,6 +340,7 @@ def test_param_layout_names_the_model_fields(mode):
     (dict(carry_max=24.0), TypeError, "carry_max must be an integer, not 24.0"),
     (dict(shift_levels=0), ValueError, "shift_levels must be an integer in [1, 6], not 0"),
     (dict(shift_levels=7), ValueError, "shift_levels must be an integer in [1, 6], not 7"),
+    (dict(register_input=1), TypeError, "register_input must be a bool, not 1"),
 ])
 def test_parameter_errors(kwargs, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
@@ -349,9 +355,9 @@ def test_parameters_are_read_only_properties():
                 "pow2x2", 18, 6, 3, 20, 30, 40, 3, True)
     assert not Requantiser(mode="mul", acc_bits=8).multiplier_free
     default = Requantiser(mode="shift", acc_bits=8)
-    assert (default.carry_max, default.shift_levels) == (24, 2)
+    assert (default.carry_max, default.shift_levels, default.register_input) == (24, 2, False)
     for name in ("mode", "acc_bits", "out_bits", "lanes", "bias_bits", "shift_max", "carry_max",
-                 "shift_levels", "widths"):
+                 "shift_levels", "register_input", "widths"):
         with pytest.raises(AttributeError):
             setattr(dut, name, 1)
 
