@@ -186,31 +186,44 @@ class Writeback(wiring.Component):
             word1, word2 = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             dest1, valid1 = Signal(a), Signal()       # the row written a cycle ago
             s2_valid, s2_merge, s2_gap = Signal(), Signal(), Signal()
-            s2_fwd1, s2_fwd2 = Signal(), Signal()
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane), Signal(lane)
+            # Where the word written comes from, one-hot (decided a stage early, so that the
+            # choice is one AND-OR level): the row a cycle ahead, the one two cycles ahead, the
+            # memory, or the rounded sums.
+            s2_from1, s2_from2, s2_from_mem = Signal(), Signal(), Signal()
+            fwd1 = s2_valid & (s2_dest == s1_dest)
+            fwd2 = valid1 & (dest1 == s1_dest)
             m.d.sync += [old_q.eq(self.r_data), word1.eq(word), word2.eq(word1),
                          dest1.eq(s2_dest), valid1.eq(s2_valid),
                          s2_valid.eq(s1_valid), s2_merge.eq(s1_merge), s2_gap.eq(s1_gap),
-                         s2_fwd1.eq(s2_valid & (s2_dest == s1_dest)),
-                         s2_fwd2.eq(valid1 & (dest1 == s1_dest)),
+                         s2_from1.eq(fwd1 & ~s1_gap), s2_from2.eq(~fwd1 & fwd2 & ~s1_gap),
+                         s2_from_mem.eq(~fwd1 & ~fwd2 & ~s1_gap),
                          s2_dest.eq(s1_dest), s2_data.eq(s1_data)]
             if gap:
                 m.d.sync += s2_avg.eq(avg)
-            old = lane(Mux(s2_fwd1, word1, Mux(s2_fwd2, word2, old_q)))
-            w_valid, w_merge, w_gap, w_dest, w_data, w_avg = (s2_valid, s2_merge, s2_gap, s2_dest,
-                                                              s2_data, s2_avg)
+            w_valid, w_dest = s2_valid, s2_dest
+            for j in range(C):
+                # Each candidate merged from its own register, the one-hot choice after: choosing
+                # first put two LUT levels in front of the compare's carry chain, on the ECP5
+                # accelerator's critical path.
+                v = s2_data[j]
+                merged = 0
+                for old, select in ((word1, s2_from1), (word2, s2_from2), (old_q, s2_from_mem)):
+                    o = lane(old)[j]
+                    merged |= Mux(select, Mux(s2_merge & (o > v), o, v), 0)
+                if gap:
+                    merged |= Mux(s2_gap, s2_avg[j], 0)
+                m.d.comb += word[j].eq(merged)
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
+            w_valid, w_dest = s1_valid, s1_dest
             old = lane(self.r_data)
-            w_valid, w_merge, w_gap, w_dest, w_data, w_avg = (s1_valid, s1_merge, s1_gap, s1_dest,
-                                                              s1_data, avg)
+            for j in range(C):
+                v = s1_data[j]
+                merged = Mux(s1_merge & (old[j] > v), old[j], v)
+                m.d.comb += word[j].eq(Mux(s1_gap, avg[j], merged) if gap else merged)
 
-        # The last stage: merge (max pooling) or the rounded sums (global average pooling), write.
-        for j in range(C):
-            v = w_data[j]
-            merged = Mux(w_merge & (old[j] > v), old[j], v)
-            m.d.comb += word[j].eq(Mux(w_gap, w_avg[j], merged) if gap else merged)
         busy = active | s1_valid | (s2_valid if self._deep else 0)
         m.d.comb += [self.w_en.eq(w_valid), self.w_addr.eq(w_dest), self.w_data.eq(word),
                      self.busy.eq(busy)]
