@@ -165,7 +165,6 @@ class Im2colGenerator(wiring.Component):
         kw, kh = Signal(DIM_BITS), Signal(DIM_BITS)
         kh_off = Signal(off_shape)        # kh * W
         kw_off = Signal(off_shape)        # kh * W + kw
-        cg_off = Signal(off_shape)        # (c // C) * H * W
         og = Signal(DIM_BITS)
         w_addr = Signal(cfg.weight_addr_bits)
         og_base = Signal(cfg.weight_addr_bits)
@@ -176,8 +175,10 @@ class Im2colGenerator(wiring.Component):
         last = c_last & kw_last & kh_last
         og_last = og == d.og_m1
 
+        # kh * W + kw + (c // C) * H * W, kept as a register of its own (not a sum of two): a sum
+        # in front of the rows' adders put two carry chains before the activation memories'
+        # addresses (an ECP5 critical path).
         offset = Signal(off_shape)
-        m.d.comb += offset.eq(kw_off + cg_off)
         p = self.o.payload
         for r in range(R):
             ih = Signal(pos, name=f"ih_{r}")
@@ -198,20 +199,20 @@ class Im2colGenerator(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(c_last):
-                m.d.sync += [c.eq(0), lane.eq(0), cg_off.eq(0)]
+                m.d.sync += [c.eq(0), lane.eq(0)]
                 with m.If(kw_last):
                     m.d.sync += kw.eq(0)
                     with m.If(kh_last):
-                        m.d.sync += [kh.eq(0), kh_off.eq(0), kw_off.eq(0)]
+                        m.d.sync += [kh.eq(0), kh_off.eq(0), kw_off.eq(0), offset.eq(0)]
                     with m.Else():
                         m.d.sync += [kh.eq(kh + 1), kh_off.eq(kh_off + d.in_w),
-                                     kw_off.eq(kh_off + d.in_w)]
+                                     kw_off.eq(kh_off + d.in_w), offset.eq(kh_off + d.in_w)]
                 with m.Else():
-                    m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1)]
+                    m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1), offset.eq(kw_off + 1)]
             with m.Else():
                 m.d.sync += c.eq(c + 1)
                 with m.If(lane == C - 1):
-                    m.d.sync += [lane.eq(0), cg_off.eq(cg_off + d.in_hw)]
+                    m.d.sync += [lane.eq(0), offset.eq(offset + d.in_hw)]
                 with m.Else():
                     m.d.sync += lane.eq(lane + 1)
             with m.If(last):
@@ -226,7 +227,7 @@ class Im2colGenerator(wiring.Component):
         with m.If(self.start):
             m.d.sync += walker_reset() + [
                 fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
-                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), kh_off.eq(0), kw_off.eq(0), cg_off.eq(0),
+                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), kh_off.eq(0), kw_off.eq(0), offset.eq(0),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ]
         return m
