@@ -185,33 +185,35 @@ class Writeback(wiring.Component):
             old_q = Signal(lane, reset_less=True)
             word1, word2 = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             dest1, valid1 = Signal(a), Signal()       # the row written a cycle ago
-            s2_valid, s2_merge, s2_gap = Signal(), Signal(), Signal()
+            s2_valid, s2_gap = Signal(), Signal()
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane), Signal(lane)
-            # Where the word written comes from, one-hot (decided a stage early, so that the
-            # choice is one AND-OR level): the row a cycle ahead, the one two cycles ahead, the
-            # memory, or the rounded sums.
-            s2_from1, s2_from2, s2_from_mem = Signal(), Signal(), Signal()
+            # Where the word written comes from, one-hot and decided a stage early: the max of
+            # the new values and the old word (the row a cycle ahead, the one two cycles ahead,
+            # or the memory's), the new values alone, or the rounded sums.
+            s2_max1, s2_max2, s2_max_mem = Signal(), Signal(), Signal()
+            s2_new = Signal()
             fwd1 = s2_valid & (s2_dest == s1_dest)
             fwd2 = valid1 & (dest1 == s1_dest)
+            merge = s1_merge & ~s1_gap
             m.d.sync += [old_q.eq(self.r_data), word1.eq(word), word2.eq(word1),
                          dest1.eq(s2_dest), valid1.eq(s2_valid),
-                         s2_valid.eq(s1_valid), s2_merge.eq(s1_merge), s2_gap.eq(s1_gap),
-                         s2_from1.eq(fwd1 & ~s1_gap), s2_from2.eq(~fwd1 & fwd2 & ~s1_gap),
-                         s2_from_mem.eq(~fwd1 & ~fwd2 & ~s1_gap),
+                         s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
+                         s2_max1.eq(merge & fwd1), s2_max2.eq(merge & ~fwd1 & fwd2),
+                         s2_max_mem.eq(merge & ~fwd1 & ~fwd2), s2_new.eq(~s1_merge & ~s1_gap),
                          s2_dest.eq(s1_dest), s2_data.eq(s1_data)]
             if gap:
                 m.d.sync += s2_avg.eq(avg)
             w_valid, w_dest = s2_valid, s2_dest
             for j in range(C):
-                # Each candidate merged from its own register, the one-hot choice after: choosing
-                # first put two LUT levels in front of the compare's carry chain, on the ECP5
-                # accelerator's critical path.
+                # Each candidate compared and merged from its own register, the one-hot choice
+                # after: choosing first put two LUT levels in front of the compare's carry chain,
+                # on the ECP5 accelerator's critical path.
                 v = s2_data[j]
-                merged = 0
-                for old, select in ((word1, s2_from1), (word2, s2_from2), (old_q, s2_from_mem)):
+                merged = Mux(s2_new, v, 0)
+                for old, select in ((word1, s2_max1), (word2, s2_max2), (old_q, s2_max_mem)):
                     o = lane(old)[j]
-                    merged |= Mux(select, Mux(s2_merge & (o > v), o, v), 0)
+                    merged |= Mux(select, Mux(o > v, o, v), 0)
                 if gap:
                     merged |= Mux(s2_gap, s2_avg[j], 0)
                 m.d.comb += word[j].eq(merged)
