@@ -45,6 +45,7 @@ def parse(spec):
                        weight_depth=4096, act_depth=128, param_depth=64, requant_lanes=int(lanes),
                        requant_pipeline="short" if "short" in parts[4:] else "deep",
                        writeback_pipeline="short" if "short" in parts[4:] else "deep",
+                       read_pipeline="short" if "short" in parts[4:] else "deep",
                        global_pool="nogap" not in parts[4:])
 
 
@@ -136,7 +137,7 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--build", action="append",
                         help="pe:RxC:mode:lanes[:nogap][:short]; repeatable (short: short "
-                             "requantiser and write-back pipelines)")
+                             "requantiser, write-back and read pipelines)")
     parser.add_argument("--parts", metavar="BUILD", help="synthesise BUILD's components one by one")
     parser.add_argument("--out", default="build/accel_area", help="folder for the tool runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")

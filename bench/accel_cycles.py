@@ -42,7 +42,8 @@ OPS = ("adder", "shift", "mul")
 def measure(op, rows, cols, simulator, lanes=None, pipeline="deep"):
     model = digits_net(op, mode="shift")
     config = default_config(model, rows=rows, cols=cols, requant_lanes=lanes,
-                            requant_pipeline=pipeline, writeback_pipeline=pipeline)
+                            requant_pipeline=pipeline, writeback_pipeline=pipeline,
+                            read_pipeline=pipeline)
     program = compile_model(model, config)
     x = np.random.default_rng(0).integers(0, 128, (1, 1, 8, 8))
     result = simulate(program, x, simulator=simulator, build_dir=f"build/bench/{op}_{rows}x{cols}")
@@ -79,8 +80,8 @@ def main(argv=None):
     parser.add_argument("--requant-lanes", type=int,
                         help="values the requantiser takes per cycle (default: cols)")
     parser.add_argument("--pipelines", choices=("deep", "short"), default="deep",
-                        help="the requantiser's and write-back's pipelines (short: the iCEBreaker "
-                             "builds)")
+                        help="the requantiser's, write-back's and block RAM reads' pipelines "
+                             "(short: the iCEBreaker builds)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     runs = []

@@ -228,6 +228,8 @@ def main(argv=None):
                         help="--top accelerator: the requantiser's pipeline")
     parser.add_argument("--writeback-pipeline", choices=("deep", "short"), default="deep",
                         help="--top accelerator: the write-back's pipeline")
+    parser.add_argument("--read-pipeline", choices=("deep", "short"), default="deep",
+                        help="--top accelerator: the block RAM reads' pipeline")
     parser.add_argument("--ignore-timing", action="store_true",
                         help="the largest array that places, whatever its Fmax (the area limit)")
     parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
@@ -246,7 +248,8 @@ def main(argv=None):
                                         top=args.top, overrides={
                                             "requant_lanes": args.requant_lanes,
                                             "requant_pipeline": args.requant_pipeline,
-                                            "writeback_pipeline": args.writeback_pipeline})
+                                            "writeback_pipeline": args.writeback_pipeline,
+                                            "read_pipeline": args.read_pipeline})
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}

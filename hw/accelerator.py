@@ -3,15 +3,17 @@
 Data path of one stage (``docs/accelerator.md`` has the picture and the cycle accounting)::
 
     Im2colGenerator --steps--> read stage --x, w, last--> SystolicArray --rows--> RequantFeeder
-         |  (addresses)          |  (one cycle: R activation banks + weight memory)        |
+         |  (addresses)          |  (R activation banks + weight memory: one cycle,       |
+         |                       |   two with the deep read pipeline)                      |
          |                       |                                                 Requantiser
      weight memory      activation buffer stage % 2                                          |
                                                activation buffer (stage + 1) % 2 <-- Writeback
 
 Host interface: the device side of ``hw.framer.DeviceSignature`` (the host link's command framer
-plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (one cycle
-of latency), the run strobe with its 32-bit argument, ``busy``/``done``/``error`` and the counters
-(total, busy PE and stall cycles). Memories are word-wide:
+plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (two cycles
+from address to byte, four with the deep read pipeline), the run strobe with its 32-bit argument,
+``busy``/``done``/``error`` and the counters (total, busy PE and stall cycles). Memories are
+word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
 two, ``hw.config.host_word_bytes``), least significant byte first. A word is written when its last
 used byte is written, with the bytes written just before it as its lower bytes (so write words
@@ -24,7 +26,7 @@ Run argument: bits 0-7 the first stage, bits 8-15 the number of stages (0: up to
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -146,26 +148,47 @@ class Accelerator(wiring.Component):
             perf_w.en.eq(seq.perf_en), perf_w.addr.eq(seq.perf_addr), perf_w.data.eq(seq.perf_data),
         ]
 
-        # --- read stage: one cycle from a step's addresses to the array's operands ------------
+        # --- read stage: a step's addresses to the array's operands --------------------------
+        # One cycle: the block RAMs' outputs go through the buffer and lane selects into the
+        # array. With the deep read pipeline two: the words are registered first (a block RAM's
+        # 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock). Both
+        # stages advance together, so a stalled array keeps every step in place (the memories
+        # keep their outputs while their read enable is low).
+        deep_read = cfg.read_pipeline == "deep"
         s1_valid, s1_last = Signal(), Signal()
         s1_lane = Signal.like(gen.o.payload.lane)
         s1_rows = Signal(R)
         s1_busy = Signal.like(gen.o.payload.busy)
         adv = Signal()
-        m.d.comb += [adv.eq(~s1_valid | array.i.ready), gen.o.ready.eq(adv)]
         with m.If(adv):
             m.d.sync += [s1_valid.eq(gen.o.valid), s1_last.eq(gen.o.payload.last),
                          s1_lane.eq(gen.o.payload.lane), s1_rows.eq(gen.o.payload.valid.as_value()),
                          s1_busy.eq(gen.o.payload.busy)]
         lanes = data.ArrayLayout(array.in_layout["x"].shape.elem_shape, C)
+        act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
+        weights = wmem.r_data
+        if deep_read:
+            s2_valid, s2_last = Signal(), Signal()
+            s2_lane, s2_rows = Signal.like(s1_lane), Signal.like(s1_rows)
+            s2_busy = Signal.like(s1_busy)
+            s2_words = [Signal(lanes, name=f"s2_word{r}") for r in range(R)]
+            s2_weights = Signal.like(wmem.r_data, name="s2_weights")
+            with m.If(adv):
+                m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_lane.eq(s1_lane),
+                             s2_rows.eq(s1_rows), s2_busy.eq(s1_busy), s2_weights.eq(weights)]
+                m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
+            issue = (s2_valid, s2_last, s2_lane, s2_rows, s2_busy, s2_words, s2_weights)
+        else:
+            issue = (s1_valid, s1_last, s1_lane, s1_rows, s1_busy, act_words, weights)
+        i_valid, i_last, i_lane, i_rows, i_busy, i_words, i_weights = issue
+        m.d.comb += [adv.eq(~i_valid | array.i.ready), gen.o.ready.eq(adv)]
         for r in range(R):
-            word = lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r]))
-            m.d.comb += array.i.payload.x[r].eq(Mux(s1_rows[r], word[s1_lane], 0))
+            m.d.comb += array.i.payload.x[r].eq(Mux(i_rows[r], i_words[r][i_lane], 0))
         m.d.comb += [
-            array.i.valid.eq(s1_valid), array.i.payload.last.eq(s1_last),
-            array.i.payload.w.as_value().eq(wmem.r_data),
-            seq.step.eq(array.i.valid & array.i.ready), seq.step_busy.eq(s1_busy),
-            seq.issuing.eq(gen.busy | s1_valid),
+            array.i.valid.eq(i_valid), array.i.payload.last.eq(i_last),
+            array.i.payload.w.as_value().eq(i_weights),
+            seq.step.eq(array.i.valid & array.i.ready), seq.step_busy.eq(i_busy),
+            seq.issuing.eq(gen.busy | s1_valid | i_valid),
         ]
 
         # --- post-processing ----------------------------------------------------------------
@@ -185,7 +208,8 @@ class Accelerator(wiring.Component):
         # The bytes before a word's last one wait in a shift register: words are written whole
         # and in order, so they are the bytes written just before it. (Merging each byte into its
         # place instead cost a multiplexer per staged bit.)
-        stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - 1)
+        used_max = max(-(-bits // 8) for bits in targets.values())
+        stage_bits = 8 * (used_max - 1)
         staging = Signal(max(1, stage_bits))
         host_word, host_commit = {}, {}
         m.d.comb += bus.write.ready.eq(1)
@@ -201,25 +225,48 @@ class Accelerator(wiring.Component):
             hit = bus.write.valid & (w_region == REGIONS[name])
             host_commit[name] = (hit & ~busy & (byte == used - 1), word[:bits])
 
-        # Host reads: the address is taken when no byte is in flight; its word arrives in the next
-        # cycle and the byte is selected from it into a register, offered from there. (The
-        # select, straight into the framer, was the critical path on an iCE40: 32 MHz.)
+        # Host reads: the address is taken when no byte is in flight; the memories read it, the
+        # byte is selected from their outputs into a register and offered from there. (The
+        # select, straight into the framer, was the critical path on an iCE40: 32 MHz.) With
+        # the deep read pipeline the address is registered before the memories read it (the
+        # framer's state decoding in front of the memories' address multiplexers), and their
+        # words before the select (a block RAM's output through it): two ECP5 critical paths.
         rd = bus.read_addr.payload
+        addressed = Signal()              # the address register holds the address (deep)
         pending = Signal()                # the memories' outputs hold the word of the address
+        loaded = Signal()                 # the word registers hold it (deep)
         offered = Signal()                # the byte register holds a byte not yet taken
         accept = Signal()
-        m.d.comb += [bus.read_addr.ready.eq(~pending & ~offered),
-                     accept.eq(bus.read_addr.valid & ~pending & ~offered)]
-        rd_word = {name: rd.offset[(host_word_bytes(bits) - 1).bit_length():]
+        idle = ~addressed & ~pending & ~loaded & ~offered
+        m.d.comb += [bus.read_addr.ready.eq(idle), accept.eq(bus.read_addr.valid & idle)]
+        if deep_read:
+            rd_offset = Signal.like(rd.offset)
+            with m.If(accept):
+                m.d.sync += rd_offset.eq(rd.offset)
+            read_now = addressed          # the memories read in this cycle
+        else:
+            rd_offset, read_now = rd.offset, accept
+        rd_word = {name: rd_offset[(host_word_bytes(bits) - 1).bit_length():]
                    for name, bits in targets.items()}
-        # The region, decoded as the address is taken: one flag per region.
+        # The region, decoded as the address is taken: one flag per region, and the byte's index
+        # in its word.
+        read_bytes = max(host_word_bytes(bits) for bits in targets.values())
         rd_in = {name: Signal(name=f"rd_in_{name}") for name in targets}
-        rd_offset = Signal(8)
+        rd_index = Signal(range(read_bytes))
         with m.If(accept):
-            m.d.sync += [pending.eq(1), rd_offset.eq(rd.offset[:8])]
+            m.d.sync += (addressed if deep_read else pending).eq(1)
             m.d.sync += [flag.eq(rd.region == REGIONS[name]) for name, flag in rd_in.items()]
+            with m.Switch(rd.region):
+                for name, bits in targets.items():
+                    with m.Case(REGIONS[name]):
+                        lg = (host_word_bytes(bits) - 1).bit_length()
+                        m.d.sync += rd_index.eq(rd.offset[:lg] if lg else 0)
+        with m.Elif(addressed):
+            m.d.sync += [addressed.eq(0), pending.eq(1)]
         with m.Elif(pending):
-            m.d.sync += [pending.eq(0), offered.eq(1)]
+            m.d.sync += [pending.eq(0), (loaded if deep_read else offered).eq(1)]
+        with m.Elif(loaded):
+            m.d.sync += [loaded.eq(0), offered.eq(1)]
         with m.Elif(bus.read_data.valid & bus.read_data.ready):
             m.d.sync += offered.eq(0)
 
@@ -229,13 +276,13 @@ class Accelerator(wiring.Component):
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
             wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, gen.o.payload.w_addr),
                              Mux(we, host_word["weights"], rd_word["weights"]))),
-            wmem.r_en.eq(Mux(busy, seq.mem_read | adv, accept)),
+            wmem.r_en.eq(Mux(busy, seq.mem_read | adv, read_now)),
             seq.mem_data.eq(wmem.r_data),
         ]
         pe, pd = host_commit["params"]
         m.d.comb += [pmem.w_en.eq(pe), pmem.w_addr.eq(host_word["params"]), pmem.w_data.eq(pd)]
         with m.If(~busy):
-            m.d.comb += [pmem.r_addr[0].eq(rd_word["params"]), pmem.r_en.eq(accept)]
+            m.d.comb += [pmem.r_addr[0].eq(rd_word["params"]), pmem.r_en.eq(read_now)]
 
         # Activation buffers: the source feeds the array rows; the destination takes the
         # write-back (and its bank 0 serves the max-pool reads); the host while idle.
@@ -256,25 +303,29 @@ class Accelerator(wiring.Component):
                 # the write-back's.
                 m.d.comb += [buf.r_en[0].eq(1), buf.r_addr[0].eq(wb.r_addr)]
             with m.If(~busy):
-                m.d.comb += [buf.r_en.eq(accept), buf.r_addr[0].eq(rd_word[f"act{b}"])]
+                m.d.comb += [buf.r_en.eq(read_now), buf.r_addr[0].eq(rd_word[f"act{b}"])]
         m.d.comb += wb.r_data.eq(Mux(dst, bufs[1].r_data[0], bufs[0].r_data[0]))
-        m.d.comb += [perf_r.addr.eq(rd_word["counters"]), perf_r.en.eq(accept)]
+        m.d.comb += [perf_r.addr.eq(rd_word["counters"]), perf_r.en.eq(read_now)]
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[0], "act0": bufs[0].r_data[0],
                  "act1": bufs[1].r_data[0], "counters": perf_r.data}
         rd_byte = Signal(8)
-        m.d.comb += bus.read_data.valid.eq(offered)
-        m.d.comb += bus.read_data.payload.eq(rd_byte)
+        m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
+        if deep_read:
+            # One register per memory, straight from its output: even a one-hot choice of five
+            # memories in front of a shared register took four LUT levels on an ECP5.
+            registered = {name: Signal(len(word), name=f"rd_{name}")
+                          for name, word in words.items()}
+            with m.If(pending):
+                m.d.sync += [registered[name].eq(word) for name, word in words.items()]
+            words = registered
         picked = 0
         for name, word in words.items():
-            bits = targets[name]
-            lg = (host_word_bytes(bits) - 1).bit_length()
-            padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}")
-            m.d.comb += padded.eq(word)
-            picked |= Mux(rd_in[name], padded.word_select(rd_offset[:lg], 8) if lg else padded[:8],
-                          0)
-        with m.If(pending):
-            m.d.sync += rd_byte.eq(picked)
+            picked |= Mux(rd_in[name], word, 0)
+        with m.If(loaded if deep_read else pending):
+            # Bytes past a word's last used one read as 0.
+            padded = Cat(picked, Const(0, 8 * read_bytes - len(Value.cast(picked))))
+            m.d.sync += rd_byte.eq(padded.word_select(rd_index, 8))
         return m
 
 

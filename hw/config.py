@@ -105,6 +105,13 @@ class ArrayConfig:
         block RAM's output, through the read's transparency, straight into the merge, which set
         the whole ECP5 accelerator's clock. iCE40 builds use short: the flip-flops cost
         logic cells there and other paths set the clock.
+    read_pipeline : str
+        ``"deep"`` or ``"short"``: reads of the block RAMs. Deep registers the words before any
+        logic uses them: the activation and weight words on their way to the array (one more
+        stage, ``rows + 1`` words of flip-flops) and the word the host reads before its byte
+        is selected (its address too: two more cycles per byte); short selects from the block
+        RAMs' outputs, which leaves little of an ECP5 cycle after their 5.6 ns from clock to
+        data. iCE40 builds use short: the flip-flops cost logic cells there.
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
@@ -125,6 +132,7 @@ class ArrayConfig:
     requant_lanes: int | None = None
     requant_pipeline: str = "deep"
     writeback_pipeline: str = "deep"
+    read_pipeline: str = "deep"
     global_pool: bool = True
 
     def __post_init__(self):
@@ -156,7 +164,7 @@ class ArrayConfig:
         check_int("counter_bits", self.counter_bits, 16, 64)
         if not isinstance(self.global_pool, bool):
             raise TypeError(f"global_pool must be a bool, not {self.global_pool!r}")
-        for name in ("requant_pipeline", "writeback_pipeline"):
+        for name in ("requant_pipeline", "writeback_pipeline", "read_pipeline"):
             if getattr(self, name) not in ("deep", "short"):
                 raise ValueError(f"{name} must be 'deep' or 'short', not "
                                  f"{getattr(self, name)!r}")

@@ -43,9 +43,14 @@ async def write_bytes(port, region, offset, data):
     port.set("bus__write__valid", 0)
 
 
+#: Cycles a read may take from its address to its byte (the core takes two, four with the deep
+#: read pipeline).
+READ_LATENCY_MAX = 8
+
+
 async def read_bytes(port, region, offset, length):
-    """One byte per three cycles: the address is taken, its word read, then its byte offered (from
-    a register) and taken."""
+    """One byte at a time: the address is taken, its word read, then its byte offered (from a
+    register) and taken."""
     out = bytearray()
     port.set("bus__read_data__ready", 1)
     for i in range(length):
@@ -53,9 +58,13 @@ async def read_bytes(port, region, offset, length):
         port.set("bus__read_addr__payload", _address(region, offset + i))
         await port.tick()
         port.set("bus__read_addr__valid", 0)
-        await port.tick()
-        if not port.get("bus__read_data__valid"):
-            raise RuntimeError(f"no byte two cycles after reading {region} at {offset + i}")
+        for _ in range(READ_LATENCY_MAX):
+            await port.tick()
+            if port.get("bus__read_data__valid"):
+                break
+        else:
+            raise RuntimeError(f"no byte {READ_LATENCY_MAX} cycles after reading {region} at "
+                               f"{offset + i}")
         out.append(port.get("bus__read_data__payload"))
         await port.tick()
     port.set("bus__read_data__ready", 0)

@@ -265,7 +265,7 @@ def cmd_build(args):
                                  check_timing=False)
     except DoesNotFit as e:
         hint = ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
-                "(--requant-pipeline, --writeback-pipeline) need less, and --top "
+                "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, and --top "
                 "array builds the PE array alone" if args.top == "accelerator" else "")
         raise CliError(str(e).splitlines()[0] + hint) from None
     except ToolError as e:
@@ -300,16 +300,15 @@ def cmd_program(args):
 
 
 def _requant_build(args):
-    """``ArrayConfig`` keyword arguments of ``--requant-lanes``, ``--requant-pipeline`` and
-    ``--writeback-pipeline``."""
+    """``ArrayConfig`` keyword arguments of ``--requant-lanes`` and the ``--*-pipeline`` options."""
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
-            "writeback_pipeline": args.writeback_pipeline}
+            "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline}
 
 
 def _sim_build(args):
     """The accelerator build a simulated board runs: the one that fits ``--model`` (if given),
     else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``,
-    ``--requant-lanes``, ``--requant-pipeline``, ``--writeback-pipeline``."""
+    ``--requant-lanes`` and the ``--*-pipeline`` options."""
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
     try:
@@ -422,6 +421,10 @@ def build_parser():
                        help="the write-back's pipeline: deep registers the block RAM's output "
                             "before the max-pool merge (ECP5 clock), short saves those "
                             "flip-flops (small devices)")
+        p.add_argument("--read-pipeline", choices=("deep", "short"), default="deep",
+                       help="the host's memory reads: deep registers the word read before its "
+                            "byte is selected (ECP5 clock), short saves those flip-flops "
+                            "(small devices)")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p)
@@ -568,6 +571,8 @@ def build_parser():
                    help="the requantiser's pipeline (default: short on icebreaker, else deep)")
     p.add_argument("--writeback-pipeline", choices=("deep", "short"),
                    help="the write-back's pipeline (default: short on icebreaker, else deep)")
+    p.add_argument("--read-pipeline", choices=("deep", "short"),
+                   help="the host's memory reads (default: short on icebreaker, else deep)")
     p.add_argument("-n", "--images", type=int, default=20, help="test images run on the simulated board")
     p.add_argument("--out", default="build/demo", help="folder for the report and plots")
     return parser

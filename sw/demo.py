@@ -48,24 +48,25 @@ def _sources_hash():
     return h.hexdigest()[:16]
 
 
-#: The array, requantiser and write-back (rows, cols, lanes, pipeline) each board's demo build
-#: uses. The iCE40UP5K is small: a 2x2 array with a one-lane requantiser and short pipelines is what
+#: The array, requantiser, write-back and host reads (rows, cols, lanes, pipelines) each board's
+#: demo build uses. The iCE40UP5K is small: a 2x2 array with a one-lane requantiser and short pipelines is what
 #: fits it beside the fixed logic (docs/accelerator.md, bench/accel_area.py).
 DEMO_ARRAY = {"icebreaker": (2, 2, 1, "short")}
 
 
 def board_config(model, *, board, rows=None, cols=None, requant_lanes=None,
-                 requant_pipeline=None, writeback_pipeline=None):
+                 requant_pipeline=None, writeback_pipeline=None, read_pipeline=None):
     """The build the demo generates, simulates and builds: the model's PE kind and requantisation
-    mode on a ``rows x cols`` array with ``requant_lanes``, ``requant_pipeline`` and
-    ``writeback_pipeline`` (by default ``DEMO_ARRAY``'s for ``board``, else 4x4, every lane,
-    deep), memories sized for the model."""
+    mode on a ``rows x cols`` array with ``requant_lanes``, ``requant_pipeline``,
+    ``writeback_pipeline`` and ``read_pipeline`` (by default ``DEMO_ARRAY``'s for ``board``,
+    else 4x4, every lane, deep), memories sized for the model."""
     from .compiler import default_config
     r, c, lanes, pipeline = DEMO_ARRAY.get(board, (4, 4, None, "deep"))
     return default_config(model, rows=rows or r, cols=cols or c,
                           requant_lanes=requant_lanes or lanes,
                           requant_pipeline=requant_pipeline or pipeline,
-                          writeback_pipeline=writeback_pipeline or pipeline)
+                          writeback_pipeline=writeback_pipeline or pipeline,
+                          read_pipeline=read_pipeline or pipeline)
 
 
 def _generate(config, out):
@@ -221,7 +222,8 @@ def run_demo(args):
         config = board_config(model, board=args.board, rows=args.rows, cols=args.cols,
                               requant_lanes=args.requant_lanes,
                               requant_pipeline=args.requant_pipeline,
-                              writeback_pipeline=args.writeback_pipeline)
+                              writeback_pipeline=args.writeback_pipeline,
+                              read_pipeline=args.read_pipeline)
     except ValueError as e:      # CompileError included
         raise DemoError(str(e)) from None
 

@@ -33,12 +33,12 @@ def test_layer_cases_amaranth(op, mode):
     i, j = OPS.index(op), MODES.index(mode)
     cases = [name for c, name in enumerate(sorted(CASES)) if (c + i) % 3 == j]
     # The requantiser takes 4, 2 or 1 values per cycle, through either pipeline; the write-back
-    # through either of its own.
+    # and the host's reads through either of their own.
     config = ArrayConfig(pe=op, rows=3, cols=4, requant_mode=mode, max_k=128, weight_depth=512,
                          act_depth=128, param_depth=64, requant_lanes=4 >> j,
                          requant_pipeline=("deep", "short")[(i + j) % 2],
                          writeback_pipeline="short" if (i + j) % 3 == 2 else "deep",
-                         global_pool="gap" in cases)
+                         read_pipeline=("deep", "short")[j % 2], global_pool="gap" in cases)
     jobs = []
     for n, name in enumerate(cases):
         model = layer_case(name, op, mode=mode, seed=n)
@@ -86,6 +86,46 @@ def test_run_without_a_program_reports_an_error():
     assert seen == {"error": 1, "busy": 0}
 
 
+@pytest.mark.parametrize("read_pipeline", ["deep", "short"])
+def test_host_reads_back_every_region(read_pipeline):
+    """Random words written to every writable region read back byte for byte, the bytes past a
+    word's last used one as 0: words of 24 bits (weights, activations: three lanes) and 144 bits
+    (parameters: three pow2x2 lanes), so strides of 4 and 32 bytes."""
+    from amaranth.sim import Simulator
+    from addershift.hw.accelerator import Accelerator
+    from addershift.hw.config import host_word_bytes
+    from addershift.sim.accel_host import read_bytes, write_bytes
+    config = ArrayConfig(pe="adder", rows=2, cols=3, max_k=16, weight_depth=64, act_depth=16,
+                         param_depth=16, requant_mode="pow2x2", read_pipeline=read_pipeline)
+    dut = Accelerator(config=config)
+    rng = np.random.default_rng(11)
+    widths = {"weights": config.weight_word_bits, "params": config.param_word_bits,
+              "act0": config.act_word_bits, "act1": config.act_word_bits}
+    assert widths == {"weights": 24, "params": 144, "act0": 24, "act1": 24}
+    writes, expected = {}, {}
+    for region, bits in widths.items():
+        stride, used = host_word_bytes(bits), -(-bits // 8)
+        words = [rng.integers(0, 256, used, dtype=np.uint8).tobytes() for _ in range(5)]
+        # A write sends a word's used bytes and its padding; the padding is ignored.
+        writes[region] = b"".join(w + bytes(rng.integers(0, 256, stride - used, dtype=np.uint8))
+                                  for w in words)
+        expected[region] = b"".join(w.ljust(stride, b"\0") for w in words)
+    seen = {}
+
+    async def bench(ctx):
+        port = _AmaranthPort(ctx, dut)
+        for region, data in writes.items():
+            await write_bytes(port, region, 0, data)
+        for region, data in expected.items():
+            seen[region] = await read_bytes(port, region, 0, len(data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == expected
+
+
 @pytest.mark.cocotb
 @pytest.mark.parametrize("op, rows, cols, simulator", [
     ("adder", 4, 4, "verilator"), ("shift", 3, 2, "verilator"), ("mul", 2, 3, "verilator"),
@@ -98,7 +138,8 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
                          # Lanes 2, 1 and all; each pipeline on both simulators.
                          requant_lanes={"adder": 2, "shift": 1 if rows == 3 else None}.get(op),
                          requant_pipeline="short" if op == "shift" else "deep",
-                         writeback_pipeline="short" if op == "shift" else "deep")
+                         writeback_pipeline="short" if op == "shift" else "deep",
+                         read_pipeline="short" if op == "shift" else "deep")
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
     result = simulate(program, x, simulator=simulator, build_dir=tmp_path)

@@ -31,7 +31,7 @@ def test_hash_is_stable_and_sensitive():
                            "act_depth": 512, "param_depth": 256, "requant_mode": "shift",
                            "bias_bits": 32, "counter_bits": 32, "requant_lanes": None,
                            "requant_pipeline": "deep", "writeback_pipeline": "deep",
-                           "global_pool": True}
+                           "read_pipeline": "deep", "global_pool": True}
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -50,6 +50,8 @@ def test_hash_is_stable_and_sensitive():
     ({"requant_lanes": 3}, ValueError, "requant_lanes must divide cols (4), not 3"),
     ({"requant_pipeline": "fast"}, ValueError, "requant_pipeline must be 'deep' or 'short', not 'fast'"),
     ({"writeback_pipeline": 2}, ValueError, "writeback_pipeline must be 'deep' or 'short', not 2"),
+    ({"read_pipeline": "fast"}, ValueError,
+     "read_pipeline must be 'deep' or 'short', not 'fast'"),
     ({"requant_lanes": 0}, ValueError, "requant_lanes must be an integer in [1, 4], not 0"),
     ({"global_pool": 1}, TypeError, "global_pool must be a bool, not 1"),
 ])

@@ -89,7 +89,7 @@ def test_a_bad_build_option_stops_the_demo_before_it_starts(tmp_path, capsys):
 def test_demo_end_to_end(tmp_path, capsys):
     args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
                               requant_lanes=None, requant_pipeline=None,
-                              writeback_pipeline=None, images=3,
+                              writeback_pipeline=None, read_pipeline=None, images=3,
                               out=str(tmp_path))
     demo.run_demo(args)
     out = capsys.readouterr().out
