@@ -271,11 +271,14 @@ class Accelerator(wiring.Component):
             m.d.sync += offered.eq(0)
 
         # Weight memory: the host while idle; the sequencer loading a descriptor; the read stage.
+        # (The host's address is chosen by the write stream's valid alone, not by the commit
+        # decode: host reads and writes never overlap, and the decode in front of the address
+        # was an ECP5 critical path.)
         we, wd = host_commit["weights"]
         m.d.comb += [
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
             wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, gen.o.payload.w_addr),
-                             Mux(we, host_word["weights"], rd_word["weights"]))),
+                             Mux(bus.write.valid, host_word["weights"], rd_word["weights"]))),
             wmem.r_en.eq(Mux(busy, seq.mem_read | adv, read_now)),
             seq.mem_data.eq(wmem.r_data),
         ]
