@@ -418,20 +418,22 @@ class Requantiser(wiring.Component):
         load = _pipeline(m, self.latency, self.i, self.o)
         knobs = dict(carry_max=self._carry_max, shift_levels=self._shift_levels)
         payload = self.i.payload
-        if self._register_input:
-            registered = Signal(self.i.payload.shape(), name="input")
-            with m.If(load):
-                m.d.sync += registered.eq(payload)
-            payload = registered
-        # The ReLU bit travels beside the lanes to the last stage.
         last = self.latency - 2 - int(self._register_input)
-        relu = _Lane(m, load, "", **knobs).delay(payload.relu, 1, 0, last, "relu")
-        for lane in range(self._lanes):
-            q, overflow, sign, stage = self._scaled(
-                _Lane(m, load, f"lane{lane}_", **knobs), payload.acc[lane], payload.param[lane])
+        # The ReLU bit travels beside the lanes to the last stage.
+        relu = _Lane(m, load, "", **knobs).delay(payload.relu, 1, 0, self.latency - 2, "relu")
+        for n in range(self._lanes):
+            lane = _Lane(m, load, f"lane{n}_", **knobs)
+            acc, param = payload.acc[n], payload.param[n]
+            if self._register_input:
+                # A register per lane and field, named like the stages' (one register of the
+                # whole payload, named "input", made Yosys' ABC9 exhaust its stack on an 8-lane
+                # ECP5 build).
+                acc = lane.reg("_in", acc, acc.shape(), "acc")
+                param = lane.reg("_in", param, param.shape(), "param")
+            q, overflow, sign, stage = self._scaled(lane, acc, param)
             assert stage == last
             with m.If(load):
-                m.d.sync += self.o.payload[lane].eq(self._round(q, overflow, sign, relu))
+                m.d.sync += self.o.payload[n].eq(self._round(q, overflow, sign, relu))
         return m
 
     def _round(self, q, overflow, sign, relu):

@@ -22,6 +22,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
+from addershift.hw.requant import PIPELINES as ACCELERATOR_PIPELINES
 from addershift.hw.requant import (ACC_BITS_MAX, Requantiser, requant_param_layout,
                                    requant_widths)
 from addershift.sim.requant_vectors import (SIGNS, corner_cases, exact, expected, multiplier,
@@ -46,9 +47,11 @@ BUILDS = {
 }
 
 #: Pipelines besides the default (adders to 24 bits and two shifter levels per stage): the short
-#: one for slower clocks, every shifter level in one stage, and one level per stage.
+#: one for slower clocks, the default behind an input register (the accelerator's deep one), every
+#: shifter level in one stage, and one level per stage.
 PIPELINES = {
     "short": dict(carry_max=48, shift_levels=3),
+    "registered_input": dict(register_input=True),
     "one_stage_shifts": dict(carry_max=ACC_BITS_MAX + 1, shift_levels=6),
     "deepest": dict(carry_max=1, shift_levels=1),
 }
@@ -290,7 +293,7 @@ def test_latency_values():
     # The accelerator's deep pipeline: the default's stages behind an input register.
     for mode in MODES:
         for build in BUILDS:
-            deep = Requantiser(mode=mode, **BUILDS[build], **PIPELINES["deep"])
+            deep = Requantiser(mode=mode, **BUILDS[build], **ACCELERATOR_PIPELINES["deep"])
             assert deep.register_input and deep.latency == make(mode, build).latency + 1
 
 
