@@ -35,6 +35,13 @@ from .descriptor import write_layout
 __all__ = ["Writeback"]
 
 
+def _biased(x):
+    """Signed ``x`` as unsigned with its sign bit flipped: the order is the same, and an unsigned
+    compare is the bare carry out of a chain (a signed one adds logic after it, on the deep
+    pipeline's merge path)."""
+    return Cat(x[:-1], ~x[-1])
+
+
 class Writeback(wiring.Component):
     """Writes a stage's requantised rows to the destination buffer (see the module docstring).
 
@@ -213,7 +220,7 @@ class Writeback(wiring.Component):
                 merged = Mux(s2_new, v, 0)
                 for old, select in ((word1, s2_max1), (word2, s2_max2), (old_q, s2_max_mem)):
                     o = lane(old)[j]
-                    merged |= Mux(select, Mux(o > v, o, v), 0)
+                    merged |= Mux(select, Mux(_biased(o) > _biased(v), o, v), 0)
                 if gap:
                     merged |= Mux(s2_gap, s2_avg[j], 0)
                 m.d.comb += word[j].eq(merged)
