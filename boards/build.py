@@ -25,7 +25,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .board import Board, get_board, pin_buffer
-from .report import ecp5_retry_opts, read_report, yosys_keep_commands, yosys_stat_commands
+from .report import (ecp5_classic_abc, ecp5_retry_opts, read_report, yosys_keep_commands,
+                     yosys_stat_commands)
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
 
@@ -258,6 +259,13 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
                                          after_read=after_read, after_synth=after_synth,
                                          nextpnr_opts=nextpnr_opts)
+        if returncode != 0 and not _yosys_finished(build_dir / f"{name}.rpt"):
+            notes["synth"] = "classic ABC (abc -lut 4): Yosys' ABC9 failed with and without -dff"
+            synth_opts, mapping = ecp5_classic_abc(synth_opts, name)
+            returncode = _run_platform_build(top, board, name, build_dir, log,
+                                             synth_opts=synth_opts, after_read=after_read,
+                                             after_synth=[*mapping, *after_synth],
+                                             nextpnr_opts=nextpnr_opts)
     if returncode != 0 and board.family == "ice40" and "of type 'SB_GB'" in log.read_text():
         # iCE40 global networks each feed only some pin kinds (clock enable or reset); nextpnr's
         # greedy promotion can ask for more of one kind than remain beside the PLL's. Routing

@@ -28,7 +28,7 @@ from .toolchain import ToolError, run_tool
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_keep_commands",
-           "ECP5_RETRY_OPTS", "ecp5_retry_opts",
+           "ECP5_RETRY_OPTS", "ecp5_retry_opts", "ecp5_classic_abc",
            "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
            "read_synthesis", "read_report",
@@ -263,6 +263,17 @@ def yosys_keep_commands():
 #: and with the flip-flops shown to ABC9 the same netlists map. Board builds and
 #: :func:`synthesize` retry with them and say so in the report's ``synth_opts``.
 ECP5_RETRY_OPTS = ("-dff",)
+
+
+def ecp5_classic_abc(synth_opts, top):
+    """A last ECP5 synthesis when ABC9 fails with and without ``-dff`` (YoWASP's Yosys 0.70
+    exhausts its WebAssembly stack inside ABC9 on some netlists, the 8x8 accelerator among
+    them): ``synth_ecp5`` up to its LUT mapping, ABC's classic ``abc -lut 4`` in its place, then
+    the rest. Returns ``(synth_opts, commands_after_synth)``."""
+    base = tuple(o for o in synth_opts if o not in ECP5_RETRY_OPTS)
+    return base + ("-run", "begin:map_luts"), [
+        "techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
+        f"synth_ecp5 {' '.join(base)} -top {top} -run map_cells:"]
 
 
 def ecp5_retry_opts(family, synth_opts):

@@ -122,6 +122,30 @@ def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
     assert result.report.extra["synth"] == "synth_ecp5 -nowidelut -dff: Yosys failed without -dff"
 
 
+def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
+    # ABC9 failing with and without -dff (simulated): the third run maps LUTs with classic ABC
+    # in the middle of synth_ecp5, and the build still gives a bitstream.
+    import addershift.boards.build as build_module
+    real, runs = build_module._run_platform_build, []
+
+    def failing_twice(top, board, name, build_dir, log, **kwargs):
+        runs.append((kwargs["synth_opts"], kwargs["after_synth"][:4]))
+        if len(runs) <= 2:
+            (build_dir / f"{name}.rpt").write_text("7.46.14.5. Executing ABC9.\n")
+            return 1
+        return real(top, board, name, build_dir, log, **kwargs)
+
+    monkeypatch.setattr(build_module, "_run_platform_build", failing_twice)
+    result = build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
+    assert [opts for opts, _ in runs] == [("-nowidelut",), ("-nowidelut", "-dff"),
+                                          ("-nowidelut", "-run", "begin:map_luts")]
+    assert runs[2][1] == ["techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
+                          "synth_ecp5 -nowidelut -top top -run map_cells:"]
+    assert result.bitstream.exists() and result.report.timing_met
+    assert result.report.extra["synth"].startswith("classic ABC (abc -lut 4)")
+    assert "abc -lut 4 -dress" in (tmp_path / "top.ys").read_text()
+
+
 def test_program_without_tools_gives_the_commands(tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bit"
