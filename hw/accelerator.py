@@ -374,7 +374,9 @@ class AcceleratorTop(wiring.Component):
         from .uart import UART
         m = Module()
         m.submodules.uart = uart = UART(divisor=self._divisor)
-        m.submodules.framer = framer = Framer(identity=self._identity, timeout=self._timeout)
+        m.submodules.framer = framer = Framer(
+            identity=self._identity, timeout=self._timeout,
+            register_reads=self._config.read_pipeline == "deep")
         m.submodules.core = core = Accelerator(config=self._config)
         connect(m, uart.rx_data, framer.rx)
         connect(m, framer.tx, uart.tx_data)

@@ -152,6 +152,11 @@ class Framer(wiring.Component):
         Idle clock cycles in the middle of a frame before it is dropped (answered ``TIMEOUT``).
     rx_fifo_depth : int
         Received bytes held while a frame executes and its answer goes out.
+    register_reads : bool
+        Pass the bytes read from the frame buffer and the identify ROM through a register of
+        their own (one more cycle per byte): a block RAM's output (5.8 ns from clock to data on an
+        ECP5) through the answer's multiplexer, or into the device's write port, set the ECP5
+        host link's clock. Off for an iCE40, where the 8 flip-flops cost logic cells.
 
     Members
     -------
@@ -165,7 +170,7 @@ class Framer(wiring.Component):
         The device.
     """
 
-    def __init__(self, *, identity, timeout, rx_fifo_depth=64):
+    def __init__(self, *, identity, timeout, rx_fifo_depth=64, register_reads=True):
         if not isinstance(identity, P.Identity):
             raise TypeError(f"Identity must be a protocol.Identity, not {identity!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 16:
@@ -178,8 +183,11 @@ class Framer(wiring.Component):
         if len(self._identify_bytes) > P.MAX_PAYLOAD_LIMIT:
             raise ValueError(f"Identify block must be at most {P.MAX_PAYLOAD_LIMIT} bytes, not "
                              f"{len(self._identify_bytes)}")
+        if not isinstance(register_reads, bool):
+            raise TypeError(f"register_reads must be a bool, not {register_reads!r}")
         self._timeout = timeout
         self._rx_fifo_depth = rx_fifo_depth
+        self._register_reads = register_reads
         super().__init__({
             "rx": In(stream.Signature(8)),
             "rx_lost": In(1),
@@ -256,7 +264,7 @@ class Framer(wiring.Component):
         source = Signal(range(6))
         idx = Signal(range(resp_max + 1))  # header, buffer, ROM or answer byte index
         pbyte = Signal(8)                 # the answer byte being sent
-        fetched = Signal(8)               # the byte read from the ROM or the buffer
+        fetched = Signal(8)               # a byte read from the ROM or buffer (register_reads)
         timer = Signal(range(self._timeout + 1))
         # The request's address and size, captured from the payload as it arrives, then the
         # running address (only its low ``off_bits`` count) and the count of bytes left (to
@@ -531,18 +539,18 @@ class Framer(wiring.Component):
             # --- WRITE: copy the checked payload from the buffer to the device ------------------
             with m.State("COMMIT_FETCH"):
                 m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
-                m.next = "COMMIT_FETCHED"
-            with m.State("COMMIT_FETCHED"):
-                # As for answers (FETCHED): the buffer's output straight into the device's
-                # memories was the next critical path on an ECP5.
-                m.d.sync += fetched.eq(buf_r.data)
-                m.next = "COMMIT"
+                m.next = "COMMIT_FETCHED" if self._register_reads else "COMMIT"
+            if self._register_reads:
+                with m.State("COMMIT_FETCHED"):
+                    m.d.sync += fetched.eq(buf_r.data)
+                    m.next = "COMMIT"
             with m.State("COMMIT"):
                 m.d.comb += [
                     self.bus.write.valid.eq(1),
                     self.bus.write.payload.addr.region.eq(region),
                     self.bus.write.payload.addr.offset.eq(offset),
-                    self.bus.write.payload.data.eq(fetched),
+                    self.bus.write.payload.data.eq(fetched if self._register_reads
+                                                   else buf_r.data),
                 ]
                 with m.If(self.bus.write.ready):
                     m.d.sync += [idx.eq(idx + 1), offset[0:off_bits].eq(offset[0:off_bits] + 1),
@@ -606,14 +614,12 @@ class Framer(wiring.Component):
                         m.d.comb += [rom_r.addr.eq(idx), rom_r.en.eq(1)]
                     with m.Case(_SRC_BUF):
                         m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
-                m.next = "FETCHED"
+                m.next = "FETCHED" if self._register_reads else "LATCH"
 
-            with m.State("FETCHED"):
-                # The memory's byte into a register of its own: through the answer byte's
-                # multiplexer, a block RAM's output (5.8 ns from clock to data on an ECP5) set
-                # the ECP5 host link's clock.
-                m.d.sync += fetched.eq(Mux(source == _SRC_ROM, rom_r.data, buf_r.data))
-                m.next = "LATCH"
+            if self._register_reads:
+                with m.State("FETCHED"):
+                    m.d.sync += fetched.eq(Mux(source == _SRC_ROM, rom_r.data, buf_r.data))
+                    m.next = "LATCH"
 
             with m.State("BUS_ADDR"):
                 m.d.comb += [
@@ -633,8 +639,10 @@ class Framer(wiring.Component):
 
             with m.State("LATCH"):
                 with m.Switch(source):
-                    with m.Case(_SRC_ROM, _SRC_BUF):
-                        m.d.sync += pbyte.eq(fetched)
+                    with m.Case(_SRC_ROM):
+                        m.d.sync += pbyte.eq(fetched if self._register_reads else rom_r.data)
+                    with m.Case(_SRC_BUF):
+                        m.d.sync += pbyte.eq(fetched if self._register_reads else buf_r.data)
                     with m.Case(_SRC_CRC):
                         with m.Switch(idx[0:2]):
                             for k in range(4):

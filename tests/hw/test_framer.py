@@ -66,11 +66,12 @@ class Throttle(wiring.Component):
 class Bench:
     """Framer + scratch device; ``run(script)`` feeds bytes and returns what came back."""
 
-    def __init__(self, *, timeout=TIMEOUT, rx_fifo_depth=64, throttle=None):
+    def __init__(self, *, timeout=TIMEOUT, rx_fifo_depth=64, throttle=None, register_reads=True):
         self.identity = IDENTITY
         self.m = Module()
         self.m.submodules.framer = self.framer = Framer(identity=self.identity, timeout=timeout,
-                                                        rx_fifo_depth=rx_fifo_depth)
+                                                        rx_fifo_depth=rx_fifo_depth,
+                                                        register_reads=register_reads)
         self.m.submodules.device = self.device = ScratchDevice(mem_size=MEM)
         if throttle:
             self.m.submodules.throttle = t = Throttle(throttle)
@@ -157,8 +158,9 @@ def running_sums(data):
 
 # --- every command -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("throttle", [None, 3])
-def test_every_command(throttle):
+@pytest.mark.parametrize("throttle, register_reads", [(None, True), (3, True), (None, False),
+                                                      (3, False)])
+def test_every_command(throttle, register_reads):
     rng = random.Random(1)
     data = bytes(rng.randrange(256) for _ in range(MAX - P.WRITE_HEADER))
     n = 20
@@ -182,7 +184,7 @@ def test_every_command(throttle):
         script += [r.encode(), ("wait", i + 1)]
         if r.cmd == C.RUN:
             script += [("idle", 2 * n + 10)]
-    got, writes, runs, _ = Bench(throttle=throttle).run(script)
+    got, writes, runs, _ = Bench(throttle=throttle, register_reads=register_reads).run(script)
     assert len(got) == len(reqs)
     for g, r in zip(got, reqs):
         check(g, r)
@@ -359,6 +361,8 @@ def test_framer_parameter_checks():
         Framer(identity={}, timeout=100)
     with pytest.raises(ValueError, match=r"^Receive FIFO depth must be an integer >= 4, not 2$"):
         Framer(identity=ident, timeout=100, rx_fifo_depth=2)
+    with pytest.raises(TypeError, match=r"^register_reads must be a bool, not 1$"):
+        Framer(identity=ident, timeout=100, register_reads=1)
     with pytest.raises(ValueError, match=r"^Counter width must be an integer in \[1, 64\], "
                                          r"not 65$"):
         DeviceSignature(counter_width=65)
