@@ -26,7 +26,7 @@ Run argument: bits 0-7 the first stage, bits 8-15 the number of stages (0: up to
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -248,19 +248,13 @@ class Accelerator(wiring.Component):
             rd_offset, read_now = rd.offset, accept
         rd_word = {name: rd_offset[(host_word_bytes(bits) - 1).bit_length():]
                    for name, bits in targets.items()}
-        # The region, decoded as the address is taken: one flag per region, and the byte's index
-        # in its word.
-        read_bytes = max(host_word_bytes(bits) for bits in targets.values())
+        # The region, decoded as the address is taken: one flag per region, and the offset's low
+        # byte (the byte's place in its word).
         rd_in = {name: Signal(name=f"rd_in_{name}") for name in targets}
-        rd_index = Signal(range(read_bytes))
+        rd_low = Signal(8)
         with m.If(accept):
-            m.d.sync += (addressed if deep_read else pending).eq(1)
+            m.d.sync += [(addressed if deep_read else pending).eq(1), rd_low.eq(rd.offset[:8])]
             m.d.sync += [flag.eq(rd.region == REGIONS[name]) for name, flag in rd_in.items()]
-            with m.Switch(rd.region):
-                for name, bits in targets.items():
-                    with m.Case(REGIONS[name]):
-                        lg = (host_word_bytes(bits) - 1).bit_length()
-                        m.d.sync += rd_index.eq(rd.offset[:lg] if lg else 0)
         with m.Elif(addressed):
             m.d.sync += [addressed.eq(0), pending.eq(1)]
         with m.Elif(pending):
@@ -322,13 +316,18 @@ class Accelerator(wiring.Component):
             with m.If(pending):
                 m.d.sync += [registered[name].eq(word) for name, word in words.items()]
             words = registered
+        # Each memory's byte selected, then the region's: bytes past a word's last used one
+        # read as 0.
         picked = 0
         for name, word in words.items():
-            picked |= Mux(rd_in[name], word, 0)
+            bits = targets[name]
+            lg = (host_word_bytes(bits) - 1).bit_length()
+            padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}_padded")
+            m.d.comb += padded.eq(word)
+            picked |= Mux(rd_in[name], padded.word_select(rd_low[:lg], 8) if lg else padded[:8],
+                          0)
         with m.If(loaded if deep_read else pending):
-            # Bytes past a word's last used one read as 0.
-            padded = Cat(picked, Const(0, 8 * read_bytes - len(Value.cast(picked))))
-            m.d.sync += rd_byte.eq(padded.word_select(rd_index, 8))
+            m.d.sync += rd_byte.eq(picked)
         return m
 
 
