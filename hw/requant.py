@@ -425,9 +425,7 @@ class Requantiser(wiring.Component):
             lane = _Lane(m, load, f"lane{n}_", **knobs)
             acc, param = payload.acc[n], payload.param[n]
             if self._register_input:
-                # A register per lane and field, named like the stages' (one register of the
-                # whole payload, named "input", made Yosys' ABC9 exhaust its stack on an 8-lane
-                # ECP5 build).
+                # A register per lane and field, named like the stages' registers.
                 acc = lane.reg("_in", acc, acc.shape(), "acc")
                 param = lane.reg("_in", param, param.shape(), "param")
             q, overflow, sign, stage = self._scaled(lane, acc, param)
