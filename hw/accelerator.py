@@ -208,8 +208,7 @@ class Accelerator(wiring.Component):
         # The bytes before a word's last one wait in a shift register: words are written whole
         # and in order, so they are the bytes written just before it. (Merging each byte into its
         # place instead cost a multiplexer per staged bit.)
-        used_max = max(-(-bits // 8) for bits in targets.values())
-        stage_bits = 8 * (used_max - 1)
+        stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - 1)
         staging = Signal(max(1, stage_bits))
         host_word, host_commit = {}, {}
         m.d.comb += bus.write.ready.eq(1)

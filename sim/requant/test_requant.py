@@ -134,6 +134,14 @@ def test_requant_bench_short_pipeline(mode, tmp_path):
 
 
 @pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_requant_bench_registered_input(simulator, tmp_path):
+    """The accelerator's deep pipeline (``register_input=True``) in generated Verilog."""
+    assert run_bench(simulator, "pow2x2", tmp_path, count=300,
+                     build=dict(BUILD, register_input=True)) >= 2000
+
+
+@pytest.mark.cocotb
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator, mode", SLOW_CASES)
 def test_requant_bench_other_modes(simulator, mode, tmp_path):
