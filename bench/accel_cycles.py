@@ -14,7 +14,8 @@ Where the cycles of a stage go (columns of the second table):
 - ``clear``: one cycle per reduction in which the array takes no step (its accumulators clear,
   ``SystolicArray.idle_after_last``);
 - ``other stall``: k-steps waiting for the array (its readout when K < rows), the im2col walker
-  filling the first tile (``rows`` cycles), parameters not loaded yet;
+  filling the first tile (``rows`` cycles), parameters not loaded yet, and with ``--act-banks``
+  the rows' fetches of each new activation word from their shared banks;
 - ``overhead``: descriptor load before the stage and pipeline drain after its last k-step (array
   latency, readout of the last tile's rows, requantiser, write-back).
 
@@ -22,6 +23,8 @@ Where the cycles of a stage go (columns of the second table):
     .venv/bin/python bench/accel_cycles.py --shapes 8x8 --ops adder --simulator verilator --json
     .venv/bin/python bench/accel_cycles.py --shapes 4x4 --requant-lanes 1   # a smaller requantiser
     .venv/bin/python bench/accel_cycles.py --shapes 2x2 --ops adder --requant-lanes 1 --pipelines short
+    .venv/bin/python bench/accel_cycles.py --shapes 4x4,8x8 --ops adder --act-banks 1,2,4
+    .venv/bin/python bench/accel_cycles.py --shapes 8x8 --ops adder --channels 32,32 --act-banks 2,8
 """
 
 from __future__ import annotations
@@ -39,16 +42,20 @@ from addershift.sw.examples import digits_net
 OPS = ("adder", "shift", "mul")
 
 
-def measure(op, rows, cols, simulator, lanes=None, pipeline="deep"):
-    model = digits_net(op, mode="shift")
+def measure(op, rows, cols, simulator, lanes=None, pipeline="deep", act_banks=None,
+            channels=(8, 16)):
+    model = digits_net(op, mode="shift", channels=channels)
     config = default_config(model, rows=rows, cols=cols, requant_lanes=lanes,
                             requant_pipeline=pipeline, writeback_pipeline=pipeline,
-                            read_pipeline=pipeline)
+                            read_pipeline=pipeline, act_banks=act_banks)
     program = compile_model(model, config)
     x = np.random.default_rng(0).integers(0, 128, (1, 1, 8, 8))
-    result = simulate(program, x, simulator=simulator, build_dir=f"build/bench/{op}_{rows}x{cols}")
+    name = (f"{op} {rows}x{cols} channels {channels[0]}-{channels[1]}"
+            + (f" act_banks {act_banks}" if act_banks else ""))
+    result = simulate(program, x, simulator=simulator,
+                      build_dir=f"build/bench/{name.replace(' ', '_')}")
     if result.errors[0] or check(model, program, x, result) is not None:
-        raise SystemExit(f"{op} {rows}x{cols}: the simulation differs from the golden model")
+        raise SystemExit(f"{name}: the simulation differs from the golden model")
     pes = rows * cols
     stages = []
     for stage, c in zip(program.stages, result.stage_counts(0)):
@@ -65,7 +72,8 @@ def measure(op, rows, cols, simulator, lanes=None, pipeline="deep"):
         })
     total = sum(s["cycles"] for s in stages)
     busy = sum(s["busy_pe"] for s in stages)
-    return {"op": op, "rows": rows, "cols": cols, "lanes": config.lanes, "cycles": total,
+    return {"op": op, "rows": rows, "cols": cols, "lanes": config.lanes,
+            "banks": config.banks, "cycles": total,
             "utilisation": busy / (pes * total), "ideal": busy / pes, "stages": stages,
             "config": config.to_dict()}
 
@@ -82,34 +90,47 @@ def main(argv=None):
     parser.add_argument("--pipelines", choices=("deep", "short"), default="deep",
                         help="the requantiser's, write-back's and block RAM reads' pipelines "
                              "(short: the iCEBreaker builds)")
+    parser.add_argument("--channels", default="8,16",
+                        help="output channels of the two conv layers (wider layers have longer "
+                             "activation words)")
+    parser.add_argument("--act-banks", default="",
+                        help="read banks of each activation buffer, comma-separated (each a "
+                             "divisor of rows; default: rows, one per row)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
+    channels = tuple(int(c) for c in args.channels.split(","))
+    if len(channels) != 2:
+        parser.error(f"--channels takes two counts, not {args.channels!r}")
     runs = []
     for shape in args.shapes.split(","):
         rows, cols = (int(v) for v in shape.lower().split("x"))
         for op in args.ops.split(","):
-            runs.append(measure(op, rows, cols, args.simulator, args.requant_lanes,
-                                args.pipelines))
-            print(f"measured {op} {rows}x{cols}", file=sys.stderr, flush=True)
+            for banks in [int(b) for b in args.act_banks.split(",") if b] or [None]:
+                runs.append(measure(op, rows, cols, args.simulator, args.requant_lanes,
+                                    args.pipelines, banks, channels))
+                print(f"measured {op} {rows}x{cols} ({runs[-1]['banks']} banks)",
+                      file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"simulator": args.simulator, "runs": runs}))
         return
     lanes = f", requantiser {args.requant_lanes} lanes" if args.requant_lanes else ""
     lanes += f", {args.pipelines} pipelines"
-    print(f"digits network, one inference, {args.simulator} simulator (bit-exact with the golden "
-          f"model){lanes}\n")
-    print(f"{'array':<6}{'pe':<7}{'cycles':>7}{'ideal':>7}{'util':>7}   per stage: cycles (util)")
+    print(f"digits network (conv channels {channels[0]}, {channels[1]}), one inference, "
+          f"{args.simulator} simulator (bit-exact with the golden model){lanes}\n")
+    print(f"{'array':<6}{'pe':<7}{'banks':>5}{'cycles':>7}{'ideal':>7}{'util':>7}"
+          f"   per stage: cycles (util)")
     for r in runs:
         per = "  ".join(f"{s['stage']} {s['cycles']} ({100 * s['utilisation']:.0f}%)"
                         for s in r["stages"])
-        print(f"{r['rows']}x{r['cols']:<4}{r['op']:<7}{r['cycles']:>7}{r['ideal']:>7.0f}"
-              f"{100 * r['utilisation']:>6.1f}%   {per}")
+        print(f"{r['rows']}x{r['cols']:<4}{r['op']:<7}{r['banks']:>5}{r['cycles']:>7}"
+              f"{r['ideal']:>7.0f}{100 * r['utilisation']:>6.1f}%   {per}")
     print("\nwhere the cycles go (cycles = ideal + partial + clear + other stall + overhead)\n")
-    print(f"{'array':<6}{'pe':<7}{'stage':<7}{'K':>4}{'tiles':>6}{'grp':>4}{'cycles':>7}"
-          f"{'ideal':>7}{'partial':>8}{'clear':>6}{'stall':>6}{'overh':>6}{'util':>6}")
+    print(f"{'array':<6}{'pe':<7}{'banks':>5} {'stage':<7}{'K':>4}{'tiles':>6}{'grp':>4}"
+          f"{'cycles':>7}{'ideal':>7}{'partial':>8}{'clear':>6}{'stall':>6}{'overh':>6}{'util':>6}")
     for r in runs:
         for s in r["stages"]:
-            print(f"{r['rows']}x{r['cols']:<4}{r['op']:<7}{s['stage']:<7}{s['K']:>4}{s['tiles']:>6}"
+            print(f"{r['rows']}x{r['cols']:<4}{r['op']:<7}{r['banks']:>5} {s['stage']:<7}{s['K']:>4}"
+                  f"{s['tiles']:>6}"
                   f"{s['groups']:>4}{s['cycles']:>7}{s['ideal']:>7.0f}{s['partial']:>8.0f}"
                   f"{s['clear']:>6}{s['other_stall']:>6}{s['overhead']:>6}"
                   f"{100 * s['utilisation']:>5.0f}%")

@@ -3,8 +3,9 @@
 Data path of one stage (``docs/accelerator.md`` has the picture and the cycle accounting)::
 
     Im2colGenerator --steps--> read stage --x, w, last--> SystolicArray --rows--> RequantFeeder
-         |  (addresses)          |  (R activation banks + weight memory: one cycle,       |
-         |                       |   two with the deep read pipeline)                      |
+         |  (addresses)          |  (activation banks + weight memory: one cycle, two     |
+         |                       |   with the deep read pipeline; rows sharing a bank      |
+         |                       |   fetch each new word ahead into word registers)        |
          |                       |                                                 Requantiser
      weight memory      activation buffer stage % 2                                          |
                                                activation buffer (stage + 1) % 2 <-- Writeback
@@ -26,8 +27,11 @@ Run argument: bits 0-7 the first stage, bits 8-15 the number of stages (0: up to
 
 from __future__ import annotations
 
+import typing
+
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
@@ -44,6 +48,19 @@ from .sequencer import RequantFeeder, Sequencer
 from .writeback import Writeback
 
 __all__ = ["Accelerator", "AcceleratorTop", "accelerator_regions", "accelerator_identity"]
+
+
+class _ReadStage(typing.NamedTuple):
+    """What a read stage gives the core: ``adv`` (driven by the core: the array takes the
+    issued step or none is issued), the source buffer's bank read enables, the weight memory's
+    read for the array (address, enable), ``in_flight`` (steps between the generator and the
+    array) and the step issued: valid, last, rows, busy PEs, per-row activations, weights."""
+    adv: Signal
+    src_read: object
+    w_addr: object
+    w_read: object
+    in_flight: object
+    issue: tuple
 
 
 def accelerator_regions(config):
@@ -97,6 +114,137 @@ class Accelerator(wiring.Component):
         return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
                              w_bits=c.w_bits, max_length=c.max_k)
 
+    def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
+        """The read stage with a bank per row: every row's word read in the cycle the step
+        leaves the generator."""
+        cfg = self._config
+        R = cfg.rows
+        # One cycle: the block RAMs' outputs go through the buffer and lane selects into the
+        # array. With the deep read pipeline two: the words are registered first (a block RAM's
+        # 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock). Both
+        # stages advance together, so a stalled array keeps every step in place (the memories
+        # keep their outputs while their read enable is low).
+        s1_valid, s1_last = Signal(), Signal()
+        s1_lane = Signal.like(gen.o.payload.lane)
+        s1_rows = Signal(R)
+        s1_busy = Signal.like(gen.o.payload.busy)
+        adv = Signal()
+        m.d.comb += gen.o.ready.eq(adv)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(gen.o.valid), s1_last.eq(gen.o.payload.last),
+                         s1_lane.eq(gen.o.payload.lane), s1_rows.eq(gen.o.payload.valid.as_value()),
+                         s1_busy.eq(gen.o.payload.busy)]
+        for buf in bufs:
+            m.d.comb += [buf.r_addr[r].eq(gen.o.payload.addr[r]) for r in range(R)]
+        act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
+        weights = wmem.r_data
+        if cfg.read_pipeline == "deep":
+            s2_valid, s2_last = Signal(), Signal()
+            s2_lane, s2_rows = Signal.like(s1_lane), Signal.like(s1_rows)
+            s2_busy = Signal.like(s1_busy)
+            s2_words = [Signal(lanes, name=f"s2_word{r}") for r in range(R)]
+            s2_weights = Signal.like(wmem.r_data, name="s2_weights")
+            with m.If(adv):
+                m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_lane.eq(s1_lane),
+                             s2_rows.eq(s1_rows), s2_busy.eq(s1_busy), s2_weights.eq(weights)]
+                m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
+            issue = (s2_valid, s2_last, s2_rows, s2_busy, [w[s2_lane] for w in s2_words],
+                     s2_weights)
+            in_flight = s1_valid | s2_valid
+        else:
+            issue = (s1_valid, s1_last, s1_rows, s1_busy, [w[s1_lane] for w in act_words],
+                     weights)
+            in_flight = s1_valid
+        return _ReadStage(adv=adv, src_read=Mux(adv, (1 << R) - 1, 0),
+                          w_addr=gen.o.payload.w_addr, w_read=adv, in_flight=in_flight,
+                          issue=issue)
+
+    def _shared_read(self, m, gen, bufs, wmem, src, lanes):
+        """The read stage with ``rows / banks`` rows per bank (``ArrayConfig.act_banks``).
+
+        A step that starts a new activation word (lane 0; the other lanes' steps use the same
+        words) hands its rows' addresses to the fetcher as it enters a queue of steps; the
+        fetcher reads one row of each bank's group per cycle into the ``next`` word registers,
+        and the step, at the queue's head, swaps them into the ``current`` ones the array's
+        operands are selected from. The queue (``G + 3`` steps, ``G`` the rows per bank: a full
+        SyncFIFO takes no write in the cycle it is read) lets a fetch run while the steps
+        before it issue: a word of at least ``G + 3`` lanes costs no stall."""
+        cfg = self._config
+        R, G = cfg.rows, cfg.rows // cfg.banks
+        p = gen.o.payload
+        step = data.StructLayout({"rows": R, "lane": len(p.lane), "last": 1,
+                                  "busy": len(p.busy), "w_addr": len(p.w_addr)})
+        m.submodules.steps = steps = SyncFIFO(width=step.size, depth=G + 3)
+        head = step(steps.r_data)
+
+        # --- fetcher: one lane-0 step's words into the `next` registers --------------------
+        fetching, next_full = Signal(), Signal()
+        fetch_addr = [Signal.like(p.addr[r], name=f"fetch_addr{r}") for r in range(R)]
+        phase = Signal(range(G + 1))      # rows of each group read so far
+        fill = Signal(G)                  # one-hot: the row of each group whose word arrives
+        current = [Signal(lanes, name=f"word{r}") for r in range(R)]
+        upcoming = [Signal(lanes, name=f"next_word{r}") for r in range(R)]
+        new_word = p.lane == 0
+        tail = step(steps.w_data)
+        m.d.comb += [
+            gen.o.ready.eq(steps.w_rdy & (~new_word | (~fetching & ~next_full))),
+            steps.w_en.eq(gen.o.valid & gen.o.ready),
+            tail.rows.eq(p.valid.as_value()), tail.lane.eq(p.lane), tail.last.eq(p.last),
+            tail.busy.eq(p.busy), tail.w_addr.eq(p.w_addr),
+        ]
+        with m.If(steps.w_en & new_word):
+            m.d.sync += [fetching.eq(1), phase.eq(0)]
+            m.d.sync += [reg.eq(addr) for reg, addr in zip(fetch_addr, p.addr)]
+        read = Signal()
+        m.d.comb += read.eq(fetching & (phase != G))
+        with m.If(fetching):
+            m.d.sync += phase.eq(phase + 1)
+            with m.If(phase == G):
+                m.d.sync += [fetching.eq(0), next_full.eq(1)]
+        m.d.sync += fill.eq(Mux(read, 1 << phase, 0))
+        for bank in range(cfg.banks):
+            addr = Signal.like(fetch_addr[0], name=f"bank{bank}_addr")
+            with m.Switch(phase):
+                for g in range(G):
+                    with m.Case(g):
+                        m.d.comb += addr.eq(fetch_addr[bank * G + g])
+            m.d.comb += [buf.r_addr[bank].eq(addr) for buf in bufs]
+            word = Mux(src, bufs[1].r_data[bank], bufs[0].r_data[bank])
+            for g in range(G):
+                with m.If(fill[g]):
+                    m.d.sync += upcoming[bank * G + g].eq(word)
+
+        # --- issue: the queue's head, its weights read as it leaves ------------------------
+        adv, pop = Signal(), Signal()
+        m.d.comb += [pop.eq(adv & steps.r_rdy & ((head.lane != 0) | next_full)),
+                     steps.r_en.eq(pop)]
+        with m.If(pop & (head.lane == 0)):
+            m.d.sync += [reg.eq(word) for reg, word in zip(current, upcoming)]
+            m.d.sync += next_full.eq(0)
+        s1_valid, s1_last = Signal(), Signal()
+        s1_lane, s1_rows, s1_busy = Signal.like(p.lane), Signal(R), Signal.like(p.busy)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(pop), s1_last.eq(head.last), s1_lane.eq(head.lane),
+                         s1_rows.eq(head.rows), s1_busy.eq(head.busy)]
+        x = [word[s1_lane] for word in current]
+        in_flight = steps.r_rdy | fetching | s1_valid
+        if cfg.read_pipeline == "deep":
+            # The lane selects and the weight memory's output registered before the array.
+            s2_valid, s2_last = Signal(), Signal()
+            s2_rows, s2_busy = Signal.like(s1_rows), Signal.like(s1_busy)
+            s2_x = [Signal.like(v, name=f"s2_x{r}") for r, v in enumerate(x)]
+            s2_weights = Signal.like(wmem.r_data, name="s2_weights")
+            with m.If(adv):
+                m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_rows.eq(s1_rows),
+                             s2_busy.eq(s1_busy), s2_weights.eq(wmem.r_data)]
+                m.d.sync += [reg.eq(v) for reg, v in zip(s2_x, x)]
+            issue = (s2_valid, s2_last, s2_rows, s2_busy, s2_x, s2_weights)
+            in_flight |= s2_valid
+        else:
+            issue = (s1_valid, s1_last, s1_rows, s1_busy, x, wmem.r_data)
+        return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
+                          w_addr=head.w_addr, w_read=pop, in_flight=in_flight, issue=issue)
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -107,7 +255,7 @@ class Accelerator(wiring.Component):
                                                     depth=cfg.param_depth)
         # Bank 0's read serves the write-back's max-pool updates: transparent for the short
         # pipeline, which reads a word in the cycle it may be written (the deep one forwards).
-        bufs = [ReplicatedMemory(banks=R, width=cfg.act_word_bits, depth=cfg.act_depth,
+        bufs = [ReplicatedMemory(banks=cfg.banks, width=cfg.act_word_bits, depth=cfg.act_depth,
                                  transparent=cfg.writeback_pipeline == "short")
                 for _ in range(2)]
         m.submodules.act0, m.submodules.act1 = bufs
@@ -149,46 +297,20 @@ class Accelerator(wiring.Component):
         ]
 
         # --- read stage: a step's addresses to the array's operands --------------------------
-        # One cycle: the block RAMs' outputs go through the buffer and lane selects into the
-        # array. With the deep read pipeline two: the words are registered first (a block RAM's
-        # 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock). Both
-        # stages advance together, so a stalled array keeps every step in place (the memories
-        # keep their outputs while their read enable is low).
-        deep_read = cfg.read_pipeline == "deep"
-        s1_valid, s1_last = Signal(), Signal()
-        s1_lane = Signal.like(gen.o.payload.lane)
-        s1_rows = Signal(R)
-        s1_busy = Signal.like(gen.o.payload.busy)
-        adv = Signal()
-        with m.If(adv):
-            m.d.sync += [s1_valid.eq(gen.o.valid), s1_last.eq(gen.o.payload.last),
-                         s1_lane.eq(gen.o.payload.lane), s1_rows.eq(gen.o.payload.valid.as_value()),
-                         s1_busy.eq(gen.o.payload.busy)]
         lanes = data.ArrayLayout(array.in_layout["x"].shape.elem_shape, C)
-        act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
-        weights = wmem.r_data
-        if deep_read:
-            s2_valid, s2_last = Signal(), Signal()
-            s2_lane, s2_rows = Signal.like(s1_lane), Signal.like(s1_rows)
-            s2_busy = Signal.like(s1_busy)
-            s2_words = [Signal(lanes, name=f"s2_word{r}") for r in range(R)]
-            s2_weights = Signal.like(wmem.r_data, name="s2_weights")
-            with m.If(adv):
-                m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_lane.eq(s1_lane),
-                             s2_rows.eq(s1_rows), s2_busy.eq(s1_busy), s2_weights.eq(weights)]
-                m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
-            issue = (s2_valid, s2_last, s2_lane, s2_rows, s2_busy, s2_words, s2_weights)
+        if cfg.banks == R:
+            read = self._replicated_read(m, gen, bufs, wmem, src, lanes)
         else:
-            issue = (s1_valid, s1_last, s1_lane, s1_rows, s1_busy, act_words, weights)
-        i_valid, i_last, i_lane, i_rows, i_busy, i_words, i_weights = issue
-        m.d.comb += [adv.eq(~i_valid | array.i.ready), gen.o.ready.eq(adv)]
+            read = self._shared_read(m, gen, bufs, wmem, src, lanes)
+        i_valid, i_last, i_rows, i_busy, i_x, i_weights = read.issue
+        m.d.comb += read.adv.eq(~i_valid | array.i.ready)
         for r in range(R):
-            m.d.comb += array.i.payload.x[r].eq(Mux(i_rows[r], i_words[r][i_lane], 0))
+            m.d.comb += array.i.payload.x[r].eq(Mux(i_rows[r], i_x[r], 0))
         m.d.comb += [
             array.i.valid.eq(i_valid), array.i.payload.last.eq(i_last),
             array.i.payload.w.as_value().eq(i_weights),
             seq.step.eq(array.i.valid & array.i.ready), seq.step_busy.eq(i_busy),
-            seq.issuing.eq(gen.busy | s1_valid | i_valid),
+            seq.issuing.eq(gen.busy | read.in_flight),
         ]
 
         # --- post-processing ----------------------------------------------------------------
@@ -231,6 +353,7 @@ class Accelerator(wiring.Component):
         # framer's state decoding in front of the memories' address multiplexers), and their
         # words before the select (a block RAM's output through it): two ECP5 critical paths.
         rd = bus.read_addr.payload
+        deep_read = cfg.read_pipeline == "deep"
         addressed = Signal()              # the address register holds the address (deep)
         pending = Signal()                # the memories' outputs hold the word of the address
         loaded = Signal()                 # the word registers hold it (deep)
@@ -270,9 +393,9 @@ class Accelerator(wiring.Component):
         we, wd = host_commit["weights"]
         m.d.comb += [
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
-            wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, gen.o.payload.w_addr),
+            wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, read.w_addr),
                              Mux(bus.write.valid, host_word["weights"], rd_word["weights"]))),
-            wmem.r_en.eq(Mux(busy, seq.mem_read | adv, read_now)),
+            wmem.r_en.eq(Mux(busy, seq.mem_read | read.w_read, read_now)),
             seq.mem_data.eq(wmem.r_data),
         ]
         pe, pd = host_commit["params"]
@@ -290,10 +413,8 @@ class Accelerator(wiring.Component):
                 buf.w_addr.eq(Mux(busy, wb.w_addr, host_word[f"act{b}"])),
                 buf.w_data.eq(Mux(busy, wb.w_data, hd)),
             ]
-            for r in range(R):
-                m.d.comb += buf.r_addr[r].eq(gen.o.payload.addr[r])
             with m.If(busy & is_src):
-                m.d.comb += buf.r_en.eq(Mux(adv, (1 << R) - 1, 0))
+                m.d.comb += buf.r_en.eq(read.src_read)
             with m.If(busy & is_dst):
                 # While the next stage waits for this buffer, the generator is held: bank 0 is
                 # the write-back's.

@@ -112,6 +112,16 @@ class ArrayConfig:
         is selected (its address too: two more cycles per byte); short selects from the block
         RAMs' outputs, which leaves little of an ECP5 cycle after their 5.6 ns from clock to
         data. iCE40 builds use short: the flip-flops cost logic cells there.
+    act_banks : int or None
+        Read banks of each activation buffer, a divisor of ``rows`` (``None``: ``rows``). Every
+        bank is a whole copy of the buffer, so that the rows read their pixels' words at once;
+        the block RAMs this takes (``2 x act_banks`` copies of ``act_depth`` words of ``cols``
+        activations) bound large arrays first. With fewer banks, ``G = rows / act_banks`` rows
+        share one: when the reduction reaches a new activation word (every ``L = min(C_in,
+        cols)`` k-steps) its rows' words are fetched, one row of each bank per cycle, into
+        registers while the steps before it issue; that stalls the array ``max(0, G + 3 - L)``
+        cycles per word (``G + 2`` for a stage's first) and costs two words of flip-flops per
+        row (the current and the next).
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
@@ -133,6 +143,7 @@ class ArrayConfig:
     requant_pipeline: str = "deep"
     writeback_pipeline: str = "deep"
     read_pipeline: str = "deep"
+    act_banks: int | None = None
     global_pool: bool = True
 
     def __post_init__(self):
@@ -168,6 +179,11 @@ class ArrayConfig:
             if getattr(self, name) not in ("deep", "short"):
                 raise ValueError(f"{name} must be 'deep' or 'short', not "
                                  f"{getattr(self, name)!r}")
+        if self.act_banks is not None:
+            check_int("act_banks", self.act_banks, 1, self.rows)
+            if self.rows % self.act_banks:
+                raise ValueError(f"act_banks must divide rows ({self.rows}), not "
+                                 f"{self.act_banks!r}")
         if self.requant_lanes is not None:
             check_int("requant_lanes", self.requant_lanes, 1, self.cols)
             if self.cols % self.requant_lanes:
@@ -180,6 +196,11 @@ class ArrayConfig:
     def lanes(self):
         """Values the requantiser takes per cycle."""
         return self.cols if self.requant_lanes is None else self.requant_lanes
+
+    @property
+    def banks(self):
+        """Read banks of each activation buffer."""
+        return self.rows if self.act_banks is None else self.act_banks
 
     @property
     def pe_count(self):
@@ -273,19 +294,23 @@ class ArrayConfig:
 
     @property
     def memory_bits(self):
-        """Total memory bits: weights, two activation buffers of ``rows`` replicated banks each,
-        and the requantisation parameters."""
+        """Total memory bits: weights, two activation buffers of :attr:`banks` copies each, and
+        the requantisation parameters."""
         return (self.weight_depth * self.weight_word_bits
-                + 2 * self.rows * self.act_depth * self.act_word_bits
+                + 2 * self.banks * self.act_depth * self.act_word_bits
                 + self.param_depth * self.param_word_bits)
 
     # --- identity ----------------------------------------------------------------------------
 
     def to_dict(self):
-        """The build parameters as a JSON-ready dict (what :attr:`build_hash` hashes)."""
+        """The build parameters as a JSON-ready dict (what :attr:`build_hash` hashes).
+        ``act_banks`` appears only when set: builds without it keep the hash (and the compiled
+        programs) they had before it existed."""
         d = dataclasses.asdict(self)
         d["pe"] = self.pe.value
         d["requant_mode"] = self.requant_mode.value
+        if self.act_banks is None:
+            del d["act_banks"]
         return d
 
     @classmethod
@@ -309,4 +334,4 @@ class ArrayConfig:
         return (f"{self.pe.value} {self.rows}x{self.cols}, {self.x_bits}-bit activations, "
                 f"{self.acc_bits}-bit accumulators (max_k {self.max_k}), requant "
                 f"{self.requant_mode.value}, weights {self.weight_bytes / 1024:g} KiB, "
-                f"activations 2 x {self.rows} x {self.act_bytes / 1024:g} KiB")
+                f"activations 2 x {self.banks} x {self.act_bytes / 1024:g} KiB")

@@ -5,8 +5,9 @@
   ``SB_SPRAM256KA`` blocks (16K x 16 bits each; Yosys does not infer them), elsewhere (simulation,
   ECP5) from an :class:`amaranth.lib.memory.Memory` that synthesis maps to block RAM.
 - :class:`ReplicatedMemory`: ``banks`` copies of one memory behind one broadcast write port, with one
-  read port per bank. An activation buffer is ``rows`` banks so that every array row reads its own
-  im2col address in the same cycle (each write costs no time, only memory: ``rows`` copies); bank 0's
+  read port per bank. An activation buffer is ``ArrayConfig.banks`` copies (by default ``rows``, so
+  that every array row reads its own im2col address in the same cycle; each write costs no time,
+  only memory); bank 0's
   read port is transparent for the write port, so a read-modify-write of the address written in the
   same cycle sees the new value. The requantisation parameters are a one-bank instance.
 

@@ -264,9 +264,15 @@ def cmd_build(args):
                                  router=args.router, multipliers=args.multipliers,
                                  check_timing=False)
     except DoesNotFit as e:
-        hint = ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
-                "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, and --top "
-                "array builds the PE array alone" if args.top == "accelerator" else "")
+        if args.top != "accelerator":
+            hint = ""
+        elif e.cell in ("DP16KD", "ICESTORM_RAM"):
+            hint = ("; fewer activation banks (--act-banks, a divisor of --rows) or smaller "
+                    "memories need fewer block RAMs")
+        else:
+            hint = ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
+                    "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, and "
+                    "--top array builds the PE array alone")
         raise CliError(str(e).splitlines()[0] + hint) from None
     except ToolError as e:
         # The first line says what failed; the log has the rest.
@@ -302,7 +308,8 @@ def cmd_program(args):
 def _requant_build(args):
     """``ArrayConfig`` keyword arguments of ``--requant-lanes`` and the ``--*-pipeline`` options."""
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
-            "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline}
+            "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline,
+            "act_banks": args.act_banks}
 
 
 def _sim_build(args):
@@ -422,9 +429,14 @@ def build_parser():
                             "before the max-pool merge (ECP5 clock), short saves those "
                             "flip-flops (small devices)")
         p.add_argument("--read-pipeline", choices=("deep", "short"), default="deep",
-                       help="the host's memory reads: deep registers the word read before its "
-                            "byte is selected (ECP5 clock), short saves those flip-flops "
-                            "(small devices)")
+                       help="block RAM reads: deep registers the words read (for the array and "
+                            "the host) before any logic selects from them (ECP5 clock), short "
+                            "saves those flip-flops (small devices)")
+        p.add_argument("--act-banks", type=int, metavar="N",
+                       help="read banks (copies) of each activation buffer, a divisor of "
+                            "--rows (default: --rows); fewer take fewer block RAMs, and the "
+                            "rows sharing a bank fetch each activation word ahead: layers "
+                            "with fewer than rows/N + 3 input channels stall")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p)

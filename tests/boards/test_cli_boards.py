@@ -111,3 +111,21 @@ def test_accelerator_that_does_not_fit_says_so(capsys, tmp_path):
                     r"\d+ ICESTORM_LC of 5280 \(\d+%\)", err)
     assert "--requant-lanes 1" in err and "--top array builds the PE array alone" in err
     assert len(err.splitlines()) == 1
+
+
+def test_block_ram_that_does_not_fit_points_at_act_banks(capsys, tmp_path, monkeypatch):
+    # What nextpnr's overflow becomes when the block RAMs run out (the real 16x16 build takes
+    # 25 minutes): a hint at the option that needs fewer of them.
+    import addershift.boards.build as build
+
+    def overflowing(**kwargs):
+        assert kwargs["config"].banks == 16
+        raise build.DoesNotFit("the ulx3s-85f build does not fit the LFE5U-85F: it needs 240 "
+                               "DP16KD of 208 (115%)", cell="DP16KD", needed=240, available=208)
+
+    monkeypatch.setattr(build, "build_accelerator", overflowing)
+    assert main(["build", "--board", "ulx3s-85f", "--rows", "16", "--cols", "16",
+                 "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("addershift build: the ulx3s-85f build does not fit the LFE5U-85F: it "
+                          "needs 240 DP16KD of 208 (115%); fewer activation banks (--act-banks")

@@ -33,12 +33,14 @@ def test_layer_cases_amaranth(op, mode):
     i, j = OPS.index(op), MODES.index(mode)
     cases = [name for c, name in enumerate(sorted(CASES)) if (c + i) % 3 == j]
     # The requantiser takes 4, 2 or 1 values per cycle, through either pipeline; the write-back
-    # and the host's reads through either of their own.
+    # and the reads through either of their own; every case once with the three rows sharing
+    # one activation bank.
     config = ArrayConfig(pe=op, rows=3, cols=4, requant_mode=mode, max_k=128, weight_depth=512,
                          act_depth=128, param_depth=64, requant_lanes=4 >> j,
                          requant_pipeline=("deep", "short")[(i + j) % 2],
                          writeback_pipeline="short" if (i + j) % 3 == 2 else "deep",
-                         read_pipeline=("deep", "short")[j % 2], global_pool="gap" in cases)
+                         read_pipeline=("deep", "short")[j % 2],
+                         act_banks=1 if (i + j) % 3 == 1 else None, global_pool="gap" in cases)
     jobs = []
     for n, name in enumerate(cases):
         model = layer_case(name, op, mode=mode, seed=n)
@@ -127,19 +129,20 @@ def test_host_reads_back_every_region(read_pipeline):
 
 
 @pytest.mark.cocotb
-@pytest.mark.parametrize("op, rows, cols, simulator", [
-    ("adder", 4, 4, "verilator"), ("shift", 3, 2, "verilator"), ("mul", 2, 3, "verilator"),
-    ("shift", 2, 2, "icarus"), ("adder", 2, 2, "icarus"),
+@pytest.mark.parametrize("op, rows, cols, simulator, act_banks", [
+    ("adder", 4, 4, "verilator", 2), ("shift", 3, 2, "verilator", 1),
+    ("mul", 2, 3, "verilator", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
 ])
-def test_digits_network_on_verilog(op, rows, cols, simulator, tmp_path):
+def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
-                         # Lanes 2, 1 and all; each pipeline on both simulators.
+                         # Lanes 2, 1 and all; each pipeline on both simulators; rows sharing
+                         # activation banks (read pipeline deep) on both.
                          requant_lanes={"adder": 2, "shift": 1 if rows == 3 else None}.get(op),
                          requant_pipeline="short" if op == "shift" else "deep",
                          writeback_pipeline="short" if op == "shift" else "deep",
-                         read_pipeline="short" if op == "shift" else "deep")
+                         read_pipeline="short" if op == "shift" else "deep", act_banks=act_banks)
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
     result = simulate(program, x, simulator=simulator, build_dir=tmp_path)
@@ -215,3 +218,35 @@ def test_an_array_of_several_tiles(monkeypatch):
     assert check(model, program, x, result) is None
     for stage, counts in zip(program.stages, result.stage_counts(0)):
         assert counts["issue"] == stage.issue_cycles and counts["busy_pe"] == stage.busy_pe_cycles
+
+
+@pytest.mark.parametrize("read_pipeline", ["deep", "short"])
+def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline):
+    """Rows sharing a bank: bit-exact, the same k-steps, and at most ``max(0, G + 3 - L)`` more
+    stall cycles per activation word of ``L`` lanes, ``G`` rows per bank, plus ``G + 2`` for a
+    stage's first word (fewer where they overlap stalls the replicated read has anyway), on
+    4 x 2 PEs and 4 x 4 PEs: words of one, two and four lanes."""
+    model = digits_net("adder", mode="pow2x2")
+    x = _images(model, 1, seed=6)
+    for cols in (2, 4):
+        stalls = {}
+        for banks in (None, 2, 1):
+            config = ArrayConfig(pe="adder", rows=4, cols=cols, requant_mode="pow2x2", max_k=72,
+                                 weight_depth=2048, act_depth=128, param_depth=64,
+                                 global_pool=False, read_pipeline=read_pipeline,
+                                 act_banks=banks)
+            program = compile_model(model, config)
+            result = simulate(program, x, simulator="amaranth", per_stage=True)
+            assert check(model, program, x, result) is None, banks
+            counts = result.stage_counts(0)
+            assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+            stalls[banks] = [c["stall"] for c in counts]
+        for banks in (2, 1):
+            rows_per_bank = 4 // banks
+            for stage, base, shared in zip(program.stages, stalls[None], stalls[banks]):
+                cin, kh, kw = stage.in_shape[0], *stage.kernel
+                per_window = sum(max(0, rows_per_bank + 3 - min(cols, cin - c))
+                                 for c in range(0, cin, cols))
+                cost = stage.tiles * stage.groups * kh * kw * per_window
+                assert cost - base <= shared - base <= cost + rows_per_bank + 2, \
+                    (cols, banks, stage.name)

@@ -32,6 +32,11 @@ def test_hash_is_stable_and_sensitive():
                            "bias_bits": 32, "counter_bits": 32, "requant_lanes": None,
                            "requant_pipeline": "deep", "writeback_pipeline": "deep",
                            "read_pipeline": "deep", "global_pool": True}
+    # A parameter added later appears only when set, so the hash above stays.
+    banked = ArrayConfig(pe="adder", rows=4, cols=4, act_banks=2)
+    assert banked.to_dict() == {**a.to_dict(), "act_banks": 2}
+    assert ArrayConfig.from_dict(banked.to_dict()) == banked
+    assert banked.build_hash != a.build_hash
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -52,6 +57,8 @@ def test_hash_is_stable_and_sensitive():
     ({"writeback_pipeline": 2}, ValueError, "writeback_pipeline must be 'deep' or 'short', not 2"),
     ({"read_pipeline": "fast"}, ValueError,
      "read_pipeline must be 'deep' or 'short', not 'fast'"),
+    ({"act_banks": 3}, ValueError, "act_banks must divide rows (4), not 3"),
+    ({"act_banks": 8}, ValueError, "act_banks must be an integer in [1, 4], not 8"),
     ({"requant_lanes": 0}, ValueError, "requant_lanes must be an integer in [1, 4], not 0"),
     ({"global_pool": 1}, TypeError, "global_pool must be a bool, not 1"),
 ])
