@@ -11,6 +11,8 @@ LUTs.
     .venv/bin/python bench/fit_study.py --boards icebreaker                 # ~30 minutes
     .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder    # hours: 32x32 takes
                                                                             # 10-30 min per build
+    .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder --top accelerator \
+        --rows-per-bank 4       # rows share activation banks: fewer block RAMs
 
 Peak throughput is one operand pair (a term accumulated) per PE per cycle: ``PEs`` per cycle and
 ``PEs x clock`` per second. Writes ``fit_study.json`` and ``fit_study.png`` in ``--out``.
@@ -48,13 +50,24 @@ def shapes(max_side=64):
     return [best[pes] for pes in sorted(best)]
 
 
+def act_banks(rows, rows_per_bank):
+    """The fewest activation banks (a divisor of ``rows``) that leave at most ``rows_per_bank``
+    rows sharing one; ``None`` (a bank per row) when ``rows_per_bank`` is ``None``."""
+    if rows_per_bank is None:
+        return None
+    return min(d for d in range(1, rows + 1) if rows % d == 0 and d * rows_per_bank >= rows)
+
+
 def _accelerator_config(kind, rows, cols, overrides=None):
     """The accelerator build for the shipped digits model of ``kind``, at ``rows`` x ``cols``
-    (``overrides``: ``ArrayConfig`` keyword arguments, e.g. the requantiser's lanes)."""
+    (``overrides``: ``ArrayConfig`` keyword arguments, e.g. the requantiser's lanes, and
+    ``rows_per_bank`` for :func:`act_banks`)."""
     from addershift.sw.compiler import default_config
     from addershift.sw.model import load_model
+    overrides = dict(overrides or {})
+    banks = act_banks(rows, overrides.pop("rows_per_bank", None))
     return default_config(load_model(MODELS / f"digits_{kind}.npz"), rows=rows, cols=cols,
-                          **(overrides or {}))
+                          act_banks=banks, **overrides)
 
 
 def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False,
@@ -230,6 +243,9 @@ def main(argv=None):
                         help="--top accelerator: the write-back's pipeline")
     parser.add_argument("--read-pipeline", choices=("deep", "short"), default="deep",
                         help="--top accelerator: the block RAM reads' pipeline")
+    parser.add_argument("--rows-per-bank", type=int, metavar="G",
+                        help="--top accelerator: at most G rows share an activation bank "
+                             "(--act-banks; default: a bank per row)")
     parser.add_argument("--ignore-timing", action="store_true",
                         help="the largest array that places, whatever its Fmax (the area limit)")
     parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
@@ -249,7 +265,8 @@ def main(argv=None):
                                             "requant_lanes": args.requant_lanes,
                                             "requant_pipeline": args.requant_pipeline,
                                             "writeback_pipeline": args.writeback_pipeline,
-                                            "read_pipeline": args.read_pipeline})
+                                            "read_pipeline": args.read_pipeline,
+                                            "rows_per_bank": args.rows_per_bank})
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}

@@ -82,3 +82,12 @@ def test_main_writes_table_json_and_plot(monkeypatch, tmp_path, capsys):
     assert [r["pes"] for r in payload["results"]] == [12, 30]
     assert payload["results"][0]["peak_gops"] == round(12 * 48 / 1e3, 2)
     assert (tmp_path / "fit_study.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("rows, rows_per_bank, banks", [
+    (32, 4, 8), (32, 3, 16), (12, 5, 3), (7, 4, 7), (7, 7, 1), (16, None, None), (1, 4, 1)])
+def test_rows_per_bank_picks_the_fewest_banks_that_divide_rows(rows, rows_per_bank, banks):
+    assert fit_study.act_banks(rows, rows_per_bank) == banks
+    config = fit_study._accelerator_config("adder", rows, rows + 1,
+                                           {"rows_per_bank": rows_per_bank})
+    assert config.act_banks == banks
