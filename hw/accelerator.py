@@ -163,12 +163,12 @@ class Accelerator(wiring.Component):
         """The read stage with ``rows / banks`` rows per bank (``ArrayConfig.act_banks``).
 
         A step that starts a new activation word (lane 0; the other lanes' steps use the same
-        words) hands its rows' addresses to the fetcher as it enters a queue of steps; the
-        fetcher reads one row of each bank's group per cycle into the ``next`` word registers,
-        and the step, at the queue's head, swaps them into the ``current`` ones the array's
-        operands are selected from. The queue (``G + 3`` steps, ``G`` the rows per bank: a full
-        SyncFIFO takes no write in the cycle it is read) lets a fetch run while the steps
-        before it issue: a word of at least ``G + 3`` lanes costs no stall."""
+        words) hands its rows' addresses to the fetcher as it enters a queue of steps; once the
+        ``next`` word registers are free, the fetcher reads one row of each bank's group per
+        cycle into them, and the step, at the queue's head, swaps them into the ``current``
+        ones the array's operands are selected from. The queue (``G + 3`` steps, ``G`` the rows
+        per bank: a full SyncFIFO takes no write in the cycle it is read) lets a fetch run while
+        the steps before it issue: a word of at least ``G + 2`` lanes costs no stall."""
         cfg = self._config
         R, G = cfg.rows, cfg.rows // cfg.banks
         p = gen.o.payload
@@ -178,7 +178,10 @@ class Accelerator(wiring.Component):
         head = step(steps.r_data)
 
         # --- fetcher: one lane-0 step's words into the `next` registers --------------------
-        fetching, next_full = Signal(), Signal()
+        # `armed`: fetch_addr holds a lane-0 step's addresses whose words are not all read. The
+        # reads wait while `next` still holds words the queue's head has not swapped in, so a
+        # step can be admitted (and its addresses taken) before the previous swap.
+        armed, next_full = Signal(), Signal()
         fetch_addr = [Signal.like(p.addr[r], name=f"fetch_addr{r}") for r in range(R)]
         phase = Signal(range(G + 1))      # rows of each group read so far
         fill = Signal(G)                  # one-hot: the row of each group whose word arrives
@@ -187,20 +190,20 @@ class Accelerator(wiring.Component):
         new_word = p.lane == 0
         tail = step(steps.w_data)
         m.d.comb += [
-            gen.o.ready.eq(steps.w_rdy & (~new_word | (~fetching & ~next_full))),
+            gen.o.ready.eq(steps.w_rdy & (~new_word | ~armed)),
             steps.w_en.eq(gen.o.valid & gen.o.ready),
             tail.rows.eq(p.valid.as_value()), tail.lane.eq(p.lane), tail.last.eq(p.last),
             tail.busy.eq(p.busy), tail.w_addr.eq(p.w_addr),
         ]
         with m.If(steps.w_en & new_word):
-            m.d.sync += [fetching.eq(1), phase.eq(0)]
+            m.d.sync += [armed.eq(1), phase.eq(0)]
             m.d.sync += [reg.eq(addr) for reg, addr in zip(fetch_addr, p.addr)]
-        read = Signal()
-        m.d.comb += read.eq(fetching & (phase != G))
+        fetching, read = Signal(), Signal()
+        m.d.comb += [fetching.eq(armed & ~next_full), read.eq(fetching & (phase != G))]
         with m.If(fetching):
             m.d.sync += phase.eq(phase + 1)
             with m.If(phase == G):
-                m.d.sync += [fetching.eq(0), next_full.eq(1)]
+                m.d.sync += [armed.eq(0), next_full.eq(1)]
         m.d.sync += fill.eq(Mux(read, 1 << phase, 0))
         for bank in range(cfg.banks):
             addr = Signal.like(fetch_addr[0], name=f"bank{bank}_addr")
@@ -227,7 +230,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [s1_valid.eq(pop), s1_last.eq(head.last), s1_lane.eq(head.lane),
                          s1_rows.eq(head.rows), s1_busy.eq(head.busy)]
         x = [word[s1_lane] for word in current]
-        in_flight = steps.r_rdy | fetching | s1_valid
+        in_flight = steps.r_rdy | armed | s1_valid
         if cfg.read_pipeline == "deep":
             # The lane selects and the weight memory's output registered before the array.
             s2_valid, s2_last = Signal(), Signal()

@@ -119,7 +119,7 @@ class ArrayConfig:
         activations) bound large arrays first. With fewer banks, ``G = rows / act_banks`` rows
         share one: when the reduction reaches a new activation word (every ``L = min(C_in,
         cols)`` k-steps) its rows' words are fetched, one row of each bank per cycle, into
-        registers while the steps before it issue; that stalls the array ``max(0, G + 3 - L)``
+        registers while the steps before it issue; that stalls the array ``max(0, G + 2 - L)``
         cycles per word (``G + 2`` for a stage's first) and costs two words of flip-flops per
         row (the current and the next).
     global_pool : bool

@@ -436,7 +436,7 @@ def build_parser():
                        help="read banks (copies) of each activation buffer, a divisor of "
                             "--rows (default: --rows); fewer take fewer block RAMs, and the "
                             "rows sharing a bank fetch each activation word ahead: layers "
-                            "with fewer than rows/N + 3 input channels stall")
+                            "with fewer than rows/N + 2 input channels stall")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p)

@@ -222,7 +222,7 @@ def test_an_array_of_several_tiles(monkeypatch):
 
 @pytest.mark.parametrize("read_pipeline", ["deep", "short"])
 def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline):
-    """Rows sharing a bank: bit-exact, the same k-steps, and at most ``max(0, G + 3 - L)`` more
+    """Rows sharing a bank: bit-exact, the same k-steps, and at most ``max(0, G + 2 - L)`` more
     stall cycles per activation word of ``L`` lanes, ``G`` rows per bank, plus ``G + 2`` for a
     stage's first word (fewer where they overlap stalls the replicated read has anyway), on
     4 x 2 PEs and 4 x 4 PEs: words of one, two and four lanes."""
@@ -245,7 +245,7 @@ def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline):
             rows_per_bank = 4 // banks
             for stage, base, shared in zip(program.stages, stalls[None], stalls[banks]):
                 cin, kh, kw = stage.in_shape[0], *stage.kernel
-                per_window = sum(max(0, rows_per_bank + 3 - min(cols, cin - c))
+                per_window = sum(max(0, rows_per_bank + 2 - min(cols, cin - c))
                                  for c in range(0, cin, cols))
                 cost = stage.tiles * stage.groups * kh * kw * per_window
                 assert cost - base <= shared - base <= cost + rows_per_bank + 2, \
