@@ -142,8 +142,10 @@ class Accelerator(wiring.Component):
             s2_valid, s2_last = Signal(), Signal()
             s2_lane, s2_rows = Signal.like(s1_lane), Signal.like(s1_rows)
             s2_busy = Signal.like(s1_busy)
-            s2_words = [Signal(lanes, name=f"s2_word{r}") for r in range(R)]
-            s2_weights = Signal.like(wmem.r_data, name="s2_weights")
+            # Data registers (here and below) have no reset: its net reaches every register that
+            # has one, and on a 16x16 ECP5 accelerator it set the clock (57.6 MHz).
+            s2_words = [Signal(lanes, name=f"s2_word{r}", reset_less=True) for r in range(R)]
+            s2_weights = Signal.like(wmem.r_data, name="s2_weights", reset_less=True)
             with m.If(adv):
                 m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_lane.eq(s1_lane),
                              s2_rows.eq(s1_rows), s2_busy.eq(s1_busy), s2_weights.eq(weights)]
@@ -182,11 +184,12 @@ class Accelerator(wiring.Component):
         # reads wait while `next` still holds words the queue's head has not swapped in, so a
         # step can be admitted (and its addresses taken) before the previous swap.
         armed, next_full = Signal(), Signal()
-        fetch_addr = [Signal.like(p.addr[r], name=f"fetch_addr{r}") for r in range(R)]
+        fetch_addr = [Signal.like(p.addr[r], name=f"fetch_addr{r}", reset_less=True)
+                      for r in range(R)]
         phase = Signal(range(G + 1))      # rows of each group read so far
         fill = Signal(G)                  # one-hot: the row of each group whose word arrives
-        current = [Signal(lanes, name=f"word{r}") for r in range(R)]
-        upcoming = [Signal(lanes, name=f"next_word{r}") for r in range(R)]
+        current = [Signal(lanes, name=f"word{r}", reset_less=True) for r in range(R)]
+        upcoming = [Signal(lanes, name=f"next_word{r}", reset_less=True) for r in range(R)]
         new_word = p.lane == 0
         tail = step(steps.w_data)
         m.d.comb += [
@@ -235,8 +238,8 @@ class Accelerator(wiring.Component):
             # The lane selects and the weight memory's output registered before the array.
             s2_valid, s2_last = Signal(), Signal()
             s2_rows, s2_busy = Signal.like(s1_rows), Signal.like(s1_busy)
-            s2_x = [Signal.like(v, name=f"s2_x{r}") for r, v in enumerate(x)]
-            s2_weights = Signal.like(wmem.r_data, name="s2_weights")
+            s2_x = [Signal.like(v, name=f"s2_x{r}", reset_less=True) for r, v in enumerate(x)]
+            s2_weights = Signal.like(wmem.r_data, name="s2_weights", reset_less=True)
             with m.If(adv):
                 m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_rows.eq(s1_rows),
                              s2_busy.eq(s1_busy), s2_weights.eq(wmem.r_data)]

@@ -254,7 +254,9 @@ class _Lane:
         self.carry_max, self.shift_levels = carry_max, shift_levels
 
     def reg(self, stage, value, shape, name):
-        reg = Signal(shape, name=f"{self.prefix}{name}{stage}")
+        # Data only (the stages' valid bits say when it counts): no reset, whose net reaches
+        # every register and, on a large ECP5 accelerator, set the clock.
+        reg = Signal(shape, name=f"{self.prefix}{name}{stage}", reset_less=True)
         with self.m.If(self.load):
             self.m.d.sync += reg.eq(value)
         return reg

@@ -105,7 +105,7 @@ class Writeback(wiring.Component):
         part = Signal(range(chunks))
         row_data = Signal(lane)
         if chunks > 1:
-            parts = Signal((chunks - 1) * cfg.lanes * xb)
+            parts = Signal((chunks - 1) * cfg.lanes * xb, reset_less=True)
             with m.If(self.i.valid):
                 m.d.sync += part.eq(Mux(part == chunks - 1, 0, part + 1))
                 with m.If(part != chunks - 1):
@@ -133,7 +133,7 @@ class Writeback(wiring.Component):
         # Stage 1: the word to write (or to merge with the old word).
         s1_valid, s1_merge, s1_gap = Signal(), Signal(), Signal()
         s1_dest = Signal(a)
-        s1_data = Signal(lane)
+        s1_data = Signal(lane, reset_less=True)   # data, no reset (as in hw/accelerator.py)
         s1_sums = [Signal(sum_shape, name=f"s1_sum_{j}") for j in range(C)] if gap else []
         m.d.sync += [s1_valid.eq(0)]
         with m.If(take & pixel):
@@ -194,7 +194,7 @@ class Writeback(wiring.Component):
             dest1, valid1 = Signal(a), Signal()       # the row written a cycle ago
             s2_valid, s2_gap = Signal(), Signal()
             s2_dest = Signal(a)
-            s2_data, s2_avg = Signal(lane), Signal(lane)
+            s2_data, s2_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             # Where the word written comes from, one-hot and decided a stage early: the max of
             # the new values and the old word (the row a cycle ahead, the one two cycles ahead,
             # or the memory's), the new values alone, or the rounded sums.

@@ -52,11 +52,11 @@ def _accelerator_unit(args):
         if args.model:
             from .model import load_model
             config = default_config(load_model(args.model), rows=args.rows, cols=args.cols,
-                                    **_requant_build(args))
+                                    **_build_options(args))
         else:
             config = ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
                                  requant_mode="mul" if args.pe == "mul" else "pow2x2",
-                                 **_requant_build(args))
+                                 **_build_options(args))
         return AcceleratorTop(config=config, clk_freq=int(args.clock * 1e6), baud=args.baud)
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -220,7 +220,7 @@ def cmd_simulate(args):
     try:
         report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
                                 cols=args.cols, per_layer=args.per_layer,
-                                **_requant_build(args),
+                                **_build_options(args),
                                 build_dir=args.build_dir)
     except (CompileError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -267,8 +267,7 @@ def cmd_build(args):
         if args.top != "accelerator":
             hint = ""
         elif e.cell in ("DP16KD", "ICESTORM_RAM"):
-            hint = ("; fewer activation banks (--act-banks, a divisor of --rows) or smaller "
-                    "memories need fewer block RAMs")
+            hint = "; fewer activation banks (--act-banks, a divisor of --rows) need fewer block RAMs"
         else:
             hint = ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
                     "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, and "
@@ -305,8 +304,9 @@ def cmd_program(args):
     print(f"programmed {args.board}: {' '.join(argv)}")
 
 
-def _requant_build(args):
-    """``ArrayConfig`` keyword arguments of ``--requant-lanes`` and the ``--*-pipeline`` options."""
+def _build_options(args):
+    """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options and
+    ``--act-banks``."""
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
             "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline,
             "act_banks": args.act_banks}
@@ -322,9 +322,9 @@ def _sim_build(args):
         if getattr(args, "model", None):
             from .model import load_model
             return default_config(load_model(args.model), rows=args.rows, cols=args.cols,
-                                  **_requant_build(args))
+                                  **_build_options(args))
         return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                           requant_mode=args.requant_mode, **_requant_build(args))
+                           requant_mode=args.requant_mode, **_build_options(args))
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
 
