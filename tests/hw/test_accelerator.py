@@ -2,9 +2,9 @@
 
 Amaranth simulator: every layer case (conv stride/padding variants, pooling, global average pooling,
 linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
-counters checked against the program, through both write-back pipelines, and with an array of
-several tiles. Verilator: the digits network for each PE kind, whole inferences; Icarus: two of
-them.
+counters checked against the program, through both write-back pipelines, with rows sharing
+activation banks (and their stall bounds), and with an array of several tiles. Verilator: the
+digits network for each PE kind, whole inferences; Icarus: two of them (shared banks on both).
 """
 
 import numpy as np
@@ -88,8 +88,9 @@ def test_run_without_a_program_reports_an_error():
     assert seen == {"error": 1, "busy": 0}
 
 
-@pytest.mark.parametrize("read_pipeline", ["deep", "short"])
-def test_host_reads_back_every_region(read_pipeline):
+@pytest.mark.parametrize("read_pipeline, act_banks", [("deep", None), ("short", None),
+                                                      ("deep", 1)])
+def test_host_reads_back_every_region(read_pipeline, act_banks):
     """Random words written to every writable region read back byte for byte, the bytes past a
     word's last used one as 0: words of 24 bits (weights, activations: three lanes) and 144 bits
     (parameters: three pow2x2 lanes), so strides of 4 and 32 bytes."""
@@ -98,7 +99,8 @@ def test_host_reads_back_every_region(read_pipeline):
     from addershift.hw.config import host_word_bytes
     from addershift.sim.accel_host import read_bytes, write_bytes
     config = ArrayConfig(pe="adder", rows=2, cols=3, max_k=16, weight_depth=64, act_depth=16,
-                         param_depth=16, requant_mode="pow2x2", read_pipeline=read_pipeline)
+                         param_depth=16, requant_mode="pow2x2", read_pipeline=read_pipeline,
+                         act_banks=act_banks)
     dut = Accelerator(config=config)
     rng = np.random.default_rng(11)
     widths = {"weights": config.weight_word_bits, "params": config.param_word_bits,
