@@ -13,12 +13,15 @@ misses its clock raises :class:`~.report.TimingError` and its bitstream is renam
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
+import time
 
 from amaranth.hdl import Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
@@ -169,10 +172,20 @@ def bitstream_path(board, build_dir=None, name="top"):
     return pathlib.Path(build_dir or default_build_dir(board)) / f"{name}{board.bitstream_suffix}"
 
 
+#: The exit status :func:`_run_platform_build` gives when it stopped Yosys at ``synth_timeout``.
+SYNTH_TIMED_OUT = -1000
+
+#: How long the ECP5 ``-dff`` retry may synthesise before the build stops it and goes on to
+#: classic ABC. Where that retry maps a netlist ABC9 could not (small arrays) it takes seconds;
+#: where it fails too (the 8x8 and 16x16 accelerators) it took 25-35 minutes to do so.
+DFF_RETRY_TIMEOUT_S = 600
+
+
 def _run_platform_build(top, board, name, build_dir, log, *, synth_opts, after_read, after_synth,
-                        nextpnr_opts):
+                        nextpnr_opts, synth_timeout=None):
     """Write Amaranth's build files for ``top`` into ``build_dir`` and run its script there;
-    return the exit status (output in ``log``)."""
+    return the exit status (output in ``log``), or :data:`SYNTH_TIMED_OUT` when Yosys had not
+    finished after ``synth_timeout`` seconds (the script is then stopped)."""
     plan = board.platform().prepare(
         top, name,
         synth_opts=" ".join(synth_opts),
@@ -181,9 +194,40 @@ def _run_platform_build(top, board, name, build_dir, log, *, synth_opts, after_r
         nextpnr_opts=nextpnr_opts)
     plan.extract(build_dir)
     env = {**os.environ, **board.build_env()}
+    rpt = build_dir / f"{name}.rpt"
+    rpt.unlink(missing_ok=True)       # an earlier attempt's log must not look finished
     with open(log, "w") as f:
-        return subprocess.run(["sh", f"build_{name}.sh"], cwd=build_dir, env=env, stdout=f,
-                              stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(["sh", f"build_{name}.sh"], cwd=build_dir, env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        return _wait_for_build(proc, rpt, synth_timeout)
+
+
+def _wait_for_build(proc, yosys_log, synth_timeout, poll_s=2.0):
+    """Wait for the build script ``proc`` (started in its own session); stop it and all its
+    tools when Yosys (``yosys_log``) has not finished ``synth_timeout`` seconds after the start,
+    and when this process is interrupted."""
+    deadline = None if synth_timeout is None else time.monotonic() + synth_timeout
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=poll_s)
+            except subprocess.TimeoutExpired:
+                if deadline is None or time.monotonic() < deadline:
+                    continue
+                if _yosys_finished(yosys_log):
+                    deadline = None          # place and route have no time limit
+                    continue
+                _stop(proc)
+                return SYNTH_TIMED_OUT
+    except BaseException:
+        _stop(proc)
+        raise
+
+
+def _stop(proc):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _yosys_finished(log):
@@ -258,9 +302,14 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         synth_opts = retry
         returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
                                          after_read=after_read, after_synth=after_synth,
-                                         nextpnr_opts=nextpnr_opts)
-        if returncode != 0 and not _yosys_finished(build_dir / f"{name}.rpt"):
+                                         nextpnr_opts=nextpnr_opts,
+                                         synth_timeout=DFF_RETRY_TIMEOUT_S)
+        if returncode == SYNTH_TIMED_OUT:
+            notes["synth"] = (f"classic ABC (abc -lut 4): Yosys' ABC9 failed, and with -dff had "
+                              f"not finished after {DFF_RETRY_TIMEOUT_S // 60} minutes")
+        elif returncode != 0 and not _yosys_finished(build_dir / f"{name}.rpt"):
             notes["synth"] = "classic ABC (abc -lut 4): Yosys' ABC9 failed with and without -dff"
+        if returncode != 0 and not _yosys_finished(build_dir / f"{name}.rpt"):
             synth_opts, mapping = ecp5_classic_abc(synth_opts, name)
             returncode = _run_platform_build(top, board, name, build_dir, log,
                                              synth_opts=synth_opts, after_read=after_read,

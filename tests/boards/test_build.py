@@ -146,6 +146,50 @@ def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
     assert "abc -lut 4 -dress" in (tmp_path / "top.ys").read_text()
 
 
+def test_ecp5_dff_retry_that_runs_too_long_goes_on_to_classic_abc(tmp_path, monkeypatch):
+    # The -dff retry ran 25-35 minutes before failing on large accelerators: it gets a time
+    # limit (simulated here: the retry reports it), after which the build maps with classic ABC.
+    import addershift.boards.build as build_module
+    real, runs = build_module._run_platform_build, []
+
+    def slow_retry(top, board, name, build_dir, log, **kwargs):
+        runs.append(kwargs.pop("synth_timeout", None))
+        if len(runs) == 1:
+            return 1
+        if len(runs) == 2:
+            return build_module.SYNTH_TIMED_OUT
+        return real(top, board, name, build_dir, log, **kwargs)
+
+    monkeypatch.setattr(build_module, "_run_platform_build", slow_retry)
+    result = build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
+    assert runs == [None, build_module.DFF_RETRY_TIMEOUT_S, None]
+    assert result.bitstream.exists()
+    assert result.report.extra["synth"] == ("classic ABC (abc -lut 4): Yosys' ABC9 failed, and "
+                                            "with -dff had not finished after 10 minutes")
+
+
+def test_build_script_stopped_when_yosys_overruns(tmp_path):
+    # The wait behind the -dff retry's limit, on real processes: a script whose Yosys log never
+    # finishes is stopped with its children; once the log has finished, the rest of the script
+    # (place and route) runs without a limit.
+    import subprocess
+    import time
+    from addershift.boards.build import SYNTH_TIMED_OUT, _wait_for_build
+    log = tmp_path / "top.rpt"
+    marker = tmp_path / "child-survived"
+    script = f"(sleep 3; touch {marker}) & wait"
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    start = time.monotonic()
+    assert _wait_for_build(proc, log, synth_timeout=0.5, poll_s=0.1) == SYNTH_TIMED_OUT
+    assert time.monotonic() - start < 2.5
+    time.sleep(3)
+    assert not marker.exists()                  # the script's child was stopped too
+
+    log.write_text("...\nEnd of script. Logfile hash: 0\n")
+    proc = subprocess.Popen(["sh", "-c", "sleep 1; exit 3"], start_new_session=True)
+    assert _wait_for_build(proc, log, synth_timeout=0.2, poll_s=0.1) == 3
+
+
 def test_program_without_tools_gives_the_commands(tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bit"
