@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out, connect
 from ..sw import protocol as P
 from ..sw.compiler import PERF_STAGES, REGIONS
 from ..sw.numerics import Op
-from .array import SystolicArray
+from .array import REPLICA_SUFFIX, SystolicArray
 from .config import ArrayConfig, host_word_bytes
 from .framer import DeviceSignature
 from .im2col import Im2colGenerator
@@ -170,7 +170,12 @@ class Accelerator(wiring.Component):
         cycle into them, and the step, at the queue's head, swaps them into the ``current``
         ones the array's operands are selected from. The queue (``G + 3`` steps, ``G`` the rows
         per bank: a full SyncFIFO takes no write in the cycle it is read) lets a fetch run while
-        the steps before it issue: a word of at least ``G + 2`` lanes costs no stall."""
+        the steps before it issue: a word of at least ``G + 2`` lanes costs no stall.
+
+        The swap happens in the cycle after that step leaves the queue, on a register copied per
+        row (on a 16x16 ECP5 accelerator the swap's enable, the array's ``i.ready`` through the
+        queue's pop to all 2,048 word flip-flops, set the clock: 51.6 MHz). In that cycle the
+        step, the only one that may be past the queue, takes lane 0 of the ``next`` words."""
         cfg = self._config
         R, G = cfg.rows, cfg.rows // cfg.banks
         p = gen.o.payload
@@ -187,7 +192,9 @@ class Accelerator(wiring.Component):
         fetch_addr = [Signal.like(p.addr[r], name=f"fetch_addr{r}", reset_less=True)
                       for r in range(R)]
         phase = Signal(range(G + 1))      # rows of each group read so far
-        fill = Signal(G)                  # one-hot: the row of each group whose word arrives
+        # One-hot: the row of each group whose word arrives (a copy per bank: each bit enables a
+        # word's flip-flops).
+        fill = [Signal(G, name=f"fill{REPLICA_SUFFIX}{bank}") for bank in range(cfg.banks)]
         current = [Signal(lanes, name=f"word{r}", reset_less=True) for r in range(R)]
         upcoming = [Signal(lanes, name=f"next_word{r}", reset_less=True) for r in range(R)]
         new_word = p.lane == 0
@@ -207,7 +214,7 @@ class Accelerator(wiring.Component):
             m.d.sync += phase.eq(phase + 1)
             with m.If(phase == G):
                 m.d.sync += [armed.eq(0), next_full.eq(1)]
-        m.d.sync += fill.eq(Mux(read, 1 << phase, 0))
+        m.d.sync += [f.eq(Mux(read, 1 << phase, 0)) for f in fill]
         for bank in range(cfg.banks):
             addr = Signal.like(fetch_addr[0], name=f"bank{bank}_addr")
             with m.Switch(phase):
@@ -217,22 +224,32 @@ class Accelerator(wiring.Component):
             m.d.comb += [buf.r_addr[bank].eq(addr) for buf in bufs]
             word = Mux(src, bufs[1].r_data[bank], bufs[0].r_data[bank])
             for g in range(G):
-                with m.If(fill[g]):
+                with m.If(fill[bank][g]):
                     m.d.sync += upcoming[bank * G + g].eq(word)
 
         # --- issue: the queue's head, its weights read as it leaves ------------------------
         adv, pop = Signal(), Signal()
         m.d.comb += [pop.eq(adv & steps.r_rdy & ((head.lane != 0) | next_full)),
                      steps.r_en.eq(pop)]
+        # `next` is free once the step leaves (the fetcher's first word arrives two cycles
+        # later, after the swap has copied it).
         with m.If(pop & (head.lane == 0)):
-            m.d.sync += [reg.eq(word) for reg, word in zip(current, upcoming)]
             m.d.sync += next_full.eq(0)
+        # Per row: the swap's enable, and the lane that selects the row's operand (each lane bit
+        # reaches every select of the row's word), copies kept apart in board builds.
+        swap = [Signal(name=f"swap{REPLICA_SUFFIX}{r}") for r in range(R)]
+        m.d.sync += [s.eq(pop & (head.lane == 0)) for s in swap]
+        for r in range(R):
+            with m.If(swap[r]):
+                m.d.sync += current[r].eq(upcoming[r])
         s1_valid, s1_last = Signal(), Signal()
-        s1_lane, s1_rows, s1_busy = Signal.like(p.lane), Signal(R), Signal.like(p.busy)
+        s1_rows, s1_busy = Signal(R), Signal.like(p.busy)
+        s1_lane = [Signal.like(p.lane, name=f"s1_lane{REPLICA_SUFFIX}{r}") for r in range(R)]
         with m.If(adv):
-            m.d.sync += [s1_valid.eq(pop), s1_last.eq(head.last), s1_lane.eq(head.lane),
-                         s1_rows.eq(head.rows), s1_busy.eq(head.busy)]
-        x = [word[s1_lane] for word in current]
+            m.d.sync += [s1_valid.eq(pop), s1_last.eq(head.last), s1_rows.eq(head.rows),
+                         s1_busy.eq(head.busy)]
+            m.d.sync += [lane.eq(head.lane) for lane in s1_lane]
+        x = [Mux(swap[r], upcoming[r][0], current[r][s1_lane[r]]) for r in range(R)]
         in_flight = steps.r_rdy | armed | s1_valid
         if cfg.read_pipeline == "deep":
             # The lane selects and the weight memory's output registered before the array.
