@@ -274,12 +274,18 @@ class Accelerator(wiring.Component):
         R, C = cfg.rows, cfg.cols
 
         m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth)
+        # No memory here needs the word before a write from a read in the cycle of that write
+        # (`collisions="undefined"` saves the logic that gives it): the host writes the
+        # parameters while idle and the feeder reads them while busy; a stage only reads its
+        # source buffer, and the write-back reads bank 0 of its destination buffer, transparent
+        # for the short pipeline, which reads a word in the cycle it may be written, while the
+        # deep one forwards every word written in the two cycles after its read.
         m.submodules.pmem = pmem = ReplicatedMemory(banks=1, width=cfg.param_word_bits,
-                                                    depth=cfg.param_depth)
-        # Bank 0's read serves the write-back's max-pool updates: transparent for the short
-        # pipeline, which reads a word in the cycle it may be written (the deep one forwards).
+                                                    depth=cfg.param_depth, transparent=False,
+                                                    collisions="undefined")
         bufs = [ReplicatedMemory(banks=cfg.banks, width=cfg.act_word_bits, depth=cfg.act_depth,
-                                 transparent=cfg.writeback_pipeline == "short")
+                                 transparent=cfg.writeback_pipeline == "short",
+                                 collisions="undefined")
                 for _ in range(2)]
         m.submodules.act0, m.submodules.act1 = bufs
         perf = m.submodules.perf = Memory(shape=unsigned(cfg.counter_bits),

@@ -10,6 +10,9 @@
   only memory); bank 0's
   read port is transparent for the write port, so a read-modify-write of the address written in the
   same cycle sees the new value. The requantisation parameters are a one-bank instance.
+  With ``collisions="undefined"`` the other reads of an address written in the same cycle return
+  an undefined word, for users that never make such a read or discard its word: block RAMs give
+  one (ECP5, iCE40), and the old word costs two flip-flops and a LUT per bit that Yosys adds.
 
 Every read port is synchronous (data one cycle after the address) and keeps its data while its
 enable is low, so a stalled pipeline keeps its operands.
@@ -86,12 +89,17 @@ class WeightMemory(wiring.Component):
                              f"{SPRAM_BLOCKS}: use a smaller weight_depth")
         m = Module()
         if not use_spram:
-            mem = m.submodules.mem = Memory(shape=unsigned(self._width), depth=self._depth, init=[])
+            # A write cycle reads nothing, so no read sees a write: collisions are undefined (as
+            # in ReplicatedMemory, which says why a register follows an asynchronous read).
+            mem = m.submodules.mem = Memory(shape=unsigned(self._width), depth=self._depth, init=[],
+                                            attrs={"no_rw_check": 1})
             wp = mem.write_port()
-            rp = mem.read_port()
+            rp = mem.read_port(domain="comb")
+            word = Signal(self._width, reset_less=True)
+            with m.If(self.r_en & ~self.w_en):
+                m.d.sync += word.eq(rp.data)
             m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
-                         rp.addr.eq(self.addr), rp.en.eq(self.r_en & ~self.w_en),
-                         self.r_data.eq(rp.data)]
+                         rp.addr.eq(self.addr), self.r_data.eq(word)]
             return m
         low = SPRAM_DEPTH.bit_length() - 1
         bank = Signal(range(max(2, banks)))
@@ -127,6 +135,10 @@ class ReplicatedMemory(wiring.Component):
     """``banks`` copies of a ``depth`` x ``width`` memory: one broadcast write port, one read port
     per bank (bank 0 transparent for the write when ``transparent``).
 
+    ``collisions``: what a read of the address written in the same cycle returns (other than
+    bank 0's transparent one): ``"old"`` the word before the write, ``"undefined"`` any word
+    (simulation still gives the old one).
+
     Members
     -------
     w_en, w_addr, w_data : ``In``
@@ -137,9 +149,15 @@ class ReplicatedMemory(wiring.Component):
     r_data : ``Out(ArrayLayout(width, banks))``
     """
 
-    def __init__(self, *, banks, width, depth, transparent=True):
+    COLLISIONS = ("old", "undefined")
+
+    def __init__(self, *, banks, width, depth, transparent=True, collisions="old"):
         self._banks = _check_int("banks", banks, 1, 64)
         self._transparent = bool(transparent)
+        if collisions not in self.COLLISIONS:
+            raise ValueError(f"collisions must be one of {', '.join(self.COLLISIONS)}, "
+                             f"not {collisions!r}")
+        self._collisions = collisions
         self._width = _check_int("width", width, 1)
         self._depth = _check_int("depth", depth, 1)
         addr = unsigned(max(1, (depth - 1).bit_length()))
@@ -156,11 +174,24 @@ class ReplicatedMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for b in range(self._banks):
-            mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self._width), depth=self._depth,
-                                                    init=[])
+            transparent = b == 0 and self._transparent
+            undefined = self._collisions == "undefined" and not transparent
+            # Undefined collisions: an asynchronous read and a register behind it, which Yosys'
+            # memory_dff merges into the block RAM's synchronous port honouring `no_rw_check`
+            # (it ignores that attribute on a port that is synchronous already).
+            mem = m.submodules[f"bank{b}"] = Memory(
+                shape=unsigned(self._width), depth=self._depth, init=[],
+                attrs={"no_rw_check": 1} if undefined else None)
             wp = mem.write_port()
-            rp = mem.read_port(transparent_for=(wp,) if b == 0 and self._transparent else ())
-            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
-                         rp.addr.eq(self.r_addr[b]), rp.en.eq(self.r_en[b]),
-                         self.r_data[b].eq(rp.data)]
+            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
+            if undefined:
+                rp = mem.read_port(domain="comb")
+                word = Signal(self._width, name=f"bank{b}_data", reset_less=True)
+                with m.If(self.r_en[b]):
+                    m.d.sync += word.eq(rp.data)
+                m.d.comb += self.r_data[b].eq(word)
+            else:
+                rp = mem.read_port(transparent_for=(wp,) if transparent else ())
+                m.d.comb += [rp.en.eq(self.r_en[b]), self.r_data[b].eq(rp.data)]
+            m.d.comb += rp.addr.eq(self.r_addr[b])
         return m

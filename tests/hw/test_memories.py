@@ -1,5 +1,6 @@
 """Memories: broadcast writes, per-bank reads that hold while disabled, bank 0's transparency,
-and the SB_SPRAM256KA instantiation for iCE40 UltraPlus builds."""
+undefined collisions left to bare block RAMs, and the SB_SPRAM256KA instantiation for iCE40
+UltraPlus builds."""
 
 import gc
 import warnings
@@ -18,8 +19,10 @@ def _run(dut, bench):
     sim.run()
 
 
-def test_replicated_memory_broadcast_hold_and_transparency():
-    dut = ReplicatedMemory(banks=3, width=12, depth=20)
+@pytest.mark.parametrize("collisions", ReplicatedMemory.COLLISIONS)
+def test_replicated_memory_broadcast_hold_and_transparency(collisions):
+    # (With undefined collisions simulation still gives banks 1 and 2 the old word.)
+    dut = ReplicatedMemory(banks=3, width=12, depth=20, collisions=collisions)
 
     async def bench(ctx):
         for addr in range(20):                       # one write reaches every bank
@@ -110,3 +113,30 @@ def test_weight_memory_too_large_for_spram():
         with pytest.raises(TypeError, match="^spram must be None, False or True, not 'yes'$"):
             WeightMemory(width=8, depth=8, spram="yes")
         gc.collect()
+
+
+@pytest.mark.parametrize("target", ["ecp5-85f", "ice40-up5k"])
+def test_undefined_collisions_leave_bare_block_rams(tmp_path, target):
+    # Yosys gives a read of the word written in the same cycle its old value with two
+    # flip-flops and a LUT per bit behind each block RAM; collisions="undefined" leaves the
+    # block RAMs alone (bank 0, transparent, keeps its forwarding).
+    from addershift.boards.report import synthesize
+
+    def count(name, **kwargs):
+        r = synthesize(ReplicatedMemory(banks=2, width=36, depth=512, **kwargs), target=target,
+                       build_dir=tmp_path / name, harness=False, place=False)
+        return r.used("lut4"), r.used("ff"), r.used("bram")
+
+    lut, ff, bram = count("old", transparent=False)
+    assert bram >= 2 and lut >= 2 * 36 and ff >= 2 * 36
+    bare = count("undefined", transparent=False, collisions="undefined")
+    if target.startswith("ecp5"):
+        assert bare == (0, 0, bram)
+    else:
+        # iCE40 block RAMs power up with an undefined output: a flag per bank and an AND per
+        # bit give the register's initial 0 until the first read, with either setting.
+        assert bare == (2 * 36, 2, bram) and lut > 2 * 36
+    lut_t, ff_t, _ = count("transparent", collisions="undefined")
+    assert bare[0] < lut_t < lut and bare[1] < ff_t < ff     # bank 0's forwarding only
+    with pytest.raises(ValueError, match=r"collisions must be one of old, undefined, not 'x'"):
+        ReplicatedMemory(banks=1, width=8, depth=4, collisions="x")._MustUse__silence = True
