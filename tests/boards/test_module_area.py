@@ -1,0 +1,36 @@
+"""bench/module_area.py: a whole accelerator synthesised with its components kept apart, counted
+per module, the modules adding up to the design."""
+
+import importlib.util
+import json
+import pathlib
+
+_PATH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "module_area.py"
+_spec = importlib.util.spec_from_file_location("module_area", _PATH)
+module_area = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(module_area)
+
+
+def test_per_module_counts_add_up_to_the_design(tmp_path, capsys):
+    module_area.main(["--family", "ice40", "--rows", "2", "--cols", "2", "--requant-lanes", "1",
+                      "--act-banks", "1", "--out", str(tmp_path), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    modules = result["modules"]
+    total = modules.pop("total")
+    assert result["build"]["act_banks"] == 1
+    # The components each have their own row, the PEs are inside the array's, the shared read
+    # stage's step queue is the core's own submodule.
+    assert {"top.core", "top.core.array", "top.core.requant", "top.core.steps",
+            "top.framer", "top.uart"} <= set(modules)
+    assert not any(".pe_" in name for name in modules)
+    for kind in ("lut4", "carry", "ff", "bram", "comb"):
+        assert sum(row[kind] for row in modules.values()) == total[kind]
+    assert modules["top.core.array"]["carry"] > 0 and total["bram"] > 0
+
+
+def test_only_the_components_are_kept_apart():
+    text = "\n".join(f"module \\{n}" for n in (
+        "top", "top.core", "top.core.array", "top.core.array.pe_0_0", "top.framer",
+        "top.framer.crc", "top.uart"))
+    assert module_area.components(text) == ["top.core", "top.core.array", "top.framer",
+                                            "top.uart"]
