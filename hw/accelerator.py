@@ -279,7 +279,7 @@ class Accelerator(wiring.Component):
         # parameters while idle and the feeder reads them while busy; a stage only reads its
         # source buffer, and the write-back reads bank 0 of its destination buffer, transparent
         # for the short pipeline, which reads a word in the cycle it may be written, while the
-        # deep one forwards the words written in the cycle of its read and the next.
+        # deep one forwards the words written in the cycle of its read and the two after.
         m.submodules.pmem = pmem = ReplicatedMemory(banks=1, width=cfg.param_word_bits,
                                                     depth=cfg.param_depth, transparent=False,
                                                     collisions="undefined")

@@ -100,8 +100,9 @@ class ArrayConfig:
         devices, whose clock the rest of the design sets lower anyway.
     writeback_pipeline : str
         ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep registers
-        the old word of a max-pool update before the merge and forwards the two words written
-        before it (one more stage, ``4 x cols`` activations of flip-flops); short feeds the
+        the old word of a max-pool update before the merge, writes from registers and forwards
+        the three words written before it (two more stages, ``5 x cols`` activations of
+        flip-flops); short feeds the
         block RAM's output, through the read's transparency, straight into the merge, which set
         the whole ECP5 accelerator's clock. iCE40 builds use short: the flip-flops cost
         logic cells there and other paths set the clock.

@@ -15,11 +15,11 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
-It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or three with
+It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or four with
 ``config.writeback_pipeline == "deep"``: the old word of a max-pool update then passes through a
 register of its own (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the
-critical path of the whole ECP5 accelerator), and the words the two rows before wrote are
-forwarded (the read is then not transparent).
+critical path of the whole ECP5 accelerator), the write leaves from registers, and the words the
+three rows before wrote are forwarded (the read is then not transparent).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Writeback(wiring.Component):
     @property
     def latency(self):
         """Cycles from a row on ``i`` to its write."""
-        return 3 if self._deep else 2
+        return 4 if self._deep else 2
 
     def elaborate(self, platform):
         m = Module()
@@ -182,43 +182,51 @@ class Writeback(wiring.Component):
             m.d.comb += rounded.eq((((s1_sums[j] << 1) >> d.gap_shift) + 1) >> 1)
             m.d.comb += avg[j].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
 
-        word = Signal(lane)               # the word written this cycle
+        word = Signal(lane)               # the merged word (written this cycle: short)
         if self._deep:
-            # Stage 2: the old word through a register of its own. The read went out at stage 0
-            # and the memory is not transparent here, so the words the two rows before wrote (at
-            # the ends of stages 0 and 1) are missing from it: they are forwarded, the later one
+            # Stage 2: the old word through a register of its own, and stage 3 the write from
+            # registers (the merge's result to a block RAM across the die was the 16x16 ECP5
+            # accelerator's slowest path: 58.7 MHz). The read went out at stage 0 and the memory
+            # is not transparent here, so the words the three rows before wrote (while this one
+            # was at stages 0, 1 and 2) are missing from it: they are forwarded, the latest one
             # first, when they went to the same address. (A transparent read adds a compare and
-            # a multiplexer behind the block RAM's output, the path this stage is for.)
+            # a multiplexer behind the block RAM's output, the path stage 2 is for.)
             old_q = Signal(lane, reset_less=True)
-            word1, word2 = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
-            dest1, valid1 = Signal(a), Signal()       # the row written a cycle ago
+            word1, word2, word3 = (Signal(lane, reset_less=True, name=f"word{k}")
+                                   for k in (1, 2, 3))
+            dest1, valid1 = Signal(a), Signal()       # the row being written (stage 3)
+            dest2, valid2 = Signal(a), Signal()       # the row written a cycle ago
             s2_valid, s2_gap = Signal(), Signal()
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
-            # Where the word written comes from, one-hot and decided a stage early: the max of
-            # the new values and the old word (the row a cycle ahead, the one two cycles ahead,
-            # or the memory's), the new values alone, or the rounded sums.
-            s2_max1, s2_max2, s2_max_mem = Signal(), Signal(), Signal()
+            # Where the merged word comes from, one-hot and decided a stage early: the max of
+            # the new values and the old word (the row one, two or three cycles ahead, or the
+            # memory's), the new values alone, or the rounded sums.
+            s2_max1, s2_max2, s2_max3, s2_max_mem = Signal(), Signal(), Signal(), Signal()
             s2_new = Signal()
             fwd1 = s2_valid & (s2_dest == s1_dest)
             fwd2 = valid1 & (dest1 == s1_dest)
+            fwd3 = valid2 & (dest2 == s1_dest)
             merge = s1_merge & ~s1_gap
-            m.d.sync += [old_q.eq(self.r_data), word1.eq(word), word2.eq(word1),
-                         dest1.eq(s2_dest), valid1.eq(s2_valid),
-                         s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
+            m.d.sync += [old_q.eq(self.r_data), word1.eq(word), word2.eq(word1), word3.eq(word2),
+                         dest1.eq(s2_dest), valid1.eq(s2_valid), dest2.eq(dest1),
+                         valid2.eq(valid1), s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
                          s2_max1.eq(merge & fwd1), s2_max2.eq(merge & ~fwd1 & fwd2),
-                         s2_max_mem.eq(merge & ~fwd1 & ~fwd2), s2_new.eq(~s1_merge & ~s1_gap),
+                         s2_max3.eq(merge & ~fwd1 & ~fwd2 & fwd3),
+                         s2_max_mem.eq(merge & ~fwd1 & ~fwd2 & ~fwd3),
+                         s2_new.eq(~s1_merge & ~s1_gap),
                          s2_dest.eq(s1_dest), s2_data.eq(s1_data)]
             if gap:
                 m.d.sync += s2_avg.eq(avg)
-            w_valid, w_dest = s2_valid, s2_dest
+            w_valid, w_dest, w_word = valid1, dest1, word1
             for j in range(C):
                 # Each candidate compared and merged from its own register, the one-hot choice
                 # after: choosing first put two LUT levels in front of the compare's carry chain,
                 # on the ECP5 accelerator's critical path.
                 v = s2_data[j]
                 merged = Mux(s2_new, v, 0)
-                for old, select in ((word1, s2_max1), (word2, s2_max2), (old_q, s2_max_mem)):
+                for old, select in ((word1, s2_max1), (word2, s2_max2), (word3, s2_max3),
+                                    (old_q, s2_max_mem)):
                     o = lane(old)[j]
                     merged |= Mux(select, Mux(_biased(o) > _biased(v), o, v), 0)
                 if gap:
@@ -226,15 +234,15 @@ class Writeback(wiring.Component):
                 m.d.comb += word[j].eq(merged)
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
-            w_valid, w_dest = s1_valid, s1_dest
+            w_valid, w_dest, w_word = s1_valid, s1_dest, word
             old = lane(self.r_data)
             for j in range(C):
                 v = s1_data[j]
                 merged = Mux(s1_merge & (old[j] > v), old[j], v)
                 m.d.comb += word[j].eq(Mux(s1_gap, avg[j], merged) if gap else merged)
 
-        busy = active | s1_valid | (s2_valid if self._deep else 0)
-        m.d.comb += [self.w_en.eq(w_valid), self.w_addr.eq(w_dest), self.w_data.eq(word),
+        busy = active | s1_valid | (s2_valid | valid1 if self._deep else 0)
+        m.d.comb += [self.w_en.eq(w_valid), self.w_addr.eq(w_dest), self.w_data.eq(w_word),
                      self.busy.eq(busy)]
 
         with m.If(self.start):

@@ -154,18 +154,20 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_pat
     assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
 
 
-def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=None):
+def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=None, *, rows=4,
+                       stride=None):
     # Every lane at once: rows reach the write-back in consecutive cycles, so the pixels of one
-    # window follow each other one and two cycles apart (the deep pipeline forwards the words
-    # just written; the short one reads through the memory's transparency), and 2x2 outputs put a
-    # whole window in one tile.
+    # window follow each other one, two and (an 8-row tile of a 4-wide layer, 2x2 windows three
+    # apart) three cycles apart, the deep pipeline forwarding the words just written and the
+    # short one reading through the memory's transparency; 2x2 outputs put a whole window in one
+    # tile.
     from addershift.sw.examples import random_conv
     from addershift.sw.model import MaxPool2d, QModel
     conv = random_conv(np.random.default_rng(7), "conv", "adder", 4, 4, kernel=1, padding=0,
                        mode="pow2x2")
     model = QModel(input_shape=(4,) + in_hw,
-                   layers=[conv, MaxPool2d(name="pool", kernel=pool, stride=pool)])
-    config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=16,
+                   layers=[conv, MaxPool2d(name="pool", kernel=pool, stride=stride or pool)])
+    config = ArrayConfig(pe="adder", rows=rows, cols=4, requant_mode="pow2x2", max_k=16,
                          weight_depth=64, act_depth=64, param_depth=16, global_pool=False,
                          writeback_pipeline=writeback_pipeline)
     program = compile_model(model, config)
@@ -175,16 +177,24 @@ def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=Non
 
 
 @pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
-@pytest.mark.parametrize("in_hw, pool", [((2, 2), 2), ((3, 7), 3), ((5, 4), 2)])
+@pytest.mark.parametrize("in_hw, pool", [((2, 2), 2), ((3, 7), 3), ((5, 4), 2), ((4, 8), 4)])
 def test_max_pool_updates_back_to_back(writeback_pipeline, in_hw, pool):
     _back_to_back_pool(in_hw, pool, writeback_pipeline, "amaranth")
 
 
+@pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
+def test_max_pool_update_three_rows_after_the_last(writeback_pipeline):
+    # Pixels (0,1) and (1,0) of a 4-wide layer's 2x2 window, stride 3: the two between are in no
+    # window, so the second update's read misses a write three cycles old.
+    _back_to_back_pool((4, 4), 2, writeback_pipeline, "amaranth", rows=8, stride=3)
+
+
 @pytest.mark.cocotb
-@pytest.mark.parametrize("simulator, in_hw, pool", [("verilator", (3, 7), 3),
-                                                    ("icarus", (2, 2), 2)])
-def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, tmp_path):
-    _back_to_back_pool(in_hw, pool, "deep", simulator, build_dir=tmp_path)
+@pytest.mark.parametrize("simulator, in_hw, pool, rows, stride", [
+    ("verilator", (3, 7), 3, 4, 3), ("icarus", (2, 2), 2, 4, 2), ("verilator", (4, 4), 2, 8, 3)])
+def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, rows, stride, tmp_path):
+    _back_to_back_pool(in_hw, pool, "deep", simulator, build_dir=tmp_path, rows=rows,
+                       stride=stride)
 
 
 def test_pixel_counts_at_their_widest():
