@@ -346,7 +346,7 @@ class Accelerator(wiring.Component):
         connect(m, array.o, feeder.i)
         connect(m, feeder.o, requant.i)
         connect(m, requant.o, wb.i)
-        m.d.comb += [pmem.r_addr[0].eq(feeder.mem_addr), pmem.r_en.eq(1),
+        m.d.comb += [pmem.r_addr[0].eq(feeder.mem_addr), pmem.r_en.eq(feeder.mem_read),
                      feeder.mem_data.eq(pmem.r_data[0])]
 
         # --- host access (hw.framer.DeviceSignature) -----------------------------------------
