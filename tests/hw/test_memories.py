@@ -132,6 +132,11 @@ def test_undefined_collisions_leave_bare_block_rams(tmp_path, target):
     bare = count("undefined", transparent=False, collisions="undefined")
     if target.startswith("ecp5"):
         assert bare == (0, 0, bram)
+        # The weight memory reads nothing in a write cycle: its block RAM stands alone too, with
+        # one LUT for its read enable (`r_en & ~w_en`).
+        r = synthesize(WeightMemory(width=36, depth=512, spram=False), target=target,
+                       build_dir=tmp_path / "weights", harness=False, place=False)
+        assert (r.used("lut4"), r.used("ff"), r.used("bram")) == (1, 0, 1)
     else:
         # iCE40 block RAMs power up with an undefined output: a flag per bank and an AND per
         # bit give the register's initial 0 until the first read, with either setting.
