@@ -114,8 +114,11 @@ def main(argv=None):
     parser.add_argument("--out", default="build/module_area", help="folder for the Yosys run")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
+    try:
+        config = config_of(args)
+    except (TypeError, ValueError) as e:      # a bad build option, model file or model
+        parser.error(str(e))
     prepare_environment()
-    config = config_of(args)
     rows = measure(config, args.family, args.out)
     if args.json:
         print(json.dumps({"family": args.family, "build": config.to_dict(), "modules": rows}))

@@ -5,6 +5,8 @@ import importlib.util
 import json
 import pathlib
 
+import pytest
+
 _PATH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "module_area.py"
 _spec = importlib.util.spec_from_file_location("module_area", _PATH)
 module_area = importlib.util.module_from_spec(_spec)
@@ -34,3 +36,14 @@ def test_only_the_components_are_kept_apart():
         "top.framer.crc", "top.uart"))
     assert module_area.components(text) == ["top.core", "top.core.array", "top.framer",
                                             "top.uart"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rows", "3", "--act-banks", "2"], "act_banks must divide rows (3), not 2"),
+    (["-m", "no/such/model.npz"], "model file no/such/model.npz: no such file"),
+])
+def test_bad_build_options_are_one_line_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        module_area.main([*argv, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())          # nothing was synthesised
