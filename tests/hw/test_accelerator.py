@@ -134,13 +134,14 @@ def test_host_reads_back_every_region(read_pipeline, act_banks):
 @pytest.mark.parametrize("op, rows, cols, simulator, act_banks", [
     ("adder", 4, 4, "verilator", 2), ("shift", 3, 2, "verilator", 1),
     ("mul", 2, 3, "verilator", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
+    ("shift", 4, 2, "icarus", 2),
 ])
 def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
-                         # Lanes 2, 1 and all; each pipeline on both simulators; rows sharing
-                         # activation banks (read pipeline deep) on both.
+                         # Lanes 2, 1 and all; each pipeline on both simulators, and rows
+                         # sharing activation banks with each read pipeline on both.
                          requant_lanes={"adder": 2, "shift": 1 if rows == 3 else None}.get(op),
                          requant_pipeline="short" if op == "shift" else "deep",
                          writeback_pipeline="short" if op == "shift" else "deep",
