@@ -23,7 +23,6 @@ The device behind the framer implements ``flipped(DeviceSignature(...))``:
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.crc import catalog
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -87,6 +86,15 @@ class DeviceSignature(wiring.Signature):
         return f"DeviceSignature(counter_width={self._counter_width})"
 
 
+def _gt_const(value, const):
+    """``value > const`` as logic, without the carry chain Yosys makes of a comparison (on an
+    iCE40 a carry and often a LUT a bit): for each 0 bit of ``const``, ``value`` has a 1 there
+    and equals ``const`` above it."""
+    terms = [value[i] & (value[i + 1:] == const >> (i + 1))
+             for i in range(len(value)) if not (const >> i) & 1]
+    return Cat(*terms).any()
+
+
 class _SerialCRCs(wiring.Component):
     """The link's CRC-16 and CRC-32 over bytes, bit-serial: 8 cycles per byte, about one logic
     cell per CRC bit.
@@ -95,6 +103,10 @@ class _SerialCRCs(wiring.Component):
     costs several LUTs per bit: ~200 for CRC-32) buys nothing here. The two never run at once (the
     CRC-32 only during a CRC command, between a request and its answer), so they share one byte
     shifter: ``data`` goes in MSB first, so the caller bit-reverses the CRC-32's (reflected) bytes.
+
+    While the CRC-16 takes the answer's bytes, ``drain32`` shifts the finished CRC-32 register
+    by 8 with its feedback off, so ``crc32[0:8]`` is always the next byte of the CRC-32 to send
+    (a byte select on the answer byte's path cost more than the gate).
     """
     def __init__(self):
         super().__init__({
@@ -102,6 +114,7 @@ class _SerialCRCs(wiring.Component):
             "start32": In(1),
             "load": In(1),     # take ``data`` (while idle): into the CRC-32 if ``sel32``
             "sel32": In(1),
+            "drain32": In(1),  # with ``load``: the CRC-32 shifts its next answer byte into place
             "data": In(8),
             "busy": Out(1),
             "crc16": Out(16),
@@ -110,27 +123,78 @@ class _SerialCRCs(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.proc16 = proc16 = catalog.CRC16_IBM_3740(1).create()
-        m.submodules.proc32 = proc32 = catalog.CRC32_ISO_HDLC(1).create()
-        assert not catalog.CRC16_IBM_3740.reflect_input and catalog.CRC32_ISO_HDLC.reflect_input
         shreg = Signal(8)
         left = Signal(range(9))
         is32 = Signal()
-        m.d.comb += [
-            self.busy.eq(left != 0),
-            proc16.start.eq(self.start16),
-            proc32.start.eq(self.start32),
-            proc16.data.eq(shreg[7]),
-            proc32.data.eq(shreg[7]),
-            proc16.valid.eq(self.busy & ~is32),
-            proc32.valid.eq(self.busy & is32),
-            self.crc16.eq(proc16.crc),
-            self.crc32.eq(proc32.crc),
-        ]
+        drain = Signal()
+        m.d.comb += self.busy.eq(left != 0)
+        # Each CRC is a plain MSB-first shift register, not ``amaranth.lib.crc``'s processor: that
+        # one muxes ``start`` into every bit's XOR (two LUTs for each), here ``start`` is a
+        # flip-flop's synchronous set or reset and only the polynomial's taps take a LUT.
+        for algo, start, valid, feed, out in (
+                (catalog.CRC16_IBM_3740, self.start16, self.busy & ~is32, 1, self.crc16),
+                (catalog.CRC32_ISO_HDLC, self.start32, self.busy & (is32 | drain), ~drain,
+                 self.crc32)):
+            reg = Signal(algo.crc_width, init=algo.initial_crc)
+            feedback = (reg[-1] ^ shreg[7]) & feed
+            with m.If(start):             # only while idle: never with ``valid``
+                m.d.sync += reg.eq(algo.initial_crc)
+            with m.Elif(valid):
+                m.d.sync += reg.eq((reg << 1) ^ Mux(feedback, algo.polynomial, 0))
+            m.d.comb += out.eq((reg[::-1] if algo.reflect_output else reg) ^ algo.xor_output)
         with m.If(self.load):
-            m.d.sync += [shreg.eq(self.data), left.eq(8), is32.eq(self.sel32)]
+            m.d.sync += [shreg.eq(self.data), left.eq(8), is32.eq(self.sel32),
+                         drain.eq(self.drain32)]
         with m.Elif(self.busy):
             m.d.sync += [shreg.eq(shreg << 1), left.eq(left - 1)]
+        return m
+
+
+class _ReceiveFIFO(wiring.Component):
+    """``SyncFIFOBuffered(width=8, depth=depth)`` as far as the framer uses it (same capacity, same
+    cycle behaviour), with a transparent read port on its memory.
+
+    The memory is never read at the address being written (at equal pointers the FIFO is empty,
+    so nothing is read, or full, so nothing is written), so transparency changes nothing but the
+    cost: Yosys emulates a non-transparent read on an iCE40 block RAM by delaying the write port a
+    cycle (15 flip-flops). The memory has a power-of-two depth: its pointers wrap by themselves.
+    """
+    def __init__(self, depth):
+        self._depth = depth
+        super().__init__({
+            "w_data": In(8), "w_en": In(1), "w_rdy": Out(1),
+            "r_data": Out(8), "r_en": In(1), "r_rdy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        inner = self._depth - 1          # in the memory; one more in its output register
+        m.submodules.storage = storage = Memory(shape=8, depth=1 << (inner - 1).bit_length(),
+                                                init=[])
+        w_port = storage.write_port()
+        r_port = storage.read_port(transparent_for=(w_port,))
+        produce = Signal.like(w_port.addr)
+        consume = Signal.like(r_port.addr)
+        level = Signal(range(inner + 1))
+        do_write = self.w_en & self.w_rdy
+        do_read = (level != 0) & (~self.r_rdy | self.r_en)
+        m.d.comb += [
+            self.w_rdy.eq(level != inner),
+            w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(do_write),
+            r_port.addr.eq(consume), r_port.en.eq(do_read), self.r_data.eq(r_port.data),
+        ]
+        with m.If(do_write):
+            m.d.sync += produce.eq(produce + 1)
+        with m.If(do_read):
+            m.d.sync += consume.eq(consume + 1)
+        with m.If(do_write & ~do_read):
+            m.d.sync += level.eq(level + 1)
+        with m.If(do_read & ~do_write):
+            m.d.sync += level.eq(level - 1)
+        with m.If(do_read):
+            m.d.sync += self.r_rdy.eq(1)
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
         return m
 
 
@@ -226,7 +290,7 @@ class Framer(wiring.Component):
         n_bits = max(max_size, resp_max).bit_length()
 
         # --- receive FIFO ----------------------------------------------------------------------
-        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo_depth)
+        m.submodules.rx_fifo = fifo = _ReceiveFIFO(self._rx_fifo_depth)
         m.d.comb += [
             fifo.w_data.eq(self.rx.payload),
             fifo.w_en.eq(self.rx.valid),
@@ -245,7 +309,11 @@ class Framer(wiring.Component):
         # --- memories --------------------------------------------------------------------------
         m.submodules.buf = buf = Memory(shape=8, depth=max_payload, init=[])
         buf_w = buf.write_port()
-        buf_r = buf.read_port(transparent_for=())
+        # Written (PAYLOAD) and read (FETCH, COMMIT_FETCH) in different states: transparency
+        # changes nothing but the cost. An iCE40 block RAM leaves a read of the address being
+        # written undefined; Yosys makes a transparent read of it with a bypass register, a
+        # non-transparent one by delaying the write port a cycle as well (17 more flip-flops).
+        buf_r = buf.read_port(transparent_for=(buf_w,))
         m.submodules.rom = rom = Memory(shape=8, depth=n_identify, init=list(self._identify_bytes))
         rom_r = rom.read_port(transparent_for=())
         # A read port's enable defaults to 1: hold the data between reads (a device may stall).
@@ -304,6 +372,11 @@ class Framer(wiring.Component):
                 with m.Case(k):
                     m.d.comb += header_byte.eq(value)
 
+        # The memories' addresses and write data in every state, only the enables by state (an
+        # address gated by the state costs a LUT a bit).
+        m.d.comb += [buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_r.addr.eq(idx),
+                     rom_r.addr.eq(idx)]
+
         # --- idle timeout inside a frame; lost bytes --------------------------------------------
         in_frame = Signal()
         hunting = Signal()
@@ -353,8 +426,11 @@ class Framer(wiring.Component):
                 with m.Elif(have):
                     with m.If(byte == P.REQUEST_SYNC[1]):
                         m.d.comb += crc.start16.eq(1)
-                        m.d.sync += [cmd.eq(0), seq.eq(0), rcrc.eq(0), offset.eq(0),
-                                     region.eq(0), n.eq(0), n_high.eq(0)]
+                        # The header fields a NAK echoes and the size start at 0 (a READ's
+                        # payload sets only n's low 16 bits). The address needs no clearing
+                        # (fewer sources): every command that reads it has a length check that
+                        # proves its payload set all four bytes.
+                        m.d.sync += [cmd.eq(0), seq.eq(0), rcrc.eq(0), n.eq(0), n_high.eq(0)]
                         m.next = "CMD"
                     with m.Elif(byte != P.REQUEST_SYNC[0]):
                         m.next = "HUNT"
@@ -375,7 +451,7 @@ class Framer(wiring.Component):
                     respond(P.Status.TIMEOUT)
                 with m.Elif(ready):
                     m.d.sync += [length.eq(full_len), idx.eq(0)]
-                    with m.If(full_len > max_payload):
+                    with m.If(_gt_const(full_len, max_payload)):
                         # Refused at once: a corrupted length must not swallow the next frames.
                         respond(P.Status.BAD_LENGTH)
                     with m.Elif(full_len == 0):
@@ -388,7 +464,7 @@ class Framer(wiring.Component):
                 with m.If(timed_out):
                     respond(P.Status.TIMEOUT)
                 with m.Elif(ready):
-                    m.d.comb += [buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_w.en.eq(1)]
+                    m.d.comb += buf_w.en.eq(1)
                     # Bytes 0-3: the address (RUN's argument); 4-7: READ's u16 or CRC's u32 size,
                     # its bits above n's only flagged.
                     with m.Switch(idx):
@@ -425,8 +501,11 @@ class Framer(wiring.Component):
                     m.next = "HEADER"
 
             with m.State("PREP"):
+                # The sizes that come from the length: a WRITE's payload, an ECHO's answer.
                 with m.If(cmd == P.Command.WRITE):
                     m.d.sync += [n.eq(length - P.WRITE_HEADER), n_high.eq(0)]
+                with m.If(cmd == P.Command.ECHO):
+                    m.d.sync += n.eq(length)
                 with m.If(~crc.busy):     # the last payload byte's CRC may still be going
                     m.d.sync += crc_ok.eq(crc.crc16 == rcrc)
                     m.next = "PREP_END"
@@ -442,12 +521,12 @@ class Framer(wiring.Component):
                 for r in ident.regions:
                     for access in ok:
                         if r.access & access:
-                            ok[access] = ok[access] | ((region == r.id) & (end <= r.size))
+                            ok[access] = ok[access] | ((region == r.id) & ~_gt_const(end, r.size))
                 m.d.sync += [ok_read.eq(fits & ok[P.Access.READ]),
                              ok_write.eq(fits & ok[P.Access.WRITE]),
                              n_zero.eq(~n_high & (n == 0)),
-                             n_big.eq(n_high | (n > max_payload)),
-                             len_gt_header.eq(length > P.WRITE_HEADER)]
+                             n_big.eq(n_high | _gt_const(n, max_payload)),
+                             len_gt_header.eq(_gt_const(length, P.WRITE_HEADER))]
                 m.d.sync += [flag.eq(cmd == c) for c, flag in is_cmd.items()]
                 m.d.sync += [flag.eq(length == k) for k, flag in len_is.items()]
                 m.next = "DECODE"
@@ -510,16 +589,17 @@ class Framer(wiring.Component):
 
             with m.State("APPLY"):
                 m.next = "HEADER"
-                # Only a WRITE's, READ's or CRC's size stays in n; every other answer sets its
-                # own length or has none (n is the header's length field). Decided here from the
-                # registered plan: in DECODE it put the whole verdict in front of n's enable,
+                # Only a WRITE's, READ's, CRC's or ECHO's size stays in n; every other answer sets
+                # its own length or has none (n is the header's length field). Decided here from
+                # the registered plan: in DECODE it put the whole verdict in front of n's enable,
                 # the critical path on an iCE40.
-                with m.If(~(plan[_PLAN_COMMIT] | plan[_PLAN_BUS] | plan[_PLAN_CRC])):
+                with m.If(~(plan[_PLAN_COMMIT] | plan[_PLAN_BUS] | plan[_PLAN_CRC]
+                            | plan[_PLAN_BUF])):
                     m.d.sync += n.eq(0)
                 with m.If(plan[_PLAN_ROM]):
                     m.d.sync += [n.eq(n_identify), source.eq(_SRC_ROM)]
                 with m.If(plan[_PLAN_BUF]):
-                    m.d.sync += [n.eq(length), source.eq(_SRC_BUF)]
+                    m.d.sync += source.eq(_SRC_BUF)
                 with m.If(plan[_PLAN_COMMIT]):
                     m.d.sync += idx.eq(P.WRITE_HEADER)
                     m.next = "COMMIT_FETCH"
@@ -534,24 +614,18 @@ class Framer(wiring.Component):
                     m.d.sync += [n.eq(P.STATUS_PAYLOAD), source.eq(_SRC_STATUS)]
 
             # The device's stream valids come from the state alone: a count compared into them
-            # put the framer on the whole design's critical path.
+            # put the framer on the whole design's critical path. (Their payloads: at the end.)
 
             # --- WRITE: copy the checked payload from the buffer to the device ------------------
             with m.State("COMMIT_FETCH"):
-                m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
+                m.d.comb += buf_r.en.eq(1)
                 m.next = "COMMIT_FETCHED" if self._register_reads else "COMMIT"
             if self._register_reads:
                 with m.State("COMMIT_FETCHED"):
                     m.d.sync += fetched.eq(buf_r.data)
                     m.next = "COMMIT"
             with m.State("COMMIT"):
-                m.d.comb += [
-                    self.bus.write.valid.eq(1),
-                    self.bus.write.payload.addr.region.eq(region),
-                    self.bus.write.payload.addr.offset.eq(offset),
-                    self.bus.write.payload.data.eq(fetched if self._register_reads
-                                                   else buf_r.data),
-                ]
+                m.d.comb += self.bus.write.valid.eq(1)
                 with m.If(self.bus.write.ready):
                     m.d.sync += [idx.eq(idx + 1), offset[0:off_bits].eq(offset[0:off_bits] + 1),
                                  n.eq(n - 1)]
@@ -569,11 +643,7 @@ class Framer(wiring.Component):
                 with m.Else():
                     m.next = "CRC_ADDR"
             with m.State("CRC_ADDR"):
-                m.d.comb += [
-                    self.bus.read_addr.valid.eq(1),
-                    self.bus.read_addr.payload.region.eq(region),
-                    self.bus.read_addr.payload.offset.eq(offset),
-                ]
+                m.d.comb += self.bus.read_addr.valid.eq(1)
                 with m.If(self.bus.read_addr.ready):
                     m.next = "CRC_DATA"
             with m.State("CRC_DATA"):
@@ -597,9 +667,9 @@ class Framer(wiring.Component):
                 # The CRC may still be digesting the request's last byte (a BAD_LENGTH answer).
                 m.d.comb += [self.tx.payload.eq(header_byte),
                              self.tx.valid.eq(~crc.busy),
-                             crc.start16.eq((idx < 2) & ~crc.busy)]
+                             crc.start16.eq((idx[1:] == 0) & ~crc.busy)]
                 with m.If(self.tx.valid & self.tx.ready):
-                    m.d.comb += [crc.load.eq(idx >= 2), crc.data.eq(self.tx.payload)]
+                    m.d.comb += [crc.load.eq(idx[1:] != 0), crc.data.eq(self.tx.payload)]
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 8):
                         m.d.sync += idx.eq(0)
@@ -611,10 +681,13 @@ class Framer(wiring.Component):
             with m.State("FETCH"):
                 with m.Switch(source):
                     with m.Case(_SRC_ROM):
-                        m.d.comb += [rom_r.addr.eq(idx), rom_r.en.eq(1)]
+                        m.d.comb += rom_r.en.eq(1)
                     with m.Case(_SRC_BUF):
-                        m.d.comb += [buf_r.addr.eq(idx), buf_r.en.eq(1)]
-                m.next = "FETCHED" if self._register_reads else "LATCH"
+                        m.d.comb += buf_r.en.eq(1)
+                # The CRC-32 shifts its next byte into place while the CRC-16 takes the last one
+                # (SEND waits for the CRC-16 anyway: no later on the line).
+                with m.If(~crc.busy | (source != _SRC_CRC)):
+                    m.next = "FETCHED" if self._register_reads else "LATCH"
 
             if self._register_reads:
                 with m.State("FETCHED"):
@@ -622,11 +695,7 @@ class Framer(wiring.Component):
                     m.next = "LATCH"
 
             with m.State("BUS_ADDR"):
-                m.d.comb += [
-                    self.bus.read_addr.valid.eq(1),
-                    self.bus.read_addr.payload.region.eq(region),
-                    self.bus.read_addr.payload.offset.eq(offset),
-                ]
+                m.d.comb += self.bus.read_addr.valid.eq(1)
                 with m.If(self.bus.read_addr.ready):
                     m.d.sync += offset[0:off_bits].eq(offset[0:off_bits] + 1)
                     m.next = "BUS_DATA"
@@ -644,16 +713,13 @@ class Framer(wiring.Component):
                     with m.Case(_SRC_BUF):
                         m.d.sync += pbyte.eq(fetched if self._register_reads else buf_r.data)
                     with m.Case(_SRC_CRC):
-                        with m.Switch(idx[0:2]):
-                            for k in range(4):
-                                with m.Case(k):
-                                    m.d.sync += pbyte.eq(crc.crc32[8 * k:8 * k + 8])
+                        m.d.sync += pbyte.eq(crc.crc32[0:8])    # drained byte by byte: see SEND
                     with m.Case(_SRC_STATUS):
                         # flags, error, then uptime and the counters, 8 bytes each
-                        rel = Signal(range(resp_max + 1))
-                        m.d.comb += rel.eq(idx - 2)
+                        # Field k starts at idx 2 + 8 * k: idx[0:3] == 2 and idx[3:5] == k (no
+                        # subtraction of the 2).
                         field = Signal(cw)
-                        with m.Switch(rel[3:5]):
+                        with m.Switch(idx[3:5]):
                             for k, value in enumerate([uptime] + [self.bus.counters[j] for j in
                                                                   range(len(P.COUNTERS))]):
                                 with m.Case(k):
@@ -663,7 +729,7 @@ class Framer(wiring.Component):
                                                      self.bus.error != 0))
                         with m.Elif(idx == 1):
                             m.d.sync += pbyte.eq(self.bus.error)
-                        with m.Elif(rel[0:3] == 0):
+                        with m.Elif(idx[0:3] == 2):
                             # Each field is latched whole at its first byte: no torn values.
                             m.d.sync += [pbyte.eq(field[0:8]), shift.eq(field >> 8)]
                         with m.Else():
@@ -673,7 +739,8 @@ class Framer(wiring.Component):
             with m.State("SEND"):
                 m.d.comb += [self.tx.valid.eq(~crc.busy), self.tx.payload.eq(pbyte)]
                 with m.If(self.tx.valid & self.tx.ready):
-                    m.d.comb += [crc.load.eq(1), crc.data.eq(pbyte)]
+                    m.d.comb += [crc.load.eq(1), crc.data.eq(pbyte),
+                                 crc.drain32.eq(source == _SRC_CRC)]
                     m.d.sync += [idx.eq(idx + 1), n.eq(n - 1)]
                     with m.If(n == 1):
                         m.next = "TXCRC0"
@@ -691,4 +758,13 @@ class Framer(wiring.Component):
 
         # The run strobe leaves from a register, one cycle after DECODE, with the argument held.
         m.d.comb += [self.bus.run.eq(run_strobe), self.bus.run_arg.eq(Cat(offset, region))]
+        # The streams' payloads are the registers themselves in every state, valid or not
+        # (gating them with the state cost a LUT a bit).
+        m.d.comb += [
+            self.bus.write.payload.addr.region.eq(region),
+            self.bus.write.payload.addr.offset.eq(offset),
+            self.bus.write.payload.data.eq(fetched if self._register_reads else buf_r.data),
+            self.bus.read_addr.payload.region.eq(region),
+            self.bus.read_addr.payload.offset.eq(offset),
+        ]
         return m

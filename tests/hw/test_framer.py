@@ -12,11 +12,12 @@ import zlib
 
 import pytest
 from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from addershift.hw.framer import DeviceSignature, Framer
+from addershift.hw.framer import DeviceSignature, Framer, _ReceiveFIFO
 from addershift.hw.link_top import (ERROR_BAD_LENGTH, MEM_REGION, RESULT_REGION, ScratchDevice,
                                     link_identity)
 from addershift.sw import protocol as P
@@ -350,6 +351,40 @@ def test_pipelined_writes_at_line_rate():
     for g, r in zip(got, reqs):
         check(g, r)
     assert bytes(w[2] for w in writes) == data
+
+
+@pytest.mark.parametrize("depth", [4, 5, 16, 64])
+def test_receive_fifo_is_sync_fifo_buffered(depth):
+    """The framer's receive FIFO (transparent memory read, power-of-two memory) holds as many bytes
+    and answers cycle for cycle as ``SyncFIFOBuffered`` of the same depth, full and empty."""
+    m = Module()
+    m.submodules.ours = ours = _ReceiveFIFO(depth)
+    m.submodules.ref = ref = SyncFIFOBuffered(width=8, depth=depth)
+    w_en, r_en, w_data = Signal(), Signal(), Signal(8)
+    for f in (ours, ref):
+        m.d.comb += [f.w_en.eq(w_en), f.w_data.eq(w_data), f.r_en.eq(r_en)]
+    rng = random.Random(depth)
+    seen = set()
+
+    async def bench(ctx):
+        for cycle in range(3000):
+            # phases that fill the FIFO up and drain it empty, and random ones in between
+            phase = cycle // 300 % 3
+            ctx.set(w_en, rng.random() < (0.9, 0.1, 0.5)[phase])
+            ctx.set(r_en, rng.random() < (0.1, 0.9, 0.5)[phase])
+            ctx.set(w_data, rng.randrange(256))
+            got = [ctx.get(s) for s in (ours.w_rdy, ours.r_rdy, ref.w_rdy, ref.r_rdy)]
+            assert got[:2] == got[2:], (cycle, got)
+            if got[1]:
+                assert ctx.get(ours.r_data) == ctx.get(ref.r_data), cycle
+            seen.add(tuple(got[:2]))
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert {(0, 1), (1, 0), (1, 1)} <= seen     # full, empty and in between were all reached
 
 
 def test_framer_parameter_checks():
