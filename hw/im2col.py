@@ -31,6 +31,21 @@ from .descriptor import descriptor_layout
 __all__ = ["Im2colGenerator", "step_layout"]
 
 
+def _le_2(value):
+    """``value <= 2`` (unsigned) as logic: Yosys makes a carry chain of the comparison."""
+    return (value[2:] == 0) & ~(value[0] & value[1])
+
+
+def _in_range(value, bound):
+    """``0 <= value < bound`` for a signed ``value`` wider than the unsigned ``bound``: its bits
+    above ``bound``'s (the sign among them) are 0 and the rest compare as unsigned: a carry chain
+    as wide as ``bound``, not as ``value`` (exact for every ``value``, wrapped ones included)."""
+    n = len(bound)
+    if len(value) <= n:
+        return (value >= 0) & (value < bound)
+    return (value[n:] == 0) & (value[:n] < bound)
+
+
 def step_layout(config):
     """One k-step: per-row addresses and valid bits, lane, weight address, last, busy PEs."""
     return data.StructLayout({
@@ -114,7 +129,7 @@ class Im2colGenerator(wiring.Component):
 
         def walker_reset():
             return [w_ow.eq(0), w_ih0.eq(-d.pad), w_iw0.eq(-d.pad), w_base.eq(d.base0),
-                    w_row_base.eq(d.base0), w_left.eq(d.pixels), w_few.eq(d.pixels <= 1),
+                    w_row_base.eq(d.base0), w_left.eq(d.pixels), w_few.eq(d.pixels[1:] == 0),
                     w_ow_last.eq(d.out_w_m1 == 0)]
 
         active = Signal()                 # the stage is running (steps or fills remain)
@@ -128,7 +143,7 @@ class Im2colGenerator(wiring.Component):
                                      sh_base[r].eq(w_base), sh_pv[r].eq(w_left != 0)]
             m.d.sync += fill.eq(fill + 1)
             with m.If(w_left != 0):
-                m.d.sync += [w_left.eq(w_left - 1), w_few.eq(w_left <= 2)]
+                m.d.sync += [w_left.eq(w_left - 1), w_few.eq(_le_2(w_left))]
             with m.If(fill == R - 1):
                 m.d.sync += sh_last.eq(w_few)
             with m.If((fill == R - 1) & w_few):
@@ -186,7 +201,7 @@ class Im2colGenerator(wiring.Component):
             m.d.comb += [
                 ih.eq(cur_ih0[r] + kh), iw.eq(cur_iw0[r] + kw),
                 p.addr[r].eq(cur_base[r] + offset),
-                p.valid[r].eq(cur_pv[r] & (ih >= 0) & (ih < d.in_h) & (iw >= 0) & (iw < d.in_w)),
+                p.valid[r].eq(cur_pv[r] & _in_range(ih, d.in_h) & _in_range(iw, d.in_w)),
             ]
         m.d.comb += [
             p.lane.eq(lane), p.w_addr.eq(w_addr), p.last.eq(last),

@@ -442,7 +442,9 @@ class Requantiser(wiring.Component):
         below ``lo``; an overflowed ``q`` saturates by its sign."""
         lo, hi = self._widths.out
         too_high = Mux(overflow, ~sign, q == self._widths.q[1])
-        negative = Mux(overflow, sign, q < -1)       # (q + 1) >> 1 < 0
+        # (q + 1) >> 1 < 0, i.e. q < -1: negative and not all ones, as logic (Yosys makes a
+        # carry chain of a comparison with a constant).
+        negative = Mux(overflow, sign, q[-1] & ~q.all())
         return Mux(too_high, hi, Mux(relu & negative, 0, Mux(overflow, lo, (q + 1) >> 1)))
 
     def _scaled(self, lane, acc, param):

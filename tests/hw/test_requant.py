@@ -391,3 +391,14 @@ def test_multipliers_counted_by_yosys(mode, tmp_path):
         cells = yosys_cells(Requantiser(**build), tmp_path,
                             "proc; splitnets; synth_ice40 -dsp -top dut")
         assert "SB_MAC16" not in cells and cells.get("SB_LUT4", 0) > 0, cells
+
+
+def test_relu_clamps_every_negative_result():
+    """ReLU zeroes exactly the results below 0: q = -1 rounds to 0, q = -2 and below to negatives
+    (the negative flag of the last stage, ``q < -1``, at its boundary)."""
+    dut = Requantiser(mode="shift", acc_bits=8, bias_bits=8, shift_max=3)
+    acc = [-1, -2, -3, -4, 0, 1, 2]
+    payloads = [{"acc": [a], "relu": relu, "param": [{"bias": 0, "shift": 1}]}
+                for relu in (0, 1) for a in acc]
+    assert [o[0] for o in simulate(dut, payloads)] == [0, -1, -1, -2, 0, 1, 1,
+                                                       0, 0, 0, 0, 0, 1, 1]
