@@ -114,6 +114,23 @@ class Accelerator(wiring.Component):
         return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
                              w_bits=c.w_bits, max_length=c.max_k)
 
+    def _held_weights(self, m, wmem, adv):
+        """The deep read pipeline's weights: the (registered) weight memory delivers a step's
+        word two cycles after the step leaves the queue, when the step reaches the array's
+        input. While the array stalls it there, the next step's word may arrive: the first
+        stalled cycle keeps a copy (the select copied per column)."""
+        C = self._config.cols
+        held = Signal.like(wmem.r_data, name="held_weights", reset_less=True)
+        holding = [Signal(name=f"holding{REPLICA_SUFFIX}{c}") for c in range(C)]
+        with m.If(adv):
+            m.d.sync += [h.eq(0) for h in holding]
+        with m.Elif(~holding[0]):
+            m.d.sync += [h.eq(1) for h in holding]
+            m.d.sync += held.eq(wmem.r_data)
+        part = len(held) // C
+        return Cat(*[Mux(holding[c], held[c * part:][:part], wmem.r_data[c * part:][:part])
+                     for c in range(C)])
+
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
         leaves the generator."""
@@ -145,13 +162,12 @@ class Accelerator(wiring.Component):
             # Data registers (here and below) have no reset: its net reaches every register that
             # has one, and on a 16x16 ECP5 accelerator it set the clock (57.6 MHz).
             s2_words = [Signal(lanes, name=f"s2_word{r}", reset_less=True) for r in range(R)]
-            s2_weights = Signal.like(wmem.r_data, name="s2_weights", reset_less=True)
             with m.If(adv):
                 m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_lane.eq(s1_lane),
-                             s2_rows.eq(s1_rows), s2_busy.eq(s1_busy), s2_weights.eq(weights)]
+                             s2_rows.eq(s1_rows), s2_busy.eq(s1_busy)]
                 m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
             issue = (s2_valid, s2_last, s2_rows, s2_busy, [w[s2_lane] for w in s2_words],
-                     s2_weights)
+                     self._held_weights(m, wmem, adv))
             in_flight = s1_valid | s2_valid
         else:
             issue = (s1_valid, s1_last, s1_rows, s1_busy, [w[s1_lane] for w in act_words],
@@ -256,12 +272,11 @@ class Accelerator(wiring.Component):
             s2_valid, s2_last = Signal(), Signal()
             s2_rows, s2_busy = Signal.like(s1_rows), Signal.like(s1_busy)
             s2_x = [Signal.like(v, name=f"s2_x{r}", reset_less=True) for r, v in enumerate(x)]
-            s2_weights = Signal.like(wmem.r_data, name="s2_weights", reset_less=True)
             with m.If(adv):
                 m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_rows.eq(s1_rows),
-                             s2_busy.eq(s1_busy), s2_weights.eq(wmem.r_data)]
+                             s2_busy.eq(s1_busy)]
                 m.d.sync += [reg.eq(v) for reg, v in zip(s2_x, x)]
-            issue = (s2_valid, s2_last, s2_rows, s2_busy, s2_x, s2_weights)
+            issue = (s2_valid, s2_last, s2_rows, s2_busy, s2_x, self._held_weights(m, wmem, adv))
             in_flight |= s2_valid
         else:
             issue = (s1_valid, s1_last, s1_rows, s1_busy, x, wmem.r_data)
@@ -273,7 +288,10 @@ class Accelerator(wiring.Component):
         cfg = self._config
         R, C = cfg.rows, cfg.cols
 
-        m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth)
+        registered = cfg.weight_read_latency == 2
+        m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth,
+                                                registered=registered,
+                                                slices=C if registered else 1)
         # No memory here needs the word before a write from a read in the cycle of that write
         # (`collisions="undefined"` saves the logic that gives it): the host writes the
         # parameters while idle and the feeder reads them while busy; a stage only reads its
@@ -419,12 +437,19 @@ class Accelerator(wiring.Component):
         # (The host's address is chosen by the write stream's valid alone, not by the commit
         # decode: host reads and writes never overlap, and the decode in front of the address
         # was an ECP5 critical path.)
+        # A registered weight memory (the deep read pipeline) takes the host's read address
+        # as it is accepted, a cycle before the other memories read theirs.
         we, wd = host_commit["weights"]
+        if wmem.registered:
+            lg = (host_word_bytes(cfg.weight_word_bits) - 1).bit_length()
+            w_host_addr, w_host_read = rd.offset[lg:], accept
+        else:
+            w_host_addr, w_host_read = rd_word["weights"], read_now
         m.d.comb += [
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
             wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, read.w_addr),
-                             Mux(bus.write.valid, host_word["weights"], rd_word["weights"]))),
-            wmem.r_en.eq(Mux(busy, seq.mem_read | read.w_read, read_now)),
+                             Mux(bus.write.valid, host_word["weights"], w_host_addr))),
+            wmem.r_en.eq(Mux(busy, seq.mem_read | read.w_read, w_host_read)),
             seq.mem_data.eq(wmem.r_data),
         ]
         pe, pd = host_commit["params"]

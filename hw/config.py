@@ -234,6 +234,12 @@ class ArrayConfig:
         return self.cols * self.weight_bits
 
     @property
+    def weight_read_latency(self):
+        """Cycles from a weight memory read to its word: the deep read pipeline registers the
+        memory's read address (``hw.memories.WeightMemory``, ``registered``)."""
+        return 2 if self.read_pipeline == "deep" else 1
+
+    @property
     def act_word_bits(self):
         return self.cols * self.x_bits
 

@@ -25,6 +25,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .array import REPLICA_SUFFIX
 from .config import check_int as _check_int
 
 __all__ = ["WeightMemory", "ReplicatedMemory", "SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS"]
@@ -50,24 +51,42 @@ class WeightMemory(wiring.Component):
         Build from ``SB_SPRAM256KA`` blocks: ``None`` (default) when the platform is an iCE40
         UltraPlus, ``False`` never. Raises at elaboration when the blocks needed exceed
         :data:`SPRAM_BLOCKS`.
+    registered : bool
+        Every access passes a register before the memory: ``r_data`` shows the word two
+        cycles after ``r_en``, and a write happens a cycle after ``w_en``. One address goes
+        to every block RAM of a wide memory, which a large array spreads across the die: on
+        a 16x16 ECP5 accelerator its 10.7 ns of routing set the clock.
+    slices : int
+        Block-RAM memories of ``width // slices`` bits each, side by side, each with its own
+        copy of the registers (kept apart in board builds), which the placer can put beside
+        its block RAMs. Only with ``registered``.
 
     Members
     -------
     addr : ``In(range(depth))``
     r_en : ``In(1)``
-        Read ``addr``: ``r_data`` shows the word in the next cycle and keeps it while ``r_en`` is low.
+        Read ``addr``: ``r_data`` shows the word in the next cycle (two with ``registered``) and
+        keeps it until the next read's word arrives.
     r_data : ``Out(width)``
     w_en : ``In(1)``
         Write ``w_data`` to ``addr`` (a write cycle reads nothing).
     w_data : ``In(width)``
     """
 
-    def __init__(self, *, width, depth, spram=None):
+    def __init__(self, *, width, depth, spram=None, registered=False, slices=1):
         self._width = _check_int("width", width, 1)
         self._depth = _check_int("depth", depth, 1)
         if spram not in (None, False, True):
             raise TypeError(f"spram must be None, False or True, not {spram!r}")
+        if not isinstance(registered, bool):
+            raise TypeError(f"registered must be a bool, not {registered!r}")
+        _check_int("slices", slices, 1)
+        if width % slices or (slices > 1 and not registered):
+            raise ValueError(f"slices must divide the width ({width}) and needs registered=True, "
+                             f"not {slices!r}")
         self._spram = spram
+        self._registered = registered
+        self._slices = slices
         super().__init__({
             "addr": In(range(depth)), "r_en": In(1), "r_data": Out(width),
             "w_en": In(1), "w_data": In(width),
@@ -75,6 +94,22 @@ class WeightMemory(wiring.Component):
 
     width = property(lambda self: self._width)
     depth = property(lambda self: self._depth)
+    registered = property(lambda self: self._registered)
+    slices = property(lambda self: self._slices)
+    #: Cycles from ``r_en`` to its word on ``r_data``.
+    latency = property(lambda self: 2 if self._registered else 1)
+
+    def _inputs(self, m, suffix, start, bits):
+        """The address, enables and ``bits`` of write data from ``start`` as the memory sees
+        them: the ports, or with ``registered`` a register of each (named with ``suffix``)."""
+        ports = (self.addr, self.r_en, self.w_en, self.w_data[start:][:bits])
+        if not self._registered:
+            return ports
+        regs = (Signal.like(self.addr, name=f"addr{suffix}", reset_less=True),
+                Signal(name=f"r_en{suffix}"), Signal(name=f"w_en{suffix}"),
+                Signal(bits, name=f"w_data{suffix}", reset_less=True))
+        m.d.sync += [reg.eq(port) for reg, port in zip(regs, ports)]
+        return regs
 
     def spram_blocks(self):
         """SB_SPRAM256KA blocks an iCE40 build uses: (columns of 16 bits, banks of 16K words)."""
@@ -91,20 +126,24 @@ class WeightMemory(wiring.Component):
         if not use_spram:
             # A write cycle reads nothing, so no read sees a write: collisions are undefined (as
             # in ReplicatedMemory, which says why a register follows an asynchronous read).
-            mem = m.submodules.mem = Memory(shape=unsigned(self._width), depth=self._depth, init=[],
-                                            attrs={"no_rw_check": 1})
-            wp = mem.write_port()
-            rp = mem.read_port(domain="comb")
-            word = Signal(self._width, reset_less=True)
-            with m.If(self.r_en & ~self.w_en):
-                m.d.sync += word.eq(rp.data)
-            m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
-                         rp.addr.eq(self.addr), self.r_data.eq(word)]
+            part = self._width // self._slices
+            for i in range(self._slices):
+                mem = m.submodules[f"mem{i}" if self._slices > 1 else "mem"] = Memory(
+                    shape=unsigned(part), depth=self._depth, init=[], attrs={"no_rw_check": 1})
+                wp = mem.write_port()
+                rp = mem.read_port(domain="comb")
+                addr, r_en, w_en, w_data = self._inputs(m, f"{REPLICA_SUFFIX}{i}", i * part, part)
+                word = Signal(part, name=f"word{i}", reset_less=True)
+                with m.If(r_en & ~w_en):
+                    m.d.sync += word.eq(rp.data)
+                m.d.comb += [wp.addr.eq(addr), wp.data.eq(w_data), wp.en.eq(w_en),
+                             rp.addr.eq(addr), self.r_data[i * part:][:part].eq(word)]
             return m
+        addr, r_en, w_en, w_data = self._inputs(m, "", 0, self._width)
         low = SPRAM_DEPTH.bit_length() - 1
         bank = Signal(range(max(2, banks)))
         read_bank = Signal.like(bank)
-        m.d.comb += bank.eq(self.addr[low:] if banks > 1 else 0)
+        m.d.comb += bank.eq(addr[low:] if banks > 1 else 0)
         outs = []
         for b in range(banks):
             select = bank == b
@@ -113,15 +152,15 @@ class WeightMemory(wiring.Component):
             for c in range(cols):
                 m.submodules[f"spram_{b}_{c}"] = Instance(
                     "SB_SPRAM256KA",
-                    i_ADDRESS=self.addr[:low], i_DATAIN=self.w_data[c * SPRAM_WIDTH:][:SPRAM_WIDTH],
-                    i_MASKWREN=Const(0b1111, 4), i_WREN=self.w_en & select,
-                    i_CHIPSELECT=(self.w_en | self.r_en) & select, i_CLOCK=ClockSignal(),
+                    i_ADDRESS=addr[:low], i_DATAIN=w_data[c * SPRAM_WIDTH:][:SPRAM_WIDTH],
+                    i_MASKWREN=Const(0b1111, 4), i_WREN=w_en & select,
+                    i_CHIPSELECT=(w_en | r_en) & select, i_CLOCK=ClockSignal(),
                     i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
                     o_DATAOUT=word[c * SPRAM_WIDTH:][:SPRAM_WIDTH])
         # The blocks' outputs are only trusted in the cycle after a read: hold them otherwise.
         was_read = Signal()
         held = Signal(self._width)
-        m.d.sync += [was_read.eq(self.r_en & ~self.w_en), read_bank.eq(bank), held.eq(self.r_data)]
+        m.d.sync += [was_read.eq(r_en & ~w_en), read_bank.eq(bank), held.eq(self.r_data)]
         fresh = Signal(cols * SPRAM_WIDTH)
         with m.Switch(read_bank):
             for b in range(banks):
@@ -170,6 +209,10 @@ class ReplicatedMemory(wiring.Component):
     banks = property(lambda self: self._banks)
     width = property(lambda self: self._width)
     depth = property(lambda self: self._depth)
+    registered = property(lambda self: self._registered)
+    slices = property(lambda self: self._slices)
+    #: Cycles from ``r_en`` to its word on ``r_data``.
+    latency = property(lambda self: 2 if self._registered else 1)
 
     def elaborate(self, platform):
         m = Module()

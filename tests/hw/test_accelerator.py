@@ -88,6 +88,25 @@ def test_run_without_a_program_reports_an_error():
     assert seen == {"error": 1, "busy": 0}
 
 
+@pytest.mark.parametrize("read_pipeline", ["deep", "short"])
+def test_run_past_the_programs_end_reports_an_error(read_pipeline):
+    # The last stage's `last` flag cleared: the run goes on to the empty slot after it, whose
+    # magic check must not see the good descriptor before it (the weight memory's read takes two
+    # cycles with the deep read pipeline, one with the short).
+    from addershift.hw.descriptor import descriptor_layout
+    from addershift.sw.compiler import descriptor_slot_words
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=64, param_depth=64,
+                         read_pipeline=read_pipeline)
+    program = compile_model(model, config)
+    last = descriptor_layout(config)["last"].offset
+    word = (len(program.stages) - 1) * descriptor_slot_words(config) + last // config.weight_word_bits
+    program.weight_words[word] &= ~(1 << last % config.weight_word_bits)
+    result = simulate(program, _images(model, 1, seed=1), simulator="amaranth")
+    assert result.errors == [1]
+
+
 @pytest.mark.parametrize("read_pipeline, act_banks", [("deep", None), ("short", None),
                                                       ("deep", 1)])
 def test_host_reads_back_every_region(read_pipeline, act_banks):

@@ -75,6 +75,44 @@ def test_weight_memory_holds_its_output():
     _run(dut, bench)
 
 
+@pytest.mark.parametrize("slices", [1, 4])
+def test_registered_weight_memory_reads_in_two_cycles(slices):
+    dut = WeightMemory(width=20, depth=64, registered=True, slices=slices)
+    assert dut.latency == 2
+
+    async def bench(ctx):
+        ctx.set(dut.w_en, 1)
+        for addr in (9, 10):
+            ctx.set(dut.addr, addr)
+            ctx.set(dut.w_data, addr * 1000 + 0xF000F)    # a bit in the first and last slice
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        ctx.set(dut.r_en, 1)
+        ctx.set(dut.addr, 10)          # the write to 10 happens in this cycle: read after it
+        await ctx.tick()
+        ctx.set(dut.addr, 9)
+        await ctx.tick()
+        assert ctx.get(dut.r_data) == 10000 + 0xF000F
+        ctx.set(dut.r_en, 0)
+        ctx.set(dut.addr, 10)
+        for _ in range(3):
+            await ctx.tick()
+            assert ctx.get(dut.r_data) == 9000 + 0xF000F
+
+    _run(dut, bench)
+
+
+def test_weight_memory_slices_need_registers():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=r"^slices must divide the width \(20\) and needs "
+                                             r"registered=True, not 3$"):
+            WeightMemory(width=20, depth=8, registered=True, slices=3)
+        with pytest.raises(ValueError, match=r"needs registered=True, not 2$"):
+            WeightMemory(width=20, depth=8, slices=2)
+        gc.collect()
+
+
 class _UltraPlus:
     device = "iCE40UP5K"
 
