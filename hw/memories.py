@@ -3,7 +3,9 @@
 - :class:`WeightMemory`: one port (the host writes it while the accelerator is idle; the sequencer
   reads descriptors and weights while it runs). On an iCE40 UltraPlus it is built from
   ``SB_SPRAM256KA`` blocks (16K x 16 bits each; Yosys does not infer them), elsewhere (simulation,
-  ECP5) from an :class:`amaranth.lib.memory.Memory` that synthesis maps to block RAM.
+  ECP5) from an :class:`amaranth.lib.memory.Memory` that synthesis maps to block RAM. With
+  ``registered`` every access passes a register first (a copy per slice of its width), so a wide
+  memory's block RAMs need not share one address net.
 - :class:`ReplicatedMemory`: ``banks`` copies of one memory behind one broadcast write port, with one
   read port per bank. An activation buffer is ``ArrayConfig.banks`` copies (by default ``rows``, so
   that every array row reads its own im2col address in the same cycle; each write costs no time,
@@ -14,8 +16,9 @@
   an undefined word, for users that never make such a read or discard its word: block RAMs give
   one (ECP5, iCE40), and the old word costs two flip-flops and a LUT per bit that Yosys adds.
 
-Every read port is synchronous (data one cycle after the address) and keeps its data while its
-enable is low, so a stalled pipeline keeps its operands.
+Every read port is synchronous (data one cycle after the address, two for a registered
+:class:`WeightMemory`) and keeps its data until the next read's, so a stalled pipeline keeps its
+operands.
 """
 
 from __future__ import annotations
