@@ -236,7 +236,7 @@ class ArrayConfig:
     @property
     def weight_read_latency(self):
         """Cycles from a weight memory read to its word: the deep read pipeline registers the
-        memory's read address (``hw.memories.WeightMemory``, ``registered``)."""
+        memory's accesses (``hw.memories.WeightMemory``, ``registered``)."""
         return 2 if self.read_pipeline == "deep" else 1
 
     @property

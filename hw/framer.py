@@ -127,7 +127,10 @@ class _SerialCRCs(wiring.Component):
         left = Signal(range(9))
         is32 = Signal()
         drain = Signal()
-        m.d.comb += self.busy.eq(left != 0)
+        # ``left != 0`` kept as a register of its own: ``busy`` gates the framer's answer
+        # handshake and state changes, whose logic set the ECP5 4x4 accelerator's clock.
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
         # Each CRC is a plain MSB-first shift register, not ``amaranth.lib.crc``'s processor: that
         # one muxes ``start`` into every bit's XOR (two LUTs for each), here ``start`` is a
         # flip-flop's synchronous set or reset and only the polynomial's taps take a LUT.
@@ -143,10 +146,10 @@ class _SerialCRCs(wiring.Component):
                 m.d.sync += reg.eq((reg << 1) ^ Mux(feedback, algo.polynomial, 0))
             m.d.comb += out.eq((reg[::-1] if algo.reflect_output else reg) ^ algo.xor_output)
         with m.If(self.load):
-            m.d.sync += [shreg.eq(self.data), left.eq(8), is32.eq(self.sel32),
+            m.d.sync += [shreg.eq(self.data), left.eq(8), busy.eq(1), is32.eq(self.sel32),
                          drain.eq(self.drain32)]
-        with m.Elif(self.busy):
-            m.d.sync += [shreg.eq(shreg << 1), left.eq(left - 1)]
+        with m.Elif(busy):
+            m.d.sync += [shreg.eq(shreg << 1), left.eq(left - 1), busy.eq(left != 1)]
         return m
 
 
