@@ -12,8 +12,8 @@ import zlib
 
 import pytest
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
