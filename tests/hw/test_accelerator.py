@@ -88,6 +88,21 @@ def test_run_without_a_program_reports_an_error():
     assert seen == {"error": 1, "busy": 0}
 
 
+def test_stalled_steps_keep_their_weights():
+    # One requantiser lane: a tile's 16 results take 16 cycles against conv1's K + 1 = 10, so
+    # the array stalls last steps while the registered weight memory delivers the next step's
+    # word; the read stage must keep the stalled step's. (Fails on conv1 without the copy;
+    # a whole inference alone can hide it: small errors vanish in the requantisers.)
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1)
+    assert config.weight_read_latency == 2
+    program = compile_model(model, config)
+    x = _images(model, 1, seed=3)
+    result = simulate(program, x, simulator="amaranth", per_stage=True)
+    assert check(model, program, x, result) is None
+
+
 @pytest.mark.parametrize("read_pipeline", ["deep", "short"])
 def test_run_past_the_programs_end_reports_an_error(read_pipeline):
     # The last stage's `last` flag cleared: the run goes on to the empty slot after it, whose
