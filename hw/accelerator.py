@@ -292,6 +292,8 @@ class Accelerator(wiring.Component):
         m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth,
                                                 registered=registered,
                                                 slices=C if registered else 1)
+        if wmem.latency != cfg.weight_read_latency:
+            raise AssertionError("the weight memory's latency differs from the sequencer's")
         # No memory here needs the word before a write from a read in the cycle of that write
         # (`collisions="undefined"` saves the logic that gives it): the host writes the
         # parameters while idle and the feeder reads them while busy; a stage only reads its

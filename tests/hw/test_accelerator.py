@@ -4,7 +4,8 @@ Amaranth simulator: every layer case (conv stride/padding variants, pooling, glo
 linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
 counters checked against the program, through both write-back pipelines, with rows sharing
 activation banks (and their stall bounds), and with an array of several tiles. Verilator: the
-digits network for each PE kind, whole inferences; Icarus: two of them (shared banks on both).
+digits network for each PE kind, whole inferences; Icarus: three of them (shared banks on both).
+All three simulators, stage by stage: steps the array stalls keep their weights.
 """
 
 import numpy as np
@@ -88,7 +89,10 @@ def test_run_without_a_program_reports_an_error():
     assert seen == {"error": 1, "busy": 0}
 
 
-def test_stalled_steps_keep_their_weights():
+@pytest.mark.parametrize("simulator", ["amaranth",
+                                       pytest.param("verilator", marks=pytest.mark.cocotb),
+                                       pytest.param("icarus", marks=pytest.mark.cocotb)])
+def test_stalled_steps_keep_their_weights(simulator, tmp_path):
     # One requantiser lane: a tile's 16 results take 16 cycles against conv1's K + 1 = 10, so
     # the array stalls last steps while the registered weight memory delivers the next step's
     # word; the read stage must keep the stalled step's. (Fails on conv1 without the copy;
@@ -99,7 +103,7 @@ def test_stalled_steps_keep_their_weights():
     assert config.weight_read_latency == 2
     program = compile_model(model, config)
     x = _images(model, 1, seed=3)
-    result = simulate(program, x, simulator="amaranth", per_stage=True)
+    result = simulate(program, x, simulator=simulator, per_stage=True, build_dir=tmp_path)
     assert check(model, program, x, result) is None
 
 

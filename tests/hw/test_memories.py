@@ -132,6 +132,9 @@ def test_spram_blocks_on_ultraplus(width, depth, blocks):
     assert mem.spram_blocks()[0] * mem.spram_blocks()[1] == blocks
     fragment = Fragment.get(mem, _UltraPlus())
     assert _instances(fragment, "SB_SPRAM256KA") == blocks
+    # Registered (a deep read pipeline on an iCE40): the same blocks behind the registers.
+    assert _instances(Fragment.get(WeightMemory(width=width, depth=depth, registered=True),
+                                   _UltraPlus()), "SB_SPRAM256KA") == blocks
     assert _instances(Fragment.get(WeightMemory(width=width, depth=depth), None),
                       "SB_SPRAM256KA") == 0
 
