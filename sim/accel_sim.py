@@ -123,10 +123,16 @@ def simulate(program, images, *, simulator="amaranth", per_stage=False, build_di
 
 def simulate_batch(jobs, *, simulator="amaranth", per_stage=False, build_dir="build/sim", vcd=None):
     """:func:`simulate` for several ``(program, images)`` jobs of one build in one simulation (one
-    elaboration or Verilog build): the programs are loaded and run one after another."""
+    elaboration or Verilog build): the programs are loaded and run one after another.
+    ``per_stage`` is one flag for every job or a sequence of one per job (so one simulation can
+    check whole inferences, whose stages overlap, and each stage's output)."""
     if simulator not in SIMULATORS:
         raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     jobs = [(program, [np.asarray(x, dtype=np.int64) for x in images]) for program, images in jobs]
+    per_stage = [per_stage] * len(jobs) if isinstance(per_stage, bool) else list(per_stage)
+    if len(per_stage) != len(jobs) or not all(isinstance(f, bool) for f in per_stage):
+        raise ValueError(f"per_stage must be a bool or one bool per job ({len(jobs)}), "
+                         f"not {per_stage!r}")
     configs = {program.config for program, _ in jobs}
     if len(configs) != 1:
         raise ValueError(f"Every program of a batch must be compiled for one build, not "
@@ -150,8 +156,8 @@ def _simulate_amaranth(jobs, *, per_stage, vcd):
 
     async def bench(ctx):
         port = _AmaranthPort(ctx, dut)
-        for program, images in jobs:
-            raws.append(await run_session(port, program, images, per_stage=per_stage))
+        for (program, images), flag in zip(jobs, per_stage):
+            raws.append(await run_session(port, program, images, per_stage=flag))
         cycles.append(port.cycles)
 
     sim = Simulator(dut)
@@ -186,18 +192,18 @@ def _simulate_cocotb(jobs, *, simulator, per_stage, build_dir):
     build_dir.mkdir(parents=True, exist_ok=True)
     verilog = write_verilog(jobs[0][0].config, build_dir / "accelerator.v")
     files = []
-    for i, (program, images) in enumerate(jobs):
+    for i, ((program, images), flag) in enumerate(zip(jobs, per_stage)):
         (build_dir / f"program{i}.bin").write_bytes(program.to_bytes())
         np.save(build_dir / f"images{i}.npy", np.stack(images))
         files.append({"program": str(build_dir / f"program{i}.bin"),
-                      "images": str(build_dir / f"images{i}.npy")})
+                      "images": str(build_dir / f"images{i}.npy"), "per_stage": flag})
     result = build_dir / "result.json"
     result.unlink(missing_ok=True)
     bench = pathlib.Path(__file__).parent / "accelerator" / "accel_bench.py"
     with _stdout_to_stderr():
         run_cocotb(simulator=simulator, verilog=verilog, toplevel="accelerator",
                    test_module=bench, build_dir=build_dir / simulator,
-                   params={"jobs": files, "per_stage": per_stage, "out": str(result)})
+                   params={"jobs": files, "out": str(result)})
     if not result.exists():
         raise RuntimeError(f"the {simulator} session wrote no result (see its log above)")
     raw = json.loads(result.read_text())

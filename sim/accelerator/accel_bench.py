@@ -53,7 +53,7 @@ async def session(dut):
         with open(job["program"], "rb") as f:
             program = Program.from_bytes(f.read())
         result = await run_session(port, program, list(np.load(job["images"])),
-                                   per_stage=params["per_stage"])
+                                   per_stage=job["per_stage"])
         for image in result["images"]:
             image["stages"] = {str(k): v.hex() for k, v in image["stages"].items()}
         jobs.append(result)

@@ -4,7 +4,8 @@ Amaranth simulator: every layer case (conv stride/padding variants, pooling, glo
 linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
 counters checked against the program, through both write-back pipelines, with rows sharing
 activation banks (and their stall bounds), and with an array of several tiles. Verilator: the
-digits network for each PE kind, whole inferences; Icarus: three of them (shared banks on both).
+digits network for each PE kind, an image in one run and one stage by stage; Icarus: three of
+them (shared banks on both).
 All three simulators, stage by stage: steps the array stalls keep their weights.
 """
 
@@ -68,6 +69,24 @@ def test_a_mismatch_names_the_first_layer():
     mismatch = check(model, program, x, result)
     assert mismatch is not None and mismatch.layer == "fc2" and mismatch.image == 0
     assert str(mismatch).startswith("image 0: layer fc2 (stage fc2) differs first at index [")
+
+
+def test_a_batch_mixes_whole_runs_and_stage_by_stage_ones():
+    model = layer_case("linear_chain", "adder")
+    config = ArrayConfig(pe="adder", rows=2, cols=2, max_k=128, weight_depth=256, act_depth=64,
+                         param_depth=32)
+    program = compile_model(model, config)
+    x = _images(model, 2, seed=5)
+    whole, staged = simulate_batch([(program, x[:1]), (program, x[1:])], simulator="amaranth",
+                                   per_stage=[False, True])
+    n = len(program.stages)
+    assert n > 1 and len(whole.counters[0]) == 1 and len(staged.counters[0]) == n
+    assert list(whole.outputs[0]) == [n - 1] and list(staged.outputs[0]) == list(range(n))
+    assert check(model, program, x[:1], whole) is None
+    assert check(model, program, x[1:], staged) is None
+    for bad in ([True], [False, True, False], [0, 1]):
+        with pytest.raises(ValueError, match="per_stage must be a bool or one bool per job"):
+            simulate_batch([(program, x[:1]), (program, x[1:])], per_stage=bad)
 
 
 def test_run_without_a_program_reports_an_error():
@@ -186,11 +205,17 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_pat
                          read_pipeline="short" if op == "shift" else "deep", act_banks=act_banks)
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
-    result = simulate(program, x, simulator=simulator, build_dir=tmp_path)
-    assert result.errors == [0, 0]
-    assert check(model, program, x, result) is None
-    counts = result.stage_counts(1)
-    assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+    # One image in one run (its stages overlap), the other a stage at a time with every stage's
+    # output compared: a small error in an early layer can vanish in the requantisers before
+    # the last.
+    whole, staged = simulate_batch([(program, x[:1]), (program, x[1:])], simulator=simulator,
+                                   per_stage=[False, True], build_dir=tmp_path)
+    for images, result, runs in ((x[:1], whole, 1), (x[1:], staged, len(program.stages))):
+        assert result.errors == [0]
+        assert len(result.counters[0]) == runs
+        assert check(model, program, images, result) is None
+        counts = result.stage_counts(0)
+        assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
 
 
 def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=None, *, rows=4,
