@@ -55,7 +55,8 @@ bench: $(STAMP)
 	$(PY) bench/golden_speed.py
 	$(PY) bench/accel_cycles.py
 
-# The shipped models: fixed seed, one torch thread, so the files come out the same on every run.
+# The shipped models: fixed seed, one torch thread, so the files come out the same on every run
+# on one machine (another CPU may round differently: docs/training.md).
 models: $(STAMP)
 	$(CLI) train --pe adder --dataset digits --seed 0 -o models/digits_adder.npz
 	$(CLI) train --pe shift --dataset digits --seed 0 -o models/digits_shift.npz
