@@ -236,20 +236,26 @@ def _yosys_finished(log):
 
 
 class DoesNotFit(ToolError):
-    """The design needs more cells of one kind than the device has (nextpnr's utilisation)."""
+    """The design needs more cells than the device has (nextpnr's utilisation): ``overflows``
+    lists every ``(cell type, needed, available)`` over 100 %, ``cell``, ``needed`` and
+    ``available`` are the first of them."""
 
-    def __init__(self, message, *, cell, needed, available):
+    def __init__(self, message, *, cell, needed, available, overflows=None):
         super().__init__(message)
         self.cell, self.needed, self.available = cell, needed, available
+        self.overflows = list(overflows or [(cell, needed, available)])
 
 
-def _overflow(log_text):
-    """``(cell type, used, available)`` of the first resource nextpnr found over 100%, or None."""
-    for cell, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
-                                        log_text, re.M):
-        if int(used) > int(total):
-            return cell, int(used), int(total)
-    return None
+#: Block RAM cell types: an overflow of these asks for fewer memories, not less logic.
+BLOCK_RAM_CELLS = ("DP16KD", "ICESTORM_RAM")
+
+
+def _overflows(log_text):
+    """``[(cell type, used, available)]`` of every resource nextpnr found over 100 %."""
+    return [(cell, int(used), int(total))
+            for cell, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
+                                                log_text, re.M)
+            if int(used) > int(total)]
 
 
 ROUTERS = ("router1", "router2")
@@ -328,12 +334,14 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         text = log.read_text(errors="replace")
         tail = "\n".join(text.splitlines()[-30:])
         tim = build_dir / f"{name}.tim"         # nextpnr's own log
-        over = _overflow(tim.read_text(errors="replace") if tim.exists() else "")
-        if over is not None:
-            cell, used, total = over
+        overs = _overflows(tim.read_text(errors="replace") if tim.exists() else "")
+        if overs:
+            needs = " and ".join(f"{used} {cell} of {total} ({100 * used / total:.0f}%)"
+                                 for cell, used, total in overs)
+            cell, used, total = overs[0]
             raise DoesNotFit(f"the {board.name} build does not fit the {board.device}: it needs "
-                             f"{used} {cell} of {total} ({100 * used / total:.0f}%) (log: {log})"
-                             f"\n{tail}", cell=cell, needed=used, available=total)
+                             f"{needs} (log: {log})\n{tail}", cell=cell, needed=used,
+                             available=total, overflows=overs)
         raise ToolError(f"the {board.name} build failed: {last_error(log, default='see the log')}"
                         f" (log: {log})\n{tail}")
 

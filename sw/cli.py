@@ -245,7 +245,8 @@ def cmd_simulate(args):
 
 
 def cmd_build(args):
-    from addershift.boards.build import DoesNotFit, build_accelerator, build_array, build_link
+    from addershift.boards.build import (BLOCK_RAM_CELLS, DoesNotFit, build_accelerator,
+                                         build_array, build_link)
     from addershift.boards.report import TimingError
     from addershift.boards.toolchain import ToolError
     try:
@@ -264,14 +265,16 @@ def cmd_build(args):
                                  router=args.router, multipliers=args.multipliers,
                                  check_timing=False)
     except DoesNotFit as e:
-        if args.top != "accelerator":
-            hint = ""
-        elif e.cell in ("DP16KD", "ICESTORM_RAM"):
-            hint = "; fewer activation banks (--act-banks, a divisor of --rows) need fewer block RAMs"
-        else:
-            hint = ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
-                    "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, and "
-                    "--top array builds the PE array alone")
+        hint = ""
+        if args.top == "accelerator":
+            kinds = {cell in BLOCK_RAM_CELLS for cell, _, _ in e.overflows}
+            if False in kinds:
+                hint += ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
+                         "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, "
+                         "and --top array builds the PE array alone")
+            if True in kinds:
+                hint += ("; fewer activation banks (--act-banks, a divisor of --rows) need fewer "
+                         "block RAMs")
         raise CliError(str(e).splitlines()[0] + hint) from None
     except ToolError as e:
         # The first line says what failed; the log has the rest.

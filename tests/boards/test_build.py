@@ -228,11 +228,14 @@ def test_every_board_elaborates_with_its_pins(name):
 
 
 def test_an_overfull_device_is_read_from_the_nextpnr_log():
-    from addershift.boards.build import _overflow
+    from addershift.boards.build import _overflows
     log = ("Info: Device utilisation:\n"
            "Info: \t         ICESTORM_LC:    6467/   5280   122%\n"
            "Info: \t        ICESTORM_RAM:      12/     30    40%\n")
-    assert _overflow(log) == ("ICESTORM_LC", 6467, 5280)
-    assert _overflow(log.replace("6467", "5000")) is None
-    assert _overflow("Info:          TRELLIS_COMB:  90000/  83640   107%\n") == \
-        ("TRELLIS_COMB", 90000, 83640)
+    assert _overflows(log) == [("ICESTORM_LC", 6467, 5280)]
+    assert _overflows(log.replace("6467", "5000")) == []
+    # Every resource over, in nextpnr's order (the 4x4 accelerator on the iCE40UP5K).
+    assert _overflows(log.replace("6467", "5666").replace("12/", "40/")) == \
+        [("ICESTORM_LC", 5666, 5280), ("ICESTORM_RAM", 40, 30)]
+    assert _overflows("Info:          TRELLIS_COMB:  90000/  83640   107%\n") == \
+        [("TRELLIS_COMB", 90000, 83640)]

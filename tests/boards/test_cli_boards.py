@@ -102,14 +102,16 @@ def test_bad_baud_fails_before_building(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_accelerator_that_does_not_fit_says_so(capsys, tmp_path):
-    # The digits-sized 4x4 adder accelerator needs more logic cells than the iCE40UP5K has.
+    # The digits-sized 4x4 adder accelerator needs more logic cells and more block RAMs (a bank
+    # per row) than the iCE40UP5K has: the message names both, with a hint for each.
     model = pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz"
     assert main(["build", "--board", "icebreaker", "-m", str(model),
                  "--rows", "4", "--cols", "4", "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert re.match(r"addershift build: the icebreaker build does not fit the iCE40UP5K: it needs "
-                    r"\d+ ICESTORM_LC of 5280 \(\d+%\)", err)
+                    r"\d+ ICESTORM_LC of 5280 \(\d+%\) and \d+ ICESTORM_RAM of 30 \(\d+%\)", err)
     assert "--requant-lanes 1" in err and "--top array builds the PE array alone" in err
+    assert "fewer activation banks (--act-banks" in err
     assert len(err.splitlines()) == 1
 
 
