@@ -212,10 +212,6 @@ class ReplicatedMemory(wiring.Component):
     banks = property(lambda self: self._banks)
     width = property(lambda self: self._width)
     depth = property(lambda self: self._depth)
-    registered = property(lambda self: self._registered)
-    slices = property(lambda self: self._slices)
-    #: Cycles from ``r_en`` to its word on ``r_data``.
-    latency = property(lambda self: 2 if self._registered else 1)
 
     def elaborate(self, platform):
         m = Module()
