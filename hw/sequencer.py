@@ -52,7 +52,8 @@ class Sequencer(wiring.Component):
     -------
     run : ``In(1)``
         Start a run (ignored while busy); ``run_start`` is the first stage, ``run_count`` the number
-        of stages (0: up to the one marked ``last``).
+        of stages (0: up to the one marked ``last``), both taken with ``run`` (they may change while
+        the run goes on).
     busy, done, error : ``Out``
         ``done`` rises when a run ends and stays until the next ``run``; ``error`` is an
         :class:`Error` code.
@@ -163,6 +164,12 @@ class Sequencer(wiring.Component):
 
         # --- descriptor loading --------------------------------------------------------------
         ran = Signal(8)            # stages whose k-steps have all been issued
+        count = Signal(8)          # the run's ``run_count``
+        # ``ran + 1 == count`` from registers, a cycle late: read only in ISSUE, at least two
+        # cycles after ``ran`` or ``count`` changed (LOAD and CHECK come between). Its adder and
+        # compare in front of the stage's enable were the critical path on an iCE40 (32 MHz).
+        at_count = Signal()
+        m.d.sync += at_count.eq(ran + 1 == count)
         issued = Signal(range(words + 1))
         received = Signal(range(words + 1))
         pending = Signal()
@@ -184,7 +191,8 @@ class Sequencer(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.run):
-                    m.d.sync += [self.stage.eq(self.run_start), ran.eq(0), ran_wb.eq(0),
+                    m.d.sync += [self.stage.eq(self.run_start), count.eq(self.run_count),
+                                 ran.eq(0), ran_wb.eq(0),
                                  self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                                  self.total.eq(0), self.issue.eq(0), self.busy_pe.eq(0),
                                  self.stall.eq(0), issued.eq(0), received.eq(0)]
@@ -211,7 +219,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += hand_over()
                 with m.If(handed & ~self.issuing):
                     m.d.sync += [ran.eq(ran + 1), issued.eq(0), received.eq(0)]
-                    with m.If(self.desc.last | (ran + 1 == self.run_count)):
+                    with m.If(self.desc.last | at_count):
                         m.next = "FINISH"
                     with m.Else():
                         m.d.sync += self.stage.eq(self.stage + 1)
