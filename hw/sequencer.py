@@ -167,7 +167,7 @@ class Sequencer(wiring.Component):
         count = Signal(8)          # the run's ``run_count``
         # ``ran + 1 == count`` from registers, a cycle late: read only in ISSUE, at least two
         # cycles after ``ran`` or ``count`` changed (LOAD and CHECK come between). Its adder and
-        # compare in front of the stage's enable were the critical path on an iCE40 (32 MHz).
+        # compare in front of the stage's enable were an iCE40 2x2 build's critical path.
         at_count = Signal()
         m.d.sync += at_count.eq(ran + 1 == count)
         issued = Signal(range(words + 1))
