@@ -6,7 +6,8 @@ counters checked against the program, through both write-back pipelines, with ro
 activation banks (and their stall bounds), and with an array of several tiles. Verilator: the
 digits network for each PE kind, an image in one run and one stage by stage; Icarus: three of
 them (shared banks on both).
-All three simulators, stage by stage: steps the array stalls keep their weights.
+All three simulators, stage by stage: steps the array stalls keep their weights. A run keeps the
+stage count it was started with when the run argument changes under it.
 """
 
 import numpy as np
