@@ -68,8 +68,10 @@ def accelerator_regions(config):
     sizes = {"weights": config.weight_bytes, "params": config.param_bytes,
              "act0": config.act_bytes, "act1": config.act_bytes,
              "counters": 4 * PERF_STAGES * host_word_bytes(config.counter_bits)}
+    # The memory regions' ports belong to a run while it goes (the host is served only while idle,
+    # so a READ then is refused); the counters are registers the host may watch live.
     return tuple(P.Region(REGIONS[name], name, size,
-                          P.Access.READ if name == "counters" else P.Access.RW)
+                          P.Access.READ | P.Access.LIVE if name == "counters" else P.Access.RW)
                  for name, size in sizes.items())
 
 

@@ -45,7 +45,7 @@ class DeviceSignature(wiring.Signature):
     write : ``Out(stream.Signature(WriteLayout))``
         Bytes to store, one per transfer (only ever inside a writable region, never while busy).
     read_addr : ``Out(stream.Signature(AddressLayout))``
-        Addresses to read (only inside a readable region).
+        Addresses to read (only inside a readable region; while busy, only in a ``LIVE`` one).
     read_data : ``In(stream.Signature(8))``
         One byte per address, in order, with any latency.
     run : ``Out(1)``
@@ -346,6 +346,7 @@ class Framer(wiring.Component):
         n_high = Signal()                 # the size argument has bits above n's
         ok_read = Signal()                # [offset, offset + n) inside a readable region
         ok_write = Signal()               # ... inside a writable region
+        ok_live = Signal()                # ... inside a region readable while the device runs
         n_zero = Signal()
         n_big = Signal()                  # more than a READ may ask for
         run_strobe = Signal()
@@ -520,13 +521,14 @@ class Framer(wiring.Component):
                 fits = ~n_high
                 if off_bits < P.OFFSET_BITS:
                     fits &= offset[off_bits:] == 0
-                ok = {P.Access.READ: Const(0), P.Access.WRITE: Const(0)}
+                ok = {P.Access.READ: Const(0), P.Access.WRITE: Const(0), P.Access.LIVE: Const(0)}
                 for r in ident.regions:
                     for access in ok:
                         if r.access & access:
                             ok[access] = ok[access] | ((region == r.id) & ~_gt_const(end, r.size))
                 m.d.sync += [ok_read.eq(fits & ok[P.Access.READ]),
                              ok_write.eq(fits & ok[P.Access.WRITE]),
+                             ok_live.eq(ok[P.Access.LIVE]),
                              n_zero.eq(~n_high & (n == 0)),
                              n_big.eq(n_high | _gt_const(n, max_payload)),
                              len_gt_header.eq(_gt_const(length, P.WRITE_HEADER))]
@@ -566,6 +568,8 @@ class Framer(wiring.Component):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                         with m.Elif(~ok_read):
                             m.d.sync += status.eq(P.Status.BAD_ADDRESS)
+                        with m.Elif(busy & ~ok_live):
+                            m.d.sync += status.eq(P.Status.BUSY)
                         with m.Else():
                             m.d.sync += plan[_PLAN_BUS].eq(1)
                     with m.Elif(is_cmd[P.Command.CRC]):
@@ -573,6 +577,8 @@ class Framer(wiring.Component):
                             m.d.sync += status.eq(P.Status.BAD_ARGUMENT)
                         with m.Elif(~ok_read):
                             m.d.sync += status.eq(P.Status.BAD_ADDRESS)
+                        with m.Elif(busy & ~ok_live):
+                            m.d.sync += status.eq(P.Status.BUSY)
                         with m.Else():
                             m.d.sync += plan[_PLAN_CRC].eq(1)
                     with m.Elif(is_cmd[P.Command.RUN]):

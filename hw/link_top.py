@@ -33,7 +33,9 @@ def link_identity(*, clk_freq, baud, mem_size, max_payload, counter_width=32):
     """The identify block of :class:`LinkTop` (also what the host expects from it)."""
     return P.Identity(
         max_payload=max_payload, clk_hz=int(clk_freq), baud=int(baud), counter_width=counter_width,
-        regions=(P.Region(MEM_REGION, "mem", mem_size, P.Access.RW),
+        # Like the accelerator: the run's results are read after it (a READ of them during the
+        # run is refused with BUSY), its inputs may be read any time (``mem`` has a port of its own).
+        regions=(P.Region(MEM_REGION, "mem", mem_size, P.Access.RW | P.Access.LIVE),
                  P.Region(RESULT_REGION, "result", mem_size, P.Access.READ)),
         build={"design": "addershift-link-test", "version": 1, "mem_size": mem_size})
 

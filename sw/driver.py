@@ -86,6 +86,13 @@ def open_port(url, *, baudrate=P.DEFAULT_BAUD):
         raise LinkError(f"cannot open {url}: {e}") from None
 
 
+def _busy_hint(region, status):
+    """Why a READ or CRC of ``region`` may be refused with BUSY (empty for other answers)."""
+    if status != P.Status.BUSY or region.access & P.Access.LIVE:
+        return ""
+    return f" (region {region.name} is not readable while the board runs; wait for the run to end)"
+
+
 class _Progress:
     """Plain-text progress on stderr: percent, bytes and rate, at most five updates a second."""
 
@@ -410,8 +417,8 @@ class Device:
         for (cmd, payload, label), resp in zip(jobs, self._transact(jobs, window=1)):
             want = int.from_bytes(payload[4:6], "little")
             if resp.status != P.Status.OK:
-                raise Refused(f"the board refused {label}: {P.Status(resp.status).name}",
-                              status=P.Status(resp.status))
+                raise Refused(f"the board refused {label}: {P.Status(resp.status).name}"
+                              f"{_busy_hint(r, resp.status)}", status=P.Status(resp.status))
             if len(resp.payload) != want:
                 raise LinkError(f"{label} returned {len(resp.payload)} bytes")
             out += resp.payload
@@ -424,8 +431,11 @@ class Device:
         """CRC-32 (``zlib.crc32``) of ``length`` bytes at ``offset`` in ``region``, computed on the
         device."""
         r = self._region(region, offset, length, P.Access.READ, "CRC")
-        payload = self._one(P.Command.CRC, P.crc_payload(P.address(r.id, offset), length),
-                            f"CRC {r.name}+0x{offset:06x} ({length} bytes)")
+        try:
+            payload = self._one(P.Command.CRC, P.crc_payload(P.address(r.id, offset), length),
+                                f"CRC {r.name}+0x{offset:06x} ({length} bytes)")
+        except Refused as e:
+            raise Refused(f"{e}{_busy_hint(r, e.status)}", status=e.status) from None
         if len(payload) != 4:
             raise LinkError(f"CRC answer has {len(payload)} bytes, not 4")
         return int.from_bytes(payload, "little")

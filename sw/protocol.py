@@ -43,7 +43,9 @@ __all__ = [
     "Access", "Region", "Identity", "canonical_build", "build_hash", "ProtocolError",
 ]
 
-PROTOCOL_VERSION = 1
+#: Version 2: regions carry the LIVE flag, and a READ or CRC of a region without it while the
+#: device runs is refused with BUSY (version 1 answered it with whatever the memory gave).
+PROTOCOL_VERSION = 2
 #: The line rate the host driver opens a serial port at, and the one board builds use unless
 #: told otherwise (8N1).
 DEFAULT_BAUD = 115200
@@ -91,7 +93,7 @@ class Status(enum.IntEnum):
     BAD_COMMAND = 0x10   #: unknown command code (the CRC was good)
     BAD_ARGUMENT = 0x11  #: the payload length or a length argument is wrong for the command
     BAD_ADDRESS = 0x12   #: unknown region, out of its bounds, or an access it does not allow
-    BUSY = 0x13          #: the device is running: writes and RUN are refused until it is done
+    BUSY = 0x13          #: running: WRITE, RUN and reads of regions without LIVE must wait
 
 
 #: NAKs that a corrupted frame can cause: the driver resends the frame. The others come after a
@@ -362,9 +364,13 @@ def decode_status(payload):
 # --- identify ----------------------------------------------------------------------------------
 
 class Access(enum.IntFlag):
+    """What the host may do with a region. ``LIVE`` (with ``READ``): READ and CRC are answered
+    while the device runs too; without it they are refused with BUSY then, because the region's
+    memory belongs to the run."""
     READ = 1
     WRITE = 2
     RW = 3
+    LIVE = 4
 
 
 @dataclass(frozen=True)
@@ -382,8 +388,11 @@ class Region:
             raise ValueError(f"Region name must be 1 to 63 printable ASCII characters, not "
                              f"{self.name!r}")
         _check_int("Region size", self.size, 1, 1 << OFFSET_BITS)
-        if not isinstance(self.access, int) or not 1 <= int(self.access) <= 3:
-            raise ValueError(f"Region access must be Access.READ, WRITE or RW, not {self.access!r}")
+        valid = {Access.READ, Access.WRITE, Access.RW, Access.READ | Access.LIVE,
+                 Access.RW | Access.LIVE}
+        if isinstance(self.access, bool) or self.access not in valid:
+            raise ValueError(f"Region access must be Access.READ, WRITE or RW, optionally with "
+                             f"LIVE when readable, not {self.access!r}")
         object.__setattr__(self, "access", Access(self.access))
 
     @property

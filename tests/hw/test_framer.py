@@ -83,9 +83,11 @@ class Bench:
 
     def run(self, script, *, byte_cycles=10, tx_cycles=10, tail=600, limit=200_000):
         """``script`` items: bytes (sent one per ``byte_cycles``), ``("idle", n)`` cycles,
-        ``("lost",)`` an rx_lost pulse, ``("wait", k)`` until k responses have arrived."""
+        ``("lost",)`` an rx_lost pulse, ``("wait", k)`` until k responses have arrived.
+        The device's read addresses, ``(region, offset)`` per transfer, land in ``self.reads``."""
         framer = self.framer
         raw, writes, runs = bytearray(), [], []
+        self.reads = reads = []
         decoder = P.FrameDecoder(kind="response")
         responses = []
 
@@ -117,10 +119,12 @@ class Bench:
         async def watch(ctx):
             n = 0
             bus = framer.bus
-            async for _, _, tv, tp, wv, wr, w_off, w_reg, w_data, run, arg in ctx.tick().sample(
+            async for (_, _, tv, tp, wv, wr, w_off, w_reg, w_data, run, arg,
+                       rv, rr, r_addr) in ctx.tick().sample(
                     framer.tx.valid, framer.tx.payload, bus.write.valid, bus.write.ready,
                     bus.write.payload.addr.offset, bus.write.payload.addr.region,
-                    bus.write.payload.data, bus.run, bus.run_arg):
+                    bus.write.payload.data, bus.run, bus.run_arg,
+                    bus.read_addr.valid, bus.read_addr.ready, bus.read_addr.payload):
                 n += 1
                 ctx.set(framer.tx.ready, int(n % tx_cycles == 0))
                 if tv and n % tx_cycles == 1 % tx_cycles:
@@ -130,6 +134,8 @@ class Bench:
                     writes.append((w_reg, w_off, w_data))
                 if run:
                     runs.append(arg)
+                if rv and rr:
+                    reads.append((r_addr.region, r_addr.offset))
 
         sim = Simulator(self.m)
         sim.add_clock(1e-8)
@@ -222,10 +228,40 @@ def test_status_while_running_and_busy_naks():
     assert 0 < st.total_cycles < 2 * n + 1
     check(got[2], reqs[2], S.BUSY)
     check(got[3], reqs[3], S.BUSY)
-    check(got[4], reqs[4])            # reads are allowed while running
+    check(got[4], reqs[4])            # reads of a LIVE region are allowed while running
     assert writes == [] and runs == [n]
     st = P.decode_status(got[5].payload)
     assert (st.busy, st.done, st.error, st.total_cycles) == (False, True, 0, 2 * n + 1)
+
+
+def test_reads_of_a_region_without_live_are_refused_while_running():
+    # ``result`` is not LIVE (as the accelerator's memories): the framer must refuse READ and CRC
+    # there while the device runs, and never touch the device, yet serve the LIVE ``mem``, and
+    # serve both once the run is over.
+    n = MEM
+    reqs = [req(C.RUN, 1, P.run_payload(n)), req(C.READ, 2, P.read_payload(res(0), 4)),
+            req(C.CRC, 3, P.crc_payload(res(0), 4)), req(C.READ, 4, P.read_payload(mem(0), 4)),
+            req(C.STATUS, 5)]
+    script = []
+    for i, r in enumerate(reqs):
+        script += [r.encode(), ("wait", i + 1)]
+    after = [req(C.READ, 6, P.read_payload(res(0), 4)), req(C.CRC, 7, P.crc_payload(res(0), 4))]
+    script += [("idle", 2 * n + 20), after[0].encode(), ("wait", 6), after[1].encode(),
+               ("wait", 7)]
+    bench = Bench()
+    got, writes, runs, _ = bench.run(script)
+    check(got[0], reqs[0])
+    check(got[1], reqs[1], S.BUSY)
+    check(got[2], reqs[2], S.BUSY)
+    check(got[3], reqs[3])
+    assert P.decode_status(got[4].payload).busy, "the run ended before the reads were tested"
+    check(got[5], after[0])
+    check(got[6], after[1])
+    assert got[6].payload == zlib.crc32(got[5].payload).to_bytes(4, "little")
+    # The device saw the LIVE read and the two after the run, only.
+    assert bench.reads == [(MEM_REGION, i) for i in range(4)] + [(RESULT_REGION, i)
+                                                                for i in range(4)] * 2
+    assert writes == [] and runs == [n]
 
 
 def test_run_error_code():

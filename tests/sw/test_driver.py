@@ -132,6 +132,35 @@ def test_write_verify_read_run(board):
         assert dev.stats["resent"] == 0 and dev.stats["timeouts"] == 0
 
 
+def test_results_cannot_be_read_while_the_board_runs(board):
+    # ``result`` is not LIVE: while a run writes it, the device refuses a READ or CRC of it with
+    # BUSY, and the driver says why. A run of MEM bytes takes 8193 cycles, about seven frame
+    # bytes each way: a request sent right after RUN lands inside it unless the host is slow.
+    data = bytes(random.Random(2).randrange(256) for _ in range(MEM))
+    with Device(board.url, timeout=SIM_TIMEOUT) as dev:
+        dev.write("mem", 0, data)
+
+        def refused_during_a_run(call):
+            for _ in range(3):
+                dev.run(MEM, wait=False)
+                try:
+                    call()
+                except Refused as e:
+                    return e
+                finally:
+                    dev.wait(timeout=SIM_TIMEOUT)
+            raise AssertionError("no refusal in three runs")
+
+        for what, call in (("READ", lambda: dev.read("result", 0, 4)),
+                           ("CRC", lambda: dev.crc("result", 0, 4))):
+            e = refused_during_a_run(call)
+            assert e.status == P.Status.BUSY
+            assert str(e) == (f"the board refused {what} result+0x000000 (4 bytes): BUSY (region "
+                              f"result is not readable while the board runs; wait for the run "
+                              f"to end)")
+        assert dev.read("result", 0, MEM, verify=True) == running_sums(data)
+
+
 def test_check_build(board):
     with Device(board.url, timeout=SIM_TIMEOUT) as dev:
         ident = dev.identity
@@ -299,3 +328,52 @@ def test_random_fault_soak(board, seed):
                 break
             assert got == data
     assert link.applied
+
+
+class BusyBoard:
+    """A port that answers like a device in the middle of a run: IDENTIFY and STATUS (busy), and
+    BUSY for every other request (no board: the simulated one finishes a run within one frame)."""
+
+    name = "busy-board"
+
+    def __init__(self, identity):
+        self.identity = identity
+        self.decoder = P.FrameDecoder(kind="request")
+        self.out = bytearray()
+
+    def write(self, data):
+        for r in self.decoder.feed(bytes(data)):
+            status, payload = P.Status.BUSY, b""
+            if r.cmd == P.Command.IDENTIFY:
+                status, payload = P.Status.OK, self.identity.encode()
+            elif r.cmd == P.Command.STATUS:
+                status, payload = P.Status.OK, P.encode_status(
+                    busy=True, done=False, error=0, uptime=1, counters=[1, 0, 0])
+            self.out += P.encode_response(r.cmd, r.seq, status, r.crc, payload)
+        return len(data)
+
+    def read(self, size):
+        data, self.out = bytes(self.out[:size]), self.out[size:]
+        return data
+
+    def close(self):
+        pass
+
+
+def test_a_read_refused_while_running_says_why():
+    identity = P.Identity(max_payload=64, clk_hz=1, baud=1, build={},
+                          regions=(P.Region(1, "mem", 64, P.Access.RW),
+                                   P.Region(2, "live", 64, P.Access.READ | P.Access.LIVE)))
+    with Device(BusyBoard(identity), timeout=1.0) as dev:
+        with pytest.raises(Refused, match=r"^the board refused READ mem\+0x000000 \(4 bytes\): BUSY "
+                                          r"\(region mem is not readable while the board runs; "
+                                          r"wait for the run to end\)$") as e:
+            dev.read("mem", 0, 4)
+        assert e.value.status == P.Status.BUSY
+        with pytest.raises(Refused, match=r"^the board refused CRC mem\+0x000000 \(4 bytes\): BUSY "
+                                          r"\(region mem is not readable"):
+            dev.crc("mem", 0, 4)
+        # A LIVE region refused anyway (not by our devices) gets no made-up reason.
+        with pytest.raises(Refused, match=r"^the board refused READ live\+0x000000 \(4 bytes\): "
+                                          r"BUSY$"):
+            dev.read("live", 0, 4)

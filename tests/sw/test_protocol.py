@@ -149,7 +149,8 @@ def test_status_block_round_trip():
 
 IDENT = P.Identity(max_payload=256, clk_hz=12_000_000, baud=115_200, counter_width=40,
                    regions=(P.Region(1, "weights", 32768, P.Access.WRITE),
-                            P.Region(2, "outputs", 64, P.Access.READ)),
+                            P.Region(2, "outputs", 64, P.Access.READ),
+                            P.Region(3, "counters", 16, P.Access.READ | P.Access.LIVE)),
                    build={"pe": "adder", "rows": 4, "cols": 4})
 
 
@@ -161,8 +162,9 @@ def test_identify_round_trip_and_hash():
     assert P.build_hash({"rows": 4, "cols": 4, "pe": "adder"}) == IDENT.build_hash
     assert IDENT.region("weights").base == 1 << 24
     assert IDENT.region(2).name == "outputs"
+    assert P.Identity.decode(blob).region("counters").access == P.Access.READ | P.Access.LIVE
     with pytest.raises(KeyError, match=r"the device has no region 'x'; it has weights \(1\), "
-                                       r"outputs \(2\)"):
+                                       r"outputs \(2\), counters \(3\)"):
         IDENT.region("x")
 
 
@@ -191,3 +193,19 @@ def test_identify_refuses_bad_blocks():
                    regions=(P.Region(1, "a", 1), P.Region(1, "b", 1)))
     with pytest.raises(ValueError, match=r"^Region size must be in \[1, 16777216\], not 0$"):
         P.Region(1, "a", 0)
+
+
+@pytest.mark.parametrize("access", [0, 4, 6, 8, True, "r"])
+def test_region_access_must_be_read_write_or_both_and_live_only_when_readable(access):
+    with pytest.raises(ValueError, match=r"^Region access must be Access.READ, WRITE or RW, "
+                                         r"optionally with LIVE when readable, not "):
+        P.Region(1, "a", 1, access)
+
+
+def test_a_block_of_another_protocol_version_is_refused():
+    blob = bytearray(IDENT.encode())
+    blob[4] = P.PROTOCOL_VERSION - 1
+    with pytest.raises(P.ProtocolError, match=rf"^the device speaks protocol version "
+                                              rf"{P.PROTOCOL_VERSION - 1}, this driver version "
+                                              rf"{P.PROTOCOL_VERSION}$"):
+        P.Identity.decode(bytes(blob))
