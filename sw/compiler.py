@@ -35,7 +35,7 @@ import struct
 import numpy as np
 
 from .model import Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, QModel, ReLU
-from .numerics import Op, int_range
+from .numerics import BIAS_BITS, Op, int_range, requant_multiplier, round_shift, saturate, signed_width
 
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "descriptor_fields",
@@ -328,18 +328,71 @@ def _check_layer_fits(layer, config, k):
     elif layer.w_bits > config.w_bits:
         raise CompileError(f"{where} has {layer.w_bits}-bit weights; this build's are "
                            f"{config.w_bits}: rebuild with w_bits={layer.w_bits}")
-    bias = layer.requant.bias
+    bias = compiled_biases(layer.requant, config.acc_bits)
     lo, hi = int_range(config.bias_bits)
     if bias.size and (bias.min() < lo or bias.max() > hi):
-        need = max(int(bias.max()).bit_length(), (-int(bias.min()) - 1).bit_length()) + 1
+        need = bias_width(bias)
         raise CompileError(f"{where} has biases in [{bias.min()}, {bias.max()}]; this build's "
                            f"bias is {config.bias_bits} bits: rebuild with bias_bits >= {need}")
 
 
-def _lane_params(layer, config, channel):
-    """One channel's requantisation parameters packed like ``requant_param_layout``."""
+def bias_width(biases):
+    """Bits of the signed integers that hold every one of ``biases`` (at least 2)."""
+    biases = np.asarray(biases, dtype=np.int64)
+    return max(2, signed_width(int(biases.min()), int(biases.max()))) if biases.size else 2
+
+
+def compiled_biases(requant, acc_bits):
+    """The biases a program stores for ``requant`` (a ``model.Requant``): each channel's own,
+    except that a channel whose output is the same for every ``acc_bits``-bit accumulator gets
+    the bias of least magnitude that keeps it so.
+
+    Such a channel (a factor that rounds every sum to one value, and a bias the quantiser clamped
+    at ``2**30`` trying to move it) would otherwise set the build's bias width, and with it the
+    requantiser's. Outputs are monotonic in ``acc + bias`` (a fixed factor, then rounding and
+    saturation), so a channel is constant over the accumulators iff its two ends agree, and the
+    biases that keep it so form an interval around its own: a binary search finds its end nearest
+    0. Every output stays bit for bit what the golden model computes with the model's own bias.
+    """
+    acc_lo, acc_hi = int_range(acc_bits)
+    arrays = requant.arrays()
+    out = np.array(requant.bias, dtype=np.int64)
+    for ch, b in enumerate(out.tolist()):
+        multiplier, shift = requant_multiplier(
+            requant.mode, {name: np.asarray(arrays[name][ch]) for name in requant.params})
+
+        def y(z):
+            return int(saturate(round_shift(np.int64(z) * multiplier, shift), requant.out_bits))
+
+        def constant(t, value):
+            return y(acc_lo + t) == value and y(acc_hi + t) == value
+
+        # The search only meets sums between these; where their product with the factor leaves
+        # int64 (as in golden.predict), the bias stays as it is.
+        z_max = max(abs(acc_lo + min(b, 0)), acc_hi + max(b, 0))
+        if b == 0 or z_max * abs(int(multiplier)) >= 1 << 62:
+            continue
+        value = y(acc_lo + b)
+        if not constant(b, value):
+            continue
+        if constant(0, value):
+            out[ch] = 0
+            continue
+        # 0 lies outside the interval, on the other side of it from b: the predicate flips once
+        # between 0 (false) and b (true).
+        far, near = b, 0
+        while abs(far - near) > 1:
+            mid = (far + near) // 2
+            far, near = (mid, near) if constant(mid, value) else (far, mid)
+        out[ch] = far
+    return out
+
+
+def _lane_params(layer, config, channel, biases):
+    """One channel's requantisation parameters packed like ``requant_param_layout`` (its bias
+    from ``biases``, :func:`compiled_biases` of the layer)."""
     from ..hw.config import requant_lane_fields
-    arrays = layer.requant.arrays()
+    arrays = {**layer.requant.arrays(), "bias": biases}
     word, pos = 0, 0
     for name, bits in requant_lane_fields(config.requant_mode, config.bias_bits):
         word |= (int(arrays[name][channel]) & ((1 << bits) - 1)) << pos
@@ -504,12 +557,19 @@ class Program:
                    stages=stages, weight_words=images[0], param_words=images[1])
 
 
+#: Bits :func:`default_config` gives the biases beyond what the model needs: a model trained
+#: again (biases up to four times larger) still runs on the same bitstream. Each bit costs a few
+#: logic cells per requantiser lane.
+BIAS_HEADROOM = 2
+
+
 def default_config(model, *, rows=4, cols=4, **overrides):
     """The build a model runs on with the array shape ``rows x cols``: PE kind, requantisation mode
     and widths from the model, ``max_k`` its longest reduction, the global average pooling unit
-    only if the model has such a layer, memories at least the
-    ``ArrayConfig`` defaults and large enough for it (powers of two). ``overrides`` replace any
-    of these (``ArrayConfig`` keyword arguments)."""
+    only if the model has such a layer, memories at least the ``ArrayConfig`` defaults and large
+    enough for it (powers of two), and biases :data:`BIAS_HEADROOM` bits wider than the widest
+    the program stores (:func:`compiled_biases`). ``overrides`` replace any of these
+    (``ArrayConfig`` keyword arguments)."""
     from ..hw.config import ArrayConfig
     layers = model.compute_layers()
     if not layers:
@@ -544,6 +604,8 @@ def default_config(model, *, rows=4, cols=4, **overrides):
     sizes = {"weight_depth": pow2(len(program.weight_words), defaults["weight_depth"]),
              "act_depth": pow2(act, defaults["act_depth"]),
              "param_depth": pow2(len(program.param_words), defaults["param_depth"])}
+    need = max(bias_width(compiled_biases(layer.requant, big.acc_bits)) for layer in layers)
+    sizes["bias_bits"] = min(BIAS_BITS, need + BIAS_HEADROOM)
     return ArrayConfig(**{**params, **sizes, **overrides})
 
 
@@ -653,8 +715,9 @@ def compile_model(model, config, *, name="model"):
         # lowest channel in the lowest bits), whole groups of C channels.
         rq_base = len(param_words)
         L, cb = config.lanes, config.param_channel_bits
+        biases = compiled_biases(layer.requant, config.acc_bits)
         for first in range(0, og * C, L):
-            param_words.append(sum(_lane_params(layer, config, ch) << (j * cb)
+            param_words.append(sum(_lane_params(layer, config, ch, biases) << (j * cb)
                                    for j, ch in enumerate(range(first, first + L)) if ch < cout))
         if len(param_words) > config.param_depth:
             raise CompileError(f"{where} needs requantisation parameters up to word "

@@ -1,17 +1,21 @@
 """The compiler: layouts checked by running programs on the accelerator model against the golden
 trace, the program file round trip, and every "does not fit" message."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
 from addershift.hw.config import ArrayConfig
 from addershift.sw.accel_model import AcceleratorModel, ProgramError
-from addershift.sw.compiler import (CompileError, Program, compile_model, descriptor_fields,
+from addershift.sw.compiler import (BIAS_HEADROOM, CompileError, Program, compile_model,
+                                    compiled_biases, default_config, descriptor_fields,
                                     pack_fields, unpack_fields)
 from addershift.sw.examples import digits_net
 from addershift.sw.golden import trace
 from addershift.sw.layer_cases import CASES, layer_case
-from addershift.sw.model import GlobalAvgPool, MaxPool2d, QModel, ReLU
+from addershift.sw.model import GlobalAvgPool, MaxPool2d, QModel, ReLU, Requant, load_model
+from addershift.sw.numerics import SHIFT_MAX, int_range, requantize
 
 OPS = ("adder", "shift", "mul")
 MODES = ("shift", "pow2x2", "mul")
@@ -166,6 +170,69 @@ def test_other_mismatches():
     with pytest.raises(CompileError, match=r"^layer conv1 has biases in \[-\d+, \d+\]; this build's "
                        r"bias is 8 bits: rebuild with bias_bits >= \d+$"):
         compile_model(digits_net("adder"), _config(bias_bits=8))
+
+
+def _random_requant(rng, mode, channels):
+    """Requantisation parameters of every kind, dead channels (huge shifts) and huge biases
+    among them."""
+    shifts = lambda: rng.choice([0, 1, 5, 12, 20, SHIFT_MAX], channels).astype(np.int8)
+    if mode == "shift":
+        params = {"shift": shifts()}
+    elif mode == "pow2x2":
+        # Shifts apart by more than about 28 overflow the golden model's int64 products.
+        k1 = shifts()
+        k2 = np.clip(k1 + rng.choice([-3, 0, 2, 8], channels), 0, SHIFT_MAX).astype(np.int8)
+        params = {"sign1": rng.integers(-1, 2, channels).astype(np.int8), "shift1": k1,
+                  "sign2": rng.integers(-1, 2, channels).astype(np.int8), "shift2": k2}
+    else:
+        params = {"multiplier": rng.choice([0, 1, -3, 77, 32767, -32768], channels)
+                  .astype(np.int32), "shift": shifts()}
+    bias = rng.choice([0, 1, -1, 300, -300, 1 << 20, -(1 << 20), 1 << 30, -(1 << 31),
+                       (1 << 31) - 1], channels).astype(np.int32)
+    return Requant(mode=mode, bias=bias, params=params, out_bits=int(rng.choice([4, 8])))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_biases_keep_every_output(mode, seed):
+    # Every accumulator of the width, every channel: the same outputs with the compiled bias. A
+    # changed bias is the one nearest 0 that does so: one step closer changes an output.
+    rng = np.random.default_rng(seed)
+    acc_bits, channels = 12, 48
+    rq = _random_requant(rng, mode, channels)
+    got = compiled_biases(rq, acc_bits)
+    acc = np.repeat(np.arange(int_range(acc_bits)[0], int_range(acc_bits)[1] + 1)[:, None],
+                    channels, axis=1)
+
+    def outputs(bias):
+        return requantize(acc, bias, mode, rq.params, out_bits=rq.out_bits)
+
+    np.testing.assert_array_equal(outputs(got), outputs(rq.bias))
+    assert np.all(np.abs(got) <= np.abs(rq.bias.astype(np.int64)))
+    changed = np.flatnonzero(got != rq.bias)
+    assert changed.size, "no channel of this draw could shrink its bias: the test checks nothing"
+    for ch in changed:
+        assert np.unique(outputs(rq.bias)[:, ch]).size == 1      # only constant channels change
+        if got[ch] != 0:
+            closer = got.copy()
+            closer[ch] -= np.sign(got[ch])
+            assert not np.array_equal(outputs(closer)[:, ch], outputs(rq.bias)[:, ch])
+
+
+def test_a_dead_channel_does_not_widen_the_build():
+    # The shipped adder model's linear layer has a channel whose factor rounds every sum to 0
+    # and whose bias the quantiser clamped at about 2**30: it is stored as 0, so the build's
+    # biases take 13 bits plus the headroom, not 32.
+    model = load_model(pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz")
+    fc = model.compute_layers()[-1]
+    assert fc.requant.bias.max() > 1 << 29
+    config = default_config(model, rows=2, cols=2)
+    assert compiled_biases(fc.requant, config.acc_bits).max() < 1 << 12
+    assert config.bias_bits == 13 + BIAS_HEADROOM
+    _check_stages(model, config, images=2)
+    with pytest.raises(CompileError, match=r"^layer conv2 has biases in \[2052, 3010\]; this "
+                                           r"build's bias is 12 bits: rebuild with bias_bits >= 13$"):
+        compile_model(model, default_config(model, rows=2, cols=2, bias_bits=12))
 
 
 def test_unsupported_layer_sequences():

@@ -32,9 +32,9 @@ def test_simulate_names_the_first_layer_that_differs(tmp_path, capsys, monkeypat
 
     def corrupted(model, config, **kw):
         program = real(model, config, **kw)
-        c = program.config                                              # fc channel 1's bias:
+        c = program.config                        # fc channel 1's bias, its second-highest bit:
         program.param_words[program.stages[1].rq_base + 1 // c.lanes] ^= \
-            1 << (1 % c.lanes * c.param_channel_bits + 24)
+            1 << (1 % c.lanes * c.param_channel_bits + c.bias_bits - 2)
         return program
 
     monkeypatch.setattr(compiler, "compile_model", corrupted)
