@@ -40,6 +40,9 @@ def config_of(args):
                "requant_pipeline": args.requant_pipeline,
                "writeback_pipeline": args.writeback_pipeline,
                "read_pipeline": args.read_pipeline}
+    options.update({name: getattr(args, name) for name in ("weight_depth", "act_depth",
+                                                           "param_depth")
+                    if getattr(args, name) is not None})
     if args.model:
         from addershift.sw.compiler import default_config
         from addershift.sw.model import load_model
@@ -109,6 +112,8 @@ def main(argv=None):
     parser.add_argument("-c", "--cols", type=int, default=4)
     parser.add_argument("--act-banks", type=int)
     parser.add_argument("--requant-lanes", type=int)
+    for memory in ("weight", "act", "param"):
+        parser.add_argument(f"--{memory}-depth", type=int, help="words (default: as the CLI)")
     for part in ("requant", "writeback", "read"):
         parser.add_argument(f"--{part}-pipeline", choices=("deep", "short"), default="deep")
     parser.add_argument("--out", default="build/module_area", help="folder for the Yosys run")

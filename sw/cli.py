@@ -308,11 +308,13 @@ def cmd_program(args):
 
 
 def _build_options(args):
-    """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options and
-    ``--act-banks``."""
+    """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options,
+    ``--act-banks`` and the memory depths given (the others stay the model's or the defaults)."""
+    depths = {name: getattr(args, name) for name in ("weight_depth", "act_depth", "param_depth")
+              if getattr(args, name) is not None}
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
             "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline,
-            "act_banks": args.act_banks}
+            "act_banks": args.act_banks, **depths}
 
 
 def _sim_build(args):
@@ -440,6 +442,14 @@ def build_parser():
                             "--rows (default: --rows); fewer take fewer block RAMs, and the "
                             "rows sharing a bank fetch each activation word ahead: layers "
                             "with fewer than rows/N + 2 input channels stall")
+        for option, memory, word in (
+                ("weight", "the weight memory", "cols weights, or descriptor bits"),
+                ("act", "each activation buffer", "cols activations of one pixel"),
+                ("param", "the parameter memory", "the requantiser lanes' parameters")):
+            p.add_argument(f"--{option}-depth", type=int, metavar="WORDS",
+                           help=f"words of {memory} (a word: {word}); default: what --model "
+                                f"needs, at least the ArrayConfig default; fewer take fewer "
+                                f"block RAMs")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p)

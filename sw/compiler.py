@@ -569,7 +569,7 @@ def default_config(model, *, rows=4, cols=4, **overrides):
     only if the model has such a layer, memories at least the ``ArrayConfig`` defaults and large
     enough for it (powers of two), and biases :data:`BIAS_HEADROOM` bits wider than the widest
     the program stores (:func:`compiled_biases`). ``overrides`` replace any of these
-    (``ArrayConfig`` keyword arguments)."""
+    (``ArrayConfig`` keyword arguments); :class:`CompileError` if the model then does not fit."""
     from ..hw.config import ArrayConfig
     layers = model.compute_layers()
     if not layers:
@@ -606,7 +606,9 @@ def default_config(model, *, rows=4, cols=4, **overrides):
              "param_depth": pow2(len(program.param_words), defaults["param_depth"])}
     need = max(bias_width(compiled_biases(layer.requant, big.acc_bits)) for layer in layers)
     sizes["bias_bits"] = min(BIAS_BITS, need + BIAS_HEADROOM)
-    return ArrayConfig(**{**params, **sizes, **overrides})
+    config = ArrayConfig(**{**params, **sizes, **overrides})
+    compile_model(model, config)      # an override too small for the model says so here
+    return config
 
 
 def compile_model(model, config, *, name="model"):

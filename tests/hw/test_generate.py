@@ -96,6 +96,20 @@ def test_generate_accelerator(tmp_path, capsys):
     assert not (tmp_path / "bad.v").exists()
 
 
+def test_memory_depths_from_the_command_line(tmp_path, capsys):
+    # The depths given replace the model's (the digits model needs 64 activation words), the
+    # others stay; a depth the model does not fit in is refused with the compiler's message.
+    model = str(pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz")
+    assert main(["generate", "--unit", "accelerator", "--model", model, "--act-depth", "128",
+                 "--param-depth", "32", "-o", str(tmp_path / "acc.v"), "--json"]) == 0
+    params = json.loads(capsys.readouterr().out)["params"]
+    assert (params["act_depth"], params["param_depth"], params["weight_depth"]) == (128, 32, 4096)
+    assert main(["generate", "--unit", "accelerator", "--model", model, "--act-depth", "32",
+                 "-o", str(tmp_path / "small.v")]) == 1
+    assert ("needs 64 words per activation bank; this build has 32: rebuild with act_depth >= 64"
+            in capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--rows", "0"], "Array rows must be between 1 and 64, not 0"),
     (["--cols", "99"], "Array cols must be between 1 and 64, not 99"),
