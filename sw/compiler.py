@@ -367,8 +367,9 @@ def compiled_biases(requant, acc_bits):
         def constant(t, value):
             return y(acc_lo + t) == value and y(acc_hi + t) == value
 
-        # The search only meets sums between these; where their product with the factor leaves
-        # int64 (as in golden.predict), the bias stays as it is.
+        # The search only meets sums between these. The model loader keeps a layer's own sums
+        # times its factor inside int64; the build's accumulators may be wider (another layer's
+        # longer reduction): where that product could leave int64, the bias stays as it is.
         z_max = max(abs(acc_lo + min(b, 0)), acc_hi + max(b, 0))
         if b == 0 or z_max * abs(int(multiplier)) >= 1 << 62:
             continue
