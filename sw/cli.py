@@ -273,8 +273,9 @@ def cmd_build(args):
                          "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, "
                          "and --top array builds the PE array alone")
             if True in kinds:
-                hint += ("; fewer activation banks (--act-banks, a divisor of --rows) need fewer "
-                         "block RAMs")
+                hint += ("; fewer activation banks (--act-banks, a divisor of --rows) or "
+                         "shallower memories (--act-depth, down to what the model needs) take "
+                         "fewer block RAMs")
         raise CliError(str(e).splitlines()[0] + hint) from None
     except ToolError as e:
         # The first line says what failed; the log has the rest.

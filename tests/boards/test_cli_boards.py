@@ -111,7 +111,7 @@ def test_accelerator_that_does_not_fit_says_so(capsys, tmp_path):
     assert re.match(r"addershift build: the icebreaker build does not fit the iCE40UP5K: it needs "
                     r"\d+ ICESTORM_LC of 5280 \(\d+%\) and \d+ ICESTORM_RAM of 30 \(\d+%\)", err)
     assert "--requant-lanes 1" in err and "--top array builds the PE array alone" in err
-    assert "fewer activation banks (--act-banks" in err
+    assert "fewer activation banks (--act-banks" in err and "shallower memories (--act-depth" in err
     assert len(err.splitlines()) == 1
 
 
