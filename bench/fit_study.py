@@ -246,6 +246,9 @@ def main(argv=None):
     parser.add_argument("--rows-per-bank", type=int, metavar="G",
                         help="--top accelerator: at most G rows share an activation bank "
                              "(--act-banks; default: a bank per row)")
+    parser.add_argument("--act-depth", type=int, metavar="WORDS",
+                        help="--top accelerator: words of each activation buffer (default: what "
+                             "the model needs, at least 512; the digits models need 64)")
     parser.add_argument("--ignore-timing", action="store_true",
                         help="the largest array that places, whatever its Fmax (the area limit)")
     parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
@@ -266,7 +269,9 @@ def main(argv=None):
                                             "requant_pipeline": args.requant_pipeline,
                                             "writeback_pipeline": args.writeback_pipeline,
                                             "read_pipeline": args.read_pipeline,
-                                            "rows_per_bank": args.rows_per_bank})
+                                            "rows_per_bank": args.rows_per_bank,
+                                            **({"act_depth": args.act_depth}
+                                               if args.act_depth else {})})
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}
