@@ -35,12 +35,13 @@ import struct
 import numpy as np
 
 from .model import Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, QModel, ReLU
-from .numerics import BIAS_BITS, Op, int_range, requant_multiplier, round_shift, saturate, signed_width
+from .numerics import (BIAS_BITS, Op, int_range, requant_multiplier, round_shift, saturate,
+                       signed_width)
 
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "read_descriptor", "Stage", "Program", "compile_model",
-    "default_config",
+    "default_config", "compiled_biases", "bias_width", "BIAS_HEADROOM",
     "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES", "WRITE_FIELDS",
 ]
 
