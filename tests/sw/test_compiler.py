@@ -179,7 +179,7 @@ def _random_requant(rng, mode, channels):
     if mode == "shift":
         params = {"shift": shifts()}
     elif mode == "pow2x2":
-        # Shifts apart by more than about 28 overflow the golden model's int64 products.
+        # Shifts far apart make products beyond int64, which the model loader refuses.
         k1 = shifts()
         k2 = np.clip(k1 + rng.choice([-3, 0, 2, 8], channels), 0, SHIFT_MAX).astype(np.int8)
         params = {"sign1": rng.integers(-1, 2, channels).astype(np.int8), "shift1": k1,
