@@ -20,7 +20,7 @@ import re
 # Source paths in reports are shown relative to the project (the folder holding boards/).
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-__all__ = ["breakdown", "format_breakdown"]
+__all__ = ["breakdown", "format_breakdown", "logic_depth", "format_depth"]
 
 # Combinational cell types per family (everything else with outputs is a sink: FF, RAM, DSP, IO).
 _COMB = {
@@ -44,6 +44,24 @@ def _location(src, root):
             pass
         return f"{path}:{line}"
     return "(unknown)"
+
+
+def _bit_names(mod):
+    """Net bit -> a readable signal name: public names first (Yosys names mapped nets after the
+    cells they connect, "x_SB_DFF_Q_D..."; those only as a fallback, cut at the cell name), the
+    shortest first, indices folded to "*" so the 64 accumulators of an 8x8 array share a label."""
+    bit_name = {}
+    for net, info in mod.get("netnames", {}).items():
+        if net.startswith("$"):
+            continue
+        base = net.split("$")[0]
+        cut = re.split(r"_(?:SB_|TRELLIS_|LUT4|CCU2C|PFUMX|L6MUX21)", base)
+        rank = (len(cut) > 1, len(cut[0]))
+        name = re.sub(r"\d+", "*", cut[0])
+        for b in info["bits"]:
+            if isinstance(b, int) and (b not in bit_name or rank < bit_name[b][0]):
+                bit_name[b] = (rank, name)
+    return {b: name for b, (rank, name) in bit_name.items()}
 
 
 def breakdown(netlist, *, family, top=None, root=None):
@@ -92,21 +110,7 @@ def breakdown(netlist, *, family, top=None, root=None):
                 if isinstance(b, int):
                     port_bits[b] = f"(output port {pname})"
 
-    # Net bit -> a readable signal name: public names first (Yosys names mapped nets after the
-    # cells they connect, "x_SB_DFF_Q_D..."; those only as a fallback, cut at the cell name), the
-    # shortest first, indices folded to "*" so the 64 accumulators of an 8x8 array share a label.
-    bit_name = {}
-    for net, info in mod.get("netnames", {}).items():
-        if net.startswith("$"):
-            continue
-        base = net.split("$")[0]
-        cut = re.split(r"_(?:SB_|TRELLIS_|LUT4|CCU2C|PFUMX|L6MUX21)", base)
-        rank = (len(cut) > 1, len(cut[0]))
-        name = re.sub(r"\d+", "*", cut[0])
-        for b in info["bits"]:
-            if isinstance(b, int) and (b not in bit_name or rank < bit_name[b][0]):
-                bit_name[b] = (rank, name)
-    bit_name = {b: name for b, (rank, name) in bit_name.items()}
+    bit_name = _bit_names(mod)
 
     cells = mod["cells"]
     tag_of_sink = {}
@@ -183,4 +187,134 @@ def format_breakdown(rows, *, limit=20):
                      f"{sum(r['ff'] for r in rest):>6}  ({len(rest)} more locations)")
     total = {k: sum(r.get(k, 0) for r in rows) for k in kinds + ["ff"]}
     lines.append(f"{total['lut4']:>8.1f} {total.get('carry', 0):>7.1f} {total['ff']:>6}  total")
+    return "\n".join(lines)
+
+
+#: Levels a combinational cell adds to a path in :func:`logic_depth`. A LUT and the route into it
+#: is one level (on an iCE40UP5K about 1.2 ns of LUT and 1.5-3 ns of routing); a carry stage is a
+#: dedicated wire of about a tenth of that, so a 16-bit adder counts 1.6 levels plus its sum LUT.
+DEPTH_WEIGHTS = {"lut4": 1.0, "carry": 0.1, "wide_mux": 0.5}
+
+
+def logic_depth(netlist, *, family, top=None, root=None, weights=DEPTH_WEIGHTS):
+    """Per register (grouped by source location): the deepest combinational path into it.
+
+    Each path starts at a flip-flop, a memory or DSP block, or an input port (depth 0) and adds
+    ``weights`` per combinational cell; it ends at any input of a flip-flop (data, enable, reset),
+    memory, DSP block or output port. On an iCE40 a register-to-register path of ``n`` levels
+    takes about ``2.5 n + 2`` ns after place and route, so the groups deeper than a clock allows
+    are where the pipeline registers must go: Yosys' count, before placement, of nextpnr's
+    one critical path and of its slack histogram's long tail.
+
+    Returns ``[{"where", "name", "code", "depth", "endpoints", "deep", "path"}]`` sorted deepest
+    first: ``endpoints`` is the group's sink cells, ``deep`` maps each whole depth to how many of
+    them reach at least it, ``path`` is the deepest path into the group: the register (or port)
+    it starts from, then the source location of each LUT on it.
+    """
+    if family not in _COMB:
+        raise ValueError(f"Family must be one of {', '.join(_COMB)}, not {family!r}")
+    if not isinstance(netlist, dict):
+        netlist = json.loads(pathlib.Path(netlist).read_text())
+    root = pathlib.Path(root or _PROJECT_ROOT).resolve()
+    modules = netlist["modules"]
+    if top is None:
+        top = next(name for name, mod in modules.items()
+                   if mod.get("attributes", {}).get("top"))
+    mod = modules[top]
+    cells = mod["cells"]
+    comb_types = _COMB[family]
+    driver = {}                                  # net bit -> combinational cell driving it
+    for name, cell in cells.items():
+        if cell["type"] in comb_types:
+            dirs = cell.get("port_directions", {})
+            for port, bits in cell["connections"].items():
+                if dirs.get(port) == "output":
+                    driver.update((b, name) for b in bits if isinstance(b, int))
+
+    def inputs(cell):
+        dirs = cell.get("port_directions", {})
+        return [b for port, bits in cell["connections"].items() if dirs.get(port) == "input"
+                for b in bits if isinstance(b, int)]
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    memo = {}
+    came_from = {}                               # comb cell -> the input bit of its deepest path
+
+    def arrival(bit):
+        """Levels from the nearest register (or port) to net ``bit``."""
+        name = driver.get(bit)
+        if name is None:
+            return 0.0
+        if name not in memo:
+            memo[name] = 0.0             # a combinational loop ends the walk
+            cell = cells[name]
+            best = max(((arrival(b), b) for b in inputs(cell)), default=(0.0, None))
+            memo[name] = weights[comb_types[cell["type"]]] + best[0]
+            came_from[name] = best[1]
+        return memo[name]
+
+    def path_to(bit):
+        """The deepest path into net ``bit``: where it starts, then each net on it that has a
+        name (ABC leaves most LUT outputs unnamed and without a source location), carry chains
+        as one step."""
+        steps = []
+        while bit in driver and len(steps) < 1000:
+            name = driver[bit]
+            label = names.get(bit) or ("(carry)" if comb_types[cells[name]["type"]] == "carry"
+                                       else "(lut)")
+            if not steps or steps[-1] != label or label != "(carry)":
+                steps.append(label)
+            bit = came_from.get(name)
+        start = names.get(bit, "(port)") if bit is not None else "(constant)"
+        return [start] + steps[::-1]
+
+    names = _bit_names(mod)
+    groups = collections.defaultdict(list)
+    for name, cell in cells.items():
+        if cell["type"] in comb_types or cell["type"].startswith("$"):
+            continue
+        bits = inputs(cell)
+        if not bits:
+            continue
+        outs = [b for port, bs in cell["connections"].items()
+                if cell.get("port_directions", {}).get(port) == "output"
+                for b in bs if isinstance(b, int)]
+        label = names.get(outs[0], "?") if outs else "?"
+        if not cell["type"].startswith(_FF_PREFIX[family]):
+            label = f"{label} [{cell['type']}]"
+        where = _location(cell.get("attributes", {}).get("src"), root)
+        groups[(where, label)].append(max((arrival(b), b) for b in bits))
+    for pname, port in mod.get("ports", {}).items():
+        if port["direction"] == "output":
+            depths = [(arrival(b), b) for b in port["bits"] if isinstance(b, int)]
+            if depths:
+                groups[("(output port)", pname)].append(max(depths))
+
+    out = []
+    for (where, label), ends in groups.items():
+        path, _, line = where.rpartition(":")
+        code = linecache.getline(str(root / path), int(line)).strip() if line.isdigit() else ""
+        top_depth, top_bit = max(ends)
+        out.append({"where": where, "name": label, "code": code,
+                    "depth": round(top_depth, 1), "endpoints": len(ends),
+                    "deep": {d: sum(1 for x, _ in ends if x >= d)
+                             for d in range(1, int(top_depth) + 1)},
+                    "path": path_to(top_bit)})
+    out.sort(key=lambda r: (-r["depth"], -r["endpoints"], r["where"]))
+    return out
+
+
+def format_depth(rows, *, min_depth=0, limit=40):
+    """A text table of :func:`logic_depth`'s groups at least ``min_depth`` levels deep."""
+    shown = [r for r in rows if r["depth"] >= min_depth]
+    lines = [f"{'levels':>6} {'sinks':>6} {'deep':>6}  {'register fed':<28} source"]
+    for r in shown[:limit]:
+        deep = r["deep"].get(int(min_depth), r["endpoints"]) if min_depth else r["endpoints"]
+        lines.append(f"{r['depth']:>6.1f} {r['endpoints']:>6} {deep:>6}  {r['name']:<28} "
+                     f"{r['where']}  {r['code'][:50]}")
+    if len(shown) > limit:
+        lines.append(f"({len(shown) - limit} more groups at least {min_depth} levels deep)")
+    total = sum(r["deep"].get(int(min_depth), r["endpoints"]) if min_depth else r["endpoints"]
+                for r in shown)
+    lines.append(f"{total} sinks in {len(shown)} groups at least {min_depth} levels deep")
     return "\n".join(lines)

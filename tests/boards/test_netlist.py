@@ -7,7 +7,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from addershift.boards.netlist import breakdown, format_breakdown
+from addershift.boards.netlist import breakdown, format_breakdown, format_depth, logic_depth
 from addershift.boards.report import synthesize
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -92,3 +92,66 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
     # three).
     assert declared("reg = Signal(shape, name=name if last_hop") == \
         array_module.HOPS * (6 + 2 * 6 + (5 * 2 + 3 * 3) * 8)
+
+
+def _cell(kind, inputs, outputs, src="design.py:1"):
+    """A cell of a hand-made Yosys JSON netlist: ``inputs`` and ``outputs`` map ports to bits."""
+    return {"type": kind, "attributes": {"src": src},
+            "port_directions": {**{p: "input" for p in inputs}, **{p: "output" for p in outputs}},
+            "connections": {**inputs, **outputs}}
+
+
+def test_logic_depth_counts_levels_from_register_to_register():
+    """a -> LUT -> LUT -> b and a -> 3 carries -> LUT -> c: 2 and 1.3 levels; d straight from a."""
+    cells = {
+        "ff_a": _cell("SB_DFF", {"D": [10]}, {"Q": [2]}, "design.py:1"),
+        "lut1": _cell("SB_LUT4", {"I0": [2], "I1": ["0"]}, {"O": [3]}),
+        "lut2": _cell("SB_LUT4", {"I0": [3], "I1": [2]}, {"O": [4]}),
+        "ff_b": _cell("SB_DFFE", {"D": [4], "E": [2]}, {"Q": [5]}, "design.py:2"),
+        "c1": _cell("SB_CARRY", {"I0": [2], "CI": ["0"]}, {"CO": [6]}),
+        "c2": _cell("SB_CARRY", {"I0": [2], "CI": [6]}, {"CO": [7]}),
+        "c3": _cell("SB_CARRY", {"I0": [2], "CI": [7]}, {"CO": [8]}),
+        "lut3": _cell("SB_LUT4", {"I3": [8]}, {"O": [9]}),
+        "ff_c": _cell("SB_DFF", {"D": [9]}, {"Q": [10]}, "design.py:3"),
+        "ff_d": _cell("SB_DFF", {"D": [2]}, {"Q": [11]}, "design.py:4"),
+    }
+    netlist = {"modules": {"top": {"attributes": {"top": 1}, "cells": cells, "ports": {},
+                                   "netnames": {"a": {"bits": [2]}, "b": {"bits": [5]},
+                                                "c": {"bits": [10]}, "d": {"bits": [11]},
+                                                "mid": {"bits": [3]}}}}}
+    rows = {r["name"]: r for r in logic_depth(netlist, family="ice40")}
+    assert rows["b"]["depth"] == 2.0 and rows["b"]["deep"] == {1: 1, 2: 1}
+    assert rows["b"]["path"] == ["a", "mid", "(lut)"]
+    assert rows["c"]["depth"] == 1.3 and rows["c"]["path"] == ["a", "(carry)", "(lut)"]
+    assert rows["d"]["depth"] == 0.0 and rows["a"]["depth"] == 0.0     # a register from c
+    assert [r["name"] for r in logic_depth(netlist, family="ice40")][:2] == ["b", "c"]
+    text = format_depth(list(rows.values()), min_depth=2)
+    assert "1 sinks in 1 groups at least 2 levels deep" in text
+
+
+class _Deep(wiring.Component):
+    """An 8-input AND (two LUT4 levels at least) and a 2-input XOR (one), each registered."""
+    a: In(8)
+    y: Out(1)
+    z: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        a = Signal(8, name="a_reg")
+        m.d.sync += [a.eq(self.a), self.y.eq(a.all()), self.z.eq(a[0] ^ a[1])]
+        return m
+
+
+def test_logic_depth_of_a_synthesised_design(tmp_path):
+    synthesize(_Deep(), target="ice40-up5k", build_dir=tmp_path)
+    rows = {r["name"]: r for r in logic_depth(tmp_path / "top.json", family="ice40", root=ROOT)}
+    # (The harness's registers drive the ports: y and z are the output registers' names.)
+    assert rows["y"]["depth"] == 2.0 and rows["z"]["depth"] == 1.0
+    assert rows["y"]["where"].startswith("tests/boards/test_netlist.py:")
+    assert rows["dut.a_reg"]["depth"] == 0.0       # straight from the harness's input chain
+    assert rows["y"]["path"][0] == "dut.a_reg" and rows["z"]["path"][0] == "dut.a_reg"
+
+
+def test_logic_depth_bad_family():
+    with pytest.raises(ValueError, match=r"Family must be one of ice40, ecp5, not 'xc7'"):
+        logic_depth({"modules": {}}, family="xc7")
