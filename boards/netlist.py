@@ -313,8 +313,8 @@ def format_depth(rows, *, min_depth=0, limit=40):
         lines.append(f"{r['depth']:>6.1f} {r['endpoints']:>6} {deep:>6}  {r['name']:<28} "
                      f"{r['where']}  {r['code'][:50]}")
     if len(shown) > limit:
-        lines.append(f"({len(shown) - limit} more groups at least {min_depth} levels deep)")
+        lines.append(f"({len(shown) - limit} more groups at least {min_depth:g} levels deep)")
     total = sum(r["deep"].get(int(min_depth), r["endpoints"]) if min_depth else r["endpoints"]
                 for r in shown)
-    lines.append(f"{total} sinks in {len(shown)} groups at least {min_depth} levels deep")
+    lines.append(f"{total} sinks in {len(shown)} groups at least {min_depth:g} levels deep")
     return "\n".join(lines)

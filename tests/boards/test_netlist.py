@@ -1,5 +1,7 @@
 """The LUT breakdown charges each cell to the register it feeds, on a design of known structure."""
 
+import importlib.util
+import json
 import pathlib
 
 import pytest
@@ -155,3 +157,35 @@ def test_logic_depth_of_a_synthesised_design(tmp_path):
 def test_logic_depth_bad_family():
     with pytest.raises(ValueError, match=r"Family must be one of ice40, ecp5, not 'xc7'"):
         logic_depth({"modules": {}}, family="xc7")
+
+
+def _bench_logic_depth():
+    path = ROOT / "bench" / "logic_depth.py"
+    spec = importlib.util.spec_from_file_location("logic_depth_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_logic_depth_command(tmp_path, capsys):
+    """bench/logic_depth.py on a build's netlist: the histogram, the table and the paths; a file
+    that is not a netlist is refused with its name."""
+    bench = _bench_logic_depth()
+    synthesize(_Deep(), target="ice40-up5k", build_dir=tmp_path)
+    bench.main([str(tmp_path / "top.json"), "--min-depth", "2", "--paths"])
+    out = capsys.readouterr().out
+    # y, z and the harness's output register at least 1 level deep, y 2.
+    assert out.startswith("flip-flops and other sinks at least N levels deep: 1: 3, 2: 1\n")
+    assert "1 sinks in 1 groups at least 2 levels deep" in out
+    assert "2.0 levels into y (tests/boards/test_netlist.py:" in out
+    bench.main([str(tmp_path / "top.json"), "--json"])
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert {g["name"]: g["depth"] for g in groups}["y"] == 2.0
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"creator": "not yosys"}')
+    with pytest.raises(SystemExit):
+        bench.main([str(bad)])
+    assert "is not a Yosys JSON netlist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "missing.json")])
+    assert "cannot read the netlist" in capsys.readouterr().err
