@@ -7,8 +7,8 @@ levels deep (:func:`addershift.boards.netlist.logic_depth`). Unlike nextpnr's on
 (which moves with the placement seed by several MHz) the count does not depend on placement, so
 it shows whether a change shortened the logic before a place and route says by how much.
 
-On an iCE40UP5K a level (a LUT and the route into it) costs about 2.5-3.5 ns after place and
-route: 48 MHz (20.8 ns) leaves room for about 5-6 levels, 32 MHz for about 8.
+On an iCE40UP5K a level (a LUT and the route into it) took 2.3-3.7 ns after place and route
+(``docs/boards.md``): 48 MHz (20.8 ns) leaves room for about 5-6 levels, 32 MHz for about 8.
 
     .venv/bin/addershift build --board icebreaker -m models/digits_adder.npz --rows 2 --cols 2 \\
         --requant-lanes 1 --requant-pipeline short --writeback-pipeline short \\
@@ -30,7 +30,7 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("netlist", help="Yosys JSON netlist after synthesis (a build's top.json)")
     parser.add_argument("--family", choices=("ice40", "ecp5"), default="ice40")
-    parser.add_argument("--min-depth", type=float, default=7,
+    parser.add_argument("--min-depth", type=int, default=7,
                         help="list registers at least this many levels deep")
     parser.add_argument("--limit", type=int, default=40, help="groups to list")
     parser.add_argument("--paths", action="store_true",

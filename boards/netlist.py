@@ -201,15 +201,16 @@ def logic_depth(netlist, *, family, top=None, root=None, weights=DEPTH_WEIGHTS):
 
     Each path starts at a flip-flop, a memory or DSP block, or an input port (depth 0) and adds
     ``weights`` per combinational cell; it ends at any input of a flip-flop (data, enable, reset),
-    memory, DSP block or output port. On an iCE40 a register-to-register path of ``n`` levels
-    takes about ``2.5 n + 2`` ns after place and route, so the groups deeper than a clock allows
-    are where the pipeline registers must go: Yosys' count, before placement, of nextpnr's
-    one critical path and of its slack histogram's long tail.
+    memory, DSP block or output port. On an iCE40UP5K a level took 2.3-3.7 ns after place and
+    route (``docs/boards.md``), so the groups deeper than a clock allows are where pipeline
+    registers must go: Yosys' count, before placement, of what nextpnr's one critical path and
+    its slack histogram's long tail show. (On ECP5 a CCU2C counts as a carry stage.)
 
     Returns ``[{"where", "name", "code", "depth", "endpoints", "deep", "path"}]`` sorted deepest
     first: ``endpoints`` is the group's sink cells, ``deep`` maps each whole depth to how many of
     them reach at least it, ``path`` is the deepest path into the group: the register (or port)
-    it starts from, then the source location of each LUT on it.
+    it starts from, then the name of each net on it (ABC names most nets after the register
+    they feed; ``(lut)`` and ``(carry)`` where it left one unnamed).
     """
     if family not in _COMB:
         raise ValueError(f"Family must be one of {', '.join(_COMB)}, not {family!r}")
