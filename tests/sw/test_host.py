@@ -17,6 +17,7 @@ import serial
 from addershift.sim.accel_sim import test_images as digits_images
 from addershift.sim.board import BoardProcess
 from addershift.sw import cli
+from addershift.sw import protocol as P
 from addershift.sw.compiler import CompileError, compile_model, default_config
 from addershift.sw.driver import BuildMismatch, Device
 from addershift.sw.golden import predict
@@ -158,3 +159,46 @@ def test_run_exits_non_zero_on_a_mismatch(board, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "outputs bit-exact with the golden model: 1/2 (differ: images [1])" in captured.out
     assert "1 of 2 outputs differ from the golden model" in captured.err
+
+
+def _run_then(url, request):
+    """RUN the loaded program and send ``(command, payload)`` right behind it, without waiting
+    for RUN's answer; return both answers (``protocol.Response``)."""
+    link = serial.serial_for_url(url, timeout=SIM_TIMEOUT)
+    try:
+        cmd, payload = request
+        link.write(P.encode_request(P.Command.RUN, 1, P.run_payload(0))
+                   + P.encode_request(cmd, 2, payload))
+        decoder, answers = P.FrameDecoder(kind="response"), []
+        while len(answers) < 2:
+            data = link.read(64)
+            if not data:
+                raise AssertionError(f"no answer after {answers}")
+            answers += decoder.feed(data)
+        return answers
+    finally:
+        link.close()
+
+
+def test_buffers_cannot_be_read_while_a_run_writes_them(board, model):
+    """The accelerator's memories are not LIVE: a READ or CRC of one that arrives while a run
+    goes on is refused with BUSY, and the counters (LIVE) are served. The request goes out right
+    behind the RUN, without waiting for its answer: a digits run on this 4x4 (about 1,780
+    cycles) is shorter than RUN's answer and a READ request on the line (about 2,000 cycles
+    at the board's 8 cycles a bit), so the driver's own turn-taking would always miss it."""
+    with connect(board.url) as acc:
+        acc.load(model)
+        regions = {r.name: r for r in acc.device.identity.regions}
+    act1, counters = regions["act1"].base, regions["counters"].base
+    for cmd, payload, status, size in (
+            (P.Command.READ, P.read_payload(act1, 16), P.Status.BUSY, 16),
+            (P.Command.CRC, P.crc_payload(act1, 16), P.Status.BUSY, 4),
+            (P.Command.READ, P.read_payload(counters, 8), P.Status.OK, 8)):
+        run, answer = _run_then(board.url, (cmd, payload))
+        assert (run.cmd, run.seq, run.status) == (P.Command.RUN, 1, P.Status.OK)
+        assert (answer.cmd, answer.seq, answer.status) == (cmd, 2, status), answer
+        assert len(answer.payload) == (size if status == P.Status.OK else 0)
+        with Device(board.url, timeout=SIM_TIMEOUT) as dev:
+            dev.wait(timeout=SIM_TIMEOUT)
+            # After the run the same request is served (Refused would be raised otherwise).
+            assert len(dev.transact(cmd, payload)) == size
