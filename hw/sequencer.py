@@ -291,11 +291,20 @@ class RequantFeeder(wiring.Component):
         acc_elem = self.i.payload.acc.shape().elem_shape
         acc_chunks = data.ArrayLayout(data.ArrayLayout(acc_elem, L), chunks)(
             self.i.payload.acc.as_value())
+        # The transfer's lanes by a constant index per case: indexed by `chunk`, the layout
+        # multiplies it by the chunk's width, and a width that is not a power of two (a shift
+        # build's accumulators) left a `$mul` in multiplier-free builds with fewer requantiser
+        # lanes than columns.
+        picked = Signal(data.ArrayLayout(acc_elem, L))
+        with m.Switch(chunk):
+            for k in range(chunks):
+                with m.Case(k):
+                    m.d.comb += picked.eq(acc_chunks[k])
         last_chunk = chunk == chunks - 1
         m.d.comb += [
             self.o.valid.eq(self.i.valid & primed),
             self.i.ready.eq(self.o.ready & primed & last_chunk),
-            self.o.payload.acc.as_value().eq(acc_chunks[chunk].as_value()),
+            self.o.payload.acc.as_value().eq(picked.as_value()),
             self.o.payload.param.as_value().eq(self.mem_data),
             self.o.payload.relu.eq(d.relu),
         ]
