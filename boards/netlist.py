@@ -46,6 +46,20 @@ def _location(src, root):
     return "(unknown)"
 
 
+def _top_module(netlist, *, family, top, root):
+    """``(module, root)``: the netlist's top module (``top``, or the one Yosys marked) and the
+    folder source paths are shown relative to. ``netlist`` is a path or the loaded JSON."""
+    if family not in _COMB:
+        raise ValueError(f"Family must be one of {', '.join(_COMB)}, not {family!r}")
+    if not isinstance(netlist, dict):
+        netlist = json.loads(pathlib.Path(netlist).read_text())
+    modules = netlist["modules"]
+    if top is None:
+        top = next(name for name, mod in modules.items()
+                   if mod.get("attributes", {}).get("top"))
+    return modules[top], pathlib.Path(root or _PROJECT_ROOT).resolve()
+
+
 def _bit_names(mod):
     """Net bit -> a readable signal name: public names first (Yosys names mapped nets after the
     cells they connect, "x_SB_DFF_Q_D..."; those only as a fallback, cut at the cell name), the
@@ -78,16 +92,7 @@ def breakdown(netlist, *, family, top=None, root=None):
 
     Returns a list of dicts ``{"where", "code", "ff", "lut4", "carry", ...}`` sorted by LUT4.
     """
-    if family not in _COMB:
-        raise ValueError(f"Family must be one of {', '.join(_COMB)}, not {family!r}")
-    if not isinstance(netlist, dict):
-        netlist = json.loads(pathlib.Path(netlist).read_text())
-    root = pathlib.Path(root or _PROJECT_ROOT).resolve()
-    modules = netlist["modules"]
-    if top is None:
-        top = next(name for name, mod in modules.items()
-                   if mod.get("attributes", {}).get("top"))
-    mod = modules[top]
+    mod, root = _top_module(netlist, family=family, top=top, root=root)
     comb_types = _COMB[family]
 
     sinks_of = collections.defaultdict(list)     # net bit -> [cell name] reading it
@@ -212,16 +217,7 @@ def logic_depth(netlist, *, family, top=None, root=None, weights=DEPTH_WEIGHTS):
     it starts from, then the name of each net on it (ABC names most nets after the register
     they feed; ``(lut)`` and ``(carry)`` where it left one unnamed).
     """
-    if family not in _COMB:
-        raise ValueError(f"Family must be one of {', '.join(_COMB)}, not {family!r}")
-    if not isinstance(netlist, dict):
-        netlist = json.loads(pathlib.Path(netlist).read_text())
-    root = pathlib.Path(root or _PROJECT_ROOT).resolve()
-    modules = netlist["modules"]
-    if top is None:
-        top = next(name for name, mod in modules.items()
-                   if mod.get("attributes", {}).get("top"))
-    mod = modules[top]
+    mod, root = _top_module(netlist, family=family, top=top, root=root)
     cells = mod["cells"]
     comb_types = _COMB[family]
     driver = {}                                  # net bit -> combinational cell driving it
