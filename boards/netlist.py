@@ -246,7 +246,9 @@ def logic_depth(netlist, *, family, top=None, root=None, weights=DEPTH_WEIGHTS):
             memo[name] = 0.0             # a combinational loop ends the walk
             cell = cells[name]
             best = max(((arrival(b), b) for b in inputs(cell)), default=(0.0, None))
-            memo[name] = weights[comb_types[cell["type"]]] + best[0]
+            # Rounded at each step: ten carries of 0.1 make 1.0, not 0.9999999999999999 (a
+            # drift that put paths shown as 8.0 levels below the count at 8).
+            memo[name] = round(weights[comb_types[cell["type"]]] + best[0], 6)
             came_from[name] = best[1]
         return memo[name]
 

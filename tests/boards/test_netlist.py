@@ -189,3 +189,20 @@ def test_logic_depth_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main([str(tmp_path / "missing.json")])
     assert "cannot read the netlist" in capsys.readouterr().err
+
+
+def test_logic_depth_sums_carries_without_drift():
+    """Six LUTs, ten carry stages and a LUT are 8 levels exactly (summed as floats in that order,
+    7.9999999999999964): counted at 8, shown as 8.0."""
+    cells = {"ff_a": _cell("SB_DFF", {"D": [2]}, {"Q": [2]})}
+    bit = 2
+    for k, kind in enumerate(["SB_LUT4"] * 6 + ["SB_CARRY"] * 10 + ["SB_LUT4"]):
+        cells[f"c{k}"] = _cell(kind, {"CI" if kind == "SB_CARRY" else "I3": [bit]},
+                               {"CO" if kind == "SB_CARRY" else "O": [100 + k]})
+        bit = 100 + k
+    cells["ff_b"] = _cell("SB_DFF", {"D": [bit]}, {"Q": [300]}, "design.py:2")
+    netlist = {"modules": {"top": {"attributes": {"top": 1}, "cells": cells, "ports": {},
+                                   "netnames": {"a": {"bits": [2]}, "b": {"bits": [300]}}}}}
+    b = next(r for r in logic_depth(netlist, family="ice40") if r["name"] == "b")
+    assert b["depth"] == 8.0 and b["deep"][8] == 1
+    assert b["path"] == ["a"] + ["(lut)"] * 6 + ["(carry)", "(lut)"]
