@@ -3,7 +3,7 @@
 Data path of one stage (``docs/accelerator.md`` has the picture and the cycle accounting)::
 
     Im2colGenerator --steps--> read stage --x, w, last--> SystolicArray --rows--> RequantFeeder
-         |  (addresses)          |  (activation banks + weight memory: one cycle, two     |
+         |  (addresses)          |  (activation banks + weight memory: one cycle, three   |
          |                       |   with the deep read pipeline; rows sharing a bank      |
          |                       |   fetch each new word ahead into word registers)        |
          |                       |                                                 Requantiser
@@ -116,22 +116,59 @@ class Accelerator(wiring.Component):
         return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
                              w_bits=c.w_bits, max_length=c.max_k)
 
-    def _held_weights(self, m, wmem, adv):
-        """The deep read pipeline's weights: the (registered) weight memory delivers a step's
-        word two cycles after the step leaves the queue, when the step reaches the array's
-        input. While the array stalls it there, the next step's word may arrive: the first
-        stalled cycle keeps a copy (the select copied per column)."""
+    def _issued_weights(self, m, wmem, w_read, take):
+        """The deep read pipeline's weights for the step at the array's input.
+
+        The registered weight memory delivers a step's word three cycles after the step leaves
+        the queue (``w_read``), when the step reaches the array's input if nothing stalled it.
+        While the array stalls a step there, the words of the two steps behind it may still
+        arrive: they wait, oldest first, in two registers until the step before theirs is
+        taken (``take``). The select between the memory's word and the oldest waiting one is
+        copied per column."""
         C = self._config.cols
-        held = Signal.like(wmem.r_data, name="held_weights", reset_less=True)
-        holding = [Signal(name=f"holding{REPLICA_SUFFIX}{c}") for c in range(C)]
-        with m.If(adv):
-            m.d.sync += [h.eq(0) for h in holding]
-        with m.Elif(~holding[0]):
-            m.d.sync += [h.eq(1) for h in holding]
-            m.d.sync += held.eq(wmem.r_data)
-        part = len(held) // C
-        return Cat(*[Mux(holding[c], held[c * part:][:part], wmem.r_data[c * part:][:part])
+        if wmem.latency != 3:
+            raise AssertionError("the held words cover a weight memory of latency 3")
+        arriving = w_read                     # a read stage's word is on r_data this cycle
+        for _ in range(wmem.latency):
+            earlier, arriving = arriving, Signal()
+            m.d.sync += arriving.eq(earlier)
+        held = [Signal.like(wmem.r_data, name=f"held_weights{i}", reset_less=True)
+                for i in range(2)]
+        count = Signal(range(3))              # words waiting
+        waiting = [Signal(name=f"waiting{REPLICA_SUFFIX}{c}") for c in range(C)]
+        new_count = Signal.like(count)
+        m.d.comb += new_count.eq(count + arriving - take)
+        m.d.sync += [count.eq(new_count)] + [w.eq(new_count != 0) for w in waiting]
+        with m.Switch(count):
+            with m.Case(0):
+                with m.If(arriving & ~take):
+                    m.d.sync += held[0].eq(wmem.r_data)
+            with m.Case(1):
+                with m.If(arriving & take):
+                    m.d.sync += held[0].eq(wmem.r_data)
+                with m.Elif(arriving):
+                    m.d.sync += held[1].eq(wmem.r_data)
+            with m.Case(2):
+                with m.If(take):
+                    m.d.sync += [held[0].eq(held[1]), held[1].eq(wmem.r_data)]
+        part = len(wmem.r_data) // C
+        return Cat(*[Mux(waiting[c], held[0][c * part:][:part], wmem.r_data[c * part:][:part])
                      for c in range(C)])
+
+    @staticmethod
+    def _register_step(m, adv, step, name):
+        """One more stage of the read pipeline: a step (valid, last, rows, busy PEs, per-row
+        activations) registered, advancing with ``adv`` as every stage does. Data registers
+        (here and below) have no reset: its net reaches every register that has one, and on a
+        16x16 ECP5 accelerator it set the clock (57.6 MHz)."""
+        valid, last, rows, busy, x = step
+        regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
+                Signal.like(rows, name=f"{name}_rows"), Signal.like(busy, name=f"{name}_busy"))
+        xs = [Signal.like(v, name=f"{name}_x{r}", reset_less=True) for r, v in enumerate(x)]
+        with m.If(adv):
+            m.d.sync += [reg.eq(v) for reg, v in zip(regs, (valid, last, rows, busy))]
+            m.d.sync += [reg.eq(v) for reg, v in zip(xs, x)]
+        return (*regs, xs)
 
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
@@ -139,10 +176,10 @@ class Accelerator(wiring.Component):
         cfg = self._config
         R = cfg.rows
         # One cycle: the block RAMs' outputs go through the buffer and lane selects into the
-        # array. With the deep read pipeline two: the words are registered first (a block RAM's
-        # 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock). Both
-        # stages advance together, so a stalled array keeps every step in place (the memories
-        # keep their outputs while their read enable is low).
+        # array. With the deep read pipeline three: the words are registered first (a block
+        # RAM's 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock).
+        # The stages advance together, so a stalled array keeps every step in place (the
+        # memories keep their outputs while their read enable is low).
         s1_valid, s1_last = Signal(), Signal()
         s1_lane = Signal.like(gen.o.payload.lane)
         s1_rows = Signal(R)
@@ -156,24 +193,21 @@ class Accelerator(wiring.Component):
         for buf in bufs:
             m.d.comb += [buf.r_addr[r].eq(gen.o.payload.addr[r]) for r in range(R)]
         act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
-        weights = wmem.r_data
         if cfg.read_pipeline == "deep":
-            s2_valid, s2_last = Signal(), Signal()
-            s2_lane, s2_rows = Signal.like(s1_lane), Signal.like(s1_rows)
-            s2_busy = Signal.like(s1_busy)
-            # Data registers (here and below) have no reset: its net reaches every register that
-            # has one, and on a 16x16 ECP5 accelerator it set the clock (57.6 MHz).
+            # Then the selected activations registered once more, as the weight memory's word
+            # is (`_issued_weights`).
+            s2_lane = Signal.like(s1_lane)
             s2_words = [Signal(lanes, name=f"s2_word{r}", reset_less=True) for r in range(R)]
             with m.If(adv):
-                m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_lane.eq(s1_lane),
-                             s2_rows.eq(s1_rows), s2_busy.eq(s1_busy)]
+                m.d.sync += s2_lane.eq(s1_lane)
                 m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
-            issue = (s2_valid, s2_last, s2_rows, s2_busy, [w[s2_lane] for w in s2_words],
-                     self._held_weights(m, wmem, adv))
-            in_flight = s1_valid | s2_valid
+            s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_rows, s1_busy, []), "s2")
+            s3 = self._register_step(m, adv, (*s2[:4], [w[s2_lane] for w in s2_words]), "s3")
+            issue = (*s3, self._issued_weights(m, wmem, adv & gen.o.valid, s3[0] & adv))
+            in_flight = s1_valid | s2[0] | s3[0]
         else:
             issue = (s1_valid, s1_last, s1_rows, s1_busy, [w[s1_lane] for w in act_words],
-                     weights)
+                     wmem.r_data)
             in_flight = s1_valid
         return _ReadStage(adv=adv, src_read=Mux(adv, (1 << R) - 1, 0),
                           w_addr=gen.o.payload.w_addr, w_read=adv, in_flight=in_flight,
@@ -270,16 +304,12 @@ class Accelerator(wiring.Component):
         x = [Mux(swap[r], upcoming[r][0], current[r][s1_lane[r]]) for r in range(R)]
         in_flight = steps.r_rdy | armed | s1_valid
         if cfg.read_pipeline == "deep":
-            # The lane selects and the weight memory's output registered before the array.
-            s2_valid, s2_last = Signal(), Signal()
-            s2_rows, s2_busy = Signal.like(s1_rows), Signal.like(s1_busy)
-            s2_x = [Signal.like(v, name=f"s2_x{r}", reset_less=True) for r, v in enumerate(x)]
-            with m.If(adv):
-                m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_rows.eq(s1_rows),
-                             s2_busy.eq(s1_busy)]
-                m.d.sync += [reg.eq(v) for reg, v in zip(s2_x, x)]
-            issue = (s2_valid, s2_last, s2_rows, s2_busy, s2_x, self._held_weights(m, wmem, adv))
-            in_flight |= s2_valid
+            # The lane selects registered, then once more, as the weight memory's word is
+            # (`_issued_weights`).
+            s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_rows, s1_busy, x), "s2")
+            s3 = self._register_step(m, adv, s2, "s3")
+            issue = (*s3, self._issued_weights(m, wmem, pop, s3[0] & adv))
+            in_flight |= s2[0] | s3[0]
         else:
             issue = (s1_valid, s1_last, s1_rows, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
@@ -290,7 +320,7 @@ class Accelerator(wiring.Component):
         cfg = self._config
         R, C = cfg.rows, cfg.cols
 
-        registered = cfg.weight_read_latency == 2
+        registered = cfg.weight_read_latency == 3
         m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth,
                                                 registered=registered,
                                                 slices=C if registered else 1)
@@ -442,7 +472,8 @@ class Accelerator(wiring.Component):
         # decode: host reads and writes never overlap, and the decode in front of the address
         # was an ECP5 critical path.)
         # A registered weight memory (the deep read pipeline) takes the host's read address
-        # as it is accepted, a cycle before the other memories read theirs.
+        # as it is accepted, a cycle before the other memories read theirs, and its word
+        # arrives in a register of its own a cycle after theirs.
         we, wd = host_commit["weights"]
         if wmem.registered:
             lg = (host_word_bytes(cfg.weight_word_bits) - 1).bit_length()
@@ -488,12 +519,13 @@ class Accelerator(wiring.Component):
         m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
         if deep_read:
             # One register per memory, straight from its output: even a one-hot choice of five
-            # memories in front of a shared register took four LUT levels on an ECP5.
+            # memories in front of a shared register took four LUT levels on an ECP5. (The
+            # registered weight memory's word is in its own register when `loaded`.)
             registered = {name: Signal(len(word), name=f"rd_{name}")
-                          for name, word in words.items()}
+                          for name, word in words.items() if name != "weights"}
             with m.If(pending):
-                m.d.sync += [registered[name].eq(word) for name, word in words.items()]
-            words = registered
+                m.d.sync += [registered[name].eq(words[name]) for name in registered]
+            words.update(registered)
         # Each memory's byte selected, then the region's: bytes past a word's last used one
         # read as 0.
         picked = 0

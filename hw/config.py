@@ -108,9 +108,11 @@ class ArrayConfig:
         logic cells there and other paths set the clock.
     read_pipeline : str
         ``"deep"`` or ``"short"``: reads of the block RAMs. Deep registers the words before any
-        logic uses them: the activation and weight words on their way to the array (one more
-        stage, ``rows + 1`` words of flip-flops) and the word the host reads before its byte
-        is selected (its address too: two more cycles per byte); short selects from the block
+        logic uses them: the activation and weight words on their way to the array (two more
+        stages: ``rows`` words and ``rows`` activations of flip-flops; the weight memory's
+        accesses and words registered, and two words held while the array stalls) and the word
+        the host reads before its byte is selected (its address too: two more cycles per
+        byte); short selects from the block
         RAMs' outputs, which leaves little of an ECP5 cycle after their 5.6 ns from clock to
         data. iCE40 builds use short: the flip-flops cost logic cells there.
     act_banks : int or None
@@ -236,8 +238,8 @@ class ArrayConfig:
     @property
     def weight_read_latency(self):
         """Cycles from a weight memory read to its word: the deep read pipeline registers the
-        memory's accesses (``hw.memories.WeightMemory``, ``registered``)."""
-        return 2 if self.read_pipeline == "deep" else 1
+        memory's accesses and its words (``hw.memories.WeightMemory``, ``registered``)."""
+        return 3 if self.read_pipeline == "deep" else 1
 
     @property
     def act_word_bits(self):

@@ -4,8 +4,9 @@
   reads descriptors and weights while it runs). On an iCE40 UltraPlus it is built from
   ``SB_SPRAM256KA`` blocks (16K x 16 bits each; Yosys does not infer them), elsewhere (simulation,
   ECP5) from an :class:`amaranth.lib.memory.Memory` that synthesis maps to block RAM. With
-  ``registered`` every access passes a register first (a copy per slice of its width), so a wide
-  memory's block RAMs need not share one address net.
+  ``registered`` every access passes a register before the memory and every word one after it
+  (a copy of each per slice of its width), so a wide memory's block RAMs need not share one
+  address net and their outputs need not cross the die in the cycle they appear.
 - :class:`ReplicatedMemory`: ``banks`` copies of one memory behind one broadcast write port, with one
   read port per bank. An activation buffer is ``ArrayConfig.banks`` copies (by default ``rows``, so
   that every array row reads its own im2col address in the same cycle; each write costs no time,
@@ -16,7 +17,7 @@
   an undefined word, for users that never make such a read or discard its word: block RAMs give
   one (ECP5, iCE40), and the old word costs two flip-flops and a LUT per bit that Yosys adds.
 
-Every read port is synchronous (data one cycle after the address, two for a registered
+Every read port is synchronous (data one cycle after the address, three for a registered
 :class:`WeightMemory`) and keeps its data until the next read's, so a stalled pipeline keeps its
 operands.
 """
@@ -55,10 +56,13 @@ class WeightMemory(wiring.Component):
         UltraPlus, ``False`` never. Raises at elaboration when the blocks needed exceed
         :data:`SPRAM_BLOCKS`.
     registered : bool
-        Every access passes a register before the memory: ``r_data`` shows the word two
-        cycles after ``r_en``, and a write happens a cycle after ``w_en``. One address goes
-        to every block RAM of a wide memory, which a large array spreads across the die: on
-        a 16x16 ECP5 accelerator its 10.7 ns of routing set the clock.
+        Every access passes a register before the memory, and every word read a free-running
+        register after it: ``r_data`` shows the word three cycles after ``r_en``, and a write
+        happens a cycle after ``w_en``. Without the first, one address goes to every block
+        RAM of a wide memory, which a large array spreads across the die: on a 16x16 ECP5
+        accelerator its 10.7 ns of routing set the clock. Without the second, a block RAM's
+        5.6 ns from clock to data and then the route to its users across the die set an 8x8
+        one's (91-94 MHz).
     slices : int
         Block-RAM memories of ``width // slices`` bits each, side by side, each with its own
         copy of the registers (kept apart in board builds), which the placer can put beside
@@ -68,8 +72,8 @@ class WeightMemory(wiring.Component):
     -------
     addr : ``In(range(depth))``
     r_en : ``In(1)``
-        Read ``addr``: ``r_data`` shows the word in the next cycle (two with ``registered``) and
-        keeps it until the next read's word arrives.
+        Read ``addr``: ``r_data`` shows the word in the next cycle (three with ``registered``)
+        and keeps it until the next read's word arrives.
     r_data : ``Out(width)``
     w_en : ``In(1)``
         Write ``w_data`` to ``addr`` (a write cycle reads nothing).
@@ -100,7 +104,16 @@ class WeightMemory(wiring.Component):
     registered = property(lambda self: self._registered)
     slices = property(lambda self: self._slices)
     #: Cycles from ``r_en`` to its word on ``r_data``.
-    latency = property(lambda self: 2 if self._registered else 1)
+    latency = property(lambda self: 3 if self._registered else 1)
+
+    def _output(self, m, word, suffix):
+        """``word`` as ``r_data`` shows it: with ``registered`` a free-running copy, the one
+        load of the memory's outputs (so the placer can keep it beside them)."""
+        if not self._registered:
+            return word
+        out = Signal.like(word, name=f"out{suffix}", reset_less=True)
+        m.d.sync += out.eq(word)
+        return out
 
     def _inputs(self, m, suffix, start, bits):
         """The address, enables and ``bits`` of write data from ``start`` as the memory sees
@@ -139,8 +152,9 @@ class WeightMemory(wiring.Component):
                 word = Signal(part, name=f"word{i}", reset_less=True)
                 with m.If(r_en & ~w_en):
                     m.d.sync += word.eq(rp.data)
-                m.d.comb += [wp.addr.eq(addr), wp.data.eq(w_data), wp.en.eq(w_en),
-                             rp.addr.eq(addr), self.r_data[i * part:][:part].eq(word)]
+                m.d.comb += [wp.addr.eq(addr), wp.data.eq(w_data), wp.en.eq(w_en), rp.addr.eq(addr),
+                             self.r_data[i * part:][:part].eq(
+                                 self._output(m, word, f"{REPLICA_SUFFIX}{i}"))]
             return m
         addr, r_en, w_en, w_data = self._inputs(m, "", 0, self._width)
         low = SPRAM_DEPTH.bit_length() - 1
@@ -162,14 +176,15 @@ class WeightMemory(wiring.Component):
                     o_DATAOUT=word[c * SPRAM_WIDTH:][:SPRAM_WIDTH])
         # The blocks' outputs are only trusted in the cycle after a read: hold them otherwise.
         was_read = Signal()
-        held = Signal(self._width)
-        m.d.sync += [was_read.eq(r_en & ~w_en), read_bank.eq(bank), held.eq(self.r_data)]
+        held, word = Signal(self._width), Signal(self._width)
+        m.d.sync += [was_read.eq(r_en & ~w_en), read_bank.eq(bank), held.eq(word)]
         fresh = Signal(cols * SPRAM_WIDTH)
         with m.Switch(read_bank):
             for b in range(banks):
                 with m.Case(b):
                     m.d.comb += fresh.eq(outs[b])
-        m.d.comb += self.r_data.eq(Mux(was_read, fresh[:self._width], held))
+        m.d.comb += [word.eq(Mux(was_read, fresh[:self._width], held)),
+                     self.r_data.eq(self._output(m, word, ""))]
         return m
 
 

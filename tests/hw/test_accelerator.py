@@ -151,13 +151,14 @@ def test_a_run_keeps_the_stage_count_it_was_started_with():
                                        pytest.param("icarus", marks=pytest.mark.cocotb)])
 def test_stalled_steps_keep_their_weights(simulator, tmp_path):
     # One requantiser lane: a tile's 16 results take 16 cycles against conv1's K + 1 = 10, so
-    # the array stalls last steps while the registered weight memory delivers the next step's
-    # word; the read stage must keep the stalled step's. (Fails on conv1 without the copy;
-    # a whole inference alone can hide it: small errors vanish in the requantisers.)
+    # the array stalls last steps while the registered weight memory delivers the next two
+    # steps' words; the read stage must keep them until their steps issue. (Fails on conv1 with
+    # one word kept, or none; a whole inference alone can hide it: small errors vanish in the
+    # requantisers.)
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1)
-    assert config.weight_read_latency == 2
+    assert config.weight_read_latency == 3
     program = compile_model(model, config)
     x = _images(model, 1, seed=3)
     result = simulate(program, x, simulator=simulator, per_stage=True, build_dir=tmp_path)
@@ -167,8 +168,8 @@ def test_stalled_steps_keep_their_weights(simulator, tmp_path):
 @pytest.mark.parametrize("read_pipeline", ["deep", "short"])
 def test_run_past_the_programs_end_reports_an_error(read_pipeline):
     # The last stage's `last` flag cleared: the run goes on to the empty slot after it, whose
-    # magic check must not see the good descriptor before it (the weight memory's read takes two
-    # cycles with the deep read pipeline, one with the short).
+    # magic check must not see the good descriptor before it (the weight memory's read takes
+    # three cycles with the deep read pipeline, one with the short).
     from addershift.hw.descriptor import descriptor_layout
     from addershift.sw.compiler import descriptor_slot_words
     model = digits_net("adder", mode="pow2x2")

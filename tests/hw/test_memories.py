@@ -76,9 +76,9 @@ def test_weight_memory_holds_its_output():
 
 
 @pytest.mark.parametrize("slices", [1, 4])
-def test_registered_weight_memory_reads_in_two_cycles(slices):
+def test_registered_weight_memory_reads_in_three_cycles(slices):
     dut = WeightMemory(width=20, depth=64, registered=True, slices=slices)
-    assert dut.latency == 2
+    assert dut.latency == 3
 
     async def bench(ctx):
         ctx.set(dut.w_en, 1)
@@ -92,9 +92,10 @@ def test_registered_weight_memory_reads_in_two_cycles(slices):
         await ctx.tick()
         ctx.set(dut.addr, 9)
         await ctx.tick()
-        assert ctx.get(dut.r_data) == 10000 + 0xF000F
         ctx.set(dut.r_en, 0)
         ctx.set(dut.addr, 10)
+        await ctx.tick()
+        assert ctx.get(dut.r_data) == 10000 + 0xF000F
         for _ in range(3):
             await ctx.tick()
             assert ctx.get(dut.r_data) == 9000 + 0xF000F
