@@ -170,6 +170,27 @@ class Accelerator(wiring.Component):
             m.d.sync += [reg.eq(v) for reg, v in zip(xs, x)]
         return (*regs, xs)
 
+    @staticmethod
+    def _skid(m, source, adv):
+        """The generator's steps through a skid register: ``source.ready`` is a register's (the
+        skid is empty), not ``adv``, which comes from the array's ``i.ready``; on an 8x8 ECP5
+        accelerator that handshake through the generator's counter enables set the clock
+        (91.5 MHz). A step the read stage does not take as it arrives waits in the skid, and
+        goes first. Returns the step offered to the read stage, ``(valid, payload)``, and
+        whether the skid holds one.
+        (amaranth.lib has no stream buffer of this kind, so it is written here.)"""
+        held_valid = Signal()
+        held = Signal.like(source.payload, name="skid_step", reset_less=True)
+        valid, step = Signal(), Signal.like(source.payload, name="skid_out")
+        m.d.comb += [source.ready.eq(~held_valid), valid.eq(held_valid | source.valid),
+                     step.eq(Mux(held_valid, held, source.payload))]
+        with m.If(held_valid):
+            with m.If(adv):
+                m.d.sync += held_valid.eq(0)
+        with m.Elif(source.valid & ~adv):
+            m.d.sync += [held_valid.eq(1), held.eq(source.payload)]
+        return valid, step, held_valid
+
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
         leaves the generator."""
@@ -180,18 +201,21 @@ class Accelerator(wiring.Component):
         # RAM's 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock).
         # The stages advance together, so a stalled array keeps every step in place (the
         # memories keep their outputs while their read enable is low).
-        s1_valid, s1_last = Signal(), Signal()
-        s1_lane = Signal.like(gen.o.payload.lane)
-        s1_rows = Signal(R)
-        s1_busy = Signal.like(gen.o.payload.busy)
         adv = Signal()
-        m.d.comb += gen.o.ready.eq(adv)
+        if cfg.read_pipeline == "deep":
+            step_valid, step, skid_full = self._skid(m, gen.o, adv)
+        else:
+            m.d.comb += gen.o.ready.eq(adv)
+            step_valid, step, skid_full = gen.o.valid, gen.o.payload, 0
+        s1_valid, s1_last = Signal(), Signal()
+        s1_lane = Signal.like(step.lane)
+        s1_rows = Signal(R)
+        s1_busy = Signal.like(step.busy)
         with m.If(adv):
-            m.d.sync += [s1_valid.eq(gen.o.valid), s1_last.eq(gen.o.payload.last),
-                         s1_lane.eq(gen.o.payload.lane), s1_rows.eq(gen.o.payload.valid.as_value()),
-                         s1_busy.eq(gen.o.payload.busy)]
+            m.d.sync += [s1_valid.eq(step_valid), s1_last.eq(step.last), s1_lane.eq(step.lane),
+                         s1_rows.eq(step.valid.as_value()), s1_busy.eq(step.busy)]
         for buf in bufs:
-            m.d.comb += [buf.r_addr[r].eq(gen.o.payload.addr[r]) for r in range(R)]
+            m.d.comb += [buf.r_addr[r].eq(step.addr[r]) for r in range(R)]
         act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
         if cfg.read_pipeline == "deep":
             # Then the selected activations registered once more, as the weight memory's word
@@ -203,15 +227,14 @@ class Accelerator(wiring.Component):
                 m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
             s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_rows, s1_busy, []), "s2")
             s3 = self._register_step(m, adv, (*s2[:4], [w[s2_lane] for w in s2_words]), "s3")
-            issue = (*s3, self._issued_weights(m, wmem, adv & gen.o.valid, s3[0] & adv))
-            in_flight = s1_valid | s2[0] | s3[0]
+            issue = (*s3, self._issued_weights(m, wmem, adv & step_valid, s3[0] & adv))
+            in_flight = skid_full | s1_valid | s2[0] | s3[0]
         else:
             issue = (s1_valid, s1_last, s1_rows, s1_busy, [w[s1_lane] for w in act_words],
                      wmem.r_data)
             in_flight = s1_valid
         return _ReadStage(adv=adv, src_read=Mux(adv, (1 << R) - 1, 0),
-                          w_addr=gen.o.payload.w_addr, w_read=adv, in_flight=in_flight,
-                          issue=issue)
+                          w_addr=step.w_addr, w_read=adv, in_flight=in_flight, issue=issue)
 
     def _shared_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with ``rows / banks`` rows per bank (``ArrayConfig.act_banks``).

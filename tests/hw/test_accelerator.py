@@ -152,9 +152,10 @@ def test_a_run_keeps_the_stage_count_it_was_started_with():
 def test_stalled_steps_keep_their_weights(simulator, tmp_path):
     # One requantiser lane: a tile's 16 results take 16 cycles against conv1's K + 1 = 10, so
     # the array stalls last steps while the registered weight memory delivers the next two
-    # steps' words; the read stage must keep them until their steps issue. (Fails on conv1 with
-    # one word kept, or none; a whole inference alone can hide it: small errors vanish in the
-    # requantisers.)
+    # steps' words; the read stage must keep them until their steps issue, and the generator's
+    # step that meets the stall in its skid register. (Fails on conv1 with one word kept, or
+    # none, or the skid's step not offered first; a whole inference alone can hide it: small
+    # errors vanish in the requantisers.)
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1)
