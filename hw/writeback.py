@@ -113,6 +113,15 @@ class Writeback(wiring.Component):
             m.d.comb += row_data.as_value().eq(Cat(parts, self.i.payload.as_value()))
         else:
             m.d.comb += row_data.eq(self.i.payload)
+        # The pooling stride's last offset. With the deep pipeline from a register (the
+        # descriptor holds still for the stage, and its first row comes many cycles after the
+        # start): its subtraction in front of the window counters' compares was an 8x8 ECP5
+        # accelerator's slowest path (94.3 MHz). (On an iCE40 2x2 the register left the clock
+        # as it was and deepened other paths: boards.md.)
+        stride_last = d.pool_s - 1
+        if self._deep:
+            stride_last = Signal(DIM_BITS, name="stride_last")
+            m.d.sync += stride_last.eq(d.pool_s - 1)
         take = self.i.valid & active & (part == chunks - 1)
         pixel = left != 0
         first = (dh == 0) & (dw == 0)
@@ -148,13 +157,13 @@ class Writeback(wiring.Component):
             # Advance (oh, ow) and the pooling coordinates.
             with m.If(ow_c == d.out_w_m1):
                 m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)]
-                with m.If(dh == d.pool_s - 1):
+                with m.If(dh == stride_last):
                     m.d.sync += [dh.eq(0), ph.eq(ph + 1), row_dest.eq(row_dest + d.pool_w)]
                 with m.Else():
                     m.d.sync += dh.eq(dh + 1)
             with m.Else():
                 m.d.sync += ow_c.eq(ow_c + 1)
-                with m.If(dw == d.pool_s - 1):
+                with m.If(dw == stride_last):
                     m.d.sync += [dw.eq(0), pw.eq(pw + 1)]
                 with m.Else():
                     m.d.sync += dw.eq(dw + 1)
