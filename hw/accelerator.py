@@ -119,8 +119,8 @@ class Accelerator(wiring.Component):
     def _issued_weights(self, m, wmem, w_read, take):
         """The deep read pipeline's weights for the step at the array's input.
 
-        The registered weight memory delivers a step's word three cycles after the step leaves
-        the queue (``w_read``), when the step reaches the array's input if nothing stalled it.
+        The registered weight memory delivers a step's word three cycles after its read
+        (``w_read``), when the step reaches the array's input if nothing stalled it.
         While the array stalls a step there, the words of the two steps behind it may still
         arrive: they wait, oldest first, in two registers until the step before theirs is
         taken (``take``). The select between the memory's word and the oldest waiting one is
