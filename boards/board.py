@@ -91,8 +91,9 @@ class Board:
     bitstream_suffix = None
     uart = "uart"
 
-    def platform(self):
-        """A fresh amaranth-boards platform instance."""
+    def platform(self, *, bram_outreg=False):
+        """A fresh amaranth-boards platform instance; with ``bram_outreg`` (ECP5 only) its build
+        moves the registers after block RAMs into them (:mod:`.outreg`)."""
         raise NotImplementedError
 
     def pll_config(self, clock_mhz):

@@ -32,7 +32,9 @@ class ICEBreaker(Board):
     status_led = 0
     heartbeat_led = 1
 
-    def platform(self):
+    def platform(self, *, bram_outreg=False):
+        if bram_outreg:
+            raise ValueError("iCE40 block RAMs have no output register to move flip-flops into")
         from amaranth_boards.icebreaker import ICEBreakerPlatform
         return ICEBreakerPlatform()
 

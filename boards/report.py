@@ -229,6 +229,10 @@ class Report:
             total = "-" if r.total is None else f"{r.total}"
             pct = "" if r.percent is None else f"{r.percent:6.1f} %"
             lines.append(f"  {names[key]:<20} {r.used:>7} / {total:<7} {pct}")
+        moved = self.extra.get("bram_outreg")
+        if moved:
+            lines.append(f"  ({moved['flip_flops']} flip-flops moved into {moved['ports']} block RAM "
+                         f"output registers)")
         if self.harness:
             lines.append(f"  (harness: {self.harness['ffs']} FF, {self.harness['luts']} LUT; "
                          f"without it ~{self.design_cells} logic cells)")

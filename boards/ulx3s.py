@@ -13,6 +13,7 @@ from __future__ import annotations
 from amaranth.hdl import Instance, Signal
 
 from .board import Board, ProgramCommand, pin_buffer, register
+from .outreg import with_outreg_step
 from .pll import ecp5_pll
 from .toolchain import find_program
 
@@ -42,9 +43,10 @@ class ULX3S(Board):
         self.name = f"ulx3s-{size}"
         self.device = f"LFE5U-{size.upper()}"
 
-    def platform(self):
+    def platform(self, *, bram_outreg=False):
         import amaranth_boards.ulx3s as ulx3s
-        return getattr(ulx3s, self._PLATFORMS[self.size])()
+        platform = getattr(ulx3s, self._PLATFORMS[self.size])
+        return (with_outreg_step(platform) if bram_outreg else platform)()
 
     def pll_config(self, clock_mhz):
         if clock_mhz == self.oscillator_mhz:

@@ -254,16 +254,17 @@ def cmd_build(args):
             result = build_accelerator(board=args.board, config=_sim_build(args),
                                        clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
                                        seed=args.seed, router=args.router,
-                                       multipliers=args.multipliers, check_timing=False)
+                                       multipliers=args.multipliers, check_timing=False,
+                                       bram_outreg=args.bram_outreg)
         elif args.top == "link":
             result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
                                 build_dir=args.out, seed=args.seed, router=args.router,
-                                check_timing=False)
+                                check_timing=False, bram_outreg=args.bram_outreg)
         else:
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
                                  router=args.router, multipliers=args.multipliers,
-                                 check_timing=False)
+                                 check_timing=False, bram_outreg=args.bram_outreg)
     except DoesNotFit as e:
         hint = ""
         if args.top == "accelerator":
@@ -536,6 +537,10 @@ def build_parser():
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr's router (None: its default, router1); router2 routes large, "
                         "full ECP5 arrays that router1 does not finish")
+    p.add_argument("--no-bram-outreg", dest="bram_outreg", action="store_false",
+                   help="ECP5: leave the registers after block RAMs in the fabric (by default "
+                        "they move into the block RAMs' output registers, 1 ns from clock to "
+                        "data instead of 5.8)")
     p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",
                    help="map multipliers to DSP blocks or to LUTs (mul PEs)")
     p.add_argument("--top", choices=("accelerator", "array", "link"), default="accelerator",
