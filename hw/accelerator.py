@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import typing
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ..sw import protocol as P
@@ -216,20 +215,25 @@ class Accelerator(wiring.Component):
                          s1_rows.eq(step.valid.as_value()), s1_busy.eq(step.busy)]
         for buf in bufs:
             m.d.comb += [buf.r_addr[r].eq(step.addr[r]) for r in range(R)]
-        act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
         if cfg.read_pipeline == "deep":
-            # Then the selected activations registered once more, as the weight memory's word
-            # is (`_issued_weights`).
-            s2_lane = Signal.like(s1_lane)
-            s2_words = [Signal(lanes, name=f"s2_word{r}", reset_less=True) for r in range(R)]
+            # Then each buffer's words registered before the buffer select, and the selected
+            # activations once more, as the weight memory's word is (`_issued_weights`). A
+            # register that is a block RAM output's only load moves into the block RAM in ECP5
+            # builds (boards.outreg), where it takes 1 ns from clock to data instead of 5.8 ns.
+            s2_lane, s2_src = Signal.like(s1_lane), Signal(name="s2_src")
+            s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
+                         for r in range(R)] for b, buf in enumerate(bufs)]
             with m.If(adv):
-                m.d.sync += s2_lane.eq(s1_lane)
-                m.d.sync += [reg.eq(word) for reg, word in zip(s2_words, act_words)]
+                m.d.sync += [s2_lane.eq(s1_lane), s2_src.eq(src)]
+                m.d.sync += [s2_words[b][r].eq(buf.r_data[r])
+                             for b, buf in enumerate(bufs) for r in range(R)]
+            words = [lanes(Mux(s2_src, s2_words[1][r], s2_words[0][r])) for r in range(R)]
             s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_rows, s1_busy, []), "s2")
-            s3 = self._register_step(m, adv, (*s2[:4], [w[s2_lane] for w in s2_words]), "s3")
+            s3 = self._register_step(m, adv, (*s2[:4], [w[s2_lane] for w in words]), "s3")
             issue = (*s3, self._issued_weights(m, wmem, adv & step_valid, s3[0] & adv))
             in_flight = skid_full | s1_valid | s2[0] | s3[0]
         else:
+            act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
             issue = (s1_valid, s1_last, s1_rows, s1_busy, [w[s1_lane] for w in act_words],
                      wmem.r_data)
             in_flight = s1_valid
@@ -355,7 +359,12 @@ class Accelerator(wiring.Component):
         # source buffer, and the write-back reads bank 0 of its destination buffer, transparent
         # for the short pipeline, which reads a word in the cycle it may be written, while the
         # deep one forwards the words written in the cycle of its read and the two after.
-        m.submodules.pmem = pmem = ReplicatedMemory(banks=1, width=cfg.param_word_bits,
+        # A requantiser that registers its input (the deep pipeline) has a parameter bank of
+        # its own, and host reads another: a register that is a block RAM output's only load
+        # moves into the block RAM in ECP5 builds (boards.outreg).
+        param_host_bank = 1 if PIPELINES[cfg.requant_pipeline]["register_input"] else 0
+        m.submodules.pmem = pmem = ReplicatedMemory(banks=1 + param_host_bank,
+                                                    width=cfg.param_word_bits,
                                                     depth=cfg.param_depth, transparent=False,
                                                     collisions="undefined")
         bufs = [ReplicatedMemory(banks=cfg.banks, width=cfg.act_word_bits, depth=cfg.act_depth,
@@ -363,10 +372,13 @@ class Accelerator(wiring.Component):
                                  collisions="undefined")
                 for _ in range(2)]
         m.submodules.act0, m.submodules.act1 = bufs
-        perf = m.submodules.perf = Memory(shape=unsigned(cfg.counter_bits),
-                                          depth=4 * PERF_STAGES, init=[])
-        perf_w = perf.write_port()
-        perf_r = perf.read_port()
+        # The counters are LIVE: the host may read one in the cycle the sequencer writes it.
+        # That read's word is undefined in a block RAM, so the written value replaces it
+        # (`written_word`): cheaper than Yosys' logic for the old word, and the host read's
+        # register stays the block RAM's only load (boards.outreg moves it inside).
+        perf = m.submodules.perf = ReplicatedMemory(banks=1, width=cfg.counter_bits,
+                                                    depth=4 * PERF_STAGES, transparent=False,
+                                                    collisions="undefined")
 
         m.submodules.seq = seq = Sequencer(config=cfg)
         m.submodules.gen = gen = Im2colGenerator(config=cfg)
@@ -397,7 +409,7 @@ class Accelerator(wiring.Component):
             feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start), seq.wb_busy.eq(wb.busy),
             # At the write side's start the generator's descriptor is still the stage's.
             feeder.rq_base.eq(seq.desc.rq_base),
-            perf_w.en.eq(seq.perf_en), perf_w.addr.eq(seq.perf_addr), perf_w.data.eq(seq.perf_data),
+            perf.w_en.eq(seq.perf_en), perf.w_addr.eq(seq.perf_addr), perf.w_data.eq(seq.perf_data),
         ]
 
         # --- read stage: a step's addresses to the array's operands --------------------------
@@ -421,7 +433,7 @@ class Accelerator(wiring.Component):
         connect(m, array.o, feeder.i)
         connect(m, feeder.o, requant.i)
         connect(m, requant.o, wb.i)
-        m.d.comb += [pmem.r_addr[0].eq(feeder.mem_addr), pmem.r_en.eq(feeder.mem_read),
+        m.d.comb += [pmem.r_addr[0].eq(feeder.mem_addr), pmem.r_en[0].eq(feeder.mem_read),
                      feeder.mem_data.eq(pmem.r_data[0])]
 
         # --- host access (hw.framer.DeviceSignature) -----------------------------------------
@@ -513,7 +525,8 @@ class Accelerator(wiring.Component):
         pe, pd = host_commit["params"]
         m.d.comb += [pmem.w_en.eq(pe), pmem.w_addr.eq(host_word["params"]), pmem.w_data.eq(pd)]
         with m.If(~busy):
-            m.d.comb += [pmem.r_addr[0].eq(rd_word["params"]), pmem.r_en.eq(read_now)]
+            m.d.comb += [pmem.r_addr[param_host_bank].eq(rd_word["params"]),
+                         pmem.r_en[param_host_bank].eq(read_now)]
 
         # Activation buffers: the source feeds the array rows; the destination takes the
         # write-back (and its bank 0 serves the max-pool reads); the host while idle.
@@ -534,10 +547,15 @@ class Accelerator(wiring.Component):
             with m.If(~busy):
                 m.d.comb += [buf.r_en.eq(read_now), buf.r_addr[0].eq(rd_word[f"act{b}"])]
         m.d.comb += wb.r_data.eq(Mux(dst, bufs[1].r_data[0], bufs[0].r_data[0]))
-        m.d.comb += [perf_r.addr.eq(rd_word["counters"]), perf_r.en.eq(read_now)]
+        m.d.comb += [perf.r_addr[0].eq(rd_word["counters"]), perf.r_en.eq(read_now)]
+        written, written_word = Signal(), Signal(cfg.counter_bits, reset_less=True)
+        with m.If(read_now):
+            m.d.sync += [written.eq(seq.perf_en & (seq.perf_addr == rd_word["counters"])),
+                         written_word.eq(seq.perf_data)]
 
-        words = {"weights": wmem.r_data, "params": pmem.r_data[0], "act0": bufs[0].r_data[0],
-                 "act1": bufs[1].r_data[0], "counters": perf_r.data}
+        words = {"weights": wmem.r_data, "params": pmem.r_data[param_host_bank],
+                 "act0": bufs[0].r_data[0],
+                 "act1": bufs[1].r_data[0], "counters": perf.r_data[0]}
         rd_byte = Signal(8)
         m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
         if deep_read:
@@ -549,6 +567,7 @@ class Accelerator(wiring.Component):
             with m.If(pending):
                 m.d.sync += [registered[name].eq(words[name]) for name in registered]
             words.update(registered)
+        words["counters"] = Mux(written, written_word, words["counters"])
         # Each memory's byte selected, then the region's: bytes past a word's last used one
         # read as 0.
         picked = 0

@@ -12,7 +12,8 @@
   that every array row reads its own im2col address in the same cycle; each write costs no time,
   only memory); bank 0's
   read port is transparent for the write port, so a read-modify-write of the address written in the
-  same cycle sees the new value. The requantisation parameters are a one-bank instance.
+  same cycle sees the new value. The requantisation parameters are an instance of one bank, or
+  of two with the deep requantiser (the second for host reads: ``hw.accelerator``).
   With ``collisions="undefined"`` the other reads of an address written in the same cycle return
   an undefined word, for users that never make such a read or discard its word: block RAMs give
   one (ECP5, iCE40), and the old word costs two flip-flops and a LUT per bit that Yosys adds.
