@@ -12,7 +12,7 @@ Data path of one stage (``docs/accelerator.md`` has the picture and the cycle ac
 
 Host interface: the device side of ``hw.framer.DeviceSignature`` (the host link's command framer
 plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (two cycles
-from address to byte, four with the deep read pipeline), the run strobe with its 32-bit argument,
+from address to byte, five with the deep read pipeline), the run strobe with its 32-bit argument,
 ``busy``/``done``/``error`` and the counters (total, busy PE and stall cycles). Memories are
 word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
@@ -373,12 +373,14 @@ class Accelerator(wiring.Component):
                 for _ in range(2)]
         m.submodules.act0, m.submodules.act1 = bufs
         # The counters are LIVE: the host may read one in the cycle the sequencer writes it.
-        # That read's word is undefined in a block RAM, so the written value replaces it
-        # (`written_word`): cheaper than Yosys' logic for the old word, and the host read's
-        # register stays the block RAM's only load (boards.outreg moves it inside).
-        perf = m.submodules.perf = ReplicatedMemory(banks=1, width=cfg.counter_bits,
-                                                    depth=4 * PERF_STAGES, transparent=False,
-                                                    collisions="undefined")
+        # With the deep read pipeline that read's word is undefined in a block RAM, and the
+        # written value replaces it (`written_word`), so the host read's register stays the
+        # block RAM's only load (boards.outreg moves it inside); the short one (iCE40 builds)
+        # keeps Yosys' logic for the old word, 40 LUTs fewer on an iCE40 4x4.
+        deep_read = cfg.read_pipeline == "deep"
+        perf = m.submodules.perf = ReplicatedMemory(
+            banks=1, width=cfg.counter_bits, depth=4 * PERF_STAGES, transparent=False,
+            collisions="undefined" if deep_read else "old")
 
         m.submodules.seq = seq = Sequencer(config=cfg)
         m.submodules.gen = gen = Im2colGenerator(config=cfg)
@@ -445,22 +447,38 @@ class Accelerator(wiring.Component):
                    "counters": cfg.counter_bits}
         # The bytes before a word's last one wait in a shift register: words are written whole
         # and in order, so they are the bytes written just before it. (Merging each byte into its
-        # place instead cost a multiplexer per staged bit.)
-        stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - 1)
+        # place instead cost a multiplexer per staged bit.) With the deep read pipeline a word
+        # is written a cycle after its last byte, from registers: the commit's decode, the
+        # offset, and the staged bytes, the last one included (the framer's state through the
+        # region compares into a parameter block RAM's write enable set an 8x8 ECP5 build's
+        # clock, with 8.6 ns of routing).
+        stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - (not deep_read))
         staging = Signal(max(1, stage_bits))
         host_word, host_commit = {}, {}
         m.d.comb += bus.write.ready.eq(1)
         if stage_bits:
             with m.If(bus.write.valid):
                 m.d.sync += staging.eq(Cat(staging[8:], wr.data))
+        offset = w_offset
+        if deep_read:
+            offset, wrote = Signal.like(w_offset, name="host_w_offset"), Signal()
+            m.d.sync += wrote.eq(bus.write.valid)
+            with m.If(bus.write.valid):
+                m.d.sync += offset.eq(w_offset)
         for name, bits in targets.items():
             lg = (host_word_bytes(bits) - 1).bit_length()
             used = -(-bits // 8)
             byte = w_offset[:lg] if lg else 0
-            host_word[name] = w_offset[lg:]
-            word = Cat(staging[stage_bits - 8 * (used - 1):stage_bits], wr.data)
+            host_word[name] = offset[lg:]
             hit = bus.write.valid & (w_region == REGIONS[name])
-            host_commit[name] = (hit & ~busy & (byte == used - 1), word[:bits])
+            commit = hit & ~busy & (byte == used - 1)
+            if deep_read:
+                committed = Signal(name=f"host_commit_{name}")
+                m.d.sync += committed.eq(commit)
+                host_commit[name] = (committed, staging[stage_bits - 8 * used:][:bits])
+            else:
+                word = Cat(staging[stage_bits - 8 * (used - 1):stage_bits], wr.data)
+                host_commit[name] = (commit, word[:bits])
 
         # Host reads: the address is taken when no byte is in flight; the memories read it, the
         # byte is selected from their outputs into a register and offered from there. (The
@@ -469,13 +487,15 @@ class Accelerator(wiring.Component):
         # framer's state decoding in front of the memories' address multiplexers), and their
         # words before the select (a block RAM's output through it): two ECP5 critical paths.
         rd = bus.read_addr.payload
-        deep_read = cfg.read_pipeline == "deep"
         addressed = Signal()              # the address register holds the address (deep)
         pending = Signal()                # the memories' outputs hold the word of the address
         loaded = Signal()                 # the word registers hold it (deep)
+        held = Signal()                   # each memory's byte register holds its byte (deep)
         offered = Signal()                # the byte register holds a byte not yet taken
         accept = Signal()
-        idle = ~addressed & ~pending & ~loaded & ~offered
+        idle = ~addressed & ~pending & ~loaded & ~held & ~offered
+        if deep_read:
+            idle &= ~wrote                # the weight memory's one port writes this cycle
         m.d.comb += [bus.read_addr.ready.eq(idle), accept.eq(bus.read_addr.valid & idle)]
         if deep_read:
             rd_offset = Signal.like(rd.offset)
@@ -498,7 +518,9 @@ class Accelerator(wiring.Component):
         with m.Elif(pending):
             m.d.sync += [pending.eq(0), (loaded if deep_read else offered).eq(1)]
         with m.Elif(loaded):
-            m.d.sync += [loaded.eq(0), offered.eq(1)]
+            m.d.sync += [loaded.eq(0), held.eq(1)]
+        with m.Elif(held):
+            m.d.sync += [held.eq(0), offered.eq(1)]
         with m.Elif(bus.read_data.valid & bus.read_data.ready):
             m.d.sync += offered.eq(0)
 
@@ -518,7 +540,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
             wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, read.w_addr),
-                             Mux(bus.write.valid, host_word["weights"], w_host_addr))),
+                             Mux(wrote if deep_read else bus.write.valid, host_word["weights"],
+                                 w_host_addr))),
             wmem.r_en.eq(Mux(busy, seq.mem_read | read.w_read, w_host_read)),
             seq.mem_data.eq(wmem.r_data),
         ]
@@ -548,10 +571,6 @@ class Accelerator(wiring.Component):
                 m.d.comb += [buf.r_en.eq(read_now), buf.r_addr[0].eq(rd_word[f"act{b}"])]
         m.d.comb += wb.r_data.eq(Mux(dst, bufs[1].r_data[0], bufs[0].r_data[0]))
         m.d.comb += [perf.r_addr[0].eq(rd_word["counters"]), perf.r_en.eq(read_now)]
-        written, written_word = Signal(), Signal(cfg.counter_bits, reset_less=True)
-        with m.If(read_now):
-            m.d.sync += [written.eq(seq.perf_en & (seq.perf_addr == rd_word["counters"])),
-                         written_word.eq(seq.perf_data)]
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[param_host_bank],
                  "act0": bufs[0].r_data[0],
@@ -560,25 +579,37 @@ class Accelerator(wiring.Component):
         m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
         if deep_read:
             # One register per memory, straight from its output: even a one-hot choice of five
-            # memories in front of a shared register took four LUT levels on an ECP5. (The
-            # registered weight memory's word is in its own register when `loaded`.)
-            registered = {name: Signal(len(word), name=f"rd_{name}")
+            # memories in front of a shared register took four LUT levels on an ECP5. No reset:
+            # `boards.outreg` moves them into their block RAMs. (The registered weight memory's
+            # word is in such a register already, a cycle later: when `loaded`.)
+            registered = {name: Signal(len(word), name=f"rd_{name}", reset_less=True)
                           for name, word in words.items() if name != "weights"}
             with m.If(pending):
                 m.d.sync += [registered[name].eq(words[name]) for name in registered]
             words.update(registered)
-        words["counters"] = Mux(written, written_word, words["counters"])
+            written, written_word = Signal(), Signal(cfg.counter_bits, reset_less=True)
+            with m.If(read_now):
+                m.d.sync += [written.eq(seq.perf_en & (seq.perf_addr == rd_word["counters"])),
+                             written_word.eq(seq.perf_data)]
+            words["counters"] = Mux(written, written_word, words["counters"])
         # Each memory's byte selected, then the region's: bytes past a word's last used one
-        # read as 0.
+        # read as 0. With the deep read pipeline each memory's byte is registered first (beside
+        # its block RAMs, whose registers the words are in: from them through the whole select
+        # to the byte register crossed the die on an 8x8 ECP5 build).
         picked = 0
         for name, word in words.items():
             bits = targets[name]
             lg = (host_word_bytes(bits) - 1).bit_length()
             padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}_padded")
             m.d.comb += padded.eq(word)
-            picked |= Mux(rd_in[name], padded.word_select(rd_low[:lg], 8) if lg else padded[:8],
-                          0)
-        with m.If(loaded if deep_read else pending):
+            byte = padded.word_select(rd_low[:lg], 8) if lg else padded[:8]
+            if deep_read:
+                byte_reg = Signal(8, name=f"rd_{name}_byte", reset_less=True)
+                with m.If(loaded):
+                    m.d.sync += byte_reg.eq(byte)
+                byte = byte_reg
+            picked |= Mux(rd_in[name], byte, 0)
+        with m.If(held if deep_read else pending):
             m.d.sync += rd_byte.eq(picked)
         return m
 

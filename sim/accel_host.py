@@ -43,20 +43,28 @@ async def write_bytes(port, region, offset, data):
     port.set("bus__write__valid", 0)
 
 
-#: Cycles a read may take from its address to its byte (the core takes two, four with the deep
+#: Cycles a read may take from its address to its byte (the core takes two, five with the deep
 #: read pipeline).
 READ_LATENCY_MAX = 8
 
 
 async def read_bytes(port, region, offset, length):
-    """One byte at a time: the address is taken, its word read, then its byte offered (from a
-    register) and taken."""
+    """One byte at a time: the address is taken (when the core is ready for it: not in the
+    cycle after a write, with the deep read pipeline), its word read, then its byte offered
+    (from a register) and taken."""
     out = bytearray()
     port.set("bus__read_data__ready", 1)
     for i in range(length):
         port.set("bus__read_addr__valid", 1)
         port.set("bus__read_addr__payload", _address(region, offset + i))
-        await port.tick()
+        for _ in range(READ_LATENCY_MAX):
+            taken = port.get("bus__read_addr__ready")
+            await port.tick()
+            if taken:
+                break
+        else:
+            raise RuntimeError(f"reading {region} at {offset + i} not taken in "
+                               f"{READ_LATENCY_MAX} cycles")
         port.set("bus__read_addr__valid", 0)
         for _ in range(READ_LATENCY_MAX):
             await port.tick()

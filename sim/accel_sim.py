@@ -68,7 +68,7 @@ class Mismatch:
 def _port_signals(dut):
     b = dut.bus
     return {"bus__write__valid": b.write.valid, "bus__write__payload": b.write.payload,
-            "bus__read_addr__valid": b.read_addr.valid,
+            "bus__read_addr__valid": b.read_addr.valid, "bus__read_addr__ready": b.read_addr.ready,
             "bus__read_addr__payload": b.read_addr.payload,
             "bus__read_data__valid": b.read_data.valid, "bus__read_data__ready": b.read_data.ready,
             "bus__read_data__payload": b.read_data.payload, "bus__run": b.run,
