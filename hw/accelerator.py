@@ -12,7 +12,7 @@ Data path of one stage (``docs/accelerator.md`` has the picture and the cycle ac
 
 Host interface: the device side of ``hw.framer.DeviceSignature`` (the host link's command framer
 plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (two cycles
-from address to byte, five with the deep read pipeline), the run strobe with its 32-bit argument,
+from address to byte, four with the deep read pipeline), the run strobe with its 32-bit argument,
 ``busy``/``done``/``error`` and the counters (total, busy PE and stall cycles). Memories are
 word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
@@ -490,10 +490,9 @@ class Accelerator(wiring.Component):
         addressed = Signal()              # the address register holds the address (deep)
         pending = Signal()                # the memories' outputs hold the word of the address
         loaded = Signal()                 # the word registers hold it (deep)
-        held = Signal()                   # each memory's byte register holds its byte (deep)
         offered = Signal()                # the byte register holds a byte not yet taken
         accept = Signal()
-        idle = ~addressed & ~pending & ~loaded & ~held & ~offered
+        idle = ~addressed & ~pending & ~loaded & ~offered
         if deep_read:
             idle &= ~wrote                # the weight memory's one port writes this cycle
         m.d.comb += [bus.read_addr.ready.eq(idle), accept.eq(bus.read_addr.valid & idle)]
@@ -518,9 +517,7 @@ class Accelerator(wiring.Component):
         with m.Elif(pending):
             m.d.sync += [pending.eq(0), (loaded if deep_read else offered).eq(1)]
         with m.Elif(loaded):
-            m.d.sync += [loaded.eq(0), held.eq(1)]
-        with m.Elif(held):
-            m.d.sync += [held.eq(0), offered.eq(1)]
+            m.d.sync += [loaded.eq(0), offered.eq(1)]
         with m.Elif(bus.read_data.valid & bus.read_data.ready):
             m.d.sync += offered.eq(0)
 
@@ -579,9 +576,9 @@ class Accelerator(wiring.Component):
         m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
         if deep_read:
             # One register per memory, straight from its output: even a one-hot choice of five
-            # memories in front of a shared register took four LUT levels on an ECP5. No reset:
-            # `boards.outreg` moves them into their block RAMs. (The registered weight memory's
-            # word is in such a register already, a cycle later: when `loaded`.)
+            # memories in front of a shared register took four LUT levels on an ECP5. (The
+            # registered weight memory's word is in its own register when `loaded`.) No reset:
+            # `boards.outreg` moves only a register without one into its block RAM.
             registered = {name: Signal(len(word), name=f"rd_{name}", reset_less=True)
                           for name, word in words.items() if name != "weights"}
             with m.If(pending):
@@ -593,23 +590,16 @@ class Accelerator(wiring.Component):
                              written_word.eq(seq.perf_data)]
             words["counters"] = Mux(written, written_word, words["counters"])
         # Each memory's byte selected, then the region's: bytes past a word's last used one
-        # read as 0. With the deep read pipeline each memory's byte is registered first (beside
-        # its block RAMs, whose registers the words are in: from them through the whole select
-        # to the byte register crossed the die on an 8x8 ECP5 build).
+        # read as 0.
         picked = 0
         for name, word in words.items():
             bits = targets[name]
             lg = (host_word_bytes(bits) - 1).bit_length()
             padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}_padded")
             m.d.comb += padded.eq(word)
-            byte = padded.word_select(rd_low[:lg], 8) if lg else padded[:8]
-            if deep_read:
-                byte_reg = Signal(8, name=f"rd_{name}_byte", reset_less=True)
-                with m.If(loaded):
-                    m.d.sync += byte_reg.eq(byte)
-                byte = byte_reg
-            picked |= Mux(rd_in[name], byte, 0)
-        with m.If(held if deep_read else pending):
+            picked |= Mux(rd_in[name], padded.word_select(rd_low[:lg], 8) if lg else padded[:8],
+                          0)
+        with m.If(loaded if deep_read else pending):
             m.d.sync += rd_byte.eq(picked)
         return m
 
