@@ -48,12 +48,15 @@ def _width(cell, name):
 
 
 def _groups(cell):
-    """The DP16KD's output groups: (outputs, clock port, reset ports, enable ports, REGMODEs)."""
+    """The DP16KD's output groups: (outputs, clock ports, reset ports, enable ports, REGMODEs)."""
     outputs = {side: [f"DO{side}{i}" for i in range(18)] for side in "AB"}
     if _width(cell, "DATA_WIDTH_B") == 36:
-        return [(outputs["A"] + outputs["B"], "CLKB", ("RSTA", "RSTB"), ("OCEA", "OCEB"),
-                 ("REGMODE_A", "REGMODE_B"))]
-    return [(outputs[s], f"CLK{s}", (f"RST{s}",), (f"OCE{s}",), (f"REGMODE_{s}",)) for s in "AB"]
+        # Which clock each half's output register takes is not documented: both must be the
+        # flip-flops' clock.
+        return [(outputs["A"] + outputs["B"], ("CLKA", "CLKB"), ("RSTA", "RSTB"),
+                 ("OCEA", "OCEB"), ("REGMODE_A", "REGMODE_B"))]
+    return [(outputs[s], (f"CLK{s}",), (f"RST{s}",), (f"OCE{s}",), (f"REGMODE_{s}",))
+            for s in "AB"]
 
 
 def absorb_output_registers(netlist):
@@ -77,17 +80,18 @@ def absorb_output_registers(netlist):
     fresh_bits = itertools.count(1 + max([1, *(b for b in used_bits if isinstance(b, int))]))
     for cell in [c for c in cells.values() if c["type"] == "DP16KD"]:
         conn = cell["connections"]
-        for outputs, clock, resets, enables, regmodes in _groups(cell):
+        for outputs, clocks, resets, enables, regmodes in _groups(cell):
             if any(_param(cell, r, "NOREG") != "NOREG" for r in regmodes):
                 continue
             if any(conn.get(r, ["0"]) != ["0"] for r in resets):
                 continue
-            if _param(cell, f"{clock}MUX", clock) != clock:
+            if any(_param(cell, f"{c}MUX", c) != c for c in clocks) \
+                    or len({tuple(conn.get(c, ["x"])) for c in clocks}) != 1:
                 continue
             used = [(port, conn[port][0]) for port in outputs
                     if conn.get(port, ["x"])[0] not in _CONSTANTS
                     and (conn[port][0] in loads or conn[port][0] in module_ports)]
-            regs = _registers(cells, loads, module_ports, used, conn.get(clock))
+            regs = _registers(cells, loads, module_ports, used, conn.get(clocks[0]))
             if regs is None:
                 continue
             enable = _enable_bit(top, regs[0][1], inverters, fresh_bits)
