@@ -62,7 +62,13 @@ def _groups(cell):
 def absorb_output_registers(netlist):
     """Merge output registers into the DP16KDs of the top module of ``netlist`` (Yosys JSON, as
     a dict; changed in place). Returns ``(block RAM ports changed, flip-flops removed)``."""
-    top = next(m for m in netlist["modules"].values() if m.get("attributes", {}).get("top"))
+    modules = netlist.get("modules") if isinstance(netlist, dict) else None
+    if not isinstance(modules, dict):
+        raise ValueError("a Yosys netlist is an object with a 'modules' object")
+    tops = [m for m in modules.values() if m.get("attributes", {}).get("top")]
+    if len(tops) != 1:
+        raise ValueError(f"a Yosys netlist has one top module, this one {len(tops)}")
+    top = tops[0]
     cells = top["cells"]
     loads = {}                       # net bit -> [(cell name, port)]
     for name, cell in cells.items():
@@ -201,7 +207,11 @@ def main(argv=None):
     if len(args) != 1:
         print("usage: python -m addershift.boards.outreg NETLIST.json", file=sys.stderr)
         return 2
-    ports, flops = absorb_file(args[0])
+    try:
+        ports, flops = absorb_file(args[0])
+    except (OSError, ValueError, KeyError) as e:      # json.JSONDecodeError is a ValueError
+        print(f"outreg: {args[0]}: not a Yosys JSON netlist it can read: {e!r}", file=sys.stderr)
+        return 1
     print(OUTREG_LOG.format(flops=flops, ports=ports))
     return 0
 

@@ -165,6 +165,16 @@ def test_command_line(netlist, tmp_path, capsys):
     assert outreg.main([]) == 2
 
 
+@pytest.mark.parametrize("text", ["{", '{"modules": {}}', "[]"])
+def test_a_netlist_it_cannot_read_is_named(tmp_path, capsys, text):
+    path = tmp_path / "top.json"
+    path.write_text(text)
+    assert outreg.main([str(path)]) == 1
+    assert f"outreg: {path}: not a Yosys JSON netlist" in capsys.readouterr().err
+    assert path.read_text() == text                      # left as it was
+    assert outreg.main([str(tmp_path / "missing.json")]) == 1
+
+
 class _RamCore(wiring.Component):
     """A board core with a block RAM: rx bits written at a counting address, the word read
     back at it into a register and then a free-running one, whose parity goes out on tx."""
