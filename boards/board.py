@@ -70,6 +70,15 @@ class Board:
         The board's clock input.
     default_clock_mhz : float
         Core clock when ``--clock`` is not given.
+    accelerator_builds : dict
+        PE kind -> the accelerator ``addershift build`` makes for that kind when its options are
+        not given: ``ArrayConfig`` keyword arguments (array shape, requantiser lanes, pipelines),
+        each measured to fit the device and meet its clock (``accelerator_clocks``;
+        ``docs/boards.md``). Memory depths in it are the least a build gets: a model that needs
+        more gets more.
+    accelerator_clocks : dict
+        PE kind -> the accelerator's core clock when ``--clock`` is not given (a kind not in it:
+        ``default_clock_mhz``).
     clock_resource : str
         The amaranth-boards resource of the oscillator.
     led_count : int
@@ -85,11 +94,24 @@ class Board:
     device = None
     oscillator_mhz = None
     default_clock_mhz = None
+    accelerator_builds = {}
+    accelerator_clocks = {}
     clock_resource = None
     led_count = 0
     reset_button = None
     bitstream_suffix = None
     uart = "uart"
+
+    def accelerator_build(self, kind):
+        """``accelerator_builds[kind]`` (a copy; empty for a kind the board has none for)."""
+        return dict(self.accelerator_builds.get(kind, {}))
+
+    def accelerator_clock(self, kind, clock_mhz=None):
+        """The core clock of a ``kind`` accelerator for a requested ``clock_mhz`` (None: the
+        board's)."""
+        if clock_mhz is not None:
+            return clock_mhz
+        return self.accelerator_clocks.get(kind, self.default_clock_mhz)
 
     def platform(self, *, bram_outreg=False):
         """A fresh amaranth-boards platform instance; with ``bram_outreg`` (ECP5 only) its build

@@ -428,12 +428,14 @@ def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1
 def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
                       router=None, multipliers="dsp", check_timing=True, bram_outreg=True):
     """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
-    link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``."""
+    link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``, at
+    ``clock_mhz`` (default: the board's ``accelerator_clocks`` for the PE kind)."""
     from ..hw.accelerator import AcceleratorTop
     from ..hw.uart import uart_divisor
     if isinstance(board, str):
         board = get_board(board)
-    achieved = board.check_clock(board.default_clock_mhz if clock_mhz is None else clock_mhz)
+    clock_mhz = board.accelerator_clock(config.pe.value, clock_mhz)
+    achieved = board.check_clock(clock_mhz)
     uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
     c = config
     return build(lambda clock_hz: AcceleratorTop(config=c, clk_freq=int(round(clock_hz)), baud=baud),

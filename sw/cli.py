@@ -220,7 +220,7 @@ def cmd_simulate(args):
     try:
         report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
                                 cols=args.cols, per_layer=args.per_layer,
-                                **_build_options(args),
+                                least=args.least_depths, **_build_options(args),
                                 build_dir=args.build_dir)
     except (CompileError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -309,6 +309,35 @@ def cmd_program(args):
     print(f"programmed {args.board}: {' '.join(argv)}")
 
 
+#: The build options when neither they nor ``--board`` are given.
+_BUILD_DEFAULTS = {"rows": 4, "cols": 4, "requant_pipeline": "deep", "writeback_pipeline": "deep",
+                   "read_pipeline": "deep"}
+_DEPTHS = ("weight_depth", "act_depth", "param_depth")
+
+
+def _model_kind(args):
+    """The PE kind of ``--model`` (None if it mixes kinds: compiling it says so), else ``--pe``."""
+    if getattr(args, "model", None):
+        from .model import load_model
+        kinds = {layer.op.value for layer in load_model(args.model).compute_layers()}
+        return kinds.pop() if len(kinds) == 1 else None
+    return getattr(args, "pe", None)
+
+
+def _resolve_build(args):
+    """Fill in the build options not given (``add_build``'s): ``--board``'s accelerator build for
+    the PE kind (``boards.Board.accelerator_builds``), then ``_BUILD_DEFAULTS``. Sets
+    ``args.least_depths``: the memory depths the board asks for at least."""
+    defaults = dict(_BUILD_DEFAULTS)
+    if getattr(args, "board", None):
+        from ..boards.board import get_board
+        defaults.update(get_board(args.board).accelerator_build(_model_kind(args)))
+    args.least_depths = {name: defaults.pop(name) for name in _DEPTHS if name in defaults}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def _build_options(args):
     """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options,
     ``--act-banks`` and the memory depths given (the others stay the model's or the defaults)."""
@@ -329,9 +358,10 @@ def _sim_build(args):
         if getattr(args, "model", None):
             from .model import load_model
             return default_config(load_model(args.model), rows=args.rows, cols=args.cols,
-                                  **_build_options(args))
+                                  least=args.least_depths, **_build_options(args))
         return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                           requant_mode=args.requant_mode, **_build_options(args))
+                           requant_mode=args.requant_mode,
+                           **{**args.least_depths, **_build_options(args)})
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
 
@@ -417,28 +447,48 @@ def build_parser():
     def add_json(p):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    def add_build(p, *, pe=True, note=""):
+    def add_build(p, *, pe=True, note="", board=None):
         """The build a command makes: PE kind, array shape, requantiser (``note`` marks options
-        that only some modes of the command use)."""
+        that only some modes of the command use). ``board``: ``"always"`` (the command's
+        ``--board`` gives the defaults), ``"optional"`` (adds ``--board`` to give them) or None."""
+        p.set_defaults(resolve_build=True)
+        if board == "optional":
+            p.add_argument("--board", choices=BOARDS,
+                           help=f"the build 'addershift build --board BOARD' makes: that board's "
+                                f"defaults for the options below that are not given{note}")
         if pe:
             p.add_argument("--pe", choices=PE_KINDS, default="adder",
                            help="processing element kind")
-        p.add_argument("-r", "--rows", type=int, default=4, help=f"array rows{note}")
-        p.add_argument("-c", "--cols", type=int, default=4, help=f"array columns{note}")
+        # With a board the defaults are its build's (filled in by _resolve_build), else fixed.
+        dflt = {"always": "the board's, docs/boards.md",
+                "optional": "--board's, else {}"}.get(board)
+
+        def default(name, generic):
+            if dflt is None:
+                return {"default": _BUILD_DEFAULTS.get(name), "help": ""}
+            return {"help": f" (None: {dflt.format(generic)})"}
+
+        for flag, name, what in (("-r", "rows", "array rows"), ("-c", "cols", "array columns")):
+            d = default(name, 4)
+            p.add_argument(flag, f"--{name}", type=int, default=d.get("default"),
+                           help=f"{what}{note}{d['help']}")
+        d = default("requant_lanes", "--cols")
         p.add_argument("--requant-lanes", type=int, metavar="N",
-                       help="values the requantiser takes per cycle, a divisor of --cols "
-                            "(default: --cols; 1 is the smallest build)")
-        p.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
-                       help="the requantiser's pipeline: short has a quarter fewer cells and a "
-                            "lower Fmax (small devices)")
-        p.add_argument("--writeback-pipeline", choices=("deep", "short"), default="deep",
-                       help="the write-back's pipeline: deep registers the block RAM's output "
-                            "before the max-pool merge (ECP5 clock), short saves those "
-                            "flip-flops (small devices)")
-        p.add_argument("--read-pipeline", choices=("deep", "short"), default="deep",
-                       help="block RAM reads: deep registers the words read (for the array and "
-                            "the host) before any logic selects from them (ECP5 clock), short "
-                            "saves those flip-flops (small devices)")
+                       help=f"values the requantiser takes per cycle, a divisor of --cols "
+                            f"({'default: --cols; ' if dflt is None else ''}1 is the smallest "
+                            f"build){d['help']}")
+        for option, what in (
+                ("requant", "the requantiser's pipeline: short has a quarter fewer cells and a "
+                            "lower Fmax (small devices)"),
+                ("writeback", "the write-back's pipeline: deep registers the block RAM's output "
+                              "before the max-pool merge (ECP5 clock), short saves those "
+                              "flip-flops (small devices)"),
+                ("read", "block RAM reads: deep registers the words read (for the array and the "
+                         "host) before any logic selects from them (ECP5 clock), short saves "
+                         "those flip-flops (small devices)")):
+            d = default(f"{option}_pipeline", "deep")
+            p.add_argument(f"--{option}-pipeline", choices=("deep", "short"),
+                           default=d.get("default"), help=f"{what}{d['help']}")
         p.add_argument("--act-banks", type=int, metavar="N",
                        help="read banks (copies) of each activation buffer, a divisor of "
                             "--rows (default: --rows); fewer take fewer block RAMs, and the "
@@ -450,8 +500,8 @@ def build_parser():
                 ("param", "the parameter memory", "the requantiser lanes' parameters")):
             p.add_argument(f"--{option}-depth", type=int, metavar="WORDS",
                            help=f"words of {memory} (a word: {word}); default: what --model "
-                                f"needs, at least the ArrayConfig default; fewer take fewer "
-                                f"block RAMs")
+                                f"needs, at least the ArrayConfig default or the board's; "
+                                f"fewer take fewer block RAMs")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p)
@@ -521,7 +571,7 @@ def build_parser():
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator", help="simulator")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    add_build(p, pe=False)
+    add_build(p, pe=False, board="optional")
     p.add_argument("--per-layer", action="store_true",
                    help="run one stage at a time and compare every layer's output")
     p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")
@@ -529,9 +579,11 @@ def build_parser():
 
     p = add("build", cmd_build, "build a bitstream and its resource and timing report")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
-    add_build(p)
+    add_build(p, board="always")
     p.add_argument("--clock", type=float,
-                   help="core clock in MHz (None: the board's, 48 iCEBreaker, 100 ULX3S)")
+                   help="core clock in MHz (None: the board's; for --top accelerator its build's, "
+                        "iCEBreaker 24, ULX3S 100 adder, 90 shift, 80 mul; else 48 iCEBreaker, "
+                        "100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--router", choices=ROUTERS,
@@ -569,7 +621,7 @@ def build_parser():
     p.add_argument("--clock", type=int, default=12_000_000, help="nominal clock in Hz")
     p.add_argument("--mem-size", type=int, default=4096,
                    help="bytes per scratch memory (--link-test)")
-    add_build(p)
+    add_build(p, board="optional")
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
                    help="the build's requantisation mode (the shipped models use pow2x2)")
     p.add_argument("-m", "--model", help="serve the build that fits this model (sets --pe, "
@@ -583,7 +635,7 @@ def build_parser():
     where.add_argument("--sim", action="store_true", help="start a simulated board for this run")
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    add_build(p, pe=False, note=" (--sim)")
+    add_build(p, pe=False, note=" (--sim)", board="optional")
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
@@ -613,6 +665,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "resolve_build", False):
+            _resolve_build(args)
         args.func(args)
     except NotBuilt as e:
         print(f"addershift {args.command}: {e}", file=sys.stderr)

@@ -565,13 +565,15 @@ class Program:
 BIAS_HEADROOM = 2
 
 
-def default_config(model, *, rows=4, cols=4, **overrides):
+def default_config(model, *, rows=4, cols=4, least=None, **overrides):
     """The build a model runs on with the array shape ``rows x cols``: PE kind, requantisation mode
     and widths from the model, ``max_k`` its longest reduction, the global average pooling unit
-    only if the model has such a layer, memories at least the ``ArrayConfig`` defaults and large
-    enough for it (powers of two), and biases :data:`BIAS_HEADROOM` bits wider than the widest
-    the program stores (:func:`compiled_biases`). ``overrides`` replace any of these
-    (``ArrayConfig`` keyword arguments); :class:`CompileError` if the model then does not fit."""
+    only if the model has such a layer, memories large enough for it (powers of two) and at least
+    ``least`` (a dict of ``weight_depth``, ``act_depth``, ``param_depth``; each one not in it is at
+    least the ``ArrayConfig`` default: a small board asks for less), and biases
+    :data:`BIAS_HEADROOM` bits wider than the widest the program stores
+    (:func:`compiled_biases`). ``overrides`` replace any of these (``ArrayConfig`` keyword
+    arguments); :class:`CompileError` if the model then does not fit."""
     from ..hw.config import ArrayConfig
     layers = model.compute_layers()
     if not layers:
@@ -601,11 +603,12 @@ def default_config(model, *, rows=4, cols=4, **overrides):
     program = compile_model(model, big)
     act = max(_ceil_div(shp[0], cols) * shp[1] * shp[2]
               for st in program.stages for shp in (st.in_shape, st.out_shape))
-    pow2 = lambda n, least: max(least, 1 << (n - 1).bit_length())
-    defaults = {f.name: f.default for f in dataclasses.fields(ArrayConfig)}
-    sizes = {"weight_depth": pow2(len(program.weight_words), defaults["weight_depth"]),
-             "act_depth": pow2(act, defaults["act_depth"]),
-             "param_depth": pow2(len(program.param_words), defaults["param_depth"])}
+    pow2 = lambda n, low: max(low, 1 << (n - 1).bit_length())
+    floor = {f.name: f.default for f in dataclasses.fields(ArrayConfig)}
+    floor.update(least or {})
+    sizes = {"weight_depth": pow2(len(program.weight_words), floor["weight_depth"]),
+             "act_depth": pow2(act, floor["act_depth"]),
+             "param_depth": pow2(len(program.param_words), floor["param_depth"])}
     need = max(bias_width(compiled_biases(layer.requant, big.acc_bits)) for layer in layers)
     sizes["bias_bits"] = min(BIAS_BITS, need + BIAS_HEADROOM)
     config = ArrayConfig(**{**params, **sizes, **overrides})

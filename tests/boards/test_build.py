@@ -1,6 +1,7 @@
 """Board tops, board builds with their reports, and programming without a programmer."""
 
 import json
+import pathlib
 import re
 
 import pytest
@@ -225,6 +226,35 @@ def test_every_board_elaborates_with_its_pins(name):
     else:
         assert f"--{board.device.split('-')[1][:-1].lower()}k" in script and "EHXPLLL" in rtlil
         assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in files["top.lpf"]
+
+
+@pytest.mark.parametrize("kind", ["adder", "shift", "mul"])
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"])
+def test_every_board_has_an_accelerator_build_for_each_kind(name, kind):
+    """The build ``addershift build --board NAME -m models/digits_KIND.npz`` makes: the shipped
+    model compiles for it, and the PLL reaches its clock (its fit and Fmax: docs/boards.md)."""
+    from addershift.sw.compiler import default_config
+    from addershift.sw.model import load_model
+    board = get_board(name)
+    options = board.accelerator_build(kind)
+    assert {"rows", "cols"} <= set(options)
+    least = {k: options.pop(k) for k in ("weight_depth", "act_depth", "param_depth")
+             if k in options}
+    model = load_model(pathlib.Path(__file__).parents[2] / "models" / f"digits_{kind}.npz")
+    config = default_config(model, least=least, **options)
+    assert config.pe.value == kind
+    for depth, low in least.items():
+        assert getattr(config, depth) >= low
+    clock = board.accelerator_clock(kind)
+    assert board.check_clock(clock) == pytest.approx(clock, rel=0.01)
+    assert board.accelerator_clock(kind, 30.0) == 30.0
+
+
+def test_accelerator_build_is_a_copy():
+    board = get_board("icebreaker")
+    board.accelerator_build("adder")["rows"] = 99
+    assert board.accelerator_build("adder")["rows"] == 4
+    assert board.accelerator_build("unknown") == {}
 
 
 def test_an_overfull_device_is_read_from_the_nextpnr_log():

@@ -9,6 +9,8 @@ import pytest
 
 from addershift.sw.cli import main
 
+MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
+
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
@@ -76,6 +78,76 @@ def test_clock_the_design_cannot_meet_fails_clearly(capsys, tmp_path):
     assert saved["timing_met"] is False and saved["bitstream"] is None
 
 
+def _built(monkeypatch, tmp_path, *args):
+    """The keyword arguments ``addershift build ARGS`` gives ``build_accelerator`` (not run)."""
+    import addershift.boards.build as build
+    from addershift.boards.toolchain import ToolError
+    seen = {}
+
+    def capture(**kwargs):
+        seen.update(kwargs)
+        raise ToolError("not built in this test")
+
+    monkeypatch.setattr(build, "build_accelerator", capture)
+    assert main(["build", *args, "-o", str(tmp_path)]) == 1
+    return seen
+
+
+def _shape(config):
+    return (config.rows, config.cols, config.requant_lanes, config.requant_pipeline,
+            config.writeback_pipeline, config.read_pipeline, config.weight_depth,
+            config.act_depth, config.param_depth)
+
+
+def test_build_takes_the_boards_accelerator_for_what_is_not_given(monkeypatch, tmp_path):
+    adder = str(MODELS / "digits_adder.npz")
+    seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder)
+    assert _shape(seen["config"]) == (4, 4, 1, "short", "short", "short", 1024, 128, 64)
+    assert seen["clock_mhz"] is None      # build_accelerator takes the board's (below)
+    # Options given win; a memory the model needs deeper than the board's least grows (the 2x2
+    # takes 1,034 weight words).
+    seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder, "--rows", "2",
+                  "--cols", "2", "--read-pipeline", "deep", "--clock", "30")
+    assert _shape(seen["config"]) == (2, 2, 1, "short", "short", "deep", 2048, 128, 64)
+    assert seen["clock_mhz"] == 30
+    # Each kind has its own: the largest that fits the chip.
+    seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m",
+                  str(MODELS / "digits_shift.npz"))
+    assert _shape(seen["config"])[:3] == (3, 3, 1)
+    seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "--pe", "mul")
+    assert _shape(seen["config"]) == (2, 3, 1, "short", "short", "short", 1024, 128, 64)
+    seen = _built(monkeypatch, tmp_path, "--board", "ulx3s-85f", "-m", adder)
+    assert _shape(seen["config"]) == (8, 8, None, "deep", "deep", "deep", 4096, 512, 256)
+
+
+@pytest.mark.parametrize("command", [["serve-sim"], ["run", "--sim"], ["simulate"]])
+def test_simulated_board_serves_the_boards_build(monkeypatch, tmp_path, command):
+    # `--board B` gives a simulation the build `addershift build --board B` makes: the same hash.
+    from addershift.sw import cli
+    adder = str(MODELS / "digits_adder.npz")
+    built = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder)["config"]
+    args = cli.build_parser().parse_args([*command, "-m", adder, "--board", "icebreaker"])
+    cli._resolve_build(args)
+    assert cli._sim_build(args).build_hash == built.build_hash
+    args = cli.build_parser().parse_args([*command, "-m", adder])
+    cli._resolve_build(args)
+    assert _shape(cli._sim_build(args)) == (4, 4, None, "deep", "deep", "deep", 4096, 512, 256)
+
+
+def test_accelerator_builds_at_the_boards_accelerator_clock(monkeypatch):
+    import addershift.boards.build as build
+    from addershift.hw.config import ArrayConfig
+    seen = []
+    monkeypatch.setattr(build, "build", lambda core, **kwargs: seen.append(kwargs["clock_mhz"]))
+    config = ArrayConfig(pe="adder", rows=2, cols=2)
+    build.build_accelerator(board="icebreaker", config=config)
+    build.build_accelerator(board="icebreaker", config=config, clock_mhz=30)
+    build.build_accelerator(board="ulx3s-85f", config=config)
+    assert seen == [24.0, 30, 100.0]
+    build.build_accelerator(board="ulx3s-85f", config=ArrayConfig(pe="mul", rows=2, cols=2))
+    assert seen[-1] == 80.0
+
+
 def test_program_without_tools_prints_the_command(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bin"
@@ -101,12 +173,28 @@ def test_bad_baud_fails_before_building(capsys, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_icebreakers_default_accelerator_fits_and_meets_its_clock(capsys, tmp_path):
+    # What `addershift build --board icebreaker -m models/digits_adder.npz` makes (about ten
+    # minutes): the 4x4 at 99 % of the chip, at 24 MHz.
+    assert main(["build", "--board", "icebreaker", "-m", str(MODELS / "digits_adder.npz"),
+                 "-o", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["extra"]["rows"], report["extra"]["cols"]) == (4, 4)
+    assert report["clock_mhz"] == 24 and report["timing_met"]
+    assert report["multipliers"]["multiplier_free"]
+    assert (tmp_path / "top.bin").exists()
+
+
+@pytest.mark.slow
 def test_accelerator_that_does_not_fit_says_so(capsys, tmp_path):
-    # The digits-sized 4x4 adder accelerator needs more logic cells and more block RAMs (a bank
+    # The digits-sized 4x4 adder accelerator with the ECP5's options (a lane per column, deep
+    # pipelines, 512-word activation buffers) needs more logic cells and more block RAMs (a bank
     # per row) than the iCE40UP5K has: the message names both, with a hint for each.
-    model = pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz"
-    assert main(["build", "--board", "icebreaker", "-m", str(model),
-                 "--rows", "4", "--cols", "4", "-o", str(tmp_path)]) == 1
+    model = MODELS / "digits_adder.npz"
+    assert main(["build", "--board", "icebreaker", "-m", str(model), "--rows", "4", "--cols", "4",
+                 "--requant-lanes", "4", "--requant-pipeline", "deep", "--writeback-pipeline",
+                 "deep", "--read-pipeline", "deep", "--act-depth", "512",
+                 "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert re.match(r"addershift build: the icebreaker build does not fit the iCE40UP5K: it needs "
                     r"\d+ ICESTORM_LC of 5280 \(\d+%\) and \d+ ICESTORM_RAM of 30 \(\d+%\)", err)
