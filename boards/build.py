@@ -269,7 +269,8 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
 
     ``bram_outreg`` (ECP5 only; iCE40 block RAMs have no output register): move the registers
     after block RAMs into the block RAMs' output registers (:mod:`.outreg`), which take about
-    1 ns from clock to data instead of the 5.8 ns of an unregistered output.
+    1 ns from clock to data instead of the 5.8 ns of an unregistered output, and those after
+    multipliers into the MULT18X18Ds' own.
 
     ``router`` picks nextpnr's router (:data:`ROUTERS`; None: nextpnr's default, router1).
     router2 finished a 32x32 ECP5 array (71 % of the chip) that router1 had not routed after
@@ -362,14 +363,12 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
                          "pll": None if cfg is None else dataclasses.asdict(cfg),
                          **notes, **(extra or {})})
     if bram_outreg:
-        moved = outreg.read_log(log.read_text(errors="replace"))
-        if moved is None:
-            raise ToolError(f"the {board.name} build ran without its block RAM output register "
-                            f"step (boards/outreg.py; log: {log})")
-        report.extra["bram_outreg"] = {"ports": moved[0], "flip_flops": moved[1]}
-        # Yosys counted them; they are in the block RAMs now.
-        ff = report.resources["ff"]
-        report.resources["ff"] = dataclasses.replace(ff, used=ff.used - moved[1])
+        text = log.read_text(errors="replace")
+        moved, mults = outreg.read_log(text), outreg.read_log(text, outreg.MULTREG_LOG)
+        if moved is None or mults is None:
+            raise ToolError(f"the {board.name} build ran without its output register step "
+                            f"(boards/outreg.py; log: {log})")
+        report.note_moved_registers(moved, mults)
     failed = report.timing_met is False
     if failed and bitstream.exists():
         bitstream.replace(failed_bitstream)

@@ -22,6 +22,7 @@ import json
 import math
 import pathlib
 
+from . import outreg
 from .toolchain import ToolError, run_tool
 
 # Source paths in reports are shown relative to the project (the folder holding boards/).
@@ -184,6 +185,15 @@ class Report:
         own = self.harness["ice40_cells"] if self.family == "ice40" else self.harness["luts"]
         return cells - own
 
+    def note_moved_registers(self, brams, multipliers):
+        """Record what :mod:`.outreg` moved: ``brams`` (block RAM ports, flip-flops) and
+        ``multipliers`` (MULT18X18Ds, flip-flops). Yosys counted those flip-flops; they are in
+        the block RAMs and multipliers now, so the flip-flop count leaves them out."""
+        self.extra["bram_outreg"] = {"ports": brams[0], "flip_flops": brams[1]}
+        self.extra["mult_outreg"] = {"multipliers": multipliers[0], "flip_flops": multipliers[1]}
+        ff = self.resources["ff"]
+        self.resources["ff"] = dataclasses.replace(ff, used=ff.used - brams[1] - multipliers[1])
+
     def check_timing(self):
         """Raise :class:`TimingError` unless the design meets the requested clock."""
         if self.timing_met is False:
@@ -233,6 +243,10 @@ class Report:
         if moved:
             lines.append(f"  ({moved['flip_flops']} flip-flops moved into {moved['ports']} block RAM "
                          f"output registers)")
+        moved = self.extra.get("mult_outreg")
+        if moved and moved["multipliers"]:
+            lines.append(f"  ({moved['flip_flops']} flip-flops moved into {moved['multipliers']} "
+                         f"multiplier output registers)")
         if self.harness:
             lines.append(f"  (harness: {self.harness['ffs']} FF, {self.harness['luts']} LUT; "
                          f"without it ~{self.design_cells} logic cells)")
@@ -455,6 +469,9 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
                check_timing=False, place=True, platform=None):
     """Synthesise, place and route ``design`` off-board on ``target``; return its :class:`Report`.
 
+    On ECP5 the registers after block RAMs and multipliers move into them before nextpnr places
+    the design (:mod:`.outreg`, as in board builds).
+
     Parameters
     ----------
     design : wiring.Component
@@ -530,12 +547,18 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     args = [*target.nextpnr_args, "--json", f"{name}.json", "--report", f"{name}.report.json",
             "--freq", f"{clock:g}", "--seed", seed, "--timing-allow-fail", unconstrained,
             "--log", f"{name}.tim", "--quiet"]
+    moved = None
+    if target.family == "ecp5":
+        # As board builds do: registers after block RAMs and multipliers into them.
+        moved = outreg.absorb_file(build_dir / f"{name}.json")
     seconds["nextpnr"] = run_tool(nextpnr, args, cwd=build_dir, log_name=f"{name}.nextpnr.log")
 
     report = read_report(build_dir, prefix=name, design=type(design).__name__,
                          target=target.name, family=target.family, device=target.device,
                          synth_opts=synth_opts, clock_mhz=clock,
                          harness=top.cost if harness else None, seconds=seconds)
+    if moved is not None:
+        report.note_moved_registers(*moved)
     if check_timing:
         report.check_timing()
     return report

@@ -582,7 +582,7 @@ def build_parser():
     add_build(p, board="always")
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's; for --top accelerator its build's, "
-                        "iCEBreaker 24, ULX3S 100 adder, 90 shift, 80 mul; else 48 iCEBreaker, "
+                        "iCEBreaker 24, ULX3S 100 adder, 90 shift and mul; else 48 iCEBreaker, "
                         "100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
@@ -590,9 +590,9 @@ def build_parser():
                    help="nextpnr's router (None: its default, router1); router2 routes large, "
                         "full ECP5 arrays that router1 does not finish")
     p.add_argument("--no-bram-outreg", dest="bram_outreg", action="store_false",
-                   help="ECP5: leave the registers after block RAMs in the fabric (by default "
-                        "they move into the block RAMs' output registers, 1 ns from clock to "
-                        "data instead of 5.8)")
+                   help="ECP5: leave the registers after block RAMs and multipliers in the "
+                        "fabric (by default they move into the block RAMs' output registers, 1 "
+                        "ns from clock to data instead of 5.8, and the MULT18X18Ds' own)")
     p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",
                    help="map multipliers to DSP blocks or to LUTs (mul PEs)")
     p.add_argument("--top", choices=("accelerator", "array", "link"), default="accelerator",

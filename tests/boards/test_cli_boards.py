@@ -145,7 +145,7 @@ def test_accelerator_builds_at_the_boards_accelerator_clock(monkeypatch):
     build.build_accelerator(board="ulx3s-85f", config=config)
     assert seen == [24.0, 30, 100.0]
     build.build_accelerator(board="ulx3s-85f", config=ArrayConfig(pe="mul", rows=2, cols=2))
-    assert seen[-1] == 80.0
+    assert seen[-1] == 90.0
 
 
 def test_program_without_tools_prints_the_command(capsys, tmp_path, monkeypatch):

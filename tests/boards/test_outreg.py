@@ -1,12 +1,12 @@
-"""boards.outreg: the registers after ECP5 block RAMs moved into the block RAMs, on netlists
-that Yosys' synth_ecp5 writes, and in a board build."""
+"""boards.outreg: the registers after ECP5 block RAMs and multipliers moved into them, on
+netlists that Yosys' synth_ecp5 writes, and in board builds."""
 
 import json
 import re
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -150,17 +150,22 @@ def test_a_second_pass_changes_nothing(netlist):
     assert outreg.absorb_output_registers(changed) == (0, 0)
 
 
-def test_the_log_line_reads_back():
-    line = outreg.OUTREG_LOG.format(flops=60, ports=4)
-    assert outreg.read_log(f"Info: x\n{line}\nmore") == (4, 60)
+def test_the_log_lines_read_back():
+    line = outreg.OUTREG_LOG.format(flops=60, count=4)
+    mults = outreg.MULTREG_LOG.format(flops=32, count=2)
+    assert outreg.read_log(f"Info: x\n{line}\n{mults}\nmore") == (4, 60)
+    assert outreg.read_log(f"Info: x\n{line}\n{mults}\nmore", outreg.MULTREG_LOG) == (2, 32)
     assert outreg.read_log("no such line") is None
+    assert outreg.read_log(line, outreg.MULTREG_LOG) is None
 
 
 def test_command_line(netlist, tmp_path, capsys):
     path = tmp_path / "top.json"
     path.write_text(json.dumps(netlist))
     assert outreg.main([str(path)]) == 0
-    assert outreg.read_log(capsys.readouterr().out) == (4, 60)
+    out = capsys.readouterr().out
+    assert outreg.read_log(out) == (4, 60)
+    assert outreg.read_log(out, outreg.MULTREG_LOG) == (0, 0)
     assert _flops(json.loads(path.read_text())) == _flops(netlist) - 60
     assert outreg.main([]) == 2
 
@@ -173,6 +178,87 @@ def test_a_netlist_it_cannot_read_is_named(tmp_path, capsys, text):
     assert f"outreg: {path}: not a Yosys JSON netlist" in capsys.readouterr().err
     assert path.read_text() == text                      # left as it was
     assert outreg.main([str(tmp_path / "missing.json")]) == 1
+
+
+class _Multipliers(wiring.Component):
+    """One signed 8x8 multiplier per case, its product into a register (as ``hw.pe.MulPE``'s
+    term register):
+
+    - ``free``: free-running (moves);
+    - ``enabled``: enabled by a low ``hold`` (moves, CE0 = ``hold`` inverted by a LUT);
+    - ``reset``: a register with a reset (stays);
+    - ``shared``: the product also feeds logic (stays).
+    """
+    CASES = ("free", "enabled", "reset", "shared")
+
+    def __init__(self):
+        members = {"hold": In(1), "shared_xor": Out(1)}
+        for name in self.CASES:
+            members.update({f"a_{name}": In(signed(8)), f"b_{name}": In(signed(8)),
+                            f"p_{name}": Out(signed(16))})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        for name in self.CASES:
+            product = Signal(signed(16), name=f"product_{name}")
+            m.d.comb += product.eq(getattr(self, f"a_{name}") * getattr(self, f"b_{name}"))
+            reg = Signal(signed(16), name=f"reg_{name}", reset_less=name != "reset")
+            if name == "enabled":
+                with m.If(~self.hold):
+                    m.d.sync += reg.eq(product)
+            else:
+                m.d.sync += reg.eq(product)
+            m.d.comb += getattr(self, f"p_{name}").eq(reg)
+            if name == "shared":
+                m.d.comb += self.shared_xor.eq(product.xor())
+        return m
+
+
+@pytest.fixture(scope="module")
+def mult_netlist(tmp_path_factory):
+    """``_Multipliers`` through synth_ecp5 (one MULT18X18D each), as Yosys' JSON."""
+    prepare_environment()
+    folder = tmp_path_factory.mktemp("multreg")
+    (folder / "top.il").write_text(rtlil.convert(_Multipliers(), name="top"))
+    run_tool("YOSYS", ["-q", "-p", "read_rtlil top.il; synth_ecp5 -top top; write_json top.json"],
+             cwd=folder, log_name="yosys.log")
+    return json.loads((folder / "top.json").read_text())
+
+
+def _mult(netlist, case):
+    """The MULT18X18D that multiplies ``a_{case}`` and ``b_{case}``."""
+    top = _top(netlist)
+    operands = set(top["ports"][f"a_{case}"]["bits"])
+    (cell,) = [c for c in top["cells"].values() if c["type"] == "MULT18X18D"
+               and operands & {b for bits in c["connections"].values() for b in bits}]
+    return cell
+
+
+def test_registers_move_into_the_multipliers(mult_netlist):
+    changed = json.loads(json.dumps(mult_netlist))
+    before = _flops(changed)
+    assert outreg.absorb_multiplier_registers(changed) == (2, 32)
+    assert _flops(changed) == before - 32
+    top = _top(changed)
+    clock = top["ports"]["clk"]["bits"]
+    for case in ("free", "enabled"):
+        cell = _mult(changed, case)
+        assert {k: outreg._param(cell, k) for k in ("REG_OUTPUT_CLK", "REG_OUTPUT_CE",
+                                                    "REG_OUTPUT_RST")} == \
+            {"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE0", "REG_OUTPUT_RST": "RST0"}
+        assert cell["connections"]["CLK0"] == clock and cell["connections"]["RST0"] == ["0"]
+        # The product's port is driven by the multiplier itself now.
+        drivers = [_driver(changed, bit) for bit in top["ports"][f"p_{case}"]["bits"]]
+        assert all(d is not None and d[0] is cell and d[1].startswith("P") for d in drivers)
+    assert _mult(changed, "free")["connections"]["CE0"] == ["1"]
+    inverter, _ = _driver(changed, _mult(changed, "enabled")["connections"]["CE0"][0])
+    assert inverter["type"] == "LUT4" and inverter["connections"]["A"] == top["ports"]["hold"]["bits"]
+    for case in ("reset", "shared"):
+        assert outreg._param(_mult(changed, case), "REG_OUTPUT_CLK", "NONE") == "NONE"
+    # A second pass finds nothing left to move, and the block RAM pass leaves multipliers alone.
+    assert outreg.absorb_multiplier_registers(changed) == (0, 0)
+    assert outreg.absorb_output_registers(json.loads(json.dumps(mult_netlist))) == (0, 0)
 
 
 class _RamCore(wiring.Component):
@@ -215,4 +301,40 @@ def test_board_build_moves_the_register(tmp_path):
     assert "bram_outreg" not in reports[False].extra
     assert "8 flip-flops moved into 1 block RAM output registers" in reports[True].format_text()
     assert reports[True].resources["ff"].used == reports[False].resources["ff"].used - 8
+    assert reports[True].fmax > reports[False].fmax
+
+
+class _MulCore(wiring.Component):
+    """A board core with a multiplier: two counters (one stepped by rx) multiplied into a
+    register, whose parity goes out on tx through one more register."""
+    rx: In(1)
+    tx: Out(1)
+    status: Out(3)
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b = Signal(signed(8)), Signal(signed(8))
+        product, parity = Signal(signed(16), reset_less=True), Signal()
+        m.d.sync += [a.eq(a + 1), b.eq(b + self.rx), product.eq(a * b),
+                     parity.eq(product.as_unsigned().xor())]
+        m.d.comb += [self.tx.eq(parity), self.status.eq(product[:3])]
+        return m
+
+
+def test_board_build_moves_the_multiplier_register(tmp_path):
+    # As for the block RAM: the register in the routed configuration, the flip-flops out of the
+    # count, and the multiplier's path into one register, the design's slowest, faster.
+    from addershift.boards.build import build
+    reports = {}
+    for moved in (True, False):
+        result = build(_MulCore(), board="ulx3s-12f", clock_mhz=25,
+                       build_dir=tmp_path / str(moved), bram_outreg=moved)
+        config = (tmp_path / str(moved) / "top.config").read_text()
+        assert result.bitstream.exists()
+        assert ("REG_OUTPUT_CLK CLK0" in config) == moved
+        assert result.report.dsp_cells == 1
+        reports[moved] = result.report
+    assert reports[True].extra["mult_outreg"] == {"multipliers": 1, "flip_flops": 16}
+    assert "16 flip-flops moved into 1 multiplier output registers" in reports[True].format_text()
+    assert reports[True].resources["ff"].used == reports[False].resources["ff"].used - 16
     assert reports[True].fmax > reports[False].fmax
