@@ -611,6 +611,15 @@ def default_config(model, *, rows=4, cols=4, least=None, **overrides):
              "param_depth": pow2(len(program.param_words), floor["param_depth"])}
     need = max(bias_width(compiled_biases(layer.requant, big.acc_bits)) for layer in layers)
     sizes["bias_bits"] = min(BIAS_BITS, need + BIAS_HEADROOM)
+    # The generous build's descriptors carry wider addresses: a weight memory measured just over
+    # a power of two there may hold the program at the power below it.
+    while "weight_depth" not in overrides and sizes["weight_depth"] // 2 >= floor["weight_depth"]:
+        smaller = {**sizes, "weight_depth": sizes["weight_depth"] // 2}
+        try:
+            compile_model(model, ArrayConfig(**{**params, **smaller}))
+        except CompileError:
+            break
+        sizes = smaller
     config = ArrayConfig(**{**params, **sizes, **overrides})
     compile_model(model, config)      # an override too small for the model says so here
     return config

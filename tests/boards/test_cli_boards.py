@@ -104,12 +104,14 @@ def test_build_takes_the_boards_accelerator_for_what_is_not_given(monkeypatch, t
     seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder)
     assert _shape(seen["config"]) == (4, 4, 1, "short", "short", "short", 1024, 128, 64)
     assert seen["clock_mhz"] is None      # build_accelerator takes the board's (below)
-    # Options given win; a memory the model needs deeper than the board's least grows (the 2x2
-    # takes 1,034 weight words).
+    # Options given win; a memory the model needs deeper than the board's least grows.
     seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder, "--rows", "2",
-                  "--cols", "2", "--read-pipeline", "deep", "--clock", "30")
-    assert _shape(seen["config"]) == (2, 2, 1, "short", "short", "deep", 2048, 128, 64)
+                  "--cols", "2", "--read-pipeline", "deep", "--act-depth", "256", "--clock", "30")
+    assert _shape(seen["config"]) == (2, 2, 1, "short", "short", "deep", 1024, 256, 64)
     assert seen["clock_mhz"] == 30
+    seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder, "--rows", "1",
+                  "--cols", "1")
+    assert _shape(seen["config"])[6:] == (2048, 128, 64)      # 1,960 weight words
     # Each kind has its own: the largest that fits the chip.
     seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m",
                   str(MODELS / "digits_shift.npz"))

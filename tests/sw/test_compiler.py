@@ -235,6 +235,24 @@ def test_a_dead_channel_does_not_widen_the_build():
         compile_model(model, default_config(model, rows=2, cols=2, bias_bits=12))
 
 
+def test_memories_are_the_least_powers_of_two_that_hold_the_program():
+    # `least` lowers the floors (a small board's); each memory is then what the program needs,
+    # rounded up to a power of two. The 2x2's program is 980 weight words (1,028 in the
+    # generous build default_config measures on, whose descriptors carry wider addresses).
+    model = load_model(pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz")
+    least = {"weight_depth": 16, "act_depth": 16, "param_depth": 16}
+    config = default_config(model, rows=2, cols=2, requant_lanes=1, least=least)
+    assert (config.weight_depth, config.act_depth, config.param_depth) == (1024, 64, 64)
+    assert len(compile_model(model, config).weight_words) == 980
+    with pytest.raises(CompileError, match="weight_depth"):
+        compile_model(model, default_config(model, rows=2, cols=2, requant_lanes=1,
+                                            weight_depth=512))
+    # Without `least`, the ArrayConfig defaults are the floors.
+    assert default_config(model, rows=2, cols=2).weight_depth == 4096
+    # An override is kept as given.
+    assert default_config(model, rows=2, cols=2, least=least, weight_depth=2048).weight_depth == 2048
+
+
 def test_unsupported_layer_sequences():
     model = digits_net("adder")
     for layers, message in [
