@@ -68,15 +68,19 @@ class _Memories(wiring.Component):
         return m
 
 
-@pytest.fixture(scope="module")
-def netlist(tmp_path_factory):
-    """``_Memories`` through synth_ecp5, as Yosys' JSON."""
+def _synth_ecp5(component, folder):
+    """``component`` through synth_ecp5 in ``folder``, as Yosys' JSON."""
     prepare_environment()
-    folder = tmp_path_factory.mktemp("outreg")
-    (folder / "top.il").write_text(rtlil.convert(_Memories(), name="top"))
+    (folder / "top.il").write_text(rtlil.convert(component, name="top"))
     run_tool("YOSYS", ["-q", "-p", "read_rtlil top.il; synth_ecp5 -top top; write_json top.json"],
              cwd=folder, log_name="yosys.log")
     return json.loads((folder / "top.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def netlist(tmp_path_factory):
+    """``_Memories`` through synth_ecp5, as Yosys' JSON."""
+    return _synth_ecp5(_Memories(), tmp_path_factory.mktemp("outreg"))
 
 
 def _top(netlist):
@@ -218,12 +222,7 @@ class _Multipliers(wiring.Component):
 @pytest.fixture(scope="module")
 def mult_netlist(tmp_path_factory):
     """``_Multipliers`` through synth_ecp5 (one MULT18X18D each), as Yosys' JSON."""
-    prepare_environment()
-    folder = tmp_path_factory.mktemp("multreg")
-    (folder / "top.il").write_text(rtlil.convert(_Multipliers(), name="top"))
-    run_tool("YOSYS", ["-q", "-p", "read_rtlil top.il; synth_ecp5 -top top; write_json top.json"],
-             cwd=folder, log_name="yosys.log")
-    return json.loads((folder / "top.json").read_text())
+    return _synth_ecp5(_Multipliers(), tmp_path_factory.mktemp("multreg"))
 
 
 def _mult(netlist, case):
