@@ -44,7 +44,8 @@ def _emit(args, report, text):
 def _accelerator_unit(args):
     """The accelerator top (UART pins, framer, core) for ``generate --unit accelerator``: the build
     that fits ``--model`` if given, else ``--pe`` with the requantisation mode of the shipped
-    models (pow2x2 for adder and shift, mul for mul) and the ``ArrayConfig`` defaults."""
+    models (pow2x2 for adder and shift, mul for mul) and the ``ArrayConfig`` defaults (or
+    ``--board``'s build)."""
     from ..hw.accelerator import AcceleratorTop
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
@@ -52,11 +53,11 @@ def _accelerator_unit(args):
         if args.model:
             from .model import load_model
             config = default_config(load_model(args.model), rows=args.rows, cols=args.cols,
-                                    **_build_options(args))
+                                    least=args.least_depths, **_build_options(args))
         else:
             config = ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
                                  requant_mode="mul" if args.pe == "mul" else "pow2x2",
-                                 **_build_options(args))
+                                 **{**args.least_depths, **_build_options(args)})
         return AcceleratorTop(config=config, clk_freq=int(args.clock * 1e6), baud=args.baud)
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -504,7 +505,7 @@ def build_parser():
                                 f"fewer take fewer block RAMs")
 
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
-    add_build(p)
+    add_build(p, board="optional")
     p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
                    help="what to generate")
     p.add_argument("-o", "--output", required=True,

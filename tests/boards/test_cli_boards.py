@@ -136,6 +136,15 @@ def test_simulated_board_serves_the_boards_build(monkeypatch, tmp_path, command)
     assert _shape(cli._sim_build(args)) == (4, 4, None, "deep", "deep", "deep", 4096, 512, 256)
 
 
+def test_generate_writes_the_boards_build(monkeypatch, tmp_path, capsys):
+    adder = str(MODELS / "digits_adder.npz")
+    built = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder)["config"]
+    capsys.readouterr()
+    assert main(["generate", "--unit", "accelerator", "-m", adder, "--board", "icebreaker",
+                 "-o", str(tmp_path / "acc.v"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["build_hash"] == built.build_hash
+
+
 def test_accelerator_builds_at_the_boards_accelerator_clock(monkeypatch):
     import addershift.boards.build as build
     from addershift.hw.config import ArrayConfig
