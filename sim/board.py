@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 import select
+import shutil
 import socket
 import sys
 import time
@@ -338,11 +339,12 @@ class _AmaranthIO:
 # --- entry point ---------------------------------------------------------------------------------
 
 def serve(top, *, divisor, port=0, simulator="verilator", ready_file=None, parent_pid=None,
-          max_connections=None, host_divisor=None, build_dir=None):
+          max_connections=None, host_divisor=None, build_dir=None, work_dir=None):
     """Run ``top`` (a component with ``rx``/``tx`` pins and UART divisor ``divisor``) as a simulated
     board on ``127.0.0.1:port`` (0 picks a free port, written to ``ready_file`` as JSON). Blocks
     until ``max_connections`` clients have disconnected, the process ``parent_pid`` is gone, or
-    forever."""
+    forever. The simulator's run folder is made in ``work_dir`` (default: the system's
+    temporary folder) and removed unless the run failed."""
     if simulator not in SIM_BACKENDS:
         raise ValueError(f"Simulator must be one of {', '.join(SIM_BACKENDS)}, not {simulator!r}")
     harness = SimHarness(top, divisor=host_divisor or divisor)
@@ -363,7 +365,7 @@ def serve(top, *, divisor, port=0, simulator="verilator", ready_file=None, paren
 
     from amaranth.back import verilog
     text = verilog.convert(harness, name="board", emit_src=False)
-    _run_cocotb_board(simulator, text, cfg, build_dir)
+    _run_cocotb_board(simulator, text, cfg, build_dir, work_dir)
 
 
 def _cache_dir():
@@ -371,7 +373,7 @@ def _cache_dir():
     return pathlib.Path(base) / "addershift"
 
 
-def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None):
+def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None, work_dir=None):
     """Build the harness once per distinct Verilog (cached, under a lock, so parallel boards share
     one build) and run the bridge in a fresh test folder.
 
@@ -410,14 +412,22 @@ def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None):
     # cocotb's runner hands the simulator sys.path as PYTHONPATH: the bench's folder goes there.
     if str(bench) not in sys.path:
         sys.path.insert(0, str(bench))
-    test_dir = pathlib.Path(tempfile.mkdtemp(prefix="addershift-board-"))
-    results = run.test(test_module="bridge_bench", hdl_toplevel="board", build_dir=build_dir,
-                       test_dir=test_dir, timescale=("1ns", "1ps"),
-                       extra_env={"ADDERSHIFT_BENCH_PARAMS": json.dumps(cfg.to_json())})
-    if results is not None:
-        tests, failed = get_results(results)
-        if failed:
-            raise RuntimeError(f"the simulated board stopped with an error (see {test_dir})")
+    test_dir = pathlib.Path(tempfile.mkdtemp(prefix="addershift-board-", dir=work_dir))
+    failed = True
+    try:
+        results = run.test(test_module="bridge_bench", hdl_toplevel="board", build_dir=build_dir,
+                           test_dir=test_dir, timescale=("1ns", "1ps"),
+                           extra_env={"ADDERSHIFT_BENCH_PARAMS": json.dumps(cfg.to_json())})
+        failed = results is not None and get_results(results)[1] > 0
+    except KeyboardInterrupt:
+        failed = False           # Ctrl-C on serve-sim: the usual way it ends
+        raise
+    finally:
+        # A failed run's folder stays for the message below.
+        if not failed:
+            shutil.rmtree(test_dir, ignore_errors=True)
+    if failed:
+        raise RuntimeError(f"the simulated board stopped with an error (see {test_dir})")
 
 
 class BoardProcess:
@@ -427,7 +437,10 @@ class BoardProcess:
     ``url`` is what the driver opens.
 
     The child (and the simulator it starts) form their own process group, stopped by ``stop()``;
-    they also stop by themselves when this process is gone.
+    they also stop by themselves when this process is gone. Their files (the board log unless
+    ``log`` names another place, the simulator's run folder) are in a temporary folder that
+    ``stop()`` removes, unless the board failed to start or stopped by itself before: then the
+    folder stays for the log.
     """
 
     def __init__(self, *, simulator="verilator", clock=12_000_000, baud=1_500_000, mem_size=4096,
@@ -445,10 +458,12 @@ class BoardProcess:
         cmd = [sys.executable, "-m", "addershift.sim.board", "--simulator", simulator,
                "--clock", str(clock), "--baud", str(baud), "--mem-size", str(mem_size),
                "--host-baud-error", repr(host_baud_error),
-               "--ready-file", str(self._ready), "--parent-pid", str(os.getpid())]
+               "--ready-file", str(self._ready), "--parent-pid", str(os.getpid()),
+               "--work-dir", str(self._dir)]
         if accelerator is not None:
             cmd += ["--accelerator", json.dumps(accelerator)]
         self._log = open(self.log_path, "w")
+        self.port = None
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + startup_timeout
@@ -467,7 +482,8 @@ class BoardProcess:
 
     def stop(self):
         import signal
-        if self.proc.poll() is None:
+        ended_by_itself = self.proc.poll() is not None
+        if not ended_by_itself:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -478,6 +494,8 @@ class BoardProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+        if self.port is not None and not ended_by_itself:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self):
         return self
@@ -502,6 +520,8 @@ def main(argv=None):
     p.add_argument("--max-connections", type=int)
     p.add_argument("--host-baud-error", type=float, default=0.0,
                    help="how far off the simulated host's baud rate is (0.02 is 2%% slow)")
+    p.add_argument("--work-dir", help="folder for the simulator's run folder (default: the "
+                   "system's temporary folder)")
     p.add_argument("--accelerator", metavar="JSON",
                    help="serve the accelerator built with these parameters (ArrayConfig.to_dict)")
     args = p.parse_args(argv)
@@ -516,7 +536,7 @@ def main(argv=None):
     serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator,
           ready_file=args.ready_file, parent_pid=args.parent_pid,
           max_connections=args.max_connections,
-          host_divisor=round(top.divisor * (1 + args.host_baud_error)))
+          host_divisor=round(top.divisor * (1 + args.host_baud_error)), work_dir=args.work_dir)
 
 
 def accelerator_top(config, *, clock=12_000_000, baud=1_500_000):

@@ -68,8 +68,11 @@ def test_amaranth_fallback_serves_the_driver():
 
 @pytest.mark.cocotb
 def test_reconnect_after_a_half_frame():
-    """A client that leaves in the middle of a frame does not break the next one."""
+    """A client that leaves in the middle of a frame does not break the next one. Stopping the
+    board removes its files (log and the simulator's run folder): nothing is left in /tmp."""
     with BoardProcess(mem_size=4096) as board:
+        files = board._dir
+        assert [p.name for p in files.iterdir() if p.name.startswith("addershift-board-")]
         with Device(board.url, timeout=8.0) as dev:
             dev.write("mem", 0, b"first")
         s = socket.create_connection(("127.0.0.1", board.port))
@@ -79,3 +82,4 @@ def test_reconnect_after_a_half_frame():
         with Device(board.url, timeout=8.0) as dev:
             assert dev.read("mem", 0, 5) == b"first"    # the half frame wrote nothing
             assert dev.stats["timeouts"] == 0            # the connection pad resynchronised it
+    assert not files.exists()
