@@ -7,7 +7,9 @@ activation banks (and their stall bounds), and with an array of several tiles. V
 digits network for each PE kind, an image in one run and one stage by stage; Icarus: three of
 them (shared banks on both).
 All three simulators, stage by stage: steps the array stalls keep their weights. A run keeps the
-stage count it was started with when the run argument changes under it.
+stage count it was started with when the run argument changes under it. Memories whose reads of an
+address written in the same cycle are undefined return a wrong word then (``poisoned_collisions``),
+and no user of them takes it: the write-back's max-pool reads, the host's reads of the counters.
 """
 
 import numpy as np
@@ -282,12 +284,13 @@ def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=Non
 
 @pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
 @pytest.mark.parametrize("in_hw, pool", [((2, 2), 2), ((3, 7), 3), ((5, 4), 2), ((4, 8), 4)])
-def test_max_pool_updates_back_to_back(writeback_pipeline, in_hw, pool):
+def test_max_pool_updates_back_to_back(poisoned_collisions, writeback_pipeline, in_hw, pool):
+    # (A read in the cycle of its word's write gives a wrong word, as a block RAM may.)
     _back_to_back_pool(in_hw, pool, writeback_pipeline, "amaranth")
 
 
 @pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
-def test_max_pool_update_three_rows_after_the_last(writeback_pipeline):
+def test_max_pool_update_three_rows_after_the_last(poisoned_collisions, writeback_pipeline):
     # Pixels (0,1) and (1,0) of a 4-wide layer's 2x2 window, stride 3: the two between are in no
     # window, so the second update's read misses a write three cycles old.
     _back_to_back_pool((4, 4), 2, writeback_pipeline, "amaranth", rows=8, stride=3)
@@ -367,3 +370,128 @@ def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline):
                 cost = stage.tiles * stage.groups * kh * kw * per_window
                 assert cost - base <= shared - base <= cost + rows_per_bank + 2, \
                     (cols, banks, stage.name)
+
+
+class _PoisonedCollisions:
+    """Stands in for ``hw.memories.ReplicatedMemory`` in the accelerator: a read the memory
+    declares undefined (``collisions="undefined"``: of an address written in the same cycle)
+    returns the inverted word, as a block RAM may give any word, where every simulator gives the
+    old one. A reader that used such a word then fails. ``made`` lists the memories, and each
+    one's ``collided`` marks its banks' undefined reads in the cycle they are made."""
+
+    made = []
+
+    def __new__(cls, **kwargs):
+        from amaranth.hdl import Module, Mux, Signal
+        from addershift.hw.memories import ReplicatedMemory
+
+        class Poisoned(ReplicatedMemory):
+            def __init__(self):
+                super().__init__(**kwargs)
+                self.collided = Signal(self.banks)
+
+            def elaborate(self, platform):
+                m = Module()
+                m.submodules.inner = inner = ReplicatedMemory(**kwargs)
+                m.d.comb += [inner.w_en.eq(self.w_en), inner.w_addr.eq(self.w_addr),
+                             inner.w_data.eq(self.w_data), inner.r_en.eq(self.r_en),
+                             inner.r_addr.eq(self.r_addr)]
+                for b in range(self.banks):
+                    undefined = kwargs.get("collisions") == "undefined" and not (
+                        b == 0 and kwargs.get("transparent", True))
+                    hit = (self.w_en & self.r_en[b] & (self.w_addr == self.r_addr[b])
+                           if undefined else 0)
+                    poisoned = Signal(name=f"poisoned{b}")
+                    with m.If(self.r_en[b]):
+                        m.d.sync += poisoned.eq(hit)
+                    word = inner.r_data[b]
+                    m.d.comb += [self.collided[b].eq(hit),
+                                 self.r_data[b].eq(Mux(poisoned, ~word, word))]
+                return m
+
+        memory = Poisoned()
+        cls.made.append(memory)
+        return memory
+
+
+@pytest.fixture
+def poisoned_collisions(monkeypatch):
+    """Undefined collisions poisoned (:class:`_PoisonedCollisions`) in every accelerator built,
+    and counted per memory: returns ``{memory: undefined reads}`` as the simulations go on."""
+    import addershift.hw.accelerator as accelerator
+    from addershift.sim.accel_sim import _AmaranthPort
+    monkeypatch.setattr(_PoisonedCollisions, "made", [])
+    monkeypatch.setattr(accelerator, "ReplicatedMemory", _PoisonedCollisions)
+    counts = {}
+    tick = _AmaranthPort.tick
+
+    async def counting_tick(port):
+        for memory in _PoisonedCollisions.made:
+            if port.ctx.get(memory.collided):
+                counts[memory] = counts.get(memory, 0) + 1
+        await tick(port)
+
+    monkeypatch.setattr(_AmaranthPort, "tick", counting_tick)
+    return counts
+
+
+@pytest.mark.parametrize("pipeline", ["deep", "short"])
+def test_undefined_collisions_are_never_used(poisoned_collisions, pipeline):
+    # Every memory that leaves a read of the address written in the same cycle undefined: its
+    # users never take that word (the deep write-back forwards the words written since its read).
+    # A max-pool layer makes the write-back read a word in the cycle it is written.
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=128, param_depth=64,
+                         read_pipeline=pipeline, writeback_pipeline=pipeline)
+    program = compile_model(model, config)
+    x = _images(model, 1, seed=7)
+    result = simulate(program, x, simulator="amaranth", per_stage=True)
+    assert check(model, program, x, result) is None
+    if pipeline == "deep":
+        assert sum(poisoned_collisions.values()) > 0
+
+
+def test_counters_read_while_they_are_written(poisoned_collisions):
+    # The counters are LIVE: a host read may come in the cycle the sequencer writes the word
+    # (deep read pipeline: undefined in the block RAM, the written word given instead). Every
+    # byte read while stage 0 runs is the byte before the write (0, or the same run's count from
+    # the run before) or after it; runs started 0-7 cycles apart make the reads meet the writes.
+    from amaranth.sim import Simulator
+    from addershift.hw.accelerator import Accelerator
+    from addershift.sim.accel_host import read_bytes, write_bytes
+    from addershift.sim.accel_sim import _AmaranthPort
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=64, param_depth=64)
+    assert config.read_pipeline == "deep"
+    program = compile_model(model, config)
+    dut = Accelerator(config=config)
+    seen, final = [], {}
+
+    async def bench(ctx):
+        port = _AmaranthPort(ctx, dut)
+        for region, data in program.images().items():
+            await write_bytes(port, region, 0, data)
+        await write_bytes(port, "act0", 0, program.input_image(_images(model, 1, seed=2)[0]))
+        for delay in range(8):
+            port.set("bus__run_arg", 0 | 1 << 8)      # stage 0 alone: its four words
+            port.set("bus__run", 1)
+            await port.tick()
+            port.set("bus__run", 0)
+            for _ in range(delay):
+                await port.tick()
+            while port.get("bus__busy"):
+                seen.extend(enumerate(await read_bytes(port, "counters", 0, 16)))
+            final[delay] = await read_bytes(port, "counters", 0, 16)
+
+    sim = Simulator(dut)              # elaborates the memories
+    perf, = (m for m in _PoisonedCollisions.made if m.width == config.counter_bits)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(set(final.values())) == 1
+    last = final[0]
+    assert all(byte in (0, last[i]) for i, byte in seen), \
+        [(i, byte, last[i]) for i, byte in seen if byte not in (0, last[i])]
+    assert poisoned_collisions.get(perf, 0) > 0
