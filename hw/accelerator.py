@@ -356,9 +356,9 @@ class Accelerator(wiring.Component):
         # No memory here needs the word before a write from a read in the cycle of that write
         # (`collisions="undefined"` saves the logic that gives it): the host writes the
         # parameters while idle and the feeder reads them while busy; a stage only reads its
-        # source buffer, and the write-back reads bank 0 of its destination buffer, transparent
-        # for the short pipeline, which reads a word in the cycle it may be written, while the
-        # deep one forwards the words written in the cycle of its read and the two after.
+        # source buffer, and the write-back reads its destination buffer (bank 0, transparent
+        # for the short pipeline; it reads a word in the cycle it may be written), while the
+        # deep one (a bank of its own) forwards the words written in the cycle of its read and the two after.
         # A requantiser that registers its input (the deep pipeline) has a parameter bank of
         # its own, and host reads another: a register that is a block RAM output's only load
         # moves into the block RAM in ECP5 builds (boards.outreg).
@@ -367,7 +367,14 @@ class Accelerator(wiring.Component):
                                                     width=cfg.param_word_bits,
                                                     depth=cfg.param_depth, transparent=False,
                                                     collisions="undefined")
-        bufs = [ReplicatedMemory(banks=cfg.banks, width=cfg.act_word_bits, depth=cfg.act_depth,
+        # The deep write-back reads a bank of its own, which the host reads too (while idle):
+        # then every bank's word has one register as its only load, which moves into the block
+        # RAM in ECP5 builds (bank 0 fed the read stage, the write-back and the host; its
+        # 5.8 ns from clock to data, then routing to the write-back's old word, set a 16x8
+        # ECP5 accelerator's clock: 88 MHz).
+        wb_bank = cfg.banks if cfg.writeback_pipeline == "deep" else 0
+        bufs = [ReplicatedMemory(banks=cfg.banks + (wb_bank != 0), width=cfg.act_word_bits,
+                                 depth=cfg.act_depth,
                                  transparent=cfg.writeback_pipeline == "short",
                                  collisions="undefined")
                 for _ in range(2)]
@@ -549,7 +556,7 @@ class Accelerator(wiring.Component):
                          pmem.r_en[param_host_bank].eq(read_now)]
 
         # Activation buffers: the source feeds the array rows; the destination takes the
-        # write-back (and its bank 0 serves the max-pool reads); the host while idle.
+        # write-back (and serves its max-pool reads); the host while idle.
         for b, buf in enumerate(bufs):
             is_src, is_dst = src == b, dst == b
             he, hd = host_commit[f"act{b}"]
@@ -561,17 +568,25 @@ class Accelerator(wiring.Component):
             with m.If(busy & is_src):
                 m.d.comb += buf.r_en.eq(read.src_read)
             with m.If(busy & is_dst):
-                # While the next stage waits for this buffer, the generator is held: bank 0 is
-                # the write-back's.
-                m.d.comb += [buf.r_en[0].eq(1), buf.r_addr[0].eq(wb.r_addr)]
+                # (Without a bank of its own the write-back takes bank 0: while the next stage
+                # waits for this buffer, the generator is held.)
+                m.d.comb += [buf.r_en[wb_bank].eq(1), buf.r_addr[wb_bank].eq(wb.r_addr)]
             with m.If(~busy):
-                m.d.comb += [buf.r_en.eq(read_now), buf.r_addr[0].eq(rd_word[f"act{b}"])]
-        m.d.comb += wb.r_data.eq(Mux(dst, bufs[1].r_data[0], bufs[0].r_data[0]))
+                m.d.comb += [buf.r_en[wb_bank].eq(read_now),
+                             buf.r_addr[wb_bank].eq(rd_word[f"act{b}"])]
+        act_words = [buf.r_data[wb_bank] for buf in bufs]
+        if wb_bank:
+            # The deep write-back takes its old word a cycle after the block RAM's output,
+            # from this free-running register (the block RAM's own, on an ECP5).
+            act_words = [Signal(cfg.act_word_bits, name=f"act{b}_wb_word", reset_less=True)
+                         for b in range(2)]
+            m.d.sync += [reg.eq(buf.r_data[wb_bank]) for reg, buf in zip(act_words, bufs)]
+        m.d.comb += wb.r_data.eq(Mux(dst, act_words[1], act_words[0]))
         m.d.comb += [perf.r_addr[0].eq(rd_word["counters"]), perf.r_en.eq(read_now)]
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[param_host_bank],
-                 "act0": bufs[0].r_data[0],
-                 "act1": bufs[1].r_data[0], "counters": perf.r_data[0]}
+                 "act0": bufs[0].r_data[wb_bank],
+                 "act1": bufs[1].r_data[wb_bank], "counters": perf.r_data[0]}
         rd_byte = Signal(8)
         m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
         if deep_read:
@@ -579,11 +594,16 @@ class Accelerator(wiring.Component):
             # memories in front of a shared register took four LUT levels on an ECP5. (The
             # registered weight memory's word is in its own register when `loaded`.) No reset:
             # `boards.outreg` moves only a register without one into its block RAM.
+            # (The write-back bank's register holds the activation word in time, a cycle after
+            # the read, as these do.)
+            own = ("weights", "act0", "act1") if wb_bank else ("weights",)
             registered = {name: Signal(len(word), name=f"rd_{name}", reset_less=True)
-                          for name, word in words.items() if name != "weights"}
+                          for name, word in words.items() if name not in own}
             with m.If(pending):
                 m.d.sync += [registered[name].eq(words[name]) for name in registered]
             words.update(registered)
+            if wb_bank:
+                words.update(act0=act_words[0], act1=act_words[1])
             written, written_word = Signal(), Signal(cfg.counter_bits, reset_less=True)
             with m.If(read_now):
                 m.d.sync += [written.eq(seq.perf_en & (seq.perf_addr == rd_word["counters"])),

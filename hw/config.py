@@ -119,7 +119,7 @@ class ArrayConfig:
         Read banks of each activation buffer, a divisor of ``rows`` (``None``: ``rows``). Every
         bank is a whole copy of the buffer, so that the rows read their pixels' words at once;
         the block RAMs this takes (``2 x act_banks`` copies of ``act_depth`` words of ``cols``
-        activations) bound large arrays first. With fewer banks, ``G = rows / act_banks`` rows
+        activations, two more with the deep write-back's bank) bound large arrays first. With fewer banks, ``G = rows / act_banks`` rows
         share one: when the reduction reaches a new activation word (every ``L = min(C_in,
         cols)`` k-steps) its rows' words are fetched, one row of each bank per cycle, into
         registers while the steps before it issue; that stalls the array ``max(0, G + 2 - L)``

@@ -9,17 +9,18 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - max pooling (kernel ``k`` <= stride ``s``): pixel ``(oh, ow)`` belongs to window
   ``(oh // s, ow // s)`` when ``oh % s < k`` and ``ow % s < k`` and the window exists (edge windows
   that do not fit are dropped). The first pixel of a window (top-left, first in raster order) is
-  written; later ones are read-modify-written with a lane-wise max. The read uses bank 0's read port;
-  back-to-back updates of one window see each other through its transparency for the write port
+  written; later ones are read-modify-written with a lane-wise max (the read: one of the buffer's read
+  ports, bank 0's or, deep, a bank of the write-back's own); back-to-back updates of one window see each other through its transparency for the write port
   (short pipeline) or by forwarding (deep);
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
 It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or four with
-``config.writeback_pipeline == "deep"``: the old word of a max-pool update then passes through a
-register of its own (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the
-critical path of the whole ECP5 accelerator), the write leaves from registers, and the words the
-three rows before wrote are forwarded (the read is then not transparent).
+``config.writeback_pipeline == "deep"``: the old word of a max-pool update then arrives through a
+register (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the critical
+path of the whole ECP5 accelerator; the accelerator gives the write-back a bank of its own, so
+that register is the block RAM's own), the write leaves from registers, and the words the three
+rows before wrote are forwarded (the read is then not transparent).
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ class Writeback(wiring.Component):
     w_en, w_addr, w_data : ``Out``
         The destination buffer's write port.
     r_addr : ``Out``, r_data : ``In``
-        The destination buffer's bank 0 read port (for max pooling); data one cycle after the
-        address; with the short pipeline it must be transparent for the write port (the deep one
-        forwards the words it needs).
+        A read port of the destination buffer (for max pooling). Short pipeline: data one cycle
+        after the address, transparent for the write port. Deep: data two cycles after the
+        address (the port's word through a free-running register); it need not see the writes
+        of the read's cycle and the two after it, which the write-back forwards.
     """
 
     def __init__(self, *, config):
@@ -193,14 +195,14 @@ class Writeback(wiring.Component):
 
         word = Signal(lane)               # the merged word (written this cycle: short)
         if self._deep:
-            # Stage 2: the old word through a register of its own, and stage 3 the write from
+            # Stage 2: the old word from the register behind the read, and stage 3 the write from
             # registers (the merge's result to a block RAM across the die was the 16x16 ECP5
             # accelerator's slowest path: 58.7 MHz). The read went out at stage 0 and the memory
             # is not transparent here, so the words the three rows before wrote (while this one
             # was at stages 0, 1 and 2) are missing from it: they are forwarded, the latest one
             # first, when they went to the same address. (A transparent read adds a compare and
             # a multiplexer behind the block RAM's output, the path stage 2 is for.)
-            old_q = Signal(lane, reset_less=True)
+            old_q = self.r_data
             word1, word2, word3 = (Signal(lane, reset_less=True, name=f"word{k}")
                                    for k in (1, 2, 3))
             dest1, valid1 = Signal(a), Signal()       # the row being written (stage 3)
@@ -217,7 +219,7 @@ class Writeback(wiring.Component):
             fwd2 = valid1 & (dest1 == s1_dest)
             fwd3 = valid2 & (dest2 == s1_dest)
             merge = s1_merge & ~s1_gap
-            m.d.sync += [old_q.eq(self.r_data), word1.eq(word), word2.eq(word1), word3.eq(word2),
+            m.d.sync += [word1.eq(word), word2.eq(word1), word3.eq(word2),
                          dest1.eq(s2_dest), valid1.eq(s2_valid), dest2.eq(dest1),
                          valid2.eq(valid1), s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
                          s2_max1.eq(merge & fwd1), s2_max2.eq(merge & ~fwd1 & fwd2),

@@ -324,3 +324,27 @@ def test_board_build_moves_the_register(tmp_path, core, pattern, key, counts, li
     assert reports[True].resources["ff"].used == \
         reports[False].resources["ff"].used - counts["flip_flops"]
     assert reports[True].fmax > reports[False].fmax
+
+
+def test_every_block_ram_of_the_deep_accelerator_takes_its_register(tmp_path):
+    # With the deep pipelines every block RAM read of the accelerator core goes into one
+    # register without a reset (the activation buffers: a bank per row, and one that the
+    # write-back and the host share), so every used read port gets its output register.
+    from addershift.hw.accelerator import Accelerator
+    from addershift.hw.config import ArrayConfig
+    config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=512, param_depth=64)
+    assert config.read_pipeline == config.writeback_pipeline == "deep"
+    netlist = _synth_ecp5(Accelerator(config=config), tmp_path)
+    outreg.absorb_output_registers(netlist)
+    top = outreg._Top(netlist)
+    ports = {}
+    for name, cell in _top(netlist)["cells"].items():
+        if cell["type"] == "DP16KD":
+            for outputs, _, _, _, regmodes in outreg._groups(cell):
+                if top.used_outputs(cell, outputs):
+                    ports[name, regmodes[0]] = outreg._param(cell, regmodes[0])
+    memories = {name.split(".")[0] for name, _ in ports}
+    assert memories == {"act0", "act1", "wmem", "pmem", "perf"}
+    assert sum(name.startswith("act0.") for name, _ in ports) == 3     # two rows' banks, one more
+    assert set(ports.values()) == {"OUTREG"}, {k: v for k, v in ports.items() if v != "OUTREG"}
