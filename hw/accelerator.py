@@ -358,7 +358,8 @@ class Accelerator(wiring.Component):
         # parameters while idle and the feeder reads them while busy; a stage only reads its
         # source buffer, and the write-back reads its destination buffer (bank 0, transparent
         # for the short pipeline; it reads a word in the cycle it may be written), while the
-        # deep one (a bank of its own) forwards the words written in the cycle of its read and the two after.
+        # deep one (a bank of its own) forwards the words written in the cycle of its read and
+        # the two after.
         # A requantiser that registers its input (the deep pipeline) has a parameter bank of
         # its own, and host reads another: a register that is a block RAM output's only load
         # moves into the block RAM in ECP5 builds (boards.outreg).

@@ -111,20 +111,20 @@ class ArrayConfig:
         logic uses them: the activation and weight words on their way to the array (two more
         stages: ``rows`` words and ``rows`` activations of flip-flops; the weight memory's
         accesses and words registered, and two words held while the array stalls) and the word
-        the host reads before its byte is selected (its address too, and the words of block
-        RAM output registers copied near the select: three more cycles per byte); short selects from the block
-        RAMs' outputs, which leaves little of an ECP5 cycle after their 5.6 ns from clock to
+        the host reads before its byte is selected (its address too, and the words copied
+        near the select: three more cycles per byte); short selects from the block RAMs'
+        outputs, which leaves little of an ECP5 cycle after their 5.6 ns from clock to
         data. iCE40 builds use short: the flip-flops cost logic cells there.
     act_banks : int or None
         Read banks of each activation buffer, a divisor of ``rows`` (``None``: ``rows``). Every
         bank is a whole copy of the buffer, so that the rows read their pixels' words at once;
         the block RAMs this takes (``2 x act_banks`` copies of ``act_depth`` words of ``cols``
-        activations, two more with the deep write-back's bank) bound large arrays first. With fewer banks, ``G = rows / act_banks`` rows
-        share one: when the reduction reaches a new activation word (every ``L = min(C_in,
-        cols)`` k-steps) its rows' words are fetched, one row of each bank per cycle, into
-        registers while the steps before it issue; that stalls the array ``max(0, G + 2 - L)``
-        cycles per word (``G + 2`` for a stage's first) and costs two words of flip-flops per
-        row (the current and the next).
+        activations, two more with the deep write-back's bank) bound large arrays first. With
+        fewer banks, ``G = rows / act_banks`` rows share one: when the reduction reaches a new
+        activation word (every ``L = min(C_in, cols)`` k-steps) its rows' words are fetched, one
+        row of each bank per cycle, into registers while the steps before it issue; that stalls
+        the array ``max(0, G + 2 - L)`` cycles per word (``G + 2`` for a stage's first) and
+        costs two words of flip-flops per row (the current and the next).
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """

@@ -9,9 +9,10 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - max pooling (kernel ``k`` <= stride ``s``): pixel ``(oh, ow)`` belongs to window
   ``(oh // s, ow // s)`` when ``oh % s < k`` and ``ow % s < k`` and the window exists (edge windows
   that do not fit are dropped). The first pixel of a window (top-left, first in raster order) is
-  written; later ones are read-modify-written with a lane-wise max (the read: one of the buffer's read
-  ports, bank 0's or, deep, a bank of the write-back's own); back-to-back updates of one window see each other through its transparency for the write port
-  (short pipeline) or by forwarding (deep);
+  written; later ones are read-modify-written with a lane-wise max (the read: one of the buffer's
+  read ports, bank 0's or, deep, a bank of the write-back's own); back-to-back updates of one
+  window see each other through its transparency for the write port (short pipeline) or by
+  forwarding (deep);
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
