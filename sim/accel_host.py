@@ -79,11 +79,16 @@ async def read_bytes(port, region, offset, length):
     return bytes(out)
 
 
-async def run_stages(port, *, start=0, count=0, timeout=10_000_000):
+async def start_run(port, *, start=0, count=0):
+    """The run strobe for one cycle: ``count`` stages from ``start`` (0: to the program's end)."""
     port.set("bus__run_arg", start | count << 8)
     port.set("bus__run", 1)
     await port.tick()
     port.set("bus__run", 0)
+
+
+async def run_stages(port, *, start=0, count=0, timeout=10_000_000):
+    await start_run(port, start=start, count=count)
     for _ in range(timeout):
         await port.tick()
         if port.get("bus__done"):

@@ -459,7 +459,7 @@ def test_counters_read_while_they_are_written(poisoned_collisions):
     # the run before) or after it; runs started 0-7 cycles apart make the reads meet the writes.
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
-    from addershift.sim.accel_host import read_bytes, write_bytes
+    from addershift.sim.accel_host import read_bytes, start_run, write_bytes
     from addershift.sim.accel_sim import _AmaranthPort
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2", max_k=72,
@@ -475,10 +475,7 @@ def test_counters_read_while_they_are_written(poisoned_collisions):
             await write_bytes(port, region, 0, data)
         await write_bytes(port, "act0", 0, program.input_image(_images(model, 1, seed=2)[0]))
         for delay in range(8):
-            port.set("bus__run_arg", 0 | 1 << 8)      # stage 0 alone: its four words
-            port.set("bus__run", 1)
-            await port.tick()
-            port.set("bus__run", 0)
+            await start_run(port, count=1)            # stage 0 alone: its four words
             for _ in range(delay):
                 await port.tick()
             while port.get("bus__busy"):
