@@ -186,7 +186,8 @@ class Im2colGenerator(wiring.Component):
 
         # With the deep read pipeline (ECP5 builds) the counters' ends are registers, set as the
         # counters step: their compares in front of the generator's enables, routed across a
-        # 16x8 accelerator's die, set its clock (91.2 MHz). (On an iCE40 they cost 36 LUTs.)
+        # 16x8 accelerator's die, set its clock (91.2 MHz). (iCE40 builds keep the compares: an
+        # earlier form of these flags cost 36 LUTs there, docs/boards.md.)
         flags = cfg.read_pipeline == "deep"
         if flags:
             c_last, kw_last, kh_last, og_last = (Signal(name=n) for n in (
