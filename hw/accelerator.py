@@ -12,7 +12,7 @@ Data path of one stage (``docs/accelerator.md`` has the picture and the cycle ac
 
 Host interface: the device side of ``hw.framer.DeviceSignature`` (the host link's command framer
 plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (two cycles
-from address to byte, six with the deep read pipeline), the run strobe with its 32-bit argument,
+from address to byte, four with the deep read pipeline), the run strobe with its 32-bit argument,
 ``busy``/``done``/``error`` and the counters (total, busy PE and stall cycles). Memories are
 word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
@@ -499,10 +499,9 @@ class Accelerator(wiring.Component):
         pending = Signal()                # the memories' outputs hold the word of the address
         loaded = Signal()                 # the word registers hold it (deep)
         copied = Signal()                 # ... and their copies near the byte select (deep)
-        chunked = Signal()                # ... and the 32 bits around the byte (deep)
         offered = Signal()                # the byte register holds a byte not yet taken
         accept = Signal()
-        idle = ~addressed & ~pending & ~loaded & ~copied & ~chunked & ~offered
+        idle = ~addressed & ~pending & ~loaded & ~copied & ~offered
         if deep_read:
             idle &= ~wrote                # the weight memory's one port writes this cycle
         m.d.comb += [bus.read_addr.ready.eq(idle), accept.eq(bus.read_addr.valid & idle)]
@@ -529,9 +528,7 @@ class Accelerator(wiring.Component):
         with m.Elif(loaded):
             m.d.sync += [loaded.eq(0), copied.eq(1)]
         with m.Elif(copied):
-            m.d.sync += [copied.eq(0), chunked.eq(1)]
-        with m.Elif(chunked):
-            m.d.sync += [chunked.eq(0), offered.eq(1)]
+            m.d.sync += [copied.eq(0), offered.eq(1)]
         with m.Elif(bus.read_data.valid & bus.read_data.ready):
             m.d.sync += offered.eq(0)
 
@@ -626,32 +623,17 @@ class Accelerator(wiring.Component):
                 m.d.sync += [near[name].eq(words[name]) for name in near]
             words.update(near)
         # Each memory's byte selected, then the region's: bytes past a word's last used one
-        # read as 0. With the deep read pipeline in two steps: the region's 32 bits around the
-        # byte into a register, then the byte (the select's six LUT levels, with its offset
-        # routed to all of them, set the 16x8 ECP5 accelerator's clock: 92.7 MHz, seed 2).
-        picked, picked_byte = 0, 0
-        chunk = Signal(32, name="rd_chunk", reset_less=True)
-        chunk_byte = Signal(2, name="rd_chunk_byte")
+        # read as 0.
+        picked = 0
         for name, word in words.items():
             bits = targets[name]
             lg = (host_word_bytes(bits) - 1).bit_length()
-            padded = Signal(8 * max(4, host_word_bytes(bits)), name=f"rd_{name}_padded")
+            padded = Signal(8 * host_word_bytes(bits), name=f"rd_{name}_padded")
             m.d.comb += padded.eq(word)
-            if deep_read:
-                picked |= Mux(rd_in[name], padded.word_select(rd_low[2:lg], 32)
-                              if lg > 2 else padded[:32], 0)
-                picked_byte |= Mux(rd_in[name], rd_low[:min(lg, 2)], 0)
-            else:
-                picked |= Mux(rd_in[name], padded.word_select(rd_low[:lg], 8) if lg else padded[:8],
-                              0)
-        if deep_read:
-            with m.If(copied):
-                m.d.sync += [chunk.eq(picked), chunk_byte.eq(picked_byte)]
-            with m.If(chunked):
-                m.d.sync += rd_byte.eq(chunk.word_select(chunk_byte, 8))
-        else:
-            with m.If(pending):
-                m.d.sync += rd_byte.eq(picked)
+            picked |= Mux(rd_in[name], padded.word_select(rd_low[:lg], 8) if lg else padded[:8],
+                          0)
+        with m.If(copied if deep_read else pending):
+            m.d.sync += rd_byte.eq(picked)
         return m
 
 

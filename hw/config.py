@@ -99,24 +99,23 @@ class ArrayConfig:
         has a quarter fewer cells and a lower Fmax (above 50 MHz on an iCE40UP5K): for small
         devices, whose clock the rest of the design sets lower anyway.
     writeback_pipeline : str
-        ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep reads from
-        an address register, registers the old word of a max-pool update before the merge,
-        writes from registers and forwards the three words written before it (two more stages,
-        ``5 x cols`` activations of flip-flops); short feeds the block RAM's output, through
-        the read's transparency, straight into the merge, which set the whole ECP5
-        accelerator's clock. iCE40 builds use short: the flip-flops cost logic cells there
-        and other paths set the clock.
+        ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep registers
+        the old word of a max-pool update before the merge, writes from registers and forwards
+        the three words written before it (two more stages, ``5 x cols`` activations of
+        flip-flops); short feeds the
+        block RAM's output, through the read's transparency, straight into the merge, which set
+        the whole ECP5 accelerator's clock. iCE40 builds use short: the flip-flops cost
+        logic cells there and other paths set the clock.
     read_pipeline : str
         ``"deep"`` or ``"short"``: reads of the block RAMs. Deep registers the words before any
         logic uses them: the activation and weight words on their way to the array (two more
         stages: ``rows`` words and ``rows`` activations of flip-flops; the weight memory's
         accesses and words registered, and two words held while the array stalls) and the word
-        the host reads before its byte is selected (its address too, the words copied near
-        the select and the 32 bits around the byte: four more cycles per byte), and it keeps
-        the im2col generator's counter ends and the rows' addresses in registers; short
-        selects from the block RAMs' outputs, which leaves little of an ECP5 cycle after
-        their 5.6 ns from clock to data. iCE40 builds use short: the flip-flops cost logic
-        cells there.
+        the host reads before its byte is selected (its address too, and the words copied
+        near the select: three more cycles per byte), and it keeps the im2col generator's
+        counter ends in registers; short selects from the block RAMs' outputs, which leaves
+        little of an ECP5 cycle after their 5.6 ns from clock to data. iCE40 builds use short:
+        the flip-flops cost logic cells there.
     act_banks : int or None
         Read banks of each activation buffer, a divisor of ``rows`` (``None``: ``rows``). Every
         bank is a whole copy of the buffer, so that the rows read their pixels' words at once;

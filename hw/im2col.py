@@ -209,32 +209,13 @@ class Im2colGenerator(wiring.Component):
         # in front of the rows' adders put two carry chains before the activation memories'
         # addresses (an ECP5 critical path).
         offset = Signal(off_shape)
-        # Its value after a step, from the counters' ends alone: the step's handshake only
-        # enables the registers that take it (as the enable's multiplexer in front of the rows'
-        # address sums, it was the 16x8 ECP5 accelerator's slowest path: 89.5 MHz, seed 1).
-        offset_step = Signal(off_shape)
-        m.d.comb += offset_step.eq(
-            Mux(c_last, Mux(kw_last, Mux(kh_last, 0, kh_off + d.in_w), kw_off + 1),
-                Mux(lane == C - 1, offset + d.in_hw, offset)))
-        # The rows' addresses, base + offset. With the deep read pipeline registers, set as the
-        # offset steps (a tile is loaded while the offset is 0): the sum's carry chain and then
-        # the route across the die into the activation banks' address set the 16x8 ECP5
-        # accelerator's clock (97.6 MHz, seed 3).
-        if flags:
-            addr = [Signal(base_shape, name=f"addr_{r}") for r in range(R)]
-            with m.If(issuing & ~loaded & (fill == R)):
-                m.d.sync += [addr[r].eq(sh_base[r]) for r in range(R)]
-            with m.If(self.o.valid & self.o.ready):
-                m.d.sync += [addr[r].eq(cur_base[r] + offset_step) for r in range(R)]
-        else:
-            addr = [cur_base[r] + offset for r in range(R)]
         p = self.o.payload
         for r in range(R):
             ih = Signal(pos, name=f"ih_{r}")
             iw = Signal(pos, name=f"iw_{r}")
             m.d.comb += [
                 ih.eq(cur_ih0[r] + kh), iw.eq(cur_iw0[r] + kw),
-                p.addr[r].eq(addr[r]),
+                p.addr[r].eq(cur_base[r] + offset),
                 p.valid[r].eq(cur_pv[r] & _in_range(ih, d.in_h) & _in_range(iw, d.in_w)),
             ]
         m.d.comb += [
@@ -246,25 +227,25 @@ class Im2colGenerator(wiring.Component):
         ]
 
         with m.If(self.o.valid & self.o.ready):
-            m.d.sync += [w_addr.eq(w_addr + 1), offset.eq(offset_step)]
+            m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(c_last):
                 m.d.sync += [c.eq(0), lane.eq(0)] + end_at("c", d.cin_m1 == 0)
                 with m.If(kw_last):
                     m.d.sync += [kw.eq(0)] + end_at("kw", d.kw_m1 == 0)
                     with m.If(kh_last):
-                        m.d.sync += [kh.eq(0), kh_off.eq(0), kw_off.eq(0)]
+                        m.d.sync += [kh.eq(0), kh_off.eq(0), kw_off.eq(0), offset.eq(0)]
                         m.d.sync += end_at("kh", d.kh_m1 == 0)
                     with m.Else():
                         m.d.sync += [kh.eq(kh + 1), kh_off.eq(kh_off + d.in_w),
-                                     kw_off.eq(kh_off + d.in_w)]
+                                     kw_off.eq(kh_off + d.in_w), offset.eq(kh_off + d.in_w)]
                         m.d.sync += end_at("kh", kh + 1 == d.kh_m1)
                 with m.Else():
-                    m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1)]
+                    m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1), offset.eq(kw_off + 1)]
                     m.d.sync += end_at("kw", kw + 1 == d.kw_m1)
             with m.Else():
                 m.d.sync += [c.eq(c + 1)] + end_at("c", c + 1 == d.cin_m1)
                 with m.If(lane == C - 1):
-                    m.d.sync += lane.eq(0)
+                    m.d.sync += [lane.eq(0), offset.eq(offset + d.in_hw)]
                 with m.Else():
                     m.d.sync += lane.eq(lane + 1)
             with m.If(last):

@@ -129,18 +129,8 @@ class Writeback(wiring.Component):
         pixel = left != 0
         first = (dh == 0) & (dw == 0)
         inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
-        # The pixel's word, row_dest + pw. With the deep pipeline a register that moves with pw
-        # and row_dest, so that the read address leaves a flip-flop: the sum into the
-        # write-back's block RAM across the die was the 16x8 ECP5 accelerator's slowest path
-        # (86.4 MHz, seed 1). (On the iCEBreaker's 4x4 the register cost 72 LUTs.)
         dest = Signal(a + 1)
-        m.d.comb += self.r_addr.eq(dest)
-        if not self._deep:
-            m.d.comb += dest.eq(row_dest + pw)
-
-        def dest_at(value):
-            """Move the deep pipeline's ``dest`` register to ``value`` (short: nothing)."""
-            return [dest.eq(value)] if self._deep else []
+        m.d.comb += [dest.eq(row_dest + pw), self.r_addr.eq(dest)]
 
         # Global average pooling (builds with global_pool): per-lane sums of the group's pixels.
         gap = cfg.global_pool
@@ -169,23 +159,21 @@ class Writeback(wiring.Component):
                                  s1_dest.eq(og_dest)]
             # Advance (oh, ow) and the pooling coordinates.
             with m.If(ow_c == d.out_w_m1):
-                m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)] + dest_at(row_dest)
+                m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)]
                 with m.If(dh == stride_last):
                     m.d.sync += [dh.eq(0), ph.eq(ph + 1), row_dest.eq(row_dest + d.pool_w)]
-                    m.d.sync += dest_at(row_dest + d.pool_w)
                 with m.Else():
                     m.d.sync += dh.eq(dh + 1)
             with m.Else():
                 m.d.sync += ow_c.eq(ow_c + 1)
                 with m.If(dw == stride_last):
-                    m.d.sync += [dw.eq(0), pw.eq(pw + 1)] + dest_at(dest + 1)
+                    m.d.sync += [dw.eq(0), pw.eq(pw + 1)]
                 with m.Else():
                     m.d.sync += dw.eq(dw + 1)
 
         def group_reset(dest_base):
             return [left.eq(d.pixels), ow_c.eq(0), dw.eq(0), pw.eq(0), dh.eq(0), ph.eq(0),
-                    og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1)
-                    ] + dest_at(dest_base)
+                    og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1)]
 
         with m.If(take):
             m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))

@@ -43,7 +43,7 @@ async def write_bytes(port, region, offset, data):
     port.set("bus__write__valid", 0)
 
 
-#: Cycles a read may take from its address to its byte (the core takes two, six with the deep
+#: Cycles a read may take from its address to its byte (the core takes two, five with the deep
 #: read pipeline).
 READ_LATENCY_MAX = 8
 
