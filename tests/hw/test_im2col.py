@@ -43,7 +43,7 @@ def _steps(config, fields, *, stall_every=0):
     ("conv_s2_p0", 4, 4, 3),        # stride 2, back-pressure every third cycle
     ("gap", 5, 2, 0),               # 16 pixels on 5 rows: a partial last tile
 ])
-@pytest.mark.parametrize("pipeline", ["deep", "short"])   # registered ends and addresses, or not
+@pytest.mark.parametrize("pipeline", ["deep", "short"])   # counter ends as registers or compares
 def test_steps_match_golden_im2col(case, rows, cols, stall, pipeline):
     model = layer_case(case, "mul")
     config = ArrayConfig(pe="mul", rows=rows, cols=cols, max_k=128, read_pipeline=pipeline)
