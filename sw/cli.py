@@ -16,6 +16,7 @@ from .protocol import DEFAULT_BAUD
 PE_KINDS = ("adder", "shift", "mul")
 BOARDS = ("icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f")
 ROUTERS = ("router1", "router2")     # boards.build.ROUTERS, spelled out: --help imports no HDL
+PLACERS = ("heap", "sa", "static")   # boards.build.PLACERS, likewise
 SIMULATORS = ("amaranth", "icarus", "verilator")
 
 
@@ -254,18 +255,20 @@ def cmd_build(args):
         if args.top == "accelerator":
             result = build_accelerator(board=args.board, config=_sim_build(args),
                                        clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
-                                       seed=args.seed, router=args.router,
+                                       seed=args.seed, router=args.router, placer=args.placer,
                                        multipliers=args.multipliers, check_timing=False,
                                        bram_outreg=args.bram_outreg)
         elif args.top == "link":
             result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
                                 build_dir=args.out, seed=args.seed, router=args.router,
-                                check_timing=False, bram_outreg=args.bram_outreg)
+                                placer=args.placer, check_timing=False,
+                                bram_outreg=args.bram_outreg)
         else:
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
-                                 router=args.router, multipliers=args.multipliers,
-                                 check_timing=False, bram_outreg=args.bram_outreg)
+                                 router=args.router, placer=args.placer,
+                                 multipliers=args.multipliers, check_timing=False,
+                                 bram_outreg=args.bram_outreg)
     except DoesNotFit as e:
         hint = ""
         if args.top == "accelerator":
@@ -590,6 +593,8 @@ def build_parser():
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr's router (None: its default, router1); router2 routes large, "
                         "full ECP5 arrays that router1 does not finish")
+    p.add_argument("--placer", choices=PLACERS,
+                   help="nextpnr's placer (None: its default, heap)")
     p.add_argument("--no-bram-outreg", dest="bram_outreg", action="store_false",
                    help="ECP5: leave the registers after block RAMs and multipliers in the "
                         "fabric (by default they move into the block RAMs' output registers, 1 "

@@ -103,6 +103,18 @@ def test_build_with_router2(tmp_path):
         build(_silenced(_Echo()), board="icebreaker", build_dir=tmp_path, router="fast")
 
 
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-12f"])
+def test_build_with_the_static_placer(board, tmp_path):
+    from addershift.boards.build import PLACERS
+    from addershift.sw.cli import PLACERS as CLI_PLACERS
+    assert CLI_PLACERS == PLACERS
+    result = build(_Echo(), board=board, build_dir=tmp_path, placer="static")
+    assert result.report.extra["placer"] == "static" and result.report.timing_met
+    assert "Running Static placer" in (tmp_path / "top.tim").read_text()
+    with pytest.raises(ValueError, match=r"Placer must be one of heap, sa, static, not 'fast'"):
+        build(_silenced(_Echo()), board=board, build_dir=tmp_path, placer="fast")
+
+
 def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
     # As for synthesize (test_report.py): a Yosys failure on ECP5, simulated, gets one more run
     # with -dff; the report says so.
