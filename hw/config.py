@@ -99,10 +99,10 @@ class ArrayConfig:
         has a quarter fewer cells and a lower Fmax (above 50 MHz on an iCE40UP5K): for small
         devices, whose clock the rest of the design sets lower anyway.
     writeback_pipeline : str
-        ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep registers
-        the old word of a max-pool update before the merge, writes from registers and forwards
-        the three words written before it (two more stages, ``5 x cols`` activations of
-        flip-flops); short feeds the
+        ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep keeps its
+        read address and its counters' ends in registers, registers the old word of a max-pool
+        update before the merge, writes from registers and forwards the three words written
+        before it (two more stages, ``5 x cols`` activations of flip-flops); short feeds the
         block RAM's output, through the read's transparency, straight into the merge, which set
         the whole ECP5 accelerator's clock. iCE40 builds use short: the flip-flops cost
         logic cells there and other paths set the clock.

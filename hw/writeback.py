@@ -126,11 +126,29 @@ class Writeback(wiring.Component):
             stride_last = Signal(DIM_BITS, name="stride_last")
             m.d.sync += stride_last.eq(d.pool_s - 1)
         take = self.i.valid & active & (part == chunks - 1)
-        pixel = left != 0
+        # With the deep pipeline the counters' ends are registers that move with the counters:
+        # `left != 0`, `left <= 1` and `ow_c == out_w_m1` (the OR of left's bits, then the
+        # handshake and the compare into the pooling counters' enables, 9 ns across the die, set
+        # the 16x8 ECP5 accelerator's clock with placement seeds 4 and 5: 88.5, 93.6 MHz).
+        if self._deep:
+            pixel, last_pixel, row_end = (Signal(name=n) for n in ("pixel", "last_pixel",
+                                                                      "row_end"))
+        else:
+            pixel, last_pixel, row_end = left != 0, left[1:] == 0, ow_c == d.out_w_m1
         first = (dh == 0) & (dw == 0)
         inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
+        # The pixel's word, row_dest + pw. With the deep pipeline a register that moves with pw
+        # and row_dest, so that the read address leaves a flip-flop: the sum into the
+        # write-back's block RAM across the die was the 16x8 ECP5 accelerator's slowest path
+        # (86.4 MHz, seed 1). (On the iCEBreaker's 4x4 the register cost 72 LUTs.)
         dest = Signal(a + 1)
-        m.d.comb += [dest.eq(row_dest + pw), self.r_addr.eq(dest)]
+        m.d.comb += self.r_addr.eq(dest)
+        if not self._deep:
+            m.d.comb += dest.eq(row_dest + pw)
+
+        def dest_at(value):
+            """Move the deep pipeline's ``dest`` register to ``value`` (short: nothing)."""
+            return [dest.eq(value)] if self._deep else []
 
         # Global average pooling (builds with global_pool): per-lane sums of the group's pixels.
         gap = cfg.global_pool
@@ -151,6 +169,9 @@ class Writeback(wiring.Component):
         with m.If(take & pixel):
             m.d.sync += [left.eq(left - 1), s1_data.eq(row_data), s1_dest.eq(dest),
                          s1_valid.eq(inside), s1_merge.eq(d.pool & ~first), s1_gap.eq(0)]
+            if self._deep:
+                m.d.sync += [pixel.eq(left != 1), last_pixel.eq(left <= 2),
+                             row_end.eq(Mux(row_end, d.out_w_m1 == 0, ow_c + 1 == d.out_w_m1))]
             if gap:
                 with m.If(d.gap):
                     m.d.sync += [sums[j].eq(gap_next[j]) for j in range(C)]
@@ -158,28 +179,32 @@ class Writeback(wiring.Component):
                     m.d.sync += [gap_first.eq(0), s1_valid.eq(left == 1), s1_gap.eq(1),
                                  s1_dest.eq(og_dest)]
             # Advance (oh, ow) and the pooling coordinates.
-            with m.If(ow_c == d.out_w_m1):
-                m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)]
+            with m.If(row_end):
+                m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)] + dest_at(row_dest)
                 with m.If(dh == stride_last):
                     m.d.sync += [dh.eq(0), ph.eq(ph + 1), row_dest.eq(row_dest + d.pool_w)]
+                    m.d.sync += dest_at(row_dest + d.pool_w)
                 with m.Else():
                     m.d.sync += dh.eq(dh + 1)
             with m.Else():
                 m.d.sync += ow_c.eq(ow_c + 1)
                 with m.If(dw == stride_last):
-                    m.d.sync += [dw.eq(0), pw.eq(pw + 1)]
+                    m.d.sync += [dw.eq(0), pw.eq(pw + 1)] + dest_at(dest + 1)
                 with m.Else():
                     m.d.sync += dw.eq(dw + 1)
 
         def group_reset(dest_base):
+            flags = [pixel.eq(d.pixels != 0), last_pixel.eq(d.pixels[1:] == 0),
+                     row_end.eq(d.out_w_m1 == 0)] if self._deep else []
             return [left.eq(d.pixels), ow_c.eq(0), dw.eq(0), pw.eq(0), dh.eq(0), ph.eq(0),
-                    og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1)]
+                    og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1), *flags,
+                    *dest_at(dest_base)]
 
         with m.If(take):
             m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
             # The group's last tile: at its last row at most one pixel is left (at an earlier
             # tile's, at least two), so no tile counter is needed.
-            with m.If((row == R - 1) & (left[1:] == 0)):
+            with m.If((row == R - 1) & last_pixel):
                 m.d.sync += og.eq(og + 1)
                 m.d.sync += group_reset(og_dest + d.out_hw)
                 with m.If(og == d.og_m1):
