@@ -39,7 +39,7 @@ from ..sw.compiler import PERF_STAGES, REGIONS
 from ..sw.numerics import Op
 from .array import REPLICA_SUFFIX, SystolicArray
 from .config import ArrayConfig, host_word_bytes
-from .framer import DeviceSignature
+from .framer import DeviceSignature, WriteLayout
 from .im2col import Im2colGenerator
 from .memories import ReplicatedMemory, WeightMemory
 from .requant import PIPELINES, Requantiser
@@ -408,10 +408,25 @@ class Accelerator(wiring.Component):
         # write side's stage differ while one stage drains and the next one waits.
         src = seq.stage[0]
         dst = ~seq.wb_stage[0]
+        # The host's writes and run strobe, through a register with the deep read pipeline
+        # (both together, so that a run never overtakes a write): the writes' valid, a LUT of
+        # the framer's state, enabled the ~280 flip-flops of the host's staging and offset
+        # registers, and the placer pulled that LUT, and the framer's state logic with it,
+        # across the die toward them (a 16x8 ECP5 accelerator's slowest path with two of three
+        # seeds of nextpnr's static placer).
+        bus = self.bus
+        wr, w_valid, run, run_arg = (bus.write.payload, bus.write.valid, bus.run, bus.run_arg)
+        if deep_read:
+            wr = Signal(WriteLayout, name="host_write", reset_less=True)
+            run_arg = Signal.like(bus.run_arg, name="host_run_arg", reset_less=True)
+            w_valid, run = Signal(name="host_write_valid"), Signal(name="host_run")
+            m.d.sync += [wr.eq(bus.write.payload), w_valid.eq(bus.write.valid), run.eq(bus.run),
+                         run_arg.eq(bus.run_arg)]
         m.d.comb += [
-            seq.run.eq(self.bus.run), seq.run_start.eq(self.bus.run_arg[:8]),
-            seq.run_count.eq(self.bus.run_arg[8:16]),
-            self.bus.busy.eq(seq.busy), self.bus.done.eq(seq.done), self.bus.error.eq(seq.error),
+            seq.run.eq(run), seq.run_start.eq(run_arg[:8]), seq.run_count.eq(run_arg[8:16]),
+            # (a run strobe in the register is a run: busy and not done from the next cycle)
+            bus.busy.eq(seq.busy | (run if deep_read else 0)),
+            bus.done.eq(seq.done & ~(run if deep_read else 0)), bus.error.eq(seq.error),
             self.bus.counters[0].eq(seq.total), self.bus.counters[1].eq(seq.busy_pe),
             self.bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
             gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.hold.eq(seq.gen_hold),
@@ -447,8 +462,6 @@ class Accelerator(wiring.Component):
                      feeder.mem_data.eq(pmem.r_data[0])]
 
         # --- host access (hw.framer.DeviceSignature) -----------------------------------------
-        bus = self.bus
-        wr = bus.write.payload
         w_region, w_offset = wr.addr.region, wr.addr.offset
         targets = {"weights": cfg.weight_word_bits, "params": cfg.param_word_bits,
                    "act0": cfg.act_word_bits, "act1": cfg.act_word_bits,
@@ -456,29 +469,29 @@ class Accelerator(wiring.Component):
         # The bytes before a word's last one wait in a shift register: words are written whole
         # and in order, so they are the bytes written just before it. (Merging each byte into its
         # place instead cost a multiplexer per staged bit.) With the deep read pipeline a word
-        # is written a cycle after its last byte, from registers: the commit's decode, the
-        # offset, and the staged bytes, the last one included (the framer's state through the
-        # region compares into a parameter block RAM's write enable set an 8x8 ECP5 build's
-        # clock, with 8.6 ns of routing).
+        # is written a cycle after its last byte leaves the register above, from registers: the
+        # commit's decode, the offset, and the staged bytes, the last one included (the
+        # framer's state through the region compares into a parameter block RAM's write enable
+        # set an 8x8 ECP5 build's clock, with 8.6 ns of routing).
         stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - (not deep_read))
         staging = Signal(max(1, stage_bits))
         host_word, host_commit = {}, {}
         m.d.comb += bus.write.ready.eq(1)
         if stage_bits:
-            with m.If(bus.write.valid):
+            with m.If(w_valid):
                 m.d.sync += staging.eq(Cat(staging[8:], wr.data))
         offset = w_offset
         if deep_read:
             offset, wrote = Signal.like(w_offset, name="host_w_offset"), Signal()
-            m.d.sync += wrote.eq(bus.write.valid)
-            with m.If(bus.write.valid):
+            m.d.sync += wrote.eq(w_valid)
+            with m.If(w_valid):
                 m.d.sync += offset.eq(w_offset)
         for name, bits in targets.items():
             lg = (host_word_bytes(bits) - 1).bit_length()
             used = -(-bits // 8)
             byte = w_offset[:lg] if lg else 0
             host_word[name] = offset[lg:]
-            hit = bus.write.valid & (w_region == REGIONS[name])
+            hit = w_valid & (w_region == REGIONS[name])
             commit = hit & ~busy & (byte == used - 1)
             if deep_read:
                 committed = Signal(name=f"host_commit_{name}")
@@ -503,7 +516,8 @@ class Accelerator(wiring.Component):
         accept = Signal()
         idle = ~addressed & ~pending & ~loaded & ~copied & ~offered
         if deep_read:
-            idle &= ~wrote                # the weight memory's one port writes this cycle
+            # (a write passes the register above, then the weight memory's one port writes)
+            idle &= ~w_valid & ~wrote
         m.d.comb += [bus.read_addr.ready.eq(idle), accept.eq(bus.read_addr.valid & idle)]
         if deep_read:
             rd_offset = Signal.like(rd.offset)
@@ -548,7 +562,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             wmem.w_en.eq(we), wmem.w_data.eq(wd),
             wmem.addr.eq(Mux(busy, Mux(seq.mem_read, seq.mem_addr, read.w_addr),
-                             Mux(wrote if deep_read else bus.write.valid, host_word["weights"],
+                             Mux(wrote if deep_read else w_valid, host_word["weights"],
                                  w_host_addr))),
             wmem.r_en.eq(Mux(busy, seq.mem_read | read.w_read, w_host_read)),
             seq.mem_data.eq(wmem.r_data),

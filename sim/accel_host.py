@@ -50,7 +50,7 @@ READ_LATENCY_MAX = 8
 
 async def read_bytes(port, region, offset, length):
     """One byte at a time: the address is taken (when the core is ready for it: not in the
-    cycle after a write, with the deep read pipeline), its word read, then its byte offered
+    two cycles after a write, with the deep read pipeline), its word read, then its byte offered
     (from a register) and taken."""
     out = bytearray()
     port.set("bus__read_data__ready", 1)
