@@ -71,7 +71,7 @@ def _accelerator_config(kind, rows, cols, overrides=None):
 
 
 def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False,
-            top="array", overrides=None):
+            top="array", overrides=None, placer=None):
     kind, multipliers = VARIANTS[variant]
     build_dir = out / board / top / variant / f"{rows}x{cols}"
     start = time.monotonic()
@@ -81,11 +81,12 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
             config = _accelerator_config(kind, rows, cols, overrides)
             result = build_accelerator(board=board, config=config,
                                        clock_mhz=clock_mhz, build_dir=build_dir, seed=seed,
-                                       multipliers=multipliers, check_timing=False)
+                                       placer=placer, multipliers=multipliers,
+                                       check_timing=False)
         else:
             result = build_array(board=board, pe=kind, rows=rows, cols=cols,
                                  clock_mhz=clock_mhz, build_dir=build_dir, seed=seed,
-                                 multipliers=multipliers, check_timing=False)
+                                 placer=placer, multipliers=multipliers, check_timing=False)
     except ToolError:
         rec.update(ok=False, placed=False, reason=last_error(build_dir / "top.build.log",
                                                           missing="build did not run",
@@ -110,7 +111,7 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
 
 
 def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=False,
-            top="array", overrides=None):
+            top="array", overrides=None, placer=None):
     """``(best, area_limit, tried)``: the largest passing shape (None if none), the largest that
     places, and every attempt. Two phases over :func:`shapes`:
 
@@ -128,7 +129,8 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
         if i not in tried:
             rows, cols = order[i]
             tried[i] = attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out,
-                               seed=seed, ignore_timing=True, top=top, overrides=overrides)
+                               seed=seed, ignore_timing=True, top=top, overrides=overrides,
+                               placer=placer)
         return tried[i]
 
     def placed(i):
@@ -230,6 +232,8 @@ def main(argv=None):
     parser.add_argument("--clock", type=float, help="core clock in MHz (default: each board's)")
     parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--placer", choices=("heap", "sa", "static"),
+                        help="nextpnr's placer (default: its own, heap)")
     parser.add_argument("--top", choices=("array", "accelerator"), default="array",
                         help="array: the array behind the two-pin harness; accelerator: the whole "
                              "accelerator (UART, host link, core) sized for the shipped digits "
@@ -264,7 +268,7 @@ def main(argv=None):
             print(f"{board} {variant} at {clock:g} MHz", flush=True)
             best, area, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
                                         max_side=args.max_side, ignore_timing=args.ignore_timing,
-                                        top=args.top, overrides={
+                                        top=args.top, placer=args.placer, overrides={
                                             "requant_lanes": args.requant_lanes,
                                             "requant_pipeline": args.requant_pipeline,
                                             "writeback_pipeline": args.writeback_pipeline,
@@ -304,7 +308,7 @@ def main(argv=None):
     payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
                                                              else sys.argv[1:])]),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "seed": args.seed, "top": args.top, "ignore_timing": args.ignore_timing,
+               "seed": args.seed, "placer": args.placer or "heap", "top": args.top, "ignore_timing": args.ignore_timing,
                "results": results}
     (out / "fit_study.json").write_text(json.dumps(payload, indent=1))
     what = "places (any Fmax)" if args.ignore_timing else "meets the board clock"
