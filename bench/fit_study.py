@@ -308,7 +308,8 @@ def main(argv=None):
     payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
                                                              else sys.argv[1:])]),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "seed": args.seed, "placer": args.placer or "heap", "top": args.top, "ignore_timing": args.ignore_timing,
+               "seed": args.seed, "placer": args.placer or "heap", "top": args.top,
+               "ignore_timing": args.ignore_timing,
                "results": results}
     (out / "fit_study.json").write_text(json.dumps(payload, indent=1))
     what = "places (any Fmax)" if args.ignore_timing else "meets the board clock"

@@ -412,8 +412,8 @@ class Accelerator(wiring.Component):
         # (both together, so that a run never overtakes a write): the writes' valid, a LUT of
         # the framer's state, enabled the ~280 flip-flops of the host's staging and offset
         # registers, and the placer pulled that LUT, and the framer's state logic with it,
-        # across the die toward them (a 16x8 ECP5 accelerator's slowest path with two of three
-        # seeds of nextpnr's static placer).
+        # across the die toward them (the slowest path of two 16x8 ECP5 builds placed by
+        # nextpnr's static placer).
         bus = self.bus
         wr, w_valid, run, run_arg = (bus.write.payload, bus.write.valid, bus.run, bus.run_arg)
         if deep_read:
@@ -427,8 +427,8 @@ class Accelerator(wiring.Component):
             # (a run strobe in the register is a run: busy and not done from the next cycle)
             bus.busy.eq(seq.busy | (run if deep_read else 0)),
             bus.done.eq(seq.done & ~(run if deep_read else 0)), bus.error.eq(seq.error),
-            self.bus.counters[0].eq(seq.total), self.bus.counters[1].eq(seq.busy_pe),
-            self.bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
+            bus.counters[0].eq(seq.total), bus.counters[1].eq(seq.busy_pe),
+            bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
             gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.hold.eq(seq.gen_hold),
             feeder.desc.eq(seq.wb_desc), wb.desc.eq(seq.wb_desc),
             feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start), seq.wb_busy.eq(wb.busy),
