@@ -28,7 +28,7 @@ import sys
 import time
 
 from addershift.boards.board import get_board
-from addershift.boards.build import build_accelerator, build_array
+from addershift.boards.build import PLACERS, build_accelerator, build_array
 from addershift.boards.toolchain import ToolError, last_error, prepare_environment
 
 MODELS = pathlib.Path(__file__).resolve().parent.parent / "models"
@@ -232,7 +232,7 @@ def main(argv=None):
     parser.add_argument("--clock", type=float, help="core clock in MHz (default: each board's)")
     parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--placer", choices=("heap", "sa", "static"),
+    parser.add_argument("--placer", choices=PLACERS,
                         help="nextpnr's placer (default: its own, heap)")
     parser.add_argument("--top", choices=("array", "accelerator"), default="array",
                         help="array: the array behind the two-pin harness; accelerator: the whole "
