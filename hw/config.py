@@ -112,8 +112,9 @@ class ArrayConfig:
         stages: ``rows`` words and ``rows`` activations of flip-flops; the weight memory's
         accesses and words registered, and two words held while the array stalls) and the word
         the host reads before its byte is selected (its address too, and the words copied
-        near the select: three more cycles per byte), and it keeps the im2col generator's
-        counter ends in registers; short selects from the block RAMs' outputs, which leaves
+        near the select: three more cycles per byte), takes the host's writes and run strobe
+        through a register (a word lands two cycles after its last byte, and reads wait for it),
+        and keeps the im2col generator's counter ends in registers; short selects from the block RAMs' outputs, which leaves
         little of an ECP5 cycle after their 5.6 ns from clock to data. iCE40 builds use short:
         the flip-flops cost logic cells there.
     act_banks : int or None
