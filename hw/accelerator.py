@@ -50,8 +50,8 @@ __all__ = ["Accelerator", "AcceleratorTop", "accelerator_regions", "accelerator_
 
 
 class _ReadStage(typing.NamedTuple):
-    """What a read stage gives the core: ``adv`` (driven by the core: the array takes the
-    issued step or none is issued), the source buffer's bank read enables, the weight memory's
+    """What a read stage gives the core: ``adv`` (driven by the core: the issued step is taken,
+    by the array or the deep pipeline's skid register, or none is issued), the source buffer's bank read enables, the weight memory's
     read for the array (address, enable), ``in_flight`` (steps between the generator and the
     array) and the step issued: valid, last, rows, busy PEs, per-row activations, weights."""
     adv: Signal
@@ -116,14 +116,16 @@ class Accelerator(wiring.Component):
                              w_bits=c.w_bits, max_length=c.max_k)
 
     def _issued_weights(self, m, wmem, w_read, take):
-        """The deep read pipeline's weights for the step at the array's input.
+        """The deep read pipeline's weights for the step in its last stage.
 
         The registered weight memory delivers a step's word three cycles after its read
-        (``w_read``), when the step reaches the array's input if nothing stalled it.
-        While the array stalls a step there, the words of the two steps behind it may still
-        arrive: they wait, oldest first, in two registers until the step before theirs is
-        taken (``take``). The select between the memory's word and the oldest waiting one is
-        copied per column."""
+        (``w_read``), when the step reaches the last stage if nothing stalled it. While the
+        stages wait (``take`` low), the words of the three steps in them may still arrive
+        (the stall can begin with the last stage's step as its word arrives: the skid register
+        in front of the array takes one step more): the oldest two wait in two registers, the
+        newest stays on the memory's output (no read happens while the stages wait), until the
+        step before theirs is taken. The select between the memory's word and the oldest
+        waiting one is copied per column."""
         C = self._config.cols
         if wmem.latency != 3:
             raise AssertionError("the held words cover a weight memory of latency 3")
@@ -133,7 +135,7 @@ class Accelerator(wiring.Component):
             m.d.sync += arriving.eq(earlier)
         held = [Signal.like(wmem.r_data, name=f"held_weights{i}", reset_less=True)
                 for i in range(2)]
-        count = Signal(range(3))              # words waiting
+        count = Signal(range(4))              # words waiting
         waiting = [Signal(name=f"waiting{REPLICA_SUFFIX}{c}") for c in range(C)]
         new_count = Signal.like(count)
         m.d.comb += new_count.eq(count + arriving - take)
@@ -147,7 +149,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += held[0].eq(wmem.r_data)
                 with m.Elif(arriving):
                     m.d.sync += held[1].eq(wmem.r_data)
-            with m.Case(2):
+            with m.Case(2, 3):               # (with 3 the third is on r_data)
                 with m.If(take):
                     m.d.sync += [held[0].eq(held[1]), held[1].eq(wmem.r_data)]
         part = len(wmem.r_data) // C
@@ -170,25 +172,23 @@ class Accelerator(wiring.Component):
         return (*regs, xs)
 
     @staticmethod
-    def _skid(m, source, adv):
-        """The generator's steps through a skid register: ``source.ready`` is a register's (the
-        skid is empty), not ``adv``, which comes from the array's ``i.ready``; on an 8x8 ECP5
-        accelerator that handshake through the generator's counter enables set the clock
-        (91.5 MHz). A step the read stage does not take as it arrives waits in the skid, and
-        goes first. Returns the step offered to the read stage, ``(valid, payload)``, and
-        whether the skid holds one.
+    def _skid(m, valid, payload, ready, name):
+        """A stream through a skid register, so that the producer's ready is a register's (the
+        skid is empty), not the consumer's ``ready``: a step the consumer does not take as it
+        arrives waits in the skid, and goes first. The skid's data register loads whenever it
+        is empty, so its enable is a register too. Returns the producer's ready, the consumer's
+        valid and payload, and whether the skid holds a step.
         (amaranth.lib has no stream buffer of this kind, so it is written here.)"""
-        held_valid = Signal()
-        held = Signal.like(source.payload, name="skid_step", reset_less=True)
-        valid, step = Signal(), Signal.like(source.payload, name="skid_out")
-        m.d.comb += [source.ready.eq(~held_valid), valid.eq(held_valid | source.valid),
-                     step.eq(Mux(held_valid, held, source.payload))]
+        held_valid = Signal(name=f"{name}_held")
+        held = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
+        out = Signal.like(payload, name=f"{name}_out")
+        m.d.comb += out.eq(Mux(held_valid, held, payload))
         with m.If(held_valid):
-            with m.If(adv):
+            with m.If(ready):
                 m.d.sync += held_valid.eq(0)
-        with m.Elif(source.valid & ~adv):
-            m.d.sync += [held_valid.eq(1), held.eq(source.payload)]
-        return valid, step, held_valid
+        with m.Else():
+            m.d.sync += [held_valid.eq(valid & ~ready), held.eq(payload)]
+        return ~held_valid, held_valid | valid, out, held_valid
 
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
@@ -202,7 +202,11 @@ class Accelerator(wiring.Component):
         # memories keep their outputs while their read enable is low).
         adv = Signal()
         if cfg.read_pipeline == "deep":
-            step_valid, step, skid_full = self._skid(m, gen.o, adv)
+            # (the generator's ready through its counter enables set an 8x8 ECP5
+            # accelerator's clock: 91.5 MHz)
+            gen_ready, step_valid, step, skid_full = self._skid(m, gen.o.valid, gen.o.payload,
+                                                                adv, "gen_step")
+            m.d.comb += gen.o.ready.eq(gen_ready)
         else:
             m.d.comb += gen.o.ready.eq(adv)
             step_valid, step, skid_full = gen.o.valid, gen.o.payload, 0
@@ -444,14 +448,25 @@ class Accelerator(wiring.Component):
         else:
             read = self._shared_read(m, gen, bufs, wmem, src, lanes)
         i_valid, i_last, i_rows, i_busy, i_x, i_weights = read.issue
-        m.d.comb += read.adv.eq(~i_valid | array.i.ready)
-        for r in range(R):
-            m.d.comb += array.i.payload.x[r].eq(Mux(i_rows[r], i_x[r], 0))
+        offered = Signal(data.StructLayout({"step": array.in_layout, "busy": len(i_busy)}))
+        m.d.comb += [offered.step.x[r].eq(Mux(i_rows[r], i_x[r], 0)) for r in range(R)]
+        m.d.comb += [offered.step.last.eq(i_last), offered.step.w.as_value().eq(i_weights),
+                     offered.busy.eq(i_busy)]
+        if deep_read:
+            # The issued step reaches the array through a skid register, so the read stages
+            # advance on registers, not on the array's `i.ready`: that handshake (the array's
+            # `last` check) through every stage's enable to the weight memory's read-enable
+            # copies across the die set the clock of 16x12, 16x16 and 8x8 ECP5 accelerators
+            # placed by nextpnr's static placer (92.7 MHz at 16x12).
+            issue_ready, step_valid, issued, waiting = self._skid(m, i_valid, offered,
+                                                                 array.i.ready, "issued_step")
+        else:
+            issue_ready, step_valid, issued, waiting = array.i.ready, i_valid, offered, 0
         m.d.comb += [
-            array.i.valid.eq(i_valid), array.i.payload.last.eq(i_last),
-            array.i.payload.w.as_value().eq(i_weights),
-            seq.step.eq(array.i.valid & array.i.ready), seq.step_busy.eq(i_busy),
-            seq.issuing.eq(gen.busy | read.in_flight),
+            read.adv.eq(~i_valid | issue_ready),
+            array.i.valid.eq(step_valid), array.i.payload.eq(issued.step),
+            seq.step.eq(array.i.valid & array.i.ready), seq.step_busy.eq(issued.busy),
+            seq.issuing.eq(gen.busy | read.in_flight | waiting),
         ]
 
         # --- post-processing ----------------------------------------------------------------
