@@ -12,7 +12,7 @@ Data path of one stage (``docs/accelerator.md`` has the picture and the cycle ac
 
 Host interface: the device side of ``hw.framer.DeviceSignature`` (the host link's command framer
 plugs straight in; ``sw.compiler.REGIONS`` numbers the regions): byte writes, byte reads (two cycles
-from address to byte, five with the deep read pipeline), the run strobe with its 32-bit argument,
+from address to byte, six with the deep read pipeline), the run strobe with its 32-bit argument,
 ``busy``/``done``/``error`` and the counters (total, busy PE and stall cycles). Memories are
 word-wide:
 a region shows word ``i`` at bytes ``i * stride .. i * stride + stride - 1`` (``stride`` a power of
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import typing
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out, connect
@@ -51,9 +51,10 @@ __all__ = ["Accelerator", "AcceleratorTop", "accelerator_regions", "accelerator_
 
 class _ReadStage(typing.NamedTuple):
     """What a read stage gives the core: ``adv`` (driven by the core: the issued step is taken,
-    by the array or the deep pipeline's skid register, or none is issued), the source buffer's bank read enables, the weight memory's
-    read for the array (address, enable), ``in_flight`` (steps between the generator and the
-    array) and the step issued: valid, last, rows, busy PEs, per-row activations, weights."""
+    by the array or the deep pipeline's skid register, or none is issued), the source buffer's
+    bank read enables, the weight memory's read for the array (address, enable), ``in_flight``
+    (steps between the generator and the array) and the step issued: valid, last, rows, busy
+    PEs, per-row activations, weights."""
     adv: Signal
     src_read: object
     w_addr: object
@@ -224,19 +225,28 @@ class Accelerator(wiring.Component):
             # activations once more, as the weight memory's word is (`_issued_weights`). A
             # register that is a block RAM output's only load moves into the block RAM in ECP5
             # builds (boards.outreg), where it takes 1 ns from clock to data instead of 5.8 ns.
-            # The selects' buffer and lane come from a copy per row (one copy reached every
-            # select of every row: 5.2 ns across the die on a 16x12 ECP5 accelerator).
-            s2_lane = [Signal.like(s1_lane, name=f"s2_lane{REPLICA_SUFFIX}{r}") for r in range(R)]
-            s2_src = [Signal(name=f"s2_src{REPLICA_SUFFIX}{r}") for r in range(R)]
+            # The buffer and lane select is one-hot (2 * cols bits), a copy per row: one
+            # binary select register reached every select of every row (5.2 ns across the die
+            # on a 16x12 ECP5 accelerator), and a binary select of a buffer and 12 lanes took
+            # five LUT levels after the block RAMs' route (that build's next slowest path).
+            C = lanes.length
+            choice = Signal(2 * C)
+            m.d.comb += choice.eq(Mux(src, 1 << C, 1) << s1_lane)
+            s2_choice = [Signal(2 * C, name=f"s2_choice{REPLICA_SUFFIX}{r}") for r in range(R)]
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
                          for r in range(R)] for b, buf in enumerate(bufs)]
             with m.If(adv):
-                m.d.sync += [reg.eq(s1_lane) for reg in s2_lane]
-                m.d.sync += [reg.eq(src) for reg in s2_src]
+                m.d.sync += [reg.eq(choice) for reg in s2_choice]
                 m.d.sync += [s2_words[b][r].eq(buf.r_data[r])
                              for b, buf in enumerate(bufs) for r in range(R)]
-            x = [lanes(Mux(s2_src[r], s2_words[1][r], s2_words[0][r]))[s2_lane[r]]
-                 for r in range(R)]
+            xb = Shape.cast(lanes.elem_shape).width
+            x = []
+            for r in range(R):
+                picked = 0
+                for i, lane in enumerate(w[l * xb:][:xb] for w in (s2_words[0][r], s2_words[1][r])
+                                         for l in range(C)):
+                    picked |= Mux(s2_choice[r][i], lane, 0)
+                x.append(picked)
             s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_rows, s1_busy, []), "s2")
             s3 = self._register_step(m, adv, (*s2[:4], x), "s3")
             issue = (*s3, self._issued_weights(m, wmem, adv & step_valid, s3[0] & adv))
