@@ -233,7 +233,9 @@ def main(argv=None):
     parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--placer", choices=PLACERS,
-                        help="nextpnr's placer (default: its own, heap)")
+                        help="nextpnr's placer (default: the board's for an accelerator's PE "
+                             "kind, static for adder ones on the ULX3S-45F/85F; otherwise "
+                             "nextpnr's own, heap)")
     parser.add_argument("--top", choices=("array", "accelerator"), default="array",
                         help="array: the array behind the two-pin harness; accelerator: the whole "
                              "accelerator (UART, host link, core) sized for the shipped digits "
@@ -308,7 +310,7 @@ def main(argv=None):
     payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
                                                              else sys.argv[1:])]),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "seed": args.seed, "placer": args.placer or "heap", "top": args.top,
+               "seed": args.seed, "placer": args.placer or "default", "top": args.top,
                "ignore_timing": args.ignore_timing,
                "results": results}
     (out / "fit_study.json").write_text(json.dumps(payload, indent=1))

@@ -79,6 +79,9 @@ class Board:
     accelerator_clocks : dict
         PE kind -> the accelerator's core clock when ``--clock`` is not given (a kind not in it:
         ``default_clock_mhz``).
+    accelerator_placers : dict
+        PE kind -> nextpnr's placer for its accelerator when ``--placer`` is not given (a kind
+        not in it: nextpnr's default, heap).
     clock_resource : str
         The amaranth-boards resource of the oscillator.
     led_count : int
@@ -96,6 +99,7 @@ class Board:
     default_clock_mhz = None
     accelerator_builds = {}
     accelerator_clocks = {}
+    accelerator_placers = {}
     clock_resource = None
     led_count = 0
     reset_button = None
@@ -112,6 +116,11 @@ class Board:
         if clock_mhz is not None:
             return clock_mhz
         return self.accelerator_clocks.get(kind, self.default_clock_mhz)
+
+    def accelerator_placer(self, kind, placer=None):
+        """nextpnr's placer for a ``kind`` accelerator and a requested ``placer`` (None: the
+        board's; None again: nextpnr's default)."""
+        return placer if placer is not None else self.accelerator_placers.get(kind)
 
     def platform(self, *, bram_outreg=False):
         """A fresh amaranth-boards platform instance; with ``bram_outreg`` (ECP5 only) its build

@@ -437,12 +437,14 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
                       bram_outreg=True):
     """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
     link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``, at
-    ``clock_mhz`` (default: the board's ``accelerator_clocks`` for the PE kind)."""
+    ``clock_mhz`` (default: the board's ``accelerator_clocks`` for the PE kind), placed by
+    ``placer`` (default: the board's ``accelerator_placers`` for the PE kind)."""
     from ..hw.accelerator import AcceleratorTop
     from ..hw.uart import uart_divisor
     if isinstance(board, str):
         board = get_board(board)
     clock_mhz = board.accelerator_clock(config.pe.value, clock_mhz)
+    placer = board.accelerator_placer(config.pe.value, placer)
     achieved = board.check_clock(clock_mhz)
     uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
     c = config

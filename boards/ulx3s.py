@@ -50,6 +50,9 @@ class ULX3S(Board):
         # The 8x8's Fmax on the 85F: adder 100.8-106.2 MHz; shift 96.8-99.3 (Yosys' ABC9 fails
         # on its netlist, classic ABC maps it); mul 94.1-101.3.
         self.accelerator_clocks = {"adder": 100.0, "shift": 90.0, "mul": 90.0}
+        # The adder 8x8 on the 85F (code of 929ee70): static placement 118.5, 116.0 and
+        # 110.2 MHz (seeds 1-3), heap 99.8, 98.8 and 104.8 (docs/boards.md, "Placement").
+        self.accelerator_placers = {"adder": "static"} if size in ("45f", "85f") else {}
 
     def platform(self, *, bram_outreg=False):
         import amaranth_boards.ulx3s as ulx3s

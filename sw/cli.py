@@ -594,7 +594,9 @@ def build_parser():
                    help="nextpnr's router (None: its default, router1); router2 routes large, "
                         "full ECP5 arrays that router1 does not finish")
     p.add_argument("--placer", choices=PLACERS,
-                   help="nextpnr's placer (None: its default, heap)")
+                   help="nextpnr's placer (None: the board's for the accelerator's PE kind, "
+                        "static for adder ones on the ULX3S-45F/85F; otherwise nextpnr's "
+                        "default, heap)")
     p.add_argument("--no-bram-outreg", dest="bram_outreg", action="store_false",
                    help="ECP5: leave the registers after block RAMs and multipliers in the "
                         "fabric (by default they move into the block RAMs' output registers, 1 "

@@ -159,6 +159,21 @@ def test_accelerator_builds_at_the_boards_accelerator_clock(monkeypatch):
     assert seen[-1] == 90.0
 
 
+def test_accelerator_builds_with_the_boards_placer(monkeypatch):
+    """ULX3S-85F adder accelerators default to static placement (measured faster); other kinds
+    and boards to nextpnr's own default; a placer given is kept."""
+    import addershift.boards.build as build
+    from addershift.hw.config import ArrayConfig
+    seen = []
+    monkeypatch.setattr(build, "build", lambda core, **kwargs: seen.append(kwargs["placer"]))
+    for board, pe, placer in [("ulx3s-85f", "adder", None), ("ulx3s-85f", "adder", "heap"),
+                              ("ulx3s-85f", "mul", None), ("ulx3s-12f", "adder", None),
+                              ("icebreaker", "adder", None)]:
+        build.build_accelerator(board=board, config=ArrayConfig(pe=pe, rows=2, cols=2),
+                                placer=placer)
+    assert seen == ["static", "heap", None, None, None]
+
+
 def test_program_without_tools_prints_the_command(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bin"
