@@ -243,8 +243,8 @@ class Accelerator(wiring.Component):
             x = []
             for r in range(R):
                 picked = 0
-                for i, lane in enumerate(w[l * xb:][:xb] for w in (s2_words[0][r], s2_words[1][r])
-                                         for l in range(C)):
+                for i, lane in enumerate(w[k * xb:][:xb] for w in (s2_words[0][r], s2_words[1][r])
+                                         for k in range(C)):
                     picked |= Mux(s2_choice[r][i], lane, 0)
                 x.append(picked)
             s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_rows, s1_busy, []), "s2")
