@@ -122,7 +122,12 @@ async def run_session(port, program, images, *, per_stage=False):
         outputs, counters, error = {}, [], 0
         runs = [(s, 1) for s in range(n)] if per_stage else [(0, 0)]
         for start, count in runs:
-            error = await run_stages(port, start=start, count=count)
+            # A generous bound on the run's cycles (the digits network takes under three per
+            # k-step issued), so that a design that hangs fails in seconds, not hours.
+            stop = start + count if count else n
+            steps = sum(s.issue_cycles for s in program.stages[start:stop])
+            error = await run_stages(port, start=start, count=count,
+                                     timeout=10_000 + 100 * steps)
             if error:
                 break
             ran = 1 if count else n
