@@ -21,7 +21,7 @@ import json
 import pathlib
 import re
 
-from addershift.boards.report import yosys_keep_commands
+from addershift.boards.report import yosys_input_commands
 from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
@@ -52,7 +52,7 @@ def parse(spec):
 def _write_script(d, *after_synth):
     """``top.ys`` in ``d``: read ``top.il``, keep the array's deliberate register copies (as board
     builds do), ``synth_ice40``, then ``after_synth``."""
-    (d / "top.ys").write_text("\n".join(["read_rtlil top.il", *yosys_keep_commands(),
+    (d / "top.ys").write_text("\n".join(["read_rtlil top.il", *yosys_input_commands(),
                                          "synth_ice40 -top top", *after_synth]) + "\n")
 
 

@@ -22,7 +22,7 @@ import json
 import pathlib
 import re
 
-from addershift.boards.report import ecp5_classic_abc, yosys_keep_commands
+from addershift.boards.report import ecp5_classic_abc, yosys_input_commands
 from addershift.boards.toolchain import prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
@@ -92,7 +92,7 @@ def measure(config, family, out):
         synth = ["synth_ice40 -top top -run begin:map_luts", "techmap -map +/ice40/latches_map.v",
                  "abc -dress -lut 4", "ice40_wrapcarry -unwrap", "techmap -map +/ice40/ff_map.v",
                  "clean", "opt_lut -tech ice40", "synth_ice40 -top top -run map_cells:"]
-    script = ["read_rtlil top.il", *yosys_keep_commands(), "hierarchy -top top",
+    script = ["read_rtlil top.il", *yosys_input_commands(), "hierarchy -top top",
               f"setattr -mod -set keep_hierarchy 1 {keep}", *synth, "tee -q -o stat.txt stat"]
     (out / "top.ys").write_text("\n".join(script) + "\n")
     run_tool("YOSYS", ["-q", "top.ys"], cwd=out, log_name="yosys.log")

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import outreg
 from .board import Board, get_board, pin_buffer
-from .report import (ecp5_classic_abc, ecp5_retry_opts, read_report, yosys_keep_commands,
+from .report import (ecp5_classic_abc, ecp5_retry_opts, read_report, yosys_input_commands,
                      yosys_stat_commands)
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
@@ -299,7 +299,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     prepare_environment()
 
     after_read, after_synth = yosys_stat_commands(name)
-    after_read = [*yosys_keep_commands(), *after_read]
+    after_read = [*yosys_input_commands(), *after_read]
     synth_opts = tuple(synth_opts)
     if board.family == "ecp5" and "-nowidelut" not in synth_opts:
         # Measured in docs/cost.md: never larger than with wide-LUT muxes, 2-3 % smaller for shift.

@@ -28,7 +28,7 @@ from .toolchain import ToolError, run_tool
 # Source paths in reports are shown relative to the project (the folder holding boards/).
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-__all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_keep_commands",
+__all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_input_commands",
            "ECP5_RETRY_OPTS", "ecp5_retry_opts", "ecp5_classic_abc",
            "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
@@ -268,12 +268,17 @@ class Report:
 
 # --- parsing ------------------------------------------------------------------------------------
 
-def yosys_keep_commands():
-    """Yosys commands, right after reading the design, that mark the registers the hardware copies
-    on purpose (names containing :data:`~addershift.hw.array.REPLICA_SUFFIX`) ``keep``: each copy
-    cuts a high-fanout net, and Yosys would otherwise merge equal registers back into one."""
+def yosys_input_commands():
+    """Yosys commands, right after reading the design: they mark the registers the hardware copies
+    on purpose (names containing :data:`~addershift.hw.array.REPLICA_SUFFIX`) ``keep``, since
+    each copy cuts a high-fanout net and Yosys would otherwise merge equal registers back into
+    one; and they drop the initial value of the registers that hold a block RAM's word (names
+    containing :data:`~addershift.hw.memories.BRAM_WORD_SUFFIX`, every name of their net), which
+    an iCE40 block RAM's output register cannot have."""
     from ..hw.array import REPLICA_SUFFIX
-    return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %a %ci1:+$dff[Q] t:$dff %i"]
+    from ..hw.memories import BRAM_WORD_SUFFIX
+    return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %a %ci1:+$dff[Q] t:$dff %i",
+            f"setattr -unset init w:*{BRAM_WORD_SUFFIX}* %x1:+$dff[Q] %x1:+$dff[Q] w:* %i"]
 
 
 #: Added to ``synth_ecp5``'s options for a second run when Yosys fails without them: YoWASP's Yosys
@@ -521,7 +526,7 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     synth_opts = tuple(target.synth_opts)
 
     def run_yosys():
-        script = [f"read_rtlil {name}.il", *yosys_keep_commands(), *after_read,
+        script = [f"read_rtlil {name}.il", *yosys_input_commands(), *after_read,
                   f"synth_{target.family} {' '.join(synth_opts)} -top {name}",
                   *after_synth, f"write_json {name}.json"]
         (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")

@@ -49,7 +49,7 @@ __all__ = ["SystolicArray", "REPLICA_SUFFIX"]
 
 #: Registers whose names contain this are deliberate copies that cut a high-fanout net; a
 #: synthesis flow must keep them apart (board builds mark them ``keep`` for Yosys:
-#: ``boards.report.yosys_keep_commands``).
+#: ``boards.report.yosys_input_commands``).
 REPLICA_SUFFIX = "_replica"
 #: The array is cut into tiles of at most TILE x TILE PEs; each tile has its own copy of the
 #: read-out and PE control and of the operand registers of its rows and columns.

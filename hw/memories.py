@@ -33,12 +33,18 @@ from amaranth.lib.wiring import In, Out
 from .array import REPLICA_SUFFIX
 from .config import check_int as _check_int
 
-__all__ = ["WeightMemory", "ReplicatedMemory", "SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS"]
+__all__ = ["WeightMemory", "ReplicatedMemory", "SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS",
+           "BRAM_WORD_SUFFIX"]
 
 #: One SB_SPRAM256KA: 16384 words of 16 bits; an iCE40UP5K has 4.
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
 SPRAM_BLOCKS = 4
+#: Registers whose names contain this hold a block RAM's word: nothing depends on their value
+#: before the first read into them, so board builds drop their initial value
+#: (``boards.report.yosys_input_commands``). With one, an iCE40 build emulates it with a flip-flop
+#: and a LUT per bit (a block RAM's output starts undefined): 270 of the iCEBreaker 4x4's LUTs.
+BRAM_WORD_SUFFIX = "_bram_word"
 
 
 def _has_spram(platform):
@@ -244,7 +250,7 @@ class ReplicatedMemory(wiring.Component):
             m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
             if undefined:
                 rp = mem.read_port(domain="comb")
-                word = Signal(self._width, name=f"bank{b}_data", reset_less=True)
+                word = Signal(self._width, name=f"bank{b}{BRAM_WORD_SUFFIX}", reset_less=True)
                 with m.If(self.r_en[b]):
                     m.d.sync += word.eq(rp.data)
                 m.d.comb += self.r_data[b].eq(word)

@@ -376,8 +376,10 @@ class _PoisonedCollisions:
     """Stands in for ``hw.memories.ReplicatedMemory`` in the accelerator: a read the memory
     declares undefined (``collisions="undefined"``: of an address written in the same cycle)
     returns the inverted word, as a block RAM may give any word, where every simulator gives the
-    old one. A reader that used such a word then fails. ``made`` lists the memories, and each
-    one's ``collided`` marks its banks' undefined reads in the cycle they are made."""
+    old one; so does such a bank before its first read (all ones: board builds drop the initial
+    value of its word register, ``hw.memories.BRAM_WORD_SUFFIX``). A reader that used such a
+    word then fails. ``made`` lists the memories, and each one's ``collided`` marks its banks'
+    undefined reads in the cycle they are made."""
 
     made = []
 
@@ -401,7 +403,7 @@ class _PoisonedCollisions:
                         b == 0 and kwargs.get("transparent", True))
                     hit = (self.w_en & self.r_en[b] & (self.w_addr == self.r_addr[b])
                            if undefined else 0)
-                    poisoned = Signal(name=f"poisoned{b}")
+                    poisoned = Signal(name=f"poisoned{b}", init=undefined)
                     with m.If(self.r_en[b]):
                         m.d.sync += poisoned.eq(hit)
                     word = inner.r_data[b]
