@@ -634,7 +634,8 @@ class Accelerator(wiring.Component):
             act_words = [Signal(cfg.act_word_bits, name=f"act{b}_wb_word", reset_less=True)
                          for b in range(2)]
             m.d.sync += [reg.eq(buf.r_data[wb_bank]) for reg, buf in zip(act_words, bufs)]
-        m.d.comb += wb.r_data.eq(Mux(dst, act_words[1], act_words[0]))
+        m.d.comb += [wb.r_data[b].eq(word) for b, word in enumerate(act_words)]
+        m.d.comb += wb.dst.eq(dst)
         m.d.comb += [perf.r_addr[0].eq(rd_word["counters"]), perf.r_en.eq(read_now)]
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[param_host_bank],
