@@ -16,12 +16,13 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
-It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or four with
+It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or five with
 ``config.writeback_pipeline == "deep"``: the old word of a max-pool update then arrives through a
 register (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the critical
 path of the whole ECP5 accelerator; the accelerator gives the write-back a bank of its own, so
-that register is the block RAM's own), the write leaves from registers, and the words the three
-rows before wrote are forwarded (the read is then not transparent).
+that register is the block RAM's own) and a copy of it near the merge, the write leaves from
+registers, and the words the four rows before wrote are forwarded (the read is then not
+transparent).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Writeback(wiring.Component):
     @property
     def latency(self):
         """Cycles from a row on ``i`` to its write."""
-        return 4 if self._deep else 2
+        return 5 if self._deep else 2
 
     def elaborate(self, platform):
         m = Module()
@@ -223,57 +224,68 @@ class Writeback(wiring.Component):
 
         word = Signal(lane)               # the merged word (written this cycle: short)
         if self._deep:
-            # Stage 2: the old word from the register behind the read, and stage 3 the write from
-            # registers (the merge's result to a block RAM across the die was the 16x16 ECP5
-            # accelerator's slowest path: 58.7 MHz). The read went out at stage 0 and the memory
-            # is not transparent here, so the words the three rows before wrote (while this one
-            # was at stages 0, 1 and 2) are missing from it: they are forwarded, the latest one
-            # first, when they went to the same address. (A transparent read adds a compare and
-            # a multiplexer behind the block RAM's output, the path stage 2 is for.) Each
-            # buffer's word is compared as it comes, and the destination's chosen after: the
-            # buffer select in front of the compare's carry chain was on the slowest path of a
-            # 16x12 ECP5 accelerator (94.6 MHz, seed 2), behind 4.5 ns of routing.
-            word1, word2, word3 = (Signal(lane, reset_less=True, name=f"word{k}")
-                                   for k in (1, 2, 3))
-            dest1, valid1 = Signal(a), Signal()       # the row being written (stage 3)
-            dest2, valid2 = Signal(a), Signal()       # the row written a cycle ago
-            s2_valid, s2_gap = Signal(), Signal()
+            # Stage 2 takes the row on, stage 3 merges it with the old word, stage 4 writes it
+            # from registers (the merge's result to a block RAM across the die was the 16x16
+            # ECP5 accelerator's slowest path: 58.7 MHz). The old word comes through the
+            # register behind the read (the block RAM's own, on an ECP5) and a copy of it on the
+            # write-back's side: the two buffers' block RAMs lie apart, and the route from one of
+            # them into the merge's compare took 4.5-4.6 ns (16x12 seed 2, 94.6 MHz; 8x8 at
+            # 107.5 MHz). The read went out at stage 0 and the memory is not transparent here, so
+            # the words the four rows before wrote (while this one was at stages 0 to 3) are
+            # missing from it: they are forwarded, the latest one first, when they went to the
+            # same address. (A transparent read adds a compare and a multiplexer behind the block
+            # RAM's output.) Each buffer's word is compared as it comes and the destination's
+            # chosen after, the buffer select kept out of the compare's carry chain.
+            near = [Signal(len(word), name=f"old_act{b}", reset_less=True)
+                    for b, word in enumerate(self.r_data)]
+            m.d.sync += [reg.eq(word) for reg, word in zip(near, self.r_data)]
+            history = [Signal(lane, reset_less=True, name=f"word{k}") for k in range(1, 5)]
+            # The rows written this cycle (history[0]) and the two cycles before.
+            w_dests = [Signal(a, name=f"dest{k}") for k in range(1, 4)]
+            w_valids = [Signal(name=f"valid{k}") for k in range(1, 4)]
+            s2_valid, s2_gap, s2_merge, s2_new = Signal(), Signal(), Signal(), Signal()
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
+            s3_valid, s3_gap, s3_new = Signal(), Signal(), Signal()
+            s3_dest = Signal(a)
+            s3_data, s3_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             # Where the merged word comes from, one-hot and decided a stage early: the max of
-            # the new values and the old word (the row one, two or three cycles ahead, or the
+            # the new values and the old word (the row one to four cycles ahead, or the
             # memory's), the new values alone, or the rounded sums.
-            s2_max1, s2_max2, s2_max3 = Signal(), Signal(), Signal()
-            s2_max_mem = [Signal(name=f"s2_max_act{b}") for b in range(2)]
-            s2_new = Signal()
-            fwd1 = s2_valid & (s2_dest == s1_dest)
-            fwd2 = valid1 & (dest1 == s1_dest)
-            fwd3 = valid2 & (dest2 == s1_dest)
-            merge = s1_merge & ~s1_gap
-            m.d.sync += [word1.eq(word), word2.eq(word1), word3.eq(word2),
-                         dest1.eq(s2_dest), valid1.eq(s2_valid), dest2.eq(dest1),
-                         valid2.eq(valid1), s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
-                         s2_max1.eq(merge & fwd1), s2_max2.eq(merge & ~fwd1 & fwd2),
-                         s2_max3.eq(merge & ~fwd1 & ~fwd2 & fwd3),
-                         *(sel.eq(merge & ~fwd1 & ~fwd2 & ~fwd3 & (self.dst == b))
-                           for b, sel in enumerate(s2_max_mem)),
-                         s2_new.eq(~s1_merge & ~s1_gap),
-                         s2_dest.eq(s1_dest), s2_data.eq(s1_data)]
+            s3_max = [Signal(name=f"s3_max{k}") for k in range(1, 5)]
+            s3_max_mem = [Signal(name=f"s3_max_act{b}") for b in range(2)]
+            ahead = [s3_valid & (s3_dest == s2_dest)] + [
+                valid & (dest == s2_dest) for valid, dest in zip(w_valids, w_dests)]
+            m.d.sync += [history[0].eq(word), *(h.eq(prev) for h, prev in zip(history[1:],
+                                                                                history)),
+                         w_dests[0].eq(s3_dest), w_valids[0].eq(s3_valid),
+                         *(r.eq(prev) for r, prev in zip(w_dests[1:], w_dests)),
+                         *(r.eq(prev) for r, prev in zip(w_valids[1:], w_valids)),
+                         s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
+                         s2_merge.eq(s1_merge & ~s1_gap), s2_new.eq(~s1_merge & ~s1_gap),
+                         s2_dest.eq(s1_dest), s2_data.eq(s1_data),
+                         s3_valid.eq(s2_valid), s3_gap.eq(s2_gap), s3_new.eq(s2_new),
+                         s3_dest.eq(s2_dest), s3_data.eq(s2_data)]
+            nearer = 0                    # a row nearer ahead went to the same word
+            for sel, hit in zip(s3_max, ahead):
+                m.d.sync += sel.eq(s2_merge & ~nearer & hit)
+                nearer |= hit
+            m.d.sync += [sel.eq(s2_merge & ~nearer & (self.dst == b))
+                         for b, sel in enumerate(s3_max_mem)]
             if gap:
-                m.d.sync += s2_avg.eq(avg)
-            w_valid, w_dest, w_word = valid1, dest1, word1
+                m.d.sync += [s2_avg.eq(avg), s3_avg.eq(s2_avg)]
+            w_valid, w_dest, w_word = w_valids[0], w_dests[0], history[0]
             for j in range(C):
                 # Each candidate compared and merged from its own register, the one-hot choice
                 # after: choosing first put two LUT levels in front of the compare's carry chain,
                 # on the ECP5 accelerator's critical path.
-                v = s2_data[j]
-                merged = Mux(s2_new, v, 0)
-                for old, select in ((word1, s2_max1), (word2, s2_max2), (word3, s2_max3),
-                                    *zip(self.r_data, s2_max_mem)):
+                v = s3_data[j]
+                merged = Mux(s3_new, v, 0)
+                for old, select in (*zip(history, s3_max), *zip(near, s3_max_mem)):
                     o = lane(old)[j]
                     merged |= Mux(select, Mux(_biased(o) > _biased(v), o, v), 0)
                 if gap:
-                    merged |= Mux(s2_gap, s2_avg[j], 0)
+                    merged |= Mux(s3_gap, s3_avg[j], 0)
                 m.d.comb += word[j].eq(merged)
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
@@ -284,7 +296,7 @@ class Writeback(wiring.Component):
                 merged = Mux(s1_merge & (old[j] > v), old[j], v)
                 m.d.comb += word[j].eq(Mux(s1_gap, avg[j], merged) if gap else merged)
 
-        busy = active | s1_valid | (s2_valid | valid1 if self._deep else 0)
+        busy = active | s1_valid | (s2_valid | s3_valid | w_valid if self._deep else 0)
         m.d.comb += [self.w_en.eq(w_valid), self.w_addr.eq(w_dest), self.w_data.eq(w_word),
                      self.busy.eq(busy)]
 

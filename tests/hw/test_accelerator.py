@@ -263,8 +263,8 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_pat
 def _back_to_back_pool(in_hw, pool, writeback_pipeline, simulator, build_dir=None, *, rows=4,
                        stride=None):
     # Every lane at once: rows reach the write-back in consecutive cycles, so the pixels of one
-    # window follow each other one, two and (an 8-row tile of a 4-wide layer, 2x2 windows three
-    # apart) three cycles apart, the deep pipeline forwarding the words just written and the
+    # window follow each other one to four cycles apart (an 8-row tile of a 3- to 5-wide layer,
+    # 2x2 windows two to four apart), the deep pipeline forwarding the words just written and the
     # short one reading through the memory's transparency; 2x2 outputs put a whole window in one
     # tile.
     from addershift.sw.examples import random_conv
@@ -290,10 +290,12 @@ def test_max_pool_updates_back_to_back(poisoned_collisions, writeback_pipeline, 
 
 
 @pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
-def test_max_pool_update_three_rows_after_the_last(poisoned_collisions, writeback_pipeline):
-    # Pixels (0,1) and (1,0) of a 4-wide layer's 2x2 window, stride 3: the two between are in no
-    # window, so the second update's read misses a write three cycles old.
-    _back_to_back_pool((4, 4), 2, writeback_pipeline, "amaranth", rows=8, stride=3)
+@pytest.mark.parametrize("width", [3, 4, 5])
+def test_max_pool_update_rows_after_the_last(poisoned_collisions, writeback_pipeline, width):
+    # Pixels (0,1) and (1,0) of a 3- to 5-wide layer's 2x2 window, stride 2 to 4: the pixels
+    # between are in no window, so the second update's read misses a write two to four cycles
+    # old (the deep write-back forwards the words of the four rows before).
+    _back_to_back_pool((4, width), 2, writeback_pipeline, "amaranth", rows=8, stride=width - 1)
 
 
 @pytest.mark.cocotb
