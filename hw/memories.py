@@ -43,7 +43,7 @@ SPRAM_BLOCKS = 4
 #: Registers whose names contain this hold a block RAM's word: nothing depends on their value
 #: before the first read into them, so board builds drop their initial value
 #: (``boards.report.yosys_input_commands``). With one, an iCE40 build emulates it with a flip-flop
-#: and a LUT per bit (a block RAM's output starts undefined): 270 of the iCEBreaker 4x4's LUTs.
+#: and a LUT per bit (a block RAM's output starts undefined): 230 of the iCEBreaker 4x4's LUTs.
 BRAM_WORD_SUFFIX = "_bram_word"
 
 

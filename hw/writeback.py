@@ -64,7 +64,7 @@ class Writeback(wiring.Component):
         destination (steady during a stage). Short pipeline: data one cycle after the address,
         transparent for the write port. Deep: data two cycles after the address (the port's
         word through a free-running register); it need not see the writes of the read's cycle
-        and the two after it, which the write-back forwards.
+        and the three after it, which the write-back forwards.
     """
 
     def __init__(self, *, config):
