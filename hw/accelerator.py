@@ -298,8 +298,9 @@ class Accelerator(wiring.Component):
         fetch_addr = [Signal.like(p.addr[r], name=f"fetch_addr{r}", reset_less=True)
                       for r in range(R)]
         phase = Signal(range(G + 1))      # rows of each group read so far
-        # One-hot: the row of each group whose word arrives (a copy per bank: each bit enables a
-        # word's flip-flops).
+        # One-hot: the row of each group whose word is read, then the one whose word arrives (a
+        # copy per bank: each bit of `fill` enables a word's flip-flops).
+        read_row = [Signal(G, name=f"read_row{REPLICA_SUFFIX}{bank}") for bank in range(cfg.banks)]
         fill = [Signal(G, name=f"fill{REPLICA_SUFFIX}{bank}") for bank in range(cfg.banks)]
         current = [Signal(lanes, name=f"word{r}", reset_less=True) for r in range(R)]
         upcoming = [Signal(lanes, name=f"next_word{r}", reset_less=True) for r in range(R)]
@@ -327,10 +328,20 @@ class Accelerator(wiring.Component):
             m.d.sync += phase.eq(phase + 1)
             with m.If(phase == G):
                 m.d.sync += [armed.eq(0), next_full.eq(1)]
-        m.d.sync += [f.eq(Mux(read, 1 << phase, 0)) for f in fill]
+        # Each bank's word passes a free-running register per buffer before the buffer select,
+        # its block RAM's output register in ECP5 builds (boards.outreg): the select straight
+        # behind the block RAM (5.6 ns from clock to data) set a 16x16 ECP5 accelerator's clock
+        # (97.6 MHz). The words land a cycle later, `fill` a cycle later with them: the last one
+        # still lands in the cycle before the swap that takes it (`next_full` is set as it is
+        # read), and a fetch begins only after the swap.
+        m.d.sync += [f.eq(Mux(read, 1 << phase, 0)) for f in read_row]
+        m.d.sync += [f.eq(r) for f, r in zip(fill, read_row)]
         for bank in range(cfg.banks):
             m.d.comb += [buf.r_addr[bank].eq(fetch_addr[bank * G]) for buf in bufs]
-            word = Mux(src, bufs[1].r_data[bank], bufs[0].r_data[bank])
+            fetched = [Signal(len(buf.r_data[bank]), name=f"fetched_act{b}_{bank}",
+                              reset_less=True) for b, buf in enumerate(bufs)]
+            m.d.sync += [reg.eq(buf.r_data[bank]) for reg, buf in zip(fetched, bufs)]
+            word = Mux(src, fetched[1], fetched[0])
             for g in range(G):
                 with m.If(fill[bank][g]):
                     m.d.sync += upcoming[bank * G + g].eq(word)
@@ -339,7 +350,7 @@ class Accelerator(wiring.Component):
         adv, pop = Signal(), Signal()
         m.d.comb += [pop.eq(adv & steps.r_rdy & ((head.lane != 0) | next_full)),
                      steps.r_en.eq(pop)]
-        # `next` is free once the step leaves (the fetcher's first word arrives two cycles
+        # `next` is free once the step leaves (the fetcher's first word arrives three cycles
         # later, after the swap has copied it).
         with m.If(pop & (head.lane == 0)):
             m.d.sync += next_full.eq(0)
