@@ -301,7 +301,7 @@ def test_max_pool_update_rows_after_the_last(poisoned_collisions, writeback_pipe
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator, in_hw, pool, rows, stride", [
     ("verilator", (3, 7), 3, 4, 3), ("icarus", (2, 2), 2, 4, 2), ("verilator", (4, 4), 2, 8, 3),
-    ("icarus", (4, 4), 2, 8, 3)])
+    ("icarus", (4, 4), 2, 8, 3), ("verilator", (4, 5), 2, 8, 4), ("icarus", (4, 3), 2, 8, 2)])
 def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, rows, stride, tmp_path):
     _back_to_back_pool(in_hw, pool, "deep", simulator, build_dir=tmp_path, rows=rows,
                        stride=stride)
