@@ -109,6 +109,9 @@ class Im2colGenerator(wiring.Component):
         # they are kept modulo 2 ** a (base0 is negative with padding).
         base_shape = unsigned(a)
         off_shape = unsigned(a)
+        # With the deep read pipeline (ECP5 builds) more of the arithmetic is kept in registers
+        # (the counters' ends, each row's input position): see below.
+        deep = cfg.read_pipeline == "deep"
 
         # --- walker: fills the shadow pixel registers, one pixel per cycle ------------------
         w_ow = Signal(DIM_BITS)
@@ -163,6 +166,12 @@ class Im2colGenerator(wiring.Component):
         # --- the current tile ----------------------------------------------------------------
         cur_ih0 = [Signal(pos, name=f"ih0_{r}") for r in range(R)]
         cur_iw0 = [Signal(pos, name=f"iw0_{r}") for r in range(R)]
+        # Each row's input position (ih0 + kh, iw0 + kw). With the deep pipeline these are
+        # registers that step with kh and kw, so only the range compares stand in front of the
+        # valid bits (the sums and then the compares, two carry chains from kh, set a 16x12 ECP5
+        # accelerator's clock: 97.2 MHz). iCE40 builds keep the sums (no flip-flops for them).
+        ih = [Signal(pos, name=f"ih_{r}") for r in range(R)]
+        iw = [Signal(pos, name=f"iw_{r}") for r in range(R)]
         cur_base = [Signal(base_shape, name=f"base_{r}") for r in range(R)]
         cur_pv = [Signal(name=f"pv_{r}") for r in range(R)]
         tile_last = Signal()              # the current tile is the group's last
@@ -171,8 +180,12 @@ class Im2colGenerator(wiring.Component):
         with m.If(issuing & ~loaded & (fill == R)):
             m.d.sync += [loaded.eq(1), fill.eq(0)]
             for r in range(R):
-                m.d.sync += [cur_ih0[r].eq(sh_ih0[r]), cur_iw0[r].eq(sh_iw0[r]),
-                             cur_base[r].eq(sh_base[r]), cur_pv[r].eq(sh_pv[r])]
+                m.d.sync += [cur_iw0[r].eq(sh_iw0[r]), cur_base[r].eq(sh_base[r]),
+                             cur_pv[r].eq(sh_pv[r])]
+                if deep:      # a tile starts at kh = kw = 0
+                    m.d.sync += [ih[r].eq(sh_ih0[r]), iw[r].eq(sh_iw0[r])]
+                else:
+                    m.d.sync += cur_ih0[r].eq(sh_ih0[r])
             m.d.sync += tile_last.eq(sh_last)
 
         # --- reduction counters --------------------------------------------------------------
@@ -189,8 +202,7 @@ class Im2colGenerator(wiring.Component):
         # counters step: their compares in front of the generator's enables, routed across a
         # 16x8 accelerator's die, set its clock (91.2 MHz). (iCE40 builds keep the compares: an
         # earlier form of these flags cost 36 LUTs there, docs/boards.md.)
-        flags = cfg.read_pipeline == "deep"
-        if flags:
+        if deep:
             c_last, kw_last, kh_last, og_last = (Signal(name=n) for n in (
                 "c_last", "kw_last", "kh_last", "og_last"))
         else:
@@ -204,7 +216,7 @@ class Im2colGenerator(wiring.Component):
 
         def end_at(counter, value):
             """Set ``counter``'s end flag to ``value`` (nothing when the ends are compares)."""
-            return [ends[counter].eq(value)] if flags else []
+            return [ends[counter].eq(value)] if deep else []
 
         # kh * W + kw + (c // C) * H * W, kept as a register of its own (not a sum of two): a sum
         # in front of the rows' adders put two carry chains before the activation memories'
@@ -212,18 +224,28 @@ class Im2colGenerator(wiring.Component):
         # reaching every row's address adder, which placement spreads with the rows' block RAMs,
         # set a 16x12 ECP5 accelerator's clock (3.9 ns of routing, 99.1 MHz).
         offsets = ([Signal(off_shape, name=f"offset{REPLICA_SUFFIX}{r}") for r in range(R)]
-                   if flags else [Signal(off_shape, name="offset")])
+                   if deep else [Signal(off_shape, name="offset")])
 
         def set_offset(value):
             return [o.eq(value) for o in offsets]
+
+        def next_kw():
+            """Step the rows' ``iw`` with ``kw`` (nothing when it is a sum)."""
+            return [iw[r].eq(iw[r] + 1) for r in range(R)] if deep else []
+
+        def next_kh():
+            """Step the rows' ``ih`` with ``kh`` and return ``iw`` to the row's start."""
+            return [v for r in range(R) for v in (ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r]))
+                    ] if deep else []
+
+        if not deep:
+            m.d.comb += [ih[r].eq(cur_ih0[r] + kh) for r in range(R)]
+            m.d.comb += [iw[r].eq(cur_iw0[r] + kw) for r in range(R)]
         p = self.o.payload
         for r in range(R):
-            ih = Signal(pos, name=f"ih_{r}")
-            iw = Signal(pos, name=f"iw_{r}")
             m.d.comb += [
-                ih.eq(cur_ih0[r] + kh), iw.eq(cur_iw0[r] + kw),
-                p.addr[r].eq(cur_base[r] + offsets[r if flags else 0]),
-                p.valid[r].eq(cur_pv[r] & _in_range(ih, d.in_h) & _in_range(iw, d.in_w)),
+                p.addr[r].eq(cur_base[r] + offsets[r if deep else 0]),
+                p.valid[r].eq(cur_pv[r] & _in_range(ih[r], d.in_h) & _in_range(iw[r], d.in_w)),
             ]
         m.d.comb += [
             p.lane.eq(lane), p.w_addr.eq(w_addr), p.last.eq(last),
@@ -245,9 +267,11 @@ class Im2colGenerator(wiring.Component):
                     with m.Else():
                         m.d.sync += [kh.eq(kh + 1), kh_off.eq(kh_off + d.in_w),
                                      kw_off.eq(kh_off + d.in_w)] + set_offset(kh_off + d.in_w)
+                        m.d.sync += next_kh()
                         m.d.sync += end_at("kh", kh + 1 == d.kh_m1)
                 with m.Else():
                     m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1)] + set_offset(kw_off + 1)
+                    m.d.sync += next_kw()
                     m.d.sync += end_at("kw", kw + 1 == d.kw_m1)
             with m.Else():
                 m.d.sync += [c.eq(c + 1)] + end_at("c", c + 1 == d.cin_m1)
