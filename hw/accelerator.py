@@ -32,7 +32,7 @@ import typing
 
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from ..sw import protocol as P
@@ -275,8 +275,12 @@ class Accelerator(wiring.Component):
         ``next`` word registers are free, the fetcher reads one row of each bank's group per
         cycle into them, and the step, at the queue's head, swaps them into the ``current``
         ones the array's operands are selected from. The queue (``G + 3`` steps, ``G`` the rows
-        per bank: a full SyncFIFO takes no write in the cycle it is read) lets a fetch run while
-        the steps before it issue: a word of at least ``G + 2`` lanes costs no stall.
+        per bank: a full queue takes no write in the cycle it is read) lets a fetch run while
+        the steps before it issue: a word of at least ``G + 2`` lanes costs no stall. With the
+        deep read pipeline the queue's head is a register (``SyncFIFOBuffered``; a step then
+        takes a cycle more through an empty queue, hidden behind its word's fetch): the head
+        read from the queue's LUT RAM, through the pop into the weight memory's read enables
+        across the die, set a 16x16 ECP5 accelerator's clock (97.5 MHz).
 
         The swap happens in the cycle after that step leaves the queue, on a register copied per
         row (on a 16x16 ECP5 accelerator the swap's enable, the array's ``i.ready`` through the
@@ -287,7 +291,8 @@ class Accelerator(wiring.Component):
         p = gen.o.payload
         step = data.StructLayout({"rows": R, "lane": len(p.lane), "last": 1,
                                   "busy": len(p.busy), "w_addr": len(p.w_addr)})
-        m.submodules.steps = steps = SyncFIFO(width=step.size, depth=G + 3)
+        queue = SyncFIFOBuffered if cfg.read_pipeline == "deep" else SyncFIFO
+        m.submodules.steps = steps = queue(width=step.size, depth=G + 3)
         head = step(steps.r_data)
 
         # --- fetcher: one lane-0 step's words into the `next` registers --------------------
