@@ -192,8 +192,11 @@ class Im2colGenerator(wiring.Component):
         c = Signal(range(cfg.max_k + 1))
         lane = Signal(range(C))
         kw, kh = Signal(DIM_BITS), Signal(DIM_BITS)
-        kh_off = Signal(off_shape)        # kh * W
-        kw_off = Signal(off_shape)        # kh * W + kw
+        # The offsets the next kernel row and the next kernel column start at, (kh + 1) * W and
+        # kh * W + kw + 1, kept as registers: the sums in front of the rows' offset copies, then
+        # the route to the far ones, set a 16x12 ECP5 accelerator's clock (97.8 MHz).
+        next_row_off = Signal(off_shape)
+        next_col_off = Signal(off_shape)
         og = Signal(DIM_BITS)
         w_addr = Signal(cfg.weight_addr_bits)
         og_base = Signal(cfg.weight_addr_bits)
@@ -262,15 +265,18 @@ class Im2colGenerator(wiring.Component):
                 with m.If(kw_last):
                     m.d.sync += [kw.eq(0)] + end_at("kw", d.kw_m1 == 0)
                     with m.If(kh_last):
-                        m.d.sync += [kh.eq(0), kh_off.eq(0), kw_off.eq(0)] + set_offset(0)
+                        m.d.sync += [kh.eq(0), next_row_off.eq(d.in_w), next_col_off.eq(1)]
+                        m.d.sync += set_offset(0)
                         m.d.sync += end_at("kh", d.kh_m1 == 0)
                     with m.Else():
-                        m.d.sync += [kh.eq(kh + 1), kh_off.eq(kh_off + d.in_w),
-                                     kw_off.eq(kh_off + d.in_w)] + set_offset(kh_off + d.in_w)
+                        m.d.sync += [kh.eq(kh + 1), next_row_off.eq(next_row_off + d.in_w),
+                                     next_col_off.eq(next_row_off + 1)]
+                        m.d.sync += set_offset(next_row_off)
                         m.d.sync += next_kh()
                         m.d.sync += end_at("kh", kh + 1 == d.kh_m1)
                 with m.Else():
-                    m.d.sync += [kw.eq(kw + 1), kw_off.eq(kw_off + 1)] + set_offset(kw_off + 1)
+                    m.d.sync += [kw.eq(kw + 1), next_col_off.eq(next_col_off + 1)]
+                    m.d.sync += set_offset(next_col_off)
                     m.d.sync += next_kw()
                     m.d.sync += end_at("kw", kw + 1 == d.kw_m1)
             with m.Else():
@@ -292,7 +298,7 @@ class Im2colGenerator(wiring.Component):
         with m.If(self.start):
             m.d.sync += walker_reset() + [
                 fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
-                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), kh_off.eq(0), kw_off.eq(0),
+                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)
             m.d.sync += end_at("c", d.cin_m1 == 0) + end_at("kw", d.kw_m1 == 0)
