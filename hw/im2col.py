@@ -298,7 +298,8 @@ class Im2colGenerator(wiring.Component):
         with m.If(self.start):
             m.d.sync += walker_reset() + [
                 fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
-                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0), next_row_off.eq(d.in_w), next_col_off.eq(1),
+                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0),
+                next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)
             m.d.sync += end_at("c", d.cin_m1 == 0) + end_at("kw", d.kw_m1 == 0)
