@@ -164,12 +164,13 @@ class Im2colGenerator(wiring.Component):
                                  w_base.eq(w_base + d.stride), w_ow_last.eq(w_ow + 1 == d.out_w_m1)]
 
         # --- the current tile ----------------------------------------------------------------
-        cur_ih0 = [Signal(pos, name=f"ih0_{r}") for r in range(R)]
         cur_iw0 = [Signal(pos, name=f"iw0_{r}") for r in range(R)]
         # Each row's input position (ih0 + kh, iw0 + kw). With the deep pipeline these are
         # registers that step with kh and kw, so only the range compares stand in front of the
         # valid bits (the sums and then the compares, two carry chains from kh, set a 16x12 ECP5
-        # accelerator's clock: 97.2 MHz). iCE40 builds keep the sums (no flip-flops for them).
+        # accelerator's clock: 97.2 MHz). iCE40 builds keep the sums (no flip-flops for them),
+        # and so the tile's ih0.
+        cur_ih0 = None if deep else [Signal(pos, name=f"ih0_{r}") for r in range(R)]
         ih = [Signal(pos, name=f"ih_{r}") for r in range(R)]
         iw = [Signal(pos, name=f"iw_{r}") for r in range(R)]
         cur_base = [Signal(base_shape, name=f"base_{r}") for r in range(R)]
