@@ -274,11 +274,25 @@ def yosys_input_commands():
     each copy cuts a high-fanout net and Yosys would otherwise merge equal registers back into
     one; and they drop the initial value of the registers that hold a block RAM's word (names
     containing :data:`~addershift.hw.memories.BRAM_WORD_SUFFIX`, every name of their net), which
-    an iCE40 block RAM's output register cannot have."""
+    an iCE40 block RAM's output register cannot have.
+
+    They also have Yosys recode Amaranth's state machines one-hot (their state registers,
+    :data:`FSM_STATE`): ``fsm_detect`` skips a register with an initial value, which every
+    Amaranth FSM has, and the ``auto`` encoding keeps the framer's 32 states binary, whose decode
+    took 7 LUT levels on a 16x12 ECP5 accelerator's slowest path. The initial value goes (a
+    recoded register does not keep it anyway): every board build holds the core in reset from
+    configuration until its clock is stable (``Board.add_clock``), and the reset sets the
+    state."""
     from ..hw.array import REPLICA_SUFFIX
     from ..hw.memories import BRAM_WORD_SUFFIX
     return ["proc", f"setattr -set keep 1 w:*{REPLICA_SUFFIX}* %a %ci1:+$dff[Q] t:$dff %i",
-            f"setattr -unset init w:*{BRAM_WORD_SUFFIX}* %x1:+$dff[Q] %x1:+$dff[Q] w:* %i"]
+            f"setattr -unset init w:*{BRAM_WORD_SUFFIX}* %x1:+$dff[Q] %x1:+$dff[Q] w:* %i",
+            f"setattr -unset init w:{FSM_STATE} %x1:+$dff[Q] %x1:+$dff[Q] w:* %i",
+            f'setattr -set fsm_encoding "one-hot" w:{FSM_STATE}']
+
+
+#: The name Amaranth gives the state register of ``m.FSM()``.
+FSM_STATE = "fsm_state"
 
 
 #: Added to ``synth_ecp5``'s options for a second run when Yosys fails without them: YoWASP's Yosys

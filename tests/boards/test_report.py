@@ -179,3 +179,19 @@ def test_ecp5_synthesis_retried_with_abc9_seeing_flip_flops(tmp_path, monkeypatc
     with pytest.raises(ToolError):
         synthesize(_Acc(False), target="ice40-up5k", build_dir=tmp_path / "ice", place=False)
     assert calls == ["YOSYS"]
+
+
+@pytest.mark.parametrize("target", ["ice40-up5k", "ecp5-85f"])
+def test_state_machines_are_recoded_one_hot(target, tmp_path):
+    # Amaranth gives every FSM's state register an initial value, which keeps Yosys from
+    # recoding it: the builds drop it (the board's reset sets the state) and ask for one-hot,
+    # a flip-flop per state where Amaranth's binary code has 5 for the framer's 32 states.
+    from addershift.hw.link_top import LinkTop
+    top = LinkTop(clk_freq=12e6, baud=115200, mem_size=64, max_payload=16)
+    synthesize(top, target=target, build_dir=tmp_path, harness=False, place=False)
+    framer = (tmp_path / "top.il").read_text().split("module \\top.framer\n")[1].split("\nend\n")[0]
+    assert re.search(r"wire width 5 \\fsm_state\n", framer)
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    widths = {name: len(net["bits"]) for module in netlist["modules"].values()
+              for name, net in module["netnames"].items() if name.endswith("fsm_state")}
+    assert widths["framer.fsm_state"] == 32, widths
