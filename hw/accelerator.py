@@ -577,6 +577,13 @@ class Accelerator(wiring.Component):
         if deep_read:
             # (a write passes the register above, then the weight memory's one port writes)
             idle &= ~w_valid & ~wrote
+        # A host word for an activation buffer reaches it through the write-back's last stages.
+        act_write = host_commit["act0"][0] | host_commit["act1"][0]
+        for k in range(wb.host_latency):
+            late = Signal(name=f"host_act_write{k + 1}")
+            m.d.sync += late.eq(act_write)
+            idle &= ~late
+            act_write = late
         m.d.comb += [bus.read_addr.ready.eq(idle), accept.eq(bus.read_addr.valid & idle)]
         if deep_read:
             rd_offset = Signal.like(rd.offset)
@@ -637,15 +644,14 @@ class Accelerator(wiring.Component):
                          pmem.r_en[param_host_bank].eq(read_now)]
 
         # Activation buffers: the source feeds the array rows; the destination takes the
-        # write-back (and serves its max-pool reads); the host while idle.
+        # write-back (and serves its max-pool reads). Their write port is the write-back's, the
+        # host's writes (while idle) passing through it. (Both buffers' host words are alike.)
+        m.d.comb += [wb.host_en[b].eq(host_commit[f"act{b}"][0]) for b in range(2)]
+        m.d.comb += [wb.host_addr.eq(host_word["act0"]), wb.host_data.eq(host_commit["act0"][1])]
         for b, buf in enumerate(bufs):
             is_src, is_dst = src == b, dst == b
-            he, hd = host_commit[f"act{b}"]
-            m.d.comb += [
-                buf.w_en.eq(Mux(busy, wb.w_en & is_dst, he)),
-                buf.w_addr.eq(Mux(busy, wb.w_addr, host_word[f"act{b}"])),
-                buf.w_data.eq(Mux(busy, wb.w_data, hd)),
-            ]
+            m.d.comb += [buf.w_en.eq(wb.w_en[b]), buf.w_addr.eq(wb.w_addr),
+                         buf.w_data.eq(wb.w_data)]
             with m.If(busy & is_src):
                 m.d.comb += buf.r_en.eq(read.src_read)
             with m.If(busy & is_dst):

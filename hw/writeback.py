@@ -16,6 +16,11 @@ once), fusing the pooling layers as ``sw/accel_model.py`` does:
 - global average pooling (builds with ``global_pool``): per-lane sums over the group's pixels,
   then ``round_shift`` by ``gap_shift`` and saturation, one word per group.
 
+The write-back also owns the buffers' write port: the host's writes (only while no stage runs) go
+through it, so with the deep pipeline every write leaves from registers next to nothing but the
+block RAMs (a select between the host and the write-back in front of them, its control the
+sequencer's ``busy``, set a 16x16 ECP5 accelerator's clock: 96.3 MHz).
+
 It never stalls (``i.ready`` is always high): one row per cycle, two pipeline stages, or five with
 ``config.writeback_pipeline == "deep"``: the old word of a max-pool update then arrives through a
 register (its memory's clock-to-output, about 5.6 ns on an ECP5 block RAM, began the critical
@@ -57,8 +62,13 @@ class Writeback(wiring.Component):
         Rows of the stage remain to be written.
     i : ``In(stream.Signature(ArrayLayout(signed(x_bits), lanes)))``
         Requantised rows (ReLU applied), ``cols / lanes`` transfers per row, lowest lanes first.
-    w_en, w_addr, w_data : ``Out``
-        The destination buffer's write port.
+    w_en, w_addr, w_data : ``Out(2)``, ``Out``, ``Out``
+        The activation buffers' write port: ``w_en[b]`` writes buffer ``b`` (the destination, or
+        the host's).
+    host_en, host_addr, host_data : ``In(2)``, ``In``, ``In``
+        A host write to buffer ``b`` (``host_en[b]``), only while ``busy`` is low: short
+        pipeline, on the write port in the same cycle; deep, two cycles later (through the last
+        two stages).
     r_addr : ``Out``, r_data : ``In(ArrayLayout(act_word_bits, 2))``, dst : ``In(1)``
         A read port of each activation buffer (for max pooling), and which one is the
         destination (steady during a stage). Short pipeline: data one cycle after the address,
@@ -76,7 +86,8 @@ class Writeback(wiring.Component):
             "start": In(1),
             "busy": Out(1),
             "i": In(stream.Signature(data.ArrayLayout(signed(config.x_bits), config.lanes))),
-            "w_en": Out(1), "w_addr": Out(a), "w_data": Out(config.act_word_bits),
+            "w_en": Out(2), "w_addr": Out(a), "w_data": Out(config.act_word_bits),
+            "host_en": In(2), "host_addr": In(a), "host_data": In(config.act_word_bits),
             "r_addr": Out(a), "r_data": In(data.ArrayLayout(config.act_word_bits, 2)),
             "dst": In(1),
         })
@@ -87,6 +98,11 @@ class Writeback(wiring.Component):
     def latency(self):
         """Cycles from a row on ``i`` to its write."""
         return 5 if self._deep else 2
+
+    @property
+    def host_latency(self):
+        """Cycles from a host write on ``host_en`` to its write."""
+        return 2 if self._deep else 0
 
     def elaborate(self, platform):
         m = Module()
@@ -247,6 +263,8 @@ class Writeback(wiring.Component):
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             s3_valid, s3_gap, s3_new = Signal(), Signal(), Signal()
+            s3_host = Signal(2)           # a host write to buffer 0 or 1 (no stage running)
+            w_bufs = Signal(2)            # the write port's enables, a register per buffer
             s3_dest = Signal(a)
             s3_data, s3_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             # Where the merged word comes from, one-hot and decided a stage early: the max of
@@ -261,11 +279,18 @@ class Writeback(wiring.Component):
                          w_dests[0].eq(s3_dest), w_valids[0].eq(s3_valid),
                          *(r.eq(prev) for r, prev in zip(w_dests[1:], w_dests)),
                          *(r.eq(prev) for r, prev in zip(w_valids[1:], w_valids)),
-                         s2_valid.eq(s1_valid), s2_gap.eq(s1_gap),
-                         s2_merge.eq(s1_merge & ~s1_gap), s2_new.eq(~s1_merge & ~s1_gap),
+                         # (s1_merge and s1_gap keep the last row's values between stages: a
+                         # host word passing must see neither.)
+                         s2_valid.eq(s1_valid), s2_gap.eq(s1_valid & s1_gap),
+                         s2_merge.eq(s1_valid & s1_merge & ~s1_gap),
+                         s2_new.eq(~s1_merge & ~s1_gap),
                          s2_dest.eq(s1_dest), s2_data.eq(s1_data),
-                         s3_valid.eq(s2_valid), s3_gap.eq(s2_gap), s3_new.eq(s2_new),
-                         s3_dest.eq(s2_dest), s3_data.eq(s2_data)]
+                         w_bufs.eq(Cat(s3_valid & ~self.dst, s3_valid & self.dst) | s3_host),
+                         s3_valid.eq(s2_valid), s3_gap.eq(s2_gap), s3_host.eq(self.host_en),
+                         # Between stages the host's word passes as a new word (no merge).
+                         s3_new.eq(s2_new | ~s2_valid),
+                         s3_dest.eq(Mux(s2_valid, s2_dest, self.host_addr)),
+                         s3_data.eq(Mux(s2_valid, s2_data.as_value(), self.host_data))]
             nearer = 0                    # a row nearer ahead went to the same word
             for sel, hit in zip(s3_max, ahead):
                 m.d.sync += sel.eq(s2_merge & ~nearer & hit)
@@ -274,7 +299,7 @@ class Writeback(wiring.Component):
                          for b, sel in enumerate(s3_max_mem)]
             if gap:
                 m.d.sync += [s2_avg.eq(avg), s3_avg.eq(s2_avg)]
-            w_valid, w_dest, w_word = w_valids[0], w_dests[0], history[0]
+            w_en, w_dest, w_word, w_valid = w_bufs, w_dests[0], history[0], w_valids[0]
             for j in range(C):
                 # Each candidate compared and merged from its own register, the one-hot choice
                 # after: choosing first put two LUT levels in front of the compare's carry chain,
@@ -289,7 +314,10 @@ class Writeback(wiring.Component):
                 m.d.comb += word[j].eq(merged)
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
-            w_valid, w_dest, w_word = s1_valid, s1_dest, word
+            # Between stages the host writes.
+            w_valid, w_en = s1_valid, Cat(s1_valid & ~self.dst, s1_valid & self.dst) | self.host_en
+            w_dest = Mux(s1_valid, s1_dest, self.host_addr)
+            w_word = Mux(s1_valid, word.as_value(), self.host_data)
             old = lane(Mux(self.dst, self.r_data[1], self.r_data[0]))
             for j in range(C):
                 v = s1_data[j]
@@ -297,7 +325,7 @@ class Writeback(wiring.Component):
                 m.d.comb += word[j].eq(Mux(s1_gap, avg[j], merged) if gap else merged)
 
         busy = active | s1_valid | (s2_valid | s3_valid | w_valid if self._deep else 0)
-        m.d.comb += [self.w_en.eq(w_valid), self.w_addr.eq(w_dest), self.w_data.eq(w_word),
+        m.d.comb += [self.w_en.eq(w_en), self.w_addr.eq(w_dest), self.w_data.eq(w_word),
                      self.busy.eq(busy)]
 
         with m.If(self.start):

@@ -298,6 +298,25 @@ def test_max_pool_update_rows_after_the_last(poisoned_collisions, writeback_pipe
     _back_to_back_pool((4, width), 2, writeback_pipeline, "amaranth", rows=8, stride=width - 1)
 
 
+def test_host_words_after_a_global_pool():
+    # The deep write-back carries the host's words to the buffers between stages: the flags of
+    # the stage's last row (here a global average), still in its first stage, must not touch
+    # the next image's input, written right after. (A max-pool merge's flag:
+    # test_max_pool_update_rows_after_the_last with width 3 fails without its gate.)
+    from addershift.sw.examples import random_conv
+    from addershift.sw.model import GlobalAvgPool, QModel
+    conv = random_conv(np.random.default_rng(3), "conv", "adder", 4, 4, kernel=1, padding=0,
+                       mode="pow2x2")
+    model = QModel(input_shape=(4, 4, 4), layers=[conv, GlobalAvgPool("pool", shift=2)])
+    config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=16,
+                         weight_depth=64, act_depth=64, param_depth=16, global_pool=True,
+                         writeback_pipeline="deep")
+    program = compile_model(model, config)
+    x = _images(model, 2, seed=4)
+    result = simulate(program, x, simulator="amaranth")
+    assert check(model, program, x, result) is None
+
+
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator, in_hw, pool, rows, stride", [
     ("verilator", (3, 7), 3, 4, 3), ("icarus", (2, 2), 2, 4, 2), ("verilator", (4, 4), 2, 8, 3),
@@ -443,8 +462,8 @@ def poisoned_collisions(monkeypatch):
 def test_a_read_right_after_a_write_sees_it(poisoned_collisions, read_pipeline):
     """A word read back as soon as the core takes the address after its write: the core must
     not take it while the write is still on its way to the memory (the deep pipeline's write
-    passes two registers), or the read meets the write in the block RAM (undefined, poisoned
-    here)."""
+    passes two registers; an activation word, the deep write-back's last two stages too), or
+    the read meets the write in the block RAM (undefined, poisoned here)."""
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.hw.config import host_word_bytes
