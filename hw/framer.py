@@ -9,8 +9,9 @@ before the whole frame has arrived with a good CRC and passed every check (comma
 region bounds and access, busy). So a corrupted, truncated or refused frame never writes anything.
 A receive FIFO keeps the line flowing while a frame executes and its answer goes out; bytes lost
 anyway (receiver overrun or framing error) turn a frame's ``BAD_CRC`` or ``TIMEOUT`` NAK into
-``LINE_ERROR``. An idle
-line in the middle of a frame for ``timeout`` cycles answers ``TIMEOUT`` and resets the parser.
+``LINE_ERROR``. A line idle
+in the middle of a frame for more than ``timeout`` cycles (counted while the parser has no byte
+waiting) answers ``TIMEOUT`` and resets the parser.
 
 The device behind the framer implements ``flipped(DeviceSignature(...))``:
 
@@ -216,7 +217,8 @@ class Framer(wiring.Component):
         What IDENTIFY answers; its ``regions`` are the address map the framer enforces, its
         ``max_payload`` sizes the frame buffer and its ``counter_width`` the counters.
     timeout : int
-        Idle clock cycles in the middle of a frame before it is dropped (answered ``TIMEOUT``).
+        Idle clock cycles tolerated in the middle of a frame; one more drops it (answered
+        ``TIMEOUT``).
     rx_fifo_depth : int
         Received bytes held while a frame executes and its answer goes out.
     register_reads : bool

@@ -340,6 +340,20 @@ def test_bad_crc_never_writes():
     assert len(got) == len(positions) + 1
 
 
+@pytest.mark.parametrize("timeout, register_reads", [(TIMEOUT, True), (100, False)])
+def test_timeout_to_the_cycle(timeout, register_reads):
+    # Bytes every 10 cycles (the parser keeps up: the UART's are 10 bit times apart), then a
+    # gap: `timeout` cycles with no byte are tolerated, one more answers TIMEOUT.
+    good = req(C.ECHO, 9, b"abcdef").encode()
+    statuses = []
+    for idle in (timeout, timeout + 1):
+        # A byte is valid for one cycle and the next follows 10 cycles later: 9 idle cycles.
+        script = [good[:7], ("idle", idle - 9), good[7:], ("wait", 1)]
+        got, *_ = Bench(timeout=timeout, register_reads=register_reads).run(script, tail=50)
+        statuses.append(S(got[0].status))
+    assert statuses == [S.OK, S.TIMEOUT]
+
+
 def test_timeout_resets_parser_and_short_gaps_do_not():
     good = req(C.ECHO, 7, b"abcdef")
     half = req(C.WRITE, 5, P.write_payload(mem(0), b"0123456789")).encode()[:9]
