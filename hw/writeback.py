@@ -299,7 +299,7 @@ class Writeback(wiring.Component):
                          for b, sel in enumerate(s3_max_mem)]
             if gap:
                 m.d.sync += [s2_avg.eq(avg), s3_avg.eq(s2_avg)]
-            w_en, w_dest, w_word, w_valid = w_bufs, w_dests[0], history[0], w_valids[0]
+            w_en, w_dest, w_word = w_bufs, w_dests[0], history[0]
             for j in range(C):
                 # Each candidate compared and merged from its own register, the one-hot choice
                 # after: choosing first put two LUT levels in front of the compare's carry chain,
@@ -315,7 +315,7 @@ class Writeback(wiring.Component):
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
             # Between stages the host writes.
-            w_valid, w_en = s1_valid, Cat(s1_valid & ~self.dst, s1_valid & self.dst) | self.host_en
+            w_en = Cat(s1_valid & ~self.dst, s1_valid & self.dst) | self.host_en
             w_dest = Mux(s1_valid, s1_dest, self.host_addr)
             w_word = Mux(s1_valid, word.as_value(), self.host_data)
             old = lane(Mux(self.dst, self.r_data[1], self.r_data[0]))
@@ -324,7 +324,7 @@ class Writeback(wiring.Component):
                 merged = Mux(s1_merge & (old[j] > v), old[j], v)
                 m.d.comb += word[j].eq(Mux(s1_gap, avg[j], merged) if gap else merged)
 
-        busy = active | s1_valid | (s2_valid | s3_valid | w_valid if self._deep else 0)
+        busy = active | s1_valid | (s2_valid | s3_valid | w_valids[0] if self._deep else 0)
         m.d.comb += [self.w_en.eq(w_en), self.w_addr.eq(w_dest), self.w_data.eq(w_word),
                      self.busy.eq(busy)]
 
