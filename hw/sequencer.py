@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.compiler import (DESCRIPTOR_MAGIC, PERF_COUNTERS, PERF_STAGES, WRITE_FIELDS,
                            descriptor_slot_words)
+from .array import REPLICA_SUFFIX
 from .descriptor import descriptor_layout, write_layout
 
 __all__ = ["Sequencer", "RequantFeeder", "Error"]
@@ -120,7 +121,11 @@ class Sequencer(wiring.Component):
         handed = Signal()          # the generator's stage has been handed to the write side
         start_wb = Signal()        # registered: wb_desc is in place this cycle
         wb_active = Signal()       # the write side has a stage in flight
-        m.d.comb += [self.wb_start.eq(start_wb), self.gen_hold.eq(~handed)]
+        # The generator's hold (not handed) in a register of its own, which the placer can put
+        # beside the generator: `handed`, routed from the sequencer into the generator's step
+        # logic, began a 16x16 ECP5 accelerator's slowest path (94.4 MHz).
+        hold = Signal(init=1, name=f"gen_hold{REPLICA_SUFFIX}")
+        m.d.comb += [self.wb_start.eq(start_wb), self.gen_hold.eq(hold)]
         m.d.sync += [start_wb.eq(0), self.gen_start.eq(0)]
         with m.If(start_wb):
             m.d.sync += wb_active.eq(1)
@@ -130,7 +135,7 @@ class Sequencer(wiring.Component):
         def hand_over():
             return [getattr(self.wb_desc, name).eq(getattr(self.desc, name))
                     for name in WRITE_FIELDS] + [
-                    self.wb_stage.eq(self.stage), start_wb.eq(1), handed.eq(1)]
+                    self.wb_stage.eq(self.stage), start_wb.eq(1), handed.eq(1), hold.eq(0)]
 
         # --- counters ------------------------------------------------------------------------
         with m.If(self.busy):
@@ -211,7 +216,7 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     # From a register: the magic's compare in front of every walker register's
                     # enable was the critical path on an iCE40.
-                    m.d.sync += [self.gen_start.eq(1), handed.eq(0)]
+                    m.d.sync += [self.gen_start.eq(1), handed.eq(0), hold.eq(1)]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 # The previous stage's last word is written (or there was none): go.
