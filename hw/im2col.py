@@ -204,23 +204,35 @@ class Im2colGenerator(wiring.Component):
 
         # With the deep read pipeline (ECP5 builds) the counters' ends are registers, set as the
         # counters step: their compares in front of the generator's enables, routed across a
-        # 16x8 accelerator's die, set its clock (91.2 MHz). (iCE40 builds keep the compares: an
-        # earlier form of these flags cost 36 LUTs there, docs/boards.md.)
+        # 16x8 accelerator's die, set its clock (91.2 MHz). So are the ends' conjunctions that
+        # choose a step's branch (kernel column, kernel row, the reduction's last step): built
+        # from the single ends, each enable was a chain of LUTs, the step through it into the
+        # output-group registers' enables a 16x16 accelerator's slowest path (94.9 MHz). (iCE40
+        # builds keep the compares: an earlier form of these flags cost 36 LUTs there,
+        # docs/boards.md.)
         if deep:
-            c_last, kw_last, kh_last, og_last = (Signal(name=n) for n in (
-                "c_last", "kw_last", "kh_last", "og_last"))
+            ends = {n: Signal(name=f"{n}_last") for n in ("lane", "c", "kw", "kh", "og")}
+            # The flags' next values: as they are, unless a branch below sets them.
+            nxt = {n: Signal(name=f"{n}_last_next") for n in ends}
+            m.d.comb += [nxt[n].eq(flag) for n, flag in ends.items()]
+            m.d.sync += [flag.eq(nxt[n]) for n, flag in ends.items()]
+            ckw_last, last = Signal(name="ckw_last"), Signal(name="k_last")
+            m.d.sync += [ckw_last.eq(nxt["c"] & nxt["kw"]),
+                         last.eq(nxt["c"] & nxt["kw"] & nxt["kh"])]
+            lane_last, c_last, kw_last, kh_last, og_last = ends.values()
         else:
+            lane_last = lane == C - 1
             c_last = c == d.cin_m1
             kw_last = kw == d.kw_m1
             kh_last = kh == d.kh_m1
             og_last = og == d.og_m1
-        last = c_last & kw_last & kh_last
-
-        ends = {"c": c_last, "kw": kw_last, "kh": kh_last, "og": og_last}
+            ckw_last = c_last & kw_last
+            last = ckw_last & kh_last
 
         def end_at(counter, value):
-            """Set ``counter``'s end flag to ``value`` (nothing when the ends are compares)."""
-            return [ends[counter].eq(value)] if deep else []
+            """Set ``counter``'s end flag to ``value`` (nothing when the ends are compares); for
+            the comb domain."""
+            return [nxt[counter].eq(value)] if deep else []
 
         # kh * W + kw + (c // C) * H * W, kept as a register of its own (not a sum of two): a sum
         # in front of the rows' adders put two carry chains before the activation memories'
@@ -259,42 +271,48 @@ class Im2colGenerator(wiring.Component):
             self.busy.eq(issuing),
         ]
 
+        # One branch per kind of step, each chosen by one flag (with the deep pipeline a
+        # register): the reduction's last step, the last of a kernel row, the last of a kernel
+        # column, and the rest.
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += w_addr.eq(w_addr + 1)
-            with m.If(c_last):
-                m.d.sync += [c.eq(0), lane.eq(0)] + end_at("c", d.cin_m1 == 0)
-                with m.If(kw_last):
-                    m.d.sync += [kw.eq(0)] + end_at("kw", d.kw_m1 == 0)
-                    with m.If(kh_last):
-                        m.d.sync += [kh.eq(0), next_row_off.eq(d.in_w), next_col_off.eq(1)]
-                        m.d.sync += set_offset(0)
-                        m.d.sync += end_at("kh", d.kh_m1 == 0)
-                    with m.Else():
-                        m.d.sync += [kh.eq(kh + 1), next_row_off.eq(next_row_off + d.in_w),
-                                     next_col_off.eq(next_row_off + 1)]
-                        m.d.sync += set_offset(next_row_off)
-                        m.d.sync += next_kh()
-                        m.d.sync += end_at("kh", kh + 1 == d.kh_m1)
-                with m.Else():
-                    m.d.sync += [kw.eq(kw + 1), next_col_off.eq(next_col_off + 1)]
-                    m.d.sync += set_offset(next_col_off)
-                    m.d.sync += next_kw()
-                    m.d.sync += end_at("kw", kw + 1 == d.kw_m1)
-            with m.Else():
-                m.d.sync += [c.eq(c + 1)] + end_at("c", c + 1 == d.cin_m1)
-                with m.If(lane == C - 1):
-                    m.d.sync += [lane.eq(0)] + [o.eq(o + d.in_hw) for o in offsets]
-                with m.Else():
-                    m.d.sync += lane.eq(lane + 1)
             with m.If(last):
-                m.d.sync += loaded.eq(0)
+                m.d.sync += [c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0),
+                             next_row_off.eq(d.in_w), next_col_off.eq(1), loaded.eq(0)]
+                m.d.sync += set_offset(0)
+                m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
+                m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
                 with m.If(tile_last):
                     m.d.sync += [og.eq(og + 1), og_base.eq(w_addr + 1)]
-                    m.d.sync += end_at("og", og + 1 == d.og_m1)
+                    m.d.comb += end_at("og", og + 1 == d.og_m1)
                     with m.If(og_last):
                         m.d.sync += [issuing.eq(0), active.eq(0)]
                 with m.Else():
                     m.d.sync += w_addr.eq(og_base)
+            with m.Elif(ckw_last):
+                m.d.sync += [c.eq(0), lane.eq(0), kw.eq(0), kh.eq(kh + 1),
+                             next_row_off.eq(next_row_off + d.in_w),
+                             next_col_off.eq(next_row_off + 1)]
+                m.d.sync += set_offset(next_row_off)
+                m.d.sync += next_kh()
+                m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
+                m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", kh + 1 == d.kh_m1)
+            with m.Elif(c_last):
+                m.d.sync += [c.eq(0), lane.eq(0), kw.eq(kw + 1),
+                             next_col_off.eq(next_col_off + 1)]
+                m.d.sync += set_offset(next_col_off)
+                m.d.sync += next_kw()
+                m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
+                m.d.comb += end_at("kw", kw + 1 == d.kw_m1)
+            with m.Else():
+                m.d.sync += c.eq(c + 1)
+                m.d.comb += end_at("c", c + 1 == d.cin_m1)
+                with m.If(lane_last):
+                    m.d.sync += [lane.eq(0)] + [o.eq(o + d.in_hw) for o in offsets]
+                    m.d.comb += end_at("lane", C == 1)
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
+                    m.d.comb += end_at("lane", lane + 1 == C - 1)
 
         with m.If(self.start):
             m.d.sync += walker_reset() + [
@@ -303,6 +321,7 @@ class Im2colGenerator(wiring.Component):
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)
-            m.d.sync += end_at("c", d.cin_m1 == 0) + end_at("kw", d.kw_m1 == 0)
-            m.d.sync += end_at("kh", d.kh_m1 == 0) + end_at("og", d.og_m1 == 0)
+            m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
+            m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
+            m.d.comb += end_at("og", d.og_m1 == 0)
         return m

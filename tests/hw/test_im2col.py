@@ -12,7 +12,7 @@ from addershift.sw.golden import im2col
 from addershift.sw.layer_cases import layer_case
 
 
-def _steps(config, fields, *, stall_every=0):
+def _steps(config, fields, *, stall_every=0, limit=50_000):
     dut = Im2colGenerator(config=config)
     steps = []
 
@@ -23,6 +23,8 @@ def _steps(config, fields, *, stall_every=0):
         ctx.set(dut.start, 0)
         cycle = 0
         while ctx.get(dut.busy):
+            # (a generator whose counters never end must fail, not hang)
+            assert cycle < limit, f"still busy after {limit} cycles, {len(steps)} steps"
             ready = not (stall_every and cycle % stall_every == 0)
             ctx.set(dut.o.ready, ready)
             if ready and ctx.get(dut.o.valid):
@@ -42,6 +44,7 @@ def _steps(config, fields, *, stall_every=0):
     ("conv_rect_p2", 3, 2, 0),      # 2x3 kernel, stride 2, padding 2
     ("conv_s2_p0", 4, 4, 3),        # stride 2, back-pressure every third cycle
     ("gap", 5, 2, 0),               # 16 pixels on 5 rows: a partial last tile
+    ("conv_s2_p0", 3, 2, 2),        # 2 channels on 2 lanes: the last channel in the last lane
 ])
 @pytest.mark.parametrize("pipeline", ["deep", "short"])   # counter ends as registers or compares
 def test_steps_match_golden_im2col(case, rows, cols, stall, pipeline):
