@@ -219,7 +219,7 @@ class Im2colGenerator(wiring.Component):
             ckw_last, last = Signal(name="ckw_last"), Signal(name="k_last")
             m.d.sync += [ckw_last.eq(nxt["c"] & nxt["kw"]),
                          last.eq(nxt["c"] & nxt["kw"] & nxt["kh"])]
-            lane_last, c_last, kw_last, kh_last, og_last = ends.values()
+            lane_last, c_last, og_last = ends["lane"], ends["c"], ends["og"]
         else:
             lane_last = lane == C - 1
             c_last = c == d.cin_m1
