@@ -21,7 +21,7 @@ import json
 import pathlib
 import re
 
-from addershift.boards.report import yosys_input_commands
+from addershift.boards.report import TARGETS, yosys_input_commands
 from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
@@ -30,11 +30,6 @@ DEFAULT_BUILDS = ("adder:4x4:pow2x2:4", "adder:4x4:pow2x2:1:nogap:short",
                   "adder:4x2:pow2x2:1:nogap:short", "adder:2x2:pow2x2:1:nogap:short",
                   "adder:2x2:shift:1:nogap:short")
 UP5K_LCS = 5280
-
-
-class _UltraPlus:
-    """Enough of a platform for the core to instantiate SB_SPRAM256KA."""
-    device = "iCE40UP5K"
 
 
 def parse(spec):
@@ -62,7 +57,7 @@ def measure(spec, out):
     top = AcceleratorTop(config=config, clk_freq=12_000_000, baud=1_500_000)
     d = pathlib.Path(out) / spec.replace(":", "_")
     d.mkdir(parents=True, exist_ok=True)
-    (d / "top.il").write_text(rtlil.convert(top, name="top", platform=_UltraPlus()))
+    (d / "top.il").write_text(rtlil.convert(top, name="top", platform=TARGETS["ice40-up5k"]))
     _write_script(d, "tee -q -o stat.txt stat", "write_json top.json")
     run_tool("YOSYS", ["-q", "top.ys"], cwd=d, log_name="yosys.log")
     stat = (d / "stat.txt").read_text()
@@ -117,7 +112,7 @@ def measure_parts(spec, out):
     for name, part in _components(parse(spec)).items():
         d = pathlib.Path(out) / (spec.replace(":", "_") + "_parts") / name
         d.mkdir(parents=True, exist_ok=True)
-        (d / "top.il").write_text(rtlil.convert(part, name="top", platform=_UltraPlus()))
+        (d / "top.il").write_text(rtlil.convert(part, name="top", platform=TARGETS["ice40-up5k"]))
         _write_script(d, "tee -q -o stat.txt stat")
         try:
             run_tool("YOSYS", ["-q", "top.ys"], cwd=d, log_name="yosys.log")

@@ -22,7 +22,7 @@ import json
 import pathlib
 import re
 
-from addershift.boards.report import ecp5_classic_abc, yosys_input_commands
+from addershift.boards.report import TARGETS, ecp5_classic_abc, yosys_input_commands
 from addershift.boards.toolchain import prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
@@ -71,17 +71,15 @@ def parse_stat(text, family):
     return rows
 
 
-class _UltraPlus:
-    """Enough of a platform for the core to put its weights in SB_SPRAM256KA, as on the board."""
-    device = "iCE40UP5K"
-
-
 def measure(config, family, out):
     from amaranth.back import rtlil
     top = AcceleratorTop(config=config, clk_freq=100_000_000, baud=1_000_000)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text = rtlil.convert(top, name="top", platform=_UltraPlus() if family == "ice40" else None)
+    # The target as the platform: the core picks primitives by its device, as on the board
+    # (weights in SB_SPRAM256KA on iCE40, the adder PEs' carry cells on ECP5).
+    target = TARGETS["ice40-up5k" if family == "ice40" else "ecp5-85f"]
+    text = rtlil.convert(top, name="top", platform=target)
     (out / "top.il").write_text(text)
     keep = " ".join(components(text))
     if family == "ecp5":

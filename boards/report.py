@@ -510,7 +510,8 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
         With ``False``, Yosys only: the report has the netlist's counts and the multipliers, no
         placed cells or Fmax (a quick multiplier count of a design too big to place).
     platform : optional
-        Passed to Amaranth's RTLIL back end (designs that pick primitives by ``platform.device``).
+        Passed to Amaranth's RTLIL back end (designs that pick primitives by ``platform.device``);
+        by default the target itself, so a design maps as in a board build for its device.
     """
     from amaranth.back import rtlil
     from amaranth.lib import wiring
@@ -534,6 +535,7 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     top = SerialHarness(design) if harness else design
     build_dir = pathlib.Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
+    platform = target if platform is None else platform
     (build_dir / f"{name}.il").write_text(rtlil.convert(top, name=name, platform=platform))
 
     after_read, after_synth = yosys_stat_commands(name)

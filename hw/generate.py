@@ -120,13 +120,15 @@ def _module_name(path):
     return name if re.match(r"[A-Za-z_]", name) else f"top_{name}"
 
 
-def generate(component, output, *, top=None):
+def generate(component, output, *, top=None, platform=None):
     """Write ``output`` (Verilog) and the sidecar beside it (same name, ``.json``); return the
-    sidecar dict. ``top`` is the module name (default: the file name, made a legal identifier)."""
+    sidecar dict. ``top`` is the module name (default: the file name, made a legal identifier).
+    ``platform`` reaches the components' ``elaborate`` (those that pick primitives by its
+    ``device``, as :func:`addershift.hw.pe.has_ecp5_carries`)."""
     output = pathlib.Path(output)
     top = top or _module_name(output)
     info = sidecar(component, top=top, verilog_name=output.name)
-    text = verilog.convert(component, name=top, emit_src=False)
+    text = verilog.convert(component, name=top, emit_src=False, platform=platform)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     output.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")

@@ -20,7 +20,8 @@ Pipeline (``docs/architecture.md`` has the measurements behind it)::
 Each kind computes its term as ``t + c``: a value ``t`` plus a one-bit carry ``c`` that enters the
 accumulator's carry chain as carry-in, so a negation (``-v = ~v + 1``) costs no adder of its own. The
 register after the term logic rides in logic cells the term already uses on iCE40, and shortens the
-critical path to one carry chain.
+critical path to one carry chain. (On ECP5 the adder PE registers ``x - w - 1`` and its sign instead,
+and its accumulator's carry cells, instantiated, take the rest: :class:`AdderPE`.)
 
 After the ``last`` step of a reduction reaches the accumulator, ``done`` rises for one cycle and ``acc``
 holds the finished sum; in that cycle the accumulator is cleared for the next reduction. So the step
@@ -41,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw.numerics import Op, acc_width
 
 __all__ = ["Sign", "ShiftWeight", "PE", "AdderPE", "ShiftPE", "MulPE", "make_pe", "PE_CLASSES",
-           "check_params", "rejected"]
+           "check_params", "rejected", "has_ecp5_carries", "ecp5_accumulate"]
 
 
 class Sign(enum.Enum, shape=2):
@@ -179,6 +180,46 @@ def check_params(kind, *, x_bits, w_bits, p_min, p_max, max_length):
         raise ValueError(f"Adder weights share the activations' format: w_bits must equal "
                          f"x_bits ({x_bits}), not {w_bits}")
     return op, w_bits, None, None, {"x_bits": x_bits, "w_bits": w_bits}
+
+
+def has_ecp5_carries(platform):
+    """Whether the build instantiates ECP5 ``CCU2C`` carry cells itself: the platform (a board's
+    or a :class:`~addershift.boards.report.Target`) is an ECP5 by its ``device``."""
+    return (getattr(platform, "device", "") or "").startswith("LFE5U")
+
+
+#: ``CCU2C`` LUT contents for ``acc + b`` (inputs A = acc bit, B, C, D = 1; the low four bits
+#: are the carry's generate, A): b = B XOR NOT C (``_XNOR_C``), or b = 1 (``_ONE``).
+_CCU2C_INIT_XNOR_C = 0x69AA
+_CCU2C_INIT_ONE = 0x55AA
+
+
+def ecp5_accumulate(m, acc, e, s):
+    """``acc + (e if s else ~e) + s`` on a chain of ECP5 ``CCU2C`` cells, the term widened with
+    ones above ``e`` (the adder PE's ``-|x - w|``, :class:`AdderPE`).
+
+    Yosys maps an ``$alu`` to the same chain (``techlibs/lattice/arith_map_ccu2c.v``), whose LUTs
+    see each operand bit and a common inversion; it has no way to take ``s`` as that inversion,
+    so the XOR would stay a LUT per bit in front of the chain. Written out here (Yosys' own
+    cells; no library instantiates them), each carry cell's LUT computes
+    ``acc_i XOR e_i XOR NOT s`` itself. Amaranth's simulator cannot run ``CCU2C``: these builds
+    are checked as Verilog with Yosys' model of the cell (``sim/array``)."""
+    from amaranth.hdl import Instance
+    n, xb = len(acc), len(e)
+    sums = [Signal(name=f"acc_sum{i}") for i in range(n + n % 2)]
+    carry = s
+    for i in range(0, n, 2):
+        ports, cout = {}, Signal(name=f"acc_carry{i + 1}")
+        for half in (0, 1):
+            b = i + half
+            ports.update({
+                f"p_INIT{half}": Const(_CCU2C_INIT_XNOR_C if b < xb else _CCU2C_INIT_ONE, 16),
+                f"p_INJECT1_{half}": "NO",
+                f"i_A{half}": acc[b] if b < n else 0, f"i_B{half}": e[b] if b < xb else 0,
+                f"i_C{half}": s if b < xb else 0, f"i_D{half}": 1, f"o_S{half}": sums[b]})
+        m.submodules[f"acc_carry{i}"] = Instance("CCU2C", i_CIN=carry, o_COUT=cout, **ports)
+        carry = cout
+    return Cat(*sums[:n]).as_signed()
 
 
 class PE(wiring.Component):
@@ -333,14 +374,14 @@ class PE(wiring.Component):
 
     # -- the hardware -------------------------------------------------------------------------
 
-    def _term(self, m, x, w):
-        """Return ``(t, c)`` with ``t + c`` the term for operands ``x`` and ``w`` (operand form)."""
+    def _term(self, m, x, w, platform):
+        """Return ``(t, c)``, the term register's contents for operands ``x`` and ``w`` (operand
+        form): ``t + c`` is the term unless the kind's :meth:`_accumulate` says otherwise."""
         raise NotImplementedError  # pragma: no cover
 
-    def _widen(self, t):
-        """The term value from its register (a kind may leave constant bits out of the register)."""
-        return t
-
+    def _accumulate(self, m, acc, t, c, platform):
+        """The accumulator's next value from the term register ``(t, c)``."""
+        return acc + t + c
 
     def _inputs(self, m, run):
         """``(x, w, valid, last)`` for the term logic: the ports, or registers of them (with the
@@ -359,7 +400,7 @@ class PE(wiring.Component):
         m = Module()
         run = ~self.hold
         x, w, valid0, last0 = self._inputs(m, run)
-        t_comb, c_comb = self._term(m, x, w)
+        t_comb, c_comb = self._term(m, x, w, platform)
         # Data registers need no reset: `valid1` says when they matter.
         t = Signal(t_comb.shape(), name="t", reset_less=True)
         c = Signal(name="c", reset_less=True)
@@ -383,7 +424,7 @@ class PE(wiring.Component):
         with m.If(clear):
             m.d.sync += acc.eq(0)
         with m.Elif(enable):
-            m.d.sync += acc.eq(acc + self._widen(t) + c)
+            m.d.sync += acc.eq(self._accumulate(m, acc, t, c, platform))
         return m
 
 
@@ -393,8 +434,11 @@ class AdderPE(PE):
     The operand form of a weight is its one's complement ``~w``: then ``e = x + ~w = x - w - 1`` is
     one carry chain with no inverter in front of it (on iCE40 the carry cell sees the LUT's raw
     inputs, so an inverted operand would cost a LUT per bit). With ``s`` the sign of ``e``,
-    ``-|x - w|`` is ``t + s`` where ``t = e`` if ``s`` else ``~e``; the XOR folds into the LUTs of
-    the ``e`` chain and ``s`` enters the accumulator as carry-in.
+    ``-|x - w|`` is ``t + s`` where ``t = e`` if ``s`` else ``~e``, and ``s`` enters the
+    accumulator as carry-in. On iCE40 the XOR folds into the LUTs of the ``e`` chain (a sum LUT
+    has a free input). An ECP5 carry cell's sum is its LUT's output XOR the carry, so there
+    it cannot: there the term register holds ``e`` and the XOR happens in the LUTs of the
+    accumulator's carry cells (:func:`ecp5_accumulate`), 8 LUTs fewer per PE.
     """
     _KIND = Op.ADDER
 
@@ -405,18 +449,22 @@ class AdderPE(PE):
     def encode_weight(self, w):
         return ~w
 
-    def _term(self, m, x, w_n):
+    def _term(self, m, x, w_n, platform):
         e = Signal(signed(self._x_bits + 1))
         m.d.comb += e.eq(x + w_n)
         s = e[-1]
+        if has_ecp5_carries(platform):
+            return e[:self._x_bits], s
         # t = e if s else ~e lies in [-2**x_bits, -1]: its top bit is always 1, so only the low
-        # x_bits bits are registered (_widen puts the 1 back).
+        # x_bits bits are registered (_accumulate puts the 1 back).
         t = Signal(self._x_bits)
         m.d.comb += t.eq(e[:self._x_bits] ^ Mux(s, 0, -1))
         return t, s
 
-    def _widen(self, t):
-        return Cat(t, Const(1, 1)).as_signed()
+    def _accumulate(self, m, acc, t, s, platform):
+        if has_ecp5_carries(platform):
+            return ecp5_accumulate(m, acc, t, s)
+        return acc + Cat(t, Const(1, 1)).as_signed() + s
 
 
 class ShiftPE(PE):
@@ -431,7 +479,7 @@ class ShiftPE(PE):
     def weight_shape(self):
         return ShiftWeight(p_min=self._p_min, p_max=self._p_max)
 
-    def _term(self, m, x, w):
+    def _term(self, m, x, w, platform):
         span = self._p_max - self._p_min
         v = Signal(signed(self._x_bits + span))
         m.d.comb += v.eq(x << w.exponent)
@@ -450,7 +498,7 @@ class MulPE(PE):
     def weight_shape(self):
         return signed(self._w_bits)
 
-    def _term(self, m, x, w):
+    def _term(self, m, x, w, platform):
         t = Signal(signed(self._x_bits + self._w_bits))
         m.d.comb += t.eq(x * w)
         return t, Const(0)

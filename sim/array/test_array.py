@@ -139,16 +139,25 @@ DEFAULT_CASES = [
 
 
 def run_bench(simulator, kind, rows, cols, tmp_path, *, tiles, k_max=300,
-              max_length=300, seed=1, widths=None):
+              max_length=300, seed=1, widths=None, target=None):
+    """``target``: generate the Verilog as for that :data:`addershift.boards.report.TARGETS`
+    device (ECP5: the adder PEs' carry cells instantiated, simulated with Yosys' models)."""
+    from addershift.boards.report import TARGETS
     from addershift.hw.array import SystolicArray
     from addershift.hw.generate import generate
+    from addershift.sim.ecp5_cells import cell_models
     from addershift.sim.runner import run_cocotb
 
     widths = dict(widths or {}, max_length=max_length)
     arr = SystolicArray(kind=kind, rows=rows, cols=cols, **widths)
     top = f"array_{kind}_{rows}x{cols}"
-    info = generate(arr, tmp_path / f"{top}.v", top=top)
+    platform = TARGETS[target] if target else None
+    info = generate(arr, tmp_path / f"{top}.v", top=top, platform=platform)
     assert {p["name"] for p in info["ports"]} >= {"i__payload", "o__payload", "clk", "rst"}
+    if platform is not None and platform.family == "ecp5":
+        verilog = (tmp_path / f"{top}.v").read_text()
+        assert "CCU2C" in verilog
+        (tmp_path / f"{top}.v").write_text(verilog + cell_models())
     report = tmp_path / "report.json"
     run_cocotb(simulator=simulator, verilog=tmp_path / f"{top}.v", toplevel=top,
                test_module=pathlib.Path(__file__), build_dir=tmp_path / "build",
@@ -163,6 +172,15 @@ def run_bench(simulator, kind, rows, cols, tmp_path, *, tiles, k_max=300,
 def test_array_bench(simulator, kind, rows, cols, tiles, tmp_path):
     values = run_bench(simulator, kind, rows, cols, tmp_path, tiles=tiles)
     assert values >= 2000
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator,rows,cols", [("icarus", 4, 3), ("verilator", 2, 3)])
+def test_array_bench_with_ecp5_carry_cells(simulator, rows, cols, tmp_path):
+    """The adder PEs of ECP5 builds: their accumulators on instantiated CCU2C cells
+    (``hw.pe.ecp5_accumulate``) run as Yosys' model of the cell, against the golden model."""
+    values = run_bench(simulator, "adder", rows, cols, tmp_path, tiles=40, target="ecp5-85f")
+    assert values >= 1000
 
 
 @pytest.mark.cocotb
