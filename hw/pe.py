@@ -200,8 +200,8 @@ def ecp5_accumulate(m, acc, e, s):
 
     Yosys maps an ``$alu`` to the same chain (``techlibs/lattice/arith_map_ccu2c.v``), whose LUTs
     see each operand bit and a common inversion; it has no way to take ``s`` as that inversion,
-    so the XOR would stay a LUT per bit in front of the chain. Written out here (Yosys' own
-    cells; no library instantiates them), each carry cell's LUT computes
+    so the XOR would stay a LUT per bit in front of the chain. Written out here (no library
+    offers a carry chain with LUT contents of one's own), each carry cell's LUT computes
     ``acc_i XOR e_i XOR NOT s`` itself. Amaranth's simulator cannot run ``CCU2C``: these builds
     are checked as Verilog with Yosys' model of the cell (``sim/array``)."""
     from amaranth.hdl import Instance
