@@ -220,17 +220,6 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += [ckw_last.eq(nxt["c"] & nxt["kw"]),
                          last.eq(nxt["c"] & nxt["kw"] & nxt["kh"])]
             lane_last, c_last, og_last = ends["lane"], ends["c"], ends["og"]
-            # The same four flags copied per row, for the row's own registers (its position and
-            # offset): a branch decode shared by the rows' registers and the flags' next values
-            # sat far from both (c_last routed 2.7 ns out and 2.7 ns back, a 16x16 ECP5
-            # accelerator's slowest path, 102.1 MHz).
-            row_flags = [{n: Signal(name=f"{n}{REPLICA_SUFFIX}{r}")
-                          for n in ("k_last", "ckw_last", "c_last", "lane_last")}
-                         for r in range(R)]
-            for flags in row_flags:
-                m.d.sync += [flags["k_last"].eq(nxt["c"] & nxt["kw"] & nxt["kh"]),
-                             flags["ckw_last"].eq(nxt["c"] & nxt["kw"]),
-                             flags["c_last"].eq(nxt["c"]), flags["lane_last"].eq(nxt["lane"])]
         else:
             lane_last = lane == C - 1
             c_last = c == d.cin_m1
@@ -254,8 +243,16 @@ class Im2colGenerator(wiring.Component):
                    if deep else [Signal(off_shape, name="offset")])
 
         def set_offset(value):
-            """Set the offset (with the deep pipeline the rows set theirs, below)."""
-            return [] if deep else [o.eq(value) for o in offsets]
+            return [o.eq(value) for o in offsets]
+
+        def next_kw():
+            """Step the rows' ``iw`` with ``kw`` (nothing when it is a sum)."""
+            return [iw[r].eq(iw[r] + 1) for r in range(R)] if deep else []
+
+        def next_kh():
+            """Step the rows' ``ih`` with ``kh`` and return ``iw`` to the row's start."""
+            return [v for r in range(R) for v in (ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r]))
+                    ] if deep else []
 
         if not deep:
             m.d.comb += [ih[r].eq(cur_ih0[r] + kh) for r in range(R)]
@@ -297,38 +294,25 @@ class Im2colGenerator(wiring.Component):
                              next_row_off.eq(next_row_off + d.in_w),
                              next_col_off.eq(next_row_off + 1)]
                 m.d.sync += set_offset(next_row_off)
+                m.d.sync += next_kh()
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
                 m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", kh + 1 == d.kh_m1)
             with m.Elif(c_last):
                 m.d.sync += [c.eq(0), lane.eq(0), kw.eq(kw + 1),
                              next_col_off.eq(next_col_off + 1)]
                 m.d.sync += set_offset(next_col_off)
+                m.d.sync += next_kw()
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
                 m.d.comb += end_at("kw", kw + 1 == d.kw_m1)
             with m.Else():
                 m.d.sync += c.eq(c + 1)
                 m.d.comb += end_at("c", c + 1 == d.cin_m1)
                 with m.If(lane_last):
-                    m.d.sync += [lane.eq(0)] + set_offset(offsets[0] + d.in_hw)
+                    m.d.sync += [lane.eq(0)] + [o.eq(o + d.in_hw) for o in offsets]
                     m.d.comb += end_at("lane", C == 1)
                 with m.Else():
                     m.d.sync += lane.eq(lane + 1)
                     m.d.comb += end_at("lane", lane + 1 == C - 1)
-
-        if deep:
-            # Each row's offset and input position, by the row's copies of the branch flags
-            # (the same branches as above).
-            for r, flags in enumerate(row_flags):
-                with m.If(self.o.valid & self.o.ready):
-                    with m.If(flags["k_last"]):
-                        m.d.sync += offsets[r].eq(0)
-                    with m.Elif(flags["ckw_last"]):
-                        m.d.sync += [offsets[r].eq(next_row_off), ih[r].eq(ih[r] + 1),
-                                     iw[r].eq(cur_iw0[r])]
-                    with m.Elif(flags["c_last"]):
-                        m.d.sync += [offsets[r].eq(next_col_off), iw[r].eq(iw[r] + 1)]
-                    with m.Elif(flags["lane_last"]):
-                        m.d.sync += offsets[r].eq(offsets[r] + d.in_hw)
 
         with m.If(self.start):
             m.d.sync += walker_reset() + [
@@ -336,7 +320,7 @@ class Im2colGenerator(wiring.Component):
                 c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0),
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
-            ] + [o.eq(0) for o in offsets]
+            ] + set_offset(0)
             m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
             m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
             m.d.comb += end_at("og", d.og_m1 == 0)
