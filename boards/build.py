@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from . import outreg
 from .board import Board, get_board, pin_buffer
 from .report import (ecp5_classic_abc, ecp5_retry_opts, read_report, yosys_input_commands,
-                     yosys_stat_commands)
+                     yosys_netlist_problem, yosys_stat_commands)
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
 
@@ -236,6 +236,13 @@ def _yosys_finished(log):
     return log.exists() and "End of script." in log.read_text(errors="replace")
 
 
+def _yosys_failed(log):
+    """Why synthesis failed (Yosys stopped, or wrote a netlist nextpnr cannot take), or None."""
+    if not _yosys_finished(log):
+        return "Yosys failed"
+    return yosys_netlist_problem(log.read_text(errors="replace"))
+
+
 class DoesNotFit(ToolError):
     """The design needs more cells than the device has (nextpnr's utilisation): ``overflows``
     lists every ``(cell type, needed, available)`` over 100 %, ``cell``, ``needed`` and
@@ -316,8 +323,10 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
                                      after_read=after_read, after_synth=after_synth,
                                      nextpnr_opts=nextpnr_opts, bram_outreg=bram_outreg)
     retry = ecp5_retry_opts(board.family, synth_opts)
-    if returncode != 0 and retry is not None and not _yosys_finished(build_dir / f"{name}.rpt"):
-        notes["synth"] = (f"synth_ecp5 {' '.join(retry)}: Yosys failed without "
+    rpt = build_dir / f"{name}.rpt"
+    failure = _yosys_failed(rpt) if returncode != 0 else None
+    if failure and retry is not None:
+        notes["synth"] = (f"synth_ecp5 {' '.join(retry)}: {failure} without "
                           f"{' '.join(o for o in retry if o not in synth_opts)}")
         synth_opts = retry
         returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
@@ -327,9 +336,9 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         if returncode == SYNTH_TIMED_OUT:
             notes["synth"] = (f"classic ABC (abc -lut 4): Yosys' ABC9 failed, and with -dff had "
                               f"not finished after {DFF_RETRY_TIMEOUT_S // 60} minutes")
-        elif returncode != 0 and not _yosys_finished(build_dir / f"{name}.rpt"):
+        elif returncode != 0 and _yosys_failed(rpt):
             notes["synth"] = "classic ABC (abc -lut 4): Yosys' ABC9 failed with and without -dff"
-        if returncode != 0 and not _yosys_finished(build_dir / f"{name}.rpt"):
+        if returncode != 0 and _yosys_failed(rpt):
             synth_opts, mapping = ecp5_classic_abc(synth_opts, name)
             returncode = _run_platform_build(top, board, name, build_dir, log,
                                              synth_opts=synth_opts, after_read=after_read,

@@ -29,7 +29,8 @@ from .toolchain import ToolError, run_tool
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_input_commands",
-           "ECP5_RETRY_OPTS", "ecp5_retry_opts", "ecp5_classic_abc",
+           "ECP5_RETRY_OPTS", "ecp5_retry_opts", "ecp5_classic_abc", "DOUBLE_DRIVER_WARNING",
+           "yosys_netlist_problem",
            "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
            "read_synthesis", "read_report",
@@ -302,6 +303,22 @@ FSM_STATE = "fsm_state"
 ECP5_RETRY_OPTS = ("-dff",)
 
 
+#: What Yosys' CHECK pass says of a net with two drivers. YoWASP's Yosys 0.70 (ABC9) wrote such a
+#: netlist for a 16x16 ECP5 accelerator (code of 5b2d2b1), warned and went on, and nextpnr then
+#: stopped on it ("multiply driven"); builds and :func:`synthesize` treat it as a failed
+#: synthesis, so their retries run. (``check -assert`` would stop Yosys itself, but in that Yosys
+#: it also failed ``-dff`` runs of designs that map cleanly.)
+DOUBLE_DRIVER_WARNING = "multiple conflicting drivers"
+
+
+def yosys_netlist_problem(log_text):
+    """Why the netlist a finished Yosys run wrote cannot be placed, or None (see
+    :data:`DOUBLE_DRIVER_WARNING`)."""
+    if DOUBLE_DRIVER_WARNING in log_text:
+        return "Yosys wrote a netlist with a net driven twice (its CHECK pass warned)"
+    return None
+
+
 def ecp5_classic_abc(synth_opts, top):
     """A last ECP5 synthesis when ABC9 fails with and without ``-dff`` (YoWASP's Yosys 0.70
     exhausts its WebAssembly stack inside ABC9 on some netlists, the 8x8 accelerator among
@@ -546,7 +563,13 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
                   f"synth_{target.family} {' '.join(synth_opts)} -top {name}",
                   *after_synth, f"write_json {name}.json"]
         (build_dir / f"{name}.ys").write_text("\n".join(script) + "\n")
-        return run_tool("YOSYS", ["-q", f"{name}.ys"], cwd=build_dir, log_name=f"{name}.yosys.log")
+        seconds = run_tool("YOSYS", ["-q", f"{name}.ys"], cwd=build_dir,
+                           log_name=f"{name}.yosys.log")
+        problem = yosys_netlist_problem((build_dir / f"{name}.yosys.log").read_text(
+            errors="replace"))
+        if problem:
+            raise ToolError(f"{problem} (log: {build_dir / f'{name}.yosys.log'})")
+        return seconds
 
     try:
         seconds = {"yosys": run_yosys()}

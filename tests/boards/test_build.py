@@ -135,6 +135,30 @@ def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
     assert result.report.extra["synth"] == "synth_ecp5 -nowidelut -dff: Yosys failed without -dff"
 
 
+def test_ecp5_build_retried_when_yosys_writes_a_net_driven_twice(tmp_path, monkeypatch):
+    # Yosys finished, but its CHECK pass warned of a net with two drivers (as ABC9 once mapped a
+    # 16x16 accelerator) and nextpnr stopped on it: simulated, the build retries with -dff.
+    import addershift.boards.build as build_module
+    real, runs = build_module._run_platform_build, []
+
+    def driven_twice_once(top, board, name, build_dir, log, **kwargs):
+        runs.append(kwargs["synth_opts"])
+        if len(runs) == 1:
+            (build_dir / f"{name}.rpt").write_text(
+                "Warning: multiple conflicting drivers for top.\\acc [14]:\n"
+                "Found and reported 1 problems.\nEnd of script.\n")
+            log.write_text("ERROR: Net 'acc[14]' is multiply driven\n")
+            return 1
+        return real(top, board, name, build_dir, log, **kwargs)
+
+    monkeypatch.setattr(build_module, "_run_platform_build", driven_twice_once)
+    result = build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
+    assert runs == [("-nowidelut",), ("-nowidelut", "-dff")] and result.bitstream.exists()
+    assert result.report.extra["synth"] == ("synth_ecp5 -nowidelut -dff: Yosys wrote a netlist "
+                                            "with a net driven twice (its CHECK pass warned) "
+                                            "without -dff")
+
+
 def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
     # ABC9 failing with and without -dff (simulated): the third run maps LUTs with classic ABC
     # in the middle of synth_ecp5, and the build still gives a bitstream.

@@ -181,6 +181,33 @@ def test_ecp5_synthesis_retried_with_abc9_seeing_flip_flops(tmp_path, monkeypatc
     assert calls == ["YOSYS"]
 
 
+def test_ecp5_synthesis_retried_when_yosys_writes_a_net_driven_twice(tmp_path, monkeypatch):
+    # A finished Yosys run whose CHECK pass warned of a net with two drivers (simulated): the
+    # netlist is not placed, the -dff retry runs, and when that one has it too the error says so.
+    import addershift.boards.report as report_module
+    from addershift.boards.toolchain import ToolError
+    real, calls = report_module.run_tool, []
+
+    def warning(env_var, args, *, cwd, log_name, times):
+        calls.append(env_var)
+        seconds = real(env_var, args, cwd=cwd, log_name=log_name)
+        if env_var == "YOSYS" and calls.count("YOSYS") <= times:
+            with open(cwd / log_name, "a") as log:
+                log.write("Warning: multiple conflicting drivers for top.\\acc [14]:\n")
+        return seconds
+
+    monkeypatch.setattr(report_module, "run_tool",
+                        lambda *a, **k: warning(*a, **k, times=1))
+    r = synthesize(_Acc(False), target="ecp5-85f", build_dir=tmp_path / "once", place=False)
+    assert calls == ["YOSYS", "YOSYS"] and "-dff" in r.synth_opts
+    calls.clear()
+    monkeypatch.setattr(report_module, "run_tool",
+                        lambda *a, **k: warning(*a, **k, times=2))
+    with pytest.raises(ToolError, match="^Yosys wrote a netlist with a net driven twice"):
+        synthesize(_Acc(False), target="ecp5-85f", build_dir=tmp_path / "twice", place=False)
+    assert calls == ["YOSYS", "YOSYS"]
+
+
 @pytest.mark.parametrize("target", ["ice40-up5k", "ecp5-85f"])
 def test_state_machines_are_recoded_one_hot(target, tmp_path):
     # Amaranth gives every FSM's state register an initial value, which keeps Yosys from
