@@ -30,8 +30,7 @@ _PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 __all__ = ["Target", "TARGETS", "Resource", "Report", "TimingError", "yosys_input_commands",
            "ECP5_RETRY_OPTS", "ecp5_retry_opts", "ecp5_classic_abc", "DOUBLE_DRIVER_WARNING",
-           "yosys_netlist_problem",
-           "yosys_stat_commands",
+           "yosys_netlist_problem", "yosys_stat_commands",
            "premap_multipliers", "netlist_counts", "parse_nextpnr_report", "critical_path",
            "read_synthesis", "read_report",
            "synthesize"]
