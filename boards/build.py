@@ -366,8 +366,10 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
             raise DoesNotFit(f"the {board.name} build does not fit the {board.device}: it needs "
                              f"{needs} (log: {log})\n{tail}", cell=cell, needed=used,
                              available=total, overflows=overs)
-        raise ToolError(f"the {board.name} build failed: {last_error(log, default='see the log')}"
-                        f" (log: {log})\n{tail}")
+        # A netlist Yosys should not have written: say so, not only what nextpnr made of it.
+        cause = yosys_netlist_problem(rpt.read_text(errors="replace")) if rpt.exists() else None
+        raise ToolError(f"the {board.name} build failed: "
+                        f"{cause or last_error(log, default='see the log')} (log: {log})\n{tail}")
 
     report = read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
                          target=board.name, family=board.family, device=board.device,

@@ -159,6 +159,27 @@ def test_ecp5_build_retried_when_yosys_writes_a_net_driven_twice(tmp_path, monke
                                             "without -dff")
 
 
+def test_a_net_driven_twice_in_every_attempt_is_named_in_the_error(tmp_path, monkeypatch):
+    # Every synthesis (-dff and classic ABC included) writes a net with two drivers (simulated):
+    # the error names that, not only nextpnr's complaint about it.
+    import addershift.boards.build as build_module
+    from addershift.boards.toolchain import ToolError
+    runs = []
+
+    def always_driven_twice(top, board, name, build_dir, log, **kwargs):
+        runs.append(kwargs["synth_opts"])
+        (build_dir / f"{name}.rpt").write_text(
+            "Warning: multiple conflicting drivers for top.\\acc [14]:\nEnd of script.\n")
+        log.write_text("ERROR: Net 'acc[14]' is multiply driven\n")
+        return 1
+
+    monkeypatch.setattr(build_module, "_run_platform_build", always_driven_twice)
+    with pytest.raises(ToolError, match="^the ulx3s-12f build failed: Yosys wrote a netlist with a "
+                                        "net driven twice"):
+        build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
+    assert len(runs) == 3
+
+
 def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
     # ABC9 failing with and without -dff (simulated): the third run maps LUTs with classic ABC
     # in the middle of synth_ecp5, and the build still gives a bitstream.
