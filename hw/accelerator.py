@@ -302,7 +302,7 @@ class Accelerator(wiring.Component):
         else:
             offer_valid, p = gen.o.valid, gen.o.payload
             offer_ready = gen.o.ready
-        step = data.StructLayout({"rows": R, "lane": len(p.lane), "last": 1,
+        step = data.StructLayout({"rows": R, "lane": len(p.lane), "first": 1, "last": 1,
                                   "busy": len(p.busy), "w_addr": len(p.w_addr)})
         queue = SyncFIFOBuffered if cfg.read_pipeline == "deep" else SyncFIFO
         m.submodules.steps = steps = queue(width=step.size, depth=G + 3)
@@ -322,12 +322,13 @@ class Accelerator(wiring.Component):
         fill = [Signal(G, name=f"fill{REPLICA_SUFFIX}{bank}") for bank in range(cfg.banks)]
         current = [Signal(lanes, name=f"word{r}", reset_less=True) for r in range(R)]
         upcoming = [Signal(lanes, name=f"next_word{r}", reset_less=True) for r in range(R)]
-        new_word = p.lane == 0
+        new_word = p.first
         tail = step(steps.w_data)
         m.d.comb += [
             offer_ready.eq(steps.w_rdy & (~new_word | ~armed)),
             steps.w_en.eq(offer_valid & offer_ready),
-            tail.rows.eq(p.valid.as_value()), tail.lane.eq(p.lane), tail.last.eq(p.last),
+            tail.rows.eq(p.valid.as_value()), tail.lane.eq(p.lane), tail.first.eq(p.first),
+            tail.last.eq(p.last),
             tail.busy.eq(p.busy), tail.w_addr.eq(p.w_addr),
         ]
         fetching, read = Signal(), Signal()
@@ -366,16 +367,16 @@ class Accelerator(wiring.Component):
 
         # --- issue: the queue's head, its weights read as it leaves ------------------------
         adv, pop = Signal(), Signal()
-        m.d.comb += [pop.eq(adv & steps.r_rdy & ((head.lane != 0) | next_full)),
+        m.d.comb += [pop.eq(adv & steps.r_rdy & (~head.first | next_full)),
                      steps.r_en.eq(pop)]
         # `next` is free once the step leaves (the fetcher's first word arrives three cycles
         # later, after the swap has copied it).
-        with m.If(pop & (head.lane == 0)):
+        with m.If(pop & head.first):
             m.d.sync += next_full.eq(0)
         # Per row: the swap's enable, and the lane that selects the row's operand (each lane bit
         # reaches every select of the row's word), copies kept apart in board builds.
         swap = [Signal(name=f"swap{REPLICA_SUFFIX}{r}") for r in range(R)]
-        m.d.sync += [s.eq(pop & (head.lane == 0)) for s in swap]
+        m.d.sync += [s.eq(pop & head.first) for s in swap]
         for r in range(R):
             with m.If(swap[r]):
                 m.d.sync += current[r].eq(upcoming[r])

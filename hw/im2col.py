@@ -48,11 +48,13 @@ def _in_range(value, bound):
 
 
 def step_layout(config):
-    """One k-step: per-row addresses and valid bits, lane, weight address, last, busy PEs."""
+    """One k-step: per-row addresses and valid bits, lane, ``first`` (the lane is 0: the step
+    starts a new activation word), weight address, last, busy PEs."""
     return data.StructLayout({
         "addr": data.ArrayLayout(unsigned(config.act_addr_bits), config.rows),
         "valid": data.ArrayLayout(unsigned(1), config.rows),
         "lane": unsigned(max(1, (config.cols - 1).bit_length())),
+        "first": unsigned(1),
         "w_addr": unsigned(config.weight_addr_bits),
         "last": unsigned(1),
         "busy": unsigned((config.rows * config.cols).bit_length()),
@@ -192,6 +194,10 @@ class Im2colGenerator(wiring.Component):
         # --- reduction counters --------------------------------------------------------------
         c = Signal(range(cfg.max_k + 1))
         lane = Signal(range(C))
+        # `lane == 0` as a register of its own with the deep pipeline, set as the lane steps: the
+        # compare behind the read stage's skid register, into the fetcher's enables across the
+        # die, set a 16x32 ECP5 accelerator's clock (91.2 MHz).
+        first = Signal(init=1) if deep else None
         kw, kh = Signal(DIM_BITS), Signal(DIM_BITS)
         # The offsets the next kernel row and the next kernel column start at, (kh + 1) * W and
         # kh * W + kw + 1, kept as registers: the sums in front of the rows' offset copies, then
@@ -229,6 +235,12 @@ class Im2colGenerator(wiring.Component):
             ckw_last = c_last & kw_last
             last = ckw_last & kh_last
 
+        def lane_to_zero():
+            return [lane.eq(0)] + ([first.eq(1)] if deep else [])
+
+        def next_lane():
+            return [lane.eq(lane + 1)] + ([first.eq(0)] if deep else [])
+
         def end_at(counter, value):
             """Set ``counter``'s end flag to ``value`` (nothing when the ends are compares); for
             the comb domain."""
@@ -264,7 +276,8 @@ class Im2colGenerator(wiring.Component):
                 p.valid[r].eq(cur_pv[r] & _in_range(ih[r], d.in_h) & _in_range(iw[r], d.in_w)),
             ]
         m.d.comb += [
-            p.lane.eq(lane), p.w_addr.eq(w_addr), p.last.eq(last),
+            p.lane.eq(lane), p.first.eq(first if deep else lane == 0), p.w_addr.eq(w_addr),
+            p.last.eq(last),
             p.busy.eq(Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
                           Mux(og_last, d.busy_cols, d.busy_full))),
             self.o.valid.eq(loaded & ~self.hold),
@@ -277,7 +290,7 @@ class Im2colGenerator(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(last):
-                m.d.sync += [c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0),
+                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
                              next_row_off.eq(d.in_w), next_col_off.eq(1), loaded.eq(0)]
                 m.d.sync += set_offset(0)
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
@@ -290,7 +303,7 @@ class Im2colGenerator(wiring.Component):
                 with m.Else():
                     m.d.sync += w_addr.eq(og_base)
             with m.Elif(ckw_last):
-                m.d.sync += [c.eq(0), lane.eq(0), kw.eq(0), kh.eq(kh + 1),
+                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(kh + 1),
                              next_row_off.eq(next_row_off + d.in_w),
                              next_col_off.eq(next_row_off + 1)]
                 m.d.sync += set_offset(next_row_off)
@@ -298,7 +311,7 @@ class Im2colGenerator(wiring.Component):
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
                 m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", kh + 1 == d.kh_m1)
             with m.Elif(c_last):
-                m.d.sync += [c.eq(0), lane.eq(0), kw.eq(kw + 1),
+                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(kw + 1),
                              next_col_off.eq(next_col_off + 1)]
                 m.d.sync += set_offset(next_col_off)
                 m.d.sync += next_kw()
@@ -308,16 +321,16 @@ class Im2colGenerator(wiring.Component):
                 m.d.sync += c.eq(c + 1)
                 m.d.comb += end_at("c", c + 1 == d.cin_m1)
                 with m.If(lane_last):
-                    m.d.sync += [lane.eq(0)] + [o.eq(o + d.in_hw) for o in offsets]
+                    m.d.sync += lane_to_zero() + [o.eq(o + d.in_hw) for o in offsets]
                     m.d.comb += end_at("lane", C == 1)
                 with m.Else():
-                    m.d.sync += lane.eq(lane + 1)
+                    m.d.sync += next_lane()
                     m.d.comb += end_at("lane", lane + 1 == C - 1)
 
         with m.If(self.start):
             m.d.sync += walker_reset() + [
                 fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
-                c.eq(0), lane.eq(0), kw.eq(0), kh.eq(0),
+                c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)

@@ -29,7 +29,8 @@ def _steps(config, fields, *, stall_every=0, limit=50_000):
             ctx.set(dut.o.ready, ready)
             if ready and ctx.get(dut.o.valid):
                 p = ctx.get(dut.o.payload)
-                steps.append((list(p.addr), list(p.valid), p.lane, p.w_addr, p.last, p.busy))
+                steps.append((list(p.addr), list(p.valid), p.lane, p.first, p.w_addr, p.last,
+                              p.busy))
             await ctx.tick()
             cycle += 1
 
@@ -65,8 +66,9 @@ def test_steps_match_golden_im2col(case, rows, cols, stall, pipeline):
             for a in range(kh):
                 for b in range(kw):
                     for c in range(cin):
-                        addr, valid, lane, w_addr, last, busy = next(expected_steps)
+                        addr, valid, lane, first, w_addr, last, busy = next(expected_steps)
                         assert lane == c % cols
+                        assert first == (lane == 0)
                         assert w_addr == stage.w_base + og * k + (a * kw + b) * cin + c
                         assert last == (a == kh - 1 and b == kw - 1 and c == cin - 1)
                         assert busy == valid_rows * valid_cols
