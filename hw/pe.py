@@ -34,6 +34,7 @@ accumulator bit (measured in ``docs/architecture.md``). :class:`SystolicArray` i
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
@@ -42,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw.numerics import Op, acc_width
 
 __all__ = ["Sign", "ShiftWeight", "PE", "AdderPE", "ShiftPE", "MulPE", "make_pe", "PE_CLASSES",
-           "check_params", "rejected", "has_ecp5_carries", "ecp5_accumulate"]
+           "check_params", "rejected", "has_ecp5_carries", "ecp5_carry_chain"]
 
 
 class Sign(enum.Enum, shape=2):
@@ -188,38 +189,64 @@ def has_ecp5_carries(platform):
     return (getattr(platform, "device", "") or "").startswith("LFE5U")
 
 
-#: ``CCU2C`` LUT contents for ``acc + b`` (inputs A = acc bit, B, C, D = 1; the low four bits
-#: are the carry's generate, A): b = B XOR NOT C (``_XNOR_C``), or b = 1 (``_ONE``).
-_CCU2C_INIT_XNOR_C = 0x69AA
-_CCU2C_INIT_ONE = 0x55AA
+def _ccu2c_init(propagate, generate):
+    """A ``CCU2C`` half's 16-bit ``INIT`` with input D tied to 1: its LUT4 is ``propagate(a, b,
+    c)`` (entries 8-15) and its carry's generate, a LUT2 of the low four bits, ``generate(a, b)``
+    (the carry out is ``generate`` where ``propagate`` is 0, the carry in where it is 1)."""
+    init = 0
+    for a, b, c in itertools.product((0, 1), repeat=3):
+        init |= (propagate(a, b, c) & 1) << (8 + a + 2 * b + 4 * c)
+    for a, b in itertools.product((0, 1), repeat=2):
+        init |= (generate(a, b) & 1) << (a + 2 * b)
+    return init
 
 
-def ecp5_accumulate(m, acc, e, s):
-    """``acc + (e if s else ~e) + s`` on a chain of ECP5 ``CCU2C`` cells, the term widened with
-    ones above ``e`` (the adder PE's ``-|x - w|``, :class:`AdderPE`).
+#: Half cells of a chain: a bit of ``a + b`` (B XOR NOT C: ``b`` inverted where C is 0), a bit
+#: of ``a + 1`` (``b`` is 1 above its top bit), and a section's start, whose carry out is A
+#: whatever the carry into it (its LUT output is 0).
+_INIT_XNOR_C = _ccu2c_init(lambda a, b, c: a ^ b ^ (1 - c), lambda a, b: a)
+_INIT_ONE = _ccu2c_init(lambda a, b, c: 1 - a, lambda a, b: a)
+_INIT_START = _ccu2c_init(lambda a, b, c: 0, lambda a, b: a)
 
-    Yosys maps an ``$alu`` to the same chain (``techlibs/lattice/arith_map_ccu2c.v``), whose LUTs
-    see each operand bit and a common inversion; it has no way to take ``s`` as that inversion,
-    so the XOR would stay a LUT per bit in front of the chain. Written out here (no library
-    offers a carry chain with LUT contents of one's own), each carry cell's LUT computes
-    ``acc_i XOR e_i XOR NOT s`` itself. Amaranth's simulator cannot run ``CCU2C``: these builds
-    are checked as Verilog with Yosys' model of the cell (``sim/array``)."""
+
+def ecp5_carry_chain(m, name, sections):
+    """Sums on one chain of ECP5 ``CCU2C`` cells: for each section ``(a, b, c, carry_in)`` the
+    ``len(a)`` bits of ``a + (b XOR NOT c) + carry_in``, ``b`` taken as ones above its top bit
+    and ``c`` (a bit, or a constant) the inversion of ``b``. Returns the sections' sums.
+
+    Written out here because Yosys' ``$alu`` mapping (``techlibs/lattice/arith_map_ccu2c.v``)
+    can take neither a per-signal inversion of ``b`` nor a carry in from logic without LUTs
+    around the chain, and no library offers a carry chain with LUT contents of one's own.
+    nextpnr adds a cell before every chain (its carry in comes from logic or a constant) and
+    one after it (its last carry out is a net, though unused): sections that share a chain
+    share those cells. The first section's ``carry_in`` must be 0 (the chain's carry in, which
+    nextpnr's first cell makes); each later one begins with a start half cell, whose carry out
+    is ``carry_in``. Amaranth's simulator cannot run ``CCU2C``: these builds are checked as
+    Verilog with Yosys' model of the cell (``sim/array``)."""
     from amaranth.hdl import Instance
-    n, xb = len(acc), len(e)
-    sums = [Signal(name=f"acc_sum{i}") for i in range(n + n % 2)]
-    carry = s
-    for i in range(0, n, 2):
-        ports, cout = {}, Signal(name=f"acc_carry{i + 1}")
-        for half in (0, 1):
-            b = i + half
-            ports.update({
-                f"p_INIT{half}": Const(_CCU2C_INIT_XNOR_C if b < xb else _CCU2C_INIT_ONE, 16),
-                f"p_INJECT1_{half}": "NO",
-                f"i_A{half}": acc[b] if b < n else 0, f"i_B{half}": e[b] if b < xb else 0,
-                f"i_C{half}": s if b < xb else 0, f"i_D{half}": 1, f"o_S{half}": sums[b]})
-        m.submodules[f"acc_carry{i}"] = Instance("CCU2C", i_CIN=carry, o_COUT=cout, **ports)
-        carry = cout
-    return Cat(*sums[:n]).as_signed()
+    halves, sums = [], []
+    for k, (a, b, c, carry_in) in enumerate(sections):
+        if k == 0:
+            if not (isinstance(carry_in, int) and carry_in == 0):
+                raise ValueError(f"The first section's carry in must be 0, not {carry_in!r}")
+        else:
+            halves.append((_INIT_START, (carry_in, 0, 0), None))
+        out = [Signal(name=f"{name}_s{k}_{i}") for i in range(len(a))]
+        sums.append(Cat(*out))
+        halves += [(_INIT_XNOR_C, (a[i], b[i], c), bit) if i < len(b) else
+                   (_INIT_ONE, (a[i], 0, 0), bit) for i, bit in enumerate(out)]
+    carry = 0
+    for k in range(0, len(halves), 2):
+        ports = {"i_CIN": carry}
+        for half, (init, (pa, pb, pc), bit) in enumerate(halves[k:k + 2]):
+            ports.update({f"p_INIT{half}": Const(init, 16), f"p_INJECT1_{half}": "NO",
+                          f"i_A{half}": pa, f"i_B{half}": pb, f"i_C{half}": pc, f"i_D{half}": 1})
+            if bit is not None:
+                ports[f"o_S{half}"] = bit
+        if k + 2 < len(halves):
+            carry = ports["o_COUT"] = Signal(name=f"{name}_carry{k // 2}")
+        m.submodules[f"{name}{k // 2}"] = Instance("CCU2C", **ports)
+    return sums
 
 
 class PE(wiring.Component):
@@ -421,10 +448,12 @@ class PE(wiring.Component):
         else:
             clear, enable = self.done & run, valid1 & run
             acc = self.acc
+        # (outside the conditions below: _accumulate may add combinational logic of its own)
+        acc_next = self._accumulate(m, acc, t, c, platform)
         with m.If(clear):
             m.d.sync += acc.eq(0)
         with m.Elif(enable):
-            m.d.sync += acc.eq(self._accumulate(m, acc, t, c, platform))
+            m.d.sync += acc.eq(acc_next)
         return m
 
 
@@ -438,7 +467,8 @@ class AdderPE(PE):
     accumulator as carry-in. On iCE40 the XOR folds into the LUTs of the ``e`` chain (a sum LUT
     has a free input). An ECP5 carry cell's sum is its LUT's output XOR the carry, so there
     it cannot: there the term register holds ``e`` and the XOR happens in the LUTs of the
-    accumulator's carry cells (:func:`ecp5_accumulate`), 8 LUTs fewer per PE.
+    accumulator's carry cells, 8 LUTs fewer per PE; ``x + ~w`` and the accumulator are then
+    two sections of one chain of carry cells (:func:`ecp5_carry_chain`).
     """
     _KIND = Op.ADDER
 
@@ -450,20 +480,30 @@ class AdderPE(PE):
         return ~w
 
     def _term(self, m, x, w_n, platform):
-        e = Signal(signed(self._x_bits + 1))
-        m.d.comb += e.eq(x + w_n)
+        xb = self._x_bits
+        e = Signal(signed(xb + 1))
         s = e[-1]
         if has_ecp5_carries(platform):
-            return e[:self._x_bits], s
+            # `x + ~w` is the first section of the PE's carry chain, built with the second,
+            # the accumulator (_accumulate): nextpnr's cells at a chain's ends are then shared.
+            self._term_section = (Cat(x, x[-1]), Cat(w_n, w_n[-1]), 1, 0), e
+            return e[:xb], s
+        m.d.comb += e.eq(x + w_n)
         # t = e if s else ~e lies in [-2**x_bits, -1]: its top bit is always 1, so only the low
         # x_bits bits are registered (_accumulate puts the 1 back).
-        t = Signal(self._x_bits)
-        m.d.comb += t.eq(e[:self._x_bits] ^ Mux(s, 0, -1))
+        t = Signal(xb)
+        m.d.comb += t.eq(e[:xb] ^ Mux(s, 0, -1))
         return t, s
 
     def _accumulate(self, m, acc, t, s, platform):
         if has_ecp5_carries(platform):
-            return ecp5_accumulate(m, acc, t, s)
+            # acc + (t if s else ~t) + s, t widened with ones: each carry cell's LUT computes
+            # acc_i XOR t_i XOR NOT s itself, where Yosys would leave the XOR a LUT per bit in
+            # front of its chain.
+            term, e = self._term_section
+            e_sum, acc_sum = ecp5_carry_chain(m, "carry", [term, (acc, t, s, s)])
+            m.d.comb += e.eq(e_sum)
+            return acc_sum.as_signed()
         return acc + Cat(t, Const(1, 1)).as_signed() + s
 
 

@@ -1,7 +1,7 @@
 """Yosys' simulation models of ECP5 primitives, for Verilog that instantiates them.
 
 Board builds for ECP5 instantiate ``CCU2C`` carry cells in the adder PEs
-(:func:`addershift.hw.pe.ecp5_accumulate`); cocotb benches simulate that Verilog with the models
+(:func:`addershift.hw.pe.ecp5_carry_chain`); cocotb benches simulate that Verilog with the models
 Yosys itself uses for the cells (``share/lattice`` of the YoWASP Yosys package ``make install``
 provides), so the test checks what synthesis sees. Their timing (``specify``) blocks are left out:
 the benches are cycle-based.

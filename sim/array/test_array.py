@@ -178,7 +178,7 @@ def test_array_bench(simulator, kind, rows, cols, tiles, tmp_path):
 @pytest.mark.parametrize("simulator,rows,cols", [("icarus", 4, 3), ("verilator", 2, 3)])
 def test_array_bench_with_ecp5_carry_cells(simulator, rows, cols, tmp_path):
     """The adder PEs of ECP5 builds: their accumulators on instantiated CCU2C cells
-    (``hw.pe.ecp5_accumulate``) run as Yosys' model of the cell, against the golden model."""
+    (``hw.pe.ecp5_carry_chain``) run as Yosys' model of the cell, against the golden model."""
     values = run_bench(simulator, "adder", rows, cols, tmp_path, tiles=40, target="ecp5-85f")
     assert values >= 1000
 

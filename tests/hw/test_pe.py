@@ -378,15 +378,17 @@ def _carry_cells(fragment):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("target", [None, "ice40-up5k", "ecp5-85f"])
 def test_ecp5_builds_put_the_adder_accumulator_on_carry_cells(kind, target):
-    """Only an adder PE on an ECP5 instantiates CCU2C cells: one per two accumulator bits (its
-    term XOR folds into them, hw.pe.ecp5_accumulate); sim/array runs that Verilog with Yosys'
-    model of the cell against the golden model."""
+    """Only an adder PE on an ECP5 instantiates CCU2C cells: one chain of ``x + ~w`` (x_bits + 1
+    sum bits), a start half cell and the accumulator (its term XOR folded in,
+    hw.pe.ecp5_carry_chain); sim/array runs that Verilog with Yosys' model of the cell against
+    the golden model."""
     from amaranth.hdl import Fragment
     from addershift.boards.report import TARGETS
     from addershift.hw.pe import has_ecp5_carries
     platform = TARGETS[target] if target else None
     for register_inputs in (True, False):
         pe = make_pe(kind, max_length=300, register_inputs=register_inputs)
-        expected = -(-pe.acc_bits // 2) if kind == "adder" and target == "ecp5-85f" else 0
+        expected = (-(-(pe.x_bits + 2 + pe.acc_bits) // 2)
+                    if kind == "adder" and target == "ecp5-85f" else 0)
         assert _carry_cells(Fragment.get(pe, platform)) == expected
     assert has_ecp5_carries(platform) == (target == "ecp5-85f")
