@@ -124,7 +124,8 @@ class Board:
 
     def platform(self, *, bram_outreg=False):
         """A fresh amaranth-boards platform instance; with ``bram_outreg`` (ECP5 only) its build
-        moves the registers after block RAMs into them (:mod:`.outreg`)."""
+        moves the registers after block RAMs into them (:mod:`.outreg`). ECP5 builds also leave
+        the carry outs nothing reads unconnected (:mod:`.carry_ends`)."""
         raise NotImplementedError
 
     def pll_config(self, clock_mhz):

@@ -22,7 +22,7 @@ import json
 import math
 import pathlib
 
-from . import outreg
+from . import carry_ends, outreg
 from .toolchain import ToolError, run_tool
 
 # Source paths in reports are shown relative to the project (the folder holding boards/).
@@ -505,7 +505,8 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
     """Synthesise, place and route ``design`` off-board on ``target``; return its :class:`Report`.
 
     On ECP5 the registers after block RAMs and multipliers move into them before nextpnr places
-    the design (:mod:`.outreg`, as in board builds).
+    the design (:mod:`.outreg`), and unread carry outs are left unconnected (:mod:`.carry_ends`),
+    as in board builds.
 
     Parameters
     ----------
@@ -592,8 +593,10 @@ def synthesize(design, *, target, build_dir, name="top", clock_mhz=None, harness
             "--log", f"{name}.tim", "--quiet"]
     moved = None
     if target.family == "ecp5":
-        # As board builds do: registers after block RAMs and multipliers into them.
+        # As board builds do: registers after block RAMs and multipliers into them, and the
+        # carry chains' unused carry outs left unconnected.
         moved = outreg.absorb_file(build_dir / f"{name}.json")
+        carry_ends.drop_file(build_dir / f"{name}.json")
     seconds["nextpnr"] = run_tool(nextpnr, args, cwd=build_dir, log_name=f"{name}.nextpnr.log")
 
     report = read_report(build_dir, prefix=name, design=type(design).__name__,

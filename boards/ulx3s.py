@@ -13,6 +13,7 @@ from __future__ import annotations
 from amaranth.hdl import Instance, Signal
 
 from .board import Board, ProgramCommand, pin_buffer, register
+from .carry_ends import with_carry_ends_step
 from .outreg import with_outreg_step
 from .pll import ecp5_pll
 from .toolchain import find_program
@@ -56,7 +57,7 @@ class ULX3S(Board):
 
     def platform(self, *, bram_outreg=False):
         import amaranth_boards.ulx3s as ulx3s
-        platform = getattr(ulx3s, self._PLATFORMS[self.size])
+        platform = with_carry_ends_step(getattr(ulx3s, self._PLATFORMS[self.size]))
         return (with_outreg_step(platform) if bram_outreg else platform)()
 
     def pll_config(self, clock_mhz):
