@@ -215,11 +215,11 @@ def ecp5_carry_chain(m, name, sections):
     and ``c`` (a bit, or a constant) the inversion of ``b``. Returns the sections' sums.
 
     Written out here because Yosys' ``$alu`` mapping (``techlibs/lattice/arith_map_ccu2c.v``)
-    can take neither a per-signal inversion of ``b`` nor a carry in from logic without LUTs
-    around the chain, and no library offers a carry chain with LUT contents of one's own.
-    nextpnr adds a cell before every chain (its carry in comes from logic or a constant) and
-    one after it (its last carry out is a net, though unused): sections that share a chain
-    share those cells. The first section's ``carry_in`` must be 0 (the chain's carry in, which
+    can take no per-signal inversion of ``b`` (only one shared by all bits), and no library
+    offers a carry chain with LUT contents of one's own. nextpnr adds a cell before every chain
+    (its carry in comes from logic or a constant), and one after it unless the build leaves its
+    unread carry out unconnected (``boards/carry_ends.py``): sections that share a chain share
+    those cells. The first section's ``carry_in`` must be 0 (the chain's carry in, which
     nextpnr's first cell makes); each later one begins with a start half cell, whose carry out
     is ``carry_in``. Amaranth's simulator cannot run ``CCU2C``: these builds are checked as
     Verilog with Yosys' model of the cell (``sim/array``)."""
