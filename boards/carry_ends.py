@@ -12,30 +12,23 @@ Nothing that reads the netlist changes (the net had no reader).
 
 from __future__ import annotations
 
-import json
-import pathlib
 import sys
 
-__all__ = ["drop_unused_carry_outs", "drop_file", "with_carry_ends_step", "CARRY_ENDS_LOG"]
+try:
+    from . import netlist_step
+except ImportError:      # run as a build's step, by its path: this folder is on sys.path
+    import netlist_step
+
+__all__ = ["drop_unused_carry_outs", "drop_file", "CARRY_ENDS_LOG"]
 
 #: The line this module's command prints into a build's log.
 CARRY_ENDS_LOG = "carry_ends: {count} unused carry outs left unconnected"
 
 
-def _top(netlist):
-    modules = netlist.get("modules") if isinstance(netlist, dict) else None
-    if not isinstance(modules, dict):
-        raise ValueError("a Yosys netlist is an object with a 'modules' object")
-    tops = [m for m in modules.values() if m.get("attributes", {}).get("top")]
-    if len(tops) != 1:
-        raise ValueError(f"a Yosys netlist has one top module, this one {len(tops)}")
-    return tops[0]
-
-
 def drop_unused_carry_outs(netlist):
     """Disconnect every ``CCU2C``'s ``COUT`` that nothing reads in the top module of
     ``netlist`` (a Yosys JSON netlist as a dict, changed in place); returns how many."""
-    top = _top(netlist)
+    top = netlist_step.top_module(netlist)
     read = {bit for port in top.get("ports", {}).values() for bit in port["bits"]}
     for cell in top["cells"].values():
         for port, bits in cell["connections"].items():
@@ -54,43 +47,12 @@ def drop_unused_carry_outs(netlist):
 
 def drop_file(path):
     """Rewrite the Yosys JSON netlist at ``path``; returns :func:`drop_unused_carry_outs`'."""
-    path = pathlib.Path(path)
-    netlist = json.loads(path.read_text())
-    dropped = drop_unused_carry_outs(netlist)
-    path.write_text(json.dumps(netlist))
-    return dropped
-
-
-def with_carry_ends_step(platform_class):
-    """A subclass of ``platform_class`` (an Amaranth ECP5 platform on the Trellis toolchain)
-    whose build runs this module on Yosys' netlist before nextpnr reads it (by the paths of this
-    Python and this file, as :func:`.outreg.with_outreg_step`)."""
-    command = f'"{sys.executable}" "{pathlib.Path(__file__).resolve()}" ' + "{{name}}.json"
-
-    class CarryEndsPlatform(platform_class):
-        @property
-        def command_templates(self):
-            yosys, *rest = super().command_templates
-            return [yosys, command, *rest]
-
-    CarryEndsPlatform.__name__ = CarryEndsPlatform.__qualname__ = \
-        f"CarryEnds{platform_class.__name__}"
-    return CarryEndsPlatform
+    return netlist_step.rewrite_file(path, drop_unused_carry_outs)
 
 
 def main(argv=None):
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m addershift.boards.carry_ends NETLIST.json", file=sys.stderr)
-        return 2
-    try:
-        count = drop_file(args[0])
-    except (OSError, ValueError, KeyError) as e:      # json.JSONDecodeError is a ValueError
-        print(f"carry_ends: {args[0]}: not a Yosys JSON netlist it can read: {e!r}",
-              file=sys.stderr)
-        return 1
-    print(CARRY_ENDS_LOG.format(count=count))
-    return 0
+    return netlist_step.run(argv, "carry_ends", drop_unused_carry_outs,
+                            lambda count: [CARRY_ENDS_LOG.format(count=count)])
 
 
 if __name__ == "__main__":

@@ -23,13 +23,16 @@ their enable), so the multiplier baseline is built as a DSP block is meant to be
 from __future__ import annotations
 
 import itertools
-import json
-import pathlib
 import re
 import sys
 
+try:
+    from . import netlist_step
+except ImportError:      # run as a build's step, by its path: this folder is on sys.path
+    import netlist_step
+
 __all__ = ["absorb_output_registers", "absorb_multiplier_registers", "absorb_file",
-           "with_outreg_step", "read_log", "OUTREG_LOG", "MULTREG_LOG"]
+           "read_log", "OUTREG_LOG", "MULTREG_LOG"]
 
 #: The lines this module's command prints into a build's log (parsed by :func:`read_log`).
 OUTREG_LOG = "outreg: {flops} flip-flops moved into {count} block RAM output registers"
@@ -71,13 +74,7 @@ class _Top:
     cells whose outputs they register."""
 
     def __init__(self, netlist):
-        modules = netlist.get("modules") if isinstance(netlist, dict) else None
-        if not isinstance(modules, dict):
-            raise ValueError("a Yosys netlist is an object with a 'modules' object")
-        tops = [m for m in modules.values() if m.get("attributes", {}).get("top")]
-        if len(tops) != 1:
-            raise ValueError(f"a Yosys netlist has one top module, this one {len(tops)}")
-        self.module = top = tops[0]
+        self.module = top = netlist_step.top_module(netlist)
         self.cells = cells = top["cells"]
         self.loads = {}                  # net bit -> [(cell name, port)]
         for name, cell in cells.items():
@@ -234,11 +231,11 @@ def absorb_multiplier_registers(netlist):
 def absorb_file(path):
     """Rewrite the Yosys JSON netlist at ``path``; returns what
     :func:`absorb_output_registers` and :func:`absorb_multiplier_registers` return."""
-    path = pathlib.Path(path)
-    netlist = json.loads(path.read_text())
-    result = absorb_output_registers(netlist), absorb_multiplier_registers(netlist)
-    path.write_text(json.dumps(netlist))
-    return result
+    return netlist_step.rewrite_file(path, _absorb)
+
+
+def _absorb(netlist):
+    return absorb_output_registers(netlist), absorb_multiplier_registers(netlist)
 
 
 def read_log(text, line=OUTREG_LOG):
@@ -250,36 +247,10 @@ def read_log(text, line=OUTREG_LOG):
     return None if found is None else (int(found["count"]), int(found["flops"]))
 
 
-def with_outreg_step(platform_class):
-    """A subclass of ``platform_class`` (an Amaranth ECP5 platform on the Trellis toolchain)
-    whose build runs this module on Yosys' netlist before nextpnr reads it. The command names
-    this Python and this file by their paths, so the build folder's script needs no package
-    on the path (but is tied to this installation)."""
-    command = f'"{sys.executable}" "{pathlib.Path(__file__).resolve()}" ' + "{{name}}.json"
-
-    class OutregPlatform(platform_class):
-        @property
-        def command_templates(self):
-            yosys, *rest = super().command_templates
-            return [yosys, command, *rest]
-
-    OutregPlatform.__name__ = OutregPlatform.__qualname__ = f"Outreg{platform_class.__name__}"
-    return OutregPlatform
-
-
 def main(argv=None):
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m addershift.boards.outreg NETLIST.json", file=sys.stderr)
-        return 2
-    try:
-        (ports, flops), (mults, mult_flops) = absorb_file(args[0])
-    except (OSError, ValueError, KeyError) as e:      # json.JSONDecodeError is a ValueError
-        print(f"outreg: {args[0]}: not a Yosys JSON netlist it can read: {e!r}", file=sys.stderr)
-        return 1
-    print(OUTREG_LOG.format(flops=flops, count=ports))
-    print(MULTREG_LOG.format(flops=mult_flops, count=mults))
-    return 0
+    return netlist_step.run(argv, "outreg", _absorb, lambda moved: [
+        OUTREG_LOG.format(flops=moved[0][1], count=moved[0][0]),
+        MULTREG_LOG.format(flops=moved[1][1], count=moved[1][0])])
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from __future__ import annotations
 from amaranth.hdl import Instance, Signal
 
 from .board import Board, ProgramCommand, pin_buffer, register
-from .carry_ends import with_carry_ends_step
-from .outreg import with_outreg_step
+from . import carry_ends, outreg
 from .pll import ecp5_pll
+from .netlist_step import with_netlist_step
 from .toolchain import find_program
 
 __all__ = ["ULX3S"]
@@ -57,8 +57,13 @@ class ULX3S(Board):
 
     def platform(self, *, bram_outreg=False):
         import amaranth_boards.ulx3s as ulx3s
-        platform = with_carry_ends_step(getattr(ulx3s, self._PLATFORMS[self.size]))
-        return (with_outreg_step(platform) if bram_outreg else platform)()
+        # Between Yosys and nextpnr: unread carry outs unconnected (always), registers into the
+        # block RAMs and multipliers (bram_outreg).
+        platform = with_netlist_step(getattr(ulx3s, self._PLATFORMS[self.size]),
+                                     carry_ends.__file__, "CarryEnds")
+        if bram_outreg:
+            platform = with_netlist_step(platform, outreg.__file__, "Outreg")
+        return platform()
 
     def pll_config(self, clock_mhz):
         if clock_mhz == self.oscillator_mhz:

@@ -174,16 +174,6 @@ def test_command_line(netlist, tmp_path, capsys):
     assert outreg.main([]) == 2
 
 
-@pytest.mark.parametrize("text", ["{", '{"modules": {}}', "[]"])
-def test_a_netlist_it_cannot_read_is_named(tmp_path, capsys, text):
-    path = tmp_path / "top.json"
-    path.write_text(text)
-    assert outreg.main([str(path)]) == 1
-    assert f"outreg: {path}: not a Yosys JSON netlist" in capsys.readouterr().err
-    assert path.read_text() == text                      # left as it was
-    assert outreg.main([str(tmp_path / "missing.json")]) == 1
-
-
 class _Multipliers(wiring.Component):
     """One signed 8x8 multiplier per case, its product into a register (as ``hw.pe.MulPE``'s
     term register):
