@@ -304,9 +304,12 @@ class SystolicArray(wiring.Component):
                   for r in range(rows)]
         count = Signal(range(rows + 1))  # result rows not yet read out
         empty = Signal(init=1)           # count == 0, as a register of its own
+        # count == 1, a register too: behind a compare the read-out logic was three LUTs deep
+        # in front of its net to every tile's `move` copy (the 32 x 32 ECP5 array's slowest path).
+        one = Signal()
         take = Signal()                  # the head row leaves the result chain
         head = Signal(self._out_layout)  # the result chain's output end
-        m.d.comb += [head.last.eq(count == 1)]
+        m.d.comb += [head.last.eq(one)]
         m.d.comb += [head.acc[c].eq(result[0][c]) for c in range(cols)]
         # `o.valid` is low while the array's own reset lasts: in the cycle after a one-cycle
         # reset of the design the array's registers still hold the row from before it.
@@ -366,15 +369,15 @@ class SystolicArray(wiring.Component):
         with m.If(done):
             m.d.comb += empty_next.eq(0)
         with m.Elif(take):
-            m.d.comb += empty_next.eq(count == 1)
+            m.d.comb += empty_next.eq(one)
         with m.Else():
             m.d.comb += empty_next.eq(empty)
         m.d.array += [empty.eq(empty_next),
                       last_ok.eq(empty_next & ~Cat(in_flight[:-1]).any())]
         with m.If(done):
-            m.d.array += count.eq(rows)
+            m.d.array += [count.eq(rows), one.eq(rows == 1)]
         with m.Elif(take):
-            m.d.array += count.eq(count - 1)
+            m.d.array += [count.eq(count - 1), one.eq(count == 2)]
 
         if single:
             # Operands registered once and broadcast, x[r] along row r and w[c] down column c.
