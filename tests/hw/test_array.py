@@ -131,7 +131,7 @@ def test_reset_mid_reduction_starts_clean(tile, reset_cycles, monkeypatch):
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(13)
-    arr = SystolicArray(kind="adder", rows=2, cols=3, max_length=10)
+    arr = SystolicArray(kind="adder", rows=3, cols=3, max_length=10)
     top = Module()
     top.domains.sync = domain = ClockDomain()
     top.submodules.arr = arr
