@@ -14,8 +14,8 @@ from amaranth.hdl import Instance, Signal
 
 from .board import Board, ProgramCommand, pin_buffer, register
 from . import carry_ends, outreg
-from .pll import ecp5_pll
 from .netlist_step import with_netlist_step
+from .pll import ecp5_pll
 from .toolchain import find_program
 
 __all__ = ["ULX3S"]
