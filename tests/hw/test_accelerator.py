@@ -229,10 +229,13 @@ def test_host_reads_back_every_region(read_pipeline, act_banks):
     assert seen == expected
 
 
+# Every PE kind runs on Icarus; Verilator builds (a minute of C++ each) run adder and shift by
+# default, the multiplier baseline with `make test-slow`.
 @pytest.mark.cocotb
 @pytest.mark.parametrize("op, rows, cols, simulator, act_banks", [
     ("adder", 4, 4, "verilator", 2), ("shift", 3, 2, "verilator", 1),
-    ("mul", 2, 3, "verilator", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
+    pytest.param("mul", 2, 3, "verilator", None, marks=pytest.mark.slow),
+    ("mul", 2, 3, "icarus", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
     ("shift", 4, 2, "icarus", 2),
 ])
 def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path):
@@ -317,10 +320,15 @@ def test_host_words_after_a_global_pool():
     assert check(model, program, x, result) is None
 
 
+# Each case is a Verilator build of its own (a minute or two of C++): the default suite runs
+# eight rows on Icarus and four on Verilator; `make test-slow` adds eight on Verilator.
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator, in_hw, pool, rows, stride", [
-    ("verilator", (3, 7), 3, 4, 3), ("icarus", (2, 2), 2, 4, 2), ("verilator", (4, 4), 2, 8, 3),
-    ("icarus", (4, 4), 2, 8, 3), ("verilator", (4, 5), 2, 8, 4), ("icarus", (4, 3), 2, 8, 2)])
+    ("verilator", (3, 7), 3, 4, 3), ("icarus", (2, 2), 2, 4, 2),
+    pytest.param("verilator", (4, 4), 2, 8, 3, marks=pytest.mark.slow),
+    ("icarus", (4, 4), 2, 8, 3),
+    pytest.param("verilator", (4, 5), 2, 8, 4, marks=pytest.mark.slow),
+    ("icarus", (4, 3), 2, 8, 2)])
 def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, rows, stride, tmp_path):
     _back_to_back_pool(in_hw, pool, "deep", simulator, build_dir=tmp_path, rows=rows,
                        stride=stride)
@@ -361,36 +369,39 @@ def test_an_array_of_several_tiles(monkeypatch):
         assert counts["issue"] == stage.issue_cycles and counts["busy_pe"] == stage.busy_pe_cycles
 
 
-@pytest.mark.parametrize("read_pipeline", ["deep", "short"])
-def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline):
+# Six whole-network simulations per case: the default suite runs each read pipeline on one
+# shape (together words of one, two and four lanes), `make test-slow` the other two.
+@pytest.mark.parametrize("read_pipeline, cols", [
+    ("deep", 2), ("short", 4),
+    pytest.param("deep", 4, marks=pytest.mark.slow), pytest.param("short", 2, marks=pytest.mark.slow)])
+def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline, cols):
     """Rows sharing a bank: bit-exact, the same k-steps, and at most ``max(0, G + 2 - L)`` more
     stall cycles per activation word of ``L`` lanes, ``G`` rows per bank, plus ``G + 2`` for a
     stage's first word (fewer where they overlap stalls the replicated read has anyway), on
-    4 x 2 PEs and 4 x 4 PEs: words of one, two and four lanes."""
+    4 x 2 PEs (words of one and two lanes) and 4 x 4 PEs (one and four)."""
     model = digits_net("adder", mode="pow2x2")
     x = _images(model, 1, seed=6)
-    for cols in (2, 4):
-        stalls = {}
-        for banks in (None, 2, 1):
-            config = ArrayConfig(pe="adder", rows=4, cols=cols, requant_mode="pow2x2", max_k=72,
-                                 weight_depth=2048, act_depth=128, param_depth=64,
-                                 global_pool=False, read_pipeline=read_pipeline,
-                                 act_banks=banks)
-            program = compile_model(model, config)
-            result = simulate(program, x, simulator="amaranth", per_stage=True)
-            assert check(model, program, x, result) is None, banks
-            counts = result.stage_counts(0)
-            assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
-            stalls[banks] = [c["stall"] for c in counts]
-        for banks in (2, 1):
-            rows_per_bank = 4 // banks
-            for stage, base, shared in zip(program.stages, stalls[None], stalls[banks]):
-                cin, kh, kw = stage.in_shape[0], *stage.kernel
-                per_window = sum(max(0, rows_per_bank + 2 - min(cols, cin - c))
-                                 for c in range(0, cin, cols))
-                cost = stage.tiles * stage.groups * kh * kw * per_window
-                assert cost - base <= shared - base <= cost + rows_per_bank + 2, \
-                    (cols, banks, stage.name)
+    stalls = {}
+    for banks in (None, 2, 1):
+        config = ArrayConfig(pe="adder", rows=4, cols=cols, requant_mode="pow2x2", max_k=72,
+                             weight_depth=2048, act_depth=128, param_depth=64,
+                             global_pool=False, read_pipeline=read_pipeline,
+                             act_banks=banks)
+        program = compile_model(model, config)
+        result = simulate(program, x, simulator="amaranth", per_stage=True)
+        assert check(model, program, x, result) is None, banks
+        counts = result.stage_counts(0)
+        assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+        stalls[banks] = [c["stall"] for c in counts]
+    for banks in (2, 1):
+        rows_per_bank = 4 // banks
+        for stage, base, shared in zip(program.stages, stalls[None], stalls[banks]):
+            cin, kh, kw = stage.in_shape[0], *stage.kernel
+            per_window = sum(max(0, rows_per_bank + 2 - min(cols, cin - c))
+                             for c in range(0, cin, cols))
+            cost = stage.tiles * stage.groups * kh * kw * per_window
+            assert cost - base <= shared - base <= cost + rows_per_bank + 2, \
+                (cols, banks, stage.name)
 
 
 class _PoisonedCollisions:
