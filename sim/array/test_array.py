@@ -10,7 +10,8 @@ checks the stream rules), the scenarios as cocotb tests, and at the bottom the p
 Scenarios: random tiles (K from 1 to ``k_max``, operands uniform over their ranges, shift weights
 zero one time in five) and corner tiles (all-minimum and all-maximum operands, every exponent code
 with every sign, ``max_length``-step tiles at both ends of the accumulator range), each under four
-flow patterns: none, an idle source, a back-pressured sink, and both.
+flow patterns: none, an idle source, a back-pressured sink, and both; and resets of one and two
+cycles in the middle of a reduction with a result unread.
 """
 
 import itertools
@@ -115,6 +116,55 @@ async def corner_tiles(dut):
         return out
 
     await run_tiles(dut, tiles)
+
+
+@cocotb.test()
+async def reset_mid_reduction(dut):
+    """A reset of one and of two cycles while a finished result waits unread and the next
+    reduction is half summed: both are dropped. ``i.ready`` is low the cycle after the reset (the
+    array's reset is a register of the design's; in an array of several tiles, a register per row
+    of tiles feeds its tiles' copies), no old row is offered, and the tiles sent next sum from
+    zero. The Verilog twin of ``tests/hw/test_array.py::test_reset_mid_reduction_starts_clean``."""
+    from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+    from addershift.sim.array_vectors import random_tile, step_words, unpack_row
+    from addershift.sim.runner import report_values
+    from addershift.sim.stream_bench import StreamTB
+    params = _params()
+    arr = _array(params)
+    rng = np.random.default_rng(params["seed"] + 1)
+    k_max = min(arr.max_length, 12)
+    tb = StreamTB(dut)
+    await tb.reset()
+    values = 0
+    for reset_cycles in (1, 2):
+        finished, partial = random_tile(arr, k_max // 2 + 1, rng), random_tile(arr, k_max, rng)
+        before = step_words(arr, finished) + step_words(arr, partial)[:k_max // 2]
+        for word in before:      # the sink takes nothing: the finished result waits unread
+            tb.i_payload.value, tb.i_valid.value, tb.o_ready.value = word, 1, 0
+            taken = False
+            while not taken:     # inputs change on the falling edge, the rising one transfers
+                await ReadOnly()
+                taken = bool(int(tb.i_ready.value))
+                await FallingEdge(dut.clk)
+        tb.i_valid.value, dut.rst.value = 0, 1
+        for _ in range(reset_cycles):
+            await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        dut.rst.value = 0
+        await ReadOnly()
+        assert (int(tb.i_ready.value), int(tb.o_valid.value)) == (0, 0), "the cycle after reset"
+        await FallingEdge(dut.clk)
+        await ReadOnly()
+        assert (int(tb.i_ready.value), int(tb.o_valid.value)) == (1, 0), "two cycles after reset"
+        await FallingEdge(dut.clk)
+        after = [random_tile(arr, k, rng) for k in (3, k_max, 1)]
+        # The sink waits before its first take: a row kept across the reset would show there.
+        out = await tb.run([w for tile in after for w in step_words(arr, tile)],
+                           arr.rows * len(after),
+                           pause_sink=lambda: itertools.chain([1] * 30, itertools.repeat(0)))
+        values += check_rows(arr, after, [unpack_row(arr, word) for word in out])
+    report_values(params, values)
 
 
 # --- pytest: generate the Verilog and run this bench -----------------------------------------------
