@@ -373,7 +373,8 @@ def test_an_array_of_several_tiles(monkeypatch):
 # shape (together words of one, two and four lanes), `make test-slow` the other two.
 @pytest.mark.parametrize("read_pipeline, cols", [
     ("deep", 2), ("short", 4),
-    pytest.param("deep", 4, marks=pytest.mark.slow), pytest.param("short", 2, marks=pytest.mark.slow)])
+    pytest.param("deep", 4, marks=pytest.mark.slow),
+    pytest.param("short", 2, marks=pytest.mark.slow)])
 def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline, cols):
     """Rows sharing a bank: bit-exact, the same k-steps, and at most ``max(0, G + 2 - L)`` more
     stall cycles per activation word of ``L`` lanes, ``G`` rows per bank, plus ``G + 2`` for a
