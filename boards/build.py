@@ -271,8 +271,8 @@ PLACERS = ("heap", "sa", "static")
 
 
 def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
-          harness=None, seed=1, router=None, placer=None, timing_weight=None, synth_opts=(),
-          check_timing=True, extra=None, bram_outreg=True):
+          harness=None, seed=1, router=None, placer=None, synth_opts=(), check_timing=True,
+          extra=None, bram_outreg=True):
     """Build ``core`` for ``board``: bitstream and :class:`~.report.Report`.
 
     ``bram_outreg`` (ECP5 only; iCE40 block RAMs have no output register): move the registers
@@ -283,9 +283,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     ``router`` picks nextpnr's router (:data:`ROUTERS`; None: nextpnr's default, router1).
     router2 finished a 32x32 ECP5 array (71 % of the chip) that router1 had not routed after
     25 minutes. ``placer`` picks nextpnr's placer (:data:`PLACERS`; None: nextpnr's default,
-    heap). ``timing_weight`` (a positive integer) is the heap placer's weight of timing against
-    wire length (``--placer-heap-timingweight``; None: nextpnr's default, 10); 30 placed the
-    32 x 32 ECP5 array faster on the seeds tried (docs/cost.md, "Fit study").
+    heap).
 
     The report is also written to ``{name}.addershift.json`` in ``build_dir`` (default
     ``build/<board>``). With ``check_timing`` (the default) a build that misses ``clock_mhz`` raises
@@ -297,11 +295,6 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         raise ValueError(f"Router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if placer is not None and placer not in PLACERS:
         raise ValueError(f"Placer must be one of {', '.join(PLACERS)}, not {placer!r}")
-    if timing_weight is not None:
-        if type(timing_weight) is not int or timing_weight < 1:
-            raise ValueError(f"Timing weight must be a positive integer, not {timing_weight!r}")
-        if placer not in (None, "heap"):
-            raise ValueError(f"A timing weight is the heap placer's; the {placer} placer has none")
     top = BoardTop(core, board=board, clock_mhz=clock_mhz, ports=ports)
     build_dir = pathlib.Path(build_dir or default_build_dir(board))
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -324,8 +317,6 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         nextpnr_opts += f" --router {router}"
     if placer is not None:
         nextpnr_opts += f" --placer {placer}"
-    if timing_weight is not None:
-        nextpnr_opts += f" --placer-heap-timingweight {timing_weight}"
     notes = {}
     log = build_dir / f"{name}.build.log"
     returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
@@ -386,7 +377,6 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     cfg = board.pll_config(clock_mhz if clock_mhz is not None else board.default_clock_mhz)
     report.extra.update({"requested_clock_mhz": clock_mhz or board.default_clock_mhz,
                          "router": router or "router1", "placer": placer or "heap",
-                         "timing_weight": timing_weight or 10,
                          "pll": None if cfg is None else dataclasses.asdict(cfg),
                          **notes, **(extra or {})})
     if bram_outreg:
@@ -434,8 +424,8 @@ def multiplier_opts(family, multipliers):
 
 
 def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1, router=None,
-                placer=None, timing_weight=None, multipliers="dsp", check_timing=True,
-                bram_outreg=True, **array_kwargs):
+                placer=None, multipliers="dsp", check_timing=True, bram_outreg=True,
+                **array_kwargs):
     """Build the ``rows`` x ``cols`` array of ``pe`` kind for ``board`` (see :func:`array_core`),
     with multipliers on DSP blocks or in LUTs (:func:`multiplier_opts`)."""
     if isinstance(board, str):
@@ -447,15 +437,15 @@ def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1
     return build(harness, board=board, clock_mhz=clock_mhz, build_dir=build_dir,
                  ports={"rx": "si", "tx": "so"}, design=f"{pe} array {rows}x{cols}",
                  harness=harness.cost, seed=seed, router=router, placer=placer,
-                 timing_weight=timing_weight, synth_opts=synth_opts,
+                 synth_opts=synth_opts,
                  check_timing=check_timing, bram_outreg=bram_outreg,
                  extra={"pe": pe, "rows": rows, "cols": cols, "multipliers": multipliers,
                         "contents": "array + I/O harness"})
 
 
 def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
-                      router=None, placer=None, timing_weight=None, multipliers="dsp",
-                      check_timing=True, bram_outreg=True):
+                      router=None, placer=None, multipliers="dsp", check_timing=True,
+                      bram_outreg=True):
     """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
     link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``, at
     ``clock_mhz`` (default: the board's ``accelerator_clocks`` for the PE kind), placed by
@@ -472,7 +462,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
     return build(lambda clock_hz: AcceleratorTop(config=c, clk_freq=int(round(clock_hz)), baud=baud),
                  board=board, clock_mhz=clock_mhz, build_dir=build_dir,
                  design=f"accelerator {c.pe.value} {c.rows}x{c.cols}", seed=seed, router=router,
-                 placer=placer, timing_weight=timing_weight,
+                 placer=placer,
                  synth_opts=multiplier_opts(board.family, multipliers), check_timing=check_timing,
                  bram_outreg=bram_outreg,
                  extra={"contents": "accelerator: UART + framer + core", "baud": baud,
@@ -482,7 +472,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
 
 
 def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1, router=None,
-               placer=None, timing_weight=None, check_timing=True, bram_outreg=True):
+               placer=None, check_timing=True, bram_outreg=True):
     """Build the host link's test top (:class:`~addershift.hw.link_top.LinkTop`: UART, framer
     and a scratch device) for ``board``: a bitstream the host driver can talk to over the board's
     UART before the accelerator exists."""
@@ -494,8 +484,8 @@ def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed
     uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
     return build(lambda clock_hz: LinkTop(clk_freq=int(round(clock_hz)), baud=baud),
                  board=board, clock_mhz=clock_mhz, build_dir=build_dir, design="host link top",
-                 seed=seed, router=router, placer=placer, timing_weight=timing_weight,
-                 check_timing=check_timing, bram_outreg=bram_outreg,
+                 seed=seed, router=router, placer=placer, check_timing=check_timing,
+                 bram_outreg=bram_outreg,
                  extra={"contents": "UART + framer + scratch device", "baud": baud})
 
 

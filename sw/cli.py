@@ -256,19 +256,17 @@ def cmd_build(args):
             result = build_accelerator(board=args.board, config=_sim_build(args),
                                        clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
                                        seed=args.seed, router=args.router, placer=args.placer,
-                                       timing_weight=args.timing_weight,
                                        multipliers=args.multipliers, check_timing=False,
                                        bram_outreg=args.bram_outreg)
         elif args.top == "link":
             result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
                                 build_dir=args.out, seed=args.seed, router=args.router,
-                                placer=args.placer, timing_weight=args.timing_weight,
-                                check_timing=False, bram_outreg=args.bram_outreg)
+                                placer=args.placer, check_timing=False,
+                                bram_outreg=args.bram_outreg)
         else:
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
                                  router=args.router, placer=args.placer,
-                                 timing_weight=args.timing_weight,
                                  multipliers=args.multipliers, check_timing=False,
                                  bram_outreg=args.bram_outreg)
     except DoesNotFit as e:
@@ -599,10 +597,6 @@ def build_parser():
                    help="nextpnr's placer (None: the board's for the accelerator's PE kind, "
                         "static for adder ones on the ULX3S-45F/85F; otherwise nextpnr's "
                         "default, heap)")
-    p.add_argument("--timing-weight", type=int, metavar="N",
-                   help="the heap placer's weight of timing against wire length (nextpnr's "
-                        "--placer-heap-timingweight; None: its default, 10); 30 placed the "
-                        "32x32 ULX3S-85F array faster")
     p.add_argument("--no-bram-outreg", dest="bram_outreg", action="store_false",
                    help="ECP5: leave the registers after block RAMs and multipliers in the "
                         "fabric (by default they move into the block RAMs' output registers, 1 "

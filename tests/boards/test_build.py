@@ -115,21 +115,6 @@ def test_build_with_the_static_placer(board, tmp_path):
         build(_silenced(_Echo()), board=board, build_dir=tmp_path, placer="fast")
 
 
-def test_build_with_a_timing_weight(tmp_path):
-    result = build(_Echo(), board="ulx3s-12f", build_dir=tmp_path, timing_weight=30)
-    assert result.report.extra["timing_weight"] == 30 and result.report.timing_met
-    assert "--placer-heap-timingweight 30" in (tmp_path / "build_top.sh").read_text()
-    for bad, message in [(0, r"Timing weight must be a positive integer, not 0"),
-                         ("30", r"Timing weight must be a positive integer, not '30'"),
-                         (True, r"Timing weight must be a positive integer, not True")]:
-        with pytest.raises(ValueError, match=message):
-            build(_silenced(_Echo()), board="ulx3s-12f", build_dir=tmp_path, timing_weight=bad)
-    with pytest.raises(ValueError, match=r"A timing weight is the heap placer's; the static "
-                                         r"placer has none"):
-        build(_silenced(_Echo()), board="ulx3s-12f", build_dir=tmp_path, placer="static",
-              timing_weight=30)
-
-
 def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
     # As for synthesize (test_report.py): a Yosys failure on ECP5, simulated, gets one more run
     # with -dff; the report says so.

@@ -174,30 +174,6 @@ def test_accelerator_builds_with_the_boards_placer(monkeypatch):
     assert seen == ["static", "heap", None, None, None]
 
 
-def test_build_passes_the_timing_weight(monkeypatch, capsys, tmp_path):
-    """`--timing-weight` reaches every kind of build; the adder accelerator's static placement
-    on the ULX3S-85F has no such weight, and says so before anything is built."""
-    import addershift.boards.build as build
-    seen = []
-
-    def recorded(core, **kwargs):
-        seen.append(kwargs["timing_weight"])
-        raise ValueError("recorded, not built")
-
-    monkeypatch.setattr(build, "build", recorded)
-    for top in ("array", "link"):
-        assert main(["build", "--board", "ulx3s-85f", "--top", top, "--timing-weight", "30",
-                     "-o", str(tmp_path)]) == 1
-    assert seen == [30, 30]
-    capsys.readouterr()
-    monkeypatch.undo()
-    assert main(["build", "--board", "ulx3s-85f", "--top", "accelerator", "--pe", "adder",
-                 "--rows", "2", "--cols", "2", "--timing-weight", "30", "-o", str(tmp_path)]) == 1
-    assert ("A timing weight is the heap placer's; the static placer has none"
-            in capsys.readouterr().err)
-    assert not any(tmp_path.iterdir())
-
-
 def test_program_without_tools_prints_the_command(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bin"
