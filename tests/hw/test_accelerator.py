@@ -320,7 +320,7 @@ def test_host_words_after_a_global_pool():
     assert check(model, program, x, result) is None
 
 
-# Each case is a Verilator build of its own (a minute or two of C++): the default suite runs
+# Each Verilator case is a build of its own (a minute or two of C++): the default suite runs
 # eight rows on Icarus and four on Verilator; `make test-slow` adds eight on Verilator.
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator, in_hw, pool, rows, stride", [
