@@ -4,8 +4,13 @@ A processing element or an array has far more ports than an iCE40UP5K-SG48 has p
 ports left unconnected let Yosys delete the logic behind them. :class:`SerialHarness` gives the
 design under test exactly two pins:
 
-- every input bit comes from a flip-flop of one shift chain fed by ``si``: these are the design's
-  registered inputs (the cost benchmark's "lone PE with registered inputs");
+- every input bit comes from a flip-flop of one chain fed by ``si``, each taking the XOR of the two
+  bits before it (``si`` standing before the first): these are the design's registered inputs
+  (the cost benchmark's "lone PE with registered inputs"). A plain shift chain would let Yosys
+  merge the design's own input registers into it (a register of chain bit ``k`` is chain bit
+  ``k + 1``; so are an array's per-tile operand copies, two registers down), and the design's
+  registers would then be placed along the chain: on a 32 x 32 ECP5 array the tiles' operand
+  copies doubled as the edge registers of the next row and were the slowest paths;
 - every output bit enters a pipelined XOR tree (four inputs per LUT4, a register after each level)
   whose root drives ``so``: parity depends on every output bit, so nothing can be pruned, and each
   level costs one LUT deep, so the harness does not set the critical path.
@@ -15,7 +20,7 @@ The harness's own cost is known from its structure (:attr:`cost`) so reports can
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -99,10 +104,11 @@ class SerialHarness(wiring.Component):
     @property
     def cost(self):
         """The harness's own resources: ``ffs`` (chain plus tree registers), ``luts`` (XOR gates
-        with two or more inputs), and ``ice40_cells``: on iCE40 every flip-flop takes a logic cell
-        (a chain register needs a pass-through LUT), so this equals ``ffs``."""
+        with two or more inputs: the chain's, all but its first bit, and the tree's), and
+        ``ice40_cells``: on iCE40 every flip-flop takes a logic cell (with the LUT before it, or
+        a pass-through), so this equals ``ffs``."""
         tree_regs = sum(len(groups) for groups in self._levels)
-        luts = sum(1 for groups in self._levels for g in groups if g > 1)
+        luts = max(0, self._in_bits - 1) + sum(1 for groups in self._levels for g in groups if g > 1)
         ffs = self._in_bits + tree_regs
         return {"ffs": ffs, "luts": luts, "ice40_cells": ffs}
 
@@ -113,10 +119,8 @@ class SerialHarness(wiring.Component):
         # Plain registers with no reset: the harness must not add a reset net to the design.
         if self._in_bits:
             chain = Signal(self._in_bits, reset_less=True)
-            if self._in_bits > 1:
-                m.d.sync += chain.eq(Cat(self.si, chain[:-1]))
-            else:
-                m.d.sync += chain.eq(self.si)
+            shifted = Cat(self.si, chain[:-1])          # what a plain shift chain would take
+            m.d.sync += chain.eq(shifted ^ Cat(Const(0, 1), shifted[:-1]))
             offset = 0
             for v in self._ins:
                 m.d.comb += v.eq(chain[offset:offset + len(v)])
