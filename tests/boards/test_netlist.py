@@ -174,8 +174,9 @@ def test_logic_depth_command(tmp_path, capsys):
     synthesize(_Deep(), target="ice40-up5k", build_dir=tmp_path)
     bench.main([str(tmp_path / "top.json"), "--min-depth", "2", "--paths"])
     out = capsys.readouterr().out
-    # y, z and the harness's output register at least 1 level deep, y 2.
-    assert out.startswith("flip-flops and other sinks at least N levels deep: 1: 3, 2: 1\n")
+    # y, z, the harness's output register and the 7 bits of its input chain after the first (an
+    # XOR each) at least 1 level deep, y 2.
+    assert out.startswith("flip-flops and other sinks at least N levels deep: 1: 10, 2: 1\n")
     assert "1 sinks in 1 groups at least 2 levels deep" in out
     assert "2.0 levels into y (tests/boards/test_netlist.py:" in out
     bench.main([str(tmp_path / "top.json"), "--json"])
