@@ -305,8 +305,7 @@ class SystolicArray(wiring.Component):
         count = Signal(range(rows + 1))  # result rows not yet read out
         empty = Signal(init=1)           # count == 0, as a register of its own
         # count == 1, a register too: behind a compare the read-out logic was three LUTs deep
-        # in front of its net to every tile's copy of the read-out's move (the 32 x 32 ECP5 array's
-        # slowest path).
+        # in front of its net to every tile's `move` copy (the 32 x 32 ECP5 array's slowest path).
         one = Signal()
         take = Signal()                  # the head row leaves the result chain
         head = Signal(self._out_layout)  # the result chain's output end
@@ -416,43 +415,27 @@ class SystolicArray(wiring.Component):
                     valid, last = relay(valid0, f"valid{tile}"), relay(last0, f"last{tile}")
                 ends = Signal(name=f"ends{tile}", reset_less=True)
                 m.d.array += ends.eq(valid & last)
+                # A tile's read-out shifts on `move` (== take), a register a cycle ahead.
                 shifting = [r for r in tile_rows if r < rows - 1]   # the last row has no successor
-                if not single and shifting:
-                    # The tile's result registers load or shift (the head row leaves: `take` a
-                    # cycle ahead) on an enable that is a register of its own. As a LUT of a
-                    # row's `load` and the tile's `move` register, placed away from both and
-                    # from the 128 enables it drove, it was the 32 x 32 ECP5 array's slowest
-                    # path (10.0 ns of routing).
-                    result_enable = Signal(name=f"result_enable{tile}", reset_less=True)
-                    m.d.array += result_enable.eq(ends | reset | (~empty_next & room_next))
+                if single:
+                    move = take
+                elif shifting:
+                    move = Signal(name=f"move{tile}", reset_less=True)
+                    m.d.array += move.eq(~empty_next & room_next)
                 for group in ([tile_rows] if single else [[r] for r in tile_rows]):
                     where = tile if single else f"{tile}_{group[0]}"
                     # `load`: the accumulators hold finished sums; the result registers take them
-                    # (`take_sums`, a copy of `load` of their own: one net from the accumulators
-                    # to the result registers' selects was 5.5 ns of routing on a 32 x 32 ECP5
-                    # array) and the accumulators clear. `acc_enable`: a term to add, or that
-                    # clear.
-                    load, take_sums, acc_enable = (
-                        Signal(name=f"{name}{where}", reset_less=True)
-                        for name in ("load", "take_sums", "acc_enable"))
-                    m.d.array += [load.eq(ends | reset), take_sums.eq(ends | reset),
-                                  acc_enable.eq(valid | ends)]
-                    if single or not any(r in shifting for r in group):
-                        # The read-out shifts on `take` itself (one tile), or not at all (the
-                        # array's last row).
-                        with m.If(take_sums):
-                            m.d.array += [result[r][c].eq(pes[r][c].acc)
-                                          for r in group for c in tile_cols]
-                        if any(r in shifting for r in group):
-                            with m.Elif(take):
-                                m.d.array += [result[r][c].eq(result[r + 1][c])
-                                              for r in group if r in shifting
-                                              for c in tile_cols]
-                    else:
-                        with m.If(result_enable):
-                            m.d.array += [result[r][c].eq(Mux(take_sums, pes[r][c].acc,
-                                                              result[r + 1][c]))
-                                          for r in group for c in tile_cols]
+                    # and the accumulators clear. `acc_enable`: a term to add, or that clear.
+                    load, acc_enable = (Signal(name=f"{name}{where}", reset_less=True)
+                                        for name in ("load", "acc_enable"))
+                    m.d.array += [load.eq(ends | reset), acc_enable.eq(valid | ends)]
+                    with m.If(load):
+                        m.d.array += [result[r][c].eq(pes[r][c].acc)
+                                      for r in group for c in tile_cols]
+                    if any(r in shifting for r in group):
+                        with m.Elif(move):
+                            m.d.array += [result[r][c].eq(result[r + 1][c])
+                                          for r in group if r in shifting for c in tile_cols]
                     for r in group:
                         for c in tile_cols:
                             m.d.comb += [
