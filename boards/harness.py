@@ -108,7 +108,8 @@ class SerialHarness(wiring.Component):
         ``ice40_cells``: on iCE40 every flip-flop takes a logic cell (with the LUT before it, or
         a pass-through), so this equals ``ffs``."""
         tree_regs = sum(len(groups) for groups in self._levels)
-        luts = max(0, self._in_bits - 1) + sum(1 for groups in self._levels for g in groups if g > 1)
+        chain_xors = max(0, self._in_bits - 1)
+        luts = chain_xors + sum(1 for groups in self._levels for g in groups if g > 1)
         ffs = self._in_bits + tree_regs
         return {"ffs": ffs, "luts": luts, "ice40_cells": ffs}
 
