@@ -37,6 +37,7 @@ _CELLS = {"ecp5": {"lut4": ["LUT4"], "carry": ["CCU2C"], "ff": ["TRELLIS_FF"],
 def config_of(args):
     """The ArrayConfig ``addershift build`` makes of the same options."""
     options = {"requant_lanes": args.requant_lanes, "act_banks": args.act_banks,
+               "act_entry_lanes": args.act_entry_lanes,
                "requant_pipeline": args.requant_pipeline,
                "writeback_pipeline": args.writeback_pipeline,
                "read_pipeline": args.read_pipeline}
@@ -110,6 +111,8 @@ def main(argv=None):
     parser.add_argument("-c", "--cols", type=int, default=4)
     parser.add_argument("--act-banks", type=int)
     parser.add_argument("--requant-lanes", type=int)
+    parser.add_argument("--act-entry-lanes", type=int,
+                        help="narrow banks of this many lanes per entry (addershift build's)")
     for memory in ("weight", "act", "param"):
         parser.add_argument(f"--{memory}-depth", type=int, help="words (default: as the CLI)")
     for part in ("requant", "writeback", "read"):
@@ -127,8 +130,11 @@ def main(argv=None):
         print(json.dumps({"family": args.family, "build": config.to_dict(), "modules": rows}))
         return
     total = rows.pop("total")
+    narrow = (f", narrow banks of {config.act_entry_lanes} lanes" if config.narrow_banks
+              else "")
     print(f"{config.pe.value} accelerator {config.rows}x{config.cols}, act_banks "
-          f"{config.banks}, {config.lanes} requantiser lanes ({args.family}, Yosys per module)\n")
+          f"{config.banks}{narrow}, {config.lanes} requantiser lanes ({args.family}, Yosys per "
+          f"module)\n")
     memories = ("bram", "spram") if args.family == "ice40" else ("bram",)
     print(f"{'module':<22}{'comb':>8}{'LUT4':>8}{'carry':>7}{'FF':>8}"
           + "".join(f"{kind.upper():>7}" for kind in memories) + f"{'comb %':>8}")

@@ -5,7 +5,8 @@ Data path of one stage (``docs/accelerator.md`` has the picture and the cycle ac
     Im2colGenerator --steps--> read stage --x, w, last--> SystolicArray --rows--> RequantFeeder
          |  (addresses)          |  (activation banks + weight memory: one cycle, three   |
          |                       |   with the deep read pipeline; rows sharing a bank      |
-         |                       |   fetch each new word ahead into word registers)        |
+         |                       |   fetch each new word ahead into word registers; narrow |
+         |                       |   banks read the entry with the step's lane)            |
          |                       |                                                 Requantiser
      weight memory      activation buffer stage % 2                                          |
                                                activation buffer (stage + 1) % 2 <-- Writeback
@@ -194,9 +195,17 @@ class Accelerator(wiring.Component):
 
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
-        leaves the generator."""
+        leaves the generator. With narrow banks (``ArrayConfig.act_entry_lanes``) a row reads
+        the entry that holds the step's lane (``lanes`` is an entry's): the lane's high bits
+        go below the word's address, its low bits select the activation from the entry."""
         cfg = self._config
         R = cfg.rows
+        entry_bits = (lanes.length - 1).bit_length() if cfg.narrow_banks else 0
+        address_bits = (cfg.act_entries - 1).bit_length()
+
+        def in_entry(lane):
+            """The lane's place in its entry (its entry's index is above the bits)."""
+            return lane[:entry_bits] if cfg.narrow_banks else lane
         # One cycle: the block RAMs' outputs go through the buffer and lane selects into the
         # array. With the deep read pipeline three: the words are registered first (a block
         # RAM's 5.6 ns from clock to data, then the selects, set the ECP5 accelerator's clock).
@@ -219,8 +228,9 @@ class Accelerator(wiring.Component):
         with m.If(adv):
             m.d.sync += [s1_valid.eq(step_valid), s1_last.eq(step.last), s1_lane.eq(step.lane),
                          s1_rows.eq(step.valid.as_value()), s1_busy.eq(step.busy)]
+        entry = step.lane[entry_bits:][:address_bits]
         for buf in bufs:
-            m.d.comb += [buf.r_addr[r].eq(step.addr[r]) for r in range(R)]
+            m.d.comb += [buf.r_addr[r].eq(Cat(entry, step.addr[r])) for r in range(R)]
         if cfg.read_pipeline == "deep":
             # Then each buffer's words registered before the buffer select, and the selected
             # activations once more, as the weight memory's word is (`_issued_weights`). A
@@ -237,7 +247,7 @@ class Accelerator(wiring.Component):
             # MHz, seed 2).
             C = lanes.length
             choice = Signal(2 * C)
-            m.d.comb += choice.eq(Mux(src, 1 << C, 1) << s1_lane)
+            m.d.comb += choice.eq(Mux(src, 1 << C, 1) << in_entry(s1_lane))
             s2_choice = [Signal(2 * C, name=f"s2_choice{REPLICA_SUFFIX}{r}") for r in range(R)]
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
                          for r in range(R)] for b, buf in enumerate(bufs)]
@@ -261,7 +271,8 @@ class Accelerator(wiring.Component):
             in_flight = skid_full | s1_valid | s2[0] | s3[0]
         else:
             act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
-            x = [Mux(s1_rows[r], w[s1_lane], 0) for r, w in enumerate(act_words)]
+            x = [Mux(s1_rows[r], w[in_entry(s1_lane)] if lanes.length > 1 else w[0], 0)
+                 for r, w in enumerate(act_words)]
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
             in_flight = s1_valid
         return _ReadStage(adv=adv, src_read=Mux(adv, (1 << R) - 1, 0),
@@ -402,6 +413,39 @@ class Accelerator(wiring.Component):
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
                           w_addr=head.w_addr, w_read=pop, in_flight=in_flight, issue=issue)
 
+    def _copy_to_rows(self, m, wb, row_bufs):
+        """Narrow banks: each word written to a whole-word buffer (by the write-back or the
+        host) is copied into that buffer's row banks, one entry per cycle from the next cycle
+        on, the lowest lanes first. Returns whether a copy is under way.
+
+        No word is written before the previous one's copy ends: the write-back writes at most
+        one row per ``cols / requant_lanes`` cycles (a row's requantiser transfers), the host
+        one word per ``act_word_bytes`` byte writes, and an entry holds at least
+        ``requant_lanes`` lanes. The copy counts as the write side's work (a stage ends when
+        its last word is copied). Reads never overtake it: they walk a word's lanes in order,
+        at most one per cycle, and the earliest read of a word (the next stage's, or a run's
+        after the host's last write) comes cycles after its copy's first entry."""
+        cfg = self._config
+        entry_bits = cfg.act_entry_bits
+        n = -(-cfg.cols // cfg.act_entry_lanes)       # entries written per word
+        writing = Signal(2, name="row_copy_writing")   # per buffer: an entry goes in this cycle
+        entry = Signal(range(max(n, 2)), name="row_copy_entry")
+        word = Signal(cfg.act_word_bits, name="row_copy_word", reset_less=True)
+        addr = Signal(cfg.act_addr_bits, name="row_copy_addr", reset_less=True)
+        with m.If(wb.w_en.any()):
+            m.d.sync += [writing.eq(wb.w_en), entry.eq(0), word.eq(wb.w_data),
+                         addr.eq(wb.w_addr)]
+        with m.Elif(writing.any()):
+            # (The word shifts toward its written entry: no select by `entry`.)
+            m.d.sync += [word.eq(word[entry_bits:]), entry.eq(entry + 1)]
+            with m.If(entry == n - 1):
+                m.d.sync += writing.eq(0)
+        address_bits = (cfg.act_entries - 1).bit_length()
+        for b, buf in enumerate(row_bufs):
+            m.d.comb += [buf.w_en.eq(writing[b]), buf.w_addr.eq(Cat(entry[:address_bits], addr)),
+                         buf.w_data.eq(word[:entry_bits])]
+        return writing.any()
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -433,13 +477,23 @@ class Accelerator(wiring.Component):
         # RAM in ECP5 builds (bank 0 fed the read stage, the write-back and the host; its
         # 5.8 ns from clock to data, then routing to the write-back's old word, set a 16x8
         # ECP5 accelerator's clock: 88 MHz).
-        wb_bank = cfg.banks if cfg.writeback_pipeline == "deep" else 0
-        bufs = [ReplicatedMemory(banks=cfg.banks + (wb_bank != 0), width=cfg.act_word_bits,
-                                 depth=cfg.act_depth,
-                                 transparent=cfg.writeback_pipeline == "short",
-                                 collisions="undefined")
+        # With narrow banks these whole-word buffers are the write-back's and the host's alone
+        # (one bank each) and the rows read copies of entries (`_copy_to_rows`).
+        deep_wb = cfg.writeback_pipeline == "deep"
+        narrow = cfg.narrow_banks
+        wb_bank = cfg.banks if deep_wb and not narrow else 0
+        bufs = [ReplicatedMemory(banks=1 if narrow else cfg.banks + deep_wb,
+                                 width=cfg.act_word_bits, depth=cfg.act_depth,
+                                 transparent=not deep_wb, collisions="undefined")
                 for _ in range(2)]
         m.submodules.act0, m.submodules.act1 = bufs
+        read_bufs = bufs
+        if narrow:
+            read_bufs = [ReplicatedMemory(banks=R, width=cfg.act_entry_bits,
+                                          depth=cfg.act_depth * cfg.act_entries,
+                                          transparent=False, collisions="undefined")
+                         for _ in range(2)]
+            m.submodules.act0_rows, m.submodules.act1_rows = read_bufs
         # The counters are LIVE: the host may read one in the cycle the sequencer writes it.
         # With the deep read pipeline that read's word is undefined in a block RAM, and the
         # written value replaces it (`written_word`), so the host read's register stays the
@@ -491,16 +545,17 @@ class Accelerator(wiring.Component):
             bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
             gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.hold.eq(seq.gen_hold),
             feeder.desc.eq(seq.wb_desc), wb.desc.eq(seq.wb_desc),
-            feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start), seq.wb_busy.eq(wb.busy),
+            feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start),
             # At the write side's start the generator's descriptor is still the stage's.
             feeder.rq_base.eq(seq.desc.rq_base),
             perf.w_en.eq(seq.perf_en), perf.w_addr.eq(seq.perf_addr), perf.w_data.eq(seq.perf_data),
         ]
 
         # --- read stage: a step's addresses to the array's operands --------------------------
-        lanes = data.ArrayLayout(array.in_layout["x"].shape.elem_shape, C)
+        lanes = data.ArrayLayout(array.in_layout["x"].shape.elem_shape,
+                                 cfg.act_entry_lanes if narrow else C)
         if cfg.banks == R:
-            read = self._replicated_read(m, gen, bufs, wmem, src, lanes)
+            read = self._replicated_read(m, gen, read_bufs, wmem, src, lanes)
         else:
             read = self._shared_read(m, gen, bufs, wmem, src, lanes)
         i_valid, i_last, i_busy, i_x, i_weights = read.issue
@@ -673,7 +728,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [buf.w_en.eq(wb.w_en[b]), buf.w_addr.eq(wb.w_addr),
                          buf.w_data.eq(wb.w_data)]
             with m.If(busy & is_src):
-                m.d.comb += buf.r_en.eq(read.src_read)
+                m.d.comb += read_bufs[b].r_en.eq(read.src_read)
             with m.If(busy & is_dst):
                 # (Without a bank of its own the write-back takes bank 0: while the next stage
                 # waits for this buffer, the generator is held.)
@@ -681,8 +736,11 @@ class Accelerator(wiring.Component):
             with m.If(~busy):
                 m.d.comb += [buf.r_en[wb_bank].eq(read_now),
                              buf.r_addr[wb_bank].eq(rd_word[f"act{b}"])]
+        # The write side is busy until its words are in the rows' copies too.
+        copying = self._copy_to_rows(m, wb, read_bufs) if narrow else 0
+        m.d.comb += seq.wb_busy.eq(wb.busy | copying)
         act_words = [buf.r_data[wb_bank] for buf in bufs]
-        if wb_bank:
+        if deep_wb:
             # The deep write-back takes its old word a cycle after the block RAM's output,
             # from this free-running register (the block RAM's own, on an ECP5).
             act_words = [Signal(cfg.act_word_bits, name=f"act{b}_wb_word", reset_less=True)
@@ -704,13 +762,13 @@ class Accelerator(wiring.Component):
             # `boards.outreg` moves only a register without one into its block RAM.
             # (The write-back bank's register holds the activation word in time, a cycle after
             # the read, as these do.)
-            own = ("weights", "act0", "act1") if wb_bank else ("weights",)
+            own = ("weights", "act0", "act1") if deep_wb else ("weights",)
             registered = {name: Signal(len(word), name=f"rd_{name}", reset_less=True)
                           for name, word in words.items() if name not in own}
             with m.If(pending):
                 m.d.sync += [registered[name].eq(words[name]) for name in registered]
             words.update(registered)
-            if wb_bank:
+            if deep_wb:
                 words.update(act0=act_words[0], act1=act_words[1])
             written, written_word = Signal(), Signal(cfg.counter_bits, reset_less=True)
             with m.If(read_now):

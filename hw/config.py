@@ -127,6 +127,16 @@ class ArrayConfig:
         row of each bank per cycle, into registers while the steps before it issue; that stalls
         the array ``max(0, G + 2 - L)`` cycles per word (``G + 2`` for a stage's first) and
         costs two words of flip-flops per row (the current and the next).
+    act_entry_lanes : int or None
+        Narrow banks (``None``: off): each row's bank holds ``E = act_entry_lanes`` activations
+        per block-RAM word (a power of two from ``requant_lanes`` to ``cols``; one bank per
+        row, so ``act_banks`` unset), and a step reads only the entry with its lane. A
+        whole-word copy of each buffer takes the write-back's and the host's accesses; each word
+        written there is copied into the row banks over the next ``ceil(cols / E)`` cycles
+        (rows reach the write-back no faster: one per ``cols / requant_lanes`` cycles). So the
+        rows read with no stall and no word registers (the shared banks' two words of
+        flip-flops per row), in ``rows`` block RAMs of ``act_depth x`` :attr:`act_entries`
+        entries per buffer.
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
@@ -149,6 +159,7 @@ class ArrayConfig:
     writeback_pipeline: str = "deep"
     read_pipeline: str = "deep"
     act_banks: int | None = None
+    act_entry_lanes: int | None = None
     global_pool: bool = True
 
     def __post_init__(self):
@@ -194,6 +205,17 @@ class ArrayConfig:
             if self.cols % self.requant_lanes:
                 raise ValueError(f"requant_lanes must divide cols ({self.cols}), not "
                                  f"{self.requant_lanes!r}")
+        if self.act_entry_lanes is not None:
+            check_int("act_entry_lanes", self.act_entry_lanes, 1, self.cols)
+            if self.act_entry_lanes < self.lanes:
+                raise ValueError(f"act_entry_lanes must be at least the requantiser's lanes "
+                                 f"({self.lanes}), not {self.act_entry_lanes!r}")
+            if self.act_entry_lanes & (self.act_entry_lanes - 1):
+                raise ValueError(f"act_entry_lanes must be a power of two, not "
+                                 f"{self.act_entry_lanes!r}")
+            if self.banks != self.rows:
+                raise ValueError(f"act_entry_lanes needs a bank per row (act_banks {self.rows} "
+                                 f"or unset), not act_banks {self.act_banks!r}")
 
     # --- derived widths ----------------------------------------------------------------------
 
@@ -206,6 +228,25 @@ class ArrayConfig:
     def banks(self):
         """Read banks of each activation buffer."""
         return self.rows if self.act_banks is None else self.act_banks
+
+    @property
+    def narrow_banks(self):
+        """Whether the row banks hold entries of :attr:`act_entry_lanes` (``act_entry_lanes``)."""
+        return self.act_entry_lanes is not None
+
+    @property
+    def act_entry_bits(self):
+        """One block-RAM word of a row bank: an entry of narrow banks, else a whole word."""
+        return (self.act_entry_lanes if self.narrow_banks else self.cols) * self.x_bits
+
+    @property
+    def act_entries(self):
+        """Row-bank entries per activation word: ``ceil(cols / act_entry_lanes)`` rounded up
+        to a power of two (so an entry's address is the word's with the lane's high bits
+        below it), 1 without narrow banks."""
+        if not self.narrow_banks:
+            return 1
+        return 1 << (-(-self.cols // self.act_entry_lanes) - 1).bit_length()
 
     @property
     def pe_count(self):
@@ -305,23 +346,26 @@ class ArrayConfig:
 
     @property
     def memory_bits(self):
-        """Total memory bits: weights, two activation buffers of :attr:`banks` copies each, and
-        the requantisation parameters."""
-        return (self.weight_depth * self.weight_word_bits
-                + 2 * self.banks * self.act_depth * self.act_word_bits
+        """Total memory bits: weights, two activation buffers of :attr:`banks` copies each (with
+        narrow banks, and a whole-word copy), and the requantisation parameters."""
+        act = self.banks * self.act_depth * self.act_entries * self.act_entry_bits
+        if self.narrow_banks:
+            act += self.act_depth * self.act_word_bits
+        return (self.weight_depth * self.weight_word_bits + 2 * act
                 + self.param_depth * self.param_word_bits)
 
     # --- identity ----------------------------------------------------------------------------
 
     def to_dict(self):
         """The build parameters as a JSON-ready dict (what :attr:`build_hash` hashes).
-        ``act_banks`` appears only when set: builds without it keep the hash (and the compiled
-        programs) they had before it existed."""
+        ``act_banks`` and ``act_entry_lanes`` appear only when set: builds without them keep the
+        hash (and the compiled programs) they had before they existed."""
         d = dataclasses.asdict(self)
         d["pe"] = self.pe.value
         d["requant_mode"] = self.requant_mode.value
-        if self.act_banks is None:
-            del d["act_banks"]
+        for name in ("act_banks", "act_entry_lanes"):
+            if d[name] is None:
+                del d[name]
         return d
 
     @classmethod
@@ -345,4 +389,6 @@ class ArrayConfig:
         return (f"{self.pe.value} {self.rows}x{self.cols}, {self.x_bits}-bit activations, "
                 f"{self.acc_bits}-bit accumulators (max_k {self.max_k}), requant "
                 f"{self.requant_mode.value}, weights {self.weight_bytes / 1024:g} KiB, "
-                f"activations 2 x {self.banks} x {self.act_bytes / 1024:g} KiB")
+                f"activations 2 x {self.banks} x {self.act_bytes / 1024:g} KiB"
+                + (f" in entries of {self.act_entry_lanes} lanes, and a whole-word copy"
+                   if self.narrow_banks else ""))

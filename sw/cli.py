@@ -344,12 +344,12 @@ def _resolve_build(args):
 
 def _build_options(args):
     """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options,
-    ``--act-banks`` and the memory depths given (the others stay the model's or the defaults)."""
+    ``--act-banks``, ``--act-entry-lanes`` and the memory depths given (the others stay the model's or the defaults)."""
     depths = {name: getattr(args, name) for name in ("weight_depth", "act_depth", "param_depth")
               if getattr(args, name) is not None}
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
             "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline,
-            "act_banks": args.act_banks, **depths}
+            "act_banks": args.act_banks, "act_entry_lanes": args.act_entry_lanes, **depths}
 
 
 def _sim_build(args):
@@ -498,6 +498,12 @@ def build_parser():
                             "--rows (default: --rows); fewer take fewer block RAMs, and the "
                             "rows sharing a bank fetch each activation word ahead: layers "
                             "with fewer than rows/N + 2 input channels stall")
+        p.add_argument("--act-entry-lanes", type=int, metavar="E",
+                       help="narrow banks: each row's bank holds E activations per block RAM "
+                            "word (a power of two from --requant-lanes to --cols), copied from "
+                            "a whole-word copy of the buffer, so a row reads only the entry it "
+                            "needs and no word is held in registers; a bank per row "
+                            "(no --act-banks)")
         for option, memory, word in (
                 ("weight", "the weight memory", "cols weights, or descriptor bits"),
                 ("act", "each activation buffer", "cols activations of one pixel"),

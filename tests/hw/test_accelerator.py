@@ -3,9 +3,10 @@
 Amaranth simulator: every layer case (conv stride/padding variants, pooling, global average pooling,
 linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
 counters checked against the program, through both write-back pipelines, with rows sharing
-activation banks (and their stall bounds), and with an array of several tiles. Verilator: the
-digits network for each PE kind, an image in one run and one stage by stage; Icarus: three of
-them (shared banks on both).
+activation banks (and their stall bounds), with narrow banks (and their stalls: the replicated
+read's), and with an array of several tiles. Verilator: the digits network for each PE kind, an
+image in one run and one stage by stage; Icarus: three of them (shared and narrow banks on
+both).
 All three simulators, stage by stage: steps the array stalls keep their weights. A run keeps the
 stage count it was started with when the run argument changes under it. Memories whose reads of an
 address written in the same cycle are undefined return a wrong word then (``poisoned_collisions``),
@@ -187,24 +188,27 @@ def test_run_past_the_programs_end_reports_an_error(read_pipeline):
     assert result.errors == [1]
 
 
-@pytest.mark.parametrize("read_pipeline, act_banks", [("deep", None), ("short", None),
-                                                      ("deep", 1)])
-def test_host_reads_back_every_region(read_pipeline, act_banks):
+@pytest.mark.parametrize("read_pipeline, act_banks, act_entry_lanes", [
+    ("deep", None, None), ("short", None, None), ("deep", 1, None), ("short", None, 2)])
+def test_host_reads_back_every_region(read_pipeline, act_banks, act_entry_lanes):
     """Random words written to every writable region read back byte for byte, the bytes past a
     word's last used one as 0: words of 24 bits (weights, activations: three lanes) and 144 bits
-    (parameters: three pow2x2 lanes), so strides of 4 and 32 bytes."""
+    (parameters: three pow2x2 lanes; 48 bits, one lane, with narrow banks), so strides of 4, 8
+    and 32 bytes."""
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.hw.config import host_word_bytes
     from addershift.sim.accel_host import read_bytes, write_bytes
     config = ArrayConfig(pe="adder", rows=2, cols=3, max_k=16, weight_depth=64, act_depth=16,
                          param_depth=16, requant_mode="pow2x2", read_pipeline=read_pipeline,
-                         act_banks=act_banks)
+                         act_banks=act_banks, act_entry_lanes=act_entry_lanes,
+                         requant_lanes=act_entry_lanes and 1)
     dut = Accelerator(config=config)
     rng = np.random.default_rng(11)
     widths = {"weights": config.weight_word_bits, "params": config.param_word_bits,
               "act0": config.act_word_bits, "act1": config.act_word_bits}
-    assert widths == {"weights": 24, "params": 144, "act0": 24, "act1": 24}
+    assert widths == {"weights": 24, "params": 48 if act_entry_lanes else 144, "act0": 24,
+                      "act1": 24}
     writes, expected = {}, {}
     for region, bits in widths.items():
         stride, used = host_word_bytes(bits), -(-bits // 8)
@@ -229,6 +233,48 @@ def test_host_reads_back_every_region(read_pipeline, act_banks):
     assert seen == expected
 
 
+@pytest.mark.parametrize("lanes, entry, read_pipeline, writeback_pipeline", [
+    (1, 1, "short", "short"), (2, 2, "deep", "deep"), (1, 4, "deep", "short"),
+    (2, 4, "short", "deep")])
+def test_narrow_banks_compute_what_the_replicated_read_does(lanes, entry, read_pipeline,
+                                                            writeback_pipeline):
+    """Narrow banks (``act_entry_lanes``): bit-exact on the digits network (a max-pool layer
+    among its stages), and stage by stage the same k-steps and the same stall cycles as the
+    replicated read of whole words, on 4 x 4 PEs with entries of one, two and four lanes."""
+    model = digits_net("adder", mode="pow2x2")
+    x = _images(model, 1, seed=9)
+    seen = {}
+    for narrow in (False, True):
+        config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
+                             weight_depth=2048, act_depth=128, param_depth=64,
+                             global_pool=False, requant_lanes=lanes, read_pipeline=read_pipeline,
+                             writeback_pipeline=writeback_pipeline,
+                             act_entry_lanes=entry if narrow else None)
+        program = compile_model(model, config)
+        result = simulate(program, x, simulator="amaranth", per_stage=True)
+        assert check(model, program, x, result) is None, narrow
+        counts = result.stage_counts(0)
+        assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+        seen[narrow] = [c["stall"] for c in counts]
+    assert seen[True] == seen[False]
+
+
+def test_narrow_banks_on_every_layer_case():
+    # Pooling (max and global average) and strided, padded and linear layers, entries of two
+    # lanes for a requantiser of one, so a word takes the whole-word copy's write and two
+    # entries in the row banks.
+    config = ArrayConfig(pe="adder", rows=3, cols=4, requant_mode="pow2x2", max_k=128,
+                         weight_depth=512, act_depth=128, param_depth=64, requant_lanes=1,
+                         act_entry_lanes=2)
+    jobs = []
+    for n, name in enumerate(sorted(CASES)):
+        model = layer_case(name, "adder", mode="pow2x2", seed=n)
+        jobs.append((model, compile_model(model, config), _images(model, 1, seed=n)))
+    results = simulate_batch([(p, x) for _, p, x in jobs], simulator="amaranth", per_stage=True)
+    for (model, program, x), result, name in zip(jobs, results, sorted(CASES)):
+        assert check(model, program, x, result) is None, name
+
+
 # Every PE kind runs on Icarus; Verilator builds (a minute of C++ each) run adder and shift by
 # default, the multiplier baseline with `make test-slow`.
 @pytest.mark.cocotb
@@ -236,18 +282,24 @@ def test_host_reads_back_every_region(read_pipeline, act_banks):
     ("adder", 4, 4, "verilator", 2), ("shift", 3, 2, "verilator", 1),
     pytest.param("mul", 2, 3, "verilator", None, marks=pytest.mark.slow),
     ("mul", 2, 3, "icarus", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
-    ("shift", 4, 2, "icarus", 2),
+    ("shift", 4, 2, "icarus", 2), ("adder", 2, 4, "icarus", "narrow"),
+    ("shift", 3, 2, "verilator", "narrow"),
 ])
 def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
+    lanes = {"adder": 2, "shift": 1 if rows == 3 else None}.get(op)
+    narrow = act_banks == "narrow"
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
-                         # Lanes 2, 1 and all; each pipeline on both simulators, and rows
-                         # sharing activation banks with each read pipeline on both.
-                         requant_lanes={"adder": 2, "shift": 1 if rows == 3 else None}.get(op),
+                         # Lanes 2, 1 and all; each pipeline on both simulators, rows sharing
+                         # activation banks with each read pipeline on both, and narrow banks
+                         # (entries of the requantiser's lanes) on both.
+                         requant_lanes=lanes,
                          requant_pipeline="short" if op == "shift" else "deep",
                          writeback_pipeline="short" if op == "shift" else "deep",
-                         read_pipeline="short" if op == "shift" else "deep", act_banks=act_banks)
+                         read_pipeline="short" if op == "shift" else "deep",
+                         act_banks=None if narrow else act_banks,
+                         act_entry_lanes=lanes if narrow else None)
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
     # One image in one run (its stages overlap), the other a stage at a time with every stage's

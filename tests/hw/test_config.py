@@ -37,6 +37,23 @@ def test_hash_is_stable_and_sensitive():
     assert banked.to_dict() == {**a.to_dict(), "act_banks": 2}
     assert ArrayConfig.from_dict(banked.to_dict()) == banked
     assert banked.build_hash != a.build_hash
+    narrow = ArrayConfig(pe="adder", rows=4, cols=4, requant_lanes=1, act_entry_lanes=2)
+    assert narrow.to_dict() == {**a.to_dict(), "requant_lanes": 1, "act_entry_lanes": 2}
+    assert ArrayConfig.from_dict(narrow.to_dict()) == narrow
+
+
+@pytest.mark.parametrize("cols, lanes, entry, entries", [(4, 1, 1, 4), (4, 2, 2, 2), (4, 4, 4, 1),
+                                                        (6, 2, 2, 4), (6, 3, 4, 2), (3, 1, 2, 2)])
+def test_narrow_banks_take_a_bank_per_row_and_a_whole_word_copy(cols, lanes, entry, entries):
+    config = ArrayConfig(pe="adder", rows=3, cols=cols, requant_lanes=lanes, act_depth=64,
+                         act_entry_lanes=entry)
+    assert (config.act_entries, config.act_entry_bits) == (entries, 8 * entry)
+    plain = ArrayConfig(pe="adder", rows=3, cols=cols, requant_lanes=lanes, act_depth=64)
+    assert (plain.act_entries, plain.act_entry_bits) == (1, 8 * cols)
+    # Per buffer: 3 row banks of 64 words of `entries` entries, and one whole-word copy.
+    row_banks = 3 * 64 * entries * 8 * entry
+    assert config.memory_bits - plain.memory_bits == 2 * (row_banks + 64 * 8 * cols
+                                                          - 3 * 64 * 8 * cols)
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -60,6 +77,13 @@ def test_hash_is_stable_and_sensitive():
     ({"act_banks": 3}, ValueError, "act_banks must divide rows (4), not 3"),
     ({"act_banks": 8}, ValueError, "act_banks must be an integer in [1, 4], not 8"),
     ({"requant_lanes": 0}, ValueError, "requant_lanes must be an integer in [1, 4], not 0"),
+    ({"act_entry_lanes": 8}, ValueError, "act_entry_lanes must be an integer in [1, 4], not 8"),
+    ({"act_entry_lanes": 2}, ValueError,
+     "act_entry_lanes must be at least the requantiser's lanes (4), not 2"),
+    ({"act_entry_lanes": 3, "requant_lanes": 1}, ValueError,
+     "act_entry_lanes must be a power of two, not 3"),
+    ({"act_entry_lanes": 4, "act_banks": 2}, ValueError,
+     "act_entry_lanes needs a bank per row (act_banks 4 or unset), not act_banks 2"),
     ({"global_pool": 1}, TypeError, "global_pool must be a bool, not 1"),
 ])
 def test_validation_messages(kw, error, message):
