@@ -233,6 +233,19 @@ def test_host_reads_back_every_region(read_pipeline, act_banks, act_entry_lanes)
     assert seen == expected
 
 
+def _stalls_per_stage(model, x, **options):
+    """Runs ``model`` on a 4-row adder accelerator with ``options``, checks it bit for bit and
+    its k-steps against the program's; returns the program and each stage's stall cycles."""
+    config = ArrayConfig(pe="adder", rows=4, requant_mode="pow2x2", max_k=72, weight_depth=2048,
+                         act_depth=128, param_depth=64, global_pool=False, **options)
+    program = compile_model(model, config)
+    result = simulate(program, x, simulator="amaranth", per_stage=True)
+    assert check(model, program, x, result) is None, options
+    counts = result.stage_counts(0)
+    assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
+    return program, [c["stall"] for c in counts]
+
+
 @pytest.mark.parametrize("lanes, entry, read_pipeline, writeback_pipeline", [
     (1, 1, "short", "short"), (2, 2, "deep", "deep"), (1, 4, "deep", "short"),
     (2, 4, "short", "deep")])
@@ -243,20 +256,11 @@ def test_narrow_banks_compute_what_the_replicated_read_does(lanes, entry, read_p
     replicated read of whole words, on 4 x 4 PEs with entries of one, two and four lanes."""
     model = digits_net("adder", mode="pow2x2")
     x = _images(model, 1, seed=9)
-    seen = {}
-    for narrow in (False, True):
-        config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
-                             weight_depth=2048, act_depth=128, param_depth=64,
-                             global_pool=False, requant_lanes=lanes, read_pipeline=read_pipeline,
-                             writeback_pipeline=writeback_pipeline,
-                             act_entry_lanes=entry if narrow else None)
-        program = compile_model(model, config)
-        result = simulate(program, x, simulator="amaranth", per_stage=True)
-        assert check(model, program, x, result) is None, narrow
-        counts = result.stage_counts(0)
-        assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
-        seen[narrow] = [c["stall"] for c in counts]
-    assert seen[True] == seen[False]
+    options = dict(cols=4, requant_lanes=lanes, read_pipeline=read_pipeline,
+                   writeback_pipeline=writeback_pipeline)
+    _, replicated = _stalls_per_stage(model, x, **options)
+    _, narrow = _stalls_per_stage(model, x, act_entry_lanes=entry, **options)
+    assert narrow == replicated
 
 
 def test_narrow_banks_on_every_layer_case():
@@ -436,16 +440,8 @@ def test_shared_activation_banks_cost_what_the_docs_say(read_pipeline, cols):
     x = _images(model, 1, seed=6)
     stalls = {}
     for banks in (None, 2, 1):
-        config = ArrayConfig(pe="adder", rows=4, cols=cols, requant_mode="pow2x2", max_k=72,
-                             weight_depth=2048, act_depth=128, param_depth=64,
-                             global_pool=False, read_pipeline=read_pipeline,
-                             act_banks=banks)
-        program = compile_model(model, config)
-        result = simulate(program, x, simulator="amaranth", per_stage=True)
-        assert check(model, program, x, result) is None, banks
-        counts = result.stage_counts(0)
-        assert [c["issue"] for c in counts] == [s.issue_cycles for s in program.stages]
-        stalls[banks] = [c["stall"] for c in counts]
+        program, stalls[banks] = _stalls_per_stage(model, x, cols=cols,
+                                                   read_pipeline=read_pipeline, act_banks=banks)
     for banks in (2, 1):
         rows_per_bank = 4 // banks
         for stage, base, shared in zip(program.stages, stalls[None], stalls[banks]):
