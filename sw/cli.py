@@ -280,7 +280,8 @@ def cmd_build(args):
             if True in kinds:
                 hint += ("; fewer activation banks (--act-banks, a divisor of --rows) or "
                          "shallower memories (--act-depth, down to what the model needs) take "
-                         "fewer block RAMs")
+                         "fewer block RAMs, as do narrow banks (--act-entry-lanes) where a "
+                         "bank per row is wider than its data")
         raise CliError(str(e).splitlines()[0] + hint) from None
     except ToolError as e:
         # The first line says what failed; the log has the rest.
@@ -344,7 +345,8 @@ def _resolve_build(args):
 
 def _build_options(args):
     """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options,
-    ``--act-banks``, ``--act-entry-lanes`` and the memory depths given (the others stay the model's or the defaults)."""
+    ``--act-banks``, ``--act-entry-lanes`` and the memory depths given (the others stay the
+    model's or the defaults)."""
     depths = {name: getattr(args, name) for name in ("weight_depth", "act_depth", "param_depth")
               if getattr(args, name) is not None}
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,

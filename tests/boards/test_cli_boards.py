@@ -245,3 +245,4 @@ def test_block_ram_that_does_not_fit_points_at_act_banks(capsys, tmp_path, monke
     err = capsys.readouterr().err
     assert err.startswith("addershift build: the ulx3s-85f build does not fit the LFE5U-85F: it "
                           "needs 240 DP16KD of 208 (115%); fewer activation banks (--act-banks")
+    assert "narrow banks (--act-entry-lanes)" in err
