@@ -264,12 +264,13 @@ def test_narrow_banks_compute_what_the_replicated_read_does(lanes, entry, read_p
 
 
 def test_narrow_banks_on_every_layer_case():
-    # Pooling (max and global average) and strided, padded and linear layers, entries of two
-    # lanes for a requantiser of one, so a word takes the whole-word copy's write and two
-    # entries in the row banks.
-    config = ArrayConfig(pe="adder", rows=3, cols=4, requant_mode="pow2x2", max_k=128,
-                         weight_depth=512, act_depth=128, param_depth=64, requant_lanes=1,
+    # Pooling (max and global average) and strided, padded and linear layers, six columns in
+    # entries of two lanes: a word takes the whole-word copy's write and three entries in the
+    # row banks, whose addresses leave room for four (a power of two).
+    config = ArrayConfig(pe="adder", rows=3, cols=6, requant_mode="pow2x2", max_k=128,
+                         weight_depth=512, act_depth=128, param_depth=64, requant_lanes=2,
                          act_entry_lanes=2)
+    assert config.act_entries == 4
     jobs = []
     for n, name in enumerate(sorted(CASES)):
         model = layer_case(name, "adder", mode="pow2x2", seed=n)
