@@ -37,7 +37,7 @@ _CELLS = {"ecp5": {"lut4": ["LUT4"], "carry": ["CCU2C"], "ff": ["TRELLIS_FF"],
 def config_of(args):
     """The ArrayConfig ``addershift build`` makes of the same options."""
     options = {"requant_lanes": args.requant_lanes, "act_banks": args.act_banks,
-               "act_entry_lanes": args.act_entry_lanes,
+               "act_entry_lanes": args.act_entry_lanes, "weight_relays": args.weight_relays,
                "requant_pipeline": args.requant_pipeline,
                "writeback_pipeline": args.writeback_pipeline,
                "read_pipeline": args.read_pipeline}
@@ -113,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--requant-lanes", type=int)
     parser.add_argument("--act-entry-lanes", type=int,
                         help="narrow banks of this many lanes per entry (addershift build's)")
+    parser.add_argument("--weight-relays", type=int,
+                        help="the weight memory's relay registers (addershift build's)")
     for memory in ("weight", "act", "param"):
         parser.add_argument(f"--{memory}-depth", type=int, help="words (default: as the CLI)")
     for part in ("requant", "writeback", "read"):

@@ -121,40 +121,37 @@ class Accelerator(wiring.Component):
     def _issued_weights(self, m, wmem, w_read, take):
         """The deep read pipeline's weights for the step in its last stage.
 
-        The registered weight memory delivers a step's word three cycles after its read
-        (``w_read``), when the step reaches the last stage if nothing stalled it. While the
-        stages wait (``take`` low), the words of the three steps in them may still arrive
-        (the stall can begin with the last stage's step as its word arrives: the skid register
-        in front of the array takes one step more): the oldest two wait in two registers, the
-        newest stays on the memory's output (no read happens while the stages wait), until the
-        step before theirs is taken. The select between the memory's word and the oldest
-        waiting one is copied per column."""
-        C = self._config.cols
-        if wmem.latency != 3:
-            raise AssertionError("the held words cover a weight memory of latency 3")
+        The registered weight memory delivers a step's word ``L = wmem.latency`` cycles (three,
+        four with relays) after its read (``w_read``), when the step reaches the last of the
+        ``L`` stages if nothing stalled it. While the stages wait (``take`` low), the words of
+        the ``L`` steps in them may still arrive (the stall can begin with the last stage's
+        step as its word arrives: the skid register in front of the array takes one step
+        more): the oldest ``L - 1`` wait in registers, the newest stays on the memory's output
+        (no read happens while the stages wait), until the step before theirs is taken. The
+        select between the memory's word and the oldest waiting one is copied per column."""
+        C, L = self._config.cols, wmem.latency
         arriving = w_read                     # a read stage's word is on r_data this cycle
-        for _ in range(wmem.latency):
+        for _ in range(L):
             earlier, arriving = arriving, Signal()
             m.d.sync += arriving.eq(earlier)
         held = [Signal.like(wmem.r_data, name=f"held_weights{i}", reset_less=True)
-                for i in range(2)]
-        count = Signal(range(4))              # words waiting
+                for i in range(L - 1)]
+        count = Signal(range(L + 1))          # words waiting
         waiting = [Signal(name=f"waiting{REPLICA_SUFFIX}{c}") for c in range(C)]
         new_count = Signal.like(count)
         m.d.comb += new_count.eq(count + arriving - take)
         m.d.sync += [count.eq(new_count)] + [w.eq(new_count != 0) for w in waiting]
-        with m.Switch(count):
-            with m.Case(0):
-                with m.If(arriving & ~take):
-                    m.d.sync += held[0].eq(wmem.r_data)
-            with m.Case(1):
-                with m.If(arriving & take):
-                    m.d.sync += held[0].eq(wmem.r_data)
-                with m.Elif(arriving):
-                    m.d.sync += held[1].eq(wmem.r_data)
-            with m.Case(2, 3):               # (with 3 the third is on r_data)
-                with m.If(take):
-                    m.d.sync += [held[0].eq(held[1]), held[1].eq(wmem.r_data)]
+        # The waiting words in order are the held ones, then r_data's (arriving, or the L-th).
+        with m.If(take):
+            # (below `count` the held words move down; the one at `count - 1` takes r_data's)
+            m.d.sync += [reg.eq(Mux(i + 1 < count, held[i + 1], wmem.r_data)
+                                if i + 1 < L - 1 else wmem.r_data)
+                         for i, reg in enumerate(held)]
+        with m.Elif(arriving):
+            with m.Switch(count):
+                for i, reg in enumerate(held):
+                    with m.Case(i):
+                        m.d.sync += reg.eq(wmem.r_data)
         part = len(wmem.r_data) // C
         return Cat(*[Mux(waiting[c], held[0][c * part:][:part], wmem.r_data[c * part:][:part])
                      for c in range(C)])
@@ -173,6 +170,16 @@ class Accelerator(wiring.Component):
             m.d.sync += [reg.eq(v) for reg, v in zip(regs, (valid, last, busy))]
             m.d.sync += [reg.eq(v) for reg, v in zip(xs, x)]
         return (*regs, xs)
+
+    def _later_stages(self, m, adv, step, wmem):
+        """The deep read pipeline's stages after the third, one per cycle the weight memory's
+        read takes beyond three (its relays), so that the step and its weights still meet.
+        Returns the last stage's step and whether any of these stages holds one."""
+        valids = []
+        for k in range(4, wmem.latency + 1):
+            step = self._register_step(m, adv, step, f"s{k}")
+            valids.append(step[0])
+        return step, Cat(*valids).any() if valids else 0
 
     @staticmethod
     def _skid(m, valid, payload, ready, name):
@@ -267,8 +274,9 @@ class Accelerator(wiring.Component):
             s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2")
             s3 = self._register_step(m, adv, s2, "s3")
             x = [s3_picked[0][r] | s3_picked[1][r] for r in range(R)]
-            issue = (*s3[:3], x, self._issued_weights(m, wmem, adv & step_valid, s3[0] & adv))
-            in_flight = skid_full | s1_valid | s2[0] | s3[0]
+            last, later = self._later_stages(m, adv, (*s3[:3], x), wmem)
+            issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv))
+            in_flight = skid_full | s1_valid | s2[0] | s3[0] | later
         else:
             act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
             x = [Mux(s1_rows[r], w[in_entry(s1_lane)] if lanes.length > 1 else w[0], 0)
@@ -406,8 +414,9 @@ class Accelerator(wiring.Component):
             # (`_issued_weights`).
             s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2")
             s3 = self._register_step(m, adv, s2, "s3")
-            issue = (*s3, self._issued_weights(m, wmem, pop, s3[0] & adv))
-            in_flight |= s2[0] | s3[0]
+            last, later = self._later_stages(m, adv, s3, wmem)
+            issue = (*last, self._issued_weights(m, wmem, pop, last[0] & adv))
+            in_flight |= s2[0] | s3[0] | later
         else:
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
@@ -451,10 +460,11 @@ class Accelerator(wiring.Component):
         cfg = self._config
         R, C = cfg.rows, cfg.cols
 
-        registered = cfg.weight_read_latency == 3
+        registered = cfg.read_pipeline == "deep"
         m.submodules.wmem = wmem = WeightMemory(width=cfg.weight_word_bits, depth=cfg.weight_depth,
                                                 registered=registered,
-                                                slices=C if registered else 1)
+                                                slices=C if registered else 1,
+                                                relays=cfg.weight_relays or 0)
         if wmem.latency != cfg.weight_read_latency:
             raise AssertionError("the weight memory's latency differs from the sequencer's")
         # No memory here needs the word before a write from a read in the cycle of that write
@@ -636,13 +646,14 @@ class Accelerator(wiring.Component):
         rd = bus.read_addr.payload
         addressed = Signal()              # the address register holds the address (deep)
         pending = Signal()                # the memories' outputs hold the word of the address
+        late = Signal()                   # ... but the weight memory's word is a cycle away
         loaded = Signal()                 # the word registers hold it (deep)
         copied = Signal()                 # ... and their copies near the byte select (deep)
         grouped = Signal()                # each memory's 4-byte group is selected (deep)
         chosen = Signal()                 # ... and its byte, 0 outside the region (deep)
         offered = Signal()                # the byte register holds a byte not yet taken
         accept = Signal()
-        idle = ~addressed & ~pending & ~loaded & ~copied & ~grouped & ~chosen & ~offered
+        idle = ~addressed & ~pending & ~late & ~loaded & ~copied & ~grouped & ~chosen & ~offered
         # A write is on its way to its memory for a few cycles after its last byte (with the
         # deep read pipeline it passes the register above; an activation word also passes the
         # write-back's last stages): no read until it has landed. Those cycles are one flag,
@@ -679,7 +690,12 @@ class Accelerator(wiring.Component):
         with m.Elif(addressed):
             m.d.sync += [addressed.eq(0), pending.eq(1)]
         with m.Elif(pending):
-            m.d.sync += [pending.eq(0), (loaded if deep_read else offered).eq(1)]
+            # (a weight memory with relays reads in four cycles, a cycle more than the others'
+            # registered words: they wait for it)
+            after = (late if wmem.relays else loaded) if deep_read else offered
+            m.d.sync += [pending.eq(0), after.eq(1)]
+        with m.Elif(late):
+            m.d.sync += [late.eq(0), loaded.eq(1)]
         with m.Elif(loaded):
             m.d.sync += [loaded.eq(0), copied.eq(1)]
         with m.Elif(copied):
@@ -697,7 +713,7 @@ class Accelerator(wiring.Component):
         # was an ECP5 critical path.)
         # A registered weight memory (the deep read pipeline) takes the host's read address
         # as it is accepted, a cycle before the other memories read theirs, and its word
-        # arrives in a register of its own a cycle after theirs.
+        # arrives in a register of its own a cycle after theirs (two with relays: `late`).
         we, wd = host_commit["weights"]
         if wmem.registered:
             lg = (host_word_bytes(cfg.weight_word_bits) - 1).bit_length()

@@ -137,6 +137,14 @@ class ArrayConfig:
         rows read with no stall and no word registers (the shared banks' two words of
         flip-flops per row), in ``rows`` block RAMs of ``act_depth x`` :attr:`act_entries`
         entries per buffer.
+    weight_relays : int or None
+        With the deep read pipeline: the weight memory's accesses pass one more register, a
+        copy per group of ``cols / weight_relays`` columns, before each column's copy of the
+        access registers (``hw.memories.WeightMemory``, ``relays``; ``None``: none, a divisor
+        of ``cols`` otherwise). A weight read then takes four cycles, and the read stage holds
+        its activations a stage longer (``rows`` activations of flip-flops) and a third weight
+        word while the array stalls. Without them one register's route reaches every column's
+        copy across the die: a 32x32 ECP5 accelerator's slowest path (49-59 MHz).
     global_pool : bool
         Build the global average pooling unit (per-lane sums and a rounding shifter per lane).
     """
@@ -160,6 +168,7 @@ class ArrayConfig:
     read_pipeline: str = "deep"
     act_banks: int | None = None
     act_entry_lanes: int | None = None
+    weight_relays: int | None = None
     global_pool: bool = True
 
     def __post_init__(self):
@@ -216,6 +225,14 @@ class ArrayConfig:
             if self.banks != self.rows:
                 raise ValueError(f"act_entry_lanes needs a bank per row (act_banks {self.rows} "
                                  f"or unset), not act_banks {self.act_banks!r}")
+        if self.weight_relays is not None:
+            check_int("weight_relays", self.weight_relays, 1, self.cols)
+            if self.cols % self.weight_relays:
+                raise ValueError(f"weight_relays must divide cols ({self.cols}), not "
+                                 f"{self.weight_relays!r}")
+            if self.read_pipeline != "deep":
+                raise ValueError("weight_relays needs the deep read pipeline (its registered "
+                                 "weight memory), not read_pipeline 'short'")
 
     # --- derived widths ----------------------------------------------------------------------
 
@@ -281,8 +298,11 @@ class ArrayConfig:
     @property
     def weight_read_latency(self):
         """Cycles from a weight memory read to its word: the deep read pipeline registers the
-        memory's accesses and its words (``hw.memories.WeightMemory``, ``registered``)."""
-        return 3 if self.read_pipeline == "deep" else 1
+        memory's accesses and its words (``hw.memories.WeightMemory``, ``registered``), and
+        :attr:`weight_relays` the accesses once more."""
+        if self.read_pipeline != "deep":
+            return 1
+        return 4 if self.weight_relays else 3
 
     @property
     def act_word_bits(self):
@@ -358,12 +378,12 @@ class ArrayConfig:
 
     def to_dict(self):
         """The build parameters as a JSON-ready dict (what :attr:`build_hash` hashes).
-        ``act_banks`` and ``act_entry_lanes`` appear only when set: builds without them keep the
+        ``act_banks``, ``act_entry_lanes`` and ``weight_relays`` appear only when set: builds without them keep the
         hash (and the compiled programs) they had before they existed."""
         d = dataclasses.asdict(self)
         d["pe"] = self.pe.value
         d["requant_mode"] = self.requant_mode.value
-        for name in ("act_banks", "act_entry_lanes"):
+        for name in ("act_banks", "act_entry_lanes", "weight_relays"):
             if d[name] is None:
                 del d[name]
         return d
@@ -391,4 +411,6 @@ class ArrayConfig:
                 f"{self.requant_mode.value}, weights {self.weight_bytes / 1024:g} KiB, "
                 f"activations 2 x {self.banks} x {self.act_bytes / 1024:g} KiB"
                 + (f" in entries of {self.act_entry_lanes} lanes, and a whole-word copy"
-                   if self.narrow_banks else ""))
+                   if self.narrow_banks else "")
+                + (f", weight reads through {self.weight_relays} relays"
+                   if self.weight_relays else ""))

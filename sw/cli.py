@@ -345,13 +345,14 @@ def _resolve_build(args):
 
 def _build_options(args):
     """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options,
-    ``--act-banks``, ``--act-entry-lanes`` and the memory depths given (the others stay the
+    ``--act-banks``, ``--act-entry-lanes``, ``--weight-relays`` and the memory depths given (the others stay the
     model's or the defaults)."""
     depths = {name: getattr(args, name) for name in ("weight_depth", "act_depth", "param_depth")
               if getattr(args, name) is not None}
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
             "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline,
-            "act_banks": args.act_banks, "act_entry_lanes": args.act_entry_lanes, **depths}
+            "act_banks": args.act_banks, "act_entry_lanes": args.act_entry_lanes,
+            "weight_relays": args.weight_relays, **depths}
 
 
 def _sim_build(args):
@@ -506,6 +507,12 @@ def build_parser():
                             "a whole-word copy of the buffer, so a row reads only the entry it "
                             "needs and no word is held in registers; a bank per row "
                             "(no --act-banks)")
+        p.add_argument("--weight-relays", type=int, metavar="N",
+                       help="with the deep read pipeline: the weight memory's accesses pass "
+                            "one more register, a copy per group of cols/N columns, before "
+                            "each column's copy (N divides --cols): a weight read takes four "
+                            "cycles, and no register drives every column's copy across the die "
+                            "(large ECP5 arrays)")
         for option, memory, word in (
                 ("weight", "the weight memory", "cols weights, or descriptor bits"),
                 ("act", "each activation buffer", "cols activations of one pixel"),

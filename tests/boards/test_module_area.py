@@ -42,6 +42,8 @@ def test_only_the_components_are_kept_apart():
     (["--rows", "3", "--act-banks", "2"], "act_banks must divide rows (3), not 2"),
     (["--requant-lanes", "2", "--act-entry-lanes", "1"],
      "act_entry_lanes must be at least the requantiser's lanes (2), not 1"),
+    (["--read-pipeline", "short", "--weight-relays", "2"],
+     "weight_relays needs the deep read pipeline"),
     (["-m", "no/such/model.npz"], "model file no/such/model.npz: no such file"),
 ])
 def test_bad_build_options_are_one_line_errors(tmp_path, capsys, argv, message):

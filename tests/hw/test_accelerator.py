@@ -153,34 +153,36 @@ def test_a_run_keeps_the_stage_count_it_was_started_with():
 @pytest.mark.parametrize("simulator", ["amaranth",
                                        pytest.param("verilator", marks=pytest.mark.cocotb),
                                        pytest.param("icarus", marks=pytest.mark.cocotb)])
-def test_stalled_steps_keep_their_weights(simulator, tmp_path):
+@pytest.mark.parametrize("relays", [None, 2])
+def test_stalled_steps_keep_their_weights(simulator, relays, tmp_path):
     # One requantiser lane: a tile's 16 results take 16 cycles against conv1's K + 1 = 10, so
     # the array stalls last steps while the registered weight memory delivers the next two
-    # steps' words; the read stage must keep them until their steps issue, and the generator's
-    # step that meets the stall in its skid register. (Fails on conv1 with one word kept, or
-    # none, or the skid's step not offered first; a whole inference alone can hide it: small
-    # errors vanish in the requantisers.)
+    # steps' words (three with relays); the read stage must keep them until their steps issue,
+    # and the generator's step that meets the stall in its skid register. (Fails on conv1 with
+    # a word fewer kept, or the skid's step not offered first; a whole inference alone can hide
+    # it: small errors vanish in the requantisers.)
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
-                         weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1)
-    assert config.weight_read_latency == 3
+                         weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1,
+                         weight_relays=relays)
+    assert config.weight_read_latency == (4 if relays else 3)
     program = compile_model(model, config)
     x = _images(model, 1, seed=3)
     result = simulate(program, x, simulator=simulator, per_stage=True, build_dir=tmp_path)
     assert check(model, program, x, result) is None
 
 
-@pytest.mark.parametrize("read_pipeline", ["deep", "short"])
-def test_run_past_the_programs_end_reports_an_error(read_pipeline):
+@pytest.mark.parametrize("read_pipeline, relays", [("deep", None), ("short", None), ("deep", 1)])
+def test_run_past_the_programs_end_reports_an_error(read_pipeline, relays):
     # The last stage's `last` flag cleared: the run goes on to the empty slot after it, whose
     # magic check must not see the good descriptor before it (the weight memory's read takes
-    # three cycles with the deep read pipeline, one with the short).
+    # three cycles with the deep read pipeline, four with relays, one with the short).
     from addershift.hw.descriptor import descriptor_layout
     from addershift.sw.compiler import descriptor_slot_words
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=64, param_depth=64,
-                         read_pipeline=read_pipeline)
+                         read_pipeline=read_pipeline, weight_relays=relays)
     program = compile_model(model, config)
     last = descriptor_layout(config)["last"].offset
     word = (len(program.stages) - 1) * descriptor_slot_words(config) + last // config.weight_word_bits
@@ -189,13 +191,15 @@ def test_run_past_the_programs_end_reports_an_error(read_pipeline):
     assert result.errors == [1]
 
 
-@pytest.mark.parametrize("read_pipeline, act_banks, act_entry_lanes", [
-    ("deep", None, None), ("short", None, None), ("deep", 1, None), ("short", None, 2)])
-def test_host_reads_back_every_region(read_pipeline, act_banks, act_entry_lanes):
+@pytest.mark.parametrize("read_pipeline, act_banks, act_entry_lanes, relays", [
+    ("deep", None, None, None), ("short", None, None, None), ("deep", 1, None, None),
+    ("short", None, 2, None), ("deep", None, None, 3)])
+def test_host_reads_back_every_region(read_pipeline, act_banks, act_entry_lanes, relays):
     """Random words written to every writable region read back byte for byte, the bytes past a
     word's last used one as 0: words of 24 bits (weights, activations: three lanes) and 144 bits
     (parameters: three pow2x2 lanes; 48 bits, one lane, with narrow banks), so strides of 4, 8
-    and 32 bytes."""
+    and 32 bytes. (With weight relays the weight memory's word comes a cycle after the
+    others'.)"""
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.hw.config import host_word_bytes
@@ -203,7 +207,7 @@ def test_host_reads_back_every_region(read_pipeline, act_banks, act_entry_lanes)
     config = ArrayConfig(pe="adder", rows=2, cols=3, max_k=16, weight_depth=64, act_depth=16,
                          param_depth=16, requant_mode="pow2x2", read_pipeline=read_pipeline,
                          act_banks=act_banks, act_entry_lanes=act_entry_lanes,
-                         requant_lanes=act_entry_lanes and 1)
+                         requant_lanes=act_entry_lanes and 1, weight_relays=relays)
     dut = Accelerator(config=config)
     rng = np.random.default_rng(11)
     widths = {"weights": config.weight_word_bits, "params": config.param_word_bits,
@@ -262,6 +266,20 @@ def test_narrow_banks_compute_what_the_replicated_read_does(lanes, entry, read_p
     _, replicated = _stalls_per_stage(model, x, **options)
     _, narrow = _stalls_per_stage(model, x, act_entry_lanes=entry, **options)
     assert narrow == replicated
+
+
+@pytest.mark.parametrize("act_banks", [None, 2])
+def test_weight_relays_compute_what_the_plain_read_does(act_banks):
+    """Weight relays (``weight_relays``, a weight read of four cycles): bit-exact on the
+    digits network with one requantiser lane (the array stalls while words arrive), stage by
+    stage the same k-steps as without and one cycle more (the stage more in the read
+    pipeline, filled once per stage), with a bank per row and shared."""
+    model = digits_net("adder", mode="pow2x2")
+    x = _images(model, 1, seed=5)
+    options = dict(cols=4, requant_lanes=1, act_banks=act_banks)
+    _, plain = _stalls_per_stage(model, x, **options)
+    _, relayed = _stalls_per_stage(model, x, weight_relays=2, **options)
+    assert relayed == [stalls + 1 for stalls in plain]
 
 
 def test_narrow_banks_on_every_layer_case():

@@ -40,6 +40,16 @@ def test_hash_is_stable_and_sensitive():
     narrow = ArrayConfig(pe="adder", rows=4, cols=4, requant_lanes=1, act_entry_lanes=2)
     assert narrow.to_dict() == {**a.to_dict(), "requant_lanes": 1, "act_entry_lanes": 2}
     assert ArrayConfig.from_dict(narrow.to_dict()) == narrow
+    relayed = ArrayConfig(pe="adder", rows=4, cols=4, weight_relays=2)
+    assert relayed.to_dict() == {**a.to_dict(), "weight_relays": 2}
+    assert ArrayConfig.from_dict(relayed.to_dict()) == relayed
+
+
+def test_weight_read_latency():
+    latency = {(pipeline, relays): ArrayConfig(pe="adder", rows=2, cols=4, read_pipeline=pipeline,
+                                               weight_relays=relays).weight_read_latency
+               for pipeline, relays in (("short", None), ("deep", None), ("deep", 1), ("deep", 4))}
+    assert latency == {("short", None): 1, ("deep", None): 3, ("deep", 1): 4, ("deep", 4): 4}
 
 
 @pytest.mark.parametrize("cols, lanes, entry, entries", [(4, 1, 1, 4), (4, 2, 2, 2), (4, 4, 4, 1),
@@ -84,6 +94,11 @@ def test_narrow_banks_take_a_bank_per_row_and_a_whole_word_copy(cols, lanes, ent
      "act_entry_lanes must be a power of two, not 3"),
     ({"act_entry_lanes": 4, "act_banks": 2}, ValueError,
      "act_entry_lanes needs a bank per row (act_banks 4 or unset), not act_banks 2"),
+    ({"weight_relays": 0}, ValueError, "weight_relays must be an integer in [1, 4], not 0"),
+    ({"weight_relays": 3}, ValueError, "weight_relays must divide cols (4), not 3"),
+    ({"weight_relays": 2, "read_pipeline": "short"}, ValueError,
+     "weight_relays needs the deep read pipeline (its registered weight memory), not "
+     "read_pipeline 'short'"),
     ({"global_pool": 1}, TypeError, "global_pool must be a bool, not 1"),
 ])
 def test_validation_messages(kw, error, message):

@@ -75,10 +75,10 @@ def test_weight_memory_holds_its_output():
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("slices", [1, 4])
-def test_registered_weight_memory_reads_in_three_cycles(slices):
-    dut = WeightMemory(width=20, depth=64, registered=True, slices=slices)
-    assert dut.latency == 3
+@pytest.mark.parametrize("slices, relays", [(1, 0), (4, 0), (1, 1), (4, 2), (4, 4)])
+def test_registered_weight_memory_reads_in_three_cycles_four_with_relays(slices, relays):
+    dut = WeightMemory(width=20, depth=64, registered=True, slices=slices, relays=relays)
+    assert dut.latency == (4 if relays else 3)
 
     async def bench(ctx):
         ctx.set(dut.w_en, 1)
@@ -94,7 +94,9 @@ def test_registered_weight_memory_reads_in_three_cycles(slices):
         await ctx.tick()
         ctx.set(dut.r_en, 0)
         ctx.set(dut.addr, 10)
-        await ctx.tick()
+        for _ in range(dut.latency - 2):
+            assert ctx.get(dut.r_data) == 0
+            await ctx.tick()
         assert ctx.get(dut.r_data) == 10000 + 0xF000F
         for _ in range(3):
             await ctx.tick()
@@ -103,7 +105,7 @@ def test_registered_weight_memory_reads_in_three_cycles(slices):
     _run(dut, bench)
 
 
-def test_weight_memory_slices_need_registers():
+def test_weight_memory_slices_and_relays_need_registers():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(ValueError, match=r"^slices must divide the width \(20\) and needs "
@@ -111,6 +113,13 @@ def test_weight_memory_slices_need_registers():
             WeightMemory(width=20, depth=8, registered=True, slices=3)
         with pytest.raises(ValueError, match=r"needs registered=True, not 2$"):
             WeightMemory(width=20, depth=8, slices=2)
+        with pytest.raises(ValueError, match=r"^relays must divide the slices \(4\) and needs "
+                                             r"registered=True, not 3$"):
+            WeightMemory(width=20, depth=8, registered=True, slices=4, relays=3)
+        with pytest.raises(ValueError, match=r"needs registered=True, not 1$"):
+            WeightMemory(width=20, depth=8, relays=1)
+        with pytest.raises(ValueError, match=r"^relays must be an integer in \[0, 4\], not 5$"):
+            WeightMemory(width=20, depth=8, registered=True, slices=4, relays=5)
         gc.collect()
 
 
@@ -134,8 +143,10 @@ def test_spram_blocks_on_ultraplus(width, depth, blocks):
     fragment = Fragment.get(mem, _UltraPlus())
     assert _instances(fragment, "SB_SPRAM256KA") == blocks
     # Registered (a deep read pipeline on an iCE40): the same blocks behind the registers.
-    assert _instances(Fragment.get(WeightMemory(width=width, depth=depth, registered=True),
-                                   _UltraPlus()), "SB_SPRAM256KA") == blocks
+    for relays in (0, 1):
+        assert _instances(Fragment.get(WeightMemory(width=width, depth=depth, registered=True,
+                                                    relays=relays),
+                                       _UltraPlus()), "SB_SPRAM256KA") == blocks
     assert _instances(Fragment.get(WeightMemory(width=width, depth=depth), None),
                       "SB_SPRAM256KA") == 0
 

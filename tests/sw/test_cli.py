@@ -64,3 +64,17 @@ def test_cli_reference_is_current():
     path = pathlib.Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert path.read_text() == cli_reference(), \
         "docs/cli.md is stale: run .venv/bin/python -m addershift.sw.cli_doc docs/cli.md"
+
+
+def test_generate_takes_the_weight_relays(tmp_path, capsys):
+    # The option reaches the build: its Verilog has the relay registers, and a bad value is
+    # one line naming the option before anything is written.
+    out = tmp_path / "top.v"
+    assert main(["generate", "--pe", "adder", "--rows", "2", "--cols", "4", "--weight-relays",
+                 "2", "--unit", "accelerator", "-o", str(out)]) == 0
+    assert "addr_relay_replica1" in out.read_text()
+    assert main(["generate", "--pe", "adder", "--rows", "2", "--cols", "4", "--weight-relays",
+                 "3", "--unit", "accelerator", "-o", str(tmp_path / "bad.v")]) == 1
+    err = capsys.readouterr().err
+    assert "weight_relays must divide cols (4), not 3" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.v").exists()
