@@ -610,7 +610,7 @@ class Accelerator(wiring.Component):
         # framer's state through the region compares into a parameter block RAM's write enable
         # set an 8x8 ECP5 build's clock, with 8.6 ns of routing).
         stage_bits = 8 * (max(-(-bits // 8) for bits in targets.values()) - (not deep_read))
-        staging = Signal(max(1, stage_bits))
+        staging = Signal(max(1, stage_bits), reset_less=True)   # (read only once written)
         host_word, host_commit = {}, {}
         m.d.comb += bus.write.ready.eq(1)
         if stage_bits:

@@ -114,7 +114,9 @@ class Sequencer(wiring.Component):
         # features the build lacks) are then left out by synthesis. (Shifted in, every
         # bit was a flip-flop: a logic cell each on an iCE40.)
         words = -(-self.desc.shape().size // W)
-        desc_reg = Signal(words * W)
+        # (No reset: a stage's words are loaded before anything reads them, and its 200-odd
+        # flip-flops were loads of the reset net across a 32x32 ECP5 accelerator.)
+        desc_reg = Signal(words * W, reset_less=True)
         m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
 
         # --- the write side: hand-over, start one cycle later, end ---------------------------
