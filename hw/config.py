@@ -378,8 +378,8 @@ class ArrayConfig:
 
     def to_dict(self):
         """The build parameters as a JSON-ready dict (what :attr:`build_hash` hashes).
-        ``act_banks``, ``act_entry_lanes`` and ``weight_relays`` appear only when set: builds without them keep the
-        hash (and the compiled programs) they had before they existed."""
+        ``act_banks``, ``act_entry_lanes`` and ``weight_relays`` appear only when set: builds
+        without them keep the hash (and the compiled programs) they had before they existed."""
         d = dataclasses.asdict(self)
         d["pe"] = self.pe.value
         d["requant_mode"] = self.requant_mode.value

@@ -21,8 +21,8 @@
   one (ECP5, iCE40), and the old word costs two flip-flops and a LUT per bit that Yosys adds.
 
 Every read port is synchronous (data one cycle after the address, three for a registered
-:class:`WeightMemory`, four with its relays) and keeps its data until the next read's, so a stalled pipeline keeps its
-operands.
+:class:`WeightMemory`, four with its relays) and keeps its data until the next read's, so a
+stalled pipeline keeps its operands.
 """
 
 from __future__ import annotations

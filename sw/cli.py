@@ -345,8 +345,8 @@ def _resolve_build(args):
 
 def _build_options(args):
     """``ArrayConfig`` keyword arguments of ``--requant-lanes``, the ``--*-pipeline`` options,
-    ``--act-banks``, ``--act-entry-lanes``, ``--weight-relays`` and the memory depths given (the others stay the
-    model's or the defaults)."""
+    ``--act-banks``, ``--act-entry-lanes``, ``--weight-relays`` and the memory depths given (the
+    others stay the model's or the defaults)."""
     depths = {name: getattr(args, name) for name in ("weight_depth", "act_depth", "param_depth")
               if getattr(args, name) is not None}
     return {"requant_lanes": args.requant_lanes, "requant_pipeline": args.requant_pipeline,
