@@ -123,7 +123,7 @@ class Im2colGenerator(wiring.Component):
         fill = Signal(range(R + 1))       # shadow rows loaded
         # The rows' registers (shadow and current) have no reset: each is written before it is
         # read (a shadow row as `fill` reaches it, the current ones as a tile is loaded from
-        # them), and on a 32x32 ECP5 accelerator they were 1,900 of the reset net's 3,500
+        # them), and on a 32x32 ECP5 accelerator they were 1,730 of the reset net's 3,514
         # loads, a register per row across the die.
         sh_ih0 = [Signal(pos, name=f"sh_ih0_{r}", reset_less=True) for r in range(R)]
         sh_iw0 = [Signal(pos, name=f"sh_iw0_{r}", reset_less=True) for r in range(R)]
