@@ -794,11 +794,13 @@ class Accelerator(wiring.Component):
             # Those registers are their block RAMs' own in ECP5 builds, beside the block RAMs,
             # which a large array spreads across the die: the words are copied near the byte
             # select first (a word's 3.8-4.8 ns of routing into the select's five LUT levels
-            # set the 8x8 and 16x8 ECP5 accelerators' clocks: 96.8 and 86.6 MHz).
+            # set the 8x8 and 16x8 ECP5 accelerators' clocks: 96.8 and 86.6 MHz). The copies
+            # run free (the words hold still from `loaded` on, and `copied` takes the copies):
+            # loaded as `loaded` says, that flag's net to their 925 enables across the die was
+            # a 32x32 accelerator's slowest path (15.8 ns of routing, 61.29 MHz).
             near = {name: Signal(len(word), name=f"rd_{name}_near", reset_less=True)
                     for name, word in words.items()}
-            with m.If(loaded):
-                m.d.sync += [near[name].eq(words[name]) for name in near]
+            m.d.sync += [near[name].eq(words[name]) for name in near]
             words.update(near)
         # Each memory's byte selected, then the region's: bytes past a word's last used one
         # read as 0. With the deep read pipeline in three steps: each memory's group of four
