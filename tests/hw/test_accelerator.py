@@ -4,14 +4,14 @@ Amaranth simulator: every layer case (conv stride/padding variants, pooling, glo
 linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
 counters checked against the program, through both write-back pipelines, with rows sharing
 activation banks (and their stall bounds), with narrow banks (and their stalls: the replicated
-read's), and with an array of several tiles. Verilator: the digits network for each PE kind, an
-image in one run and one stage by stage; Icarus: each PE kind too (shared and narrow banks on
-both simulators).
-All three simulators, stage by stage: steps the array stalls keep their weights. A run keeps the
-stage count it was started with when the run argument changes under it. Memories whose reads of an
-address written in the same cycle are undefined return a wrong word then (``poisoned_collisions``),
-and no user of them takes it: the write-back's max-pool reads, the host's reads of the counters,
-the rows' reads of narrow banks behind their copy.
+read's), with weight relays (each stage a cycle longer), and with an array of several tiles.
+Verilator: the digits network for each PE kind, an image in one run and one stage by stage;
+Icarus: each PE kind too (shared and narrow banks on both simulators).
+All three simulators, stage by stage: steps the array stalls keep their weights (two words held,
+three with weight relays). A run keeps the stage count it was started with when the run argument
+changes under it. Memories whose reads of an address written in the same cycle are undefined
+return a wrong word then (``poisoned_collisions``), and no user of them takes it: the
+write-back's max-pool reads, the host's reads of the counters, the rows' reads of narrow banks behind their copy.
 """
 
 import numpy as np
