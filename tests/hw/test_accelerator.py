@@ -11,7 +11,8 @@ All three simulators, stage by stage: steps the array stalls keep their weights 
 three with weight relays). A run keeps the stage count it was started with when the run argument
 changes under it. Memories whose reads of an address written in the same cycle are undefined
 return a wrong word then (``poisoned_collisions``), and no user of them takes it: the
-write-back's max-pool reads, the host's reads of the counters, the rows' reads of narrow banks behind their copy.
+write-back's max-pool reads, the host's reads of the counters, the rows' reads of narrow banks
+behind their copy.
 """
 
 import numpy as np
