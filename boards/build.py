@@ -272,7 +272,7 @@ PLACERS = ("heap", "sa", "static")
 
 def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
           harness=None, seed=1, router=None, placer=None, synth_opts=(), check_timing=True,
-          extra=None, bram_outreg=True):
+          extra=None, bram_outreg=True, late_endpoints=False):
     """Build ``core`` for ``board``: bitstream and :class:`~.report.Report`.
 
     ``bram_outreg`` (ECP5 only; iCE40 block RAMs have no output register): move the registers
@@ -284,6 +284,10 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     router2 finished a 32x32 ECP5 array (71 % of the chip) that router1 had not routed after
     25 minutes. ``placer`` picks nextpnr's placer (:data:`PLACERS`; None: nextpnr's default,
     heap).
+
+    ``late_endpoints``: have nextpnr time every net (``--detailed-timing-report``, a report of
+    about 30 MB for a full ECP5-85F) and add the endpoints that miss the clock, counted by
+    register and by net (:mod:`.late_endpoints`), to the report.
 
     The report is also written to ``{name}.addershift.json`` in ``build_dir`` (default
     ``build/<board>``). With ``check_timing`` (the default) a build that misses ``clock_mhz`` raises
@@ -317,6 +321,8 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         nextpnr_opts += f" --router {router}"
     if placer is not None:
         nextpnr_opts += f" --placer {placer}"
+    if late_endpoints:
+        nextpnr_opts += " --detailed-timing-report"
     notes = {}
     log = build_dir / f"{name}.build.log"
     returncode = _run_platform_build(top, board, name, build_dir, log, synth_opts=synth_opts,
@@ -373,7 +379,8 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
 
     report = read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
                          target=board.name, family=board.family, device=board.device,
-                         synth_opts=synth_opts, clock_mhz=top.clock_mhz, harness=harness)
+                         synth_opts=synth_opts, clock_mhz=top.clock_mhz, harness=harness,
+                         late=late_endpoints)
     cfg = board.pll_config(clock_mhz if clock_mhz is not None else board.default_clock_mhz)
     report.extra.update({"requested_clock_mhz": clock_mhz or board.default_clock_mhz,
                          "router": router or "router1", "placer": placer or "heap",
@@ -425,7 +432,7 @@ def multiplier_opts(family, multipliers):
 
 def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1, router=None,
                 placer=None, multipliers="dsp", check_timing=True, bram_outreg=True,
-                **array_kwargs):
+                late_endpoints=False, **array_kwargs):
     """Build the ``rows`` x ``cols`` array of ``pe`` kind for ``board`` (see :func:`array_core`),
     with multipliers on DSP blocks or in LUTs (:func:`multiplier_opts`)."""
     if isinstance(board, str):
@@ -439,13 +446,14 @@ def build_array(*, board, pe, rows, cols, clock_mhz=None, build_dir=None, seed=1
                  harness=harness.cost, seed=seed, router=router, placer=placer,
                  synth_opts=synth_opts,
                  check_timing=check_timing, bram_outreg=bram_outreg,
+                 late_endpoints=late_endpoints,
                  extra={"pe": pe, "rows": rows, "cols": cols, "multipliers": multipliers,
                         "contents": "array + I/O harness"})
 
 
 def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1,
                       router=None, placer=None, multipliers="dsp", check_timing=True,
-                      bram_outreg=True):
+                      bram_outreg=True, late_endpoints=False):
     """Build the accelerator (:class:`~addershift.hw.accelerator.AcceleratorTop`: UART, host
     link framer and the core of ``config``, a ``hw.config.ArrayConfig``) for ``board``, at
     ``clock_mhz`` (default: the board's ``accelerator_clocks`` for the PE kind), placed by
@@ -464,7 +472,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
                  design=f"accelerator {c.pe.value} {c.rows}x{c.cols}", seed=seed, router=router,
                  placer=placer,
                  synth_opts=multiplier_opts(board.family, multipliers), check_timing=check_timing,
-                 bram_outreg=bram_outreg,
+                 bram_outreg=bram_outreg, late_endpoints=late_endpoints,
                  extra={"contents": "accelerator: UART + framer + core", "baud": baud,
                         "pe": c.pe.value, "rows": c.rows, "cols": c.cols,
                         "requant_mode": c.requant_mode.value, "multipliers": multipliers,
@@ -472,7 +480,7 @@ def build_accelerator(*, board, config, clock_mhz=None, baud=DEFAULT_BAUD, build
 
 
 def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed=1, router=None,
-               placer=None, check_timing=True, bram_outreg=True):
+               placer=None, check_timing=True, bram_outreg=True, late_endpoints=False):
     """Build the host link's test top (:class:`~addershift.hw.link_top.LinkTop`: UART, framer
     and a scratch device) for ``board``: a bitstream the host driver can talk to over the board's
     UART before the accelerator exists."""
@@ -485,7 +493,7 @@ def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed
     return build(lambda clock_hz: LinkTop(clk_freq=int(round(clock_hz)), baud=baud),
                  board=board, clock_mhz=clock_mhz, build_dir=build_dir, design="host link top",
                  seed=seed, router=router, placer=placer, check_timing=check_timing,
-                 bram_outreg=bram_outreg,
+                 bram_outreg=bram_outreg, late_endpoints=late_endpoints,
                  extra={"contents": "UART + framer + scratch device", "baud": baud})
 
 

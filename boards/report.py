@@ -23,6 +23,7 @@ import math
 import pathlib
 
 from . import carry_ends, outreg
+from .late_endpoints import format_late_endpoints, late_endpoints
 from .toolchain import ToolError, run_tool
 
 # Source paths in reports are shown relative to the project (the folder holding boards/).
@@ -146,6 +147,7 @@ class Report:
     harness: dict | None = None
     seconds: dict = dataclasses.field(default_factory=dict)
     critical_path: dict | None = None
+    late_endpoints: dict | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -219,6 +221,7 @@ class Report:
             "cells": dict(sorted(self.cells.items())),
             "premap_cells": dict(sorted(self.premap_cells.items())),
             "critical_path": self.critical_path,
+            **({"late_endpoints": self.late_endpoints} if self.late_endpoints else {}),
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             **({"extra": self.extra} if self.extra else {}),
         }
@@ -263,6 +266,8 @@ class Report:
                 where = ", ".join(cp["sources"][:4]) + (" ..." if len(cp["sources"]) > 4 else "")
                 lines.append(f"  critical path: {cp['delay_ns']:.1f} ns, {cp['logic_levels']} "
                              f"logic steps" + (f", through {where}" if where else ""))
+        if self.late_endpoints:
+            lines += format_late_endpoints(self.late_endpoints)
         return "\n".join(lines)
 
 
@@ -475,9 +480,11 @@ def read_synthesis(build_dir, *, prefix):
 
 
 def read_report(build_dir, *, prefix, design, target, family, device, synth_opts=(),
-                clock_mhz=None, harness=None, seconds=None, placed=True):
+                clock_mhz=None, harness=None, seconds=None, placed=True, late=False):
     """Build a :class:`Report` from ``{prefix}.premap.json``, ``{prefix}.stat.json`` and (when
-    ``placed``) ``{prefix}.report.json`` in ``build_dir``."""
+    ``placed``) ``{prefix}.report.json`` in ``build_dir``; with ``late``, the endpoints that miss
+    ``clock_mhz`` too (:mod:`.late_endpoints`; nextpnr must have run with
+    ``--detailed-timing-report``)."""
     premap, cells = read_synthesis(build_dir, prefix=prefix)
     # Yosys only (placed=False): no placed counts, device totals or Fmax.
     pnr = _load(build_dir, prefix, "report.json") if placed else {}
@@ -487,7 +494,8 @@ def read_report(build_dir, *, prefix, design, target, family, device, synth_opts
                   resources=_resources(family, netlist_counts(cells, family), placed_counts, available),
                   fmax_mhz=fmax, premap_mul=premap_multipliers(premap), cells=cells,
                   premap_cells=premap, harness=harness, seconds=dict(seconds or {}),
-                  critical_path=critical_path(pnr))
+                  critical_path=critical_path(pnr),
+                  late_endpoints=late_endpoints(pnr, clock_mhz) if late else None)
 
 
 # --- the off-board flow -------------------------------------------------------------------------

@@ -257,18 +257,21 @@ def cmd_build(args):
                                        clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
                                        seed=args.seed, router=args.router, placer=args.placer,
                                        multipliers=args.multipliers, check_timing=False,
-                                       bram_outreg=args.bram_outreg)
+                                       bram_outreg=args.bram_outreg,
+                                       late_endpoints=args.late_endpoints)
         elif args.top == "link":
             result = build_link(board=args.board, clock_mhz=args.clock, baud=args.baud,
                                 build_dir=args.out, seed=args.seed, router=args.router,
                                 placer=args.placer, check_timing=False,
-                                bram_outreg=args.bram_outreg)
+                                bram_outreg=args.bram_outreg,
+                                late_endpoints=args.late_endpoints)
         else:
             result = build_array(board=args.board, pe=args.pe, rows=args.rows, cols=args.cols,
                                  clock_mhz=args.clock, build_dir=args.out, seed=args.seed,
                                  router=args.router, placer=args.placer,
                                  multipliers=args.multipliers, check_timing=False,
-                                 bram_outreg=args.bram_outreg)
+                                 bram_outreg=args.bram_outreg,
+                                 late_endpoints=args.late_endpoints)
     except DoesNotFit as e:
         hint = ""
         if args.top == "accelerator":
@@ -618,6 +621,9 @@ def build_parser():
                         "ns from clock to data instead of 5.8, and the MULT18X18Ds' own)")
     p.add_argument("--multipliers", choices=("dsp", "luts"), default="dsp",
                    help="map multipliers to DSP blocks or to LUTs (mul PEs)")
+    p.add_argument("--late-endpoints", action="store_true",
+                   help="have nextpnr time every net (--detailed-timing-report) and list the "
+                        "registers and nets whose endpoints miss the clock, the most first")
     p.add_argument("--top", choices=("accelerator", "array", "link"), default="accelerator",
                    help="accelerator: UART, host link and the accelerator core; array: the PE "
                         "array alone behind a two-pin I/O harness (its cost on the board); link: "

@@ -67,7 +67,8 @@ def test_unreachable_clock_fails_before_building(capsys, tmp_path):
 
 def test_clock_the_design_cannot_meet_fails_clearly(capsys, tmp_path):
     assert main(["build", "--board", "icebreaker", "--top", "array", "--pe", "adder",
-                 "--rows", "1", "--cols", "1", "--clock", "192", "-o", str(tmp_path)]) == 1
+                 "--rows", "1", "--cols", "1", "--clock", "192", "--late-endpoints",
+                 "-o", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "timing not met on icebreaker: Fmax" in captured.err
     assert "requested 192 MHz" in captured.err and "lower --clock" in captured.err
@@ -76,6 +77,13 @@ def test_clock_the_design_cannot_meet_fails_clearly(capsys, tmp_path):
     assert not (tmp_path / "top.bin").exists() and (tmp_path / "top.timing-failed.bin").exists()
     saved = json.loads((tmp_path / "top.addershift.json").read_text())
     assert saved["timing_met"] is False and saved["bitstream"] is None
+    # --late-endpoints: where the 192 MHz clock fails, the slowest endpoint the critical path's.
+    late = saved["late_endpoints"]
+    assert "late endpoints (arrival after the 5.208 ns period)" in captured.out
+    assert late["period_ns"] == pytest.approx(1000 / 192, abs=1e-3) and late["endpoints"] > 0
+    assert all(r["worst_ns"] > late["period_ns"] for r in late["by_register"] + late["by_net"])
+    assert "core.dut.acc" in [r["register"] for r in late["by_register"]]
+    assert max(r["worst_ns"] for r in late["by_register"]) >= 1000 / saved["fmax_mhz"] - 0.01
 
 
 def _built(monkeypatch, tmp_path, *args):
@@ -104,11 +112,14 @@ def test_build_takes_the_boards_accelerator_for_what_is_not_given(monkeypatch, t
     seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder)
     assert _shape(seen["config"]) == (4, 4, 1, "short", "short", "short", 1024, 128, 64)
     assert seen["clock_mhz"] is None      # build_accelerator takes the board's (below)
+    assert seen["late_endpoints"] is False
     # Options given win; a memory the model needs deeper than the board's least grows.
     seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder, "--rows", "2",
                   "--cols", "2", "--read-pipeline", "deep", "--act-depth", "256", "--clock", "30")
     assert _shape(seen["config"]) == (2, 2, 1, "short", "short", "deep", 1024, 256, 64)
     assert seen["clock_mhz"] == 30
+    seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder, "--late-endpoints")
+    assert seen["late_endpoints"] is True
     seen = _built(monkeypatch, tmp_path, "--board", "icebreaker", "-m", adder, "--rows", "1",
                   "--cols", "1")
     assert _shape(seen["config"])[6:] == (2048, 128, 64)      # 1,960 weight words
