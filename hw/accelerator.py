@@ -56,13 +56,19 @@ class _ReadStage(typing.NamedTuple):
     by the array or the deep pipeline's skid register, or none is issued), the source buffer's
     bank read enables, the weight memory's read for the array (address, enable), ``in_flight``
     (steps between the generator and the array) and the step issued: valid, last, busy PEs,
-    per-row activations (0 in a row that is not valid: padding), weights."""
+    per-row activations (0 in a row that is not valid: padding), weights.
+
+    With the deep read pipeline also ``adv_next`` (driven by the core: ``adv``'s value in the
+    next cycle, for the stage's registered copies of it) and ``issue_valid_next`` (the issued
+    step's valid in the next cycle); None otherwise."""
     adv: Signal
     src_read: object
     w_addr: object
     w_read: object
     in_flight: object
     issue: tuple
+    adv_next: object = None
+    issue_valid_next: object = None
 
 
 def accelerator_regions(config):
@@ -118,7 +124,7 @@ class Accelerator(wiring.Component):
         return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
                              w_bits=c.w_bits, max_length=c.max_k)
 
-    def _issued_weights(self, m, wmem, w_read, take):
+    def _issued_weights(self, m, wmem, w_read, take, take_next):
         """The deep read pipeline's weights for the step in its last stage.
 
         The registered weight memory delivers a step's word ``L = wmem.latency`` cycles (three,
@@ -127,59 +133,86 @@ class Accelerator(wiring.Component):
         the ``L`` steps in them may still arrive (the stall can begin with the last stage's
         step as its word arrives: the skid register in front of the array takes one step
         more): the oldest ``L - 1`` wait in registers, the newest stays on the memory's output
-        (no read happens while the stages wait), until the step before theirs is taken. The
-        select between the memory's word and the oldest waiting one is copied per column."""
+        (no read happens while the stages wait), until the step before theirs is taken.
+
+        Each column's words wait in registers of their own, enabled by the column's copies of
+        ``take`` (a register: ``take_next`` is its next value), of the arrival flag and of the
+        count: one enable per held word reached all 256 of its flip-flops across a 32x32 ECP5
+        accelerator (485 endpoints late for 100 MHz, `addershift build --late-endpoints`)."""
         C, L = self._config.cols, wmem.latency
         arriving = w_read                     # a read stage's word is on r_data this cycle
         for _ in range(L):
             earlier, arriving = arriving, Signal()
             m.d.sync += arriving.eq(earlier)
-        held = [Signal.like(wmem.r_data, name=f"held_weights{i}", reset_less=True)
-                for i in range(L - 1)]
         count = Signal(range(L + 1))          # words waiting
-        waiting = [Signal(name=f"waiting{REPLICA_SUFFIX}{c}") for c in range(C)]
         new_count = Signal.like(count)
         m.d.comb += new_count.eq(count + arriving - take)
-        m.d.sync += [count.eq(new_count)] + [w.eq(new_count != 0) for w in waiting]
-        # The waiting words in order are the held ones, then r_data's (arriving, or the L-th).
-        with m.If(take):
-            # (below `count` the held words move down; the one at `count - 1` takes r_data's)
-            m.d.sync += [reg.eq(Mux(i + 1 < count, held[i + 1], wmem.r_data)
-                                if i + 1 < L - 1 else wmem.r_data)
-                         for i, reg in enumerate(held)]
-        with m.Elif(arriving):
-            with m.Switch(count):
-                for i, reg in enumerate(held):
-                    with m.Case(i):
-                        m.d.sync += reg.eq(wmem.r_data)
+        m.d.sync += count.eq(new_count)
         part = len(wmem.r_data) // C
-        return Cat(*[Mux(waiting[c], held[0][c * part:][:part], wmem.r_data[c * part:][:part])
-                     for c in range(C)])
+        issued = []
+        for c in range(C):
+            copy = f"{REPLICA_SUFFIX}{c}"
+            col_take, col_arriving = (Signal(name=f"{n}{copy}") for n in ("take", "arriving"))
+            col_count = Signal.like(count, name=f"count{copy}")
+            waiting = Signal(name=f"waiting{copy}")
+            m.d.sync += [col_take.eq(take_next), col_arriving.eq(earlier),
+                         col_count.eq(new_count), waiting.eq(new_count != 0)]
+            word = wmem.r_data[c * part:][:part]
+            held = [Signal(part, name=f"held_weights{i}_{c}", reset_less=True)
+                    for i in range(L - 1)]
+            # The waiting words in order are the held ones, then r_data's (arriving, or the L-th).
+            with m.If(col_take):
+                # (below `count` the held words move down; the one at `count - 1` takes r_data's)
+                m.d.sync += [reg.eq(Mux(i + 1 < col_count, held[i + 1], word)
+                                    if i + 1 < L - 1 else word)
+                             for i, reg in enumerate(held)]
+            with m.Elif(col_arriving):
+                with m.Switch(col_count):
+                    for i, reg in enumerate(held):
+                        with m.Case(i):
+                            m.d.sync += reg.eq(word)
+            issued.append(Mux(waiting, held[0], word))
+        return Cat(*issued)
 
     @staticmethod
-    def _register_step(m, adv, step, name):
+    def _adv_copies(m, adv_next, n):
+        """``n`` registers equal to the read stages' ``adv`` in every cycle (``adv_next`` is its
+        next value; after a reset no step is issued and ``adv`` is 1), one per row for the row's
+        stage registers and block RAM read enables: ``adv``, a LUT of the last stage's valid and
+        the skid register's, reached thousands of enables across a 32x32 ECP5 accelerator
+        (13.3 ns to the farthest)."""
+        copies = [Signal(init=1, name=f"adv{REPLICA_SUFFIX}{k}") for k in range(n)]
+        m.d.sync += [c.eq(adv_next) for c in copies]
+        return copies
+
+    @staticmethod
+    def _register_step(m, adv, step, name, row_adv):
         """One more stage of the read pipeline: a step (valid, last, busy PEs, per-row
-        activations) registered, advancing with ``adv`` as every stage does. Data registers
-        (here and below) have no reset: its net reaches every register that has one, and on a
-        16x16 ECP5 accelerator it set the clock (57.6 MHz)."""
+        activations) registered, advancing with ``adv`` as every stage does (each row's
+        activation with the row's copy of it, ``row_adv``). Data registers (here and below) have
+        no reset: its net reaches every register that has one, and on a 16x16 ECP5 accelerator
+        it set the clock (57.6 MHz). Returns the stage's step and its valid in the next cycle."""
         valid, last, busy, x = step
         regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
                 Signal.like(busy, name=f"{name}_busy"))
         xs = [Signal.like(v, name=f"{name}_x{r}", reset_less=True) for r, v in enumerate(x)]
         with m.If(adv):
             m.d.sync += [reg.eq(v) for reg, v in zip(regs, (valid, last, busy))]
-            m.d.sync += [reg.eq(v) for reg, v in zip(xs, x)]
-        return (*regs, xs)
+        for reg, v, enable in zip(xs, x, row_adv):
+            with m.If(enable):
+                m.d.sync += reg.eq(v)
+        return (*regs, xs), Mux(adv, valid, regs[0])
 
-    def _later_stages(self, m, adv, step, wmem):
+    def _later_stages(self, m, adv, step, wmem, valid_next, row_adv):
         """The deep read pipeline's stages after the third, one per cycle the weight memory's
         read takes beyond three (its relays), so that the step and its weights still meet.
-        Returns the last stage's step and whether any of these stages holds one."""
+        Returns the last stage's step, its valid in the next cycle (``valid_next``, the third
+        stage's, when there are none) and whether any of these stages holds one."""
         valids = []
         for k in range(4, wmem.latency + 1):
-            step = self._register_step(m, adv, step, f"s{k}")
+            step, valid_next = self._register_step(m, adv, step, f"s{k}", row_adv)
             valids.append(step[0])
-        return step, Cat(*valids).any() if valids else 0
+        return step, valid_next, Cat(*valids).any() if valids else 0
 
     @staticmethod
     def _skid(m, valid, payload, ready, name):
@@ -219,6 +252,7 @@ class Accelerator(wiring.Component):
         # The stages advance together, so a stalled array keeps every step in place (the
         # memories keep their outputs while their read enable is low).
         adv = Signal()
+        adv_next = Signal() if cfg.read_pipeline == "deep" else None
         if cfg.read_pipeline == "deep":
             # (the generator's ready through its counter enables set an 8x8 ECP5
             # accelerator's clock: 91.5 MHz)
@@ -258,10 +292,11 @@ class Accelerator(wiring.Component):
             s2_choice = [Signal(2 * C, name=f"s2_choice{REPLICA_SUFFIX}{r}") for r in range(R)]
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
                          for r in range(R)] for b, buf in enumerate(bufs)]
-            with m.If(adv):
-                m.d.sync += [reg.eq(Mux(s1_rows[r], choice, 0)) for r, reg in enumerate(s2_choice)]
-                m.d.sync += [s2_words[b][r].eq(buf.r_data[r])
-                             for b, buf in enumerate(bufs) for r in range(R)]
+            row_adv = self._adv_copies(m, adv_next, R)
+            for r in range(R):
+                with m.If(row_adv[r]):
+                    m.d.sync += s2_choice[r].eq(Mux(s1_rows[r], choice, 0))
+                    m.d.sync += [s2_words[b][r].eq(buf.r_data[r]) for b, buf in enumerate(bufs)]
             xb = Shape.cast(lanes.elem_shape).width
             s3_picked = [[Signal(xb, name=f"s3_act{b}_x{r}", reset_less=True) for r in range(R)]
                          for b in range(2)]
@@ -269,22 +304,26 @@ class Accelerator(wiring.Component):
                 picked = 0
                 for k in range(C):
                     picked |= Mux(s2_choice[r][b * C + k], s2_words[b][r][k * xb:][:xb], 0)
-                with m.If(adv):
+                with m.If(row_adv[r]):
                     m.d.sync += s3_picked[b][r].eq(picked)
-            s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2")
-            s3 = self._register_step(m, adv, s2, "s3")
+            s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2", [])
+            s3, valid_next = self._register_step(m, adv, s2, "s3", [])
             x = [s3_picked[0][r] | s3_picked[1][r] for r in range(R)]
-            last, later = self._later_stages(m, adv, (*s3[:3], x), wmem)
-            issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv))
+            last, valid_next, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
+                                                         valid_next, row_adv)
+            issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv,
+                                                 valid_next & adv_next))
             in_flight = skid_full | s1_valid | s2[0] | s3[0] | later
+            deep = {"adv_next": adv_next, "issue_valid_next": valid_next}
         else:
             act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
             x = [Mux(s1_rows[r], w[in_entry(s1_lane)] if lanes.length > 1 else w[0], 0)
                  for r, w in enumerate(act_words)]
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
             in_flight = s1_valid
-        return _ReadStage(adv=adv, src_read=Mux(adv, (1 << R) - 1, 0),
-                          w_addr=step.w_addr, w_read=adv, in_flight=in_flight, issue=issue)
+            row_adv, deep = [adv] * R, {}
+        return _ReadStage(adv=adv, src_read=Cat(*row_adv), w_addr=step.w_addr, w_read=adv,
+                          in_flight=in_flight, issue=issue, **deep)
 
     def _shared_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with ``rows / banks`` rows per bank (``ArrayConfig.act_banks``).
@@ -409,18 +448,24 @@ class Accelerator(wiring.Component):
         x = [Mux(s1_rows[r], Mux(swap[r], upcoming[r][0], current[r][s1_lane[r]]), 0)
              for r in range(R)]
         in_flight = skid_full | steps.r_rdy | armed | s1_valid
+        deep = {}
         if cfg.read_pipeline == "deep":
             # The lane selects registered, then once more, as the weight memory's word is
             # (`_issued_weights`).
-            s2 = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2")
-            s3 = self._register_step(m, adv, s2, "s3")
-            last, later = self._later_stages(m, adv, s3, wmem)
-            issue = (*last, self._issued_weights(m, wmem, pop, last[0] & adv))
+            adv_next = Signal()
+            row_adv = self._adv_copies(m, adv_next, R)
+            s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2", row_adv)
+            s3, valid_next = self._register_step(m, adv, s2, "s3", row_adv)
+            last, valid_next, later = self._later_stages(m, adv, s3, wmem, valid_next, row_adv)
+            issue = (*last, self._issued_weights(m, wmem, pop, last[0] & adv,
+                                                 valid_next & adv_next))
             in_flight |= s2[0] | s3[0] | later
+            deep = {"adv_next": adv_next, "issue_valid_next": valid_next}
         else:
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
-                          w_addr=head.w_addr, w_read=pop, in_flight=in_flight, issue=issue)
+                          w_addr=head.w_addr, w_read=pop, in_flight=in_flight, issue=issue,
+                          **deep)
 
     def _copy_to_rows(self, m, wb, row_bufs):
         """Narrow banks: each word written to a whole-word buffer (by the write-back or the
@@ -583,6 +628,11 @@ class Accelerator(wiring.Component):
                                                                  array.i.ready, "issued_step")
         else:
             issue_ready, step_valid, issued, waiting = array.i.ready, i_valid, offered, 0
+        if deep_read:
+            # The read stages' copies of `adv` are registers; this is their next value (the
+            # last stage's valid and the skid's, next cycle; `_skid` says how they change).
+            waiting_next = ~array.i.ready & (waiting | i_valid)
+            m.d.comb += read.adv_next.eq(~read.issue_valid_next | ~waiting_next)
         m.d.comb += [
             read.adv.eq(~i_valid | issue_ready),
             array.i.valid.eq(step_valid), array.i.payload.eq(issued.step),

@@ -8,7 +8,8 @@ read's), with weight relays (each stage a cycle longer), and with an array of se
 Verilator: the digits network for each PE kind, an image in one run and one stage by stage;
 Icarus: each PE kind too (shared and narrow banks on both simulators).
 All three simulators, stage by stage: steps the array stalls keep their weights (two words held,
-three with weight relays). A run keeps the stage count it was started with when the run argument
+three with weight relays); the read stages' registered copies of their advance equal it in
+every cycle (Amaranth). A run keeps the stage count it was started with when the run argument
 changes under it. Memories whose reads of an address written in the same cycle are undefined
 return a wrong word then (``poisoned_collisions``), and no user of them takes it: the
 write-back's max-pool reads, the host's reads of the counters, the rows' reads of narrow banks
@@ -20,7 +21,8 @@ import pytest
 
 from addershift.hw.config import ArrayConfig
 from addershift.sim.accel_host import run_stages
-from addershift.sim.accel_sim import _AmaranthPort, check, simulate, simulate_batch
+from addershift.sim.accel_sim import (SimResult, _AmaranthPort, _decode, check, simulate,
+                                      simulate_batch)
 from addershift.sw.compiler import compile_model
 from addershift.sw.examples import digits_net
 from addershift.sw.layer_cases import CASES, layer_case
@@ -171,6 +173,73 @@ def test_stalled_steps_keep_their_weights(simulator, relays, tmp_path):
     x = _images(model, 1, seed=3)
     result = simulate(program, x, simulator=simulator, per_stage=True, build_dir=tmp_path)
     assert check(model, program, x, result) is None
+
+
+@pytest.mark.parametrize("rows, cols, act_banks, relays",
+                         [(4, 4, None, 2), (8, 8, 2, None), (8, 8, 4, 1)])
+def test_registered_copies_of_adv_equal_it_every_cycle(rows, cols, act_banks, relays, monkeypatch):
+    # The deep read stages' per-row copies of `adv`, and each column's copies of the held
+    # weights' `take`, are registers loaded with next-cycle values the core derives; through a
+    # run whose array stalls (as above; the shared banks' reads stall on 8x8 arrays, where a
+    # tile's 64 results drain slower than its steps issue) each must equal its comb original in
+    # every cycle. (Fails with the skid's or the last stage's next value wrong.)
+    from amaranth.sim import Simulator
+    from addershift.hw.accelerator import Accelerator
+    from addershift.sim.accel_host import run_session
+    seen = {"copies": [], "reads": [], "takes": []}
+    make_copies = Accelerator._adv_copies
+    monkeypatch.setattr(Accelerator, "_adv_copies", staticmethod(
+        lambda m, adv_next, n: seen["copies"].extend(make_copies(m, adv_next, n)) or
+        seen["copies"]))
+    for name in ("_replicated_read", "_shared_read"):
+        def read(self, *args, _original=getattr(Accelerator, name)):
+            seen["reads"].append(_original(self, *args))
+            return seen["reads"][-1]
+        monkeypatch.setattr(Accelerator, name, read)
+    issued_weights = Accelerator._issued_weights
+
+    def weights(self, m, wmem, w_read, take, take_next):
+        # A register loaded with `take_next`, as each column's copy of `take` is.
+        from amaranth.hdl import Signal
+        copy = Signal(name="take_copy")
+        m.d.sync += copy.eq(take_next)
+        seen["takes"].append((take, copy))
+        return issued_weights(self, m, wmem, w_read, take, take_next)
+    monkeypatch.setattr(Accelerator, "_issued_weights", weights)
+
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=rows, cols=cols, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1,
+                         act_banks=act_banks, weight_relays=relays)
+    program = compile_model(model, config)
+    dut = Accelerator(config=config)
+    results, checked, stalls = [], [0], [0]
+
+    async def bench(ctx):
+        port = _AmaranthPort(ctx, dut)
+        results.append(await run_session(port, program, _images(model, 1, seed=3), per_stage=True))
+
+    async def watch(ctx):
+        (read,), (take, take_copy) = seen["reads"], seen["takes"][0]
+        assert len(seen["copies"]) == config.rows
+        async for values in ctx.tick().sample(read.adv, *seen["copies"], take, take_copy):
+            adv, *copies, take_value, take_copy_value = values[2:]
+            assert copies == [adv] * config.rows, f"cycle {checked[0]}"
+            assert take_copy_value == take_value, f"cycle {checked[0]}"
+            checked[0] += 1
+            stalls[0] += not adv
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-7)
+    sim.add_testbench(bench)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    (raw,) = results
+    result = SimResult(outputs=[_decode(program, r["stages"]) for r in raw["images"]],
+                       counters=[r["counters"] for r in raw["images"]],
+                       errors=[r["error"] for r in raw["images"]], sim_cycles=checked[0])
+    assert check(model, program, _images(model, 1, seed=3), result) is None
+    assert checked[0] > 1000 and stalls[0] > 50       # the array did stall the read stages
 
 
 @pytest.mark.parametrize("read_pipeline, relays", [("deep", None), ("short", None), ("deep", 1)])
