@@ -501,9 +501,12 @@ def test_pixel_counts_at_their_widest():
 
 def test_an_array_of_several_tiles(monkeypatch):
     # Tiles of 2x2 PEs (hw.array.TILE patched): the array's skid buffer and per-tile registers,
-    # with their extra cycle of latency, inside the whole core.
+    # with their extra cycle of latency, inside the whole core; and the write-back's copies of
+    # its merge choice, one per two lanes (the network max-pools).
     import addershift.hw.array as array_module
+    import addershift.hw.writeback as writeback_module
     monkeypatch.setattr(array_module, "TILE", 2)
+    monkeypatch.setattr(writeback_module, "TILE", 2)
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=3, cols=4, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=64, param_depth=64, global_pool=False)
