@@ -252,7 +252,6 @@ class Accelerator(wiring.Component):
         # The stages advance together, so a stalled array keeps every step in place (the
         # memories keep their outputs while their read enable is low).
         adv = Signal()
-        adv_next = Signal() if cfg.read_pipeline == "deep" else None
         if cfg.read_pipeline == "deep":
             # (the generator's ready through its counter enables set an 8x8 ECP5
             # accelerator's clock: 91.5 MHz)
@@ -292,6 +291,7 @@ class Accelerator(wiring.Component):
             s2_choice = [Signal(2 * C, name=f"s2_choice{REPLICA_SUFFIX}{r}") for r in range(R)]
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
                          for r in range(R)] for b, buf in enumerate(bufs)]
+            adv_next = Signal()
             row_adv = self._adv_copies(m, adv_next, R)
             for r in range(R):
                 with m.If(row_adv[r]):
