@@ -221,6 +221,10 @@ class WeightMemory(wiring.Component):
         return m
 
 
+def _per_port(shape, ports):
+    return shape if ports == 1 else data.ArrayLayout(shape, ports)
+
+
 class ReplicatedMemory(wiring.Component):
     """``banks`` copies of a ``depth`` x ``width`` memory: one broadcast write port, one read port
     per bank (bank 0 transparent for the write when ``transparent``).
@@ -229,10 +233,14 @@ class ReplicatedMemory(wiring.Component):
     bank 0's transparent one): ``"old"`` the word before the write, ``"undefined"`` any word
     (simulation still gives the old one).
 
+    With ``write_ports`` > 1 the banks are written in that many groups of consecutive banks (bank
+    ``b`` in group ``b * write_ports // banks``), each from its own port: copies of one write, so
+    that no single net reaches every bank (the callers' copies are registers of their own).
+
     Members
     -------
     w_en, w_addr, w_data : ``In``
-        One write, to every bank.
+        One write, to every bank; with ``write_ports`` > 1, arrays of one per group.
     r_en : ``In(banks)``
         Per-bank read enables (bank ``b`` keeps its ``r_data`` while bit ``b`` is low).
     r_addr : ``In(ArrayLayout(range(depth), banks))``
@@ -241,8 +249,10 @@ class ReplicatedMemory(wiring.Component):
 
     COLLISIONS = ("old", "undefined")
 
-    def __init__(self, *, banks, width, depth, transparent=True, collisions="old"):
+    def __init__(self, *, banks, width, depth, transparent=True, collisions="old",
+                 write_ports=1):
         self._banks = _check_int("banks", banks, 1, 64)
+        self._write_ports = _check_int("write_ports", write_ports, 1, self._banks)
         self._transparent = bool(transparent)
         if collisions not in self.COLLISIONS:
             raise ValueError(f"collisions must be one of {', '.join(self.COLLISIONS)}, "
@@ -251,8 +261,10 @@ class ReplicatedMemory(wiring.Component):
         self._width = _check_int("width", width, 1)
         self._depth = _check_int("depth", depth, 1)
         addr = unsigned(max(1, (depth - 1).bit_length()))
+        ports = self._write_ports
         super().__init__({
-            "w_en": In(1), "w_addr": In(addr), "w_data": In(width),
+            "w_en": In(ports), "w_addr": In(_per_port(addr, ports)),
+            "w_data": In(_per_port(unsigned(width), ports)),
             "r_en": In(banks), "r_addr": In(data.ArrayLayout(addr, banks)),
             "r_data": Out(data.ArrayLayout(unsigned(width), banks)),
         })
@@ -260,9 +272,11 @@ class ReplicatedMemory(wiring.Component):
     banks = property(lambda self: self._banks)
     width = property(lambda self: self._width)
     depth = property(lambda self: self._depth)
+    write_ports = property(lambda self: self._write_ports)
 
     def elaborate(self, platform):
         m = Module()
+        ports = self._write_ports
         for b in range(self._banks):
             transparent = b == 0 and self._transparent
             undefined = self._collisions == "undefined" and not transparent
@@ -273,7 +287,12 @@ class ReplicatedMemory(wiring.Component):
                 shape=unsigned(self._width), depth=self._depth, init=[],
                 attrs={"no_rw_check": 1} if undefined else None)
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
+            if ports == 1:
+                w_en, w_addr, w_data = self.w_en, self.w_addr, self.w_data
+            else:
+                g = b * ports // self._banks
+                w_en, w_addr, w_data = self.w_en[g], self.w_addr[g], self.w_data[g]
+            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
             if undefined:
                 rp = mem.read_port(domain="comb")
                 word = Signal(self._width, name=f"bank{b}{BRAM_WORD_SUFFIX}", reset_less=True)

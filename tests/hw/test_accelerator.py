@@ -19,6 +19,7 @@ behind their copy.
 import numpy as np
 import pytest
 
+from addershift.hw import accelerator as accelerator_module
 from addershift.hw.config import ArrayConfig
 from addershift.sim.accel_host import run_stages
 from addershift.sim.accel_sim import (SimResult, _AmaranthPort, _decode, check, simulate,
@@ -336,6 +337,19 @@ def test_narrow_banks_compute_what_the_replicated_read_does(lanes, entry, read_p
     _, replicated = _stalls_per_stage(model, x, **options)
     _, narrow = _stalls_per_stage(model, x, act_entry_lanes=entry, **options)
     assert narrow == replicated
+
+
+def test_narrow_banks_written_in_groups_compute_what_one_group_does(monkeypatch):
+    """Row banks written from a copy of the write per group of ``TILE`` rows (here two rows,
+    two groups of 4 x 4 PEs' banks): bit-exact, and the same stall cycles stage by stage."""
+    model = digits_net("adder", mode="pow2x2")
+    x = _images(model, 1, seed=4)
+    options = dict(cols=4, requant_lanes=2, act_entry_lanes=2, read_pipeline="deep",
+                   writeback_pipeline="deep")
+    _, one_group = _stalls_per_stage(model, x, **options)
+    monkeypatch.setattr(accelerator_module, "TILE", 2)
+    _, groups = _stalls_per_stage(model, x, **options)
+    assert groups == one_group
 
 
 @pytest.mark.parametrize("act_banks", [None, 2])

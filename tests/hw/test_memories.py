@@ -52,6 +52,37 @@ def test_replicated_memory_broadcast_hold_and_transparency(collisions):
     _run(dut, bench)
 
 
+def test_replicated_memory_write_ports_write_their_groups_of_banks():
+    # Five banks from two ports: banks 0-2 from port 0, banks 3-4 from port 1, each port on its
+    # own address and word in the same cycle.
+    dut = ReplicatedMemory(banks=5, width=8, depth=4, transparent=False, write_ports=2)
+
+    async def bench(ctx):
+        ctx.set(dut.w_en, 0b11)
+        ctx.set(dut.w_addr[0], 1)
+        ctx.set(dut.w_data[0], 11)
+        ctx.set(dut.w_addr[1], 2)
+        ctx.set(dut.w_data[1], 22)
+        await ctx.tick()
+        ctx.set(dut.w_en, 0b01)                      # port 1 writes nothing
+        ctx.set(dut.w_addr[1], 1)
+        ctx.set(dut.w_data[1], 99)
+        ctx.set(dut.w_addr[0], 2)
+        ctx.set(dut.w_data[0], 33)
+        await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        ctx.set(dut.r_en, 0b11111)
+        for addr, expected in ((1, [11, 11, 11, 0, 0]), (2, [33, 33, 33, 22, 22])):
+            for b in range(5):
+                ctx.set(dut.r_addr[b], addr)
+            await ctx.tick()
+            assert [ctx.get(dut.r_data[b]) for b in range(5)] == expected
+
+    _run(dut, bench)
+    with pytest.raises(ValueError, match=r"write_ports must be an integer in \[1, 3\], not 4"):
+        ReplicatedMemory(banks=3, width=8, depth=4, write_ports=4)._MustUse__silence = True
+
+
 def test_weight_memory_holds_its_output():
     dut = WeightMemory(width=20, depth=64)
 
