@@ -9,8 +9,8 @@
   address net and their outputs need not cross the die in the cycle they appear; with
   ``relays`` the accesses pass one more register, a copy per group of slices, so that no
   single register reaches every slice's copy either.
-- :class:`ReplicatedMemory`: ``banks`` copies of one memory behind one broadcast write port, with one
-  read port per bank. An activation buffer is ``ArrayConfig.banks`` copies (by default ``rows``, so
+- :class:`ReplicatedMemory`: ``banks`` copies of one memory behind one broadcast write port (or
+  one per group of banks, fed with copies of one write), with one read port per bank. An activation buffer is ``ArrayConfig.banks`` copies (by default ``rows``, so
   that every array row reads its own im2col address in the same cycle; each write costs no time,
   only memory); bank 0's
   read port is transparent for the write port, so a read-modify-write of the address written in the
