@@ -79,15 +79,15 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
         line = next(n for n, line_text in enumerate(source, 1) if text in line_text)
         return flip_flops.get(f"hw/array.py:{line}", 0)
 
-    # Six tiles (rows 0-1, 2-3, 4 by columns 0-1, 2); row 4 shifts nothing in, so its tiles need
-    # no `move`. `load` and `acc_enable` have a copy per row of each tile.
+    # Six tiles (rows 0-1, 2-3, 4 by columns 0-1, 2). `load` and `acc_enable` have a copy per
+    # row of each tile, and so has `update`, but for row 4, which shifts nothing in.
     assert {name: declared(text) for name, text in (
         ("ends", 'ends = Signal(name=f"ends{tile}"'),
-        ("move", 'move = Signal(name=f"move{tile}"'),
+        ("update", 'update = Signal(name=f"update{where}"'),
         ("load, acc_enable", 'load, acc_enable = (Signal(name=f"{name}{where}"'),
         ("o_valid", 'skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}"'),
         ("skid_valid", 'Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}"'),
-    )} == {"ends": 6, "move": 4, "load, acc_enable": 2 * 5 * 2,
+    )} == {"ends": 6, "update": 4 * 2, "load, acc_enable": 2 * 5 * 2,
            "o_valid": 2, "skid_valid": 2}   # the output's registers: a copy per column block
     # What reaches a tile from the edge passes HOPS registers of the tile: its reset, `valid`,
     # `last`, and each 8-bit operand of the rows and columns it crosses (x in two tiles, w in
