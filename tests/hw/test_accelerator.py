@@ -6,7 +6,8 @@ counters checked against the program, through both write-back pipelines, with ro
 activation banks (and their stall bounds), with narrow banks (and their stalls: the replicated
 read's), with weight relays (each stage a cycle longer), and with an array of several tiles.
 Verilator: the digits network for each PE kind, an image in one run and one stage by stage;
-Icarus: each PE kind too (shared and narrow banks on both simulators).
+Icarus: each PE kind too (shared and narrow banks on both simulators, the narrow banks written
+from a port per row).
 All three simulators, stage by stage: steps the array stalls keep their weights (two words held,
 three with weight relays); the read stages' registered copies of their advance equal it in
 every cycle (Amaranth). A run keeps the stage count it was started with when the run argument
@@ -393,10 +394,15 @@ def test_narrow_banks_on_every_layer_case():
     ("shift", 4, 2, "icarus", 2), ("adder", 2, 4, "icarus", "narrow"),
     ("shift", 3, 2, "verilator", "narrow"),
 ])
-def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path):
+def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path,
+                                   monkeypatch):
     model = digits_net(op, mode={"adder": "pow2x2", "shift": "shift", "mul": "mul"}[op])
     lanes = {"adder": 2, "shift": 1 if rows == 3 else None}.get(op)
     narrow = act_banks == "narrow"
+    if narrow:
+        # Narrow banks written in groups of one row (a write port each), as rows beyond a tile's
+        # are.
+        monkeypatch.setattr(accelerator_module, "TILE", 1)
     config = ArrayConfig(pe=op, rows=rows, cols=cols, requant_mode=model.layers[0].requant.mode,
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
                          # Lanes 2, 1 and all; each pipeline on both simulators, rows sharing
