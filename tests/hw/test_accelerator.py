@@ -595,7 +595,11 @@ class _PoisonedCollisions:
                 for b in range(self.banks):
                     undefined = kwargs.get("collisions") == "undefined" and not (
                         b == 0 and kwargs.get("transparent", True))
-                    hit = (self.w_en & self.r_en[b] & (self.w_addr == self.r_addr[b])
+                    w_en, w_addr = self.w_en, self.w_addr
+                    if self.write_ports > 1:       # bank b's group's port
+                        port = b * self.write_ports // self.banks
+                        w_en, w_addr = w_en[port], w_addr[port]
+                    hit = (w_en & self.r_en[b] & (w_addr == self.r_addr[b])
                            if undefined else 0)
                     poisoned = Signal(name=f"poisoned{b}", init=undefined)
                     with m.If(self.r_en[b]):
@@ -686,6 +690,31 @@ def test_undefined_collisions_are_never_used(poisoned_collisions, pipeline, narr
     assert check(model, program, x, result) is None
     if pipeline == "deep":
         assert sum(poisoned_collisions.values()) > 0
+
+
+@pytest.mark.parametrize("pipeline, tile", [("deep", 1), ("short", 8)])
+def test_a_run_reads_the_hosts_last_word_after_its_copy(poisoned_collisions, monkeypatch,
+                                                        pipeline, tile):
+    # Narrow banks: the input is one word, the host's last write, and the run's first read is
+    # its first entry, which the row copy writes two cycles after the word. The run starts as
+    # soon as the host is done; its first read must wait for the copy (a read in the cycle of
+    # the copy's write is undefined in a block RAM, poisoned here), from a port per row too.
+    from addershift.sw.layer_cases import _linear
+    from addershift.sw.model import QModel
+    monkeypatch.setattr(accelerator_module, "TILE", tile)
+    # (A wide word is the fewest descriptor words to load before the first read: 9 cycles
+    # after the copy's first entry, where 4 columns leave 14.)
+    config = ArrayConfig(pe="adder", rows=4, cols=32, requant_mode="pow2x2", max_k=32,
+                         weight_depth=256, act_depth=16, param_depth=64, read_pipeline=pipeline,
+                         writeback_pipeline=pipeline, requant_lanes=1, act_entry_lanes=1)
+    model = QModel(input_shape=(32,), layers=[
+        _linear(np.random.default_rng(3), "fc", "adder", "pow2x2", 32, 3)])
+    model.validate()
+    program = compile_model(model, config)
+    assert len(program.input_image(np.zeros(32))) == config.act_word_bytes
+    x = _images(model, 2, seed=4)
+    result = simulate(program, x, simulator="amaranth")
+    assert check(model, program, x, result) is None
 
 
 def test_counters_read_while_they_are_written(poisoned_collisions):
