@@ -45,6 +45,7 @@ from .framer import DeviceSignature, WriteLayout
 from .im2col import Im2colGenerator
 from .memories import ReplicatedMemory, WeightMemory
 from .requant import PIPELINES, Requantiser
+from .skid import skid
 from .sequencer import RequantFeeder, Sequencer
 from .writeback import Writeback
 
@@ -214,25 +215,6 @@ class Accelerator(wiring.Component):
             valids.append(step[0])
         return step, valid_next, Cat(*valids).any() if valids else 0
 
-    @staticmethod
-    def _skid(m, valid, payload, ready, name):
-        """A stream through a skid register, so that the producer's ready is a register's (the
-        skid is empty), not the consumer's ``ready``: a step the consumer does not take as it
-        arrives waits in the skid, and goes first. The skid's data register loads whenever it
-        is empty, so its enable is a register too. Returns the producer's ready, the consumer's
-        valid and payload, and whether the skid holds a step.
-        (amaranth.lib has no stream buffer of this kind, so it is written here.)"""
-        held_valid = Signal(name=f"{name}_held")
-        held = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
-        out = Signal.like(payload, name=f"{name}_out")
-        m.d.comb += out.eq(Mux(held_valid, held, payload))
-        with m.If(held_valid):
-            with m.If(ready):
-                m.d.sync += held_valid.eq(0)
-        with m.Else():
-            m.d.sync += [held_valid.eq(valid & ~ready), held.eq(payload)]
-        return ~held_valid, held_valid | valid, out, held_valid
-
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
         leaves the generator. With narrow banks (``ArrayConfig.act_entry_lanes``) a row reads
@@ -252,15 +234,8 @@ class Accelerator(wiring.Component):
         # The stages advance together, so a stalled array keeps every step in place (the
         # memories keep their outputs while their read enable is low).
         adv = Signal()
-        if cfg.read_pipeline == "deep":
-            # (the generator's ready through its counter enables set an 8x8 ECP5
-            # accelerator's clock: 91.5 MHz)
-            gen_ready, step_valid, step, skid_full = self._skid(m, gen.o.valid, gen.o.payload,
-                                                                adv, "gen_step")
-            m.d.comb += gen.o.ready.eq(gen_ready)
-        else:
-            m.d.comb += gen.o.ready.eq(adv)
-            step_valid, step, skid_full = gen.o.valid, gen.o.payload, 0
+        m.d.comb += gen.o.ready.eq(adv)
+        step_valid, step = gen.o.valid, gen.o.payload
         s1_valid, s1_last = Signal(), Signal()
         s1_lane = Signal.like(step.lane)
         s1_rows = Signal(R)
@@ -313,7 +288,7 @@ class Accelerator(wiring.Component):
                                                          valid_next, row_adv)
             issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv,
                                                  valid_next & adv_next))
-            in_flight = skid_full | s1_valid | s2[0] | s3[0] | later
+            in_flight = s1_valid | s2[0] | s3[0] | later
             deep = {"adv_next": adv_next, "issue_valid_next": valid_next}
         else:
             act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
@@ -346,20 +321,12 @@ class Accelerator(wiring.Component):
         step, the only one that may be past the queue, takes lane 0 of the ``next`` words."""
         cfg = self._config
         R, G = cfg.rows, cfg.rows // cfg.banks
-        # With the deep read pipeline the generator's steps pass a skid register first, so its
-        # ready is a register (the skid is empty), not the queue's level and the fetcher's
-        # state: that handshake through the generator's step into its registers copied per
-        # row (8.4-8.7 ns of routing) set the clock of 16x16 and 16x32 ECP5 accelerators
-        # (93.8 and 94.2 MHz).
-        skid_full = 0
-        if cfg.read_pipeline == "deep":
-            offer_ready = Signal()
-            gen_ready, offer_valid, p, skid_full = self._skid(m, gen.o.valid, gen.o.payload,
-                                                              offer_ready, "gen_step")
-            m.d.comb += gen.o.ready.eq(gen_ready)
-        else:
-            offer_valid, p = gen.o.valid, gen.o.payload
-            offer_ready = gen.o.ready
+        # With the deep read pipeline the generator's steps come through its skid register, so
+        # its counters step on registers, not on the queue's level and the fetcher's state:
+        # that handshake through the generator's step into its registers copied per row
+        # (8.4-8.7 ns of routing) set the clock of 16x16 and 16x32 ECP5 accelerators (93.8 and
+        # 94.2 MHz).
+        offer_valid, p, offer_ready = gen.o.valid, gen.o.payload, gen.o.ready
         step = data.StructLayout({"rows": R, "lane": len(p.lane), "first": 1, "last": 1,
                                   "busy": len(p.busy), "w_addr": len(p.w_addr)})
         queue = SyncFIFOBuffered if cfg.read_pipeline == "deep" else SyncFIFO
@@ -447,7 +414,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [lane.eq(head.lane) for lane in s1_lane]
         x = [Mux(s1_rows[r], Mux(swap[r], upcoming[r][0], current[r][s1_lane[r]]), 0)
              for r in range(R)]
-        in_flight = skid_full | steps.r_rdy | armed | s1_valid
+        in_flight = steps.r_rdy | armed | s1_valid
         deep = {}
         if cfg.read_pipeline == "deep":
             # The lane selects registered, then once more, as the weight memory's word is
@@ -636,7 +603,7 @@ class Accelerator(wiring.Component):
             bus.done.eq(seq.done & ~(run if deep_read else 0)), bus.error.eq(seq.error),
             bus.counters[0].eq(seq.total), bus.counters[1].eq(seq.busy_pe),
             bus.counters[2].eq(seq.stall), self.issue_steps.eq(seq.issue),
-            gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.hold.eq(seq.gen_hold),
+            gen.desc.eq(seq.desc), gen.start.eq(seq.gen_start), gen.release.eq(seq.gen_release),
             feeder.desc.eq(seq.wb_desc), wb.desc.eq(seq.wb_desc),
             feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start),
             # At the write side's start the generator's descriptor is still the stage's.
@@ -662,15 +629,13 @@ class Accelerator(wiring.Component):
             # `last` check) through every stage's enable to the weight memory's read-enable
             # copies across the die set the clock of 16x12, 16x16 and 8x8 ECP5 accelerators
             # placed by nextpnr's static placer (92.7 MHz at 16x12).
-            issue_ready, step_valid, issued, waiting = self._skid(m, i_valid, offered,
-                                                                 array.i.ready, "issued_step")
+            issued_skid = skid(m, i_valid, offered, array.i.ready, "issued_step")
+            issue_ready, step_valid, issued, waiting = issued_skid[:4]
+            # The read stages' copies of `adv` are registers; this is their next value (the
+            # last stage's valid and the skid's, next cycle).
+            m.d.comb += read.adv_next.eq(~read.issue_valid_next | ~issued_skid.held_next)
         else:
             issue_ready, step_valid, issued, waiting = array.i.ready, i_valid, offered, 0
-        if deep_read:
-            # The read stages' copies of `adv` are registers; this is their next value (the
-            # last stage's valid and the skid's, next cycle; `_skid` says how they change).
-            waiting_next = ~array.i.ready & (waiting | i_valid)
-            m.d.comb += read.adv_next.eq(~read.issue_valid_next | ~waiting_next)
         m.d.comb += [
             read.adv.eq(~i_valid | issue_ready),
             array.i.valid.eq(step_valid), array.i.payload.eq(issued.step),

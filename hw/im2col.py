@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw.compiler import DIM_BITS
 from .array import REPLICA_SUFFIX
 from .descriptor import descriptor_layout
+from .skid import skid
 
 __all__ = ["Im2colGenerator", "step_layout"]
 
@@ -74,12 +75,16 @@ class Im2colGenerator(wiring.Component):
         The stage's descriptor; must hold still from ``start`` until ``busy`` falls.
     start : ``In(1)``
         Begin the stage (a one-cycle pulse while idle).
-    hold : ``In(1)``
-        Emit no step (the previous stage is still writing this one's input); the walker fills
-        the first tile meanwhile.
+    release : ``In(1)``
+        The previous stage has written this one's input: steps may go from the next cycle on.
+        From ``start`` until then none is emitted (the walker fills the first tile meanwhile);
+        a ``release`` in the cycle of ``start`` counts.
     busy : ``Out(1)``
         Steps remain to be emitted.
     o : ``Out(stream.Signature(step_layout(config)))``
+        With the deep read pipeline through a skid register (:mod:`hw.skid`): the counters
+        step on registers, not on the consumer's ready (which, through their enables, set an
+        8x8 ECP5 accelerator's clock: 91.5 MHz).
     """
 
     def __init__(self, *, config):
@@ -90,7 +95,7 @@ class Im2colGenerator(wiring.Component):
         super().__init__({
             "desc": In(descriptor_layout(config)),
             "start": In(1),
-            "hold": In(1),
+            "release": In(1),
             "busy": Out(1),
             "o": Out(stream.Signature(step_layout(config))),
         })
@@ -184,9 +189,13 @@ class Im2colGenerator(wiring.Component):
         cur_pv = [Signal(name=f"pv_{r}", reset_less=True) for r in range(R)]
         tile_last = Signal()              # the current tile is the group's last
         loaded = Signal()                 # the current registers hold an unfinished tile
+        loaded_next = Signal()
+        m.d.comb += loaded_next.eq(loaded)
+        m.d.sync += loaded.eq(loaded_next)
         issuing = Signal()                # steps remain in this stage
         with m.If(issuing & ~loaded & (fill == R)):
-            m.d.sync += [loaded.eq(1), fill.eq(0)]
+            m.d.comb += loaded_next.eq(1)
+            m.d.sync += fill.eq(0)
             for r in range(R):
                 m.d.sync += [cur_iw0[r].eq(sh_iw0[r]), cur_base[r].eq(sh_base[r]),
                              cur_pv[r].eq(sh_pv[r])]
@@ -231,6 +240,15 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += [ckw_last.eq(nxt["c"] & nxt["kw"]),
                          last.eq(nxt["c"] & nxt["kw"] & nxt["kh"])]
             lane_last, c_last, og_last = ends["lane"], ends["c"], ends["og"]
+            # Each row's registers (input position, offset) step on copies of the branch flags
+            # of its own: with the counters' flags, the LUTs of the step and the flags that
+            # enable the rows were placed among the rows, and the route out and back to the
+            # next flags (8.6 ns) set a 16x32 ECP5 accelerator's clock (94.5 MHz); with one copy
+            # for all rows, the route from it to the farthest row (98.1 MHz).
+            rows_flags = [[Signal(name=f"{n}_last{REPLICA_SUFFIX}_row{r}")
+                           for n in ("k", "ckw", "c", "lane")] for r in range(R)]
+            m.d.sync += [flag.eq(value) for flags in rows_flags for flag, value in zip(flags, (
+                nxt["c"] & nxt["kw"] & nxt["kh"], nxt["c"] & nxt["kw"], nxt["c"], nxt["lane"]))]
         else:
             lane_last = lane == C - 1
             c_last = c == d.cin_m1
@@ -239,6 +257,7 @@ class Im2colGenerator(wiring.Component):
             og_last = og == d.og_m1
             ckw_last = c_last & kw_last
             last = ckw_last & kh_last
+            rows_flags = [[last, ckw_last, c_last, lane_last]]
 
         def lane_to_zero():
             return [lane.eq(0)] + ([first.eq(1)] if deep else [])
@@ -262,19 +281,31 @@ class Im2colGenerator(wiring.Component):
         def set_offset(value):
             return [o.eq(value) for o in offsets]
 
-        def next_kw():
-            """Step the rows' ``iw`` with ``kw`` (nothing when it is a sum)."""
-            return [iw[r].eq(iw[r] + 1) for r in range(R)] if deep else []
-
-        def next_kh():
-            """Step the rows' ``ih`` with ``kh`` and return ``iw`` to the row's start."""
-            return [v for r in range(R) for v in (ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r]))
-                    ] if deep else []
-
         if not deep:
             m.d.comb += [ih[r].eq(cur_ih0[r] + kh) for r in range(R)]
             m.d.comb += [iw[r].eq(cur_iw0[r] + kw) for r in range(R)]
-        p = self.o.payload
+        # Held from `start` until `release`, in a register of the generator's own (the
+        # sequencer's, routed into the generator's step logic, began a 16x16 ECP5 accelerator's
+        # slowest path: 94.4 MHz).
+        hold, hold_next = Signal(init=1), Signal()
+        m.d.comb += hold_next.eq(Mux(self.release, 0, Mux(self.start, 1, hold)))
+        m.d.sync += hold.eq(hold_next)
+        p = Signal(step_layout(cfg))
+        valid, step = Signal(), Signal()      # a step is offered; it is taken
+        m.d.comb += valid.eq(loaded & ~hold)
+        if deep:
+            out = skid(m, valid, p, self.o.ready, "step")
+            m.d.comb += [self.o.valid.eq(out.valid), self.o.payload.eq(out.payload),
+                         step.eq(valid & out.ready), self.busy.eq(issuing | out.held)]
+            # Each row's registers step on a copy of `step` of their own, set a cycle ahead:
+            # the step's LUT of the generator's registers reached the rows across the die
+            # (their input position registers' enables, 98.0 MHz on a 16x32 ECP5 accelerator).
+            row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}") for r in range(R)]
+            m.d.sync += [go.eq(loaded_next & ~hold_next & ~out.held_next) for go in row_steps]
+        else:
+            m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(p),
+                         step.eq(valid & self.o.ready), self.busy.eq(issuing)]
+            row_steps = [step]
         for r in range(R):
             m.d.comb += [
                 p.addr[r].eq(cur_base[r] + offsets[r if deep else 0]),
@@ -285,19 +316,17 @@ class Im2colGenerator(wiring.Component):
             p.last.eq(last),
             p.busy.eq(Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
                           Mux(og_last, d.busy_cols, d.busy_full))),
-            self.o.valid.eq(loaded & ~self.hold),
-            self.busy.eq(issuing),
         ]
 
         # One branch per kind of step, each chosen by one flag (with the deep pipeline a
         # register): the reduction's last step, the last of a kernel row, the last of a kernel
         # column, and the rest.
-        with m.If(self.o.valid & self.o.ready):
+        with m.If(step):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(last):
                 m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
-                             next_row_off.eq(d.in_w), next_col_off.eq(1), loaded.eq(0)]
-                m.d.sync += set_offset(0)
+                             next_row_off.eq(d.in_w), next_col_off.eq(1)]
+                m.d.comb += loaded_next.eq(0)
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
                 m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
                 with m.If(tile_last):
@@ -311,35 +340,50 @@ class Im2colGenerator(wiring.Component):
                 m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(kh + 1),
                              next_row_off.eq(next_row_off + d.in_w),
                              next_col_off.eq(next_row_off + 1)]
-                m.d.sync += set_offset(next_row_off)
-                m.d.sync += next_kh()
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
                 m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", kh + 1 == d.kh_m1)
             with m.Elif(c_last):
                 m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(kw + 1),
                              next_col_off.eq(next_col_off + 1)]
-                m.d.sync += set_offset(next_col_off)
-                m.d.sync += next_kw()
                 m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
                 m.d.comb += end_at("kw", kw + 1 == d.kw_m1)
             with m.Else():
                 m.d.sync += c.eq(c + 1)
                 m.d.comb += end_at("c", c + 1 == d.cin_m1)
                 with m.If(lane_last):
-                    m.d.sync += lane_to_zero() + [o.eq(o + d.in_hw) for o in offsets]
+                    m.d.sync += lane_to_zero()
                     m.d.comb += end_at("lane", C == 1)
                 with m.Else():
                     m.d.sync += next_lane()
                     m.d.comb += end_at("lane", lane + 1 == C - 1)
 
+        # The rows' registers by the same branches (one offset for all rows and no registers of
+        # input positions when the ends are compares).
+        for r, (row_step, (row_last, row_ckw_last, row_c_last, row_lane_last)) in enumerate(
+                zip(row_steps, rows_flags)):
+            offset = offsets[r]
+            with m.If(row_step):
+                with m.If(row_last):
+                    m.d.sync += offset.eq(0)
+                with m.Elif(row_ckw_last):        # the next kernel row: iw back to its start
+                    m.d.sync += offset.eq(next_row_off)
+                    if deep:
+                        m.d.sync += [ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r])]
+                with m.Elif(row_c_last):          # the next kernel column
+                    m.d.sync += offset.eq(next_col_off)
+                    if deep:
+                        m.d.sync += iw[r].eq(iw[r] + 1)
+                with m.Elif(row_lane_last):       # the next channel group
+                    m.d.sync += offset.eq(offset + d.in_hw)
+
         with m.If(self.start):
             m.d.sync += walker_reset() + [
-                fill.eq(0), loaded.eq(0), active.eq(1), issuing.eq(1),
+                fill.eq(0), active.eq(1), issuing.eq(1),
                 c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)
             m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
             m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
-            m.d.comb += end_at("og", d.og_m1 == 0)
+            m.d.comb += end_at("og", d.og_m1 == 0) + [loaded_next.eq(0)]
         return m

@@ -34,7 +34,6 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.compiler import (DESCRIPTOR_MAGIC, PERF_COUNTERS, PERF_STAGES, WRITE_FIELDS,
                            descriptor_slot_words)
-from .array import REPLICA_SUFFIX
 from .descriptor import descriptor_layout, write_layout
 
 __all__ = ["Sequencer", "RequantFeeder", "Error"]
@@ -63,9 +62,9 @@ class Sequencer(wiring.Component):
         The stage the generator reads for (its input buffer is ``stage % 2``).
     desc : ``Out(descriptor_layout(config))``
         That stage's descriptor.
-    gen_start : ``Out(1)``, gen_hold : ``Out(1)``, issuing : ``In(1)``
-        Start the generator; hold it before its first k-step; it (or the read stage) still has
-        k-steps of the stage to issue.
+    gen_start : ``Out(1)``, gen_release : ``Out(1)``, issuing : ``In(1)``
+        Start the generator; let its k-steps go (the previous stage's words are written); it
+        (or the read stage) still has k-steps of the stage to issue.
     wb_stage : ``Out(8)``
         The stage the write side writes (its output buffer is ``(wb_stage + 1) % 2``).
     wb_desc : ``Out(write_layout(config))``, wb_start : ``Out(1)``, wb_busy : ``In(1)``
@@ -91,7 +90,7 @@ class Sequencer(wiring.Component):
             "total": Out(cb), "issue": Out(cb), "busy_pe": Out(cb), "stall": Out(cb),
             "stage": Out(8),
             "desc": Out(descriptor_layout(config)),
-            "gen_start": Out(1), "gen_hold": Out(1), "issuing": In(1),
+            "gen_start": Out(1), "gen_release": Out(1), "issuing": In(1),
             "wb_stage": Out(8),
             "wb_desc": Out(write_layout(config)),
             "wb_start": Out(1), "wb_busy": In(1),
@@ -123,11 +122,7 @@ class Sequencer(wiring.Component):
         handed = Signal()          # the generator's stage has been handed to the write side
         start_wb = Signal()        # registered: wb_desc is in place this cycle
         wb_active = Signal()       # the write side has a stage in flight
-        # The generator's hold (not handed) in a register of its own, which the placer can put
-        # beside the generator: `handed`, routed from the sequencer into the generator's step
-        # logic, began a 16x16 ECP5 accelerator's slowest path (94.4 MHz).
-        hold = Signal(init=1, name=f"gen_hold{REPLICA_SUFFIX}")
-        m.d.comb += [self.wb_start.eq(start_wb), self.gen_hold.eq(hold)]
+        m.d.comb += self.wb_start.eq(start_wb)
         m.d.sync += [start_wb.eq(0), self.gen_start.eq(0)]
         with m.If(start_wb):
             m.d.sync += wb_active.eq(1)
@@ -137,7 +132,7 @@ class Sequencer(wiring.Component):
         def hand_over():
             return [getattr(self.wb_desc, name).eq(getattr(self.desc, name))
                     for name in WRITE_FIELDS] + [
-                    self.wb_stage.eq(self.stage), start_wb.eq(1), handed.eq(1), hold.eq(0)]
+                    self.wb_stage.eq(self.stage), start_wb.eq(1), handed.eq(1)]
 
         # --- counters ------------------------------------------------------------------------
         with m.If(self.busy):
@@ -218,12 +213,13 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     # From a register: the magic's compare in front of every walker register's
                     # enable was the critical path on an iCE40.
-                    m.d.sync += [self.gen_start.eq(1), handed.eq(0), hold.eq(1)]
+                    m.d.sync += [self.gen_start.eq(1), handed.eq(0)]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 # The previous stage's last word is written (or there was none): go.
                 with m.If(~handed & ~wb_active & ~start_wb & (snap == 0)):
                     m.d.sync += hand_over()
+                    m.d.comb += self.gen_release.eq(1)
                 with m.If(handed & ~self.issuing):
                     m.d.sync += [ran.eq(ran + 1), issued.eq(0), received.eq(0)]
                     with m.If(self.desc.last | at_count):

@@ -12,15 +12,24 @@ from addershift.sw.golden import im2col
 from addershift.sw.layer_cases import layer_case
 
 
-def _steps(config, fields, *, stall_every=0, limit=50_000):
+def _steps(config, fields, *, stall_every=0, release_after=0, limit=50_000):
+    # Steps go from the cycle after `release`: with `start` (release_after=0) or later.
     dut = Im2colGenerator(config=config)
     steps = []
 
     async def bench(ctx):
         ctx.set(dut.desc, fields)
         ctx.set(dut.start, 1)
+        ctx.set(dut.release, release_after == 0)
         await ctx.tick()
         ctx.set(dut.start, 0)
+        ctx.set(dut.release, 0)
+        for cycle in range(1, release_after + 1):
+            ctx.set(dut.o.ready, 1)
+            assert not ctx.get(dut.o.valid), f"a step {cycle} cycles after start, not released"
+            ctx.set(dut.release, cycle == release_after)
+            await ctx.tick()
+        ctx.set(dut.release, 0)
         cycle = 0
         while ctx.get(dut.busy):
             # (a generator whose counters never end must fail, not hang)
@@ -41,18 +50,19 @@ def _steps(config, fields, *, stall_every=0, limit=50_000):
     return steps
 
 
-@pytest.mark.parametrize("case, rows, cols, stall", [
-    ("conv_rect_p2", 3, 2, 0),      # 2x3 kernel, stride 2, padding 2
-    ("conv_s2_p0", 4, 4, 3),        # stride 2, back-pressure every third cycle
-    ("gap", 5, 2, 0),               # 16 pixels on 5 rows: a partial last tile
-    ("conv_s2_p0", 3, 2, 2),        # 2 channels on 2 lanes: the last channel in the last lane
+@pytest.mark.parametrize("case, rows, cols, stall, release_after", [
+    ("conv_rect_p2", 3, 2, 0, 0),   # 2x3 kernel, stride 2, padding 2
+    ("conv_s2_p0", 4, 4, 3, 9),     # stride 2, back-pressure every third cycle, held a while
+    ("gap", 5, 2, 0, 1),            # 16 pixels on 5 rows: a partial last tile
+    ("conv_s2_p0", 3, 2, 2, 0),     # 2 channels on 2 lanes: the last channel in the last lane
+    ("pool_gap_stride", 3, 2, 0, 12),   # one channel (each step a kernel column's last), held
 ])
 @pytest.mark.parametrize("pipeline", ["deep", "short"])   # counter ends as registers or compares
-def test_steps_match_golden_im2col(case, rows, cols, stall, pipeline):
+def test_steps_match_golden_im2col(case, rows, cols, stall, release_after, pipeline):
     model = layer_case(case, "mul")
     config = ArrayConfig(pe="mul", rows=rows, cols=cols, max_k=128, read_pipeline=pipeline)
     stage = compile_model(model, config).stages[0]
-    steps = _steps(config, stage.fields, stall_every=stall)
+    steps = _steps(config, stage.fields, stall_every=stall, release_after=release_after)
     cin, h, w = stage.in_shape
     kh, kw = stage.kernel
     x = np.random.default_rng(0).integers(-100, 100, (1, cin, h, w))

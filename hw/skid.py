@@ -1,0 +1,37 @@
+"""A skid register on a valid/ready stream, so that the producer's ready is a register's.
+
+A step the consumer does not take as it arrives waits in the skid, and goes first; while the skid
+is empty the producer is ready. The skid's data register loads whenever it is empty, so its enable
+is a register too. (amaranth.lib has no stream buffer of this kind, so it is written here.)
+"""
+
+from __future__ import annotations
+
+import typing
+
+from amaranth.hdl import Mux, Signal
+
+__all__ = ["Skid", "skid"]
+
+
+class Skid(typing.NamedTuple):
+    ready: object       #: the producer's ready (the skid is empty)
+    valid: object       #: the consumer's valid
+    payload: object     #: the consumer's payload
+    held: object        #: the skid holds a step
+    held_next: object   #: ``held`` in the next cycle (for registered copies of the handshake)
+
+
+def skid(m, valid, payload, ready, name):
+    """The stream ``valid``/``payload`` through a skid register in ``m``'s sync domain, to a
+    consumer whose ready is ``ready``; its signals are named after ``name``."""
+    held = Signal(name=f"{name}_held")
+    held_next = Signal(name=f"{name}_held_next")
+    held_payload = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
+    out = Signal.like(payload, name=f"{name}_out")
+    m.d.comb += [out.eq(Mux(held, held_payload, payload)),
+                 held_next.eq(Mux(held, ~ready, valid & ~ready))]
+    m.d.sync += held.eq(held_next)
+    with m.If(~held):
+        m.d.sync += held_payload.eq(payload)
+    return Skid(ready=~held, valid=held | valid, payload=out, held=held, held_next=held_next)
