@@ -1,5 +1,5 @@
 """The im2col generator's steps against the golden model's im2col, for padding, stride, partial
-tiles and channel groups."""
+tiles and channel groups, released with its start or held cycles after it (none emitted before)."""
 
 import numpy as np
 import pytest
