@@ -45,8 +45,8 @@ from .framer import DeviceSignature, WriteLayout
 from .im2col import Im2colGenerator
 from .memories import ReplicatedMemory, WeightMemory
 from .requant import PIPELINES, Requantiser
-from .skid import skid
 from .sequencer import RequantFeeder, Sequencer
+from .skid import skid
 from .writeback import Writeback
 
 __all__ = ["Accelerator", "AcceleratorTop", "accelerator_regions", "accelerator_identity"]
@@ -630,7 +630,8 @@ class Accelerator(wiring.Component):
             # copies across the die set the clock of 16x12, 16x16 and 8x8 ECP5 accelerators
             # placed by nextpnr's static placer (92.7 MHz at 16x12).
             issued_skid = skid(m, i_valid, offered, array.i.ready, "issued_step")
-            issue_ready, step_valid, issued, waiting = issued_skid[:4]
+            issue_ready, step_valid, issued, waiting = (issued_skid.ready, issued_skid.valid,
+                                                        issued_skid.payload, issued_skid.held)
             # The read stages' copies of `adv` are registers; this is their next value (the
             # last stage's valid and the skid's, next cycle).
             m.d.comb += read.adv_next.eq(~read.issue_valid_next | ~issued_skid.held_next)
