@@ -58,7 +58,8 @@ class Writeback(wiring.Component):
     -------
     desc : ``In(write_layout(config))``
     start : ``In(1)``
-        Begin a stage (a pulse while idle).
+        Begin a stage (a pulse while idle; with the deep pipeline it begins a cycle later, from a
+        register of the pulse). ``busy`` rises the cycle after the pulse.
     busy : ``Out(1)``
         Rows of the stage remain to be written.
     i : ``In(stream.Signature(ArrayLayout(signed(x_bits), lanes)))``
@@ -155,11 +156,15 @@ class Writeback(wiring.Component):
         # `left != 0`, `left <= 1` and `ow_c == out_w_m1` (the OR of left's bits, then the
         # handshake and the compare into the pooling counters' enables, 9 ns across the die, set
         # the 16x8 ECP5 accelerator's clock with placement seeds 4 and 5: 88.5, 93.6 MHz).
+        # So are the pooling offsets' ends, `dw == stride_last` and `dh == stride_last` (the
+        # compare, then the handshake, into the window registers' enables: 16.4 ns on a 32x32
+        # ECP5 accelerator, its slowest path).
         if self._deep:
-            pixel, last_pixel, row_end = (Signal(name=n) for n in ("pixel", "last_pixel",
-                                                                      "row_end"))
+            pixel, last_pixel, row_end, dw_end, dh_end = (
+                Signal(name=n) for n in ("pixel", "last_pixel", "row_end", "dw_end", "dh_end"))
         else:
             pixel, last_pixel, row_end = left != 0, left[1:] == 0, ow_c == d.out_w_m1
+            dw_end, dh_end = dw == stride_last, dh == stride_last
         first = (dh == 0) & (dw == 0)
         inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
         # The pixel's word, row_dest + pw. With the deep pipeline a register that moves with pw
@@ -174,6 +179,11 @@ class Writeback(wiring.Component):
         def dest_at(value):
             """Move the deep pipeline's ``dest`` register to ``value`` (short: nothing)."""
             return [dest.eq(value)] if self._deep else []
+
+        def ends_at(**values):
+            """Set the deep pipeline's pooling-offset end registers (short: nothing)."""
+            ends = {"dw_end": dw_end, "dh_end": dh_end}
+            return [ends[n].eq(v) for n, v in values.items()] if self._deep else []
 
         # Global average pooling (builds with global_pool): per-lane sums of the group's pixels.
         gap = cfg.global_pool
@@ -209,21 +219,25 @@ class Writeback(wiring.Component):
             # Advance (oh, ow) and the pooling coordinates.
             with m.If(row_end):
                 m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)] + dest_at(row_dest)
-                with m.If(dh == stride_last):
+                m.d.sync += ends_at(dw_end=stride_last == 0)
+                with m.If(dh_end):
                     m.d.sync += [dh.eq(0), ph.eq(ph + 1), row_dest.eq(row_dest + d.pool_w)]
-                    m.d.sync += dest_at(row_dest + d.pool_w)
+                    m.d.sync += dest_at(row_dest + d.pool_w) + ends_at(dh_end=stride_last == 0)
                 with m.Else():
-                    m.d.sync += dh.eq(dh + 1)
+                    m.d.sync += [dh.eq(dh + 1)] + ends_at(dh_end=dh + 1 == stride_last)
             with m.Else():
                 m.d.sync += ow_c.eq(ow_c + 1)
-                with m.If(dw == stride_last):
+                with m.If(dw_end):
                     m.d.sync += [dw.eq(0), pw.eq(pw + 1)] + dest_at(dest + 1)
+                    m.d.sync += ends_at(dw_end=stride_last == 0)
                 with m.Else():
-                    m.d.sync += dw.eq(dw + 1)
+                    m.d.sync += [dw.eq(dw + 1)] + ends_at(dw_end=dw + 1 == stride_last)
 
         def group_reset(dest_base):
+            # (From d.pool_s: `stride_last` is a register of it, a cycle behind the descriptor.)
             flags = [pixel.eq(d.pixels != 0), last_pixel.eq(d.pixels[1:] == 0),
-                     row_end.eq(d.out_w_m1 == 0)] if self._deep else []
+                     row_end.eq(d.out_w_m1 == 0), dw_end.eq(d.pool_s == 1),
+                     dh_end.eq(d.pool_s == 1)] if self._deep else []
             return [left.eq(d.pixels), ow_c.eq(0), dw.eq(0), pw.eq(0), dh.eq(0), ph.eq(0),
                     og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1), *flags,
                     *dest_at(dest_base)]
@@ -342,9 +356,19 @@ class Writeback(wiring.Component):
                 m.d.comb += word[j].eq(Mux(s1_gap, avg[j], merged) if gap else merged)
 
         busy = active | s1_valid | (s2_valid | s3_valid | w_valids[0] if self._deep else 0)
+        start = self.start
+        if self._deep:
+            # With the deep pipeline the stage starts a cycle after the pulse, from a register of
+            # the write-back's own (busy meanwhile): the sequencer's, through the LUT of the
+            # group registers' enables, reached 88 of them across a 32x32 ECP5 accelerator and
+            # was late into 64. `desc` holds still for the stage, and its first row comes many
+            # cycles later.
+            start = Signal(name="start_copy")
+            m.d.sync += start.eq(self.start)
+            busy |= start
         m.d.comb += [self.w_en.eq(w_en), self.w_addr.eq(w_dest), self.w_data.eq(w_word),
                      self.busy.eq(busy)]
 
-        with m.If(self.start):
+        with m.If(start):
             m.d.sync += [row.eq(0), og.eq(0), active.eq(1), part.eq(1)] + group_reset(0)
         return m
