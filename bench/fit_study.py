@@ -13,6 +13,11 @@ LUTs.
                                                                             # 10-30 min per build
     .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder --top accelerator \
         --rows-per-bank 4       # rows share activation banks: fewer block RAMs
+    .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder --top accelerator \
+        --requant-lanes 8 --act-entry-lanes 8 --act-depth 64 --weight-relays 4 \
+        --shapes 16x32 24x32    # only these shapes, with narrow banks and weight relays
+
+Lanes and relays are upper bounds, fitted to each shape's columns (:func:`lane_options`).
 
 Peak throughput is one operand pair (a term accumulated) per PE per cycle: ``PEs`` per cycle and
 ``PEs x clock`` per second. Writes ``fit_study.json`` and ``fit_study.png`` in ``--out``.
@@ -58,14 +63,39 @@ def act_banks(rows, rows_per_bank):
     return min(d for d in range(1, rows + 1) if rows % d == 0 and d * rows_per_bank >= rows)
 
 
+def _divisor_at_most(cols, limit):
+    """The largest divisor of ``cols`` that is at most ``limit``."""
+    return max(d for d in range(1, min(limit, cols) + 1) if cols % d == 0)
+
+
+def lane_options(cols, requant_lanes=None, act_entry_lanes=None, weight_relays=None):
+    """The lane and relay options, each taken as an upper bound, that a shape of ``cols``
+    columns can have (``ArrayConfig`` keyword arguments; an option not given is left out):
+    narrow-bank entries of the largest power of two up to ``act_entry_lanes`` and ``cols``,
+    requantiser lanes and weight relays of the largest divisors of ``cols`` up to theirs (the
+    lanes at most the entries, also when only the entries are given). So one search can run
+    over every shape, from 1x1 up."""
+    out = {}
+    if act_entry_lanes is not None:
+        out["act_entry_lanes"] = 1 << (min(act_entry_lanes, cols).bit_length() - 1)
+    if requant_lanes is not None or act_entry_lanes is not None:
+        out["requant_lanes"] = _divisor_at_most(cols, min(requant_lanes or cols,
+                                                          out.get("act_entry_lanes", cols)))
+    if weight_relays is not None:
+        out["weight_relays"] = _divisor_at_most(cols, weight_relays)
+    return out
+
+
 def _accelerator_config(kind, rows, cols, overrides=None):
     """The accelerator build for the shipped digits model of ``kind``, at ``rows`` x ``cols``
-    (``overrides``: ``ArrayConfig`` keyword arguments, e.g. the requantiser's lanes, and
-    ``rows_per_bank`` for :func:`act_banks`)."""
+    (``overrides``: ``ArrayConfig`` keyword arguments, ``rows_per_bank`` for :func:`act_banks`,
+    and upper bounds on the lanes and relays for :func:`lane_options`)."""
     from addershift.sw.compiler import default_config
     from addershift.sw.model import load_model
     overrides = dict(overrides or {})
     banks = act_banks(rows, overrides.pop("rows_per_bank", None))
+    overrides.update(lane_options(cols, *(overrides.pop(name, None) for name in (
+        "requant_lanes", "act_entry_lanes", "weight_relays"))))
     return default_config(load_model(MODELS / f"digits_{kind}.npz"), rows=rows, cols=cols,
                           act_banks=banks, **overrides)
 
@@ -185,6 +215,31 @@ def largest(board, variant, *, clock_mhz, out, seed, max_side, ignore_timing=Fal
     return tried[best], tried[area], records()
 
 
+def largest_of(board, variant, candidates, *, clock_mhz, out, seed, ignore_timing=False,
+               top="array", overrides=None, placer=None):
+    """:func:`largest` over the given shapes only (``candidates``, ``(rows, cols)`` pairs): each
+    is built, and the largest that meets the clock (or that places) is the best."""
+    tried = sorted((attempt(board, variant, rows, cols, clock_mhz=clock_mhz, out=out, seed=seed,
+                            ignore_timing=True, top=top, overrides=overrides, placer=placer)
+                    for rows, cols in candidates), key=lambda r: r["pes"])
+    placed = [r for r in tried if r["placed"]]
+    area = placed[-1] if placed else None
+    if ignore_timing:
+        return area, area, tried
+    met = [r for r in placed if r["timing_met"]]
+    return (met[-1] if met else None), area, tried
+
+
+def parse_shape(text):
+    """``"RxC"`` as ``(rows, cols)``."""
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is ROWSxCOLS, e.g. 16x32, not {text!r}") \
+            from None
+    return rows, cols
+
+
 def plot(results, path, title):
     import matplotlib
     matplotlib.use("Agg")
@@ -240,9 +295,18 @@ def main(argv=None):
                         help="array: the array behind the two-pin harness; accelerator: the whole "
                              "accelerator (UART, host link, core) sized for the shipped digits "
                              "model of each kind")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, metavar="RxC",
+                        help="build only these shapes (e.g. 16x32 24x32 32x32) instead of "
+                             "searching from 1x1: the largest of them that meets the clock")
     parser.add_argument("--requant-lanes", type=int, metavar="N",
-                        help="--top accelerator: the requantiser's lanes (1: the smallest; "
-                             "must divide every shape's cols)")
+                        help="--top accelerator: the requantiser's lanes, at most N (the "
+                             "largest divisor of each shape's cols; 1: the smallest)")
+    parser.add_argument("--act-entry-lanes", type=int, metavar="E",
+                        help="--top accelerator: narrow activation banks of E-lane entries, at "
+                             "most E (a power of two, at most cols; default: off)")
+    parser.add_argument("--weight-relays", type=int, metavar="N",
+                        help="--top accelerator: weight-address relays, at most N (the largest "
+                             "divisor of each shape's cols; default: off)")
     parser.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
                         help="--top accelerator: the requantiser's pipeline")
     parser.add_argument("--writeback-pipeline", choices=("deep", "short"), default="deep",
@@ -260,6 +324,11 @@ def main(argv=None):
     parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
     args = parser.parse_args(argv)
 
+    overrides = {"requant_lanes": args.requant_lanes, "act_entry_lanes": args.act_entry_lanes,
+                 "weight_relays": args.weight_relays, "requant_pipeline": args.requant_pipeline,
+                 "writeback_pipeline": args.writeback_pipeline,
+                 "read_pipeline": args.read_pipeline, "rows_per_bank": args.rows_per_bank,
+                 **({"act_depth": args.act_depth} if args.act_depth else {})}
     prepare_environment()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,16 +337,13 @@ def main(argv=None):
         clock = args.clock or get_board(board).default_clock_mhz
         for variant in args.kinds:
             print(f"{board} {variant} at {clock:g} MHz", flush=True)
-            best, area, tried = largest(board, variant, clock_mhz=clock, out=out, seed=args.seed,
-                                        max_side=args.max_side, ignore_timing=args.ignore_timing,
-                                        top=args.top, placer=args.placer, overrides={
-                                            "requant_lanes": args.requant_lanes,
-                                            "requant_pipeline": args.requant_pipeline,
-                                            "writeback_pipeline": args.writeback_pipeline,
-                                            "read_pipeline": args.read_pipeline,
-                                            "rows_per_bank": args.rows_per_bank,
-                                            **({"act_depth": args.act_depth}
-                                               if args.act_depth else {})})
+            common = dict(clock_mhz=clock, out=out, seed=args.seed,
+                          ignore_timing=args.ignore_timing, top=args.top, placer=args.placer,
+                          overrides=overrides)
+            if args.shapes:
+                best, area, tried = largest_of(board, variant, args.shapes, **common)
+            else:
+                best, area, tried = largest(board, variant, max_side=args.max_side, **common)
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}

@@ -91,3 +91,46 @@ def test_rows_per_bank_picks_the_fewest_banks_that_divide_rows(rows, rows_per_ba
     config = fit_study._accelerator_config("adder", rows, rows + 1,
                                            {"rows_per_bank": rows_per_bank})
     assert config.act_banks == banks
+
+
+@pytest.mark.parametrize("cols, bounds, options", [
+    (32, (8, 8, 4), {"requant_lanes": 8, "act_entry_lanes": 8, "weight_relays": 4}),
+    (3, (8, 8, 4), {"requant_lanes": 1, "act_entry_lanes": 2, "weight_relays": 3}),
+    (12, (8, None, 5), {"requant_lanes": 6, "weight_relays": 4}),
+    (1, (8, 8, 4), {"requant_lanes": 1, "act_entry_lanes": 1, "weight_relays": 1}),
+    (24, (None, 16, None), {"requant_lanes": 12, "act_entry_lanes": 16}),
+    (6, (None, None, None), {})])
+def test_lane_options_fit_every_shape(cols, bounds, options):
+    assert fit_study.lane_options(cols, *bounds) == options
+    # Every shape of a search builds (ArrayConfig accepts what the bounds give).
+    fit_study._accelerator_config("adder", 2, cols, dict(zip(
+        ("requant_lanes", "act_entry_lanes", "weight_relays"), bounds)))
+
+
+def test_given_shapes_only(monkeypatch, tmp_path, capsys):
+    built = []
+
+    def attempt(board, variant, rows, cols, **kwargs):
+        built.append((rows, cols, kwargs["overrides"]["weight_relays"]))
+        pes = rows * cols
+        rec = {"rows": rows, "cols": cols, "pes": pes, "placed": pes <= 768, "ok": True,
+               "reason": None}
+        if rec["placed"]:
+            rec.update(timing_met=pes <= 512, fmax_mhz=105.0 if pes <= 512 else 80.0,
+                       clock_mhz=100.0, premap_mul=0, critical_path=[],
+                       logic_cells={"used": 80 * pes, "total": 83640, "percent": pes / 12.0},
+                       dsp={"used": 0, "total": 156, "percent": 0.0})
+        return rec
+
+    monkeypatch.setattr(fit_study, "attempt", attempt)
+    fit_study.main(["--boards", "ulx3s-85f", "--kinds", "adder", "--top", "accelerator",
+                    "--weight-relays", "4", "--shapes", "24x32", "16x32", "32X32",
+                    "--out", str(tmp_path)])
+    assert built == [(24, 32, 4), (16, 32, 4), (32, 32, 4)]
+    import json
+    (row,) = json.loads((tmp_path / "fit_study.json").read_text())["results"]
+    assert (row["rows"], row["cols"], row["area_limit"]["pes"]) == (16, 32, 768)
+    assert [r["pes"] for r in row["tried"]] == [512, 768, 1024]
+    with pytest.raises(SystemExit):
+        fit_study.main(["--shapes", "16by32"])
+    assert "a shape is ROWSxCOLS" in capsys.readouterr().err
