@@ -192,6 +192,8 @@ class Im2colGenerator(wiring.Component):
         loaded_next = Signal()
         m.d.comb += loaded_next.eq(loaded)
         m.d.sync += loaded.eq(loaded_next)
+        # (A start comes only while idle, `issuing` and `loaded` low: it leaves `loaded` as it
+        # is, low until the first tile is in.)
         issuing = Signal()                # steps remain in this stage
         with m.If(issuing & ~loaded & (fill == R)):
             m.d.comb += loaded_next.eq(1)
@@ -300,8 +302,12 @@ class Im2colGenerator(wiring.Component):
             # Each row's registers step on a copy of `step` of their own, set a cycle ahead:
             # the step's LUT of the generator's registers reached the rows across the die
             # (their input position registers' enables, 98.0 MHz on a 16x32 ECP5 accelerator).
+            # Their next value leaves `start` out: it comes only while idle, when `loaded` is
+            # low and stays so, and no step follows (the sequencer's start pulse, through three
+            # LUTs into these copies, was a 24x32 ECP5 accelerator's slowest path: 97.6 MHz).
             row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}") for r in range(R)]
-            m.d.sync += [go.eq(loaded_next & ~hold_next & ~out.held_next) for go in row_steps]
+            m.d.sync += [go.eq(loaded_next & ~(hold & ~self.release) & ~out.held_next)
+                         for go in row_steps]
         else:
             m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(p),
                          step.eq(valid & self.o.ready), self.busy.eq(issuing)]
@@ -385,5 +391,5 @@ class Im2colGenerator(wiring.Component):
             ] + set_offset(0)
             m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
             m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
-            m.d.comb += end_at("og", d.og_m1 == 0) + [loaded_next.eq(0)]
+            m.d.comb += end_at("og", d.og_m1 == 0)
         return m
