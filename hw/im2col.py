@@ -234,10 +234,25 @@ class Im2colGenerator(wiring.Component):
         # docs/boards.md.)
         if deep:
             ends = {n: Signal(name=f"{n}_last") for n in ("lane", "c", "kw", "kh", "og")}
-            # The flags' next values: as they are, unless a branch below sets them.
+            # The flags' next values after a step (`nxt_step`: as they are, unless a step's
+            # branch below sets them) and in all (`nxt`: those, unless a start sets them).
+            nxt_step = {n: Signal(name=f"{n}_last_step") for n in ends}
             nxt = {n: Signal(name=f"{n}_last_next") for n in ends}
-            m.d.comb += [nxt[n].eq(flag) for n, flag in ends.items()]
+            m.d.comb += [nxt_step[n].eq(flag) for n, flag in ends.items()]
+            m.d.comb += [nxt[n].eq(nxt_step[n]) for n in ends]
             m.d.sync += [flag.eq(nxt[n]) for n, flag in ends.items()]
+            # A step's branches set the flags from registers only: `ahead`, the flag after the
+            # counter's next step (`counter + 1 == bound`, kept as the counter steps), and the
+            # flag at a restart (`bound == 0`; `bound == 1` for `ahead` then). The compares of
+            # `counter + 1` in front of the rows' copies of the flags, one LUT reaching 32 rows
+            # after them, set a 32x32 ECP5 accelerator's clock (12.2 ns).
+            counters = {"lane": lane, "c": c, "kw": kw, "kh": kh}
+            bounds = {"lane": C - 1, "c": d.cin_m1, "kw": d.kw_m1, "kh": d.kh_m1}
+            ahead = {n: Signal(name=f"{n}_last_ahead") for n in counters}
+            at_zero = {n: Signal(name=f"{n}_last_at_zero") for n in counters}
+            at_one = {n: Signal(name=f"{n}_last_at_one") for n in counters}
+            m.d.sync += [at_zero[n].eq(bound == 0) for n, bound in bounds.items()]
+            m.d.sync += [at_one[n].eq(bound == 1) for n, bound in bounds.items()]
             ckw_last, last = Signal(name="ckw_last"), Signal(name="k_last")
             m.d.sync += [ckw_last.eq(nxt["c"] & nxt["kw"]),
                          last.eq(nxt["c"] & nxt["kw"] & nxt["kh"])]
@@ -247,10 +262,14 @@ class Im2colGenerator(wiring.Component):
             # enable the rows were placed among the rows, and the route out and back to the
             # next flags (8.6 ns) set a 16x32 ECP5 accelerator's clock (94.5 MHz); with one copy
             # for all rows, the route from it to the farthest row (98.1 MHz).
+            # The copies take the flags' next values after a step, without a start's: a start
+            # comes only while idle, and the copies agree with the flags a cycle later, long
+            # before the first step (the walker fills a tile first).
             rows_flags = [[Signal(name=f"{n}_last{REPLICA_SUFFIX}_row{r}")
                            for n in ("k", "ckw", "c", "lane")] for r in range(R)]
+            ns = nxt_step
             m.d.sync += [flag.eq(value) for flags in rows_flags for flag, value in zip(flags, (
-                nxt["c"] & nxt["kw"] & nxt["kh"], nxt["c"] & nxt["kw"], nxt["c"], nxt["lane"]))]
+                ns["c"] & ns["kw"] & ns["kh"], ns["c"] & ns["kw"], ns["c"], ns["lane"]))]
         else:
             lane_last = lane == C - 1
             c_last = c == d.cin_m1
@@ -267,10 +286,18 @@ class Im2colGenerator(wiring.Component):
         def next_lane():
             return [lane.eq(lane + 1)] + ([first.eq(0)] if deep else [])
 
-        def end_at(counter, value):
-            """Set ``counter``'s end flag to ``value`` (nothing when the ends are compares); for
-            the comb domain."""
-            return [nxt[counter].eq(value)] if deep else []
+        def restart(*names):
+            """At this step the counters ``names`` go back to 0: set their end flags' next
+            values and their ``ahead`` (nothing when the ends are compares)."""
+            for n in names if deep else ():
+                m.d.comb += nxt_step[n].eq(at_zero[n])
+                m.d.sync += ahead[n].eq(at_one[n])
+
+        def advance(name):
+            """At this step the counter ``name`` goes up by one: the same."""
+            if deep:
+                m.d.comb += nxt_step[name].eq(ahead[name])
+                m.d.sync += ahead[name].eq(counters[name] + 2 == bounds[name])
 
         # kh * W + kw + (c // C) * H * W, kept as a register of its own (not a sum of two): a sum
         # in front of the rows' adders put two carry chains before the activation memories'
@@ -333,11 +360,11 @@ class Im2colGenerator(wiring.Component):
                 m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
                              next_row_off.eq(d.in_w), next_col_off.eq(1)]
                 m.d.comb += loaded_next.eq(0)
-                m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
-                m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
+                restart("lane", "c", "kw", "kh")
                 with m.If(tile_last):
                     m.d.sync += [og.eq(og + 1), og_base.eq(w_addr + 1)]
-                    m.d.comb += end_at("og", og + 1 == d.og_m1)
+                    if deep:
+                        m.d.comb += nxt_step["og"].eq(og + 1 == d.og_m1)
                     with m.If(og_last):
                         m.d.sync += [issuing.eq(0), active.eq(0)]
                 with m.Else():
@@ -346,22 +373,22 @@ class Im2colGenerator(wiring.Component):
                 m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(kh + 1),
                              next_row_off.eq(next_row_off + d.in_w),
                              next_col_off.eq(next_row_off + 1)]
-                m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
-                m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", kh + 1 == d.kh_m1)
+                restart("lane", "c", "kw")
+                advance("kh")
             with m.Elif(c_last):
                 m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(kw + 1),
                              next_col_off.eq(next_col_off + 1)]
-                m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
-                m.d.comb += end_at("kw", kw + 1 == d.kw_m1)
+                restart("lane", "c")
+                advance("kw")
             with m.Else():
                 m.d.sync += c.eq(c + 1)
-                m.d.comb += end_at("c", c + 1 == d.cin_m1)
+                advance("c")
                 with m.If(lane_last):
                     m.d.sync += lane_to_zero()
-                    m.d.comb += end_at("lane", C == 1)
+                    restart("lane")
                 with m.Else():
                     m.d.sync += next_lane()
-                    m.d.comb += end_at("lane", lane + 1 == C - 1)
+                    advance("lane")
 
         # The rows' registers by the same branches (one offset for all rows and no registers of
         # input positions when the ends are compares).
@@ -389,7 +416,8 @@ class Im2colGenerator(wiring.Component):
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)
-            m.d.comb += end_at("lane", C == 1) + end_at("c", d.cin_m1 == 0)
-            m.d.comb += end_at("kw", d.kw_m1 == 0) + end_at("kh", d.kh_m1 == 0)
-            m.d.comb += end_at("og", d.og_m1 == 0)
+            if deep:      # (from the descriptor itself: the registers above lag it a cycle)
+                m.d.comb += [nxt[n].eq(bound == 0) for n, bound in bounds.items()]
+                m.d.comb += nxt["og"].eq(d.og_m1 == 0)
+                m.d.sync += [ahead[n].eq(bound == 1) for n, bound in bounds.items()]
         return m
