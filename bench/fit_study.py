@@ -231,13 +231,26 @@ def largest_of(board, variant, candidates, *, clock_mhz, out, seed, ignore_timin
 
 
 def parse_shape(text):
-    """``"RxC"`` as ``(rows, cols)``."""
+    """``"RxC"`` as ``(rows, cols)``, each 1 .. 64 (the array's limits)."""
     try:
         rows, cols = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"a shape is ROWSxCOLS, e.g. 16x32, not {text!r}") \
             from None
+    if not (1 <= rows <= 64 and 1 <= cols <= 64):
+        raise argparse.ArgumentTypeError(f"rows and cols must be between 1 and 64, not {text!r}")
     return rows, cols
+
+
+def positive(text):
+    """A count of lanes or relays: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, not {text!r}")
+    return value
 
 
 def plot(results, path, title):
@@ -298,13 +311,13 @@ def main(argv=None):
     parser.add_argument("--shapes", nargs="+", type=parse_shape, metavar="RxC",
                         help="build only these shapes (e.g. 16x32 24x32 32x32) instead of "
                              "searching from 1x1: the largest of them that meets the clock")
-    parser.add_argument("--requant-lanes", type=int, metavar="N",
+    parser.add_argument("--requant-lanes", type=positive, metavar="N",
                         help="--top accelerator: the requantiser's lanes, at most N (the "
                              "largest divisor of each shape's cols; 1: the smallest)")
-    parser.add_argument("--act-entry-lanes", type=int, metavar="E",
+    parser.add_argument("--act-entry-lanes", type=positive, metavar="E",
                         help="--top accelerator: narrow activation banks of E-lane entries, at "
                              "most E (a power of two, at most cols; default: off)")
-    parser.add_argument("--weight-relays", type=int, metavar="N",
+    parser.add_argument("--weight-relays", type=positive, metavar="N",
                         help="--top accelerator: weight-address relays, at most N (the largest "
                              "divisor of each shape's cols; default: off)")
     parser.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
@@ -329,6 +342,15 @@ def main(argv=None):
                  "writeback_pipeline": args.writeback_pipeline,
                  "read_pipeline": args.read_pipeline, "rows_per_bank": args.rows_per_bank,
                  **({"act_depth": args.act_depth} if args.act_depth else {})}
+    if args.top == "accelerator":
+        # Options that no shape can take (relays with the short read pipeline, say) fail here,
+        # with the configuration's own message, not after hours of builds.
+        for kind, _ in (VARIANTS[v] for v in args.kinds):
+            for rows, cols in args.shapes or [(1, 1)]:
+                try:
+                    _accelerator_config(kind, rows, cols, overrides)
+                except (TypeError, ValueError) as e:
+                    parser.error(f"{kind} {rows}x{cols}: {e}")
     prepare_environment()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -134,3 +134,17 @@ def test_given_shapes_only(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit):
         fit_study.main(["--shapes", "16by32"])
     assert "a shape is ROWSxCOLS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shapes", "0x4"], "rows and cols must be between 1 and 64, not '0x4'"),
+    (["--shapes", "16x65"], "rows and cols must be between 1 and 64"),
+    (["--requant-lanes", "0"], "must be an integer of at least 1, not '0'"),
+    (["--weight-relays", "two"], "must be an integer of at least 1, not 'two'"),
+    (["--top", "accelerator", "--weight-relays", "4", "--read-pipeline", "short",
+      "--shapes", "8x8"], "adder 8x8: weight_relays needs the deep read pipeline")])
+def test_bad_options_fail_before_any_build(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(fit_study, "attempt", lambda *a, **k: pytest.fail("a build ran"))
+    with pytest.raises(SystemExit):
+        fit_study.main(["--boards", "ulx3s-85f", "--kinds", "adder", *args])
+    assert message in capsys.readouterr().err
