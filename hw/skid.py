@@ -11,6 +11,8 @@ import typing
 
 from amaranth.hdl import Mux, Signal
 
+from .array import REPLICA_SUFFIX
+
 __all__ = ["Skid", "skid"]
 
 
@@ -20,11 +22,17 @@ class Skid(typing.NamedTuple):
     payload: object     #: the consumer's payload
     held: object        #: the skid holds a step
     held_next: object   #: ``held`` in the next cycle (for registered copies of the handshake)
+    held_copies: tuple  #: the copies of ``held`` that select the ``parts``, in their order
 
 
-def skid(m, valid, payload, ready, name):
+def skid(m, valid, payload, ready, name, parts=()):
     """The stream ``valid``/``payload`` through a skid register in ``m``'s sync domain, to a
-    consumer whose ready is ``ready``; its signals are named after ``name``."""
+    consumer whose ready is ``ready``; its signals are named after ``name``.
+
+    ``parts`` are functions that each pick a part of a payload-shaped value: each part's choice
+    between the held payload and the arriving one takes a copy of ``held`` of its own (kept apart
+    in board builds), so no one register selects every bit of a wide payload spread across the
+    die."""
     held = Signal(name=f"{name}_held")
     held_next = Signal(name=f"{name}_held_next")
     held_payload = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
@@ -32,6 +40,11 @@ def skid(m, valid, payload, ready, name):
     m.d.comb += [out.eq(Mux(held, held_payload, payload)),
                  held_next.eq(Mux(held, ~ready, valid & ~ready))]
     m.d.sync += held.eq(held_next)
+    held_copies = tuple(Signal(name=f"{name}_held{REPLICA_SUFFIX}{k}") for k in range(len(parts)))
+    for part, held_copy in zip(parts, held_copies):
+        m.d.sync += held_copy.eq(held_next)
+        m.d.comb += part(out).eq(Mux(held_copy, part(held_payload), part(payload)))
     with m.If(~held):
         m.d.sync += held_payload.eq(payload)
-    return Skid(ready=~held, valid=held | valid, payload=out, held=held, held_next=held_next)
+    return Skid(ready=~held, valid=held | valid, payload=out, held=held, held_next=held_next,
+                held_copies=held_copies)
