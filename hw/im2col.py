@@ -194,18 +194,43 @@ class Im2colGenerator(wiring.Component):
         m.d.sync += loaded.eq(loaded_next)
         # (A start comes only while idle, `issuing` and `loaded` low: it leaves `loaded` as it
         # is, low until the first tile is in.)
-        issuing = Signal()                # steps remain in this stage
-        with m.If(issuing & ~loaded & (fill == R)):
+        issuing, issuing_next = Signal(), Signal()    # steps remain in this stage
+        m.d.comb += issuing_next.eq(issuing)
+        m.d.sync += issuing.eq(issuing_next)
+        # The shadow rows are all filled: `fill == R`, with the deep pipeline a register of its
+        # own (`full`, kept with its next value for the rows' copies of the load below).
+        if deep:
+            full, full_next = Signal(), Signal()
+            m.d.comb += full_next.eq(full)
+            m.d.sync += full.eq(full_next)
+            with m.If(walk & (fill == R - 1)):
+                m.d.comb += full_next.eq(1)
+        else:
+            full = fill == R
+        load = Signal()                   # the next tile moves from the shadow rows
+        m.d.comb += load.eq(issuing & ~loaded & full)
+        with m.If(load):
             m.d.comb += loaded_next.eq(1)
-            m.d.sync += fill.eq(0)
-            for r in range(R):
+            m.d.sync += [fill.eq(0), tile_last.eq(sh_last)]
+            if deep:
+                m.d.comb += full_next.eq(0)
+        # With the deep pipeline each row loads its registers on a copy of `load` of its own,
+        # set a cycle ahead: `load`, one LUT of the generator's registers, reached the 1,300
+        # flip-flops of the 32 rows across the die (their input positions were 236 of a 32x32
+        # ECP5 accelerator's late endpoints, up to 11.6 ns).
+        if deep:
+            row_loads = [Signal(name=f"load{REPLICA_SUFFIX}_row{r}") for r in range(R)]
+            m.d.sync += [copy.eq(issuing_next & ~loaded_next & full_next) for copy in row_loads]
+        else:
+            row_loads = [load] * R
+        for r in range(R):
+            with m.If(row_loads[r]):
                 m.d.sync += [cur_iw0[r].eq(sh_iw0[r]), cur_base[r].eq(sh_base[r]),
                              cur_pv[r].eq(sh_pv[r])]
                 if deep:      # a tile starts at kh = kw = 0
                     m.d.sync += [ih[r].eq(sh_ih0[r]), iw[r].eq(sh_iw0[r])]
                 else:
                     m.d.sync += cur_ih0[r].eq(sh_ih0[r])
-            m.d.sync += tile_last.eq(sh_last)
 
         # --- reduction counters --------------------------------------------------------------
         c = Signal(range(cfg.max_k + 1))
@@ -377,7 +402,8 @@ class Im2colGenerator(wiring.Component):
                     if deep:
                         m.d.comb += nxt_step["og"].eq(og + 1 == d.og_m1)
                     with m.If(og_last):
-                        m.d.sync += [issuing.eq(0), active.eq(0)]
+                        m.d.sync += active.eq(0)
+                        m.d.comb += issuing_next.eq(0)
                 with m.Else():
                     m.d.sync += w_addr.eq(og_base)
             with m.Elif(ckw_last):
@@ -425,12 +451,14 @@ class Im2colGenerator(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += walker_reset() + [
-                fill.eq(0), active.eq(1), issuing.eq(1),
+                fill.eq(0), active.eq(1),
                 c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + set_offset(0)
+            m.d.comb += issuing_next.eq(1)
             if deep:      # (from the descriptor itself: the registers above lag it a cycle)
+                m.d.comb += full_next.eq(0)
                 m.d.comb += [nxt[n].eq(bound == 0) for n, bound in bounds.items()]
                 m.d.comb += nxt["og"].eq(d.og_m1 == 0)
                 m.d.sync += [ahead[n].eq(bound == 1) for n, bound in bounds.items()]
