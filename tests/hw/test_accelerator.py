@@ -187,12 +187,11 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
     # drain slower than its steps issue) each must equal its original in every cycle. (Fails
     # with the skid's or the last stage's next value wrong, or a copy of `held` a cycle late.)
     from amaranth.sim import Simulator
-    from addershift.hw import accelerator
     from addershift.hw.accelerator import Accelerator
     from addershift.sim.accel_host import run_session
     seen = {"copies": [], "reads": [], "takes": [], "skids": []}
-    make_skid = accelerator.skid
-    monkeypatch.setattr(accelerator, "skid", lambda *args: seen["skids"].append(
+    make_skid = accelerator_module.skid
+    monkeypatch.setattr(accelerator_module, "skid", lambda *args: seen["skids"].append(
         make_skid(*args)) or seen["skids"][-1])
     make_copies = Accelerator._adv_copies
     monkeypatch.setattr(Accelerator, "_adv_copies", staticmethod(
@@ -252,6 +251,24 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
                        errors=[r["error"] for r in raw["images"]], sim_cycles=checked[0])
     assert check(model, program, _images(model, 1, seed=3), result) is None
     assert checked[0] > 1000 and stalls[0] > 50       # the array did stall the read stages
+
+
+def test_a_whole_run_takes_the_cycles_it_took_before_the_registered_broadcasts():
+    # The sequencer's registered release and delayed counters, the generator's per-row flag and
+    # load copies and the skid's held copies (2334c58..08581df) each compute a cycle ahead
+    # what was decoded in the cycle itself: a run's cycles, stalls and steps, stage by stage
+    # (running totals), are exactly those of 745494a before them. (Fails with a release or a
+    # tile load a cycle late.)
+    model = digits_net("adder", mode="pow2x2")
+    config = ArrayConfig(pe="adder", rows=8, cols=8, requant_mode="pow2x2", max_k=72,
+                         weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1)
+    program = compile_model(model, config)
+    x = _images(model, 1, seed=3)
+    result = simulate(program, x, simulator="amaranth")
+    assert check(model, program, x, result) is None
+    (stages,) = result.counters[0]
+    assert [(s["cycles"], s["stall"], s["issue"]) for s in stages] == \
+        [(591, 425, 72), (973, 431, 360), (1192, 438, 488)]
 
 
 @pytest.mark.parametrize("read_pipeline, relays", [("deep", None), ("short", None), ("deep", 1)])
