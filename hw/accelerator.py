@@ -60,8 +60,8 @@ class _ReadStage(typing.NamedTuple):
     per-row activations (0 in a row that is not valid: padding), weights.
 
     With the deep read pipeline also ``adv_next`` (driven by the core: ``adv``'s value in the
-    next cycle, for the stage's registered copies of it) and ``issue_valid_next`` (the issued
-    step's valid in the next cycle); None otherwise."""
+    next cycle, for the stage's registered copies of it) and ``issue_next`` (the issued
+    step's valid and last in the next cycle); None otherwise."""
     adv: Signal
     src_read: object
     w_addr: object
@@ -69,7 +69,7 @@ class _ReadStage(typing.NamedTuple):
     in_flight: object
     issue: tuple
     adv_next: object = None
-    issue_valid_next: object = None
+    issue_next: tuple = None
 
 
 def accelerator_regions(config):
@@ -192,7 +192,8 @@ class Accelerator(wiring.Component):
         activations) registered, advancing with ``adv`` as every stage does (each row's
         activation with the row's copy of it, ``row_adv``). Data registers (here and below) have
         no reset: its net reaches every register that has one, and on a 16x16 ECP5 accelerator
-        it set the clock (57.6 MHz). Returns the stage's step and its valid in the next cycle."""
+        it set the clock (57.6 MHz). Returns the stage's step and its valid and last in the
+        next cycle."""
         valid, last, busy, x = step
         regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
                 Signal.like(busy, name=f"{name}_busy"))
@@ -202,18 +203,18 @@ class Accelerator(wiring.Component):
         for reg, v, enable in zip(xs, x, row_adv):
             with m.If(enable):
                 m.d.sync += reg.eq(v)
-        return (*regs, xs), Mux(adv, valid, regs[0])
+        return (*regs, xs), (Mux(adv, valid, regs[0]), Mux(adv, last, regs[1]))
 
-    def _later_stages(self, m, adv, step, wmem, valid_next, row_adv):
+    def _later_stages(self, m, adv, step, wmem, step_next, row_adv):
         """The deep read pipeline's stages after the third, one per cycle the weight memory's
         read takes beyond three (its relays), so that the step and its weights still meet.
-        Returns the last stage's step, its valid in the next cycle (``valid_next``, the third
-        stage's, when there are none) and whether any of these stages holds one."""
+        Returns the last stage's step, its valid and last in the next cycle (``step_next``, the
+        third stage's, when there are none) and whether any of these stages holds one."""
         valids = []
         for k in range(4, wmem.latency + 1):
-            step, valid_next = self._register_step(m, adv, step, f"s{k}", row_adv)
+            step, step_next = self._register_step(m, adv, step, f"s{k}", row_adv)
             valids.append(step[0])
-        return step, valid_next, Cat(*valids).any() if valids else 0
+        return step, step_next, Cat(*valids).any() if valids else 0
 
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
@@ -282,14 +283,14 @@ class Accelerator(wiring.Component):
                 with m.If(row_adv[r]):
                     m.d.sync += s3_picked[b][r].eq(picked)
             s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2", [])
-            s3, valid_next = self._register_step(m, adv, s2, "s3", [])
+            s3, step_next = self._register_step(m, adv, s2, "s3", [])
             x = [s3_picked[0][r] | s3_picked[1][r] for r in range(R)]
-            last, valid_next, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
-                                                         valid_next, row_adv)
+            last, step_next, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
+                                                        step_next, row_adv)
             issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv,
-                                                 valid_next & adv_next))
+                                                 step_next[0] & adv_next))
             in_flight = s1_valid | s2[0] | s3[0] | later
-            deep = {"adv_next": adv_next, "issue_valid_next": valid_next}
+            deep = {"adv_next": adv_next, "issue_next": step_next}
         else:
             act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
             x = [Mux(s1_rows[r], w[in_entry(s1_lane)] if lanes.length > 1 else w[0], 0)
@@ -422,12 +423,12 @@ class Accelerator(wiring.Component):
             adv_next = Signal()
             row_adv = self._adv_copies(m, adv_next, R)
             s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2", row_adv)
-            s3, valid_next = self._register_step(m, adv, s2, "s3", row_adv)
-            last, valid_next, later = self._later_stages(m, adv, s3, wmem, valid_next, row_adv)
+            s3, step_next = self._register_step(m, adv, s2, "s3", row_adv)
+            last, step_next, later = self._later_stages(m, adv, s3, wmem, step_next, row_adv)
             issue = (*last, self._issued_weights(m, wmem, pop, last[0] & adv,
-                                                 valid_next & adv_next))
+                                                 step_next[0] & adv_next))
             in_flight |= s2[0] | s3[0] | later
-            deep = {"adv_next": adv_next, "issue_valid_next": valid_next}
+            deep = {"adv_next": adv_next, "issue_next": step_next}
         else:
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
@@ -634,12 +635,20 @@ class Accelerator(wiring.Component):
             # slowest path (12.4 ns to the array's input registers, 224 of them on one net).
             parts = ([lambda p, r=r: p.step.x[r] for r in range(R)] +
                      [lambda p, c=c: p.step.w[c] for c in range(C)])
-            issued_skid = skid(m, i_valid, offered, array.i.ready, "issued_step", parts)
+            # The skid's copies take the array's ready from a register equal to it in every
+            # cycle, set from the array's two next values by the `last` the array will be
+            # offered (what the skid holds next cycle is what it offers now): behind the
+            # array's ready logic, the copies' shared next value was 11.6 ns (32x32 ECP5).
+            array_ready = Signal(init=1, name="array_ready", reset_less=True)
+            issued_skid = skid(m, i_valid, offered, array_ready, "issued_step", parts)
             issue_ready, step_valid, issued, waiting = (issued_skid.ready, issued_skid.valid,
                                                         issued_skid.payload, issued_skid.held)
+            last_next = Mux(issued_skid.held_next, issued.step.last, read.issue_next[1])
+            m.d.sync += array_ready.eq(Mux(last_next, array.i_ready_next_last,
+                                           array.i_ready_next_other))
             # The read stages' copies of `adv` are registers; this is their next value (the
             # last stage's valid and the skid's, next cycle).
-            m.d.comb += read.adv_next.eq(~read.issue_valid_next | ~issued_skid.held_next)
+            m.d.comb += read.adv_next.eq(~read.issue_next[0] | ~issued_skid.held_next)
         else:
             issue_ready, step_valid, issued, waiting = array.i.ready, i_valid, offered, 0
         m.d.comb += [

@@ -93,6 +93,10 @@ class SystolicArray(wiring.Component):
         k-steps: ``x`` (``rows``), ``w`` (``cols``), ``last``.
     o : ``Out(stream.Signature(out_layout))``
         Finished rows: ``acc`` (``cols``), ``last``.
+    i_ready_next_last, i_ready_next_other : Signal
+        ``i.ready`` in the next cycle if the step offered then is a ``last`` one, or is not:
+        a consumer keeps a register equal to ``i.ready`` with them, so that what waits on the
+        array's ready need not wait on the logic behind it.
 
     Raises
     ------
@@ -110,6 +114,8 @@ class SystolicArray(wiring.Component):
                                                        max_length=max_length)
         self._kind, self._rows, self._cols = op, rows, cols
         self._single_tile = rows <= TILE and cols <= TILE
+        self.i_ready_next_last = Signal()
+        self.i_ready_next_other = Signal()
         self._pe_params = dict(x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
                                max_length=max_length)
         # A template for derived widths and shapes; elaborate() builds the real ones.
@@ -257,6 +263,14 @@ class SystolicArray(wiring.Component):
             transfer.eq(self.i.valid & self.i.ready),
         ]
         m.d.array += [valid0.eq(transfer), last0.eq(self.i.payload.last)]
+        # (`last_ok_next` is defined with the result chain below.)
+        last_ok_next = Signal()
+        stalled_next = Signal()   # the next cycle is the array's reset's or follows a `last` step
+        m.d.comb += [
+            stalled_next.eq(ResetSignal() | (~in_reset & transfer & self.i.payload.last)),
+            self.i_ready_next_other.eq(~stalled_next),
+            self.i_ready_next_last.eq(~stalled_next & (in_reset | last_ok_next)),
+        ]
 
         # A `last` step taken in cycle T loads its result `load_delay` cycles later; `in_flight[k]`
         # is "a last step was taken k + 1 cycles ago".
@@ -373,8 +387,8 @@ class SystolicArray(wiring.Component):
             m.d.comb += empty_next.eq(one)
         with m.Else():
             m.d.comb += empty_next.eq(empty)
-        m.d.array += [empty.eq(empty_next),
-                      last_ok.eq(empty_next & ~Cat(in_flight[:-1]).any())]
+        m.d.comb += last_ok_next.eq(empty_next & ~Cat(in_flight[:-1]).any())
+        m.d.array += [empty.eq(empty_next), last_ok.eq(last_ok_next)]
         with m.If(done):
             m.d.array += [count.eq(rows), one.eq(rows == 1)]
         with m.Elif(take):

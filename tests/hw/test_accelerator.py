@@ -182,17 +182,21 @@ def test_stalled_steps_keep_their_weights(simulator, relays, tmp_path):
 def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_banks, relays, monkeypatch):
     # The deep read stages' per-row copies of `adv`, each column's copies of the held
     # weights' `take`, and the issued step's skid's copies of `held` (one per row and column)
-    # are registers loaded with next-cycle values the core derives; through a run whose array
-    # stalls (as above; the shared banks' reads stall on 8x8 arrays, where a tile's 64 results
-    # drain slower than its steps issue) each must equal its original in every cycle. (Fails
-    # with the skid's or the last stage's next value wrong, or a copy of `held` a cycle late.)
+    # and the skid's register of the array's `i.ready` are registers loaded with next-cycle
+    # values the core derives; through a run whose array stalls (as above; the shared banks'
+    # reads stall on 8x8 arrays, where a tile's 64 results drain slower than its steps issue)
+    # each must equal its original in every cycle. (Fails with the skid's or the last stage's
+    # next value wrong, a copy of `held` a cycle late, or the ready chosen by the wrong `last`.)
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.sim.accel_host import run_session
-    seen = {"copies": [], "reads": [], "takes": [], "skids": []}
+    seen = {"copies": [], "reads": [], "takes": [], "skids": [], "arrays": []}
     make_skid = accelerator_module.skid
     monkeypatch.setattr(accelerator_module, "skid", lambda *args: seen["skids"].append(
-        make_skid(*args)) or seen["skids"][-1])
+        (make_skid(*args), args[3])) or seen["skids"][-1][0])
+    make_array = Accelerator.make_array
+    monkeypatch.setattr(Accelerator, "make_array", lambda self: seen["arrays"].append(
+        make_array(self)) or seen["arrays"][-1])
     make_copies = Accelerator._adv_copies
     monkeypatch.setattr(Accelerator, "_adv_copies", staticmethod(
         lambda m, adv_next, n: seen["copies"].extend(make_copies(m, adv_next, n)) or
@@ -226,16 +230,19 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
         results.append(await run_session(port, program, _images(model, 1, seed=3), per_stage=True))
 
     async def watch(ctx):
-        (read,), (take, take_copy), (issued,) = seen["reads"], seen["takes"][0], seen["skids"]
+        (read,), (take, take_copy) = seen["reads"], seen["takes"][0]
+        ((issued, array_ready),), (array,) = seen["skids"], seen["arrays"]
         assert len(seen["copies"]) == config.rows
         assert len(issued.held_copies) == config.rows + config.cols
         async for values in ctx.tick().sample(read.adv, *seen["copies"], take, take_copy,
+                                              array.i.ready, array_ready,
                                               issued.held, *issued.held_copies):
             adv, *rest = values[2:]
             copies, rest = rest[:config.rows], rest[config.rows:]
-            take_value, take_copy_value, held, *held_copies = rest
+            take_value, take_copy_value, ready, ready_copy, held, *held_copies = rest
             assert copies == [adv] * config.rows, f"cycle {checked[0]}"
             assert take_copy_value == take_value, f"cycle {checked[0]}"
+            assert ready_copy == ready, f"cycle {checked[0]}"
             assert held_copies == [held] * len(held_copies), f"cycle {checked[0]}"
             checked[0] += 1
             stalls[0] += not adv

@@ -142,6 +142,9 @@ def test_reset_mid_reduction_starts_clean(tile, reset_cycles, monkeypatch):
     async def source(ctx):
         for payload in step_payloads(arr, finished) + step_payloads(arr, partial)[:5]:
             await stream_put(ctx, arr.i, payload)
+        # A `last` step shown (not valid) across the reset: with a result unread before it, the
+        # array's next ready must count the reset's clearing of the read-out.
+        ctx.set(arr.i.payload, step_payloads(arr, finished)[-1])
         ctx.set(domain.rst, 1)
         for _ in range(reset_cycles):   # single ticks: a repeated wait raises DomainReset
             await ctx.tick()
@@ -150,6 +153,7 @@ def test_reset_mid_reduction_starts_clean(tile, reset_cycles, monkeypatch):
         assert (ctx.get(arr.i.ready), ctx.get(arr.o.valid)) == (0, 0)
         await ctx.tick()
         assert (ctx.get(arr.i.ready), ctx.get(arr.o.valid)) == (1, 0)
+        await ctx.tick()
         reset_done.append(True)
         await stream_send(ctx, arr.i, [p for tile in after for p in step_payloads(arr, tile)])
 
@@ -162,11 +166,25 @@ def test_reset_mid_reduction_starts_clean(tile, reset_cycles, monkeypatch):
             await ctx.tick()
         received.extend(await stream_receive(ctx, arr.o, arr.rows * len(after)))
 
+    checked = []
+
+    async def next_ready(ctx):
+        # Through the reset too, `i_ready_next_*` are the next cycle's `i.ready`.
+        before = None
+        async for _, _, ready, last, *ready_next in ctx.tick().sample(
+                arr.i.ready, arr.i.payload.last, arr.i_ready_next_other, arr.i_ready_next_last):
+            if before is not None:
+                assert ready == before[last], f"cycle {len(checked)}"
+            checked.append(ready)
+            before = ready_next
+
     sim = Simulator(top)
     sim.add_clock(1e-6)
     sim.add_testbench(source)
     sim.add_testbench(sink)
+    sim.add_testbench(next_ready, background=True)
     sim.run_until(1e-6 * 500)
+    assert len(checked) > 400 and 0 in checked
     assert len(received) == arr.rows * len(after)
     got = np.array([[int(v) for v in p.acc] for p in received])
     np.testing.assert_array_equal(got, np.concatenate([golden_tile(arr, t) for t in after]))
@@ -197,6 +215,9 @@ def _timeline(arr, tiles, *, ready=lambda cycle: 1, cycles=None):
             row = {"i_valid": ctx.get(arr.i.valid), "i_ready": ctx.get(arr.i.ready),
                    "o_valid": ctx.get(arr.o.valid), "o_ready": ctx.get(arr.o.ready),
                    "o_last": ctx.get(arr.o.payload.last),
+                   "offered_last": ctx.get(arr.i.payload.last),
+                   "ready_next": (ctx.get(arr.i_ready_next_other),
+                                  ctx.get(arr.i_ready_next_last)),
                    "o_acc": [int(v) for v in ctx.get(arr.o.payload.acc)]}
             row["i_take"] = row["i_valid"] and row["i_ready"]
             row["i_last_shown"] = bool(row["i_valid"] and current["last"])
@@ -300,6 +321,24 @@ def test_no_combinational_path_from_output_ready_to_input_ready(tile, monkeypatc
     sim.add_testbench(bench)
     sim.run()
     assert (0, 1) in seen and (1, 1) in seen     # both stalled and flowing states were visited
+
+
+@TILE_SIZES
+def test_next_ready_is_the_ready_of_the_next_cycle(tile, monkeypatch):
+    """``i_ready_next_last`` / ``i_ready_next_other`` are ``i.ready`` one cycle later, chosen by
+    the ``last`` then offered (a consumer's registered copy of the ready relies on it), through
+    idle cycles, `last` steps, steps waiting for the read-out and a reset."""
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", tile)
+    rng = np.random.default_rng(8)
+    arr = SystolicArray(kind="adder", rows=4, cols=3, max_length=8)
+    tiles = [random_tile(arr, k, rng) for k in (1, 8, 2, 1, 5, 1, 3)]
+    trace = _timeline(arr, tiles, ready=lambda cycle: int(cycle % 5 == 0), cycles=160)
+    for t, (now, later) in enumerate(zip(trace, trace[1:])):
+        assert later["i_ready"] == now["ready_next"][later["offered_last"]], f"cycle {t}"
+    assert {r["i_ready"] for r in trace} == {0, 1}
+    assert any(r["offered_last"] and not r["i_ready"] for r, s in zip(trace[1:], trace)
+               if not s["i_last"])   # a `last` step waited for the read-out
 
 
 # --- parameters --------------------------------------------------------------------------------
