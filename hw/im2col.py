@@ -122,8 +122,10 @@ class Im2colGenerator(wiring.Component):
 
         # --- walker: fills the shadow pixel registers, one pixel per cycle ------------------
         w_ow = Signal(DIM_BITS)
-        w_ih0, w_iw0 = Signal(pos), Signal(pos)
-        w_base, w_row_base = Signal(base_shape), Signal(base_shape)
+        # (Named: a tuple assignment leaves a signal unnamed in Amaranth, and so in reports.)
+        w_ih0, w_iw0 = Signal(pos, name="w_ih0"), Signal(pos, name="w_iw0")
+        w_base = Signal(base_shape, name="w_base")
+        w_row_base = Signal(base_shape, name="w_row_base")
         w_left = Signal(cfg.count_bits)       # pixels of this pass not yet walked
         fill = Signal(range(R + 1))       # shadow rows loaded
         # The rows' registers (shadow and current) have no reset: each is written before it is
@@ -136,16 +138,18 @@ class Im2colGenerator(wiring.Component):
         sh_pv = [Signal(name=f"sh_pv_{r}", reset_less=True) for r in range(R)]
         sh_last = Signal()                # the shadow holds the pass's last tile
 
-        # w_ow == out_w_m1 and w_left <= 1, kept as registers: compares in front of the walker
-        # registers' enables were the critical path on an iCE40. A tile is the pass's last when
-        # at most one pixel is left for its last row (an earlier tile leaves at least two for
-        # it), so no tile counter is needed.
-        w_ow_last, w_few = Signal(), Signal()
+        # w_ow == out_w_m1, w_left <= 1 and w_left != 0, kept as registers: compares in front of
+        # the walker registers' enables were the critical path on an iCE40 (and `w_left != 0`
+        # in front of w_left's, 18 endpoints late on a 32x32 ECP5 accelerator). A tile is the
+        # pass's last when at most one pixel is left for its last row (an earlier tile leaves at
+        # least two for it), so no tile counter is needed.
+        w_ow_last, w_few = Signal(name="w_ow_last"), Signal(name="w_few")
+        w_more = Signal(name="w_more")
 
         def walker_reset():
             return [w_ow.eq(0), w_ih0.eq(-d.pad), w_iw0.eq(-d.pad), w_base.eq(d.base0),
                     w_row_base.eq(d.base0), w_left.eq(d.pixels), w_few.eq(d.pixels[1:] == 0),
-                    w_ow_last.eq(d.out_w_m1 == 0)]
+                    w_more.eq(d.pixels != 0), w_ow_last.eq(d.out_w_m1 == 0)]
 
         active = Signal()                 # the stage is running (steps or fills remain)
         # The shadow rows are all filled: `fill == R`, and `fill == R - 1`. With the deep
@@ -153,7 +157,7 @@ class Im2colGenerator(wiring.Component):
         # LUT levels in front of the rows' copies of the load, 11.9 ns on a 32x32 ECP5
         # accelerator); `full` is kept with its next value for those copies.
         if deep:
-            full, full_next = Signal(), Signal()
+            full, full_next = Signal(name="full"), Signal(name="full_next")
             fill_last = Signal(init=R == 1)
             m.d.comb += full_next.eq(full)
             m.d.sync += full.eq(full_next)
@@ -166,14 +170,15 @@ class Im2colGenerator(wiring.Component):
                 for r in range(R):
                     with m.Case(r):
                         m.d.sync += [sh_ih0[r].eq(w_ih0), sh_iw0[r].eq(w_iw0),
-                                     sh_base[r].eq(w_base), sh_pv[r].eq(w_left != 0)]
+                                     sh_base[r].eq(w_base), sh_pv[r].eq(w_more)]
             m.d.sync += fill.eq(fill + 1)
             if deep:
                 m.d.sync += fill_last.eq(fill == R - 2)
                 with m.If(fill_last):
                     m.d.comb += full_next.eq(1)
-            with m.If(w_left != 0):
-                m.d.sync += [w_left.eq(w_left - 1), w_few.eq(_le_2(w_left))]
+            with m.If(w_more):
+                m.d.sync += [w_left.eq(w_left - 1), w_few.eq(_le_2(w_left)),
+                             w_more.eq(w_left != 1)]
             with m.If(fill_last):
                 m.d.sync += sh_last.eq(w_few)
             with m.If(fill_last & w_few):
@@ -209,7 +214,8 @@ class Im2colGenerator(wiring.Component):
         m.d.sync += loaded.eq(loaded_next)
         # (A start comes only while idle, `issuing` and `loaded` low: it leaves `loaded` as it
         # is, low until the first tile is in.)
-        issuing, issuing_next = Signal(), Signal()    # steps remain in this stage
+        # steps remain in this stage
+        issuing, issuing_next = Signal(name="issuing"), Signal(name="issuing_next")
         m.d.comb += issuing_next.eq(issuing)
         m.d.sync += issuing.eq(issuing_next)
         load = Signal()                   # the next tile moves from the shadow rows
@@ -245,7 +251,7 @@ class Im2colGenerator(wiring.Component):
         # compare behind the read stage's skid register, into the fetcher's enables across the
         # die, set a 16x32 ECP5 accelerator's clock (91.2 MHz).
         first = Signal(init=1) if deep else None
-        kw, kh = Signal(DIM_BITS), Signal(DIM_BITS)
+        kw, kh = Signal(DIM_BITS, name="kw"), Signal(DIM_BITS, name="kh")
         # The offsets the next kernel row and the next kernel column start at, (kh + 1) * W and
         # kh * W + kw + 1, kept as registers: the sums in front of the rows' offset copies, then
         # the route to the far ones, set a 16x12 ECP5 accelerator's clock (97.8 MHz).
@@ -358,11 +364,11 @@ class Im2colGenerator(wiring.Component):
         # Held from `start` until `release`, in a register of the generator's own (the
         # sequencer's, routed into the generator's step logic, began a 16x16 ECP5 accelerator's
         # slowest path: 94.4 MHz).
-        hold, hold_next = Signal(init=1), Signal()
+        hold, hold_next = Signal(init=1, name="hold"), Signal(name="hold_next")
         m.d.comb += hold_next.eq(Mux(self.release, 0, Mux(self.start, 1, hold)))
         m.d.sync += hold.eq(hold_next)
         p = Signal(step_layout(cfg))
-        valid, step = Signal(), Signal()      # a step is offered; it is taken
+        valid, step = Signal(name="valid"), Signal(name="step")   # a step is offered; it is taken
         m.d.comb += valid.eq(loaded & ~hold)
         if deep:
             out = skid(m, valid, p, self.o.ready, "step")
