@@ -194,8 +194,13 @@ class Board:
         with m.If(~count[-1]):
             m.d.por += count.eq(count + 1)
         m.d.por += held.eq(~count[-1])
-        m.d.comb += cd.rst.eq(held)
+        m.d.comb += cd.rst.eq(self._reset_net(m, held))
         return achieved, locked
+
+    def _reset_net(self, m, held):
+        """What carries the core's reset from ``held``, its flip-flop, to the core's registers:
+        the flip-flop's own net unless a board routes it otherwise."""
+        return held
 
     def program_commands(self):
         """The ways to load a bitstream on this board, most preferred first."""
