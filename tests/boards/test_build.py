@@ -115,6 +115,17 @@ def test_build_with_the_static_placer(board, tmp_path):
         build(_silenced(_Echo()), board=board, build_dir=tmp_path, placer="fast")
 
 
+def test_ecp5_core_reset_is_on_a_global_network(tmp_path):
+    # The ULX3S core's reset reaches its flip-flops from a DCCA on one of the global networks
+    # nextpnr can route to fabric inputs (0-7), beside the clock's, not on general routing.
+    result = build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
+    routed = dict(re.findall(r"routing clock net (\S+) using global (\d+)",
+                             (tmp_path / "top.tim").read_text()))
+    assert len(routed) == 2 and result.report.timing_met
+    (reset_net,) = [net for net in routed if "clk" not in net]
+    assert int(routed[reset_net]) < 8
+
+
 def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
     # As for synthesize (test_report.py): a Yosys failure on ECP5, simulated, gets one more run
     # with -dff; the report says so.
