@@ -152,9 +152,9 @@ class Im2colGenerator(wiring.Component):
                     w_more.eq(d.pixels != 0), w_ow_last.eq(d.out_w_m1 == 0)]
 
         active = Signal()                 # the stage is running (steps or fills remain)
-        # The shadow rows are all filled: `fill == R`, and `fill == R - 1`. With the deep
-        # pipeline each is a register of its own (the compares of `fill` were two of the four
-        # LUT levels in front of the rows' copies of the load, 11.9 ns on a 32x32 ECP5
+        # `fill == R` (the shadow rows are all filled) and `fill == R - 1`: with the deep
+        # pipeline each a register of its own (the compares of `fill` were two of the four LUT
+        # levels in front of the rows' copies of the load, 11.9 ns on a 32x32 ECP5
         # accelerator); `full` is kept with its next value for those copies.
         if deep:
             full, full_next = Signal(name="full"), Signal(name="full_next")
@@ -214,8 +214,8 @@ class Im2colGenerator(wiring.Component):
         m.d.sync += loaded.eq(loaded_next)
         # (A start comes only while idle, `issuing` and `loaded` low: it leaves `loaded` as it
         # is, low until the first tile is in.)
-        # steps remain in this stage
-        issuing, issuing_next = Signal(name="issuing"), Signal(name="issuing_next")
+        issuing = Signal(name="issuing")  # steps remain in this stage
+        issuing_next = Signal(name="issuing_next")
         m.d.comb += issuing_next.eq(issuing)
         m.d.sync += issuing.eq(issuing_next)
         load = Signal()                   # the next tile moves from the shadow rows
