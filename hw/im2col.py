@@ -230,8 +230,14 @@ class Im2colGenerator(wiring.Component):
         # set a cycle ahead: `load`, one LUT of the generator's registers, reached the 1,300
         # flip-flops of the 32 rows across the die (their input positions were 236 of a 32x32
         # ECP5 accelerator's late endpoints, up to 11.6 ns).
+        # The rows' copies (of the load, the step and the flags) and offsets have no reset:
+        # Yosys folded the reset into their next values' logic beside the start, and the route
+        # from the reset's flip-flop into that logic began the slowest path of both 32x32 ECP5
+        # builds at f903f1f (12.4 and 13.5 ns). After a reset the copies agree with their
+        # originals within a cycle, and what they drive is used only after the stage's start.
         if deep:
-            row_loads = [Signal(name=f"load{REPLICA_SUFFIX}_row{r}") for r in range(R)]
+            row_loads = [Signal(name=f"load{REPLICA_SUFFIX}_row{r}", reset_less=True)
+                         for r in range(R)]
             m.d.sync += [copy.eq(issuing_next & ~loaded_next & full_next) for copy in row_loads]
         else:
             row_loads = [load] * R
@@ -306,7 +312,7 @@ class Im2colGenerator(wiring.Component):
             # (12.2 ns). A start's values are left out: a start comes only while idle, and the
             # copies agree with the flags a cycle later, long before the first step (the walker
             # fills a tile first).
-            rows_flags = [[Signal(name=f"{n}_last{REPLICA_SUFFIX}_row{r}")
+            rows_flags = [[Signal(name=f"{n}_last{REPLICA_SUFFIX}_row{r}", reset_less=True)
                            for n in ("k", "ckw", "c", "lane")] for r in range(R)]
 
             def flags_after(took):
@@ -352,8 +358,8 @@ class Im2colGenerator(wiring.Component):
         # addresses (an ECP5 critical path). With the deep pipeline a copy per row: one register
         # reaching every row's address adder, which placement spreads with the rows' block RAMs,
         # set a 16x12 ECP5 accelerator's clock (3.9 ns of routing, 99.1 MHz).
-        offsets = ([Signal(off_shape, name=f"offset{REPLICA_SUFFIX}{r}") for r in range(R)]
-                   if deep else [Signal(off_shape, name="offset")])
+        offsets = ([Signal(off_shape, name=f"offset{REPLICA_SUFFIX}{r}", reset_less=True)
+                    for r in range(R)] if deep else [Signal(off_shape, name="offset")])
 
         def set_offset(value):
             return [o.eq(value) for o in offsets]
@@ -380,7 +386,8 @@ class Im2colGenerator(wiring.Component):
             # Their next value leaves `start` out: it comes only while idle, when `loaded` is
             # low and stays so, and no step follows (the sequencer's start pulse, through three
             # LUTs into these copies, was a 24x32 ECP5 accelerator's slowest path: 97.6 MHz).
-            row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}") for r in range(R)]
+            row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}", reset_less=True)
+                         for r in range(R)]
             m.d.sync += [go.eq(loaded_next & ~(hold & ~self.release) & ~out.held_next)
                          for go in row_steps]
         else:
