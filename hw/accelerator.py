@@ -119,11 +119,14 @@ class Accelerator(wiring.Component):
 
     def make_array(self):
         c = self._config
+        # The deep read pipeline keeps a register of the array's ready (its issued step's skid).
+        ready_next = c.read_pipeline == "deep"
         if c.pe is Op.SHIFT:
             return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
-                                 p_min=c.p_min, p_max=c.p_max, max_length=c.max_k)
+                                 p_min=c.p_min, p_max=c.p_max, max_length=c.max_k,
+                                 ready_next=ready_next)
         return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
-                             w_bits=c.w_bits, max_length=c.max_k)
+                             w_bits=c.w_bits, max_length=c.max_k, ready_next=ready_next)
 
     def _issued_weights(self, m, wmem, w_read, take, take_next):
         """The deep read pipeline's weights for the step in its last stage.

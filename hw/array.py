@@ -86,6 +86,9 @@ class SystolicArray(wiring.Component):
         Exponent range of shift weights (default 0 and 7). Must be ``None`` for adder and mul.
     max_length : int
         The longest reduction (K) the array must sum without overflow; sets :attr:`acc_bits`.
+    ready_next : bool
+        Drive :attr:`i_ready_next_last` and :attr:`i_ready_next_other` (default False: Yosys'
+        ABC9 wrote a net driven twice for a lone 2x2 array with them driven and unread).
 
     Members
     -------
@@ -94,9 +97,9 @@ class SystolicArray(wiring.Component):
     o : ``Out(stream.Signature(out_layout))``
         Finished rows: ``acc`` (``cols``), ``last``.
     i_ready_next_last, i_ready_next_other : Signal
-        ``i.ready`` in the next cycle if the step offered then is a ``last`` one, or is not:
-        a consumer keeps a register equal to ``i.ready`` with them, so that what waits on the
-        array's ready need not wait on the logic behind it.
+        With ``ready_next``: ``i.ready`` in the next cycle if the step offered then is a
+        ``last`` one, or is not. A consumer keeps a register equal to ``i.ready`` with them, so
+        that what waits on the array's ready need not wait on the logic behind it.
 
     Raises
     ------
@@ -105,7 +108,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, kind, rows, cols, x_bits=8, w_bits=None, p_min=None, p_max=None,
-                 max_length=128):
+                 max_length=128, ready_next=False):
         with rejected(self):
             _check_dim("rows", rows)
             _check_dim("cols", cols)
@@ -114,6 +117,7 @@ class SystolicArray(wiring.Component):
                                                        max_length=max_length)
         self._kind, self._rows, self._cols = op, rows, cols
         self._single_tile = rows <= TILE and cols <= TILE
+        self._ready_next = bool(ready_next)
         self.i_ready_next_last = Signal()
         self.i_ready_next_other = Signal()
         self._pe_params = dict(x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
@@ -265,12 +269,13 @@ class SystolicArray(wiring.Component):
         m.d.array += [valid0.eq(transfer), last0.eq(self.i.payload.last)]
         # (`last_ok_next` is defined with the result chain below.)
         last_ok_next = Signal()
-        stalled_next = Signal()   # the next cycle is the array's reset's or follows a `last` step
-        m.d.comb += [
-            stalled_next.eq(ResetSignal() | (~in_reset & transfer & self.i.payload.last)),
-            self.i_ready_next_other.eq(~stalled_next),
-            self.i_ready_next_last.eq(~stalled_next & (in_reset | last_ok_next)),
-        ]
+        if self._ready_next:
+            stalled_next = Signal()   # the next cycle is the array's reset's or follows a `last`
+            m.d.comb += [
+                stalled_next.eq(ResetSignal() | (~in_reset & transfer & self.i.payload.last)),
+                self.i_ready_next_other.eq(~stalled_next),
+                self.i_ready_next_last.eq(~stalled_next & (in_reset | last_ok_next)),
+            ]
 
         # A `last` step taken in cycle T loads its result `load_delay` cycles later; `in_flight[k]`
         # is "a last step was taken k + 1 cycles ago".

@@ -131,7 +131,7 @@ def test_reset_mid_reduction_starts_clean(tile, reset_cycles, monkeypatch):
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(13)
-    arr = SystolicArray(kind="adder", rows=3, cols=3, max_length=10)
+    arr = SystolicArray(kind="adder", rows=3, cols=3, max_length=10, ready_next=True)
     top = Module()
     top.domains.sync = domain = ClockDomain()
     top.submodules.arr = arr
@@ -331,7 +331,7 @@ def test_next_ready_is_the_ready_of_the_next_cycle(tile, monkeypatch):
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(8)
-    arr = SystolicArray(kind="adder", rows=4, cols=3, max_length=8)
+    arr = SystolicArray(kind="adder", rows=4, cols=3, max_length=8, ready_next=True)
     tiles = [random_tile(arr, k, rng) for k in (1, 8, 2, 1, 5, 1, 3)]
     trace = _timeline(arr, tiles, ready=lambda cycle: int(cycle % 5 == 0), cycles=160)
     for t, (now, later) in enumerate(zip(trace, trace[1:])):
