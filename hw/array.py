@@ -96,8 +96,8 @@ class SystolicArray(wiring.Component):
         k-steps: ``x`` (``rows``), ``w`` (``cols``), ``last``.
     o : ``Out(stream.Signature(out_layout))``
         Finished rows: ``acc`` (``cols``), ``last``.
-    i_ready_next_last, i_ready_next_other : Signal
-        With ``ready_next``: ``i.ready`` in the next cycle if the step offered then is a
+    i_ready_next_last, i_ready_next_other : Signal or None
+        With ``ready_next`` (else None): ``i.ready`` in the next cycle if the step offered then is a
         ``last`` one, or is not. A consumer keeps a register equal to ``i.ready`` with them, so
         that what waits on the array's ready need not wait on the logic behind it.
 
@@ -118,8 +118,9 @@ class SystolicArray(wiring.Component):
         self._kind, self._rows, self._cols = op, rows, cols
         self._single_tile = rows <= TILE and cols <= TILE
         self._ready_next = bool(ready_next)
-        self.i_ready_next_last = Signal()
-        self.i_ready_next_other = Signal()
+        # (None without ready_next: an undriven signal would read as a ready that never comes.)
+        self.i_ready_next_last = Signal() if ready_next else None
+        self.i_ready_next_other = Signal() if ready_next else None
         self._pe_params = dict(x_bits=x_bits, w_bits=w_bits, p_min=p_min, p_max=p_max,
                                max_length=max_length)
         # A template for derived widths and shapes; elaborate() builds the real ones.

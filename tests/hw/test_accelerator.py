@@ -262,8 +262,9 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
 
 def test_a_whole_run_takes_the_cycles_it_took_before_the_registered_broadcasts():
     # The sequencer's registered release and delayed counters, the generator's per-row flag and
-    # load copies and the skid's held copies (2334c58..08581df) each compute a cycle ahead
-    # what was decoded in the cycle itself: a run's cycles, stalls and steps, stage by stage
+    # load copies and the skid's held copies (2334c58..08581df), the skid's register of the
+    # array's ready, the feeder's and the walker's flags as registers (fede8ee..d0be062) each
+    # compute a cycle ahead what was decoded in the cycle itself: a run's cycles, stalls and steps, stage by stage
     # (running totals), are exactly those of 745494a before them. (Fails with a release or a
     # tile load a cycle late.)
     model = digits_net("adder", mode="pow2x2")

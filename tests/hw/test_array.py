@@ -216,9 +216,10 @@ def _timeline(arr, tiles, *, ready=lambda cycle: 1, cycles=None):
                    "o_valid": ctx.get(arr.o.valid), "o_ready": ctx.get(arr.o.ready),
                    "o_last": ctx.get(arr.o.payload.last),
                    "offered_last": ctx.get(arr.i.payload.last),
-                   "ready_next": (ctx.get(arr.i_ready_next_other),
-                                  ctx.get(arr.i_ready_next_last)),
                    "o_acc": [int(v) for v in ctx.get(arr.o.payload.acc)]}
+            if arr.i_ready_next_last is not None:
+                row["ready_next"] = (ctx.get(arr.i_ready_next_other),
+                                     ctx.get(arr.i_ready_next_last))
             row["i_take"] = row["i_valid"] and row["i_ready"]
             row["i_last_shown"] = bool(row["i_valid"] and current["last"])
             row["i_last"] = bool(row["i_take"] and current["last"])
@@ -327,7 +328,8 @@ def test_no_combinational_path_from_output_ready_to_input_ready(tile, monkeypatc
 def test_next_ready_is_the_ready_of_the_next_cycle(tile, monkeypatch):
     """``i_ready_next_last`` / ``i_ready_next_other`` are ``i.ready`` one cycle later, chosen by
     the ``last`` then offered (a consumer's registered copy of the ready relies on it), through
-    idle cycles, `last` steps, steps waiting for the read-out and a reset."""
+    idle cycles, `last` steps and steps waiting for the read-out (a reset: the test above). Without
+    ``ready_next`` the array has none."""
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", tile)
     rng = np.random.default_rng(8)
@@ -339,6 +341,8 @@ def test_next_ready_is_the_ready_of_the_next_cycle(tile, monkeypatch):
     assert {r["i_ready"] for r in trace} == {0, 1}
     assert any(r["offered_last"] and not r["i_ready"] for r, s in zip(trace[1:], trace)
                if not s["i_last"])   # a `last` step waited for the read-out
+    plain = unused(SystolicArray(kind="adder", rows=4, cols=3, max_length=8))
+    assert (plain.i_ready_next_last, plain.i_ready_next_other) == (None, None)
 
 
 # --- parameters --------------------------------------------------------------------------------
