@@ -263,8 +263,8 @@ class Writeback(wiring.Component):
 
         word = Signal(lane)               # the merged word (written this cycle: short)
         if self._deep:
-            # Stage 2 takes the row on, stage 3 merges it with the old word, stage 4 writes it
-            # from registers (the merge's result to a block RAM across the die was the 16x16
+            # Stage 2 merges the row with the words of the rows two to four ahead, stage 3 with
+            # the row one ahead's or the memory's old word, stage 4 writes it from registers (the merge's result to a block RAM across the die was the 16x16
             # ECP5 accelerator's slowest path: 58.7 MHz). The old word comes through the
             # register behind the read (the block RAM's own, on an ECP5) and a copy of it on the
             # write-back's side: the two buffers' block RAMs lie apart, and the route from one of
@@ -279,69 +279,89 @@ class Writeback(wiring.Component):
                     for b, word in enumerate(self.r_data)]
             m.d.sync += [reg.eq(word) for reg, word in zip(near, self.r_data)]
             history = [Signal(lane, reset_less=True, name=f"word{k}") for k in range(1, 5)]
-            # The rows written this cycle (history[0]) and the two cycles before.
-            w_dests = [Signal(a, name=f"dest{k}") for k in range(1, 4)]
-            w_valids = [Signal(name=f"valid{k}") for k in range(1, 4)]
-            s2_valid, s2_gap, s2_merge, s2_new = Signal(), Signal(), Signal(), Signal()
+            # The rows written this cycle (history[0]) and the cycle before.
+            w_dests = [Signal(a, name=f"dest{k}") for k in range(1, 3)]
+            w_valids = [Signal(name=f"valid{k}") for k in range(1, 3)]
+            s2_valid = Signal()
             s2_dest = Signal(a)
             s2_data, s2_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
             s3_valid = Signal()
             s3_host = Signal(2)           # a host write to buffer 0 or 1 (no stage running)
             w_bufs = Signal(2)            # the write port's enables, a register per buffer
             s3_dest = Signal(a)
-            s3_data, s3_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
-            # Where the merged word comes from, one-hot and decided a stage early: the max of
-            # the new values and the old word (the row one to four cycles ahead, or the
-            # memory's), the new values alone, or the rounded sums.
+            s3_data = Signal(lane, reset_less=True)
+            # The merged word is chosen, one-hot, from: the max of the new values and the old
+            # word (the row one to four cycles ahead, or the memory's), the new values alone, or
+            # the rounded sums. The choice is made at stage 1 (the destinations compared with
+            # those of the rows that will be one to four ahead) and every candidate that exists
+            # a stage early is merged at stage 2 (`s3_early`): the rows two to four ahead wrote
+            # history[0..2] by then. Stage 3 merges only with the row one ahead and the
+            # memory's words, so two LUTs follow its compares where three did: the merge with
+            # its OR of seven candidates was a 32x32 ECP5 accelerator's slowest path (11.1 ns).
             # A copy of the choice per block of TILE lanes, kept apart in board builds: one
             # copy reached the selects of all 256 bits of a 32x32 ECP5 accelerator's word.
-            choice = [{"new": Signal(name=f"s3_new{REPLICA_SUFFIX}{g}"),
-                       "gap": Signal(name=f"s3_gap{REPLICA_SUFFIX}{g}"),
-                       "max": [Signal(name=f"s3_max{k}{REPLICA_SUFFIX}{g}") for k in range(1, 5)],
-                       "max_mem": [Signal(name=f"s3_max_act{b}{REPLICA_SUFFIX}{g}")
-                                   for b in range(2)]}
-                      for g in range(-(-C // TILE))]
-            ahead = [s3_valid & (s3_dest == s2_dest)] + [
-                valid & (dest == s2_dest) for valid, dest in zip(w_valids, w_dests)]
+            groups = range(-(-C // TILE))
+            choice2 = [{"new": Signal(name=f"s2_new{REPLICA_SUFFIX}{g}"),
+                        "gap": Signal(name=f"s2_gap{REPLICA_SUFFIX}{g}"),
+                        "max": [Signal(name=f"s2_max{k}{REPLICA_SUFFIX}{g}") for k in range(1, 5)],
+                        "max_mem": [Signal(name=f"s2_max_act{b}{REPLICA_SUFFIX}{g}")
+                                    for b in range(2)]}
+                       for g in groups]
+            choice3 = [{"max": Signal(name=f"s3_max1{REPLICA_SUFFIX}{g}"),
+                        "max_mem": [Signal(name=f"s3_max_act{b}{REPLICA_SUFFIX}{g}")
+                                    for b in range(2)]}
+                       for g in groups]
+            s3_early = Signal(lane, reset_less=True)
+            # The rows that will be one to four ahead of the row at stage 1 when it merges.
+            ahead = [s2_valid & (s2_dest == s1_dest), s3_valid & (s3_dest == s1_dest)] + [
+                valid & (dest == s1_dest) for valid, dest in zip(w_valids, w_dests)]
+            s1_merges = s1_valid & s1_merge & ~s1_gap
             m.d.sync += [history[0].eq(word), *(h.eq(prev) for h, prev in zip(history[1:],
                                                                                 history)),
                          w_dests[0].eq(s3_dest), w_valids[0].eq(s3_valid),
                          *(r.eq(prev) for r, prev in zip(w_dests[1:], w_dests)),
                          *(r.eq(prev) for r, prev in zip(w_valids[1:], w_valids)),
-                         # (s1_merge and s1_gap keep the last row's values between stages: a
-                         # host word passing must see neither.)
-                         s2_valid.eq(s1_valid), s2_gap.eq(s1_valid & s1_gap),
-                         s2_merge.eq(s1_valid & s1_merge & ~s1_gap),
-                         s2_new.eq(~s1_merge & ~s1_gap),
-                         s2_dest.eq(s1_dest), s2_data.eq(s1_data),
+                         s2_valid.eq(s1_valid), s2_dest.eq(s1_dest), s2_data.eq(s1_data),
                          w_bufs.eq(Cat(s3_valid & ~self.dst, s3_valid & self.dst) | s3_host),
                          s3_valid.eq(s2_valid), s3_host.eq(self.host_en),
                          s3_dest.eq(Mux(s2_valid, s2_dest, self.host_addr)),
                          s3_data.eq(Mux(s2_valid, s2_data.as_value(), self.host_data))]
-            for copy in choice:
-                # Between stages the host's word passes as a new word (no merge).
-                m.d.sync += [copy["gap"].eq(s2_gap), copy["new"].eq(s2_new | ~s2_valid)]
+            for copy, later in zip(choice2, choice3):
+                # (s1_merge and s1_gap keep the last row's values between stages: a host word
+                # passing must see neither; it takes the place of the early merge below.)
+                m.d.sync += [copy["gap"].eq(s1_valid & s1_gap),
+                             copy["new"].eq(~s1_merge & ~s1_gap)]
                 nearer = 0                # a row nearer ahead went to the same word
                 for sel, hit in zip(copy["max"], ahead):
-                    m.d.sync += sel.eq(s2_merge & ~nearer & hit)
+                    m.d.sync += sel.eq(s1_merges & ~nearer & hit)
                     nearer |= hit
-                m.d.sync += [sel.eq(s2_merge & ~nearer & (self.dst == b))
+                m.d.sync += [sel.eq(s1_merges & ~nearer & (self.dst == b))
                              for b, sel in enumerate(copy["max_mem"])]
+                m.d.sync += [later["max"].eq(copy["max"][0]),
+                             *(b.eq(a) for a, b in zip(copy["max_mem"], later["max_mem"]))]
             if gap:
-                m.d.sync += [s2_avg.eq(avg), s3_avg.eq(s2_avg)]
+                m.d.sync += s2_avg.eq(avg)
+
+            def max_or_new(select, old, new):
+                # Compared from registers, the one-hot choice after: choosing first put two LUT
+                # levels in front of the compare's carry chain, on the critical path.
+                return Mux(select, Mux(_biased(old) > _biased(new), old, new), 0)
+
             w_en, w_dest, w_word = w_bufs, w_dests[0], history[0]
             for j in range(C):
-                # Each candidate compared and merged from its own register, the one-hot choice
-                # after: choosing first put two LUT levels in front of the compare's carry chain,
-                # on the ECP5 accelerator's critical path.
-                copy = choice[j // TILE]
-                v = s3_data[j]
-                merged = Mux(copy["new"], v, 0)
-                for old, select in (*zip(history, copy["max"]), *zip(near, copy["max_mem"])):
-                    o = lane(old)[j]
-                    merged |= Mux(select, Mux(_biased(o) > _biased(v), o, v), 0)
+                copy, later = choice2[j // TILE], choice3[j // TILE]
+                v = s2_data[j]
+                early = Mux(copy["new"], v, 0)
+                for old, select in zip(history[:3], copy["max"][1:]):
+                    early |= max_or_new(select, lane(old)[j], v)
                 if gap:
-                    merged |= Mux(copy["gap"], s3_avg[j], 0)
+                    early |= Mux(copy["gap"], s2_avg[j], 0)
+                # Between stages the host's word passes as a new word.
+                m.d.sync += s3_early[j].eq(Mux(s2_valid, early, lane(self.host_data)[j]))
+                v = s3_data[j]
+                merged = s3_early[j] | max_or_new(later["max"], lane(history[0])[j], v)
+                for old, select in zip(near, later["max_mem"]):
+                    merged |= max_or_new(select, lane(old)[j], v)
                 m.d.comb += word[j].eq(merged)
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
