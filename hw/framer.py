@@ -223,8 +223,9 @@ class Framer(wiring.Component):
     rx_fifo_depth : int
         Received bytes held while a frame executes and its answer goes out.
     register_reads : bool
-        Pass the bytes read from the frame buffer and the identify ROM through a register of
-        their own (one more cycle per byte): a block RAM's output (5.8 ns from clock to data on an
+        Pass the bytes read from the frame buffer and the identify ROM through registers of
+        their own (one more cycle per byte; the buffer's read is then not transparent, so that an
+        ECP5 build moves its register into the block RAM): a block RAM's output (5.8 ns from clock to data on an
         ECP5) through the answer's multiplexer, or into the device's write port, set the ECP5
         host link's clock. And read the receive FIFO through a skid register (:mod:`hw.skid`;
         no cycle more), so its read enable is a register's. Off for an iCE40, where the
@@ -331,7 +332,11 @@ class Framer(wiring.Component):
         # changes nothing but the cost. An iCE40 block RAM leaves a read of the address being
         # written undefined; Yosys makes a transparent read of it with a bypass register, a
         # non-transparent one by delaying the write port a cycle as well (17 more flip-flops).
-        buf_r = buf.read_port(transparent_for=(buf_w,))
+        # With register_reads (ECP5 builds) the read is not transparent, so that its word goes
+        # straight into `fetched_buf`, which the build moves into the block RAM's output register
+        # (boards/outreg.py): through the transparency's bypass and the ROM's select, the block
+        # RAM's 5.6 ns clock-to-output into `fetched` was late on a 32x32 ECP5 accelerator.
+        buf_r = buf.read_port(transparent_for=() if self._register_reads else (buf_w,))
         m.submodules.rom = rom = Memory(shape=8, depth=n_identify, init=list(self._identify_bytes))
         rom_r = rom.read_port(transparent_for=())
         # A read port's enable defaults to 1: hold the data between reads (a device may stall).
@@ -350,7 +355,9 @@ class Framer(wiring.Component):
         source = Signal(range(6))
         idx = Signal(range(resp_max + 1))  # header, buffer, ROM or answer byte index
         pbyte = Signal(8)                 # the answer byte being sent
-        fetched = Signal(8)               # a byte read from the ROM or buffer (register_reads)
+        # A byte read from the buffer or the ROM (register_reads), each in a register of its own.
+        fetched_buf, fetched_rom = (Signal(8, name=f"fetched_{n}", reset_less=True)
+                                    for n in ("buf", "rom"))
         timer = Signal(range(self._timeout + 1))
         # The request's address and size, captured from the payload as it arrives, then the
         # running address (only its low ``off_bits`` count) and the count of bytes left (to
@@ -660,7 +667,7 @@ class Framer(wiring.Component):
                 m.next = "COMMIT_FETCHED" if self._register_reads else "COMMIT"
             if self._register_reads:
                 with m.State("COMMIT_FETCHED"):
-                    m.d.sync += fetched.eq(buf_r.data)
+                    m.d.sync += fetched_buf.eq(buf_r.data)
                     m.next = "COMMIT"
             with m.State("COMMIT"):
                 m.d.comb += self.bus.write.valid.eq(1)
@@ -729,7 +736,7 @@ class Framer(wiring.Component):
 
             if self._register_reads:
                 with m.State("FETCHED"):
-                    m.d.sync += fetched.eq(Mux(source == _SRC_ROM, rom_r.data, buf_r.data))
+                    m.d.sync += [fetched_buf.eq(buf_r.data), fetched_rom.eq(rom_r.data)]
                     m.next = "LATCH"
 
             with m.State("BUS_ADDR"):
@@ -747,9 +754,9 @@ class Framer(wiring.Component):
             with m.State("LATCH"):
                 with m.Switch(source):
                     with m.Case(_SRC_ROM):
-                        m.d.sync += pbyte.eq(fetched if self._register_reads else rom_r.data)
+                        m.d.sync += pbyte.eq(fetched_rom if self._register_reads else rom_r.data)
                     with m.Case(_SRC_BUF):
-                        m.d.sync += pbyte.eq(fetched if self._register_reads else buf_r.data)
+                        m.d.sync += pbyte.eq(fetched_buf if self._register_reads else buf_r.data)
                     with m.Case(_SRC_CRC):
                         m.d.sync += pbyte.eq(crc.crc32[0:8])    # drained byte by byte: see SEND
                     with m.Case(_SRC_STATUS):
@@ -801,7 +808,7 @@ class Framer(wiring.Component):
         m.d.comb += [
             self.bus.write.payload.addr.region.eq(region),
             self.bus.write.payload.addr.offset.eq(offset),
-            self.bus.write.payload.data.eq(fetched if self._register_reads else buf_r.data),
+            self.bus.write.payload.data.eq(fetched_buf if self._register_reads else buf_r.data),
             self.bus.read_addr.payload.region.eq(region),
             self.bus.read_addr.payload.offset.eq(offset),
         ]
