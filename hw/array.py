@@ -21,9 +21,8 @@ likewise per tile and per row of PEs, each copy a register of the one before, so
 that span the chip carry no logic and each reaches a few flip-flops.
 When a reduction finishes, every accumulator is copied into a result register; the result
 registers form one shift chain per column that the output stream drains a row per transfer while
-the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a
-queue of three output registers, and a row leaves the chain only when the queue will have room
-for it whatever ``o.ready`` does, so the chain advances on registers decided a cycle ahead.
+the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a skid
+buffer (two output registers), so the chain advances on a register rather than on ``o.ready``.
 
 Timing: the array never stalls a step it has taken, so its control is a pipeline of the input's
 ``valid`` and ``last``. The cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators
@@ -34,7 +33,7 @@ reductions of ``K >= rows + 3`` steps (``rows + 4`` for several tiles) stream ba
 stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and ``o.valid`` depend on registers and
 ``i.payload.last`` only: no combinational path runs from ``o.ready`` to ``i.ready``. The array's
 reset is the design's one register later: ``i.ready`` is low for one cycle after a reset ends.
-:attr:`SystolicArray.latency` counts the queue's cycle.
+:attr:`SystolicArray.latency` counts the skid buffer's cycle.
 """
 
 from __future__ import annotations
@@ -344,63 +343,46 @@ class SystolicArray(wiring.Component):
                 take.eq(self.o.valid & self.o.ready),
             ]
         else:
-            # Three output registers (the output register and two spares) between the chain and
-            # `o`, and `take` a register, decided a cycle ahead from registers only: a row leaves
-            # the chain only when the queue will surely have room for it, were `o` to take
-            # nothing. So `take`, and the rows' `update` copies that are its next value, never
-            # wait for `o.ready`: on a 32x32 ECP5 accelerator the route from the consumer's
-            # ready to those copies across the die (7.6 ns) was the slowest path. Two spares, not
-            # one, keep a row per cycle leaving the chain while `o` takes one per cycle.
-            # Each block of TILE columns has its own copy of the queue's valid bits for its
-            # enables and selects: one net to all of them spanned the 32 x 32 ECP5 array (8.6 ns
-            # of routing to the spare's enables). The copies take their reset from the tile at
-            # the output end, cycles after the array's own registers; those stay as reset until
-            # the first load, which comes later still (`load_delay`), so the copies agree.
-            spare_a, spare_b = (Signal(self._out_layout, reset_less=True, name=f"spare_{n}")
-                                for n in "ab")
-            payload = Signal(self._out_layout, reset_less=True)
-            m.d.comb += self.o.payload.eq(payload)
+            # Two output registers (a skid buffer) between the chain and `o`: the chain advances
+            # on `room`, a register, so no tile's result enable waits for `o.ready`. On a 32x32
+            # ECP5 array that enable, one LUT of `o.ready` driving every result flip-flop of a
+            # tile, was the critical path (13 ns of routing). A row leaves the chain only while
+            # the skid slot is free, so it has a place even if `o` takes nothing this cycle.
+            skid = Signal(self._out_layout, reset_less=True)
+            skid_valid = Signal()
+            m.d.comb += take.eq(~empty & ~skid_valid)
+            out_free = ~out_valid | self.o.ready
+            room_next = out_free | ~(skid_valid | take)   # skid_valid's next value, inverted
 
-            def queue(flags, fields, reset=None):
-                # Each spare copies the head while it holds no row, so its enable is a register;
-                # a row taken while `o` is full or a spare is queued stays in the spare that
-                # copied it. `o` takes the older spare (`b_older`), else the head.
-                o_valid, a_valid, b_valid, b_older = flags
-                out_free = ~o_valid | self.o.ready
-                from_b = b_valid & (~a_valid | b_older)
-                from_a = a_valid & ~from_b
-                queued = a_valid | b_valid
-                to_a = take & ~a_valid & (queued | ~out_free)
-                to_b = take & a_valid & ~b_valid
-                a_stays = a_valid & ~(out_free & from_a)
-                b_stays = b_valid & ~(out_free & from_b)
-                m.d.array += [a_valid.eq(a_stays | to_a), b_valid.eq(b_stays | to_b),
-                              b_older.eq(b_stays & (to_a | a_stays & b_older))]
-                with m.If(out_free):
-                    m.d.array += o_valid.eq(queued | take)
-                    m.d.array += [o.eq(Mux(from_b, b, Mux(a_valid, a, h)))
-                                  for o, a, b, h in fields]
-                with m.If(~a_valid):
-                    m.d.array += [a.eq(h) for o, a, b, h in fields]
-                with m.If(~b_valid):
-                    m.d.array += [b.eq(h) for o, a, b, h in fields]
+            def skid_buffer(o_valid, skid_valid, fields, reset=None):
+                with m.If(~o_valid | self.o.ready):
+                    m.d.array += [o_valid.eq(skid_valid | take), skid_valid.eq(0)]
+                    m.d.array += [o.eq(Mux(skid_valid, s, h)) for o, s, h in fields]
+                with m.Elif(take):
+                    m.d.array += skid_valid.eq(1)
                 if reset is not None:
                     with m.If(reset):
-                        m.d.array += [flag.eq(0) for flag in flags]
+                        m.d.array += [o_valid.eq(0), skid_valid.eq(0)]
+                # The spare copies the head row whenever it is free, so its enable is a register
+                # (with `take & ~out_free` it was a LUT of `o.ready` in front of its 544
+                # flip-flops on a 16 x 32 array, the critical path at 105 MHz).
+                with m.If(~skid_valid):
+                    m.d.array += [s.eq(h) for _, s, h in fields]
 
-            names = ("o_valid", "spare_a_valid", "spare_b_valid", "spare_b_older")
-            central = [Signal(name=name) for name in names]
-            queue(central, [(payload.last, spare_a.last, spare_b.last, head.last)])
+            # The output registers of each block of TILE columns have their own copy of
+            # `o.valid` and `skid_valid` for their enables and select: one net to all of them
+            # spanned the 32 x 32 ECP5 array (8.6 ns of routing to the spare's enables). The
+            # copies take their reset from the tile at the output end, cycles after the array's
+            # own registers; those stay as reset until the first load, which comes later still
+            # (`load_delay`), so the copies agree with them.
+            payload = Signal(self._out_layout, reset_less=True)
+            m.d.comb += self.o.payload.eq(payload)
+            skid_buffer(out_valid, skid_valid, [(payload.last, skid.last, head.last)])
             for k, block in enumerate(col_blocks):
-                queue([Signal(name=f"{name}{REPLICA_SUFFIX}{k}", reset_less=True)
-                       for name in names],
-                      [(payload.acc[c], spare_a.acc[c], spare_b.acc[c], head.acc[c])
-                       for c in block],
-                      reset=tile_reset[0][k])
-            m.d.comb += out_valid.eq(central[0])
-            # Room for a row more whatever `o` does: fewer than three rows once `take` is counted
-            # (`o` holds a row whenever a spare does).
-            room_next = ~(central[1] & central[2]) & ~((central[1] | central[2]) & take)
+                skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}", reset_less=True),
+                            Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}", reset_less=True),
+                            [(payload.acc[c], skid.acc[c], head.acc[c]) for c in block],
+                            reset=tile_reset[0][k])
 
         # A load finds the chain empty: a `last` step waits while rows are unread or a load is
         # in flight, and nothing else fills the chain.
@@ -413,8 +395,6 @@ class SystolicArray(wiring.Component):
             m.d.comb += empty_next.eq(empty)
         m.d.comb += last_ok_next.eq(empty_next & ~Cat(in_flight[:-1]).any())
         m.d.array += [empty.eq(empty_next), last_ok.eq(last_ok_next)]
-        if not single:
-            m.d.array += take.eq(~empty_next & room_next)
         with m.If(done):
             m.d.array += [count.eq(rows), one.eq(rows == 1)]
         with m.Elif(take):

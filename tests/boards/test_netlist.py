@@ -85,11 +85,10 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
         ("ends", 'ends = Signal(name=f"ends{tile}"'),
         ("update", 'update = Signal(name=f"update{where}"'),
         ("load, acc_enable", 'load, acc_enable = (Signal(name=f"{name}{where}"'),
-        ("queue flags", 'queue([Signal(name=f"{name}{REPLICA_SUFFIX}{k}"'),
+        ("o_valid", 'skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}"'),
+        ("skid_valid", 'Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}"'),
     )} == {"ends": 6, "update": 4 * 2, "load, acc_enable": 2 * 5 * 2,
-           # the output queue's `o.valid`, its spares' flags and their order: a copy per
-           # column block
-           "queue flags": 4 * 2}
+           "o_valid": 2, "skid_valid": 2}   # the output's registers: a copy per column block
     # What reaches a tile from the edge passes HOPS registers of the tile: its reset, `valid`,
     # `last`, and each 8-bit operand of the rows and columns it crosses (x in two tiles, w in
     # three).
