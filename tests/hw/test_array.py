@@ -100,6 +100,18 @@ def test_array_against_golden(kind, rows, cols, params):
     check_array(arr, tiles, idle=(0, 0, 1, 0, 3), stall=(0, 2, 0, 0, 0, 7))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_output_under_random_back_pressure(seed, monkeypatch):
+    """Several tiles: rows pile up in the output registers and leave them in order, whatever the
+    sink's pattern; short reductions, so that rows are taken in every state of the skid buffer."""
+    import addershift.hw.array as array_module
+    monkeypatch.setattr(array_module, "TILE", 2)
+    rng = np.random.default_rng(seed)
+    arr = SystolicArray(kind="adder", rows=5, cols=3, max_length=8)
+    tiles = [random_tile(arr, int(k), rng) for k in rng.integers(1, 9, size=14)]
+    check_array(arr, tiles, stall=tuple(int(v) for v in rng.integers(0, 3, size=23)))
+
+
 @pytest.mark.parametrize("kind", ["adder", "shift", "mul"])
 def test_array_full_speed(kind):
     """Back-to-back tiles with an always-ready sink and a never-idle source."""
