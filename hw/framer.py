@@ -225,11 +225,11 @@ class Framer(wiring.Component):
     register_reads : bool
         Pass the bytes read from the frame buffer and the identify ROM through registers of
         their own (one more cycle per byte; the buffer's read is then not transparent, so that an
-        ECP5 build moves its register into the block RAM): a block RAM's output (5.8 ns from clock to data on an
-        ECP5) through the answer's multiplexer, or into the device's write port, set the ECP5
-        host link's clock. And read the receive FIFO through a skid register (:mod:`hw.skid`;
-        no cycle more), so its read enable is a register's. Off for an iCE40, where the
-        flip-flops cost logic cells.
+        ECP5 build moves its register into the block RAM): a block RAM's output (5.8 ns from
+        clock to data on an ECP5) through the answer's multiplexer, or into the device's write
+        port, set the ECP5 host link's clock. And read the receive FIFO through a skid register
+        (:mod:`hw.skid`; no cycle more), so its read enable is a register's. Off for an iCE40,
+        where the flip-flops cost logic cells.
 
     Members
     -------

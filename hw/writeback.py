@@ -264,8 +264,9 @@ class Writeback(wiring.Component):
         word = Signal(lane)               # the merged word (written this cycle: short)
         if self._deep:
             # Stage 2 merges the row with the words of the rows two to four ahead, stage 3 with
-            # the row one ahead's or the memory's old word, stage 4 writes it from registers (the merge's result to a block RAM across the die was the 16x16
-            # ECP5 accelerator's slowest path: 58.7 MHz). The old word comes through the
+            # the row one ahead's or the memory's old word, stage 4 writes it from registers
+            # (the merge's result to a block RAM across the die was the 16x16 ECP5
+            # accelerator's slowest path: 58.7 MHz). The old word comes through the
             # register behind the read (the block RAM's own, on an ECP5) and a copy of it on the
             # write-back's side: the two buffers' block RAMs lie apart, and the route from one of
             # them into the merge's compare took 4.5-4.6 ns (16x12 seed 2, 94.6 MHz; 8x8 at
