@@ -21,8 +21,9 @@ likewise per tile and per row of PEs, each copy a register of the one before, so
 that span the chip carry no logic and each reaches a few flip-flops.
 When a reduction finishes, every accumulator is copied into a result register; the result
 registers form one shift chain per column that the output stream drains a row per transfer while
-the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a skid
-buffer (two output registers), so the chain advances on a register rather than on ``o.ready``.
+the PEs already sum the next reduction. An array of more than one tile drives ``o`` through a
+queue of three output registers, and a row leaves the chain only when the queue will have room for
+it whatever ``o.ready`` does, so the chain's shift is decided two cycles ahead, from registers.
 
 Timing: the array never stalls a step it has taken, so its control is a pipeline of the input's
 ``valid`` and ``last``. The cycle after a ``last`` transfer, ``i.ready`` is low (the accumulators
@@ -33,7 +34,7 @@ reductions of ``K >= rows + 3`` steps (``rows + 4`` for several tiles) stream ba
 stall (:meth:`SystolicArray.reduction_cycles`). ``i.ready`` and ``o.valid`` depend on registers and
 ``i.payload.last`` only: no combinational path runs from ``o.ready`` to ``i.ready``. The array's
 reset is the design's one register later: ``i.ready`` is low for one cycle after a reset ends.
-:attr:`SystolicArray.latency` counts the skid buffer's cycle.
+:attr:`SystolicArray.latency` counts the queue's cycle.
 """
 
 from __future__ import annotations
@@ -343,46 +344,62 @@ class SystolicArray(wiring.Component):
                 take.eq(self.o.valid & self.o.ready),
             ]
         else:
-            # Two output registers (a skid buffer) between the chain and `o`: the chain advances
-            # on `room`, a register, so no tile's result enable waits for `o.ready`. On a 32x32
-            # ECP5 array that enable, one LUT of `o.ready` driving every result flip-flop of a
-            # tile, was the critical path (13 ns of routing). A row leaves the chain only while
-            # the skid slot is free, so it has a place even if `o` takes nothing this cycle.
-            skid = Signal(self._out_layout, reset_less=True)
-            skid_valid = Signal()
-            m.d.comb += take.eq(~empty & ~skid_valid)
-            out_free = ~out_valid | self.o.ready
-            room_next = out_free | ~(skid_valid | take)   # skid_valid's next value, inverted
-
-            def skid_buffer(o_valid, skid_valid, fields, reset=None):
-                with m.If(~o_valid | self.o.ready):
-                    m.d.array += [o_valid.eq(skid_valid | take), skid_valid.eq(0)]
-                    m.d.array += [o.eq(Mux(skid_valid, s, h)) for o, s, h in fields]
-                with m.Elif(take):
-                    m.d.array += skid_valid.eq(1)
-                if reset is not None:
-                    with m.If(reset):
-                        m.d.array += [o_valid.eq(0), skid_valid.eq(0)]
-                # The spare copies the head row whenever it is free, so its enable is a register
-                # (with `take & ~out_free` it was a LUT of `o.ready` in front of its 544
-                # flip-flops on a 16 x 32 array, the critical path at 105 MHz).
-                with m.If(~skid_valid):
-                    m.d.array += [s.eq(h) for _, s, h in fields]
-
-            # The output registers of each block of TILE columns have their own copy of
-            # `o.valid` and `skid_valid` for their enables and select: one net to all of them
-            # spanned the 32 x 32 ECP5 array (8.6 ns of routing to the spare's enables). The
-            # copies take their reset from the tile at the output end, cycles after the array's
-            # own registers; those stay as reset until the first load, which comes later still
-            # (`load_delay`), so the copies agree with them.
+            # Three output registers (`o` and two spares) between the chain and `o`, and the
+            # chain's shift (`take`) decided two cycles ahead: a row leaves the chain only when
+            # the queue will surely have room for it, were `o` to take nothing in between. So
+            # each row's `update`, the next value of `take`, is a copy of a register
+            # (`take_ahead`), and no result enable waits for `o.ready` or for the read-out's
+            # state: on a 32x32 ECP5 accelerator the result enables waited first on `o.ready`
+            # (13 ns of routing), then on two LUTs of the read-out's state in front of the net
+            # to the rows' copies across the die (11 ns, 7.7 of them that net). Two spares keep
+            # a row per cycle leaving the chain while `o` takes one per cycle.
+            # Each block of TILE columns has its own copy of the queue's valid bits for its
+            # enables and selects: one net to all of them spanned the 32 x 32 ECP5 array (8.6 ns
+            # of routing to the spare's enables). The copies take their reset from the tile at
+            # the output end, cycles after the array's own registers; those stay as reset until
+            # the first load, which comes later still (`load_delay`), so the copies agree.
+            spare_a, spare_b = (Signal(self._out_layout, reset_less=True, name=f"spare_{n}")
+                                for n in "ab")
             payload = Signal(self._out_layout, reset_less=True)
             m.d.comb += self.o.payload.eq(payload)
-            skid_buffer(out_valid, skid_valid, [(payload.last, skid.last, head.last)])
+
+            def queue(flags, fields, reset=None):
+                # Each spare copies the head while it holds no row, so its enable is a register;
+                # a row taken while `o` is full or a spare is queued stays in the spare that
+                # copied it. `o` takes the older spare (`b_older`), else the head.
+                o_valid, a_valid, b_valid, b_older = flags
+                out_free = ~o_valid | self.o.ready
+                from_b = b_valid & (~a_valid | b_older)
+                from_a = a_valid & ~from_b
+                queued = a_valid | b_valid
+                to_a = take & ~a_valid & (queued | ~out_free)
+                to_b = take & a_valid & ~b_valid
+                a_stays = a_valid & ~(out_free & from_a)
+                b_stays = b_valid & ~(out_free & from_b)
+                m.d.array += [a_valid.eq(a_stays | to_a), b_valid.eq(b_stays | to_b),
+                              b_older.eq(b_stays & (to_a | a_stays & b_older))]
+                with m.If(out_free):
+                    m.d.array += o_valid.eq(queued | take)
+                    m.d.array += [o.eq(Mux(from_b, b, Mux(a_valid, a, h)))
+                                  for o, a, b, h in fields]
+                with m.If(~a_valid):
+                    m.d.array += [a.eq(h) for o, a, b, h in fields]
+                with m.If(~b_valid):
+                    m.d.array += [b.eq(h) for o, a, b, h in fields]
+                if reset is not None:
+                    with m.If(reset):
+                        m.d.array += [flag.eq(0) for flag in flags]
+
+            names = ("o_valid", "spare_a_valid", "spare_b_valid", "spare_b_older")
+            queued_rows = [Signal(name=name) for name in names]
+            queue(queued_rows, [(payload.last, spare_a.last, spare_b.last, head.last)])
             for k, block in enumerate(col_blocks):
-                skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}", reset_less=True),
-                            Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}", reset_less=True),
-                            [(payload.acc[c], skid.acc[c], head.acc[c]) for c in block],
-                            reset=tile_reset[0][k])
+                queue([Signal(name=f"{name}{REPLICA_SUFFIX}{k}", reset_less=True)
+                       for name in names],
+                      [(payload.acc[c], spare_a.acc[c], spare_b.acc[c], head.acc[c])
+                       for c in block],
+                      reset=tile_reset[0][k])
+            m.d.comb += out_valid.eq(queued_rows[0])
 
         # A load finds the chain empty: a `last` step waits while rows are unread or a load is
         # in flight, and nothing else fills the chain.
@@ -394,11 +411,33 @@ class SystolicArray(wiring.Component):
         with m.Else():
             m.d.comb += empty_next.eq(empty)
         m.d.comb += last_ok_next.eq(empty_next & ~Cat(in_flight[:-1]).any())
-        m.d.array += [empty.eq(empty_next), last_ok.eq(last_ok_next)]
+        one_next = Signal()
         with m.If(done):
-            m.d.array += [count.eq(rows), one.eq(rows == 1)]
+            m.d.comb += one_next.eq(rows == 1)
         with m.Elif(take):
-            m.d.array += [count.eq(count - 1), one.eq(count == 2)]
+            m.d.comb += one_next.eq(count == 2)
+        with m.Else():
+            m.d.comb += one_next.eq(one)
+        m.d.array += [empty.eq(empty_next), one.eq(one_next), last_ok.eq(last_ok_next)]
+        with m.If(done):
+            m.d.array += count.eq(rows)
+        with m.Elif(take):
+            m.d.array += count.eq(count - 1)
+
+        if not single:
+            # `take` two cycles ahead, the same in each copy (one per row of tiles, for the rows'
+            # `update`): a row will be in the chain then (one is loaded next cycle, or one
+            # stays after next cycle's `take`), and the queue will hold at most two rows before
+            # it, however many `o` takes (it takes one now only if `o.ready`).
+            take_ahead = [Signal(name="take_ahead")] + [
+                Signal(name=f"take_ahead{REPLICA_SUFFIX}{tr}") for tr in range(len(row_blocks))]
+            row_ahead = in_flight[-2] | ~(empty_next | (one_next & take_ahead[0]))
+            dequeue = self.o.valid & self.o.ready
+            # Rows in the queue, leaving the chain now and next cycle.
+            claimed = queued_rows[0] + queued_rows[1] + queued_rows[2] + take + take_ahead[0]
+            m.d.array += [copy.eq(row_ahead & (claimed <= 2 + dequeue))
+                          for copy in take_ahead]
+            m.d.array += take.eq(take_ahead[0])
 
         if single:
             # Operands registered once and broadcast, x[r] along row r and w[c] down column c.
@@ -455,11 +494,11 @@ class SystolicArray(wiring.Component):
                     elif group[0] in shifting:
                         # A row's result registers change on `load` or when the read-out shifts
                         # (`take`): that enable is a register of the row's, `update`, set a
-                        # cycle ahead. A LUT of `load` and a tile's copy of `take` in front of
-                        # the row's 128 enables was 12.7 ns of routing on a 32x32 ECP5
-                        # accelerator.
+                        # cycle ahead from the row of tiles' copy of `take_ahead`. A LUT of
+                        # `load` and a tile's copy of `take` in front of the row's 128 enables
+                        # was 12.7 ns of routing on a 32x32 ECP5 accelerator.
                         update = Signal(name=f"update{where}", reset_less=True)
-                        m.d.array += update.eq(ends | reset | (~empty_next & room_next))
+                        m.d.array += update.eq(ends | reset | take_ahead[1 + tr])
                         with m.If(update):
                             m.d.array += [result[r][c].eq(Mux(load, pes[r][c].acc,
                                                               result[r + 1][c]))

@@ -85,10 +85,12 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
         ("ends", 'ends = Signal(name=f"ends{tile}"'),
         ("update", 'update = Signal(name=f"update{where}"'),
         ("load, acc_enable", 'load, acc_enable = (Signal(name=f"{name}{where}"'),
-        ("o_valid", 'skid_buffer(Signal(name=f"o_valid{REPLICA_SUFFIX}{k}"'),
-        ("skid_valid", 'Signal(name=f"skid_valid{REPLICA_SUFFIX}{k}"'),
+        ("queue flags", 'queue([Signal(name=f"{name}{REPLICA_SUFFIX}{k}"'),
+        ("take_ahead", 'Signal(name=f"take_ahead{REPLICA_SUFFIX}{tr}")'),
     )} == {"ends": 6, "update": 4 * 2, "load, acc_enable": 2 * 5 * 2,
-           "o_valid": 2, "skid_valid": 2}   # the output's registers: a copy per column block
+           "queue flags": 4 * 2,   # the output queue's valid bits and order: per column block
+           "take_ahead": 2}        # the read-out's shift two cycles ahead: per row of tiles
+                                   # (but for the one of row 4 alone, which has no `update`)
     # What reaches a tile from the edge passes HOPS registers of the tile: its reset, `valid`,
     # `last`, and each 8-bit operand of the rows and columns it crosses (x in two tiles, w in
     # three).
