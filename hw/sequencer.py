@@ -59,7 +59,8 @@ class Sequencer(wiring.Component):
         :class:`Error` code.
     total, issue, busy_pe, stall : ``Out(counter_bits)``
     stage : ``Out(8)``
-        The stage the generator reads for (its input buffer is ``stage % 2``).
+        The stage the generator reads for (its input buffer is ``stage % 2``), a register of
+        the sequencer's count: it follows it a cycle later.
     desc : ``Out(descriptor_layout(config))``
         That stage's descriptor.
     gen_start : ``Out(1)``, gen_release : ``Out(1)``, issuing : ``In(1)``
@@ -116,6 +117,13 @@ class Sequencer(wiring.Component):
         # (No reset: a stage's words are loaded before anything reads them, and its 200-odd
         # flip-flops were loads of the reset net across a 32x32 ECP5 accelerator.)
         desc_reg = Signal(words * W, reset_less=True)
+        # The stage, and `stage` a register of it, a cycle behind: the read side's buffer select
+        # pulled the stage's flip-flops across the die, and their enable (the end of the
+        # stage's issue, from the generator's and read stage's flags) reached them 10.9 ns
+        # after the clock on a 32x32 ECP5 accelerator. The read side first reads for a stage
+        # many cycles after it changes (the descriptor's load comes between).
+        stage = Signal(8, name="stage_count")
+        m.d.sync += self.stage.eq(stage)
         m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
 
         # --- the write side: hand-over, start one cycle later, end ---------------------------
@@ -132,7 +140,7 @@ class Sequencer(wiring.Component):
         def hand_over():
             return [getattr(self.wb_desc, name).eq(getattr(self.desc, name))
                     for name in WRITE_FIELDS] + [
-                    self.wb_stage.eq(self.stage), start_wb.eq(1), handed.eq(1)]
+                    self.wb_stage.eq(stage), start_wb.eq(1), handed.eq(1)]
 
         # --- counters ------------------------------------------------------------------------
         # A step counts a cycle after it is taken, from registers: the array's handshake into
@@ -214,7 +222,7 @@ class Sequencer(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.run):
-                    m.d.sync += [self.stage.eq(self.run_start), count.eq(self.run_count),
+                    m.d.sync += [stage.eq(self.run_start), count.eq(self.run_count),
                                  ran.eq(0), ran_wb.eq(0),
                                  self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                                  self.total.eq(0), self.issue.eq(0), self.busy_pe.eq(0),
@@ -223,7 +231,7 @@ class Sequencer(wiring.Component):
             with m.State("LOAD"):
                 with m.If(issued != words):
                     m.d.comb += [self.mem_read.eq(1),
-                                 self.mem_addr.eq((self.stage << shift) | issued)]
+                                 self.mem_addr.eq((stage << shift) | issued)]
                     m.d.sync += issued.eq(issued + 1)
                 with m.If(received == words):
                     m.next = "CHECK"
@@ -247,7 +255,7 @@ class Sequencer(wiring.Component):
                     with m.If(self.desc.last | at_count):
                         m.next = "FINISH"
                     with m.Else():
-                        m.d.sync += self.stage.eq(self.stage + 1)
+                        m.d.sync += stage.eq(stage + 1)
                         m.next = "LOAD"
             with m.State("FINISH"):
                 with m.If(~wb_active & ~start_wb & (snap == 0)):
