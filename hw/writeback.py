@@ -32,7 +32,7 @@ transparent).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -176,15 +176,6 @@ class Writeback(wiring.Component):
         if not self._deep:
             m.d.comb += dest.eq(row_dest + pw)
 
-        def dest_at(value):
-            """Move the deep pipeline's ``dest`` register to ``value`` (short: nothing)."""
-            return [dest.eq(value)] if self._deep else []
-
-        def ends_at(**values):
-            """Set the deep pipeline's pooling-offset end registers (short: nothing)."""
-            ends = {"dw_end": dw_end, "dh_end": dh_end}
-            return [ends[n].eq(v) for n, v in values.items()] if self._deep else []
-
         # Global average pooling (builds with global_pool): per-lane sums of the group's pixels.
         gap = cfg.global_pool
         sum_shape = signed(xb + cfg.count_bits)
@@ -194,6 +185,84 @@ class Writeback(wiring.Component):
             gap_next = [Signal(sum_shape, name=f"gap_next_{j}") for j in range(C)]
             for j in range(C):
                 m.d.comb += gap_next[j].eq(Mux(gap_first, 0, sums[j]) + row_data[j])
+
+        # The walk over the layer's pixels and pooling windows: these registers move on each
+        # row taken. With the deep pipeline and rows of several transfers they move to a copy
+        # of their next values (`after`), computed from them in the cycles between rows (they
+        # take none the cycle after a row, nor the cycle after a start): the decisions of the
+        # walk (row and group ends, window ends, the handshake) in front of its registers were
+        # up to six LUTs, a 32x32 ECP5 accelerator's slowest path (`dh_end`, 11.2 ns).
+        walk = [row, og, active, left, ow_c, dw, pw, dh, ph, og_dest, row_dest, gap_first]
+        if self._deep:
+            walk += [pixel, last_pixel, row_end, dw_end, dh_end, dest]
+        ahead = self._deep and chunks > 1
+        if ahead:
+            moved = {id(reg): Signal.like(reg, name=f"{reg.name}_moved") for reg in walk}
+            after = [Signal.like(reg, name=f"{reg.name}_after") for reg in walk]
+            m.d.comb += [moved[id(reg)].eq(reg) for reg in walk]
+            m.d.sync += [copy.eq(moved[id(reg)]) for copy, reg in zip(after, walk)]
+            with m.If(take):
+                m.d.sync += [reg.eq(copy) for reg, copy in zip(walk, after)]
+            step, walk_domain = Const(1), "comb"
+        else:
+            step, walk_domain = take, "sync"
+
+        def to(reg, value):
+            """Move the walk's register ``reg`` to ``value`` on the row taken."""
+            return (moved[id(reg)] if ahead else reg).eq(value)
+
+        def dest_at(value):
+            """Move the deep pipeline's ``dest`` register to ``value`` (short: nothing)."""
+            return [to(dest, value)] if self._deep else []
+
+        def ends_at(**values):
+            """Set the deep pipeline's pooling-offset end registers (short: nothing)."""
+            ends = {"dw_end": dw_end, "dh_end": dh_end}
+            return [to(ends[n], v) for n, v in values.items()] if self._deep else []
+
+        def group_reset(dest_base, to=to):
+            # (From d.pool_s: `stride_last` is a register of it, a cycle behind the descriptor.)
+            flags = [to(pixel, d.pixels != 0), to(last_pixel, d.pixels[1:] == 0),
+                     to(row_end, d.out_w_m1 == 0), to(dw_end, d.pool_s == 1),
+                     to(dh_end, d.pool_s == 1)] if self._deep else []
+            return [to(left, d.pixels), to(ow_c, 0), to(dw, 0), to(pw, 0), to(dh, 0), to(ph, 0),
+                    to(og_dest, dest_base), to(row_dest, dest_base), to(gap_first, 1), *flags,
+                    *([to(dest, dest_base)] if self._deep else [])]
+
+        walk_to = m.d[walk_domain]
+        with m.If(step & pixel):
+            walk_to += to(left, left - 1)
+            if self._deep:
+                walk_to += [to(pixel, left != 1), to(last_pixel, left <= 2),
+                            to(row_end, Mux(row_end, d.out_w_m1 == 0, ow_c + 1 == d.out_w_m1))]
+            if gap:
+                with m.If(d.gap):
+                    walk_to += to(gap_first, 0)
+            # Advance (oh, ow) and the pooling coordinates.
+            with m.If(row_end):
+                walk_to += [to(ow_c, 0), to(dw, 0), to(pw, 0)] + dest_at(row_dest)
+                walk_to += ends_at(dw_end=stride_last == 0)
+                with m.If(dh_end):
+                    walk_to += [to(dh, 0), to(ph, ph + 1), to(row_dest, row_dest + d.pool_w)]
+                    walk_to += dest_at(row_dest + d.pool_w) + ends_at(dh_end=stride_last == 0)
+                with m.Else():
+                    walk_to += [to(dh, dh + 1)] + ends_at(dh_end=dh + 1 == stride_last)
+            with m.Else():
+                walk_to += to(ow_c, ow_c + 1)
+                with m.If(dw_end):
+                    walk_to += [to(dw, 0), to(pw, pw + 1)] + dest_at(dest + 1)
+                    walk_to += ends_at(dw_end=stride_last == 0)
+                with m.Else():
+                    walk_to += [to(dw, dw + 1)] + ends_at(dw_end=dw + 1 == stride_last)
+        with m.If(step):
+            walk_to += to(row, Mux(row == R - 1, 0, row + 1))
+            # The group's last tile: at its last row at most one pixel is left (at an earlier
+            # tile's, at least two), so no tile counter is needed.
+            with m.If((row == R - 1) & last_pixel):
+                walk_to += to(og, og + 1)
+                walk_to += group_reset(og_dest + d.out_hw)
+                with m.If(og == d.og_m1):
+                    walk_to += to(active, 0)
 
         # Stage 1: the word to write (or to merge with the old word).
         s1_valid, s1_merge, s1_gap = Signal(), Signal(), Signal()
@@ -205,52 +274,13 @@ class Writeback(wiring.Component):
         s1_sums = [Signal(sum_shape, name=f"s1_sum_{j}") for j in range(C)] if gap else []
         m.d.sync += [s1_valid.eq(0), s1_data.eq(row_data)]
         with m.If(take & pixel):
-            m.d.sync += [left.eq(left - 1), s1_dest.eq(dest),
-                         s1_valid.eq(inside), s1_merge.eq(d.pool & ~first), s1_gap.eq(0)]
-            if self._deep:
-                m.d.sync += [pixel.eq(left != 1), last_pixel.eq(left <= 2),
-                             row_end.eq(Mux(row_end, d.out_w_m1 == 0, ow_c + 1 == d.out_w_m1))]
+            m.d.sync += [s1_dest.eq(dest), s1_valid.eq(inside), s1_merge.eq(d.pool & ~first),
+                         s1_gap.eq(0)]
             if gap:
                 with m.If(d.gap):
                     m.d.sync += [sums[j].eq(gap_next[j]) for j in range(C)]
                     m.d.sync += [s1_sums[j].eq(gap_next[j]) for j in range(C)]
-                    m.d.sync += [gap_first.eq(0), s1_valid.eq(left == 1), s1_gap.eq(1),
-                                 s1_dest.eq(og_dest)]
-            # Advance (oh, ow) and the pooling coordinates.
-            with m.If(row_end):
-                m.d.sync += [ow_c.eq(0), dw.eq(0), pw.eq(0)] + dest_at(row_dest)
-                m.d.sync += ends_at(dw_end=stride_last == 0)
-                with m.If(dh_end):
-                    m.d.sync += [dh.eq(0), ph.eq(ph + 1), row_dest.eq(row_dest + d.pool_w)]
-                    m.d.sync += dest_at(row_dest + d.pool_w) + ends_at(dh_end=stride_last == 0)
-                with m.Else():
-                    m.d.sync += [dh.eq(dh + 1)] + ends_at(dh_end=dh + 1 == stride_last)
-            with m.Else():
-                m.d.sync += ow_c.eq(ow_c + 1)
-                with m.If(dw_end):
-                    m.d.sync += [dw.eq(0), pw.eq(pw + 1)] + dest_at(dest + 1)
-                    m.d.sync += ends_at(dw_end=stride_last == 0)
-                with m.Else():
-                    m.d.sync += [dw.eq(dw + 1)] + ends_at(dw_end=dw + 1 == stride_last)
-
-        def group_reset(dest_base):
-            # (From d.pool_s: `stride_last` is a register of it, a cycle behind the descriptor.)
-            flags = [pixel.eq(d.pixels != 0), last_pixel.eq(d.pixels[1:] == 0),
-                     row_end.eq(d.out_w_m1 == 0), dw_end.eq(d.pool_s == 1),
-                     dh_end.eq(d.pool_s == 1)] if self._deep else []
-            return [left.eq(d.pixels), ow_c.eq(0), dw.eq(0), pw.eq(0), dh.eq(0), ph.eq(0),
-                    og_dest.eq(dest_base), row_dest.eq(dest_base), gap_first.eq(1), *flags,
-                    *dest_at(dest_base)]
-
-        with m.If(take):
-            m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
-            # The group's last tile: at its last row at most one pixel is left (at an earlier
-            # tile's, at least two), so no tile counter is needed.
-            with m.If((row == R - 1) & last_pixel):
-                m.d.sync += og.eq(og + 1)
-                m.d.sync += group_reset(og_dest + d.out_hw)
-                with m.If(og == d.og_m1):
-                    m.d.sync += active.eq(0)
+                    m.d.sync += [s1_valid.eq(left == 1), s1_gap.eq(1), s1_dest.eq(og_dest)]
 
         # Global average pooling: the group's sums rounded, round_shift(sum, k) =
         # ((2 * sum) >> k + 1) >> 1 (ties toward +inf; k = 0: the sum), then saturated.
@@ -391,5 +421,6 @@ class Writeback(wiring.Component):
                      self.busy.eq(busy)]
 
         with m.If(start):
-            m.d.sync += [row.eq(0), og.eq(0), active.eq(1), part.eq(1)] + group_reset(0)
+            m.d.sync += [row.eq(0), og.eq(0), active.eq(1), part.eq(1)]
+            m.d.sync += group_reset(0, to=lambda reg, value: reg.eq(value))
         return m

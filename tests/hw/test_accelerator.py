@@ -26,6 +26,7 @@ from addershift.sim.accel_host import run_stages
 from addershift.sim.accel_sim import (SimResult, _AmaranthPort, _decode, check, simulate,
                                       simulate_batch)
 from addershift.sw.compiler import compile_model
+from addershift.sw.golden import trace
 from addershift.sw.examples import digits_net
 from addershift.sw.layer_cases import CASES, layer_case
 
@@ -65,6 +66,25 @@ def test_layer_cases_amaranth(op, mode):
             assert counts["issue"] == stage.issue_cycles, (name, stage.name)
             assert counts["busy_pe"] == stage.busy_pe_cycles, (name, stage.name)
             assert counts["cycles"] >= counts["issue"] + counts["stall"]
+
+
+@pytest.mark.parametrize("lanes, writeback", [(1, "deep"), (2, "deep"), (4, "deep"), (2, "short")])
+def test_global_pool_sums_restart_for_each_group_of_channels(lanes, writeback):
+    # Six channels on four columns: two groups, whose lane 0 sums channels 0 and 4. With these
+    # data channel 0's mean is large and channel 4's zero, so a sum carried over from the first
+    # group shows. (The write-back's walk moves to its next position between rows when a row
+    # takes several transfers, lanes < cols: a restart missed there fails here.)
+    model = layer_case("gap", "shift", mode="shift", seed=2)
+    x = _images(model, 1, seed=2)
+    gap = next(n for n, layer in enumerate(model.layers) if layer.name == "gap")
+    means = trace(model, x)[gap][0].ravel()
+    assert means[0] > 100 and means[4] == 0
+    config = ArrayConfig(pe="shift", rows=3, cols=4, requant_mode="shift", max_k=128,
+                         weight_depth=512, act_depth=128, param_depth=64, requant_lanes=lanes,
+                         writeback_pipeline=writeback, global_pool=True)
+    program = compile_model(model, config)
+    result = simulate(program, x, simulator="amaranth", per_stage=True)
+    assert check(model, program, x, result) is None
 
 
 def test_a_mismatch_names_the_first_layer():
