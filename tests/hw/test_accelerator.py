@@ -575,7 +575,7 @@ def test_pixel_counts_at_their_widest():
 
 
 def test_an_array_of_several_tiles(monkeypatch):
-    # Tiles of 2x2 PEs (hw.array.TILE patched): the array's skid buffer and per-tile registers,
+    # Tiles of 2x2 PEs (hw.array.TILE patched): the array's output queue and per-tile registers,
     # with their extra cycle of latency, inside the whole core; and the write-back's copies of
     # its merge choice, one per two lanes (the network max-pools).
     import addershift.hw.array as array_module

@@ -72,8 +72,8 @@ def check_array(arr, tiles, **kwargs):
 
 # --- simulations -------------------------------------------------------------------------------
 
-# Arrays of one tile drive `o` from the result chain; larger ones through a skid buffer (a
-# cycle more latency) and have their control copied per tile and row, each tile with its own
+# Arrays of one tile drive `o` from the result chain; larger ones through a queue of three
+# output registers (a cycle more latency) and have their control copied per tile and row, each tile with its own
 # reset register. TILE=2 makes small arrays take the second form.
 TILE_SIZES = pytest.mark.parametrize("tile", [8, 2], ids=["one-tile", "tiles"])
 
@@ -103,7 +103,7 @@ def test_array_against_golden(kind, rows, cols, params):
 @pytest.mark.parametrize("seed", range(6))
 def test_output_under_random_back_pressure(seed, monkeypatch):
     """Several tiles: rows pile up in the output registers and leave them in order, whatever the
-    sink's pattern; short reductions, so that rows are taken in every state of the skid buffer."""
+    sink's pattern; short reductions, so that rows are taken in every state of the output queue."""
     import addershift.hw.array as array_module
     monkeypatch.setattr(array_module, "TILE", 2)
     rng = np.random.default_rng(seed)
