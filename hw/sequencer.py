@@ -117,6 +117,8 @@ class Sequencer(wiring.Component):
         # (No reset: a stage's words are loaded before anything reads them, and its 200-odd
         # flip-flops were loads of the reset net across a 32x32 ECP5 accelerator.)
         desc_reg = Signal(words * W, reset_less=True)
+        m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
+
         # The stage, and `stage` a register of it, a cycle behind: the read side's buffer select
         # pulled the stage's flip-flops across the die, and their enable (the end of the
         # stage's issue, from the generator's and read stage's flags) reached them 10.9 ns
@@ -124,7 +126,6 @@ class Sequencer(wiring.Component):
         # many cycles after it changes (the descriptor's load comes between).
         stage = Signal(8, name="stage_count")
         m.d.sync += self.stage.eq(stage)
-        m.d.comb += self.desc.as_value().eq(desc_reg[:self.desc.shape().size])
 
         # --- the write side: hand-over, start one cycle later, end ---------------------------
         handed = Signal()          # the generator's stage has been handed to the write side

@@ -188,10 +188,10 @@ class Writeback(wiring.Component):
 
         # The walk over the layer's pixels and pooling windows: these registers move on each
         # row taken. With the deep pipeline and rows of several transfers they move to a copy
-        # of their next values (`after`), computed from them in the cycles between rows (they
-        # take none the cycle after a row, nor the cycle after a start): the decisions of the
-        # walk (row and group ends, window ends, the handshake) in front of its registers were
-        # up to six LUTs, a 32x32 ECP5 accelerator's slowest path (`dh_end`, 11.2 ns).
+        # of their next values (`after`), computed from them in the cycles between rows (no row
+        # is taken the cycle after a row or after a start): the decisions of the walk (row and
+        # group ends, window ends, the handshake) in front of its registers were up to six
+        # LUTs, a 32x32 ECP5 accelerator's slowest path (`dh_end`, 11.2 ns).
         walk = [row, og, active, left, ow_c, dw, pw, dh, ph, og_dest, row_dest, gap_first]
         if self._deep:
             walk += [pixel, last_pixel, row_end, dw_end, dh_end, dest]
