@@ -323,7 +323,7 @@ class SystolicArray(wiring.Component):
         result = [[Signal(signed(acc_bits), name=f"result_{r}_{c}", reset_less=True)
                    for c in range(cols)]
                   for r in range(rows)]
-        count = Signal(range(rows + 1))  # result rows not yet read out
+        count = Signal(range(rows + 1))  # result rows not yet read out (one tile; else count_ahead)
         empty = Signal(init=1)           # count == 0, as a register of its own
         # count == 1, a register too: behind a compare the read-out logic was three LUTs deep
         # in front of its net to every tile's copy of `take` a cycle ahead (the 32 x 32 ECP5
@@ -403,27 +403,7 @@ class SystolicArray(wiring.Component):
 
         # A load finds the chain empty: a `last` step waits while rows are unread or a load is
         # in flight, and nothing else fills the chain.
-        empty_next = Signal()
-        with m.If(done):
-            m.d.comb += empty_next.eq(0)
-        with m.Elif(take):
-            m.d.comb += empty_next.eq(one)
-        with m.Else():
-            m.d.comb += empty_next.eq(empty)
-        m.d.comb += last_ok_next.eq(empty_next & ~Cat(in_flight[:-1]).any())
-        one_next = Signal()
-        with m.If(done):
-            m.d.comb += one_next.eq(rows == 1)
-        with m.Elif(take):
-            m.d.comb += one_next.eq(count == 2)
-        with m.Else():
-            m.d.comb += one_next.eq(one)
-        m.d.array += [empty.eq(empty_next), one.eq(one_next), last_ok.eq(last_ok_next)]
-        with m.If(done):
-            m.d.array += count.eq(rows)
-        with m.Elif(take):
-            m.d.array += count.eq(count - 1)
-
+        empty_next, one_next = Signal(), Signal()   # the chain's rows next cycle: none, one
         if not single:
             # `take` two cycles ahead, the same in each copy (one per row of tiles, for the rows'
             # `update`): a row will be in the chain then (one is loaded next cycle, or one
@@ -454,6 +434,21 @@ class SystolicArray(wiring.Component):
             full_next = Mux(held == 3, next_take | ~dequeue, (held == 2) & next_take & ~dequeue)
             m.d.array += [copy.eq(row_ahead & ~full_next) for copy in take_ahead]
             m.d.array += take.eq(take_ahead[0])
+            # The chain's rows next cycle are the ahead registers' now.
+            m.d.comb += [empty_next.eq(none_ahead), one_next.eq(one_ahead)]
+        else:
+            with m.If(done):
+                m.d.comb += [empty_next.eq(0), one_next.eq(rows == 1)]
+            with m.Elif(take):
+                m.d.comb += [empty_next.eq(one), one_next.eq(count == 2)]
+            with m.Else():
+                m.d.comb += [empty_next.eq(empty), one_next.eq(one)]
+            with m.If(done):
+                m.d.array += count.eq(rows)
+            with m.Elif(take):
+                m.d.array += count.eq(count - 1)
+        m.d.comb += last_ok_next.eq(empty_next & ~Cat(in_flight[:-1]).any())
+        m.d.array += [empty.eq(empty_next), one.eq(one_next), last_ok.eq(last_ok_next)]
 
         if single:
             # Operands registered once and broadcast, x[r] along row r and w[c] down column c.
