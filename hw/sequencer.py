@@ -377,7 +377,11 @@ class RequantFeeder(wiring.Component):
             with m.If(last_row):
                 m.d.sync += [left.eq(Mux(tile_last, d.pixels, left - R)),
                              tile_last.eq(Mux(tile_last, d.pixels <= R, left <= 2 * R))]
-        with m.If(take & group_last):
+        # The next group's first word, kept while the group's last transfer waits (when
+        # `next_addr` holds still) rather than on the take: `following` reads `group_base` only
+        # outside that transfer, and the handshake in front of its enables was late on a 32x32
+        # ECP5 accelerator (11 ns).
+        with m.If(group_last & last_chunk):
             m.d.sync += group_base.eq(next_addr)
 
         with m.If(self.start):
