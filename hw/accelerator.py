@@ -621,8 +621,17 @@ class Accelerator(wiring.Component):
             feeder.start.eq(seq.wb_start), wb.start.eq(seq.wb_start),
             # At the write side's start the generator's descriptor is still the stage's.
             feeder.rq_base.eq(seq.desc.rq_base),
-            perf.w_en.eq(seq.perf_en), perf.w_addr.eq(seq.perf_addr), perf.w_data.eq(seq.perf_data),
         ]
+        # With the deep read pipeline a stage's record reaches the counters' block RAM a cycle
+        # after the sequencer offers it, from registers: the count's adder and the write side's
+        # end, routed to the block RAM, were late on a 32x32 ECP5 accelerator. The host reads
+        # the record long after (the run's end is read first).
+        perf_write = [Signal(1, name="perf_en"), Signal.like(seq.perf_addr, name="perf_addr"),
+                      Signal.like(seq.perf_data, name="perf_data")]
+        record = [seq.perf_en, seq.perf_addr, seq.perf_data]
+        m.d["sync" if deep_read else "comb"] += [reg.eq(v) for reg, v in zip(perf_write, record)]
+        perf_en, perf_addr, perf_data = perf_write
+        m.d.comb += [perf.w_en.eq(perf_en), perf.w_addr.eq(perf_addr), perf.w_data.eq(perf_data)]
 
         # --- read stage: a step's addresses to the array's operands --------------------------
         lanes = data.ArrayLayout(array.in_layout["x"].shape.elem_shape,
@@ -868,8 +877,8 @@ class Accelerator(wiring.Component):
                 words.update(act0=act_words[0], act1=act_words[1])
             written, written_word = Signal(), Signal(cfg.counter_bits, reset_less=True)
             with m.If(read_now):
-                m.d.sync += [written.eq(seq.perf_en & (seq.perf_addr == rd_word["counters"])),
-                             written_word.eq(seq.perf_data)]
+                m.d.sync += [written.eq(perf_en & (perf_addr == rd_word["counters"])),
+                             written_word.eq(perf_data)]
             words["counters"] = Mux(written, written_word, words["counters"])
             # Those registers are their block RAMs' own in ECP5 builds, beside the block RAMs,
             # which a large array spreads across the die: the words are copied near the byte
