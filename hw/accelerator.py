@@ -271,9 +271,14 @@ class Accelerator(wiring.Component):
             # (one of them is 0): one select tree over both buffers' words, the two buffers'
             # block RAMs far apart, took 6.8 ns of routing on a 16x12 ECP5 accelerator (99.4
             # MHz, seed 2).
+            # The choice is a register of stage 1, set as the step enters it: chosen there
+            # from `s1_lane` and the buffer select (the sequencer's `stage`, 5.4 ns of routing
+            # away), one LUT reaching the 32 rows' registers was a 32x32 ECP5 accelerator's
+            # slowest path (11.0 ns). `src` holds still while a stage's steps are read.
             C = lanes.length
-            choice = Signal(2 * C)
-            m.d.comb += choice.eq(Mux(src, 1 << C, 1) << in_entry(s1_lane))
+            choice = Signal(2 * C, name="s1_choice", reset_less=True)
+            with m.If(adv):
+                m.d.sync += choice.eq(Mux(src, 1 << C, 1) << in_entry(step.lane))
             s2_choice = [Signal(2 * C, name=f"s2_choice{REPLICA_SUFFIX}{r}", reset_less=True)
                          for r in range(R)]
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
