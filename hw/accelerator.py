@@ -248,11 +248,10 @@ class Accelerator(wiring.Component):
         step_valid, step = gen.o.valid, gen.o.payload
         s1_valid, s1_last = Signal(), Signal()
         # (Data: no reset. A step's rows, lane and busy PEs matter only while it is valid.)
-        s1_lane = Signal.like(step.lane, reset_less=True)
         s1_rows = Signal(R, reset_less=True)
         s1_busy = Signal.like(step.busy, reset_less=True)
         with m.If(adv):
-            m.d.sync += [s1_valid.eq(step_valid), s1_last.eq(step.last), s1_lane.eq(step.lane),
+            m.d.sync += [s1_valid.eq(step_valid), s1_last.eq(step.last),
                          s1_rows.eq(step.valid.as_value()), s1_busy.eq(step.busy)]
         entry = step.lane[entry_bits:][:address_bits]
         for buf in bufs:
@@ -271,10 +270,11 @@ class Accelerator(wiring.Component):
             # (one of them is 0): one select tree over both buffers' words, the two buffers'
             # block RAMs far apart, took 6.8 ns of routing on a 16x12 ECP5 accelerator (99.4
             # MHz, seed 2).
-            # The choice is a register of stage 1, set as the step enters it: chosen there
-            # from `s1_lane` and the buffer select (the sequencer's `stage`, 5.4 ns of routing
-            # away), one LUT reaching the 32 rows' registers was a 32x32 ECP5 accelerator's
-            # slowest path (11.0 ns). `src` holds still while a stage's steps are read.
+            # The choice is a register of stage 1, set as the step enters it: chosen at stage 1
+            # from the lane's register and the buffer select (the sequencer's `stage`, 5.4 ns
+            # of routing away), one LUT reaching the 32 rows' registers was a 32x32 ECP5
+            # accelerator's slowest path (11.0 ns). `src` holds still while a stage's steps
+            # are read.
             C = lanes.length
             choice = Signal(2 * C, name="s1_choice", reset_less=True)
             with m.If(adv):
@@ -308,6 +308,9 @@ class Accelerator(wiring.Component):
             in_flight = s1_valid | s2[0] | s3[0] | later
             deep = {"adv_next": adv_next, "issue_next": step_next}
         else:
+            s1_lane = Signal.like(step.lane, reset_less=True)
+            with m.If(adv):
+                m.d.sync += s1_lane.eq(step.lane)
             act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
             x = [Mux(s1_rows[r], w[in_entry(s1_lane)] if lanes.length > 1 else w[0], 0)
                  for r, w in enumerate(act_words)]
