@@ -367,11 +367,21 @@ class Im2colGenerator(wiring.Component):
         if not deep:
             m.d.comb += [ih[r].eq(cur_ih0[r] + kh) for r in range(R)]
             m.d.comb += [iw[r].eq(cur_iw0[r] + kw) for r in range(R)]
+        # With the deep pipeline the sequencer's start and release act a cycle later, from
+        # registers of the generator's own: the sequencer's start register, routed across the
+        # die into the enables of the generator's counters, began the slowest path of both
+        # 32x32 ECP5 builds at 70a34bf (12.4 and 12.9 ns). (Both wait alike, so a release in
+        # the cycle of start still counts; `busy` below covers the cycle between.)
+        if deep:
+            start, release = Signal(name="start_copy"), Signal(name="release_copy")
+            m.d.sync += [start.eq(self.start), release.eq(self.release)]
+        else:
+            start, release = self.start, self.release
         # Held from `start` until `release`, in a register of the generator's own (the
         # sequencer's, routed into the generator's step logic, began a 16x16 ECP5 accelerator's
         # slowest path: 94.4 MHz).
         hold, hold_next = Signal(init=1, name="hold"), Signal(name="hold_next")
-        m.d.comb += hold_next.eq(Mux(self.release, 0, Mux(self.start, 1, hold)))
+        m.d.comb += hold_next.eq(Mux(release, 0, Mux(start, 1, hold)))
         m.d.sync += hold.eq(hold_next)
         p = Signal(step_layout(cfg))
         valid, step = Signal(name="valid"), Signal(name="step")   # a step is offered; it is taken
@@ -383,8 +393,9 @@ class Im2colGenerator(wiring.Component):
             # `busy` as a register of its next value (the same in every cycle): its LUT,
             # routed to the sequencer's enables across the die, was late into a 32x32 ECP5
             # accelerator's stage counter (10.2-11.0 ns).
+            # (The sequencer's start sets it at once: the stage begins here a cycle later.)
             busy = Signal(name="busy_copy")
-            m.d.sync += busy.eq(issuing_next | out.held_next)
+            m.d.sync += busy.eq(issuing_next | out.held_next | self.start)
             m.d.comb += self.busy.eq(busy)
             # Each row's registers step on a copy of `step` of their own, set a cycle ahead:
             # the step's LUT of the generator's registers reached the rows across the die
@@ -394,7 +405,7 @@ class Im2colGenerator(wiring.Component):
             # LUTs into these copies, was a 24x32 ECP5 accelerator's slowest path: 97.6 MHz).
             row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}", reset_less=True)
                          for r in range(R)]
-            m.d.sync += [go.eq(loaded_next & ~(hold & ~self.release) & ~out.held_next)
+            m.d.sync += [go.eq(loaded_next & ~(hold & ~release) & ~out.held_next)
                          for go in row_steps]
         else:
             m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(p),
@@ -481,7 +492,7 @@ class Im2colGenerator(wiring.Component):
                 with m.Elif(row_lane_last):       # the next channel group
                     m.d.sync += offset.eq(offset + d.in_hw)
 
-        with m.If(self.start):
+        with m.If(start):
             m.d.sync += walker_reset() + [
                 fill.eq(0), active.eq(1),
                 c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
