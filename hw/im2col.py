@@ -78,7 +78,9 @@ class Im2colGenerator(wiring.Component):
     release : ``In(1)``
         The previous stage has written this one's input: steps may go from the next cycle on.
         From ``start`` until then none is emitted (the walker fills the first tile meanwhile);
-        a ``release`` in the cycle of ``start`` counts.
+        a ``release`` in the cycle of ``start`` counts. With the deep read pipeline both act a
+        cycle later (the generator registers them); ``busy`` rises with the cycle after
+        ``start`` either way.
     busy : ``Out(1)``
         Steps remain to be emitted.
     o : ``Out(stream.Signature(step_layout(config)))``
