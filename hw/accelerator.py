@@ -253,10 +253,13 @@ class Accelerator(wiring.Component):
         with m.If(adv):
             m.d.sync += [s1_valid.eq(step_valid), s1_last.eq(step.last),
                          s1_rows.eq(step.valid.as_value()), s1_busy.eq(step.busy)]
-        entry = step.lane[entry_bits:][:address_bits]
+        deep_pipeline = cfg.read_pipeline == "deep"
+        # (Deep: each row's entry from its own copy of the lane, `step_layout`.)
+        entries = [(step.row_lane[r] if deep_pipeline else step.lane)[entry_bits:][:address_bits]
+                   for r in range(R)]
         for buf in bufs:
-            m.d.comb += [buf.r_addr[r].eq(Cat(entry, step.addr[r])) for r in range(R)]
-        if cfg.read_pipeline == "deep":
+            m.d.comb += [buf.r_addr[r].eq(Cat(entries[r], step.addr[r])) for r in range(R)]
+        if deep_pipeline:
             # Then each buffer's words registered before the buffer select, and the selected
             # activations once more, as the weight memory's word is (`_issued_weights`). A
             # register that is a block RAM output's only load moves into the block RAM in ECP5

@@ -50,16 +50,22 @@ def _in_range(value, bound):
 
 def step_layout(config):
     """One k-step: per-row addresses and valid bits, lane, ``first`` (the lane is 0: the step
-    starts a new activation word), weight address, last, busy PEs."""
-    return data.StructLayout({
+    starts a new activation word), weight address, last, busy PEs; with the deep read pipeline
+    also ``row_lane``, each row's copy of the lane (the same value), for its own bank's
+    address."""
+    lane = unsigned(max(1, (config.cols - 1).bit_length()))
+    fields = {
         "addr": data.ArrayLayout(unsigned(config.act_addr_bits), config.rows),
         "valid": data.ArrayLayout(unsigned(1), config.rows),
-        "lane": unsigned(max(1, (config.cols - 1).bit_length())),
+        "lane": lane,
         "first": unsigned(1),
         "w_addr": unsigned(config.weight_addr_bits),
         "last": unsigned(1),
         "busy": unsigned((config.rows * config.cols).bit_length()),
-    })
+    }
+    if config.read_pipeline == "deep":
+        fields["row_lane"] = data.ArrayLayout(lane, config.rows)
+    return data.StructLayout(fields)
 
 
 class Im2colGenerator(wiring.Component):
@@ -366,6 +372,14 @@ class Im2colGenerator(wiring.Component):
         def set_offset(value):
             return [o.eq(value) for o in offsets]
 
+        # With the deep pipeline each row's copy of the lane, for the entry its bank reads
+        # (`step_layout`'s `row_lane`): the lane's high bits, through the step's skid, reached
+        # all 32 rows' banks on a 32x32 ECP5 accelerator (65 loads each; 78 late endpoints at
+        # fde380e, seed 2, up to 12.3 ns). They step with the rows' registers below, and a
+        # start clears them (they have no reset).
+        row_lanes = ([Signal.like(lane, name=f"lane{REPLICA_SUFFIX}_row{r}", reset_less=True)
+                      for r in range(R)] if deep else [])
+
         if not deep:
             m.d.comb += [ih[r].eq(cur_ih0[r] + kh) for r in range(R)]
             m.d.comb += [iw[r].eq(cur_iw0[r] + kw) for r in range(R)]
@@ -374,11 +388,17 @@ class Im2colGenerator(wiring.Component):
         # die into the enables of the generator's counters, began the slowest path of both
         # 32x32 ECP5 builds at 70a34bf (12.4 and 12.9 ns). (Both wait alike, so a release in
         # the cycle of start still counts; `busy` below covers the cycle between.)
+        # The walker resets on a copy of its own (the start register, reaching the rows'
+        # offsets too, was 3.8 ns of routing from the walker's logic, the head of the slowest
+        # path of a 32x32 ECP5 accelerator at fde380e: 11.6 ns, seed 1).
         if deep:
             start, release = Signal(name="start_copy"), Signal(name="release_copy")
-            m.d.sync += [start.eq(self.start), release.eq(self.release)]
+            walker_start = Signal(name=f"start{REPLICA_SUFFIX}_walker")
+            m.d.sync += [start.eq(self.start), release.eq(self.release),
+                         walker_start.eq(self.start)]
         else:
             start, release = self.start, self.release
+            walker_start = start
         # Held from `start` until `release`, in a register of the generator's own (the
         # sequencer's, routed into the generator's step logic, began a 16x16 ECP5 accelerator's
         # slowest path: 94.4 MHz).
@@ -420,6 +440,7 @@ class Im2colGenerator(wiring.Component):
             ]
         m.d.comb += [
             p.lane.eq(lane), p.first.eq(first if deep else lane == 0), p.w_addr.eq(w_addr),
+            *[p.row_lane[r].eq(row_lane) for r, row_lane in enumerate(row_lanes)],
             p.last.eq(last),
             p.busy.eq(Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
                           Mux(og_last, d.busy_cols, d.busy_full))),
@@ -493,14 +514,19 @@ class Im2colGenerator(wiring.Component):
                         m.d.sync += iw[r].eq(iw[r] + 1)
                 with m.Elif(row_lane_last):       # the next channel group
                     m.d.sync += offset.eq(offset + d.in_hw)
+                if deep:      # as `lane` steps: back to 0 at a channel's last or lane's last
+                    row_lane = row_lanes[r]
+                    m.d.sync += row_lane.eq(Mux(row_c_last | row_lane_last, 0, row_lane + 1))
 
+        with m.If(walker_start):
+            m.d.sync += walker_reset()
         with m.If(start):
-            m.d.sync += walker_reset() + [
+            m.d.sync += [
                 fill.eq(0), active.eq(1),
                 c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
-            ] + set_offset(0)
+            ] + set_offset(0) + [lane.eq(0) for lane in row_lanes]
             m.d.comb += issuing_next.eq(1)
             if deep:      # (from the descriptor itself: the registers above lag it a cycle)
                 m.d.comb += full_next.eq(0)

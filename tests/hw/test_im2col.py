@@ -38,6 +38,10 @@ def _steps(config, fields, *, stall_every=0, release_after=0, limit=50_000):
             ctx.set(dut.o.ready, ready)
             if ready and ctx.get(dut.o.valid):
                 p = ctx.get(dut.o.payload)
+                # (Deep: every row's copy of the lane must be the lane.)
+                row_lanes = (list(p.row_lane) if config.read_pipeline == "deep"
+                             else [p.lane] * config.rows)
+                assert row_lanes == [p.lane] * config.rows, (len(steps), row_lanes, p.lane)
                 steps.append((list(p.addr), list(p.valid), p.lane, p.first, p.w_addr, p.last,
                               p.busy))
             await ctx.tick()
