@@ -448,7 +448,7 @@ def test_narrow_banks_on_every_layer_case():
     pytest.param("mul", 2, 3, "verilator", None, marks=pytest.mark.slow),
     ("mul", 2, 3, "icarus", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
     ("shift", 4, 2, "icarus", 2), ("adder", 2, 4, "icarus", "narrow"),
-    ("shift", 3, 2, "verilator", "narrow"),
+    ("shift", 3, 2, "verilator", "narrow"), ("adder", 2, 4, "verilator", "narrow"),
 ])
 def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path,
                                    monkeypatch):
@@ -463,7 +463,8 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_pat
                          max_k=72, weight_depth=2048, act_depth=64, param_depth=64,
                          # Lanes 2, 1 and all; each pipeline on both simulators, rows sharing
                          # activation banks with each read pipeline on both, and narrow banks
-                         # (entries of the requantiser's lanes) on both.
+                         # (entries of the requantiser's lanes) with each read pipeline on
+                         # both (deep: the rows' own lane copies, `step_layout`).
                          requant_lanes=lanes,
                          requant_pipeline="short" if op == "shift" else "deep",
                          writeback_pipeline="short" if op == "shift" else "deep",
