@@ -428,11 +428,11 @@ class SystolicArray(wiring.Component):
             ]
             # Rows in the queue or leaving the chain this cycle (0-3); next cycle's is at most
             # three, so the queue is full then only at exactly three.
+            held = Signal(range(4))
             # `dequeue` leaves out `o.valid`'s reset term: while the array's reset lasts, every
             # register it reaches is reset anyway. Through it the reset's flip-flop, whose net
             # reaches every register of the array with a reset, began a 32x32 ECP5
             # accelerator's slowest path (4.2 ns of routing, then four LUTs into these copies).
-            held = Signal(range(4))
             dequeue = out_valid & self.o.ready
             m.d.array += held.eq(held + next_take - dequeue)
             full_next = Mux(held == 3, next_take | ~dequeue, (held == 2) & next_take & ~dequeue)
