@@ -315,7 +315,8 @@ class Writeback(wiring.Component):
             w_valids = [Signal(name=f"valid{k}") for k in range(1, 3)]
             s2_valid = Signal()
             s2_dest = Signal(a)
-            s2_data, s2_avg = Signal(lane, reset_less=True), Signal(lane, reset_less=True)
+            s2_data = Signal(lane, reset_less=True, name="s2_data")
+            s2_avg = Signal(lane, reset_less=True, name="s2_avg")
             s3_valid = Signal()
             s3_host = Signal(2)           # a host write to buffer 0 or 1 (no stage running)
             w_bufs = Signal(2)            # the write port's enables, a register per buffer
@@ -343,6 +344,13 @@ class Writeback(wiring.Component):
                                     for b in range(2)]}
                        for g in groups]
             s3_early = Signal(lane, reset_less=True)
+            # The new values again per compare after the first: one register reaching a lane's
+            # three compares (and the new word's select) was routed 4.8 ns into one of their
+            # carry chains, the start of a 32x32 ECP5 accelerator's slowest path (93.3 MHz).
+            s2_news = [s2_data] + [Signal(lane, reset_less=True,
+                                          name=f"s2_data{REPLICA_SUFFIX}{k}") for k in (1, 2)]
+            s3_news = [s3_data] + [Signal(lane, reset_less=True,
+                                          name=f"s3_data{REPLICA_SUFFIX}{k}") for k in (1, 2)]
             # The rows that will be one to four ahead of the row at stage 1 when it merges.
             ahead = [s2_valid & (s2_dest == s1_dest), s3_valid & (s3_dest == s1_dest)] + [
                 valid & (dest == s1_dest) for valid, dest in zip(w_valids, w_dests)]
@@ -352,11 +360,13 @@ class Writeback(wiring.Component):
                          w_dests[0].eq(s3_dest), w_valids[0].eq(s3_valid),
                          *(r.eq(prev) for r, prev in zip(w_dests[1:], w_dests)),
                          *(r.eq(prev) for r, prev in zip(w_valids[1:], w_valids)),
-                         s2_valid.eq(s1_valid), s2_dest.eq(s1_dest), s2_data.eq(s1_data),
+                         s2_valid.eq(s1_valid), s2_dest.eq(s1_dest),
+                         *(new.eq(s1_data) for new in s2_news),
                          w_bufs.eq(Cat(s3_valid & ~self.dst, s3_valid & self.dst) | s3_host),
                          s3_valid.eq(s2_valid), s3_host.eq(self.host_en),
                          s3_dest.eq(Mux(s2_valid, s2_dest, self.host_addr)),
-                         s3_data.eq(Mux(s2_valid, s2_data.as_value(), self.host_data))]
+                         *(new.eq(Mux(s2_valid, s2_data.as_value(), self.host_data))
+                           for new in s3_news)]
             for copy, later in zip(choice2, choice3):
                 # (s1_merge and s1_gap keep the last row's values between stages: a host word
                 # passing must see neither; it takes the place of the early merge below.)
@@ -387,18 +397,16 @@ class Writeback(wiring.Component):
             w_en, w_dest = w_bufs, w_dests[0]
             for j in range(C):
                 copy, later = choice2[j // TILE], choice3[j // TILE]
-                v = s2_data[j]
-                early = Mux(copy["new"], v, 0)
-                for old, select in zip(history[:3], copy["max"][1:]):
-                    early |= max_or_new(select, lane(old)[j], v)
+                early = Mux(copy["new"], s2_data[j], 0)
+                for old, select, new in zip(history[:3], copy["max"][1:], s2_news):
+                    early |= max_or_new(select, lane(old)[j], new[j])
                 if gap:
                     early |= Mux(copy["gap"], s2_avg[j], 0)
                 # Between stages the host's word passes as a new word.
                 m.d.sync += s3_early[j].eq(Mux(s2_valid, early, lane(self.host_data)[j]))
-                v = s3_data[j]
-                merged = s3_early[j] | max_or_new(later["max"], lane(history[0])[j], v)
-                for old, select in zip(near, later["max_mem"]):
-                    merged |= max_or_new(select, lane(old)[j], v)
+                merged = s3_early[j] | max_or_new(later["max"], lane(history[0])[j], s3_data[j])
+                for old, select, new in zip(near, later["max_mem"], s3_news[1:]):
+                    merged |= max_or_new(select, lane(old)[j], new[j])
                 m.d.comb += word[j].eq(merged)
         else:
             # Stage 1 writes: the memory's read, transparent for its write port, feeds the merge.
