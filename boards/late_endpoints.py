@@ -33,7 +33,7 @@ def late_endpoints(report, clock_mhz, *, top=10):
     the ``top`` registers with most of them (``register`` as :func:`register_of` names it,
     ``endpoints``, ``worst_ns``: the latest arrival with setup) and the ``top`` nets with most
     (``net``, ``driver``: its driving cell, ``fanout``: all its endpoints, ``endpoints``,
-    ``worst_ns``). Raises ``ValueError`` when the report has no per-net timing.
+    ``worst_ns``). Nets that no clock launches (nextpnr's ``<async>`` event) are left out. Raises ``ValueError`` when the report has no per-net timing.
     """
     nets = report.get("detailed_net_timings")
     if nets is None:
@@ -46,6 +46,10 @@ def late_endpoints(report, clock_mhz, *, top=10):
     by_net = []
     total = 0
     for net in nets:
+        if net.get("event") == "<async>":
+            # Launched by no clock (a button's pad into the reset synchroniser's asynchronous
+            # set): its arrival is not held to the period, and the clock's Fmax leaves it out.
+            continue
         arrivals = [(e["delay"][1], e["cell"]) for e in net["endpoints"]
                     if e["delay"][1] > period]
         if not arrivals:

@@ -6,11 +6,11 @@ import pytest
 from addershift.boards.late_endpoints import format_late_endpoints, late_endpoints, register_of
 
 
-def _net(name, driver, *arrivals, cell="core.r_TRELLIS_FF_Q"):
+def _net(name, driver, *arrivals, cell="core.r_TRELLIS_FF_Q", event="posedge clk"):
     """A ``detailed_net_timings`` entry whose endpoints arrive at ``arrivals`` (ns, with setup);
-    ``cell`` may be one name or one per endpoint."""
+    ``cell`` may be one name or one per endpoint; ``event`` launches the net."""
     cells = [cell] * len(arrivals) if isinstance(cell, str) else cell
-    return {"net": name, "driver": driver, "port": "Q", "event": "posedge clk", "sources": [],
+    return {"net": name, "driver": driver, "port": "Q", "event": event, "sources": [],
             "endpoints": [{"cell": c, "port": "CE", "event": "posedge clk", "delay": [0.5, a]}
                           for c, a in zip(cells, arrivals)]}
 
@@ -62,6 +62,16 @@ def test_a_design_that_meets_its_clock_has_none():
     assert late == {"period_ns": 10, "endpoints": 0, "by_register": [], "by_net": []}
     assert format_late_endpoints(late) == [
         "  late endpoints (arrival after the 10 ns period): 0"]
+
+
+def test_a_net_no_clock_launches_is_not_late():
+    # As a 32x32 ECP5 build reported it: the button's pad through a LUT into the reset
+    # synchroniser's asynchronous set, 11.2 ns "late" against a 10 ns clock it is not timed to.
+    button = _net("reset_button.buf.i_LUT4_D_Z", "reset_button.buf.i_LUT4_D", 11.2, 11.2,
+                  event="<async>")
+    late = late_endpoints({"detailed_net_timings": [button, _net("core.a", "core.d", 10.5)]}, 100)
+    assert late["endpoints"] == 1
+    assert [r["net"] for r in late["by_net"]] == ["core.a"]
 
 
 def test_a_report_without_per_net_timing_says_what_is_missing():
