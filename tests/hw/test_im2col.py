@@ -61,6 +61,9 @@ def _steps(config, fields, *, stall_every=0, release_after=0, limit=50_000):
     ("conv_s2_p0", 3, 2, 2, 0),     # 2 channels on 2 lanes: the last channel in the last lane
     ("pool_gap_stride", 3, 2, 0, 12),   # one channel (each step a kernel column's last), held
     ("conv_rect_p2", 1, 3, 2, 4),   # one row: each tile one pixel, the shadow row full at once
+    # One row, no padding, released with the start: the first step, the earliest there is, has
+    # a valid pixel (the deep rows' copies of the input's height and width must be current).
+    ("conv_s2_p0", 1, 2, 0, 0),
 ])
 @pytest.mark.parametrize("pipeline", ["deep", "short"])   # counter ends as registers or compares
 def test_steps_match_golden_im2col(case, rows, cols, stall, release_after, pipeline):
