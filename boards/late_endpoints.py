@@ -33,7 +33,8 @@ def late_endpoints(report, clock_mhz, *, top=10):
     the ``top`` registers with most of them (``register`` as :func:`register_of` names it,
     ``endpoints``, ``worst_ns``: the latest arrival with setup) and the ``top`` nets with most
     (``net``, ``driver``: its driving cell, ``fanout``: all its endpoints, ``endpoints``,
-    ``worst_ns``). Nets that no clock launches (nextpnr's ``<async>`` event) are left out. Raises ``ValueError`` when the report has no per-net timing.
+    ``worst_ns``). Nets that no clock launches (nextpnr's ``<async>`` event) are left out.
+    Raises ``ValueError`` when the report has no per-net timing.
     """
     nets = report.get("detailed_net_timings")
     if nets is None:
