@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw.compiler import DIM_BITS
 from .array import REPLICA_SUFFIX
 from .descriptor import descriptor_layout
-from .skid import credit_skid
+from .skid import skid
 
 __all__ = ["Im2colGenerator", "step_layout"]
 
@@ -90,10 +90,9 @@ class Im2colGenerator(wiring.Component):
     busy : ``Out(1)``
         Steps remain to be emitted.
     o : ``Out(stream.Signature(step_layout(config)))``
-        With the deep read pipeline a step comes out a cycle after the counters take it (the
-        rows' registers lag them), through two skid slots (:func:`hw.skid.credit_skid`): the
-        counters step on a registered credit, not on the consumer's ready (which, through their
-        enables, set an 8x8 ECP5 accelerator's clock: 91.5 MHz).
+        With the deep read pipeline through a skid register (:mod:`hw.skid`): the counters
+        step on registers, not on the consumer's ready (which, through their enables, set an
+        8x8 ECP5 accelerator's clock: 91.5 MHz).
     """
 
     def __init__(self, *, config):
@@ -235,14 +234,10 @@ class Im2colGenerator(wiring.Component):
             if deep:
                 m.d.comb += full_next.eq(0)
                 m.d.sync += fill_last.eq(R == 1)
-        # With the deep pipeline the rows' registers lag the counters by a cycle (see the step
-        # below): each row loads its registers on a copy of `load` of its own, a cycle after it.
-        # (`load`, one LUT of the generator's registers, reached the 1,300 flip-flops of the 32
-        # rows across the die: their input positions were 236 of a 32x32 ECP5 accelerator's
-        # late endpoints, up to 11.6 ns; copies set a cycle ahead, from the next values of
-        # `issuing`, `loaded` and `full`, were still late, up to 10.5 ns at 126657a.) The
-        # walker refills the shadow rows from the cycle after the load, the first in the cycle
-        # the rows copy them: they copy the values before it.
+        # With the deep pipeline each row loads its registers on a copy of `load` of its own,
+        # set a cycle ahead: `load`, one LUT of the generator's registers, reached the 1,300
+        # flip-flops of the 32 rows across the die (their input positions were 236 of a 32x32
+        # ECP5 accelerator's late endpoints, up to 11.6 ns).
         # The rows' copies (of the load, the step and the flags) and offsets have no reset:
         # Yosys folded the reset into their next values' logic beside the start, and the route
         # from the reset's flip-flop into that logic began the slowest path of both 32x32 ECP5
@@ -251,7 +246,7 @@ class Im2colGenerator(wiring.Component):
         if deep:
             row_loads = [Signal(name=f"load{REPLICA_SUFFIX}_row{r}", reset_less=True)
                          for r in range(R)]
-            m.d.sync += [copy.eq(load) for copy in row_loads]
+            m.d.sync += [copy.eq(issuing_next & ~loaded_next & full_next) for copy in row_loads]
         else:
             row_loads = [load] * R
         for r in range(R):
@@ -314,18 +309,29 @@ class Im2colGenerator(wiring.Component):
                          last.eq(nxt["c"] & nxt["kw"] & nxt["kh"])]
             lane_last, c_last, og_last = ends["lane"], ends["c"], ends["og"]
             # Each row's registers (input position, offset) step on copies of the branch flags
-            # of its own, a cycle behind the flags as the rows are behind the counters: with
-            # the counters' flags, the LUTs of the step and the flags that enable the rows were
-            # placed among the rows, and the route out and back to the next flags (8.6 ns) set
-            # a 16x32 ECP5 accelerator's clock (94.5 MHz); with one copy for all rows, the route
-            # from it to the farthest row (98.1 MHz); with copies rebuilt a cycle ahead in each
-            # row's LUTs, one LUT after the step's reached all 32 rows (25 of a 32x32 ECP5
-            # accelerator's late endpoints, 12.2 ns). Now each comes straight from a register.
+            # of its own: with the counters' flags, the LUTs of the step and the flags that
+            # enable the rows were placed among the rows, and the route out and back to the
+            # next flags (8.6 ns) set a 16x32 ECP5 accelerator's clock (94.5 MHz); with one copy
+            # for all rows, the route from it to the farthest row (98.1 MHz).
+            # Each row rebuilds the flags' next values after a step in LUTs of its own, from
+            # its copy of the step and the flag registers (the branches below, again): taken
+            # from the generator's next values, one LUT after the step's and the branches'
+            # reached all 32 rows' copies, 25 of a 32x32 ECP5 accelerator's late endpoints
+            # (12.2 ns). A start's values are left out: a start comes only while idle, and the
+            # copies agree with the flags a cycle later, long before the first step (the walker
+            # fills a tile first).
             rows_flags = [[Signal(name=f"{n}_last{REPLICA_SUFFIX}_row{r}", reset_less=True)
                            for n in ("k", "ckw", "c", "lane")] for r in range(R)]
-            for row_flags in rows_flags:
-                m.d.sync += [copy.eq(flag) for copy, flag in zip(
-                    row_flags, (last, ckw_last, ends["c"], ends["lane"]))]
+
+            def flags_after(took):
+                """The rows' flags (``k``, ``ckw``, ``c``, ``lane``) after a cycle in which
+                ``took`` says whether a step was taken."""
+                e, az, ah = ends, at_zero, ahead
+                c_ = Mux(took, Mux(e["c"], az["c"], ah["c"]), e["c"])
+                kw_ = Mux(took & e["c"], Mux(ckw_last, az["kw"], ah["kw"]), e["kw"])
+                kh_ = Mux(took & ckw_last, Mux(last, az["kh"], ah["kh"]), e["kh"])
+                lane_ = Mux(took, Mux(e["c"] | e["lane"], az["lane"], ah["lane"]), e["lane"])
+                return c_ & kw_ & kh_, c_ & kw_, c_, lane_
         else:
             lane_last = lane == C - 1
             c_last = c == d.cin_m1
@@ -403,41 +409,30 @@ class Im2colGenerator(wiring.Component):
         valid, step = Signal(name="valid"), Signal(name="step")   # a step is offered; it is taken
         m.d.comb += valid.eq(loaded & ~hold)
         if deep:
-            # The rows' registers lag the counters by a cycle: each row steps on a copy of its
-            # own of the last cycle's `step`, so a step's addresses and valid bits come from the
-            # rows a cycle after the counters moved past it, and the counters' part of it
-            # (`lagged`) waits a cycle in registers to meet them. The copies come straight from
-            # one LUT of registers: set a cycle ahead, from the next values of `loaded`, the
-            # hold and the skid's flag (three or four LUTs, then the route to all 32 rows), they
-            # were a 32x32 ECP5 accelerator's late endpoints at 126657a and ab18650 (10.5-13.3
-            # ns). A step arrives a cycle after the counters take it, so it goes through two
-            # skid slots (`hw/skid.py`) and the counters step on their credit, a register (the
-            # consumer's ready through the counters' enables set an 8x8 ECP5 accelerator's
-            # clock: 91.5 MHz).
-            arrived = Signal(name="step_arrived")
-            m.d.sync += arrived.eq(step)
-            out = credit_skid(m, step, arrived, p, self.o.ready, "step")
+            out = skid(m, valid, p, self.o.ready, "step")
             m.d.comb += [self.o.valid.eq(out.valid), self.o.payload.eq(out.payload),
-                         step.eq(valid & out.credit)]
+                         step.eq(valid & out.ready)]
             # `busy` as a register of its next value (the same in every cycle): its LUT,
             # routed to the sequencer's enables across the die, was late into a 32x32 ECP5
             # accelerator's stage counter (10.2-11.0 ns).
             # (The sequencer's start sets it at once: the stage begins here a cycle later.)
             busy = Signal(name="busy_copy")
-            m.d.sync += busy.eq(issuing_next | out.pending_next | self.start)
+            m.d.sync += busy.eq(issuing_next | out.held_next | self.start)
             m.d.comb += self.busy.eq(busy)
+            # Each row's registers step on a copy of `step` of their own, set a cycle ahead:
+            # the step's LUT of the generator's registers reached the rows across the die
+            # (their input position registers' enables, 98.0 MHz on a 16x32 ECP5 accelerator).
+            # Their next value leaves `start` out: it comes only while idle, when `loaded` is
+            # low and stays so, and no step follows (the sequencer's start pulse, through three
+            # LUTs into these copies, was a 24x32 ECP5 accelerator's slowest path: 97.6 MHz).
             row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}", reset_less=True)
                          for r in range(R)]
-            m.d.sync += [go.eq(step) for go in row_steps]
-            # The kernel row's and column's start offsets as the rows see them, a cycle behind.
-            row_next_row_off = Signal.like(next_row_off, name="next_row_off_lagged")
-            row_next_col_off = Signal.like(next_col_off, name="next_col_off_lagged")
-            m.d.sync += [row_next_row_off.eq(next_row_off), row_next_col_off.eq(next_col_off)]
+            m.d.sync += [go.eq(loaded_next & ~(hold & ~release) & ~out.held_next)
+                         for go in row_steps]
         else:
             m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(p),
                          step.eq(valid & self.o.ready), self.busy.eq(issuing)]
             row_steps = [step]
-            row_next_row_off, row_next_col_off = next_row_off, next_col_off
         if deep:
             # Each row compares its position with a copy of the input's height and width of its
             # own: the descriptor's, routed to the 32 rows' compares across the die, began a
@@ -459,18 +454,13 @@ class Im2colGenerator(wiring.Component):
                 p.valid[r].eq(cur_pv[r] & _in_range(ih[r], row_in_h[r])
                               & _in_range(iw[r], row_in_w[r])),
             ]
-        counters_part = {
-            "lane": lane, "first": first if deep else lane == 0, "w_addr": w_addr, "last": last,
-            "busy": Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
-                        Mux(og_last, d.busy_cols, d.busy_full)),
-        }
-        for name, value in counters_part.items():
-            if deep:      # a cycle behind, as the rows (above)
-                lagged = Signal.like(p[name], name=f"{name}_lagged", reset_less=True)
-                m.d.sync += lagged.eq(value)
-                value = lagged
-            m.d.comb += p[name].eq(value)
-        m.d.comb += [p.row_lane[r].eq(row_lane) for r, row_lane in enumerate(row_lanes)]
+        m.d.comb += [
+            p.lane.eq(lane), p.first.eq(first if deep else lane == 0), p.w_addr.eq(w_addr),
+            *[p.row_lane[r].eq(row_lane) for r, row_lane in enumerate(row_lanes)],
+            p.last.eq(last),
+            p.busy.eq(Mux(tile_last, Mux(og_last, d.busy_both, d.busy_rows),
+                          Mux(og_last, d.busy_cols, d.busy_full))),
+        ]
 
         # One branch per kind of step, each chosen by one flag (with the deep pipeline a
         # register): the reduction's last step, the last of a kernel row, the last of a kernel
@@ -524,15 +514,18 @@ class Im2colGenerator(wiring.Component):
         for r, (row_step, (row_last, row_ckw_last, row_c_last, row_lane_last)) in enumerate(
                 zip(row_steps, rows_flags)):
             offset = offsets[r]
+            if deep:
+                m.d.sync += [flag.eq(value) for flag, value in zip(rows_flags[r],
+                                                                    flags_after(row_step))]
             with m.If(row_step):
                 with m.If(row_last):
                     m.d.sync += offset.eq(0)
                 with m.Elif(row_ckw_last):        # the next kernel row: iw back to its start
-                    m.d.sync += offset.eq(row_next_row_off)
+                    m.d.sync += offset.eq(next_row_off)
                     if deep:
                         m.d.sync += [ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r])]
                 with m.Elif(row_c_last):          # the next kernel column
-                    m.d.sync += offset.eq(row_next_col_off)
+                    m.d.sync += offset.eq(next_col_off)
                     if deep:
                         m.d.sync += iw[r].eq(iw[r] + 1)
                 with m.Elif(row_lane_last):       # the next channel group

@@ -285,10 +285,9 @@ def test_a_whole_run_takes_the_cycles_it_took_before_the_registered_broadcasts()
     # load copies and the skid's held copies (2334c58..08581df), the skid's register of the
     # array's ready, the feeder's and the walker's flags as registers (fede8ee..d0be062) each
     # compute a cycle ahead what was decoded in the cycle itself: a run's cycles, stalls and steps, stage by stage
-    # (running totals), are exactly those of 745494a before them, but for two cycles per stage:
-    # the generator's registered start and release, its stall, and its rows a cycle behind its
-    # counters (each stage's first step comes out a cycle later). (Fails with a release or a
-    # tile load a cycle late.)
+    # (running totals), are exactly those of 745494a before them, but for one cycle per stage:
+    # the generator's registered start and release, its stall. (Fails with a release or a tile
+    # load a cycle late.)
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=8, cols=8, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1)
@@ -298,7 +297,7 @@ def test_a_whole_run_takes_the_cycles_it_took_before_the_registered_broadcasts()
     assert check(model, program, x, result) is None
     (stages,) = result.counters[0]
     assert [(s["cycles"], s["stall"], s["issue"]) for s in stages] == \
-        [(593, 427, 72), (977, 435, 360), (1198, 444, 488)]
+        [(592, 426, 72), (975, 433, 360), (1195, 441, 488)]
 
 
 @pytest.mark.parametrize("read_pipeline, relays", [("deep", None), ("short", None), ("deep", 1)])
