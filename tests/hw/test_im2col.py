@@ -12,10 +12,12 @@ from addershift.sw.golden import im2col
 from addershift.sw.layer_cases import layer_case
 
 
-def _steps(config, fields, *, stall_every=0, release_after=0, limit=50_000):
-    # Steps go from the cycle after `release`: with `start` (release_after=0) or later.
+def _steps(config, fields, *, stall_every=0, ready_chance=1.0, release_after=0, limit=50_000):
+    # Steps go from the cycle after `release`: with `start` (release_after=0) or later. The
+    # consumer is not ready every `stall_every`-th cycle, and otherwise ready by `ready_chance`.
     dut = Im2colGenerator(config=config)
     steps = []
+    chance = np.random.default_rng(1)
 
     async def bench(ctx):
         ctx.set(dut.desc, fields)
@@ -34,7 +36,8 @@ def _steps(config, fields, *, stall_every=0, release_after=0, limit=50_000):
         while ctx.get(dut.busy):
             # (a generator whose counters never end must fail, not hang)
             assert cycle < limit, f"still busy after {limit} cycles, {len(steps)} steps"
-            ready = not (stall_every and cycle % stall_every == 0)
+            ready = (not (stall_every and cycle % stall_every == 0)
+                     and chance.random() < ready_chance)
             ctx.set(dut.o.ready, ready)
             if ready and ctx.get(dut.o.valid):
                 p = ctx.get(dut.o.payload)
@@ -67,10 +70,26 @@ def _steps(config, fields, *, stall_every=0, release_after=0, limit=50_000):
 ])
 @pytest.mark.parametrize("pipeline", ["deep", "short"])   # counter ends as registers or compares
 def test_steps_match_golden_im2col(case, rows, cols, stall, release_after, pipeline):
+    _check_steps(case, rows, cols, pipeline, stall_every=stall, release_after=release_after)
+
+
+@pytest.mark.parametrize("case, rows, cols, ready_chance", [
+    ("conv_rect_p2", 3, 2, 0.3),    # stalls of several cycles, steps waiting in the skid
+    ("conv_s2_p0", 4, 4, 0.6),
+    ("gap", 5, 2, 0.5),
+])
+@pytest.mark.parametrize("pipeline", ["deep", "short"])
+def test_steps_survive_random_back_pressure(case, rows, cols, ready_chance, pipeline):
+    # The stall patterns above are single cycles; these hold the consumer off for several. (A
+    # deep skid that drops its waiting step after one cycle passes those and fails these.)
+    _check_steps(case, rows, cols, pipeline, ready_chance=ready_chance)
+
+
+def _check_steps(case, rows, cols, pipeline, **consumer):
     model = layer_case(case, "mul")
     config = ArrayConfig(pe="mul", rows=rows, cols=cols, max_k=128, read_pipeline=pipeline)
     stage = compile_model(model, config).stages[0]
-    steps = _steps(config, stage.fields, stall_every=stall, release_after=release_after)
+    steps = _steps(config, stage.fields, **consumer)
     cin, h, w = stage.in_shape
     kh, kw = stage.kernel
     x = np.random.default_rng(0).integers(-100, 100, (1, cin, h, w))
