@@ -589,7 +589,10 @@ class Accelerator(wiring.Component):
             collisions="undefined" if deep_read else "old")
 
         m.submodules.seq = seq = Sequencer(config=cfg)
-        m.submodules.gen = gen = Im2colGenerator(config=cfg)
+        # (With a bank per row the read stage's ready is a register's: the generator's rows
+        # keep its handshake themselves, `Im2colGenerator`.)
+        m.submodules.gen = gen = Im2colGenerator(config=cfg,
+                                                 ready_ahead=deep_read and cfg.banks == R)
         m.submodules.array = array = self.make_array()
         if array.acc_bits != cfg.acc_bits:
             raise AssertionError("the array's accumulator width differs from the build's")
@@ -651,6 +654,8 @@ class Accelerator(wiring.Component):
             read = self._replicated_read(m, gen, read_bufs, wmem, src, lanes)
         else:
             read = self._shared_read(m, gen, bufs, wmem, src, lanes)
+        if gen.ready_ahead:
+            m.d.comb += gen.o_ready_next.eq(read.adv_next)
         i_valid, i_last, i_busy, i_x, i_weights = read.issue
         offered = Signal(data.StructLayout({"step": array.in_layout, "busy": len(i_busy)}))
         m.d.comb += [offered.step.x[r].eq(i_x[r]) for r in range(R)]

@@ -93,22 +93,40 @@ class Im2colGenerator(wiring.Component):
         With the deep read pipeline through a skid register (:mod:`hw.skid`): the counters
         step on registers, not on the consumer's ready (which, through their enables, set an
         8x8 ECP5 accelerator's clock: 91.5 MHz).
+    o_ready_next : ``In(1)``, only with ``ready_ahead``
+        ``o.ready``'s value in the next cycle (after a reset ``o.ready`` is 1): a consumer
+        whose ready is a register's, or equal to one in every cycle, gives its next value, so
+        each row can keep the generator's handshake itself (below).
+
+    ``ready_ahead`` (deep read pipeline only): each row keeps copies of the generator's
+    handshake state (whether a tile is loaded, the hold, the skid's) and computes its own
+    step and load from them, its own copies of the consumer's ready and a few of the
+    generator's registers, rather than taking one LUT of the central state that reaches every
+    row (on a 32x32 ECP5 accelerator that LUT was the head of 30 late endpoints, up to 13.3
+    ns of which 6.1 were its route to the far rows).
     """
 
-    def __init__(self, *, config):
+    def __init__(self, *, config, ready_ahead=False):
         from .config import ArrayConfig
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        if ready_ahead and config.read_pipeline != "deep":
+            raise ValueError("ready_ahead needs the deep read pipeline")
         self._config = config
-        super().__init__({
+        self._ready_ahead = ready_ahead
+        members = {
             "desc": In(descriptor_layout(config)),
             "start": In(1),
             "release": In(1),
             "busy": Out(1),
             "o": Out(stream.Signature(step_layout(config))),
-        })
+        }
+        if ready_ahead:
+            members["o_ready_next"] = In(1)
+        super().__init__(members)
 
     config = property(lambda self: self._config)
+    ready_ahead = property(lambda self: self._ready_ahead)
 
     def elaborate(self, platform):
         m = Module()
@@ -246,7 +264,9 @@ class Im2colGenerator(wiring.Component):
         if deep:
             row_loads = [Signal(name=f"load{REPLICA_SUFFIX}_row{r}", reset_less=True)
                          for r in range(R)]
-            m.d.sync += [copy.eq(issuing_next & ~loaded_next & full_next) for copy in row_loads]
+            if not self._ready_ahead:     # (else each row's own handshake sets its copy)
+                m.d.sync += [copy.eq(issuing_next & ~loaded_next & full_next)
+                             for copy in row_loads]
         else:
             row_loads = [load] * R
         for r in range(R):
@@ -427,32 +447,21 @@ class Im2colGenerator(wiring.Component):
             # LUTs into these copies, was a 24x32 ECP5 accelerator's slowest path: 97.6 MHz).
             row_steps = [Signal(name=f"step{REPLICA_SUFFIX}_row{r}", reset_less=True)
                          for r in range(R)]
-            m.d.sync += [go.eq(loaded_next & ~(hold & ~release) & ~out.held_next)
-                         for go in row_steps]
+            if self._ready_ahead:
+                self._row_handshakes(m, row_loads, row_steps, [flags[0] for flags in rows_flags],
+                                     start=start, release=release, tile_last=tile_last,
+                                     og_last=og_last, active=active, fill_last=fill_last)
+            else:
+                m.d.sync += [go.eq(loaded_next & ~(hold & ~release) & ~out.held_next)
+                             for go in row_steps]
         else:
             m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(p),
                          step.eq(valid & self.o.ready), self.busy.eq(issuing)]
             row_steps = [step]
-        if deep:
-            # Each row compares its position with a copy of the input's height and width of its
-            # own: the descriptor's, routed to the 32 rows' compares across the die, began a
-            # 32x32 ECP5 accelerator's slowest path (6.0 ns of routing, 92.5 MHz). The copies
-            # lag the descriptor a cycle; it holds still from the start, and the first step
-            # comes four cycles after it at the earliest (one row: its shadow fills, then loads;
-            # tests/hw/test_im2col.py fails copies five cycles late).
-            row_in_h = [Signal.like(d.in_h, name=f"in_h{REPLICA_SUFFIX}_row{r}",
-                                    reset_less=True) for r in range(R)]
-            row_in_w = [Signal.like(d.in_w, name=f"in_w{REPLICA_SUFFIX}_row{r}",
-                                    reset_less=True) for r in range(R)]
-            m.d.sync += [copy.eq(d.in_h) for copy in row_in_h]
-            m.d.sync += [copy.eq(d.in_w) for copy in row_in_w]
-        else:
-            row_in_h, row_in_w = [d.in_h] * R, [d.in_w] * R
         for r in range(R):
             m.d.comb += [
                 p.addr[r].eq(cur_base[r] + offsets[r if deep else 0]),
-                p.valid[r].eq(cur_pv[r] & _in_range(ih[r], row_in_h[r])
-                              & _in_range(iw[r], row_in_w[r])),
+                p.valid[r].eq(cur_pv[r] & _in_range(ih[r], d.in_h) & _in_range(iw[r], d.in_w)),
             ]
         m.d.comb += [
             p.lane.eq(lane), p.first.eq(first if deep else lane == 0), p.w_addr.eq(w_addr),
@@ -551,3 +560,35 @@ class Im2colGenerator(wiring.Component):
                 m.d.comb += nxt["og"].eq(d.og_m1 == 0)
                 m.d.sync += [ahead[n].eq(bound == 1) for n, bound in bounds.items()]
         return m
+
+    def _row_handshakes(self, m, row_loads, row_steps, row_lasts, **central):
+        """Each row's copies of ``load`` and ``step`` (``row_loads``, ``row_steps``: registers
+        equal to them in every cycle, set a cycle ahead) from the row's own copies of the
+        generator's handshake state. These follow the same rules as the originals (the
+        ``loaded``, ``hold``, ``issuing`` and ``full`` registers and the output skid's
+        ``held``) from the row's copies of ``load``, ``step`` and ``last`` (``row_lasts``),
+        its copy of the consumer's ready (from ``o_ready_next``) and the generator's registers
+        in ``central`` (``start``, ``release``, ``tile_last``, ``og_last``, ``active``,
+        ``fill_last``), so they equal them in every cycle. Each row's logic has its own
+        registers among its inputs, so Yosys keeps it the row's own; only registers reach the
+        rows from the centre. The copies reset as the originals do (a reset lasts more than a
+        cycle, so the load and step copies, which have none, are 0 by its end)."""
+        c = central
+        for r, (load, step, last) in enumerate(zip(row_loads, row_steps, row_lasts)):
+            def copy(name, init=0):
+                return Signal(init=init, name=f"{name}{REPLICA_SUFFIX}_row{r}")
+            ready, loaded, hold = copy("o_ready", 1), copy("loaded"), copy("hold", 1)
+            held, issuing, full = copy("step_held"), copy("issuing"), copy("full")
+            valid = loaded & ~hold
+            held_next = Mux(held, ~ready, valid & ~ready)
+            loaded_next = Mux(load, 1, Mux(step & last, 0, loaded))
+            issuing_next = Mux(c["start"], 1, Mux(step & last & c["tile_last"] & c["og_last"],
+                                                  0, issuing))
+            full_next = Mux(c["start"] | load, 0, Mux(c["active"] & c["fill_last"], 1, full))
+            m.d.sync += [ready.eq(self.o_ready_next),
+                         hold.eq(Mux(c["release"], 0, Mux(c["start"], 1, hold))),
+                         held.eq(held_next), loaded.eq(loaded_next), issuing.eq(issuing_next),
+                         full.eq(full_next)]
+            # (A start comes only while idle: the step's copy leaves it out, as the original's.)
+            m.d.sync += [load.eq(issuing_next & ~loaded_next & full_next),
+                         step.eq(loaded_next & ~(hold & ~c["release"]) & ~held_next)]

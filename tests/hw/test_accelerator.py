@@ -205,12 +205,17 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
     # and the skid's register of the array's `i.ready` are registers loaded with next-cycle
     # values the core derives; through a run whose array stalls (as above; the shared banks'
     # reads stall on 8x8 arrays, where a tile's 64 results drain slower than its steps issue)
-    # each must equal its original in every cycle. (Fails with the skid's or the last stage's
-    # next value wrong, a copy of `held` a cycle late, or the ready chosen by the wrong `last`.)
+    # each must equal its original in every cycle, and the generator's ready (with a bank per
+    # row) must be what it was given as the next cycle's. (Fails with the skid's or the last
+    # stage's next value wrong, a copy of `held` a cycle late, or the ready chosen by the wrong
+    # `last`.)
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.sim.accel_host import run_session
-    seen = {"copies": [], "reads": [], "takes": [], "skids": [], "arrays": []}
+    seen = {"copies": [], "reads": [], "takes": [], "skids": [], "arrays": [], "gens": []}
+    make_gen = accelerator_module.Im2colGenerator
+    monkeypatch.setattr(accelerator_module, "Im2colGenerator", lambda **kwargs: (
+        seen["gens"].append(make_gen(**kwargs)) or seen["gens"][-1]))
     make_skid = accelerator_module.skid
     monkeypatch.setattr(accelerator_module, "skid", lambda *args: seen["skids"].append(
         (make_skid(*args), args[3])) or seen["skids"][-1][0])
@@ -252,11 +257,21 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
     async def watch(ctx):
         (read,), (take, take_copy) = seen["reads"], seen["takes"][0]
         ((issued, array_ready),), (array,) = seen["skids"], seen["arrays"]
+        (gen,) = seen["gens"]
         assert len(seen["copies"]) == config.rows
         assert len(issued.held_copies) == config.rows + config.cols
+        # With a bank per row the generator takes its ready a cycle ahead, `o_ready_next`.
+        assert gen.ready_ahead == (act_banks is None)
+        ready_next = gen.o_ready_next if gen.ready_ahead else gen.o.ready
+        gen_ready_next = 1      # (after a reset the generator's ready is 1)
         async for values in ctx.tick().sample(read.adv, *seen["copies"], take, take_copy,
                                               array.i.ready, array_ready,
-                                              issued.held, *issued.held_copies):
+                                              issued.held, *issued.held_copies,
+                                              gen.o.ready, ready_next):
+            *values, gen_ready, next_value = values
+            if gen.ready_ahead:
+                assert gen_ready == gen_ready_next, f"cycle {checked[0]}"
+                gen_ready_next = next_value
             adv, *rest = values[2:]
             copies, rest = rest[:config.rows], rest[config.rows:]
             take_value, take_copy_value, ready, ready_copy, held, *held_copies = rest

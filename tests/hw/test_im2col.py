@@ -3,6 +3,7 @@ tiles and channel groups, released with its start or held cycles after it (none 
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from addershift.hw.config import ArrayConfig
@@ -12,35 +13,55 @@ from addershift.sw.golden import im2col
 from addershift.sw.layer_cases import layer_case
 
 
-def _steps(config, fields, *, stall_every=0, ready_chance=1.0, release_after=0, limit=50_000):
+def _steps(config, fields, *, ready_ahead=False, stall_every=0, ready_chance=1.0,
+           release_after=0, runs=1, limit=50_000):
     # Steps go from the cycle after `release`: with `start` (release_after=0) or later. The
     # consumer is not ready every `stall_every`-th cycle, and otherwise ready by `ready_chance`.
-    dut = Im2colGenerator(config=config)
+    # `runs` stages of the same descriptor follow each other (their steps in one list).
+    # With `ready_ahead` its ready is a register (as the accelerator's read stage's is), set
+    # from the generator's `o_ready_next` input a cycle before.
+    gen = Im2colGenerator(config=config, ready_ahead=ready_ahead)
+    dut = Module()
+    dut.submodules.gen = gen
+    if ready_ahead:
+        ready_reg = Signal(init=1)
+        dut.d.sync += ready_reg.eq(gen.o_ready_next)
+        dut.d.comb += gen.o.ready.eq(ready_reg)
     steps = []
     chance = np.random.default_rng(1)
 
+    def consumer_ready(cycle):
+        return (not (stall_every and cycle % stall_every == 0)
+                and chance.random() < ready_chance)
+
+    def offer_ready(ctx, ready):
+        """The consumer's ready this cycle (with `ready_ahead`: next cycle's)."""
+        ctx.set(gen.o_ready_next if ready_ahead else gen.o.ready, ready)
+
     async def bench(ctx):
-        ctx.set(dut.desc, fields)
-        ctx.set(dut.start, 1)
-        ctx.set(dut.release, release_after == 0)
+        for _ in range(runs):
+            await stage(ctx)
+
+    async def stage(ctx):
+        ctx.set(gen.desc, fields)
+        ctx.set(gen.start, 1)
+        ctx.set(gen.release, release_after == 0)
+        offer_ready(ctx, 1)
         await ctx.tick()
-        ctx.set(dut.start, 0)
-        ctx.set(dut.release, 0)
+        ctx.set(gen.start, 0)
+        ctx.set(gen.release, 0)
         for cycle in range(1, release_after + 1):
-            ctx.set(dut.o.ready, 1)
-            assert not ctx.get(dut.o.valid), f"a step {cycle} cycles after start, not released"
-            ctx.set(dut.release, cycle == release_after)
+            assert not ctx.get(gen.o.valid), f"a step {cycle} cycles after start, not released"
+            ctx.set(gen.release, cycle == release_after)
             await ctx.tick()
-        ctx.set(dut.release, 0)
+        ctx.set(gen.release, 0)
         cycle = 0
-        while ctx.get(dut.busy):
+        while ctx.get(gen.busy):
             # (a generator whose counters never end must fail, not hang)
             assert cycle < limit, f"still busy after {limit} cycles, {len(steps)} steps"
-            ready = (not (stall_every and cycle % stall_every == 0)
-                     and chance.random() < ready_chance)
-            ctx.set(dut.o.ready, ready)
-            if ready and ctx.get(dut.o.valid):
-                p = ctx.get(dut.o.payload)
+            offer_ready(ctx, consumer_ready(cycle + ready_ahead))
+            if ctx.get(gen.o.ready) and ctx.get(gen.o.valid):
+                p = ctx.get(gen.o.payload)
                 # (Deep: every row's copy of the lane must be the lane.)
                 row_lanes = (list(p.row_lane) if config.read_pipeline == "deep"
                              else [p.lane] * config.rows)
@@ -57,6 +78,11 @@ def _steps(config, fields, *, stall_every=0, ready_chance=1.0, release_after=0, 
     return steps
 
 
+# The counter ends as registers or compares; with the deep pipeline, a consumer whose ready is a
+# register's lets each row keep the handshake ("deep-ahead", `Im2colGenerator`'s ready_ahead).
+PIPELINES = ["deep", "deep-ahead", "short"]
+
+
 @pytest.mark.parametrize("case, rows, cols, stall, release_after", [
     ("conv_rect_p2", 3, 2, 0, 0),   # 2x3 kernel, stride 2, padding 2
     ("conv_s2_p0", 4, 4, 3, 9),     # stride 2, back-pressure every third cycle, held a while
@@ -65,10 +91,12 @@ def _steps(config, fields, *, stall_every=0, ready_chance=1.0, release_after=0, 
     ("pool_gap_stride", 3, 2, 0, 12),   # one channel (each step a kernel column's last), held
     ("conv_rect_p2", 1, 3, 2, 4),   # one row: each tile one pixel, the shadow row full at once
     # One row, no padding, released with the start: the first step, the earliest there is, has
-    # a valid pixel (the deep rows' copies of the input's height and width must be current).
+    # a valid pixel.
     ("conv_s2_p0", 1, 2, 0, 0),
+    # More rows than a tile's 9 steps: each next tile waits for the walker to fill its rows.
+    ("pool_gap_stride", 12, 2, 0, 3),
 ])
-@pytest.mark.parametrize("pipeline", ["deep", "short"])   # counter ends as registers or compares
+@pytest.mark.parametrize("pipeline", PIPELINES)
 def test_steps_match_golden_im2col(case, rows, cols, stall, release_after, pipeline):
     _check_steps(case, rows, cols, pipeline, stall_every=stall, release_after=release_after)
 
@@ -78,25 +106,35 @@ def test_steps_match_golden_im2col(case, rows, cols, stall, release_after, pipel
     ("conv_s2_p0", 4, 4, 0.6),
     ("gap", 5, 2, 0.5),
 ])
-@pytest.mark.parametrize("pipeline", ["deep", "short"])
+@pytest.mark.parametrize("pipeline", PIPELINES)
 def test_steps_survive_random_back_pressure(case, rows, cols, ready_chance, pipeline):
     # The stall patterns above are single cycles; these hold the consumer off for several. (A
     # deep skid that drops its waiting step after one cycle passes those and fails these.)
     _check_steps(case, rows, cols, pipeline, ready_chance=ready_chance)
 
 
-def _check_steps(case, rows, cols, pipeline, **consumer):
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_second_stage_waits_for_its_release(pipeline):
+    # The generator's state after one stage is the next one's start (the deep rows' copies of
+    # the handshake must hold the second stage's steps until its release, long after its
+    # first tile is loaded).
+    _check_steps("conv_s2_p0", 4, 4, pipeline, ready_chance=0.7, release_after=12, runs=2)
+
+
+def _check_steps(case, rows, cols, pipeline, runs=1, **consumer):
     model = layer_case(case, "mul")
-    config = ArrayConfig(pe="mul", rows=rows, cols=cols, max_k=128, read_pipeline=pipeline)
+    config = ArrayConfig(pe="mul", rows=rows, cols=cols, max_k=128,
+                         read_pipeline=pipeline.removesuffix("-ahead"))
     stage = compile_model(model, config).stages[0]
-    steps = _steps(config, stage.fields, **consumer)
+    steps = _steps(config, stage.fields, ready_ahead=pipeline.endswith("-ahead"), runs=runs,
+                   **consumer)
     cin, h, w = stage.in_shape
     kh, kw = stage.kernel
     x = np.random.default_rng(0).integers(-100, 100, (1, cin, h, w))
     patches, (oh, ow) = im2col(x, stage.kernel, stage.stride, stage.padding)
     pixels, k = oh * ow, cin * kh * kw
     expected_steps = iter(steps)
-    for og in range(stage.groups):
+    for og in list(range(stage.groups)) * runs:
         for t in range(stage.tiles):
             valid_rows = min(rows, pixels - t * rows)
             valid_cols = min(cols, model.layers[0].out_channels - og * cols)
