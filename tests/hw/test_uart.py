@@ -179,6 +179,44 @@ def test_rx_overrun_keeps_first_byte():
     assert (fe, ov) == (0, 2)
 
 
+def test_rx_payload_holds_while_not_taken():
+    # A consumer that takes a byte only every 1.3 byte times: a byte waits while the next one
+    # shifts in (and is dropped as an overrun), and must be offered unchanged until taken.
+    # (Fails with the payload following the shift register while it is offered.)
+    divisor = 9
+    sent = [random.Random(5).randrange(256) for _ in range(12)]
+    levels = line_levels(sent, divisor)
+    dut = UARTRx(divisor=divisor)
+    got, offered, overruns = [], [], [0]
+
+    async def drive(ctx):
+        for level in levels:
+            ctx.set(dut.rx, level)
+            await ctx.tick()
+
+    async def consume(ctx):
+        cycle = 0
+        async for _, _, valid, ready, payload, ov in ctx.tick().sample(
+                dut.data.valid, dut.data.ready, dut.data.payload, dut.overrun):
+            if valid:
+                offered.append(payload)
+                if ready:
+                    got.append(payload)
+                    assert len(set(offered)) == 1, f"payload changed while offered: {offered}"
+                    offered.clear()
+            overruns[0] += ov
+            cycle += 1
+            ctx.set(dut.data.ready, int(cycle % (13 * divisor) == 0))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_process(consume)
+    sim.run()
+    assert overruns[0] > 0 and len(got) + overruns[0] == len(sent) - bool(offered)
+    it = iter(sent)
+    assert all(b in it for b in got), (got, sent)   # in order, none changed
+
 def test_uart_loopback():
     dut = UART(divisor=8)
     data = bytes(random.Random(1).randrange(256) for _ in range(32))
