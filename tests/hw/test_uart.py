@@ -217,6 +217,7 @@ def test_rx_payload_holds_while_not_taken():
     it = iter(sent)
     assert all(b in it for b in got), (got, sent)   # in order, none changed
 
+
 def test_uart_loopback():
     dut = UART(divisor=8)
     data = bytes(random.Random(1).randrange(256) for _ in range(32))
