@@ -458,10 +458,27 @@ class Im2colGenerator(wiring.Component):
             m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(p),
                          step.eq(valid & self.o.ready), self.busy.eq(issuing)]
             row_steps = [step]
+        if deep:
+            # Each row compares its position with copies of the input's height and width of its
+            # own: the descriptor's, routed to the 32 rows' compares across the die (6.5 ns),
+            # began the slowest path of a 32x32 ECP5 accelerator at a8a21a1 (11.33 ns, seed 2)
+            # and several of its late endpoints with seed 3. The copies lag the descriptor a
+            # cycle; it holds still from the start, and the first step comes four cycles after
+            # it at the earliest (one row: its shadow fills, then loads; tests/hw/test_im2col.py
+            # fails copies five cycles late).
+            row_in_h = [Signal.like(d.in_h, name=f"in_h{REPLICA_SUFFIX}_row{r}",
+                                    reset_less=True) for r in range(R)]
+            row_in_w = [Signal.like(d.in_w, name=f"in_w{REPLICA_SUFFIX}_row{r}",
+                                    reset_less=True) for r in range(R)]
+            m.d.sync += [copy.eq(d.in_h) for copy in row_in_h]
+            m.d.sync += [copy.eq(d.in_w) for copy in row_in_w]
+        else:
+            row_in_h, row_in_w = [d.in_h] * R, [d.in_w] * R
         for r in range(R):
             m.d.comb += [
                 p.addr[r].eq(cur_base[r] + offsets[r if deep else 0]),
-                p.valid[r].eq(cur_pv[r] & _in_range(ih[r], d.in_h) & _in_range(iw[r], d.in_w)),
+                p.valid[r].eq(cur_pv[r] & _in_range(ih[r], row_in_h[r])
+                              & _in_range(iw[r], row_in_w[r])),
             ]
         m.d.comb += [
             p.lane.eq(lane), p.first.eq(first if deep else lane == 0), p.w_addr.eq(w_addr),
