@@ -389,8 +389,8 @@ class Im2colGenerator(wiring.Component):
         offsets = ([Signal(off_shape, name=f"offset{REPLICA_SUFFIX}{r}", reset_less=True)
                     for r in range(R)] if deep else [Signal(off_shape, name="offset")])
         # Their next values (the branches below and a start set them), for the deep rows'
-        # addresses.
-        offsets_next = [Signal(off_shape, name=f"{o.name}_next") for o in offsets]
+        # addresses. (Not named as the copies: only flip-flops are kept apart.)
+        offsets_next = [Signal(off_shape, name=f"offset_next{k}") for k in range(len(offsets))]
         m.d.comb += [o_next.eq(o) for o_next, o in zip(offsets_next, offsets)]
         m.d.sync += [o.eq(o_next) for o, o_next in zip(offsets, offsets_next)]
 
@@ -474,9 +474,6 @@ class Im2colGenerator(wiring.Component):
                                     reset_less=True) for r in range(R)]
             m.d.sync += [copy.eq(d.in_h) for copy in row_in_h]
             m.d.sync += [copy.eq(d.in_w) for copy in row_in_w]
-        else:
-            row_in_h, row_in_w = [d.in_h] * R, [d.in_w] * R
-        if deep:
             # Each row's address (its base plus its offset) is a register, the sum of their next
             # values: the sum after them, placed between the row's registers and its bank's
             # block RAM, was routed 6.5 ns into the block RAM's address, the slowest path of a
@@ -486,6 +483,7 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += [addr.eq(Mux(load, sh, base) + o_next) for addr, load, sh, base, o_next
                          in zip(row_addrs, row_loads, sh_base, cur_base, offsets_next)]
         else:
+            row_in_h, row_in_w = [d.in_h] * R, [d.in_w] * R
             row_addrs = [cur_base[r] + offsets[0] for r in range(R)]
         for r in range(R):
             m.d.comb += [
