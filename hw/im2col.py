@@ -383,16 +383,17 @@ class Im2colGenerator(wiring.Component):
 
         # kh * W + kw + (c // C) * H * W, kept as a register of its own (not a sum of two): a sum
         # in front of the rows' adders put two carry chains before the activation memories'
-        # addresses (an ECP5 critical path). With the deep pipeline a copy per row: one register
-        # reaching every row's address adder, which placement spreads with the rows' block RAMs,
-        # set a 16x12 ECP5 accelerator's clock (3.9 ns of routing, 99.1 MHz).
-        offsets = ([Signal(off_shape, name=f"offset{REPLICA_SUFFIX}{r}", reset_less=True)
+        # addresses (an ECP5 critical path). With the deep pipeline each row keeps its address,
+        # base[r] + offset, in a register of its own instead, stepping by the same branches
+        # (each a sum of one of the row's registers and one of the generator's, or none): one
+        # offset register reaching every row's address adder set a 16x12 ECP5 accelerator's clock
+        # (3.9 ns of routing, 99.1 MHz); with a copy per row, their sum, placed between the row's
+        # registers and its bank's block RAM, was routed 6.5 ns into the block RAM's address (a
+        # 32x32 ECP5 accelerator at a8a21a1, seed 3: 10.45 ns); as a register, the sum of the
+        # base's and offset's next values, it put two carry chains (with `offset + in_hw`) in
+        # front of 31 of the registers (seed 2 at 4bae441: 11.32 ns).
+        offsets = ([Signal(base_shape, name=f"addr{REPLICA_SUFFIX}_row{r}", reset_less=True)
                     for r in range(R)] if deep else [Signal(off_shape, name="offset")])
-        # Their next values (the branches below and a start set them), for the deep rows'
-        # addresses. (Not named as the copies: only flip-flops are kept apart.)
-        offsets_next = [Signal(off_shape, name=f"offset_next{k}") for k in range(len(offsets))]
-        m.d.comb += [o_next.eq(o) for o_next, o in zip(offsets_next, offsets)]
-        m.d.sync += [o.eq(o_next) for o, o_next in zip(offsets, offsets_next)]
 
         # With the deep pipeline each row's copy of the lane, for the entry its bank reads
         # (`step_layout`'s `row_lane`): the lane's high bits, through the step's skid, reached
@@ -474,14 +475,7 @@ class Im2colGenerator(wiring.Component):
                                     reset_less=True) for r in range(R)]
             m.d.sync += [copy.eq(d.in_h) for copy in row_in_h]
             m.d.sync += [copy.eq(d.in_w) for copy in row_in_w]
-            # Each row's address (its base plus its offset) is a register, the sum of their next
-            # values: the sum after them, placed between the row's registers and its bank's
-            # block RAM, was routed 6.5 ns into the block RAM's address, the slowest path of a
-            # 32x32 ECP5 accelerator at a8a21a1 (10.45 ns, seed 3).
-            row_addrs = [Signal(base_shape, name=f"addr{REPLICA_SUFFIX}_row{r}", reset_less=True)
-                         for r in range(R)]
-            m.d.sync += [addr.eq(Mux(load, sh, base) + o_next) for addr, load, sh, base, o_next
-                         in zip(row_addrs, row_loads, sh_base, cur_base, offsets_next)]
+            row_addrs = offsets
         else:
             row_in_h, row_in_w = [d.in_h] * R, [d.in_w] * R
             row_addrs = [cur_base[r] + offsets[0] for r in range(R)]
@@ -547,26 +541,32 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += og_base.eq(w_addr + 1)
 
         # The rows' registers by the same branches (one offset for all rows and no registers of
-        # input positions when the ends are compares).
+        # input positions when the ends are compares). A deep row's address starts at its base
+        # as a tile loads (every tile's first step comes after its load, and the reduction's
+        # last step leaves the tile: nothing to set then); the offset restarts at 0.
         for r, (row_step, (row_last, row_ckw_last, row_c_last, row_lane_last)) in enumerate(
                 zip(row_steps, rows_flags)):
-            offset, offset_next = offsets[r], offsets_next[r]
+            offset = offsets[r]
+            base = cur_base[r] if deep else 0
             if deep:
                 m.d.sync += [flag.eq(value) for flag, value in zip(rows_flags[r],
                                                                     flags_after(row_step))]
+                with m.If(row_loads[r]):
+                    m.d.sync += offset.eq(sh_base[r])
             with m.If(row_step):
                 with m.If(row_last):
-                    m.d.comb += offset_next.eq(0)
+                    if not deep:
+                        m.d.sync += offset.eq(0)
                 with m.Elif(row_ckw_last):        # the next kernel row: iw back to its start
-                    m.d.comb += offset_next.eq(next_row_off)
+                    m.d.sync += offset.eq(base + next_row_off)
                     if deep:
                         m.d.sync += [ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r])]
                 with m.Elif(row_c_last):          # the next kernel column
-                    m.d.comb += offset_next.eq(next_col_off)
+                    m.d.sync += offset.eq(base + next_col_off)
                     if deep:
                         m.d.sync += iw[r].eq(iw[r] + 1)
                 with m.Elif(row_lane_last):       # the next channel group
-                    m.d.comb += offset_next.eq(offset + d.in_hw)
+                    m.d.sync += offset.eq(offset + d.in_hw)
                 if deep:      # as `lane` steps: back to 0 at a channel's last or lane's last
                     row_lane = row_lanes[r]
                     m.d.sync += row_lane.eq(Mux(row_c_last | row_lane_last, 0, row_lane + 1))
@@ -580,7 +580,9 @@ class Im2colGenerator(wiring.Component):
                 next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + [lane.eq(0) for lane in row_lanes]
-            m.d.comb += [issuing_next.eq(1), *(o_next.eq(0) for o_next in offsets_next)]
+            if not deep:
+                m.d.sync += offsets[0].eq(0)
+            m.d.comb += issuing_next.eq(1)
             if deep:      # (from the descriptor itself: the registers above lag it a cycle)
                 m.d.comb += full_next.eq(0)
                 m.d.sync += fill_last.eq(R == 1)
