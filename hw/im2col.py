@@ -256,7 +256,7 @@ class Im2colGenerator(wiring.Component):
         # set a cycle ahead: `load`, one LUT of the generator's registers, reached the 1,300
         # flip-flops of the 32 rows across the die (their input positions were 236 of a 32x32
         # ECP5 accelerator's late endpoints, up to 11.6 ns).
-        # The rows' copies (of the load, the step and the flags) and offsets have no reset:
+        # The rows' copies (of the load, the step and the flags) and addresses have no reset:
         # Yosys folded the reset into their next values' logic beside the start, and the route
         # from the reset's flip-flop into that logic began the slowest path of both 32x32 ECP5
         # builds at f903f1f (12.4 and 13.5 ns). After a reset the copies agree with their
