@@ -181,10 +181,16 @@ class _ReceiveFIFO(wiring.Component):
         produce = Signal.like(w_port.addr)
         consume = Signal.like(r_port.addr)
         level = Signal(range(inner + 1))
-        do_write = self.w_en & self.w_rdy
-        do_read = (level != 0) & (~self.r_rdy | self.r_en)
+        # Whether the memory holds a byte, and whether it has room, are registers set from the
+        # level before the step (a 32x32 ECP5 accelerator's slowest path was the level through
+        # its compare with zero, the read decision and back into the level: 12.2 ns, three
+        # LUTs spread apart).
+        stored = Signal()
+        room = Signal(init=1)
+        do_write = self.w_en & room
+        do_read = stored & (~self.r_rdy | self.r_en)
         m.d.comb += [
-            self.w_rdy.eq(level != inner),
+            self.w_rdy.eq(room),
             w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(do_write),
             r_port.addr.eq(consume), r_port.en.eq(do_read), self.r_data.eq(r_port.data),
         ]
@@ -193,9 +199,9 @@ class _ReceiveFIFO(wiring.Component):
         with m.If(do_read):
             m.d.sync += consume.eq(consume + 1)
         with m.If(do_write & ~do_read):
-            m.d.sync += level.eq(level + 1)
+            m.d.sync += [level.eq(level + 1), stored.eq(1), room.eq(level != inner - 1)]
         with m.If(do_read & ~do_write):
-            m.d.sync += level.eq(level - 1)
+            m.d.sync += [level.eq(level - 1), stored.eq(level != 1), room.eq(1)]
         with m.If(do_read):
             m.d.sync += self.r_rdy.eq(1)
         with m.Elif(self.r_en):
