@@ -48,6 +48,14 @@ def _in_range(value, bound):
     return (value[n:] == 0) & (value[:n] < bound)
 
 
+def _branch_flags(last, ckw_last, c_last, lane_last):
+    """From the reduction's end flags (the last step; the last of a kernel row, of a kernel
+    column, of a channel group), the flags of the branch a step takes: the reduction's end, the
+    next kernel row, the next kernel column, the next channel group (exclusive), and whether
+    the lane wraps to 0."""
+    return (last, ckw_last & ~last, c_last & ~ckw_last, lane_last & ~c_last, c_last | lane_last)
+
+
 def step_layout(config):
     """One k-step: per-row addresses and valid bits, lane, ``first`` (the lane is 0: the step
     starts a new activation word), weight address, last, busy PEs; with the deep read pipeline
@@ -340,18 +348,24 @@ class Im2colGenerator(wiring.Component):
             # (12.2 ns). A start's values are left out: a start comes only while idle, and the
             # copies agree with the flags a cycle later, long before the first step (the walker
             # fills a tile first).
-            rows_flags = [[Signal(name=f"{n}_last{REPLICA_SUFFIX}_row{r}", reset_less=True)
-                           for n in ("k", "ckw", "c", "lane")] for r in range(R)]
+            # The copies say which branch the row's next step takes, one flag per branch
+            # (exclusive), so that the rows' registers choose among their next values by one
+            # flag each: with the `last` flags and the `else` of each branch in front of them,
+            # a row's `iw` took four LUTs spread apart (a 32x32 ECP5 accelerator's slowest path
+            # with seed 2 at 0b655bb, 11.1 ns; with seed 3, 39 late `iw` and 9 late addresses).
+            rows_flags = [[Signal(name=f"{n}{REPLICA_SUFFIX}_row{r}", reset_less=True)
+                           for n in ("k_last", "to_kh", "to_kw", "to_c", "lane_wrap")]
+                          for r in range(R)]
 
             def flags_after(took):
-                """The rows' flags (``k``, ``ckw``, ``c``, ``lane``) after a cycle in which
-                ``took`` says whether a step was taken."""
+                """The rows' flags after a cycle in which ``took`` says whether a step was
+                taken: see :func:`_branch_flags`."""
                 e, az, ah = ends, at_zero, ahead
                 c_ = Mux(took, Mux(e["c"], az["c"], ah["c"]), e["c"])
                 kw_ = Mux(took & e["c"], Mux(ckw_last, az["kw"], ah["kw"]), e["kw"])
                 kh_ = Mux(took & ckw_last, Mux(last, az["kh"], ah["kh"]), e["kh"])
                 lane_ = Mux(took, Mux(e["c"] | e["lane"], az["lane"], ah["lane"]), e["lane"])
-                return c_ & kw_ & kh_, c_ & kw_, c_, lane_
+                return _branch_flags(c_ & kw_ & kh_, c_ & kw_, c_, lane_)
         else:
             lane_last = lane == C - 1
             c_last = c == d.cin_m1
@@ -360,7 +374,7 @@ class Im2colGenerator(wiring.Component):
             og_last = og == d.og_m1
             ckw_last = c_last & kw_last
             last = ckw_last & kh_last
-            rows_flags = [[last, ckw_last, c_last, lane_last]]
+            rows_flags = [_branch_flags(last, ckw_last, c_last, lane_last)]
 
         def lane_to_zero():
             return [lane.eq(0)] + ([first.eq(1)] if deep else [])
@@ -544,7 +558,7 @@ class Im2colGenerator(wiring.Component):
         # input positions when the ends are compares). A deep row's address starts at its base
         # as a tile loads (every tile's first step comes after its load, and the reduction's
         # last step leaves the tile: nothing to set then); the offset restarts at 0.
-        for r, (row_step, (row_last, row_ckw_last, row_c_last, row_lane_last)) in enumerate(
+        for r, (row_step, (row_last, to_kh, to_kw, to_c, lane_wrap)) in enumerate(
                 zip(row_steps, rows_flags)):
             offset = offsets[r]
             base = cur_base[r] if deep else 0
@@ -553,23 +567,23 @@ class Im2colGenerator(wiring.Component):
                                                                     flags_after(row_step))]
                 with m.If(row_loads[r]):
                     m.d.sync += offset.eq(sh_base[r])
-            with m.If(row_step):
-                with m.If(row_last):
-                    if not deep:
+            with m.If(row_step):          # (the branches are exclusive)
+                if not deep:
+                    with m.If(row_last):
                         m.d.sync += offset.eq(0)
-                with m.Elif(row_ckw_last):        # the next kernel row: iw back to its start
+                with m.If(to_kh):                 # the next kernel row: iw back to its start
                     m.d.sync += offset.eq(base + next_row_off)
                     if deep:
                         m.d.sync += [ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r])]
-                with m.Elif(row_c_last):          # the next kernel column
+                with m.If(to_kw):                 # the next kernel column
                     m.d.sync += offset.eq(base + next_col_off)
                     if deep:
                         m.d.sync += iw[r].eq(iw[r] + 1)
-                with m.Elif(row_lane_last):       # the next channel group
+                with m.If(to_c):                  # the next channel group
                     m.d.sync += offset.eq(offset + d.in_hw)
                 if deep:      # as `lane` steps: back to 0 at a channel's last or lane's last
                     row_lane = row_lanes[r]
-                    m.d.sync += row_lane.eq(Mux(row_c_last | row_lane_last, 0, row_lane + 1))
+                    m.d.sync += row_lane.eq(Mux(lane_wrap, 0, row_lane + 1))
 
         with m.If(walker_start):
             m.d.sync += walker_reset()
