@@ -154,6 +154,28 @@ def test_rx_fails_far_outside_tolerance(mismatch):
     assert got != data or fe > 0
 
 
+@pytest.mark.parametrize("divisor", [9, 16])
+def test_rx_samples_each_bit_at_its_three_cycles(divisor):
+    """A bit's samples are taken ``centre - spread``, ``centre`` and ``centre + spread`` cycles
+    into it (counted from the start bit's first low level; the synchroniser's delay is the
+    same for every sample). A line that holds each data bit's value only at the first and last
+    of them, and the opposite level everywhere else, still decodes; a vote taken a cycle early
+    or late (or a sample elsewhere) would see the opposite level twice."""
+    centre, spread = (divisor - 1) // 2, max(1, divisor // 8)
+    data = [0x5A, 0xC3, 0x00, 0xFF]
+    levels = [1] * 20
+    for byte in data:
+        levels += [0] * divisor
+        for i in range(8):
+            b = (byte >> i) & 1
+            bit = [1 - b] * divisor
+            bit[centre - spread] = bit[centre + spread] = b
+            levels += bit
+        levels += [1] * (divisor + 3)
+    got, fe, ov = run_rx(levels + [1] * 3 * divisor, divisor=divisor)
+    assert (got, fe, ov) == (data, 0, 0)
+
+
 def test_rx_framing_error_drops_byte_and_recovers():
     # A low stop bit followed at once by a start bit is ambiguous; the line must go idle to recover.
     data = [0x12, (0x34, 0), None, 0x56, 0x78]
