@@ -381,6 +381,55 @@ def test_host_reads_back_every_region(read_pipeline, act_banks, act_entry_lanes,
     assert seen == expected
 
 
+@pytest.mark.parametrize("read_pipeline, relays", [("deep", None), ("short", None), ("deep", 3)])
+def test_host_reads_streamed_back_to_back(read_pipeline, relays):
+    """A host that offers its next read address as soon as one is taken, and takes the bytes
+    with random stalls, gets every byte once and in order: the core takes an address only when
+    the previous byte is gone."""
+    from amaranth.sim import Simulator
+    from addershift.hw.accelerator import Accelerator
+    from addershift.sim.accel_host import _address, write_bytes
+    config = ArrayConfig(pe="adder", rows=2, cols=3, max_k=16, weight_depth=64, act_depth=16,
+                         param_depth=16, requant_mode="pow2x2", read_pipeline=read_pipeline,
+                         weight_relays=relays)
+    dut = Accelerator(config=config)
+    rng = np.random.default_rng(12)
+    data = {region: rng.integers(0, 256, 40, dtype=np.uint8).tobytes()
+            for region in ("weights", "act0", "act1")}
+    wanted = [(region, offset) for region in data for offset in range(0, 40, 4)]
+    wanted += [(region, offset + 1) for region, offset in wanted]
+    got = []
+
+    async def bench(ctx):
+        port = _AmaranthPort(ctx, dut)
+        for region, words in data.items():
+            # 24-bit words on a stride of 4: the fourth byte of each is padding
+            await write_bytes(port, region, 0, words)
+        for _ in range(8):      # (the last write lands)
+            await port.tick()
+        sent = 0
+        while len(got) < len(wanted):
+            if sent < len(wanted):
+                port.set("bus__read_addr__valid", 1)
+                port.set("bus__read_addr__payload", _address(*wanted[sent]))
+            else:
+                port.set("bus__read_addr__valid", 0)
+            ready = int(rng.random() < 0.6)
+            port.set("bus__read_data__ready", ready)
+            if port.get("bus__read_data__valid") and ready:
+                got.append(port.get("bus__read_data__payload"))
+            if sent < len(wanted) and port.get("bus__read_addr__ready"):
+                sent += 1
+            await port.tick()
+            assert port.cycles < 40 * len(wanted), (sent, got)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [data[region][offset] for region, offset in wanted]
+
+
 def _stalls_per_stage(model, x, **options):
     """Runs ``model`` on a 4-row adder accelerator with ``options``, checks it bit for bit and
     its k-steps against the program's; returns the program and each stage's stall cycles."""
