@@ -6,7 +6,8 @@ and the status LEDs. The core is any :class:`wiring.Component` whose ports are a
 any other port is an error, since an undriven input would let synthesis delete logic silently.
 
 :func:`build` runs Amaranth's platform build (Yosys, nextpnr, icepack / ecppack, the YoWASP builds)
-with the statistics of :mod:`.report` added, and returns the :class:`~.report.Report`. A build that
+with the statistics of :mod:`.report` added (and, given several seeds, nextpnr and the packer
+again per seed until one meets the clock), and returns the :class:`~.report.Report`. A build that
 misses its clock raises :class:`~.report.TimingError` and its bitstream is renamed
 ``*.timing-failed.*`` so that ``program`` cannot pick it up.
 """
@@ -19,6 +20,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -266,6 +268,93 @@ def _overflows(log_text):
             if int(used) > int(total)]
 
 
+def _seed_list(seed):
+    """``seed`` (an int, or a sequence of them) as a tuple of distinct ints."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        seeds = (seed,)
+    else:
+        try:
+            seeds = tuple(seed)
+        except TypeError:
+            seeds = ()
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ValueError(f"Seed must be an integer or a list of them, not {seed!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"Seeds must differ, not {', '.join(map(str, seeds))}")
+    return seeds
+
+
+#: What one place-and-route run writes: nextpnr's report and log, its placed design, bitstreams.
+_PLACED_SUFFIXES = (".report.json", ".tim", ".asc", ".config", ".bin", ".bit", ".svf")
+
+
+def _placed_files(build_dir, name):
+    return [build_dir / f"{name}{suffix}" for suffix in _PLACED_SUFFIXES
+            if (build_dir / f"{name}{suffix}").exists()]
+
+
+def _move_placed(name, source, dest):
+    """Move one place-and-route run's files from folder ``source`` to folder ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in _placed_files(source, name):
+        path.replace(dest / path.name)
+
+
+def _place_again(board, name, build_dir, log, seed):
+    """Place, route and pack the synthesised netlist again with nextpnr's ``seed``.
+
+    The commands are the nextpnr and pack lines of Amaranth's own build script (with its tool
+    variables), so a new seed runs exactly what the first did; Yosys and the netlist passes
+    that rewrite ``{name}.json`` (:mod:`.outreg`, :mod:`.carry_ends`) do not run again.
+    """
+    script = (build_dir / f"build_{name}.sh").read_text().splitlines()
+    keep = [line for line in script
+            if line.startswith(("set ", "[ ", ": ")) or line.startswith(('"$NEXTPNR', '"$ICEPACK',
+                                                                         '"$ECPPACK'))]
+    keep = [re.sub(r"--seed -?\d+", f"--seed {seed}", line) for line in keep]
+    (build_dir / f"place_{name}.sh").write_text("\n".join(keep) + "\n")
+    env = {**os.environ, **board.build_env()}
+    with open(log, "a") as f:
+        f.write(f"\n--- place and route again with --seed {seed} ---\n")
+        f.flush()
+        proc = subprocess.Popen(["sh", f"place_{name}.sh"], cwd=build_dir, env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        returncode = _wait_for_build(proc, build_dir / f"{name}.rpt", None)
+    if returncode != 0:
+        raise ToolError(f"the {board.name} build failed placing with --seed {seed}: "
+                        f"{last_error(log, default='see the log')} (log: {log})")
+
+
+def _fastest_seed(board, name, build_dir, log, seeds, placed_report):
+    """Place and route with each of ``seeds`` after the first (already run) until one meets the
+    clock; keep the fastest run's files in ``build_dir`` and the others' in ``seeds/<seed>/``.
+
+    ``placed_report()`` reads the :class:`~.report.Report` of the run whose files are in place.
+    Returns the fastest run's report, its seed and ``{seed: Fmax}`` of every run.
+    """
+    # ``report`` is the fastest run so far (``kept``), ``last`` the run whose files are in place.
+    report, kept, last = placed_report(), seeds[0], seeds[0]
+    fmax_by_seed = {last: report.fmax}
+    for next_seed in seeds[1:]:
+        if report.timing_met is not False:
+            break
+        _move_placed(name, build_dir, build_dir / "seeds" / str(last))
+        _place_again(board, name, build_dir, log, next_seed)
+        placed, last = placed_report(), next_seed
+        fmax_by_seed[last] = placed.fmax
+        if placed.fmax is not None and (report.fmax is None or placed.fmax > report.fmax):
+            report, kept = placed, last
+    if kept != last:
+        _move_placed(name, build_dir, build_dir / "seeds" / str(last))
+        _move_placed(name, build_dir / "seeds" / str(kept), build_dir)
+        (build_dir / "seeds" / str(kept)).rmdir()
+    for other in fmax_by_seed.keys() - {kept}:
+        # Every run but the kept one missed the clock: `program` must not load its bitstream.
+        slow = bitstream_path(board, build_dir / "seeds" / str(other), name)
+        slow.replace(slow.with_suffix(f".timing-failed{board.bitstream_suffix}"))
+    return report, kept, fmax_by_seed
+
+
 ROUTERS = ("router1", "router2")
 PLACERS = ("heap", "sa", "static")
 
@@ -285,6 +374,11 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     25 minutes. ``placer`` picks nextpnr's placer (:data:`PLACERS`; None: nextpnr's default,
     heap).
 
+    ``seed``: nextpnr's seed, or a sequence of seeds: the netlist is then placed and routed
+    with each in turn until one meets the clock, and the fastest run's files are kept (the
+    others' in ``seeds/<seed>/`` of ``build_dir``). Large ECP5 builds differ by up to 25 MHz
+    between seeds of one netlist (docs/boards.md, "Placement").
+
     ``late_endpoints``: have nextpnr time every net (``--detailed-timing-report``, a report of
     about 30 MB for a full ECP5-85F) and add the endpoints that miss the clock, counted by
     register and by net (:mod:`.late_endpoints`), to the report.
@@ -295,6 +389,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     """
     if isinstance(board, str):
         board = get_board(board)
+    seeds = _seed_list(seed)
     if router is not None and router not in ROUTERS:
         raise ValueError(f"Router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if placer is not None and placer not in PLACERS:
@@ -307,6 +402,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     # A failed build must not leave an earlier bitstream behind for `program` to load.
     for stale in (bitstream, failed_bitstream, build_dir / f"{name}.addershift.json"):
         stale.unlink(missing_ok=True)
+    shutil.rmtree(build_dir / "seeds", ignore_errors=True)
     prepare_environment()
 
     after_read, after_synth = yosys_stat_commands(name)
@@ -316,7 +412,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         # Measured in docs/cost.md: never larger than with wide-LUT muxes, 2-3 % smaller for shift.
         synth_opts = synth_opts + ("-nowidelut",)
     bram_outreg = bool(bram_outreg) and board.family == "ecp5"
-    nextpnr_opts = f"--report {name}.report.json --timing-allow-fail --seed {int(seed)}"
+    nextpnr_opts = f"--report {name}.report.json --timing-allow-fail --seed {seeds[0]}"
     if router is not None:
         nextpnr_opts += f" --router {router}"
     if placer is not None:
@@ -377,13 +473,20 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         raise ToolError(f"the {board.name} build failed: "
                         f"{cause or last_error(log, default='see the log')} (log: {log})\n{tail}")
 
-    report = read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
-                         target=board.name, family=board.family, device=board.device,
-                         synth_opts=synth_opts, clock_mhz=top.clock_mhz, harness=harness,
-                         late=late_endpoints)
+    def placed_report():
+        return read_report(build_dir, prefix=name, design=design or type(top.core).__name__,
+                           target=board.name, family=board.family, device=board.device,
+                           synth_opts=synth_opts, clock_mhz=top.clock_mhz, harness=harness,
+                           late=late_endpoints)
+
+    report, kept, fmax_by_seed = _fastest_seed(board, name, build_dir, log, seeds, placed_report)
     cfg = board.pll_config(clock_mhz if clock_mhz is not None else board.default_clock_mhz)
     report.extra.update({"requested_clock_mhz": clock_mhz or board.default_clock_mhz,
                          "router": router or "router1", "placer": placer or "heap",
+                         "seed": kept,
+                         **({"fmax_by_seed": {str(s): None if f is None else round(f, 2)
+                                              for s, f in fmax_by_seed.items()}}
+                            if len(fmax_by_seed) > 1 else {}),
                          "pll": None if cfg is None else dataclasses.asdict(cfg),
                          **notes, **(extra or {})})
     if bram_outreg:

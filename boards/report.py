@@ -261,6 +261,11 @@ class Report:
             verdict = {True: "met", False: "NOT MET", None: ""}[self.timing_met]
             req = f" against {self.clock_mhz:g} MHz requested: {verdict}" if self.clock_mhz else ""
             lines.append(f"  Fmax {self.fmax:.2f} MHz{req}")
+            tried = self.extra.get("fmax_by_seed")
+            if tried:
+                runs = ", ".join(f"{seed} {'-' if f is None else f'{f:.2f}'}"
+                                 for seed, f in tried.items())
+                lines.append(f"  seeds tried (Fmax MHz): {runs}; kept seed {self.extra['seed']}")
             cp = self.critical_path
             if cp:
                 where = ", ".join(cp["sources"][:4]) + (" ..." if len(cp["sources"]) > 4 else "")

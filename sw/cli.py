@@ -40,6 +40,17 @@ def _emit(args, report, text):
         print(text)
 
 
+def _seeds(text):
+    """``--seed``: one nextpnr seed or a comma-separated list of distinct ones."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or a list of them: {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must differ: {text!r}")
+    return seeds
+
+
 # --- subcommands -------------------------------------------------------------------------------
 
 def _accelerator_unit(args):
@@ -607,7 +618,10 @@ def build_parser():
                         "iCEBreaker 24, ULX3S 100 adder, 90 shift and mul; else 48 iCEBreaker, "
                         "100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--seed", type=_seeds, default="1", metavar="N[,N...]",
+                   help="nextpnr's placement seed; with a list (1,2,3), place and route the "
+                        "netlist with each in turn until one meets the clock and keep the "
+                        "fastest (the others' reports in OUT/seeds/N/)")
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr's router (None: its default, router1); router2 routes large, "
                         "full ECP5 arrays that router1 does not finish")

@@ -115,6 +115,57 @@ def test_build_with_the_static_placer(board, tmp_path):
         build(_silenced(_Echo()), board=board, build_dir=tmp_path, placer="fast")
 
 
+def _report_fmax(folder):
+    """The slowest clock's Fmax in nextpnr's own report in ``folder``, in MHz to 0.01."""
+    clocks = json.loads((folder / "top.report.json").read_text())["fmax"]
+    return round(min(clock["achieved"] for clock in clocks.values()), 2)
+
+
+@pytest.mark.parametrize("board, clock", [("ulx3s-12f", 400), ("icebreaker", 275)])
+def test_seeds_placed_in_turn_keep_the_fastest_run(board, clock, tmp_path):
+    # No seed meets these clocks, so every seed runs; each run's files are its own.
+    seeds = (2, 1, 3)
+    result = build(SerialHarness(_Acc()), board=board, clock_mhz=clock, build_dir=tmp_path,
+                   seed=seeds, ports={"rx": "si", "tx": "so"}, check_timing=False)
+    report = result.report
+    tried = {int(seed): fmax for seed, fmax in report.extra["fmax_by_seed"].items()}
+    assert list(tried) == list(seeds)
+    kept = report.extra["seed"]
+    assert tried[kept] == max(tried.values()) and kept == next(s for s in seeds
+                                                               if tried[s] == tried[kept])
+    assert _report_fmax(tmp_path) == tried[kept] == round(report.fmax, 2)
+    assert not (tmp_path / "seeds" / str(kept)).exists()
+    suffix = get_board(board).bitstream_suffix
+    for seed in set(seeds) - {kept}:
+        assert _report_fmax(tmp_path / "seeds" / str(seed)) == tried[seed]
+        assert {p.name for p in (tmp_path / "seeds" / str(seed)).glob(f"top*{suffix}")} == \
+            {f"top.timing-failed{suffix}"}
+    assert result.bitstream is None and (tmp_path / f"top.timing-failed{suffix}").exists()
+    log = (tmp_path / "top.build.log").read_text()
+    assert all(f"place and route again with --seed {seed} -" in log for seed in seeds[1:])
+    runs = ", ".join(f"{seed} {tried[seed]:.2f}" for seed in seeds)
+    assert f"seeds tried (Fmax MHz): {runs}; kept seed {kept}" in report.format_text()
+
+
+def test_seeds_stop_at_the_first_run_that_meets_the_clock(tmp_path):
+    (tmp_path / "seeds" / "9").mkdir(parents=True)      # an earlier build's runs
+    result = build(_Echo(), board="icebreaker", clock_mhz=48, build_dir=tmp_path, seed=(5, 6))
+    assert result.report.timing_met and result.bitstream.exists()
+    assert result.report.extra["seed"] == 5 and "fmax_by_seed" not in result.report.extra
+    assert not (tmp_path / "seeds").exists()
+    assert "seeds tried" not in result.report.format_text()
+
+
+@pytest.mark.parametrize("seed, message", [
+    ((), "Seed must be an integer or a list of them, not ()"),
+    (True, "Seed must be an integer or a list of them, not True"),
+    ((1, "2"), "Seed must be an integer or a list of them, not (1, '2')"),
+    ((3, 1, 3), "Seeds must differ, not 3, 1, 3")])
+def test_seed_lists_are_checked(seed, message, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build(_silenced(_Echo()), board="icebreaker", build_dir=tmp_path, seed=seed)
+
+
 def test_ecp5_core_reset_is_on_a_global_network(tmp_path):
     # The ULX3S core's reset reaches its flip-flops from a DCCA on one of the global networks
     # nextpnr can route to fabric inputs (0-7), beside the clock's, not on general routing.

@@ -209,6 +209,26 @@ def test_bad_baud_fails_before_building(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_seed_takes_a_list_of_seeds(monkeypatch, capsys, tmp_path):
+    import addershift.boards.build as build
+    from addershift.boards.toolchain import ToolError
+    seen = []
+
+    def fake_build_link(**kwargs):
+        seen.append(kwargs["seed"])
+        raise ToolError("not built in this test")
+    monkeypatch.setattr(build, "build_link", fake_build_link)
+    for given, seeds in [([], (1,)), (["--seed", "4"], (4,)), (["--seed", "3,1,7"], (3, 1, 7))]:
+        assert main(["build", "--board", "icebreaker", "--top", "link", *given,
+                     "-o", str(tmp_path)]) == 1
+        assert seen.pop() == seeds
+    for bad, why in [("1,1", "seeds must differ: '1,1'"),
+                     ("1,x", "not an integer or a list of them: '1,x'")]:
+        with pytest.raises(SystemExit):
+            main(["build", "--board", "icebreaker", "--seed", bad])
+        assert f"argument --seed: {why}" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_icebreakers_default_accelerator_fits_and_meets_its_clock(capsys, tmp_path):
     # What `addershift build --board icebreaker -m models/digits_adder.npz` makes (about ten
