@@ -35,6 +35,7 @@ import time
 from addershift.boards.board import get_board
 from addershift.boards.build import PLACERS, build_accelerator, build_array
 from addershift.boards.toolchain import ToolError, last_error, prepare_environment
+from addershift.sw.cli import seed_list
 
 MODELS = pathlib.Path(__file__).resolve().parent.parent / "models"
 
@@ -124,7 +125,8 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
     else:
         r = result.report
         rec.update(ok=bool(r.timing_met) or ignore_timing, timing_met=bool(r.timing_met),
-                   placed=True, fmax_mhz=round(r.fmax, 2), critical_path=r.critical_path,
+                   placed=True, fmax_mhz=round(r.fmax, 2), seed=r.extra["seed"],
+                   critical_path=r.critical_path,
                    clock_mhz=r.clock_mhz,
                    logic_cells=r.resources["logic_cells"].to_dict(),
                    dsp=r.resources["dsp"].to_dict(), premap_mul=r.premap_mul,
@@ -299,7 +301,9 @@ def main(argv=None):
     parser.add_argument("--kinds", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--clock", type=float, help="core clock in MHz (default: each board's)")
     parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
+                        help="nextpnr placement seed; a list (1,2,3) places each build with each "
+                             "seed in turn until one meets the clock (`addershift build --seed`)")
     parser.add_argument("--placer", choices=PLACERS,
                         help="nextpnr's placer (default: the board's for an accelerator's PE "
                              "kind, static for adder ones on the ULX3S-45F/85F; otherwise "
@@ -398,7 +402,7 @@ def main(argv=None):
     payload = {"command": " ".join(["bench/fit_study.py", *(argv if argv is not None
                                                              else sys.argv[1:])]),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "seed": args.seed, "placer": args.placer or "default", "top": args.top,
+               "seed": list(args.seed), "placer": args.placer or "default", "top": args.top,
                "ignore_timing": args.ignore_timing,
                "results": results}
     (out / "fit_study.json").write_text(json.dumps(payload, indent=1))

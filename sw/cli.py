@@ -40,7 +40,7 @@ def _emit(args, report, text):
         print(text)
 
 
-def _seeds(text):
+def seed_list(text):
     """``--seed``: one nextpnr seed or a comma-separated list of distinct ones."""
     try:
         seeds = tuple(int(part) for part in text.split(","))
@@ -618,7 +618,7 @@ def build_parser():
                         "iCEBreaker 24, ULX3S 100 adder, 90 shift and mul; else 48 iCEBreaker, "
                         "100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
-    p.add_argument("--seed", type=_seeds, default="1", metavar="N[,N...]",
+    p.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
                    help="nextpnr's placement seed; with a list (1,2,3), place and route the "
                         "netlist with each in turn until one meets the clock and keep the "
                         "fastest (the others' reports in OUT/seeds/N/)")

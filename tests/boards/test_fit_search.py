@@ -60,6 +60,7 @@ def test_nothing_meets_the_clock(monkeypatch):
 
 def test_main_writes_table_json_and_plot(monkeypatch, tmp_path, capsys):
     def attempt(board, variant, rows, cols, **kwargs):
+        assert kwargs["seed"] == (4, 2)
         pes = rows * cols
         placed = pes <= 30
         rec = {"rows": rows, "cols": cols, "pes": pes, "placed": placed, "ok": placed,
@@ -72,14 +73,15 @@ def test_main_writes_table_json_and_plot(monkeypatch, tmp_path, capsys):
         return rec
 
     monkeypatch.setattr(fit_study, "attempt", attempt)
-    fit_study.main(["--boards", "icebreaker", "--kinds", "adder", "shift", "--out", str(tmp_path)])
+    fit_study.main(["--boards", "icebreaker", "--kinds", "adder", "shift", "--seed", "4,2",
+                    "--out", str(tmp_path)])
     out = capsys.readouterr().out
     adder = next(line for line in out.splitlines() if line.startswith("icebreaker adder ") and
                  "x" in line)
     assert adder.split()[2:4] == ["3x4", "12"] and adder.endswith("5x6 (30 PEs, 50.0 MHz)")
     import json
     payload = json.loads((tmp_path / "fit_study.json").read_text())
-    assert [r["pes"] for r in payload["results"]] == [12, 30]
+    assert [r["pes"] for r in payload["results"]] == [12, 30] and payload["seed"] == [4, 2]
     assert payload["results"][0]["peak_gops"] == round(12 * 48 / 1e3, 2)
     assert (tmp_path / "fit_study.png").stat().st_size > 10_000
 
@@ -140,6 +142,7 @@ def test_given_shapes_only(monkeypatch, tmp_path, capsys):
     (["--shapes", "0x4"], "rows and cols must be between 1 and 64, not '0x4'"),
     (["--shapes", "16x65"], "rows and cols must be between 1 and 64"),
     (["--requant-lanes", "0"], "must be an integer of at least 1, not '0'"),
+    (["--seed", "3,3"], "argument --seed: seeds must differ: '3,3'"),
     (["--weight-relays", "two"], "must be an integer of at least 1, not 'two'"),
     (["--top", "accelerator", "--weight-relays", "4", "--read-pipeline", "short",
       "--shapes", "8x8"], "adder 8x8: weight_relays needs the deep read pipeline")])
