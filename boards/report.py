@@ -200,9 +200,12 @@ class Report:
         """Raise :class:`TimingError` unless the design meets the requested clock."""
         if self.timing_met is False:
             slow = ", ".join(f"{clk}: {f:.2f} MHz" for clk, f in sorted(self.fmax_mhz.items()))
+            tried = self.extra.get("fmax_by_seed")
+            best = f", the fastest of seeds {', '.join(tried)}" if tried else ""
             raise TimingError(
                 f"timing not met on {self.target}: Fmax {self.fmax:.2f} MHz < requested "
-                f"{self.clock_mhz:g} MHz ({slow}); lower --clock or shrink the design")
+                f"{self.clock_mhz:g} MHz ({slow}{best}); lower --clock, place with other seeds "
+                f"(--seed 1,2,3) or shrink the design")
 
     def to_dict(self):
         return {

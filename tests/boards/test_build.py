@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from addershift.boards.board import BOARDS, get_board
 from addershift.boards.build import BoardTop, NoProgrammer, build, program
 from addershift.boards.harness import SerialHarness
+from addershift.boards.report import TimingError
 
 
 class _Echo(wiring.Component):
@@ -145,6 +146,9 @@ def test_seeds_placed_in_turn_keep_the_fastest_run(board, clock, tmp_path):
     assert all(f"place and route again with --seed {seed} -" in log for seed in seeds[1:])
     runs = ", ".join(f"{seed} {tried[seed]:.2f}" for seed in seeds)
     assert f"seeds tried (Fmax MHz): {runs}; kept seed {kept}" in report.format_text()
+    with pytest.raises(TimingError, match=r"MHz, the fastest of seeds 2, 1, 3\); lower --clock, "
+                                          r"place with other seeds \(--seed 1,2,3\) or shrink"):
+        report.check_timing()
 
 
 def test_seeds_stop_at_the_first_run_that_meets_the_clock(tmp_path):
