@@ -311,6 +311,9 @@ def _place_again(board, name, build_dir, log, seed):
     keep = [line for line in script
             if line.startswith(("set ", "[ ", ": ")) or line.startswith(('"$NEXTPNR', '"$ICEPACK',
                                                                          '"$ECPPACK'))]
+    if not any(line.startswith('"$NEXTPNR') for line in keep):
+        raise ToolError(f"no nextpnr command in {build_dir / f'build_{name}.sh'} to place with "
+                        f"--seed {seed}")
     keep = [re.sub(r"--seed -?\d+", f"--seed {seed}", line) for line in keep]
     (build_dir / f"place_{name}.sh").write_text("\n".join(keep) + "\n")
     env = {**os.environ, **board.build_env()}

@@ -160,6 +160,24 @@ def test_seeds_stop_at_the_first_run_that_meets_the_clock(tmp_path):
     assert "seeds tried" not in result.report.format_text()
 
 
+def test_a_seed_whose_place_and_route_fails_is_named(tmp_path):
+    from addershift.boards.build import _place_again
+    from addershift.boards.toolchain import ToolError, prepare_environment
+    prepare_environment()
+    board, log = get_board("icebreaker"), tmp_path / "top.build.log"
+    script = tmp_path / "build_top.sh"
+    script.write_text('set -e\n"$YOSYS" -q top.ys\n')
+    with pytest.raises(ToolError, match=r"no nextpnr command in .*build_top.sh to place with "
+                                        r"--seed 7"):
+        _place_again(board, "top", tmp_path, log, 7)
+    # (no netlist in the folder: nextpnr stops)
+    script.write_text(': ${NEXTPNR_ICE40:=nextpnr-ice40}\n'
+                      '"$NEXTPNR_ICE40" --seed 1 --up5k --json top.json --asc top.asc\n')
+    with pytest.raises(ToolError, match=r"the icebreaker build failed placing with --seed 7: "):
+        _place_again(board, "top", tmp_path, log, 7)
+    assert "--seed 7 --up5k" in (tmp_path / "place_top.sh").read_text()
+
+
 @pytest.mark.parametrize("seed, message", [
     ((), "Seed must be an integer or a list of them, not ()"),
     (True, "Seed must be an integer or a list of them, not True"),
