@@ -412,7 +412,9 @@ class SystolicArray(wiring.Component):
             # registers of their own, one cycle ahead, and a row count in place of a sum of the
             # queue's flags: with the sum, and `take` 5.3 ns away across the die, the copies
             # were a 32x32 ECP5 accelerator's slowest path (11.6 ns, 86.6 MHz with seed 2).
-            take_ahead = [Signal(name="take_ahead")] + [
+            # The first, for the chain's own logic, is named as a copy too, so board builds
+            # keep it apart (Yosys merged it into the first row of tiles' up to 1e6506f).
+            take_ahead = [Signal(name=f"take_ahead{REPLICA_SUFFIX}_central")] + [
                 Signal(name=f"take_ahead{REPLICA_SUFFIX}{tr}") for tr in range(len(row_blocks))]
             next_take = take_ahead[0]
             # The chain's rows next cycle, and whether that is none or one.

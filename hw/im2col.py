@@ -427,9 +427,11 @@ class Im2colGenerator(wiring.Component):
         # the cycle of start still counts; `busy` below covers the cycle between.)
         # The walker resets on a copy of its own (the start register, reaching the rows'
         # offsets too, was 3.8 ns of routing from the walker's logic, the head of the slowest
-        # path of a 32x32 ECP5 accelerator at fde380e: 11.6 ns, seed 1).
+        # path of a 32x32 ECP5 accelerator at fde380e: 11.6 ns, seed 1). Both are named as
+        # copies, so board builds keep them apart (up to 1e6506f Yosys merged them into one).
         if deep:
-            start, release = Signal(name="start_copy"), Signal(name="release_copy")
+            start = Signal(name=f"start{REPLICA_SUFFIX}_central")
+            release = Signal(name="release_copy")
             walker_start = Signal(name=f"start{REPLICA_SUFFIX}_walker")
             m.d.sync += [start.eq(self.start), release.eq(self.release),
                          walker_start.eq(self.start)]
@@ -439,7 +441,11 @@ class Im2colGenerator(wiring.Component):
         # Held from `start` until `release`, in a register of the generator's own (the
         # sequencer's, routed into the generator's step logic, began a 16x16 ECP5 accelerator's
         # slowest path: 94.4 MHz).
-        hold, hold_next = Signal(init=1, name="hold"), Signal(name="hold_next")
+        # (Named as the rows' copies are, so kept apart from them in board builds: Yosys
+        # merged it into row 0's copy, whose LUTs then began the slowest paths of 32x32 ECP5
+        # accelerators at 1e6506f, seeds 4 and 5: 11.7 and 13.0 ns.)
+        hold = Signal(init=1, name=f"hold{REPLICA_SUFFIX}_central")
+        hold_next = Signal(name="hold_next")
         m.d.comb += hold_next.eq(Mux(release, 0, Mux(start, 1, hold)))
         m.d.sync += hold.eq(hold_next)
         p = Signal(step_layout(cfg))

@@ -32,8 +32,9 @@ def skid(m, valid, payload, ready, name, parts=()):
     ``parts`` are functions that each pick a part of a payload-shaped value: each part's choice
     between the held payload and the arriving one takes a copy of ``held`` of its own (kept apart
     in board builds), so no one register selects every bit of a wide payload spread across the
-    die."""
-    held = Signal(name=f"{name}_held")
+    die. ``held`` itself is then named as a copy too, so board builds keep it apart from them
+    (Yosys merged it into one of them up to 1e6506f)."""
+    held = Signal(name=f"{name}_held{REPLICA_SUFFIX}_central" if parts else f"{name}_held")
     held_next = Signal(name=f"{name}_held_next")
     held_payload = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
     out = Signal.like(payload, name=f"{name}_out")

@@ -57,6 +57,22 @@ def test_bad_family():
         breakdown({"modules": {}}, family="xc7")
 
 
+def _flip_flops_by_line(netlist, family):
+    """The netlist's flip-flops counted by the source line (``path:line``) that declares each."""
+    counts = {}
+    for row in breakdown(netlist, family=family, root=ROOT):
+        where = row["where"].split()[0] if row["where"] else ""
+        counts[where] = counts.get(where, 0) + row["ff"]
+    return counts
+
+
+def _declared(counts, path, text):
+    """The flip-flops declared on the line of ``path`` that holds ``text`` (0 when merged away)."""
+    lines = (ROOT / path).read_text().splitlines()
+    line = next(n for n, line_text in enumerate(lines, 1) if text in line_text)
+    return counts.get(f"{path}:{line}", 0)
+
+
 @pytest.mark.parametrize("target, family", [("ice40-up5k", "ice40"), ("ecp5-85f", "ecp5")])
 def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, target, family):
     """The array's per-tile copies of its read-out and PE control and of its operand registers
@@ -69,15 +85,10 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
     # boards.report.ECP5_RETRY_OPTS; 5x3 maps at the first try.)
     synthesize(array_module.SystolicArray(kind="adder", rows=5, cols=3, max_length=4),
                target=target, build_dir=tmp_path, place=False)
-    flip_flops = {}
-    for row in breakdown(tmp_path / "top.json", family=family, root=ROOT):
-        where = row["where"].split()[0] if row["where"] else ""
-        flip_flops[where] = flip_flops.get(where, 0) + row["ff"]
-    source = (ROOT / "hw" / "array.py").read_text().splitlines()
+    flip_flops = _flip_flops_by_line(tmp_path / "top.json", family)
 
     def declared(text):
-        line = next(n for n, line_text in enumerate(source, 1) if text in line_text)
-        return flip_flops.get(f"hw/array.py:{line}", 0)
+        return _declared(flip_flops, "hw/array.py", text)
 
     # Six tiles (rows 0-1, 2-3, 4 by columns 0-1, 2). `load` and `acc_enable` have a copy per
     # row of each tile, and so has `update`, but for row 4, which shifts nothing in.
@@ -87,15 +98,60 @@ def test_deliberate_register_copies_survive_synthesis(tmp_path, monkeypatch, tar
         ("load, acc_enable", 'load, acc_enable = (Signal(name=f"{name}{where}"'),
         ("queue flags", 'queue([Signal(name=f"{name}{REPLICA_SUFFIX}{k}"'),
         ("take_ahead", 'Signal(name=f"take_ahead{REPLICA_SUFFIX}{tr}")'),
+        ("take_ahead's original", 'Signal(name=f"take_ahead{REPLICA_SUFFIX}_central'),
     )} == {"ends": 6, "update": 4 * 2, "load, acc_enable": 2 * 5 * 2,
            "queue flags": 4 * 2,   # the output queue's valid bits and order: per column block
-           "take_ahead": 2}        # the read-out's shift two cycles ahead: per row of tiles
+           "take_ahead": 2,        # the read-out's shift two cycles ahead: per row of tiles
                                    # (but for the one of row 4 alone, which has no `update`)
+           "take_ahead's original": 1}   # apart from them (merged into one up to 1e6506f)
     # What reaches a tile from the edge passes HOPS registers of the tile: its reset, `valid`,
     # `last`, and each 8-bit operand of the rows and columns it crosses (x in two tiles, w in
     # three).
     assert declared("reg = Signal(shape, name=name if last_hop") == \
         array_module.HOPS * (6 + 2 * 6 + (5 * 2 + 3 * 3) * 8)
+
+
+class _SkidWithParts(wiring.Component):
+    """An 8-bit stream through a skid register whose two halves take copies of ``held``."""
+    i_valid: In(1)
+    i_data: In(8)
+    o_ready: In(1)
+    o_valid: Out(1)
+    o_data: Out(8)
+    i_ready: Out(1)
+
+    def elaborate(self, platform):
+        from addershift.hw.skid import skid
+        m = Module()
+        out = skid(m, self.i_valid, self.i_data, self.o_ready, "s",
+                   parts=(lambda v: v[:4], lambda v: v[4:]))
+        m.d.comb += [self.o_valid.eq(out.valid), self.o_data.eq(out.payload),
+                     self.i_ready.eq(out.ready)]
+        return m
+
+
+def test_registers_with_deliberate_copies_stay_apart_from_them(tmp_path):
+    """A register that has copies kept apart stays apart from them too: Yosys merges an unmarked
+    register into a marked equal one (and its loads with it), so, up to 1e6506f, the generator's
+    `hold` and its two copies of the start were each one register with row 0's or the walker's,
+    and a skid's `held` one with a part's copy. Each original is one flip-flop of its own."""
+    from addershift.hw.config import ArrayConfig
+    from addershift.hw.im2col import Im2colGenerator
+    config = ArrayConfig(pe="adder", rows=3, cols=2, max_k=8, act_depth=64, weight_depth=64)
+    synthesize(Im2colGenerator(config=config, ready_ahead=True), target="ecp5-85f",
+               build_dir=tmp_path / "gen", place=False)
+    counts = _flip_flops_by_line(tmp_path / "gen" / "top.json", "ecp5")
+    im2col = "hw/im2col.py"
+    assert {name: _declared(counts, im2col, text) for name, text in (
+        ("hold", 'hold = Signal(init=1, name=f"hold{REPLICA_SUFFIX}_central'),
+        ("rows' copies", 'return Signal(init=init, name=f"{name}{REPLICA_SUFFIX}_row{r}")'),
+        ("start", 'start = Signal(name=f"start{REPLICA_SUFFIX}_central'),
+        ("walker's start", 'walker_start = Signal(name=f"start{REPLICA_SUFFIX}_walker")'),
+    )} == {"hold": 1, "rows' copies": 6 * 3, "start": 1, "walker's start": 1}
+    synthesize(_SkidWithParts(), target="ecp5-85f", build_dir=tmp_path / "skid", place=False)
+    counts = _flip_flops_by_line(tmp_path / "skid" / "top.json", "ecp5")
+    assert _declared(counts, "hw/skid.py", "    held = Signal(") == 1
+    assert _declared(counts, "hw/skid.py", "held_copies = tuple(Signal(") == 2
 
 
 def _cell(kind, inputs, outputs, src="design.py:1"):
