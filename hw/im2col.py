@@ -199,12 +199,17 @@ class Im2colGenerator(wiring.Component):
             full, fill_last = fill == R, fill == R - 1
         walk = Signal()
         m.d.comb += walk.eq(active & ~full)
+
+        def fill_shadow_row(r):
+            m.d.sync += [sh_ih0[r].eq(w_ih0), sh_iw0[r].eq(w_iw0), sh_base[r].eq(w_base),
+                         sh_pv[r].eq(w_more)]
+
         with m.If(walk):
-            with m.Switch(fill):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.sync += [sh_ih0[r].eq(w_ih0), sh_iw0[r].eq(w_iw0),
-                                     sh_base[r].eq(w_base), sh_pv[r].eq(w_more)]
+            if not deep:      # (with the deep pipeline each row's own register: below)
+                with m.Switch(fill):
+                    for r in range(R):
+                        with m.Case(r):
+                            fill_shadow_row(r)
             m.d.sync += fill.eq(fill + 1)
             if deep:
                 m.d.sync += fill_last.eq(fill == R - 2)
@@ -590,6 +595,23 @@ class Im2colGenerator(wiring.Component):
                 if deep:      # as `lane` steps: back to 0 at a channel's last or lane's last
                     row_lane = row_lanes[r]
                     m.d.sync += row_lane.eq(Mux(lane_wrap, 0, row_lane + 1))
+
+        if deep:
+            # Each shadow row is written on a register of its own, `fill_at[r]`: a token that a
+            # start or a load puts on row 0 and that passes down one row per cycle, as the
+            # walker fills them (it fills every cycle from then until the shadow is full).
+            # The decode of `fill` with `active` and `full` in front of the rows' enables,
+            # then the route to the far rows, set a 32x32 ECP5 accelerator's clock (seed 2 at
+            # 1e6506f: 10.9 ns). The token is not stopped where the stage ends: a token left
+            # over writes a row of the next stage's shadow ahead of that stage's own token,
+            # which rewrites it before the tile is loaded (every load waits for a full shadow);
+            # so is one a reset leaves (the tokens have no reset).
+            fill_at = [Signal(name=f"fill_at_{r}", reset_less=True) for r in range(R)]
+            m.d.sync += [fill_at[0].eq(start | load),
+                         *[fill_at[r].eq(fill_at[r - 1]) for r in range(1, R)]]
+            for r in range(R):
+                with m.If(fill_at[r]):
+                    fill_shadow_row(r)
 
         with m.If(walker_start):
             m.d.sync += walker_reset()

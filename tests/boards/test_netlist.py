@@ -134,7 +134,8 @@ def test_registers_with_deliberate_copies_stay_apart_from_them(tmp_path):
     """A register that has copies kept apart stays apart from them too: Yosys merges an unmarked
     register into a marked equal one (and its loads with it), so, up to 1e6506f, the generator's
     `hold` and its two copies of the start were each one register with row 0's or the walker's,
-    and a skid's `held` one with a part's copy. Each original is one flip-flop of its own."""
+    and a skid's `held` one with a part's copy. Each original is one flip-flop of its own; so
+    is each row's shadow write token."""
     from addershift.hw.config import ArrayConfig
     from addershift.hw.im2col import Im2colGenerator
     config = ArrayConfig(pe="adder", rows=3, cols=2, max_k=8, act_depth=64, weight_depth=64)
@@ -147,7 +148,8 @@ def test_registers_with_deliberate_copies_stay_apart_from_them(tmp_path):
         ("rows' copies", 'return Signal(init=init, name=f"{name}{REPLICA_SUFFIX}_row{r}")'),
         ("start", 'start = Signal(name=f"start{REPLICA_SUFFIX}_central'),
         ("walker's start", 'walker_start = Signal(name=f"start{REPLICA_SUFFIX}_walker")'),
-    )} == {"hold": 1, "rows' copies": 6 * 3, "start": 1, "walker's start": 1}
+        ("fill tokens", 'fill_at = [Signal(name=f"fill_at_{r}"'),
+    )} == {"hold": 1, "rows' copies": 6 * 3, "start": 1, "walker's start": 1, "fill tokens": 3}
     synthesize(_SkidWithParts(), target="ecp5-85f", build_dir=tmp_path / "skid", place=False)
     counts = _flip_flops_by_line(tmp_path / "skid" / "top.json", "ecp5")
     assert _declared(counts, "hw/skid.py", "    held = Signal(") == 1
