@@ -25,7 +25,7 @@ class Skid(typing.NamedTuple):
     held_copies: tuple  #: the copies of ``held`` that select the ``parts``, in their order
 
 
-def skid(m, valid, payload, ready, name, parts=()):
+def skid(m, valid, payload, ready, name, parts=(), held_copies=None):
     """The stream ``valid``/``payload`` through a skid register in ``m``'s sync domain, to a
     consumer whose ready is ``ready``; its signals are named after ``name``.
 
@@ -33,7 +33,9 @@ def skid(m, valid, payload, ready, name, parts=()):
     between the held payload and the arriving one takes a copy of ``held`` of its own (kept apart
     in board builds), so no one register selects every bit of a wide payload spread across the
     die. ``held`` itself is then named as a copy too, so board builds keep it apart from them
-    (Yosys merged it into one of them up to 1e6506f)."""
+    (Yosys merged it into one of them up to 1e6506f). The copies are registers of ``held``'s
+    next value, or ``held_copies`` (one per part) when given: registers the caller keeps equal
+    to ``held`` in every cycle (say, from copies of the handshake of a part's own)."""
     held = Signal(name=f"{name}_held{REPLICA_SUFFIX}_central" if parts else f"{name}_held")
     held_next = Signal(name=f"{name}_held_next")
     held_payload = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
@@ -41,9 +43,15 @@ def skid(m, valid, payload, ready, name, parts=()):
     m.d.comb += [out.eq(Mux(held, held_payload, payload)),
                  held_next.eq(Mux(held, ~ready, valid & ~ready))]
     m.d.sync += held.eq(held_next)
-    held_copies = tuple(Signal(name=f"{name}_held{REPLICA_SUFFIX}{k}") for k in range(len(parts)))
+    if held_copies is None:
+        held_copies = tuple(Signal(name=f"{name}_held{REPLICA_SUFFIX}{k}")
+                            for k in range(len(parts)))
+        m.d.sync += [held_copy.eq(held_next) for held_copy in held_copies]
+    elif len(held_copies) != len(parts):
+        raise ValueError(f"{len(parts)} parts need as many copies of held, not "
+                         f"{len(held_copies)}")
+    held_copies = tuple(held_copies)
     for part, held_copy in zip(parts, held_copies):
-        m.d.sync += held_copy.eq(held_next)
         m.d.comb += part(out).eq(Mux(held_copy, part(held_payload), part(payload)))
     with m.If(~held):
         m.d.sync += held_payload.eq(payload)
