@@ -651,10 +651,11 @@ class Im2colGenerator(wiring.Component):
         the step by its own) from the row's copies of ``load``, ``step`` and ``last``
         (``row_lasts``), its copy of the consumer's ready (from ``o_ready_next``) and the
         generator's registers in ``central`` (``start``, ``release``, ``tile_last``,
-        ``og_last``, ``active``, ``fill_last``), so they equal them in every cycle. Each row's logic has its own
-        registers among its inputs, so Yosys keeps it the row's own; only registers reach the
-        rows from the centre. The copies reset as the originals do (a reset lasts more than a
-        cycle, so the load and step copies, which have none, are 0 by its end)."""
+        ``og_last``, ``active``, ``fill_last``), so they equal them in every cycle. Each row's
+        logic has its own registers among its inputs, so Yosys keeps it the row's own; only
+        registers reach the rows from the centre. The copies reset as the originals do (a
+        reset lasts more than a cycle, so the load and step copies, which have none, are 0 by
+        its end)."""
         c = central
         for r, (load, step, last, held) in enumerate(zip(row_loads, row_steps, row_lasts,
                                                          row_helds)):
