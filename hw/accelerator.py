@@ -60,8 +60,10 @@ class _ReadStage(typing.NamedTuple):
     per-row activations (0 in a row that is not valid: padding), weights.
 
     With the deep read pipeline also ``adv_next`` (driven by the core: ``adv``'s value in the
-    next cycle, for the stage's registered copies of it) and ``issue_next`` (the issued
-    step's valid and last in the next cycle); None otherwise."""
+    next cycle), ``row_adv_next`` (driven by the core: the same, one per row, for the row's
+    registered copy of ``adv``), ``issue_next`` (the issued step's valid and last in the next
+    cycle) and ``issue_feed`` (the valid the last stage takes as it advances); None
+    otherwise."""
     adv: Signal
     src_read: object
     w_addr: object
@@ -69,7 +71,9 @@ class _ReadStage(typing.NamedTuple):
     in_flight: object
     issue: tuple
     adv_next: object = None
+    row_adv_next: tuple = None
     issue_next: tuple = None
+    issue_feed: object = None
 
 
 def accelerator_regions(config):
@@ -185,14 +189,15 @@ class Accelerator(wiring.Component):
         return Cat(*issued)
 
     @staticmethod
-    def _adv_copies(m, adv_next, n):
-        """``n`` registers equal to the read stages' ``adv`` in every cycle (``adv_next`` is its
-        next value; after a reset no step is issued and ``adv`` is 1), one per row for the row's
-        stage registers and block RAM read enables: ``adv``, a LUT of the last stage's valid and
-        the skid register's, reached thousands of enables across a 32x32 ECP5 accelerator
-        (13.3 ns to the farthest)."""
-        copies = [Signal(init=1, name=f"adv{REPLICA_SUFFIX}{k}") for k in range(n)]
-        m.d.sync += [c.eq(adv_next) for c in copies]
+    def _adv_copies(m, row_adv_next):
+        """Registers equal to the read stages' ``adv`` in every cycle, one per row for the row's
+        stage registers and block RAM read enables, each loaded with its row's ``adv``'s next
+        value (``row_adv_next``; after a reset no step is issued and ``adv`` is 1): ``adv``, a
+        LUT of the last stage's valid and the skid register's, reached thousands of enables
+        across a 32x32 ECP5 accelerator (13.3 ns to the farthest)."""
+        copies = [Signal(init=1, name=f"adv{REPLICA_SUFFIX}{k}")
+                  for k in range(len(row_adv_next))]
+        m.d.sync += [c.eq(adv_next) for c, adv_next in zip(copies, row_adv_next)]
         return copies
 
     @staticmethod
@@ -202,7 +207,7 @@ class Accelerator(wiring.Component):
         activation with the row's copy of it, ``row_adv``). Data registers (here and below) have
         no reset: its net reaches every register that has one, and on a 16x16 ECP5 accelerator
         it set the clock (57.6 MHz). Returns the stage's step and its valid and last in the
-        next cycle."""
+        next cycle and its valid as it advances."""
         valid, last, busy, x = step
         regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
                 Signal.like(busy, name=f"{name}_busy", reset_less=True))
@@ -212,18 +217,19 @@ class Accelerator(wiring.Component):
         for reg, v, enable in zip(xs, x, row_adv):
             with m.If(enable):
                 m.d.sync += reg.eq(v)
-        return (*regs, xs), (Mux(adv, valid, regs[0]), Mux(adv, last, regs[1]))
+        return (*regs, xs), (Mux(adv, valid, regs[0]), Mux(adv, last, regs[1])), valid
 
-    def _later_stages(self, m, adv, step, wmem, step_next, row_adv):
+    def _later_stages(self, m, adv, step, wmem, step_next, feed, row_adv):
         """The deep read pipeline's stages after the third, one per cycle the weight memory's
         read takes beyond three (its relays), so that the step and its weights still meet.
-        Returns the last stage's step, its valid and last in the next cycle (``step_next``, the
-        third stage's, when there are none) and whether any of these stages holds one."""
+        Returns the last stage's step, its valid and last in the next cycle and its valid as it
+        advances (``step_next`` and ``feed``, the third stage's, when there are none) and
+        whether any of these stages holds one."""
         valids = []
         for k in range(4, wmem.latency + 1):
-            step, step_next = self._register_step(m, adv, step, f"s{k}", row_adv)
+            step, step_next, feed = self._register_step(m, adv, step, f"s{k}", row_adv)
             valids.append(step[0])
-        return step, step_next, Cat(*valids).any() if valids else 0
+        return step, step_next, feed, Cat(*valids).any() if valids else 0
 
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
@@ -287,7 +293,8 @@ class Accelerator(wiring.Component):
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
                          for r in range(R)] for b, buf in enumerate(bufs)]
             adv_next = Signal()
-            row_adv = self._adv_copies(m, adv_next, R)
+            row_adv_next = tuple(Signal(name=f"adv_next_row{r}") for r in range(R))
+            row_adv = self._adv_copies(m, row_adv_next)
             for r in range(R):
                 with m.If(row_adv[r]):
                     m.d.sync += s2_choice[r].eq(Mux(s1_rows[r], choice, 0))
@@ -301,15 +308,16 @@ class Accelerator(wiring.Component):
                     picked |= Mux(s2_choice[r][b * C + k], s2_words[b][r][k * xb:][:xb], 0)
                 with m.If(row_adv[r]):
                     m.d.sync += s3_picked[b][r].eq(picked)
-            s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2", [])
-            s3, step_next = self._register_step(m, adv, s2, "s3", [])
+            s2, _, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2", [])
+            s3, step_next, feed = self._register_step(m, adv, s2, "s3", [])
             x = [s3_picked[0][r] | s3_picked[1][r] for r in range(R)]
-            last, step_next, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
-                                                        step_next, row_adv)
+            last, step_next, feed, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
+                                                              step_next, feed, row_adv)
             issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv,
                                                  step_next[0] & adv_next))
             in_flight = s1_valid | s2[0] | s3[0] | later
-            deep = {"adv_next": adv_next, "issue_next": step_next}
+            deep = {"adv_next": adv_next, "row_adv_next": row_adv_next,
+                    "issue_next": step_next, "issue_feed": feed}
         else:
             s1_lane = Signal.like(step.lane, reset_less=True)
             with m.If(adv):
@@ -444,14 +452,18 @@ class Accelerator(wiring.Component):
             # The lane selects registered, then once more, as the weight memory's word is
             # (`_issued_weights`).
             adv_next = Signal()
-            row_adv = self._adv_copies(m, adv_next, R)
-            s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2", row_adv)
-            s3, step_next = self._register_step(m, adv, s2, "s3", row_adv)
-            last, step_next, later = self._later_stages(m, adv, s3, wmem, step_next, row_adv)
+            row_adv_next = tuple(Signal(name=f"adv_next_row{r}") for r in range(R))
+            row_adv = self._adv_copies(m, row_adv_next)
+            s2, _, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2",
+                                           row_adv)
+            s3, step_next, feed = self._register_step(m, adv, s2, "s3", row_adv)
+            last, step_next, feed, later = self._later_stages(m, adv, s3, wmem, step_next, feed,
+                                                              row_adv)
             issue = (*last, self._issued_weights(m, wmem, pop, last[0] & adv,
                                                  step_next[0] & adv_next))
             in_flight |= s2[0] | s3[0] | later
-            deep = {"adv_next": adv_next, "issue_next": step_next}
+            deep = {"adv_next": adv_next, "row_adv_next": row_adv_next,
+                    "issue_next": step_next, "issue_feed": feed}
         else:
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
@@ -655,7 +667,8 @@ class Accelerator(wiring.Component):
         else:
             read = self._shared_read(m, gen, bufs, wmem, src, lanes)
         if gen.ready_ahead:
-            m.d.comb += gen.o_ready_next.eq(read.adv_next)
+            # (Each row's bit from the row's copy of the handshake, as its `adv` copy's.)
+            m.d.comb += gen.o_ready_next.eq(Cat(*read.row_adv_next))
         i_valid, i_last, i_busy, i_x, i_weights = read.issue
         offered = Signal(data.StructLayout({"step": array.in_layout, "busy": len(i_busy)}))
         m.d.comb += [offered.step.x[r].eq(i_x[r]) for r in range(R)]
@@ -683,9 +696,17 @@ class Accelerator(wiring.Component):
             last_next = Mux(issued_skid.held_next, issued.step.last, read.issue_next[1])
             m.d.sync += array_ready.eq(Mux(last_next, array.i_ready_next_last,
                                            array.i_ready_next_other))
-            # The read stages' copies of `adv` are registers; this is their next value (the
-            # last stage's valid and the skid's, next cycle).
+            # `adv` in the next cycle: the last stage's valid and the skid's, next cycle.
             m.d.comb += read.adv_next.eq(~read.issue_next[0] | ~issued_skid.held_next)
+            # Each row's copy of `adv` takes the same value from the skid's copy of `held` that
+            # chooses the row's activation (all of them registers): from the central `held`,
+            # three LUTs reaching the 32 rows' copies were a 32x32 ECP5 accelerator's slowest
+            # path at d994b1e (seed 1: 11.42 ns, 16 late).
+            for adv_next, held in zip(read.row_adv_next, issued_skid.held_copies[:R]):
+                adv = ~i_valid | ~held
+                valid_next = Mux(adv, read.issue_feed, i_valid)
+                held_next = Mux(held, ~array_ready, i_valid & ~array_ready)
+                m.d.comb += adv_next.eq(~valid_next | ~held_next)
         else:
             issue_ready, step_valid, issued, waiting = array.i.ready, i_valid, offered, 0
         m.d.comb += [

@@ -101,10 +101,11 @@ class Im2colGenerator(wiring.Component):
         With the deep read pipeline through a skid register (:mod:`hw.skid`): the counters
         step on registers, not on the consumer's ready (which, through their enables, set an
         8x8 ECP5 accelerator's clock: 91.5 MHz).
-    o_ready_next : ``In(1)``, only with ``ready_ahead``
-        ``o.ready``'s value in the next cycle (after a reset ``o.ready`` is 1): a consumer
-        whose ready is a register's, or equal to one in every cycle, gives its next value, so
-        each row can keep the generator's handshake itself (below).
+    o_ready_next : ``In(rows)``, only with ``ready_ahead``
+        ``o.ready``'s value in the next cycle (after a reset ``o.ready`` is 1), a bit per row
+        (all equal): a consumer whose ready is a register's, or equal to one in every cycle,
+        gives its next value, so each row can keep the generator's handshake itself (below),
+        each from a bit the consumer may compute near the row.
 
     ``ready_ahead`` (deep read pipeline only): each row keeps copies of the generator's
     handshake state (whether a tile is loaded, the hold, the skid's) and computes its own
@@ -130,7 +131,7 @@ class Im2colGenerator(wiring.Component):
             "o": Out(stream.Signature(step_layout(config))),
         }
         if ready_ahead:
-            members["o_ready_next"] = In(1)
+            members["o_ready_next"] = In(config.rows)
         super().__init__(members)
 
     config = property(lambda self: self._config)
@@ -244,7 +245,9 @@ class Im2colGenerator(wiring.Component):
                                      for r in range(R)]
         ih = [Signal(pos, name=f"ih_{r}", reset_less=True) for r in range(R)]
         iw = [Signal(pos, name=f"iw_{r}", reset_less=True) for r in range(R)]
-        cur_base = [Signal(base_shape, name=f"base_{r}", reset_less=True) for r in range(R)]
+        # (With the deep pipeline a row's address registers below start from its shadow base.)
+        cur_base = None if deep else [Signal(base_shape, name=f"base_{r}", reset_less=True)
+                                      for r in range(R)]
         cur_pv = [Signal(name=f"pv_{r}", reset_less=True) for r in range(R)]
         tile_last = Signal()              # the current tile is the group's last
         loaded = Signal()                 # the current registers hold an unfinished tile
@@ -284,12 +287,11 @@ class Im2colGenerator(wiring.Component):
             row_loads = [load] * R
         for r in range(R):
             with m.If(row_loads[r]):
-                m.d.sync += [cur_iw0[r].eq(sh_iw0[r]), cur_base[r].eq(sh_base[r]),
-                             cur_pv[r].eq(sh_pv[r])]
+                m.d.sync += [cur_iw0[r].eq(sh_iw0[r]), cur_pv[r].eq(sh_pv[r])]
                 if deep:      # a tile starts at kh = kw = 0
                     m.d.sync += [ih[r].eq(sh_ih0[r]), iw[r].eq(sh_iw0[r])]
                 else:
-                    m.d.sync += cur_ih0[r].eq(sh_ih0[r])
+                    m.d.sync += [cur_ih0[r].eq(sh_ih0[r]), cur_base[r].eq(sh_base[r])]
 
         # --- reduction counters --------------------------------------------------------------
         c = Signal(range(cfg.max_k + 1))
@@ -300,10 +302,12 @@ class Im2colGenerator(wiring.Component):
         first = Signal(init=1) if deep else None
         kw, kh = Signal(DIM_BITS, name="kw"), Signal(DIM_BITS, name="kh")
         # The offsets the next kernel row and the next kernel column start at, (kh + 1) * W and
-        # kh * W + kw + 1, kept as registers: the sums in front of the rows' offset copies, then
-        # the route to the far ones, set a 16x12 ECP5 accelerator's clock (97.8 MHz).
-        next_row_off = Signal(off_shape)
-        next_col_off = Signal(off_shape)
+        # kh * W + kw + 1, kept as registers: the sums in front of the offset, then the route
+        # to the far rows, set a 16x12 ECP5 accelerator's clock (97.8 MHz). (With the deep
+        # pipeline each row keeps its own: below.)
+        if not deep:
+            next_row_off = Signal(off_shape)
+            next_col_off = Signal(off_shape)
         og = Signal(DIM_BITS)
         w_addr = Signal(cfg.weight_addr_bits)
         og_base = Signal(cfg.weight_addr_bits)
@@ -403,16 +407,24 @@ class Im2colGenerator(wiring.Component):
         # kh * W + kw + (c // C) * H * W, kept as a register of its own (not a sum of two): a sum
         # in front of the rows' adders put two carry chains before the activation memories'
         # addresses (an ECP5 critical path). With the deep pipeline each row keeps its address,
-        # base[r] + offset, in a register of its own instead, stepping by the same branches
-        # (each a sum of one of the row's registers and one of the generator's, or none): one
-        # offset register reaching every row's address adder set a 16x12 ECP5 accelerator's clock
-        # (3.9 ns of routing, 99.1 MHz); with a copy per row, their sum, placed between the row's
-        # registers and its bank's block RAM, was routed 6.5 ns into the block RAM's address (a
-        # 32x32 ECP5 accelerator at a8a21a1, seed 3: 10.45 ns); as a register, the sum of the
-        # base's and offset's next values, it put two carry chains (with `offset + in_hw`) in
-        # front of 31 of the registers (seed 2 at 4bae441: 11.32 ns).
+        # base[r] + offset, in a register of its own instead, stepping by the same branches:
+        # one offset register reaching every row's address adder set a 16x12 ECP5
+        # accelerator's clock (3.9 ns of routing, 99.1 MHz); with a copy per row, their sum,
+        # placed between the row's registers and its bank's block RAM, was routed 6.5 ns into
+        # the block RAM's address (a 32x32 ECP5 accelerator at a8a21a1, seed 3: 10.45 ns); as a
+        # register, the sum of the base's and offset's next values, it put two carry chains
+        # (with `offset + in_hw`) in front of 31 of the registers (seed 2 at 4bae441: 11.32 ns).
+        # Each step's sum is one of the row's registers and a row's copy of a descriptor field
+        # (or 1): the row's addresses at its current kernel row's and column's start, `kh_addr`
+        # (base + kh * W) and `kw_addr` (base + kh * W + kw), are registers of its own. The
+        # generator's `next_row_off`, routed 7.3 ns to a far row's `base + next_row_off`, began
+        # a 32x32 ECP5 accelerator's slowest path at 74b1c2b (seed 1: 11.67 ns, 32 late).
         offsets = ([Signal(base_shape, name=f"addr{REPLICA_SUFFIX}_row{r}", reset_less=True)
                     for r in range(R)] if deep else [Signal(off_shape, name="offset")])
+        kh_addrs = [Signal(base_shape, name=f"kh_addr_row{r}", reset_less=True)
+                    for r in range(R)] if deep else []
+        kw_addrs = [Signal(base_shape, name=f"kw_addr_row{r}", reset_less=True)
+                    for r in range(R)] if deep else []
 
         # With the deep pipeline each row's copy of the lane, for the entry its bank reads
         # (`step_layout`'s `row_lane`): the lane's high bits, through the step's skid, reached
@@ -507,11 +519,15 @@ class Im2colGenerator(wiring.Component):
                                     reset_less=True) for r in range(R)]
             row_in_w = [Signal.like(d.in_w, name=f"in_w{REPLICA_SUFFIX}_row{r}",
                                     reset_less=True) for r in range(R)]
+            # So does each row step its address by its own copy of the input's plane size.
+            row_in_hw = [Signal.like(d.in_hw, name=f"in_hw{REPLICA_SUFFIX}_row{r}",
+                                     reset_less=True) for r in range(R)]
             m.d.sync += [copy.eq(d.in_h) for copy in row_in_h]
             m.d.sync += [copy.eq(d.in_w) for copy in row_in_w]
+            m.d.sync += [copy.eq(d.in_hw) for copy in row_in_hw]
             row_addrs = offsets
         else:
-            row_in_h, row_in_w = [d.in_h] * R, [d.in_w] * R
+            row_in_h, row_in_w, row_in_hw = [d.in_h] * R, [d.in_w] * R, [d.in_hw] * R
             row_addrs = [cur_base[r] + offsets[0] for r in range(R)]
         for r in range(R):
             m.d.comb += [
@@ -533,8 +549,9 @@ class Im2colGenerator(wiring.Component):
         with m.If(step):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(last):
-                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
-                             next_row_off.eq(d.in_w), next_col_off.eq(1)]
+                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0)]
+                if not deep:
+                    m.d.sync += [next_row_off.eq(d.in_w), next_col_off.eq(1)]
                 m.d.comb += loaded_next.eq(0)
                 restart("lane", "c", "kw", "kh")
                 with m.If(tile_last):
@@ -547,14 +564,16 @@ class Im2colGenerator(wiring.Component):
                 with m.Else():
                     m.d.sync += w_addr.eq(og_base)
             with m.Elif(ckw_last):
-                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(kh + 1),
-                             next_row_off.eq(next_row_off + d.in_w),
-                             next_col_off.eq(next_row_off + 1)]
+                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(kh + 1)]
+                if not deep:
+                    m.d.sync += [next_row_off.eq(next_row_off + d.in_w),
+                                 next_col_off.eq(next_row_off + 1)]
                 restart("lane", "c", "kw")
                 advance("kh")
             with m.Elif(c_last):
-                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(kw + 1),
-                             next_col_off.eq(next_col_off + 1)]
+                m.d.sync += [c.eq(0), *lane_to_zero(), kw.eq(kw + 1)]
+                if not deep:
+                    m.d.sync += next_col_off.eq(next_col_off + 1)
                 restart("lane", "c")
                 advance("kw")
             with m.Else():
@@ -575,32 +594,36 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += og_base.eq(w_addr + 1)
 
         # The rows' registers by the same branches (one offset for all rows and no registers of
-        # input positions when the ends are compares). A deep row's address starts at its base
+        # input positions when the ends are compares). A deep row's addresses start at its base
         # as a tile loads (every tile's first step comes after its load, and the reduction's
         # last step leaves the tile: nothing to set then); the offset restarts at 0.
         for r, (row_step, (row_last, to_kh, to_kw, to_c, lane_wrap)) in enumerate(
                 zip(row_steps, rows_flags)):
             offset = offsets[r]
-            base = cur_base[r] if deep else 0
             if deep:
                 m.d.sync += [flag.eq(value) for flag, value in zip(rows_flags[r],
                                                                     flags_after(row_step))]
                 with m.If(row_loads[r]):
-                    m.d.sync += offset.eq(sh_base[r])
+                    m.d.sync += [a.eq(sh_base[r]) for a in (offset, kh_addrs[r], kw_addrs[r])]
             with m.If(row_step):          # (the branches are exclusive)
                 if not deep:
                     with m.If(row_last):
                         m.d.sync += offset.eq(0)
                 with m.If(to_kh):                 # the next kernel row: iw back to its start
-                    m.d.sync += offset.eq(base + next_row_off)
                     if deep:
+                        kh_next = kh_addrs[r] + row_in_w[r]
+                        m.d.sync += [a.eq(kh_next) for a in (offset, kh_addrs[r], kw_addrs[r])]
                         m.d.sync += [ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r])]
+                    else:
+                        m.d.sync += offset.eq(next_row_off)
                 with m.If(to_kw):                 # the next kernel column
-                    m.d.sync += offset.eq(base + next_col_off)
                     if deep:
+                        m.d.sync += [a.eq(kw_addrs[r] + 1) for a in (offset, kw_addrs[r])]
                         m.d.sync += iw[r].eq(iw[r] + 1)
+                    else:
+                        m.d.sync += offset.eq(next_col_off)
                 with m.If(to_c):                  # the next channel group
-                    m.d.sync += offset.eq(offset + d.in_hw)
+                    m.d.sync += offset.eq(offset + row_in_hw[r])
                 if deep:      # as `lane` steps: back to 0 at a channel's last or lane's last
                     row_lane = row_lanes[r]
                     m.d.sync += row_lane.eq(Mux(lane_wrap, 0, row_lane + 1))
@@ -628,11 +651,10 @@ class Im2colGenerator(wiring.Component):
             m.d.sync += [
                 fill.eq(0), active.eq(1),
                 c.eq(0), *lane_to_zero(), kw.eq(0), kh.eq(0),
-                next_row_off.eq(d.in_w), next_col_off.eq(1),
                 og.eq(0), w_addr.eq(d.w_base), og_base.eq(d.w_base),
             ] + [lane.eq(0) for lane in row_lanes]
             if not deep:
-                m.d.sync += offsets[0].eq(0)
+                m.d.sync += [offsets[0].eq(0), next_row_off.eq(d.in_w), next_col_off.eq(1)]
             m.d.comb += issuing_next.eq(1)
             if deep:      # (from the descriptor itself: the registers above lag it a cycle)
                 m.d.comb += full_next.eq(0)
@@ -669,7 +691,7 @@ class Im2colGenerator(wiring.Component):
             issuing_next = Mux(c["start"], 1, Mux(step & last & c["tile_last"] & c["og_last"],
                                                   0, issuing))
             full_next = Mux(c["start"] | load, 0, Mux(c["active"] & c["fill_last"], 1, full))
-            m.d.sync += [ready.eq(self.o_ready_next),
+            m.d.sync += [ready.eq(self.o_ready_next[r]),
                          hold.eq(Mux(c["release"], 0, Mux(c["start"], 1, hold))),
                          held.eq(held_next), loaded.eq(loaded_next), issuing.eq(issuing_next),
                          full.eq(full_next)]

@@ -224,7 +224,7 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
         make_array(self)) or seen["arrays"][-1])
     make_copies = Accelerator._adv_copies
     monkeypatch.setattr(Accelerator, "_adv_copies", staticmethod(
-        lambda m, adv_next, n: seen["copies"].extend(make_copies(m, adv_next, n)) or
+        lambda m, row_adv_next: seen["copies"].extend(make_copies(m, row_adv_next)) or
         seen["copies"]))
     for name in ("_replicated_read", "_shared_read"):
         def read(self, *args, _original=getattr(Accelerator, name)):
@@ -260,17 +260,19 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
         (gen,) = seen["gens"]
         assert len(seen["copies"]) == config.rows
         assert len(issued.held_copies) == config.rows + config.cols
-        # With a bank per row the generator takes its ready a cycle ahead, `o_ready_next`.
+        # With a bank per row the generator takes its ready a cycle ahead, `o_ready_next`, a
+        # bit per row: each must be the ready of the cycle after.
         assert gen.ready_ahead == (act_banks is None)
         ready_next = gen.o_ready_next if gen.ready_ahead else gen.o.ready
-        gen_ready_next = 1      # (after a reset the generator's ready is 1)
+        every_row = (1 << config.rows) - 1
+        gen_ready_next = every_row      # (after a reset the generator's ready is 1)
         async for values in ctx.tick().sample(read.adv, *seen["copies"], take, take_copy,
                                               array.i.ready, array_ready,
                                               issued.held, *issued.held_copies,
                                               gen.o.ready, ready_next):
             *values, gen_ready, next_value = values
             if gen.ready_ahead:
-                assert gen_ready == gen_ready_next, f"cycle {checked[0]}"
+                assert gen_ready * every_row == gen_ready_next, f"cycle {checked[0]}"
                 gen_ready_next = next_value
             adv, *rest = values[2:]
             copies, rest = rest[:config.rows], rest[config.rows:]

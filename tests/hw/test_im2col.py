@@ -19,13 +19,14 @@ def _steps(config, fields, *, ready_ahead=False, stall_every=0, ready_chance=1.0
     # consumer is not ready every `stall_every`-th cycle, and otherwise ready by `ready_chance`.
     # `runs` stages of the same descriptor follow each other (their steps in one list).
     # With `ready_ahead` its ready is a register (as the accelerator's read stage's is), set
-    # from the generator's `o_ready_next` input a cycle before.
+    # from the generator's `o_ready_next` input a cycle before (each row's bit of it: the
+    # register is row 0's, and the other rows' bits are given the same value).
     gen = Im2colGenerator(config=config, ready_ahead=ready_ahead)
     dut = Module()
     dut.submodules.gen = gen
     if ready_ahead:
         ready_reg = Signal(init=1)
-        dut.d.sync += ready_reg.eq(gen.o_ready_next)
+        dut.d.sync += ready_reg.eq(gen.o_ready_next[0])
         dut.d.comb += gen.o.ready.eq(ready_reg)
     steps = []
     chance = np.random.default_rng(1)
@@ -36,7 +37,10 @@ def _steps(config, fields, *, ready_ahead=False, stall_every=0, ready_chance=1.0
 
     def offer_ready(ctx, ready):
         """The consumer's ready this cycle (with `ready_ahead`: next cycle's)."""
-        ctx.set(gen.o_ready_next if ready_ahead else gen.o.ready, ready)
+        if ready_ahead:
+            ctx.set(gen.o_ready_next, (1 << config.rows) - 1 if ready else 0)
+        else:
+            ctx.set(gen.o.ready, ready)
 
     async def bench(ctx):
         for _ in range(runs):
