@@ -59,10 +59,11 @@ class _ReadStage(typing.NamedTuple):
     (steps between the generator and the array) and the step issued: valid, last, busy PEs,
     per-row activations (0 in a row that is not valid: padding), weights.
 
-    With the deep read pipeline also ``adv_next`` (driven by the core: ``adv``'s value in the
-    next cycle), ``row_adv_next`` (driven by the core: the same, one per row, for the row's
-    registered copy of ``adv``), ``issue_next`` (the issued step's valid and last in the next
-    cycle) and ``issue_feed`` (the valid the last stage takes as it advances); None
+    With the deep read pipeline also ``row_adv_next`` (driven by the core: ``adv``'s value in
+    the next cycle, one per row, for the row's registered copy of ``adv``), ``col_take_next``
+    (driven by the core: whether the last stage's step is taken in the next cycle, one per
+    column, for the column's registered copy), ``issue_last_next`` (the issued step's last in
+    the next cycle) and ``issue_feed`` (the valid the last stage takes as it advances); None
     otherwise."""
     adv: Signal
     src_read: object
@@ -70,9 +71,9 @@ class _ReadStage(typing.NamedTuple):
     w_read: object
     in_flight: object
     issue: tuple
-    adv_next: object = None
     row_adv_next: tuple = None
-    issue_next: tuple = None
+    col_take_next: tuple = None
+    issue_last_next: object = None
     issue_feed: object = None
 
 
@@ -132,61 +133,67 @@ class Accelerator(wiring.Component):
         return SystolicArray(kind=c.pe, rows=c.rows, cols=c.cols, x_bits=c.x_bits,
                              w_bits=c.w_bits, max_length=c.max_k, ready_next=ready_next)
 
-    def _issued_weights(self, m, wmem, w_read, take, take_next):
+    def _issued_weights(self, m, wmem, w_read, col_take):
         """The deep read pipeline's weights for the step in its last stage.
 
         The registered weight memory delivers a step's word ``L = wmem.latency`` cycles (three,
         four with relays) after its read (``w_read``), when the step reaches the last of the
-        ``L`` stages if nothing stalled it. While the stages wait (``take`` low), the words of
-        the ``L`` steps in them may still arrive (the stall can begin with the last stage's
-        step as its word arrives: the skid register in front of the array takes one step
-        more): the oldest ``L - 1`` wait in registers, the newest stays on the memory's output
-        (no read happens while the stages wait), until the step before theirs is taken.
+        ``L`` stages if nothing stalled it. While the stages wait (the step not taken), the
+        words of the ``L`` steps in them may still arrive (the stall can begin with the last
+        stage's step as its word arrives: the skid register in front of the array takes one
+        step more): the oldest ``L - 1`` wait in registers, the newest stays on the memory's
+        output (no read happens while the stages wait), until the step before theirs is taken.
 
-        Each column's words wait in registers of their own, enabled by the column's copies of
-        ``take`` (a register: ``take_next`` is its next value), of the arrival flag and of the
-        count: one enable per held word reached all 256 of its flip-flops across a 32x32 ECP5
-        accelerator (485 endpoints late for 100 MHz, `addershift build --late-endpoints`)."""
+        Each column's words wait in registers of their own, enabled by the column's copy of
+        the take (``col_take``, `_take_copies`) and its own arrival flag and count of waiting
+        words, which it keeps from these: one enable per held word reached all 256 of its
+        flip-flops across a 32x32 ECP5 accelerator (485 endpoints late for 100 MHz, `addershift
+        build --late-endpoints`), and one count shared by the columns was late at 1987978."""
         C, L = self._config.cols, wmem.latency
-        arriving = w_read                     # a read stage's word is on r_data this cycle
-        for _ in range(L):
-            earlier, arriving = arriving, Signal()
-            m.d.sync += arriving.eq(earlier)
-        count = Signal(range(L + 1))          # words waiting
-        new_count = Signal.like(count)
-        m.d.comb += new_count.eq(count + arriving - take)
-        m.d.sync += count.eq(new_count)
-        # `count == 0` and `count == 1` as registers of their own: the columns' copies of
-        # `waiting` (``new_count != 0``) are set from them and the handshake, not through the
-        # sum's carry chain (their shared next value was 11.3 ns on a 32x32 ECP5 accelerator).
-        count_zero, count_one = Signal(init=1), Signal()
-        m.d.sync += [count_zero.eq(new_count == 0), count_one.eq(new_count == 1)]
-        waiting_next = ~(count_zero & (arriving == take) | count_one & ~arriving & take)
+        # A read's word reaches r_data L cycles later: its flag, L - 1 cycles late, is the
+        # columns' next arrival.
+        arrives_next = w_read
+        for _ in range(L - 1):
+            earlier, arrives_next = arrives_next, Signal()
+            m.d.sync += arrives_next.eq(earlier)
         part = len(wmem.r_data) // C
         issued = []
-        for c in range(C):
+        for c, take in enumerate(col_take):
             copy = f"{REPLICA_SUFFIX}{c}"
-            col_take, col_arriving = (Signal(name=f"{n}{copy}") for n in ("take", "arriving"))
-            col_count = Signal.like(count, name=f"count{copy}")
+            col_arriving = Signal(name=f"arriving{copy}")
+            count = Signal(range(L + 1), name=f"count{copy}")        # words waiting
+            count_next = Signal.like(count, name=f"count_next{copy}")
             waiting = Signal(name=f"waiting{copy}")
-            m.d.sync += [col_take.eq(take_next), col_arriving.eq(earlier),
-                         col_count.eq(new_count), waiting.eq(waiting_next)]
+            m.d.comb += count_next.eq(count + col_arriving - take)
+            m.d.sync += [col_arriving.eq(arrives_next), count.eq(count_next),
+                         waiting.eq(count_next != 0)]
             word = wmem.r_data[c * part:][:part]
             held = [Signal(part, name=f"held_weights{i}_{c}", reset_less=True)
                     for i in range(L - 1)]
             # The waiting words in order are the held ones, then r_data's (arriving, or the L-th).
-            with m.If(col_take):
+            with m.If(take):
                 # (below `count` the held words move down; the one at `count - 1` takes r_data's)
-                m.d.sync += [reg.eq(Mux(i + 1 < col_count, held[i + 1], word)
+                m.d.sync += [reg.eq(Mux(i + 1 < count, held[i + 1], word)
                                     if i + 1 < L - 1 else word)
                              for i, reg in enumerate(held)]
             with m.Elif(col_arriving):
-                with m.Switch(col_count):
+                with m.Switch(count):
                     for i, reg in enumerate(held):
                         with m.Case(i):
                             m.d.sync += reg.eq(word)
             issued.append(Mux(waiting, held[0], word))
         return Cat(*issued)
+
+    @staticmethod
+    def _take_copies(m, col_take_next):
+        """Registers equal in every cycle to whether the deep read pipeline's last stage's step
+        is taken (its valid and ``adv``), one per column for the column's held weights, each
+        loaded with its column's next value (``col_take_next``; after a reset no step is
+        issued): from the central ``adv``'s next value (behind the last stage's valid) they
+        were a 32x32 ECP5 accelerator's slowest path at 1987978 (12.4 ns, seeds 2 and 3)."""
+        copies = [Signal(name=f"take{REPLICA_SUFFIX}{c}") for c in range(len(col_take_next))]
+        m.d.sync += [c.eq(take_next) for c, take_next in zip(copies, col_take_next)]
+        return copies
 
     @staticmethod
     def _adv_copies(m, row_adv_next):
@@ -292,7 +299,6 @@ class Accelerator(wiring.Component):
                          for r in range(R)]
             s2_words = [[Signal(len(buf.r_data[r]), name=f"s2_act{b}_word{r}", reset_less=True)
                          for r in range(R)] for b, buf in enumerate(bufs)]
-            adv_next = Signal()
             row_adv_next = tuple(Signal(name=f"adv_next_row{r}") for r in range(R))
             row_adv = self._adv_copies(m, row_adv_next)
             for r in range(R):
@@ -313,11 +319,12 @@ class Accelerator(wiring.Component):
             x = [s3_picked[0][r] | s3_picked[1][r] for r in range(R)]
             last, step_next, feed, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
                                                               step_next, feed, row_adv)
-            issue = (*last, self._issued_weights(m, wmem, adv & step_valid, last[0] & adv,
-                                                 step_next[0] & adv_next))
+            col_take_next = tuple(Signal(name=f"take_next_col{c}") for c in range(cfg.cols))
+            col_take = self._take_copies(m, col_take_next)
+            issue = (*last, self._issued_weights(m, wmem, adv & step_valid, col_take))
             in_flight = s1_valid | s2[0] | s3[0] | later
-            deep = {"adv_next": adv_next, "row_adv_next": row_adv_next,
-                    "issue_next": step_next, "issue_feed": feed}
+            deep = {"row_adv_next": row_adv_next, "col_take_next": col_take_next,
+                    "issue_last_next": step_next[1], "issue_feed": feed}
         else:
             s1_lane = Signal.like(step.lane, reset_less=True)
             with m.If(adv):
@@ -451,7 +458,6 @@ class Accelerator(wiring.Component):
         if cfg.read_pipeline == "deep":
             # The lane selects registered, then once more, as the weight memory's word is
             # (`_issued_weights`).
-            adv_next = Signal()
             row_adv_next = tuple(Signal(name=f"adv_next_row{r}") for r in range(R))
             row_adv = self._adv_copies(m, row_adv_next)
             s2, _, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2",
@@ -459,11 +465,12 @@ class Accelerator(wiring.Component):
             s3, step_next, feed = self._register_step(m, adv, s2, "s3", row_adv)
             last, step_next, feed, later = self._later_stages(m, adv, s3, wmem, step_next, feed,
                                                               row_adv)
-            issue = (*last, self._issued_weights(m, wmem, pop, last[0] & adv,
-                                                 step_next[0] & adv_next))
+            col_take_next = tuple(Signal(name=f"take_next_col{c}") for c in range(cfg.cols))
+            col_take = self._take_copies(m, col_take_next)
+            issue = (*last, self._issued_weights(m, wmem, pop, col_take))
             in_flight |= s2[0] | s3[0] | later
-            deep = {"adv_next": adv_next, "row_adv_next": row_adv_next,
-                    "issue_next": step_next, "issue_feed": feed}
+            deep = {"row_adv_next": row_adv_next, "col_take_next": col_take_next,
+                    "issue_last_next": step_next[1], "issue_feed": feed}
         else:
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
@@ -693,20 +700,23 @@ class Accelerator(wiring.Component):
             issued_skid = skid(m, i_valid, offered, array_ready, "issued_step", parts)
             issue_ready, step_valid, issued, waiting = (issued_skid.ready, issued_skid.valid,
                                                         issued_skid.payload, issued_skid.held)
-            last_next = Mux(issued_skid.held_next, issued.step.last, read.issue_next[1])
+            last_next = Mux(issued_skid.held_next, issued.step.last, read.issue_last_next)
             m.d.sync += array_ready.eq(Mux(last_next, array.i_ready_next_last,
                                            array.i_ready_next_other))
-            # `adv` in the next cycle: the last stage's valid and the skid's, next cycle.
-            m.d.comb += read.adv_next.eq(~read.issue_next[0] | ~issued_skid.held_next)
-            # Each row's copy of `adv` takes the same value from the skid's copy of `held` that
-            # chooses the row's activation (all of them registers): from the central `held`,
-            # three LUTs reaching the 32 rows' copies were a 32x32 ECP5 accelerator's slowest
-            # path at d994b1e (seed 1: 11.42 ns, 16 late).
-            for adv_next, held in zip(read.row_adv_next, issued_skid.held_copies[:R]):
+            # Each row's copy of `adv` (the last stage's valid and the skid's, next cycle) takes
+            # its value from the skid's copy of `held` that chooses the row's activation, and
+            # each column's copy of the take (the last stage's step taken, next cycle) from the
+            # copy that chooses the column's weight (a LUT of four registers each): from the
+            # central `held`, three LUTs reaching the 32 rows' copies were a 32x32 ECP5
+            # accelerator's slowest path at d994b1e (seed 1: 11.42 ns, 16 late), and from the
+            # central `adv`'s next value the columns' copies were at 1987978.
+            copies_next = (*read.row_adv_next, *read.col_take_next)
+            for k, (copy_next, held) in enumerate(zip(copies_next, issued_skid.held_copies)):
                 adv = ~i_valid | ~held
                 valid_next = Mux(adv, read.issue_feed, i_valid)
                 held_next = Mux(held, ~array_ready, i_valid & ~array_ready)
-                m.d.comb += adv_next.eq(~valid_next | ~held_next)
+                m.d.comb += copy_next.eq(~valid_next | ~held_next if k < R
+                                         else valid_next & ~held_next)
         else:
             issue_ready, step_valid, issued, waiting = array.i.ready, i_valid, offered, 0
         m.d.comb += [

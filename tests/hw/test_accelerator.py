@@ -231,16 +231,10 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
             seen["reads"].append(_original(self, *args))
             return seen["reads"][-1]
         monkeypatch.setattr(Accelerator, name, read)
-    issued_weights = Accelerator._issued_weights
-
-    def weights(self, m, wmem, w_read, take, take_next):
-        # A register loaded with `take_next`, as each column's copy of `take` is.
-        from amaranth.hdl import Signal
-        copy = Signal(name="take_copy")
-        m.d.sync += copy.eq(take_next)
-        seen["takes"].append((take, copy))
-        return issued_weights(self, m, wmem, w_read, take, take_next)
-    monkeypatch.setattr(Accelerator, "_issued_weights", weights)
+    make_takes = Accelerator._take_copies
+    monkeypatch.setattr(Accelerator, "_take_copies", staticmethod(
+        lambda m, col_take_next: seen["takes"].extend(make_takes(m, col_take_next)) or
+        seen["takes"]))
 
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=rows, cols=cols, requant_mode="pow2x2", max_k=72,
@@ -255,10 +249,10 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
         results.append(await run_session(port, program, _images(model, 1, seed=3), per_stage=True))
 
     async def watch(ctx):
-        (read,), (take, take_copy) = seen["reads"], seen["takes"][0]
+        (read,) = seen["reads"]
         ((issued, array_ready),), (array,) = seen["skids"], seen["arrays"]
         (gen,) = seen["gens"]
-        assert len(seen["copies"]) == config.rows
+        assert len(seen["copies"]) == config.rows and len(seen["takes"]) == config.cols
         assert len(issued.held_copies) == config.rows + config.cols
         # With a bank per row the generator takes its ready a cycle ahead, `o_ready_next`, a
         # bit per row: each must be the ready of the cycle after.
@@ -266,7 +260,8 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
         ready_next = gen.o_ready_next if gen.ready_ahead else gen.o.ready
         every_row = (1 << config.rows) - 1
         gen_ready_next = every_row      # (after a reset the generator's ready is 1)
-        async for values in ctx.tick().sample(read.adv, *seen["copies"], take, take_copy,
+        async for values in ctx.tick().sample(read.adv, *seen["copies"], read.issue[0],
+                                              *seen["takes"],
                                               array.i.ready, array_ready,
                                               issued.held, *issued.held_copies,
                                               gen.o.ready, ready_next):
@@ -275,10 +270,11 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
                 assert gen_ready * every_row == gen_ready_next, f"cycle {checked[0]}"
                 gen_ready_next = next_value
             adv, *rest = values[2:]
-            copies, rest = rest[:config.rows], rest[config.rows:]
-            take_value, take_copy_value, ready, ready_copy, held, *held_copies = rest
+            copies, (last_valid, *rest) = rest[:config.rows], rest[config.rows:]
+            takes, rest = rest[:config.cols], rest[config.cols:]
+            ready, ready_copy, held, *held_copies = rest
             assert copies == [adv] * config.rows, f"cycle {checked[0]}"
-            assert take_copy_value == take_value, f"cycle {checked[0]}"
+            assert takes == [last_valid & adv] * config.cols, f"cycle {checked[0]}"
             assert ready_copy == ready, f"cycle {checked[0]}"
             assert held_copies == [held] * len(held_copies), f"cycle {checked[0]}"
             checked[0] += 1
