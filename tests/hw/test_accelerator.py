@@ -207,8 +207,8 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
     # reads stall on 8x8 arrays, where a tile's 64 results drain slower than its steps issue)
     # each must equal its original in every cycle, and the generator's ready (with a bank per
     # row) must be what it was given as the next cycle's. (Fails with the skid's or the last
-    # stage's next value wrong, a copy of `held` a cycle late, or the ready chosen by the wrong
-    # `last`.)
+    # stage's next value wrong, a copy of `held` a cycle late, a column's take blind to the
+    # skid's hold or its count missing a take, or the ready chosen by the wrong `last`.)
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.sim.accel_host import run_session
