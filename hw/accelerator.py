@@ -62,8 +62,9 @@ class _ReadStage(typing.NamedTuple):
     With the deep read pipeline also ``row_adv_next`` (driven by the core: ``adv``'s value in
     the next cycle, one per row, for the row's registered copy of ``adv``), ``col_take_next``
     (driven by the core: whether the last stage's step is taken in the next cycle, one per
-    column, for the column's registered copy) and ``issue_feed`` (the valid and last the last
-    stage takes as it advances); None otherwise."""
+    column, for the column's registered copy), ``issue_last_next`` (the issued step's last in
+    the next cycle) and ``issue_feed`` (the valid the last stage takes as it advances); None
+    otherwise."""
     adv: Signal
     src_read: object
     w_addr: object
@@ -72,7 +73,8 @@ class _ReadStage(typing.NamedTuple):
     issue: tuple
     row_adv_next: tuple = None
     col_take_next: tuple = None
-    issue_feed: tuple = None
+    issue_last_next: object = None
+    issue_feed: object = None
 
 
 def accelerator_regions(config):
@@ -211,8 +213,8 @@ class Accelerator(wiring.Component):
         activations) registered, advancing with ``adv`` as every stage does (each row's
         activation with the row's copy of it, ``row_adv``). Data registers (here and below) have
         no reset: its net reaches every register that has one, and on a 16x16 ECP5 accelerator
-        it set the clock (57.6 MHz). Returns the stage's step and the valid and last it takes
-        as it advances."""
+        it set the clock (57.6 MHz). Returns the stage's step and its valid and last in the
+        next cycle and its valid as it advances."""
         valid, last, busy, x = step
         regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
                 Signal.like(busy, name=f"{name}_busy", reset_less=True))
@@ -222,18 +224,19 @@ class Accelerator(wiring.Component):
         for reg, v, enable in zip(xs, x, row_adv):
             with m.If(enable):
                 m.d.sync += reg.eq(v)
-        return (*regs, xs), (valid, last)
+        return (*regs, xs), (Mux(adv, valid, regs[0]), Mux(adv, last, regs[1])), valid
 
-    def _later_stages(self, m, adv, step, wmem, feed, row_adv):
+    def _later_stages(self, m, adv, step, wmem, step_next, feed, row_adv):
         """The deep read pipeline's stages after the third, one per cycle the weight memory's
         read takes beyond three (its relays), so that the step and its weights still meet.
-        Returns the last stage's step, the valid and last it takes as it advances (``feed``,
-        the third stage's, when there are none) and whether any of these stages holds one."""
+        Returns the last stage's step, its valid and last in the next cycle and its valid as it
+        advances (``step_next`` and ``feed``, the third stage's, when there are none) and
+        whether any of these stages holds one."""
         valids = []
         for k in range(4, wmem.latency + 1):
-            step, feed = self._register_step(m, adv, step, f"s{k}", row_adv)
+            step, step_next, feed = self._register_step(m, adv, step, f"s{k}", row_adv)
             valids.append(step[0])
-        return step, feed, Cat(*valids).any() if valids else 0
+        return step, step_next, feed, Cat(*valids).any() if valids else 0
 
     def _replicated_read(self, m, gen, bufs, wmem, src, lanes):
         """The read stage with a bank per row: every row's word read in the cycle the step
@@ -318,16 +321,17 @@ class Accelerator(wiring.Component):
                     picked |= Mux(s2_choice[r][b * C + k], s2_words[b][r][k * xb:][:xb], 0)
                 with m.If(row_adv[r]):
                     m.d.sync += s3_picked[b][r].eq(picked)
-            s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2", [])
-            s3, feed = self._register_step(m, adv, s2, "s3", [])
+            s2, _, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, []), "s2", [])
+            s3, step_next, feed = self._register_step(m, adv, s2, "s3", [])
             x = [s3_picked[0][r] | s3_picked[1][r] for r in range(R)]
-            last, feed, later = self._later_stages(m, adv, (*s3[:3], x), wmem, feed, row_adv)
+            last, step_next, feed, later = self._later_stages(m, adv, (*s3[:3], x), wmem,
+                                                              step_next, feed, row_adv)
             col_take_next = tuple(Signal(name=f"take_next_col{c}") for c in range(cfg.cols))
             col_take = self._take_copies(m, col_take_next)
             issue = (*last, self._issued_weights(m, wmem, adv & step_valid, col_take))
             in_flight = s1_valid | s2[0] | s3[0] | later
             deep = {"row_adv_next": row_adv_next, "col_take_next": col_take_next,
-                    "issue_feed": feed}
+                    "issue_last_next": step_next[1], "issue_feed": feed}
         else:
             s1_lane = Signal.like(step.lane, reset_less=True)
             with m.If(adv):
@@ -463,16 +467,17 @@ class Accelerator(wiring.Component):
             # (`_issued_weights`).
             row_adv_next = tuple(Signal(name=f"adv_next_row{r}") for r in range(R))
             row_adv = self._adv_copies(m, row_adv_next)
-            s2, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2",
+            s2, _, _ = self._register_step(m, adv, (s1_valid, s1_last, s1_busy, x), "s2",
                                            row_adv)
-            s3, feed = self._register_step(m, adv, s2, "s3", row_adv)
-            last, feed, later = self._later_stages(m, adv, s3, wmem, feed, row_adv)
+            s3, step_next, feed = self._register_step(m, adv, s2, "s3", row_adv)
+            last, step_next, feed, later = self._later_stages(m, adv, s3, wmem, step_next, feed,
+                                                              row_adv)
             col_take_next = tuple(Signal(name=f"take_next_col{c}") for c in range(cfg.cols))
             col_take = self._take_copies(m, col_take_next)
             issue = (*last, self._issued_weights(m, wmem, pop, col_take))
             in_flight |= s2[0] | s3[0] | later
             deep = {"row_adv_next": row_adv_next, "col_take_next": col_take_next,
-                    "issue_feed": feed}
+                    "issue_last_next": step_next[1], "issue_feed": feed}
         else:
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
         return _ReadStage(adv=adv, src_read=Mux(read, (1 << cfg.banks) - 1, 0),
@@ -702,23 +707,7 @@ class Accelerator(wiring.Component):
             issued_skid = skid(m, i_valid, offered, array_ready, "issued_step", parts)
             issue_ready, step_valid, issued, waiting = (issued_skid.ready, issued_skid.valid,
                                                         issued_skid.payload, issued_skid.held)
-            feed_valid, feed_last = read.issue_feed
-
-            def next_values(held):
-                """From a copy of the skid's `held` (all inputs registers): the last stage's
-                `adv` now, and whether it holds a step and the skid one, next cycle."""
-                adv = ~i_valid | ~held
-                return (adv, Mux(adv, feed_valid, i_valid),
-                        Mux(held, ~array_ready, i_valid & ~array_ready))
-            # The `last` offered next cycle comes from a copy of `held` of its own: through the
-            # central `adv` (a LUT with loads across the die) it began the slowest path of a
-            # 32x32 ECP5 accelerator at a26f91f (seed 3: 10.74 ns, 3.9 and 3.7 ns of routing).
-            ready_held = Signal(name=f"issued_step_held{REPLICA_SUFFIX}_ready")
-            m.d.sync += ready_held.eq(issued_skid.held_next)
-            adv, _, held_next = next_values(ready_held)
-            last_next = Mux(held_next,
-                            Mux(ready_held, issued_skid.held_payload.step.last, i_last),
-                            Mux(adv, feed_last, i_last))
+            last_next = Mux(issued_skid.held_next, issued.step.last, read.issue_last_next)
             m.d.sync += array_ready.eq(Mux(last_next, array.i_ready_next_last,
                                            array.i_ready_next_other))
             # Each row's copy of `adv` (the last stage's valid and the skid's, next cycle) takes
@@ -730,7 +719,9 @@ class Accelerator(wiring.Component):
             # central `adv`'s next value the columns' copies were at 1987978.
             copies_next = (*read.row_adv_next, *read.col_take_next)
             for k, (copy_next, held) in enumerate(zip(copies_next, issued_skid.held_copies)):
-                _, valid_next, held_next = next_values(held)
+                adv = ~i_valid | ~held
+                valid_next = Mux(adv, read.issue_feed, i_valid)
+                held_next = Mux(held, ~array_ready, i_valid & ~array_ready)
                 m.d.comb += copy_next.eq(~valid_next | ~held_next if k < R
                                          else valid_next & ~held_next)
         else:

@@ -23,7 +23,6 @@ class Skid(typing.NamedTuple):
     held: object        #: the skid holds a step
     held_next: object   #: ``held`` in the next cycle (for registered copies of the handshake)
     held_copies: tuple  #: the copies of ``held`` that select the ``parts``, in their order
-    held_payload: object  #: the payload held (valid while ``held``)
 
 
 def skid(m, valid, payload, ready, name, parts=(), held_copies=None):
@@ -57,4 +56,4 @@ def skid(m, valid, payload, ready, name, parts=(), held_copies=None):
     with m.If(~held):
         m.d.sync += held_payload.eq(payload)
     return Skid(ready=~held, valid=held | valid, payload=out, held=held, held_next=held_next,
-                held_copies=held_copies, held_payload=held_payload)
+                held_copies=held_copies)
