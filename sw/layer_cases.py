@@ -55,6 +55,12 @@ def _conv_rect_p2(rng, op, mode):
     return (3, 4, 5), [_conv(rng, "conv", op, mode, 3, 3, (2, 3), 2, 2), ReLU("relu")]
 
 
+def _pointwise(rng, op, mode):
+    # A 1x1 kernel over two channels: tiles of two steps, so the step after a tile's last one
+    # is a last one again a step later (the array's readiness for a `last` changes each step).
+    return (2, 4, 4), [_conv(rng, "conv", op, mode, 2, 5, (1, 1), 1, 0), ReLU("relu")]
+
+
 def _pool(rng, op, mode):
     # 7x7 output: the last row and column of 2x2 windows are dropped, as PyTorch does.
     return (2, 7, 7), [_conv(rng, "conv", op, mode, 2, 5, (3, 3), 1, 1), ReLU("relu"),
@@ -82,6 +88,7 @@ CASES = {
     "conv_s1_p1": _conv_s1_p1,
     "conv_s2_p0": _conv_s2_p0,
     "conv_rect_p2": _conv_rect_p2,
+    "pointwise": _pointwise,
     "pool": _pool,
     "pool_gap_stride": _pool_gap_stride,
     "gap": _gap,

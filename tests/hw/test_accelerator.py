@@ -1,10 +1,11 @@
 """The accelerator core, bit-exact against the golden model, stage by stage.
 
-Amaranth simulator: every layer case (conv stride/padding variants, pooling, global average pooling,
-linear chains) for every PE kind, each requantisation mode on every PE kind, with the per-stage
-counters checked against the program, through both write-back pipelines, with rows sharing
-activation banks (and their stall bounds), with narrow banks (and their stalls: the replicated
-read's), with weight relays (each stage a cycle longer), and with an array of several tiles.
+Amaranth simulator: every layer case (conv stride/padding variants, pointwise conv, pooling, global
+average pooling, linear chains) for every PE kind, each requantisation mode on every PE kind, with
+the per-stage counters checked against the program, through both write-back pipelines, with rows
+sharing activation banks (and their stall bounds), with narrow banks (and their stalls: the
+replicated read's), with weight relays (each stage a cycle longer), and with an array of several
+tiles.
 Verilator: the digits network for each PE kind, an image in one run and one stage by stage;
 Icarus: each PE kind too (shared and narrow banks on both simulators, the narrow banks written
 from a port per row).
@@ -197,18 +198,24 @@ def test_stalled_steps_keep_their_weights(simulator, relays, tmp_path):
     assert check(model, program, x, result) is None
 
 
-@pytest.mark.parametrize("rows, cols, act_banks, relays",
-                         [(4, 4, None, 2), (8, 8, 2, None), (8, 8, 4, 1)])
-def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_banks, relays, monkeypatch):
+@pytest.mark.parametrize("rows, cols, act_banks, relays, case",
+                         [(4, 4, None, 2, None), (8, 8, 2, None, None), (8, 8, 4, 1, None),
+                          (4, 4, None, None, "pointwise")])
+def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_banks, relays, case,
+                                                             monkeypatch):
     # The deep read stages' per-row copies of `adv`, each column's copies of the held
     # weights' `take`, and the issued step's skid's copies of `held` (one per row and column)
     # and the skid's register of the array's `i.ready` are registers loaded with next-cycle
     # values the core derives; through a run whose array stalls (as above; the shared banks'
     # reads stall on 8x8 arrays, where a tile's 64 results drain slower than its steps issue)
     # each must equal its original in every cycle, and the generator's ready (with a bank per
-    # row) must be what it was given as the next cycle's. (Fails with the skid's or the last
-    # stage's next value wrong, a copy of `held` a cycle late, a column's take blind to the
-    # skid's hold or its count missing a take, or the ready chosen by the wrong `last`.)
+    # row) must be what it was given as the next cycle's. A pointwise layer's tiles are two
+    # steps long, so as the skid lets a held `last` step go, the step offered next (the last
+    # stage's, which stays) and the one entering that stage differ in `last`, and the array's
+    # ready for them too. (Fails with the skid's or the last stage's next value wrong, a copy
+    # of `held` a cycle late, a column's take blind to the skid's hold or its count missing a
+    # take, or the ready chosen by the wrong `last`: on the pointwise layer, by the `last`
+    # entering the last stage when it does not advance.)
     from amaranth.sim import Simulator
     from addershift.hw.accelerator import Accelerator
     from addershift.sim.accel_host import run_session
@@ -236,7 +243,10 @@ def test_registered_copies_equal_their_originals_every_cycle(rows, cols, act_ban
         lambda m, col_take_next: seen["takes"].extend(make_takes(m, col_take_next)) or
         seen["takes"]))
 
-    model = digits_net("adder", mode="pow2x2")
+    if case is None:
+        model = digits_net("adder", mode="pow2x2")
+    else:
+        model = layer_case(case, "adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=rows, cols=cols, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=64, param_depth=64, requant_lanes=1,
                          act_banks=act_banks, weight_relays=relays)
