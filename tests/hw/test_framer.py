@@ -40,10 +40,12 @@ def res(offset):
 
 class Throttle(wiring.Component):
     """Passes the device interface through, letting a stream transfer only one cycle in
-    ``period``: a slow device that stalls the framer's writes and reads."""
+    ``period``: a slow device that stalls the framer's writes and reads. With ``counters`` it
+    reports those constants as the device's counters instead."""
 
-    def __init__(self, period):
+    def __init__(self, period, counters=None):
         self.period = period
+        self.counters = counters
         super().__init__({"up": In(DeviceSignature()), "down": Out(DeviceSignature())})
 
     def elaborate(self, platform):
@@ -53,8 +55,11 @@ class Throttle(wiring.Component):
         go = phase == 0
         up, down = self.up, self.down
         m.d.comb += [down.run.eq(up.run), down.run_arg.eq(up.run_arg), up.busy.eq(down.busy),
-                     up.done.eq(down.done), up.error.eq(down.error),
-                     up.counters.eq(down.counters)]
+                     up.done.eq(down.done), up.error.eq(down.error)]
+        if self.counters is None:
+            m.d.comb += up.counters.eq(down.counters)
+        else:
+            m.d.comb += [up.counters[k].eq(value) for k, value in enumerate(self.counters)]
         for name in ("write", "read_addr"):
             a, b = getattr(up, name), getattr(down, name)
             m.d.comb += [b.payload.eq(a.payload), b.valid.eq(a.valid & go),
@@ -67,15 +72,16 @@ class Throttle(wiring.Component):
 class Bench:
     """Framer + scratch device; ``run(script)`` feeds bytes and returns what came back."""
 
-    def __init__(self, *, timeout=TIMEOUT, rx_fifo_depth=64, throttle=None, register_reads=True):
+    def __init__(self, *, timeout=TIMEOUT, rx_fifo_depth=64, throttle=None, register_reads=True,
+                 counters=None):
         self.identity = IDENTITY
         self.m = Module()
         self.m.submodules.framer = self.framer = Framer(identity=self.identity, timeout=timeout,
                                                         rx_fifo_depth=rx_fifo_depth,
                                                         register_reads=register_reads)
         self.m.submodules.device = self.device = ScratchDevice(mem_size=MEM)
-        if throttle:
-            self.m.submodules.throttle = t = Throttle(throttle)
+        if throttle or counters is not None:
+            self.m.submodules.throttle = t = Throttle(throttle or 1, counters)
             wiring.connect(self.m, self.framer.bus, t.up)
             wiring.connect(self.m, t.down, self.device.bus)
         else:
@@ -232,6 +238,21 @@ def test_status_while_running_and_busy_naks():
     assert writes == [] and runs == [n]
     st = P.decode_status(got[5].payload)
     assert (st.busy, st.done, st.error, st.total_cycles) == (False, True, 0, 2 * n + 1)
+
+
+@pytest.mark.parametrize("register_reads", [True, False])
+def test_status_sends_every_byte_of_each_counter(register_reads):
+    # Counters whose bytes all differ (the scratch device's stay below 2**16): a field byte
+    # sent twice, skipped or taken from the wrong field changes one of them.
+    counters = (0x8877_6655, 0xCCBB_AA99, 0x1122_33F0)
+    reqs = [req(C.STATUS, 1), req(C.STATUS, 2)]
+    script = [reqs[0].encode(), ("wait", 1), ("idle", 300), reqs[1].encode(), ("wait", 2)]
+    got, _, _, _ = Bench(counters=counters, register_reads=register_reads).run(script)
+    first, second = (P.decode_status(g.payload) for g in got)
+    for st in (first, second):
+        assert (st.total_cycles, st.busy_pe_cycles, st.stall_cycles) == counters
+        assert (st.busy, st.done, st.error) == (False, False, 0)
+    assert 300 < second.uptime - first.uptime < 1000
 
 
 def test_reads_of_a_region_without_live_are_refused_while_running():
