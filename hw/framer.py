@@ -234,8 +234,9 @@ class Framer(wiring.Component):
         ECP5 build moves its register into the block RAM): a block RAM's output (5.8 ns from
         clock to data on an ECP5) through the answer's multiplexer, or into the device's write
         port, set the ECP5 host link's clock. And read the receive FIFO through a skid register
-        (:mod:`hw.skid`; no cycle more), so its read enable is a register's. Off for an iCE40,
-        where the flip-flops cost logic cells.
+        (:mod:`hw.skid`; no cycle more), so its read enable is a register's, and take the
+        device's ``done`` and ``error`` for the status answer through registers. Off for an
+        iCE40, where the flip-flops cost logic cells.
 
     Members
     -------
@@ -390,8 +391,15 @@ class Framer(wiring.Component):
         # The next payload byte is the last, set a byte ahead: the count's sum and compare in
         # front of the state register were a 16x12 ECP5 accelerator's slowest path (96.8 MHz).
         payload_last = Signal()
-        busy = Signal()                   # the device's busy, registered
+        # The device's busy, registered, and with register_reads its done and error for the
+        # status answer (the device's logic across the die was in front of the answer byte's
+        # enable; a cycle late changes nothing there).
+        busy, done, error = Signal(), Signal(), Signal(8)
         m.d.sync += busy.eq(self.bus.busy)
+        if self._register_reads:
+            m.d.sync += [done.eq(self.bus.done), error.eq(self.bus.error)]
+        else:
+            done, error = self.bus.done, self.bus.error
         m.d.sync += run_strobe.eq(0)
         uptime = Signal(cw)
         m.d.sync += uptime.eq(uptime + 1)
@@ -427,18 +435,19 @@ class Framer(wiring.Component):
                      rom_r.addr.eq(idx)]
 
         # --- idle timeout inside a frame; lost bytes --------------------------------------------
-        in_frame = Signal()
         hunting = Signal()
         lost = Signal()                   # bytes lost since the parser last caught up
         # timer == timeout, kept as a register: the compare of every timer bit in front of the
         # parser's state took four LUT levels, then the route to the state register, a 16x12
         # ECP5 accelerator's slowest path (83.6 MHz).
+        # The timer restarts on every byte waiting, in every state (no decode of the frame's
+        # states in front of it): each state that checks it is entered on a byte taken.
         expired = Signal()
-        with m.If(~in_frame | have):
+        with m.If(have):
             m.d.sync += [timer.eq(0), expired.eq(0)]
         with m.Elif(~expired):
             m.d.sync += [timer.eq(timer + 1), expired.eq(timer == self._timeout - 1)]
-        timed_out = in_frame & ~have & expired
+        timed_out = ~have & expired
         with m.If(rx_lost_now):
             m.d.sync += lost.eq(1)
         with m.Elif(hunting & ~have):
@@ -451,7 +460,7 @@ class Framer(wiring.Component):
 
         def take(target=None):
             """Consume a header or payload byte into the CRC (the serial CRC must be idle)."""
-            m.d.comb += [consume.eq(~crc.busy), in_frame.eq(1)]
+            m.d.comb += consume.eq(~crc.busy)
             ready = have & ~crc.busy
             m.d.comb += [crc.load.eq(ready), crc.data.eq(byte)]
             if target is not None:
@@ -480,7 +489,7 @@ class Framer(wiring.Component):
                     m.next = "SYNC1"
 
             with m.State("SYNC1"):
-                m.d.comb += [consume.eq(1), in_frame.eq(1)]
+                m.d.comb += consume.eq(1)
                 with m.If(timed_out):
                     m.next = "HUNT"
                 with m.Elif(have):
@@ -542,7 +551,7 @@ class Framer(wiring.Component):
 
             for state, nxt, target in (("CRC0", "CRC1", rcrc[0:8]), ("CRC1", "PREP", rcrc[8:16])):
                 with m.State(state):
-                    m.d.comb += [consume.eq(1), in_frame.eq(1)]
+                    m.d.comb += consume.eq(1)
                     with m.If(timed_out):
                         respond(P.Status.TIMEOUT)
                     with m.Elif(have):
@@ -781,17 +790,20 @@ class Framer(wiring.Component):
                     with m.Case(_SRC_CRC):
                         m.d.sync += pbyte.eq(crc.crc32[0:8])    # drained byte by byte: see SEND
                     with m.Case(_SRC_STATUS):
-                        # flags, error, then uptime and the counters, 8 bytes each
+                        # flags, error, then uptime and the counters, 8 bytes each. Each field
+                        # is latched whole at its first byte (no torn values); `shift` takes
+                        # one of two values on every byte (the flags and error bytes leave
+                        # nothing in it that a field's first byte does not replace), so its
+                        # enable is the state's alone.
+                        m.d.sync += shift.eq(Mux(idx[0:3] == 2, field >> 8, shift >> 8))
                         with m.If(idx == 0):
-                            m.d.sync += pbyte.eq(Cat(self.bus.busy, self.bus.done,
-                                                     self.bus.error != 0))
+                            m.d.sync += pbyte.eq(Cat(busy, done, error != 0))
                         with m.Elif(idx == 1):
-                            m.d.sync += pbyte.eq(self.bus.error)
+                            m.d.sync += pbyte.eq(error)
                         with m.Elif(idx[0:3] == 2):
-                            # Each field is latched whole at its first byte: no torn values.
-                            m.d.sync += [pbyte.eq(field[0:8]), shift.eq(field >> 8)]
+                            m.d.sync += pbyte.eq(field[0:8])
                         with m.Else():
-                            m.d.sync += [pbyte.eq(shift[0:8]), shift.eq(shift >> 8)]
+                            m.d.sync += pbyte.eq(shift[0:8])
                 m.next = "SEND"
 
             with m.State("SEND"):

@@ -415,14 +415,17 @@ class Im2colGenerator(wiring.Component):
         # register, the sum of the base's and offset's next values, it put two carry chains
         # (with `offset + in_hw`) in front of 31 of the registers (seed 2 at 4bae441: 11.32 ns).
         # Each step's sum is one of the row's registers and a row's copy of a descriptor field
-        # (or 1): the row's addresses at its current kernel row's and column's start, `kh_addr`
-        # (base + kh * W) and `kw_addr` (base + kh * W + kw), are registers of its own. The
+        # (or 1): the row's addresses at its next kernel row's and current column's start,
+        # `kh_next_addr` (base + (kh + 1) * W) and `kw_addr` (base + kh * W + kw), are registers
+        # of its own. (With `kh_addr`, base + kh * W, the next kernel row's sum went into the
+        # offset and `kw_addr`: a row's carry chain placed far from the row began a 32x32 ECP5
+        # accelerator's slowest path, 11.37 ns with seed 2; now the sum is a register.) The
         # generator's `next_row_off`, routed 7.3 ns to a far row's `base + next_row_off`, began
         # a 32x32 ECP5 accelerator's slowest path at 74b1c2b (seed 1: 11.67 ns, 32 late).
         offsets = ([Signal(base_shape, name=f"addr{REPLICA_SUFFIX}_row{r}", reset_less=True)
                     for r in range(R)] if deep else [Signal(off_shape, name="offset")])
-        kh_addrs = [Signal(base_shape, name=f"kh_addr_row{r}", reset_less=True)
-                    for r in range(R)] if deep else []
+        kh_next_addrs = [Signal(base_shape, name=f"kh_next_addr_row{r}", reset_less=True)
+                         for r in range(R)] if deep else []
         kw_addrs = [Signal(base_shape, name=f"kw_addr_row{r}", reset_less=True)
                     for r in range(R)] if deep else []
 
@@ -498,8 +501,8 @@ class Im2colGenerator(wiring.Component):
                          for r in range(R)]
             if self._ready_ahead:
                 self._row_handshakes(m, row_loads, row_steps, [flags[0] for flags in rows_flags],
-                                     row_helds, start=start, release=release, tile_last=tile_last,
-                                     og_last=og_last, active=active, fill_last=fill_last)
+                                     row_helds, tile_last=tile_last, og_last=og_last,
+                                     active=active, fill_last=fill_last)
             else:
                 m.d.sync += [go.eq(loaded_next & ~(hold & ~release) & ~out.held_next)
                              for go in row_steps]
@@ -604,15 +607,18 @@ class Im2colGenerator(wiring.Component):
                 m.d.sync += [flag.eq(value) for flag, value in zip(rows_flags[r],
                                                                     flags_after(row_step))]
                 with m.If(row_loads[r]):
-                    m.d.sync += [a.eq(sh_base[r]) for a in (offset, kh_addrs[r], kw_addrs[r])]
+                    m.d.sync += [a.eq(sh_base[r]) for a in (offset, kw_addrs[r])]
+                with m.If(row_loads[r] | (row_step & to_kh)):
+                    kh_next = kh_next_addrs[r]
+                    m.d.sync += kh_next.eq(Mux(row_loads[r], sh_base[r], kh_next)
+                                           + row_in_w[r])
             with m.If(row_step):          # (the branches are exclusive)
                 if not deep:
                     with m.If(row_last):
                         m.d.sync += offset.eq(0)
                 with m.If(to_kh):                 # the next kernel row: iw back to its start
                     if deep:
-                        kh_next = kh_addrs[r] + row_in_w[r]
-                        m.d.sync += [a.eq(kh_next) for a in (offset, kh_addrs[r], kw_addrs[r])]
+                        m.d.sync += [a.eq(kh_next_addrs[r]) for a in (offset, kw_addrs[r])]
                         m.d.sync += [ih[r].eq(ih[r] + 1), iw[r].eq(cur_iw0[r])]
                     else:
                         m.d.sync += offset.eq(next_row_off)
@@ -671,9 +677,10 @@ class Im2colGenerator(wiring.Component):
         ``loaded``, ``hold``, ``issuing`` and ``full`` registers and the output skid's
         ``held``, whose copies ``row_helds`` are given: the skid chooses each row's part of
         the step by its own) from the row's copies of ``load``, ``step`` and ``last``
-        (``row_lasts``), its copy of the consumer's ready (from ``o_ready_next``) and the
-        generator's registers in ``central`` (``start``, ``release``, ``tile_last``,
-        ``og_last``, ``active``, ``fill_last``), so they equal them in every cycle. Each row's
+        (``row_lasts``), its copy of the consumer's ready (from ``o_ready_next``), its copies
+        of the generator's ``start`` and ``release`` registers and the generator's registers in
+        ``central`` (``tile_last``, ``og_last``, ``active``, ``fill_last``), so they equal them
+        in every cycle. Each row's
         logic has its own registers among its inputs, so Yosys keeps it the row's own; only
         registers reach the rows from the centre. The copies reset as the originals do (a
         reset lasts more than a cycle, so the load and step copies, which have none, are 0 by
@@ -685,16 +692,20 @@ class Im2colGenerator(wiring.Component):
                 return Signal(init=init, name=f"{name}{REPLICA_SUFFIX}_row{r}")
             ready, loaded, hold = copy("o_ready", 1), copy("loaded"), copy("hold", 1)
             issuing, full = copy("issuing"), copy("full")
+            # The row's own copies of the start and release registers: the central ones,
+            # routed to the 32 rows' handshake logic, spread it across the die.
+            start, release = copy("start"), copy("release")
+            m.d.sync += [start.eq(self.start), release.eq(self.release)]
             valid = loaded & ~hold
             held_next = Mux(held, ~ready, valid & ~ready)
             loaded_next = Mux(load, 1, Mux(step & last, 0, loaded))
-            issuing_next = Mux(c["start"], 1, Mux(step & last & c["tile_last"] & c["og_last"],
-                                                  0, issuing))
-            full_next = Mux(c["start"] | load, 0, Mux(c["active"] & c["fill_last"], 1, full))
+            issuing_next = Mux(start, 1, Mux(step & last & c["tile_last"] & c["og_last"],
+                                             0, issuing))
+            full_next = Mux(start | load, 0, Mux(c["active"] & c["fill_last"], 1, full))
             m.d.sync += [ready.eq(self.o_ready_next[r]),
-                         hold.eq(Mux(c["release"], 0, Mux(c["start"], 1, hold))),
+                         hold.eq(Mux(release, 0, Mux(start, 1, hold))),
                          held.eq(held_next), loaded.eq(loaded_next), issuing.eq(issuing_next),
                          full.eq(full_next)]
             # (A start comes only while idle: the step's copy leaves it out, as the original's.)
             m.d.sync += [load.eq(issuing_next & ~loaded_next & full_next),
-                         step.eq(loaded_next & ~(hold & ~c["release"]) & ~held_next)]
+                         step.eq(loaded_next & ~(hold & ~release) & ~held_next)]

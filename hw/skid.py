@@ -33,9 +33,10 @@ def skid(m, valid, payload, ready, name, parts=(), held_copies=None):
     between the held payload and the arriving one takes a copy of ``held`` of its own (kept apart
     in board builds), so no one register selects every bit of a wide payload spread across the
     die. ``held`` itself is then named as a copy too, so board builds keep it apart from them
-    (Yosys merged it into one of them up to 1e6506f). The copies are registers of ``held``'s
-    next value, or ``held_copies`` (one per part) when given: registers the caller keeps equal
-    to ``held`` in every cycle (say, from copies of the handshake of a part's own)."""
+    (Yosys merged it into one of them up to 1e6506f). The copies are registers following
+    ``held``'s rule from their own value, or ``held_copies`` (one per part) when given:
+    registers the caller keeps equal to ``held`` in every cycle (say, from copies of the
+    handshake of a part's own)."""
     held = Signal(name=f"{name}_held{REPLICA_SUFFIX}_central" if parts else f"{name}_held")
     held_next = Signal(name=f"{name}_held_next")
     held_payload = Signal.like(payload, name=f"{name}_held_payload", reset_less=True)
@@ -46,7 +47,10 @@ def skid(m, valid, payload, ready, name, parts=(), held_copies=None):
     if held_copies is None:
         held_copies = tuple(Signal(name=f"{name}_held{REPLICA_SUFFIX}{k}")
                             for k in range(len(parts)))
-        m.d.sync += [held_copy.eq(held_next) for held_copy in held_copies]
+        # Each copy's next value from the copy itself (equal to ``held`` in every cycle), not
+        # from ``held``'s: ``held``'s next-value LUT fanned out to copies spread across the die.
+        m.d.sync += [held_copy.eq(Mux(held_copy, ~ready, valid & ~ready))
+                     for held_copy in held_copies]
     elif len(held_copies) != len(parts):
         raise ValueError(f"{len(parts)} parts need as many copies of held, not "
                          f"{len(held_copies)}")

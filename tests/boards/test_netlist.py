@@ -150,7 +150,7 @@ def test_registers_with_deliberate_copies_stay_apart_from_them(tmp_path):
         ("start", 'start = Signal(name=f"start{REPLICA_SUFFIX}_central'),
         ("walker's start", 'walker_start = Signal(name=f"start{REPLICA_SUFFIX}_walker")'),
         ("fill tokens", 'fill_at = [Signal(name=f"fill_at_{r}"'),
-    )} == {"hold": 1, "rows' copies": 5 * 3, "rows' skid flags": 3, "start": 1,
+    )} == {"hold": 1, "rows' copies": 7 * 3, "rows' skid flags": 3, "start": 1,
            "walker's start": 1, "fill tokens": 3}
     synthesize(_SkidWithParts(), target="ecp5-85f", build_dir=tmp_path / "skid", place=False)
     counts = _flip_flops_by_line(tmp_path / "skid" / "top.json", "ecp5")
