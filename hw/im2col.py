@@ -680,11 +680,10 @@ class Im2colGenerator(wiring.Component):
         (``row_lasts``), its copy of the consumer's ready (from ``o_ready_next``), its copies
         of the generator's ``start`` and ``release`` registers and the generator's registers in
         ``central`` (``tile_last``, ``og_last``, ``active``, ``fill_last``), so they equal them
-        in every cycle. Each row's
-        logic has its own registers among its inputs, so Yosys keeps it the row's own; only
-        registers reach the rows from the centre. The copies reset as the originals do (a
-        reset lasts more than a cycle, so the load and step copies, which have none, are 0 by
-        its end)."""
+        in every cycle. Each row's logic has its own registers among its inputs, so Yosys
+        keeps it the row's own; only registers reach the rows from the centre. The copies
+        reset as the originals do (a reset lasts more than a cycle, so the load and step
+        copies, which have none, are 0 by its end)."""
         c = central
         for r, (load, step, last, held) in enumerate(zip(row_loads, row_steps, row_lasts,
                                                          row_helds)):
