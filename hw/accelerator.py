@@ -279,8 +279,13 @@ class Accelerator(wiring.Component):
         # (Deep: each row's entry from its own copy of the lane, `step_layout`.)
         entries = [(step.row_lane[r] if deep_pipeline else step.lane)[entry_bits:][:address_bits]
                    for r in range(R)]
-        for buf in bufs:
-            m.d.comb += [buf.r_addr[r].eq(Cat(entries[r], step.addr[r])) for r in range(R)]
+        if cfg.act_pingpong:
+            # (One memory of both buffers: a row reads its bank, 1 + r, in the source's half.)
+            act, = bufs
+            m.d.comb += [act.r_addr[1 + r].eq(Cat(step.addr[r], src)) for r in range(R)]
+        else:
+            for buf in bufs:
+                m.d.comb += [buf.r_addr[r].eq(Cat(entries[r], step.addr[r])) for r in range(R)]
         if deep_pipeline:
             # Then each buffer's words registered before the buffer select, and the selected
             # activations once more, as the weight memory's word is (`_issued_weights`). A
@@ -336,7 +341,9 @@ class Accelerator(wiring.Component):
             s1_lane = Signal.like(step.lane, reset_less=True)
             with m.If(adv):
                 m.d.sync += s1_lane.eq(step.lane)
-            act_words = [lanes(Mux(src, bufs[1].r_data[r], bufs[0].r_data[r])) for r in range(R)]
+            act_words = [lanes(bufs[0].r_data[1 + r] if cfg.act_pingpong else
+                               Mux(src, bufs[1].r_data[r], bufs[0].r_data[r]))
+                         for r in range(R)]
             x = [Mux(s1_rows[r], w[in_entry(s1_lane)] if lanes.length > 1 else w[0], 0)
                  for r, w in enumerate(act_words)]
             issue = (s1_valid, s1_last, s1_busy, x, wmem.r_data)
@@ -591,11 +598,22 @@ class Accelerator(wiring.Component):
         deep_wb = cfg.writeback_pipeline == "deep"
         narrow = cfg.narrow_banks
         wb_bank = cfg.banks if deep_wb and not narrow else 0
-        bufs = [ReplicatedMemory(banks=1 if narrow else cfg.banks + deep_wb,
-                                 width=cfg.act_word_bits, depth=cfg.act_depth,
-                                 transparent=not deep_wb, collisions="undefined")
-                for _ in range(2)]
-        m.submodules.act0, m.submodules.act1 = bufs
+        if cfg.act_pingpong:
+            # Both buffers in one memory, buffer b in half b (the address's top bit): a row's
+            # word then needs no buffer select (on an iCE40 5x4 the select took 111 logic
+            # cells), and half as many block RAMs hold the two (an iCE40 block RAM has 256 words
+            # of 16 bits, the 128-word buffers of a digits build half of one each). The
+            # write-back and the host read bank 0; the rows read banks 1 to `rows`.
+            bufs = [ReplicatedMemory(banks=1 + R, width=cfg.act_word_bits,
+                                     depth=(1 << cfg.act_addr_bits) + cfg.act_depth,
+                                     collisions="undefined")]
+            m.submodules.act = bufs[0]
+        else:
+            bufs = [ReplicatedMemory(banks=1 if narrow else cfg.banks + deep_wb,
+                                     width=cfg.act_word_bits, depth=cfg.act_depth,
+                                     transparent=not deep_wb, collisions="undefined")
+                    for _ in range(2)]
+            m.submodules.act0, m.submodules.act1 = bufs
         read_bufs = bufs
         if narrow:
             read_bufs = [ReplicatedMemory(banks=R, width=cfg.act_entry_bits,
@@ -604,15 +622,16 @@ class Accelerator(wiring.Component):
                                           write_ports=-(-R // TILE))
                          for _ in range(2)]
             m.submodules.act0_rows, m.submodules.act1_rows = read_bufs
-        # The counters are LIVE: the host may read one in the cycle the sequencer writes it.
-        # With the deep read pipeline that read's word is undefined in a block RAM, and the
-        # written value replaces it (`written_word`), so the host read's register stays the
-        # block RAM's only load (boards.outreg moves it inside); the short one (iCE40 builds)
-        # keeps Yosys' logic for the old word, 40 LUTs fewer on an iCE40 4x4.
+        # The counters are LIVE: the host may read one while the sequencer writes them. A read
+        # of the word written in its cycle is undefined in a block RAM. With the deep read
+        # pipeline the written value replaces it (`written_word`), so the host read's register
+        # stays the block RAM's only load (boards.outreg moves it inside); with the short one
+        # (iCE40 builds) no host read is taken in a cycle of a write (the write comes from
+        # registers, below): Yosys' logic for the old word took 75 logic cells of an iCE40 5x4.
         deep_read = cfg.read_pipeline == "deep"
         perf = m.submodules.perf = ReplicatedMemory(
             banks=1, width=cfg.counter_bits, depth=4 * PERF_STAGES, transparent=False,
-            collisions="undefined" if deep_read else "old")
+            collisions="undefined")
 
         m.submodules.seq = seq = Sequencer(config=cfg)
         # (With a bank per row the read stage's ready is a register's: the generator's rows
@@ -662,14 +681,15 @@ class Accelerator(wiring.Component):
             # At the write side's start the generator's descriptor is still the stage's.
             feeder.rq_base.eq(seq.desc.rq_base),
         ]
-        # With the deep read pipeline a stage's record reaches the counters' block RAM a cycle
-        # after the sequencer offers it, from registers: the count's adder and the write side's
-        # end, routed to the block RAM, were late on a 32x32 ECP5 accelerator. The host reads
+        # A stage's record reaches the counters' block RAM a cycle after the sequencer offers
+        # it, from registers: the count's adder and the write side's end, routed to the block
+        # RAM, were late on a 32x32 ECP5 accelerator, and with the short read pipeline the
+        # host's reads wait out the write's cycle from its enable's register. The host reads
         # the record long after (the run's end is read first).
         perf_write = [Signal(1, name="perf_en"), Signal.like(seq.perf_addr, name="perf_addr"),
                       Signal.like(seq.perf_data, name="perf_data")]
         record = [seq.perf_en, seq.perf_addr, seq.perf_data]
-        m.d["sync" if deep_read else "comb"] += [reg.eq(v) for reg, v in zip(perf_write, record)]
+        m.d.sync += [reg.eq(v) for reg, v in zip(perf_write, record)]
         perf_en, perf_addr, perf_data = perf_write
         m.d.comb += [perf.w_en.eq(perf_en), perf.w_addr.eq(perf_addr), perf.w_data.eq(perf_data)]
 
@@ -810,6 +830,8 @@ class Accelerator(wiring.Component):
         settle = int(deep_read) + wb.host_latency
         if deep_read:
             idle &= ~w_valid
+        else:
+            idle &= ~perf_en          # (its word would be undefined: the counters' block RAM)
         if settle:
             recent = [w_valid]
             for k in range(settle - 1):
@@ -888,23 +910,38 @@ class Accelerator(wiring.Component):
         # host's writes (while idle) passing through it. (Both buffers' host words are alike.)
         m.d.comb += [wb.host_en[b].eq(host_commit[f"act{b}"][0]) for b in range(2)]
         m.d.comb += [wb.host_addr.eq(host_word["act0"]), wb.host_data.eq(host_commit["act0"][1])]
-        for b, buf in enumerate(bufs):
-            is_src, is_dst = src == b, dst == b
-            m.d.comb += [buf.w_en.eq(wb.w_en[b]), buf.w_addr.eq(wb.w_addr),
-                         buf.w_data.eq(wb.w_data)]
-            with m.If(busy & is_src):
-                m.d.comb += read_bufs[b].r_en.eq(read.src_read)
-            with m.If(busy & is_dst):
-                # (Without a bank of its own the write-back takes bank 0: while the next stage
-                # waits for this buffer, the generator is held.)
-                m.d.comb += [buf.r_en[wb_bank].eq(1), buf.r_addr[wb_bank].eq(wb.r_addr)]
-            with m.If(~busy):
-                m.d.comb += [buf.r_en[wb_bank].eq(read_now),
-                             buf.r_addr[wb_bank].eq(rd_word[f"act{b}"])]
+        if cfg.act_pingpong:
+            # (The write-back writes one buffer at a time, `w_en[b]` for buffer b; the rows'
+            # addresses are set by the read stage.)
+            act, = bufs
+            m.d.comb += [act.w_en.eq(wb.w_en.any()), act.w_addr.eq(Cat(wb.w_addr, wb.w_en[1])),
+                         act.w_data.eq(wb.w_data)]
+            with m.If(busy):
+                m.d.comb += [act.r_en.eq(Cat(1, read.src_read)),
+                             act.r_addr[0].eq(Cat(wb.r_addr, dst))]
+            with m.Else():
+                # (Read now: the address is the one being taken, `rd`.)
+                m.d.comb += [act.r_en[0].eq(read_now),
+                             act.r_addr[0].eq(Cat(rd_word["act0"][:cfg.act_addr_bits],
+                                                  rd.region == REGIONS["act1"]))]
+        else:
+            for b, buf in enumerate(bufs):
+                is_src, is_dst = src == b, dst == b
+                m.d.comb += [buf.w_en.eq(wb.w_en[b]), buf.w_addr.eq(wb.w_addr),
+                             buf.w_data.eq(wb.w_data)]
+                with m.If(busy & is_src):
+                    m.d.comb += read_bufs[b].r_en.eq(read.src_read)
+                with m.If(busy & is_dst):
+                    # (Without a bank of its own the write-back takes bank 0: while the next
+                    # stage waits for this buffer, the generator is held.)
+                    m.d.comb += [buf.r_en[wb_bank].eq(1), buf.r_addr[wb_bank].eq(wb.r_addr)]
+                with m.If(~busy):
+                    m.d.comb += [buf.r_en[wb_bank].eq(read_now),
+                                 buf.r_addr[wb_bank].eq(rd_word[f"act{b}"])]
         # The write side is busy until its words are in the rows' copies too.
         copying = self._copy_to_rows(m, wb, read_bufs) if narrow else 0
         m.d.comb += seq.wb_busy.eq(wb.busy | copying)
-        act_words = [buf.r_data[wb_bank] for buf in bufs]
+        act_words = [buf.r_data[wb_bank] for buf in bufs] * (2 if cfg.act_pingpong else 1)
         if deep_wb:
             # The deep write-back takes its old word a cycle after the block RAM's output,
             # from this free-running register (the block RAM's own, on an ECP5).
@@ -917,7 +954,7 @@ class Accelerator(wiring.Component):
 
         words = {"weights": wmem.r_data, "params": pmem.r_data[param_host_bank],
                  "act0": bufs[0].r_data[wb_bank],
-                 "act1": bufs[1].r_data[wb_bank], "counters": perf.r_data[0]}
+                 "act1": bufs[-1].r_data[wb_bank], "counters": perf.r_data[0]}
         rd_byte = Signal(8)
         m.d.comb += [bus.read_data.valid.eq(offered), bus.read_data.payload.eq(rd_byte)]
         if deep_read:

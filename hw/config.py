@@ -18,6 +18,11 @@ from ..sw.numerics import BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, Op, RequantMode
 __all__ = ["ArrayConfig", "requant_lane_fields", "host_word_bytes", "check_int"]
 #: Width of every shift field of a requantiser (``SHIFT_MAX`` fits).
 _SHIFT_FIELD_BITS = SHIFT_MAX.bit_length()
+#: Both activation buffers share one memory (:attr:`ArrayConfig.act_pingpong`) only while it is
+#: this deep at most: an iCE40 block RAM's depth at 16 bits (an ECP5 one's at 36 bits is 512), so
+#: the pair takes no more block RAMs than one buffer's copies would. (Deeper, the 2x2 of `make
+#: demo` with its 512-word buffers took 19 block RAMs where two memories take 15.)
+PINGPONG_MAX_WORDS = 256
 
 
 def requant_lane_fields(mode, bias_bits):
@@ -252,6 +257,16 @@ class ArrayConfig:
         return self.act_entry_lanes is not None
 
     @property
+    def act_pingpong(self):
+        """Whether one memory holds both activation buffers (short read and write-back pipelines,
+        a bank per row, no narrow banks, both within :data:`PINGPONG_MAX_WORDS`): buffer ``b``
+        is its half ``b``, read by the rows' banks and a bank of the write-back's and the
+        host's (``hw.accelerator``)."""
+        return (self.read_pipeline == "short" and self.writeback_pipeline == "short"
+                and self.banks == self.rows and not self.narrow_banks
+                and (1 << self.act_addr_bits) + self.act_depth <= PINGPONG_MAX_WORDS)
+
+    @property
     def act_entry_bits(self):
         """One block-RAM word of a row bank: an entry of narrow banks, else a whole word."""
         return (self.act_entry_lanes if self.narrow_banks else self.cols) * self.x_bits
@@ -367,11 +382,15 @@ class ArrayConfig:
     @property
     def memory_bits(self):
         """Total memory bits: weights, two activation buffers of :attr:`banks` copies each (with
-        narrow banks, and a whole-word copy), and the requantisation parameters."""
-        act = self.banks * self.act_depth * self.act_entries * self.act_entry_bits
+        narrow banks, and a whole-word copy; with :attr:`act_pingpong` one memory of both,
+        ``rows + 1`` copies), and the requantisation parameters."""
+        act = 2 * self.banks * self.act_depth * self.act_entries * self.act_entry_bits
         if self.narrow_banks:
-            act += self.act_depth * self.act_word_bits
-        return (self.weight_depth * self.weight_word_bits + 2 * act
+            act += 2 * self.act_depth * self.act_word_bits
+        if self.act_pingpong:
+            act = (self.rows + 1) * ((1 << self.act_addr_bits) + self.act_depth) \
+                * self.act_word_bits
+        return (self.weight_depth * self.weight_word_bits + act
                 + self.param_depth * self.param_word_bits)
 
     # --- identity ----------------------------------------------------------------------------

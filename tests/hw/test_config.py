@@ -66,6 +66,19 @@ def test_narrow_banks_take_a_bank_per_row_and_a_whole_word_copy(cols, lanes, ent
                                                           - 3 * 64 * 8 * cols)
 
 
+def test_short_pipelines_keep_both_activation_buffers_in_one_memory():
+    # (The iCE40 builds': a bank per row and one for the write-back and the host, each with
+    # both buffers, buffer 1 from word 2 ** act_addr_bits on; hw.accelerator.)
+    short = dict(read_pipeline="short", writeback_pipeline="short", requant_lanes=1)
+    config = ArrayConfig(pe="adder", rows=5, cols=4, act_depth=100, **short)
+    assert config.act_pingpong
+    deep = ArrayConfig(pe="adder", rows=5, cols=4, act_depth=100, requant_lanes=1)
+    assert config.memory_bits - deep.memory_bits == 6 * (128 + 100) * 32 - 2 * 5 * 100 * 32
+    for kw in ({"read_pipeline": "deep"}, {"writeback_pipeline": "deep"}, {"act_banks": 1},
+               {"act_entry_lanes": 1}, {"act_depth": 129}):
+        assert not ArrayConfig(pe="adder", rows=5, cols=4, **{**short, **kw}).act_pingpong
+
+
 @pytest.mark.parametrize("kw, error, message", [
     ({"pe": "fft"}, ValueError, "pe must be one of 'adder', 'shift', 'mul', not 'fft'"),
     ({"rows": 0}, ValueError, "rows must be an integer in [1, 64], not 0"),
