@@ -26,17 +26,18 @@ class ICEBreaker(Board):
     default_clock_mhz = 48.0
     # The largest digits-sized accelerator of each kind that fits the chip (bench/fit_study.py
     # --top accelerator, docs/cost.md; the shift kind's 4x3, outside that search's shapes, by
-    # hand: its 3x4 needs 5,295 cells): a one-lane requantiser, short pipelines and memories no
-    # deeper than the digits models need. Their Fmax is 30-33 MHz, short of 48 (docs/boards.md,
-    # "Why the iCE40 build stays near 32 MHz"): they run at 28.125 MHz (the PLL's setting nearest
-    # 28), where each met timing with 9-16 % to spare (docs/boards.md, "Each board's own build";
-    # at 24 MHz they gave away a sixth of their speed).
+    # hand: its 3x4 needed 5,295 cells): a one-lane requantiser, short pipelines and memories no
+    # deeper than the digits models need. (An adder 5x4 packs in 5,107 cells but nextpnr finds
+    # no legal placement.) Their Fmax is 34-37 MHz, short of 48 (docs/boards.md, "Why the iCE40
+    # build stays near 32 MHz"): they run at 31.5 MHz, where each met timing with seeds 1-3,
+    # 7-18 % to spare (docs/boards.md, "Each board's own build"; 28.125 MHz until the
+    # activation buffers shared one memory, 24 before that).
     _SMALL = {"requant_lanes": 1, "requant_pipeline": "short", "writeback_pipeline": "short",
               "read_pipeline": "short", "weight_depth": 1024, "act_depth": 128, "param_depth": 64}
     accelerator_builds = {"adder": {"rows": 4, "cols": 4, **_SMALL},
                           "shift": {"rows": 4, "cols": 3, **_SMALL},
                           "mul": {"rows": 2, "cols": 3, **_SMALL}}
-    accelerator_clocks = dict.fromkeys(accelerator_builds, 28.125)
+    accelerator_clocks = dict.fromkeys(accelerator_builds, 31.5)
     clock_resource = "clk12"
     led_count = 2
     reset_button = ("button", 0)
