@@ -28,16 +28,18 @@ class ICEBreaker(Board):
     # --top accelerator, docs/cost.md; the shift kind's 4x3, outside that search's shapes, by
     # hand: its 3x4 needed 5,295 cells): a one-lane requantiser, short pipelines and memories no
     # deeper than the digits models need. (An adder 5x4 packs in 5,107 cells but nextpnr finds
-    # no legal placement.) Their Fmax is 34-37 MHz, short of 48 (docs/boards.md, "Why the iCE40
-    # build stays near 32 MHz"): they run at 31.5 MHz, where each met timing with seeds 1-3,
-    # 7-18 % to spare (docs/boards.md, "Each board's own build"; 28.125 MHz until the
-    # activation buffers shared one memory, 24 before that).
+    # no legal placement, and it would gain nothing on digits: 2,091 cycles per inference
+    # against the 4x4's 2,100.) Their Fmax is 34-37 MHz, short of 48 (docs/boards.md, "Why the iCE40
+    # build stays near 32 MHz"): the adder and shift builds run at 31.5 MHz, where each met
+    # timing with seeds 1-3, 7-16 % to spare, the multiplier's at 30 (at 31.5 its seed 1 had 2.5
+    # %; docs/boards.md, "Each board's own build"; all at 28.125 MHz until the activation
+    # buffers shared one memory, 24 before that).
     _SMALL = {"requant_lanes": 1, "requant_pipeline": "short", "writeback_pipeline": "short",
               "read_pipeline": "short", "weight_depth": 1024, "act_depth": 128, "param_depth": 64}
     accelerator_builds = {"adder": {"rows": 4, "cols": 4, **_SMALL},
                           "shift": {"rows": 4, "cols": 3, **_SMALL},
                           "mul": {"rows": 2, "cols": 3, **_SMALL}}
-    accelerator_clocks = dict.fromkeys(accelerator_builds, 31.5)
+    accelerator_clocks = {"adder": 31.5, "shift": 31.5, "mul": 30.0}
     clock_resource = "clk12"
     led_count = 2
     reset_button = ("button", 0)

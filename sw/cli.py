@@ -615,8 +615,8 @@ def build_parser():
     add_build(p, board="always")
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's; for --top accelerator its build's, "
-                        "iCEBreaker 31.5, ULX3S 100 adder, 90 shift and mul; else 48 "
-                        "iCEBreaker, 100 ULX3S)")
+                        "iCEBreaker 31.5 adder and shift, 30 mul, ULX3S 100 adder, 90 shift and "
+                        "mul; else 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
                    help="nextpnr's placement seed; with a list (1,2,3), place and route the "
