@@ -521,6 +521,7 @@ def test_narrow_banks_on_every_layer_case():
     ("mul", 2, 3, "icarus", None), ("shift", 2, 2, "icarus", None), ("adder", 2, 2, "icarus", 1),
     ("shift", 4, 2, "icarus", 2), ("adder", 2, 4, "icarus", "narrow"),
     ("shift", 3, 2, "verilator", "narrow"), ("adder", 2, 4, "verilator", "narrow"),
+    ("shift", 2, 3, "verilator", None),
 ])
 def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_path,
                                    monkeypatch):
@@ -536,13 +537,16 @@ def test_digits_network_on_verilog(op, rows, cols, simulator, act_banks, tmp_pat
                          # Lanes 2, 1 and all; each pipeline on both simulators, rows sharing
                          # activation banks with each read pipeline on both, and narrow banks
                          # (entries of the requantiser's lanes) with each read pipeline on
-                         # both (deep: the rows' own lane copies, `step_layout`).
+                         # both (deep: the rows' own lane copies, `step_layout`). The short
+                         # pipelines with a bank per row keep both buffers in one memory
+                         # (`act_pingpong`): shift 2x2 and 2x3.
                          requant_lanes=lanes,
                          requant_pipeline="short" if op == "shift" else "deep",
                          writeback_pipeline="short" if op == "shift" else "deep",
                          read_pipeline="short" if op == "shift" else "deep",
                          act_banks=None if narrow else act_banks,
                          act_entry_lanes=lanes if narrow else None)
+    assert config.act_pingpong == (op == "shift" and act_banks is None)
     program = compile_model(model, config)
     x = _images(model, 2, seed=3)
     # One image in one run (its stages overlap), the other a stage at a time with every stage's
