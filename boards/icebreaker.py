@@ -24,16 +24,15 @@ class ICEBreaker(Board):
     oscillator_mhz = 12.0
     # 48 MHz: the fit study's iCE40 target clock (issue 6), a clean PLL setting (DIVF=63, DIVQ=4).
     default_clock_mhz = 48.0
-    # The largest digits-sized accelerator of each kind that fits the chip (bench/fit_study.py
-    # --top accelerator, docs/cost.md; the shift kind's 4x3, outside that search's shapes, by
-    # hand: its 3x4 needed 5,295 cells): a one-lane requantiser, short pipelines and memories no
-    # deeper than the digits models need. (An adder 5x4 packs in 5,107 cells but nextpnr finds
-    # no legal placement, and it would gain nothing on digits: 2,091 cycles per inference
-    # against the 4x4's 2,100.) Their Fmax is 34-37 MHz, short of 48 (docs/boards.md, "Why the iCE40
-    # build stays near 32 MHz"): the adder and shift builds run at 31.5 MHz, where each met
-    # timing with seeds 1-3, 7-16 % to spare, the multiplier's at 30 (at 31.5 its seed 1 had 2.5
-    # %; docs/boards.md, "Each board's own build"; all at 28.125 MHz until the activation
-    # buffers shared one memory, 24 before that).
+    # Digits-sized accelerators that fit the chip (bench/fit_study.py --top accelerator,
+    # docs/cost.md): a one-lane requantiser, short pipelines and memories no deeper than the
+    # digits models need. The adder's 4x4 takes 2,100 cycles per digits inference: the search's
+    # largest, a 3x6, takes 2,508, and a 5x4 2,091 (nextpnr finds no placement for it). The
+    # shift kind's 4x3 (2,876) was chosen when its 3x4 did not fit (2,741 now). Their Fmax is
+    # 34-37 MHz, short of 48 (docs/boards.md, "Why the iCE40 build stays near 32 MHz"): the
+    # adder and shift builds run at 31.5 MHz, where each met timing with seeds 1-3, 7-16 % to
+    # spare, the multiplier's at 30 (at 31.5 its seed 1 had 2.5 %; docs/boards.md, "Each board's
+    # own build"; all at 28.125 MHz until the activation buffers shared one memory, 24 before).
     _SMALL = {"requant_lanes": 1, "requant_pipeline": "short", "writeback_pipeline": "short",
               "read_pipeline": "short", "weight_depth": 1024, "act_depth": 128, "param_depth": 64}
     accelerator_builds = {"adder": {"rows": 4, "cols": 4, **_SMALL},
