@@ -601,8 +601,9 @@ class Accelerator(wiring.Component):
         if cfg.act_pingpong:
             # Both buffers in one memory, buffer b in half b (the address's top bit): a row's
             # word then needs no buffer select (on an iCE40 5x4 the select took 111 logic
-            # cells), and half as many block RAMs hold the two (an iCE40 block RAM has 256 words
-            # of 16 bits, the 128-word buffers of a digits build half of one each). The
+            # cells), and rows + 1 copies of the pair take the block RAMs that 2 x rows copies
+            # took (an iCE40 block RAM has 256 words of 16 bits, the 128-word buffers of a
+            # digits build half of one each). The
             # write-back and the host read bank 0; the rows read banks 1 to `rows`.
             bufs = [ReplicatedMemory(banks=1 + R, width=cfg.act_word_bits,
                                      depth=(1 << cfg.act_addr_bits) + cfg.act_depth,

@@ -20,8 +20,8 @@ __all__ = ["ArrayConfig", "requant_lane_fields", "host_word_bytes", "check_int"]
 _SHIFT_FIELD_BITS = SHIFT_MAX.bit_length()
 #: Both activation buffers share one memory (:attr:`ArrayConfig.act_pingpong`) only while it is
 #: this deep at most: an iCE40 block RAM's depth at 16 bits (an ECP5 one's at 36 bits is 512), so
-#: the pair takes no more block RAMs than one buffer's copies would. (Deeper, the 2x2 of `make
-#: demo` with its 512-word buffers took 19 block RAMs where two memories take 15.)
+#: its ``rows + 1`` copies take no more block RAMs than two memories' ``2 x rows`` would. (Deeper,
+#: the 2x2 of `make demo` with its 512-word buffers took 19 block RAMs where two memories take 15.)
 PINGPONG_MAX_WORDS = 256
 
 
