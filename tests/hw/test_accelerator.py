@@ -805,21 +805,22 @@ def test_a_read_right_after_a_write_sees_it(poisoned_collisions, read_pipeline):
 
 
 @pytest.mark.parametrize("pipeline, narrow, act_depth", [
-    ("deep", False, 128), ("short", False, 128), ("short", False, 256), ("deep", True, 128),
-    ("short", True, 128)])
+    ("deep", False, 128), ("short", False, 128), ("short", False, 100), ("short", False, 256),
+    ("deep", True, 128), ("short", True, 128)])
 def test_undefined_collisions_are_never_used(poisoned_collisions, pipeline, narrow, act_depth):
     # Every memory that leaves a read of the address written in the same cycle undefined: its
     # users never take that word (the deep write-back forwards the words written since its read;
     # narrow banks' reads come after the copy's writes of their entries).
     # A max-pool layer makes the write-back read a word in the cycle it is written. (Short
-    # pipelines: 128 words keep both buffers in one memory, 256 in two.)
+    # pipelines: 128 words keep both buffers in one memory, 100 too (buffer 1 from word 128 of
+    # 228), 256 in two.)
     model = digits_net("adder", mode="pow2x2")
     config = ArrayConfig(pe="adder", rows=4, cols=4, requant_mode="pow2x2", max_k=72,
                          weight_depth=2048, act_depth=act_depth, param_depth=64,
                          read_pipeline=pipeline, writeback_pipeline=pipeline,
                          requant_lanes=1 if narrow else None,
                          act_entry_lanes=1 if narrow else None)
-    assert config.act_pingpong == (pipeline == "short" and not narrow and act_depth == 128)
+    assert config.act_pingpong == (pipeline == "short" and not narrow and act_depth <= 128)
     program = compile_model(model, config)
     x = _images(model, 1, seed=7)
     result = simulate(program, x, simulator="amaranth", per_stage=True)
