@@ -72,7 +72,11 @@ class _UARTPart(wiring.Component):
 class UARTTx(_UARTPart):
     """8N1 transmitter: one start bit, eight data bits LSB first, one stop bit.
 
-    Bytes offered on ``data`` back to back go out with no idle time between them.
+    Bytes offered on ``data`` back to back go out with no idle time between them. A byte taken
+    waits in a holding register (a 16550's transmit holding register) until the shift register
+    is free: the sender's valid and payload logic ends at that register, not at the shift
+    register's, the bit timer's and the bit count's enables (on an iCE40 accelerator the host
+    link framer's answer handshake into those was the slowest path once the core's were cut).
 
     Parameters
     ----------
@@ -86,7 +90,7 @@ class UARTTx(_UARTPart):
     tx : ``Out(1)``
         The line (idle high), driven from a register.
     busy : ``Out(1)``
-        A byte is being sent.
+        A byte is waiting or being sent.
     """
     data: In(stream.Signature(8))
     tx: Out(1, init=1)
@@ -97,34 +101,48 @@ class UARTTx(_UARTPart):
         timer = Signal(range(self._divisor))
         bits = Signal(range(11))       # bits still to send, the current one included
         shreg = Signal(10, init=0x3FF)  # idle shifts in ones, so bit 0 is the line
-        # Ready when idle and in the last cycle of the stop bit (back to back, no idle gap). It
-        # is a register: a sender's logic that waits on it stays short.
-        ready = Signal(init=1)
+        holding = Signal(8)
+        full = Signal()
+        # The shift register is free: idle, or in the last cycle of the stop bit (back to back,
+        # no idle gap). A register, like ``data.ready``.
+        free = Signal(init=1)
+        # ``bits != 0`` and ``timer == 0`` as registers too: the shift register's enable is
+        # then two flip-flops' AND, not a compare of the timer through the carry chain Yosys
+        # makes of it.
+        sending = Signal()
+        bit_end = Signal()
         m.d.comb += [
             self.tx.eq(shreg[0]),
-            self.busy.eq(bits != 0),
-            self.data.ready.eq(ready),
+            self.busy.eq(full | sending),
+            self.data.ready.eq(~full),
         ]
-        with m.If(self.data.valid & ready):
+        with m.If(self.data.valid & ~full):
+            m.d.sync += [holding.eq(self.data.payload), full.eq(1)]
+        with m.If(full & free):
             m.d.sync += [
-                shreg.eq(Cat(Const(0, 1), self.data.payload, Const(1, 1))),
+                shreg.eq(Cat(Const(0, 1), holding, Const(1, 1))),
                 bits.eq(10),
                 timer.eq(self._divisor - 1),
-                ready.eq(0),
+                free.eq(0),
+                full.eq(0),
+                sending.eq(1),
+                bit_end.eq(0),
             ]
-        with m.Elif(bits != 0):
-            with m.If(timer == 0):
+        with m.Elif(sending):
+            with m.If(bit_end):
                 m.d.sync += [
                     timer.eq(self._divisor - 1),
                     shreg.eq(Cat(shreg[1:], Const(1, 1))),
                     bits.eq(bits - 1),
+                    sending.eq(bits != 1),
+                    bit_end.eq(0),
                 ]
             with m.Else():
-                m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [timer.eq(timer - 1), bit_end.eq(timer == 1)]
             # next cycle is the stop bit's last one (timer 1 -> 0), or idle (timer 0 now)
-            m.d.sync += ready.eq((bits == 1) & (timer <= 1))
+            m.d.sync += free.eq((bits == 1) & (timer <= 1))
         with m.Else():
-            m.d.sync += ready.eq(1)
+            m.d.sync += free.eq(1)
         return m
 
 
