@@ -142,15 +142,12 @@ class Writeback(wiring.Component):
             m.d.comb += row_data.as_value().eq(Cat(*parts, self.i.payload.as_value()))
         else:
             m.d.comb += row_data.eq(self.i.payload)
-        # The pooling stride's last offset. With the deep pipeline from a register (the
-        # descriptor holds still for the stage, and its first row comes many cycles after the
-        # start): its subtraction in front of the window counters' compares was an 8x8 ECP5
-        # accelerator's slowest path (94.3 MHz). (On an iCE40 2x2 the register left the clock
-        # as it was and deepened other paths: boards.md.)
-        stride_last = d.pool_s - 1
-        if self._deep:
-            stride_last = Signal(DIM_BITS, name="stride_last")
-            m.d.sync += stride_last.eq(d.pool_s - 1)
+        # The pooling stride's last offset, from a register (the descriptor holds still for the
+        # stage, and its first row comes many cycles after the start): its subtraction in front
+        # of the window counters' compares was an 8x8 ECP5 accelerator's slowest path (94.3
+        # MHz), and the iCEBreaker's 4x4's (wb.row_dest, 35.2 MHz with seed 1).
+        stride_last = Signal(DIM_BITS, name="stride_last")
+        m.d.sync += stride_last.eq(d.pool_s - 1)
         take = self.i.valid & active & part[-1]
         # With the deep pipeline the counters' ends are registers that move with the counters:
         # `left != 0`, `left <= 1` and `ow_c == out_w_m1` (the OR of left's bits, then the
