@@ -615,7 +615,7 @@ def build_parser():
     add_build(p, board="always")
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's; for --top accelerator its build's, "
-                        "iCEBreaker 31.5 adder and shift, 30 mul, ULX3S 100 adder, 90 shift and "
+                        "iCEBreaker 33 adder, 31.5 shift and mul, ULX3S 100 adder, 90 shift and "
                         "mul; else 48 iCEBreaker, 100 ULX3S)")
     p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
     p.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
