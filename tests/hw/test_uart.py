@@ -137,6 +137,46 @@ def test_tx_exact_timing_back_to_back(divisor):
     assert all(b - a == 10 * divisor for a, b in zip(starts, starts[1:])), starts  # no gaps
 
 
+@pytest.mark.parametrize("divisor", [8, 11])
+def test_tx_holds_a_second_byte_and_is_busy_until_the_last_stop_bit(divisor):
+    """A byte offered while one is on the line is taken at once into the holding register (ready
+    falls until the first byte leaves it), and busy stays high until the last stop bit ends."""
+    dut = UARTTx(divisor=divisor)
+    trace = []
+
+    async def feed(ctx):
+        for b in (0x3C, 0xC3):
+            ctx.set(dut.data.payload, b)
+            ctx.set(dut.data.valid, 1)
+            await ctx.tick().until(dut.data.ready)
+        ctx.set(dut.data.valid, 0)
+        await ctx.tick().repeat(24 * divisor)
+
+    async def watch(ctx):
+        async for _, _, tx, ready, busy in ctx.tick().sample(dut.tx, dut.data.ready, dut.busy):
+            trace.append((tx, ready, busy))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed)
+    sim.add_process(watch)
+    sim.run()
+    levels = [t for t, _, _ in trace]
+    frames = decode_line(levels, divisor)
+    assert [b for b, _ in frames] == [0x3C, 0xC3]
+    first, second = (start for _, start in frames)
+    assert second - first == 10 * divisor
+    # The second byte is taken as the first starts on the line (the first left the holding
+    # register for the shift register then), and it waits there until its own start: ready is
+    # low in between.
+    assert trace[first][1] and trace[second][1]
+    assert not any(ready for _, ready, _ in trace[first + 1:second])
+    # Busy from the cycle the first byte waits in the holding register, a cycle before its start.
+    end = second + 10 * divisor       # the cycle after the second byte's stop bit
+    assert all(busy for _, _, busy in trace[first - 1:end])
+    assert not any(busy for _, _, busy in trace[end:])
+
+
 # --- receiver ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("divisor, n", [(8, 48), (16, 24), (50, 8)])
