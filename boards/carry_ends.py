@@ -8,6 +8,12 @@ cells that did nothing. No Yosys pass leaves a cell's output port unconnected, s
 does it on the netlist Yosys writes (``write_json``), before nextpnr reads it: a ``COUT`` whose
 net no cell reads and no port of the top module carries is connected to nothing (``"x"``).
 Nothing that reads the netlist changes (the net had no reader).
+
+An output a ``CCU2C`` leaves out of its connections altogether (``COUT``, ``S0``, ``S1``) is put
+back, connected to nothing: nextpnr's reader stops on a port left out (``Packing carries``,
+with no message), and the builds' last synthesis, classic ABC in the middle of ``synth_ecp5``
+(:func:`.report.ecp5_classic_abc`), writes the hand-made chains' cells (``hw.pe``) without their
+unconnected outputs (an ECP5 8x8 accelerator whose ABC9 runs failed, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -25,9 +31,14 @@ __all__ = ["drop_unused_carry_outs", "drop_file", "CARRY_ENDS_LOG"]
 CARRY_ENDS_LOG = "carry_ends: {count} unused carry outs left unconnected"
 
 
+#: A ``CCU2C``'s outputs: its sums and its carry out.
+_CCU2C_OUTPUTS = ("S0", "S1", "COUT")
+
+
 def drop_unused_carry_outs(netlist):
     """Disconnect every ``CCU2C``'s ``COUT`` that nothing reads in the top module of
-    ``netlist`` (a Yosys JSON netlist as a dict, changed in place); returns how many."""
+    ``netlist`` (a Yosys JSON netlist as a dict, changed in place), and connect each output a
+    ``CCU2C`` left out to nothing; returns how many carry outs are newly unconnected."""
     top = netlist_step.top_module(netlist)
     read = {bit for port in top.get("ports", {}).values() for bit in port["bits"]}
     for cell in top["cells"].values():
@@ -36,10 +47,16 @@ def drop_unused_carry_outs(netlist):
                 read.update(bits)
     dropped = 0
     for cell in top["cells"].values():
-        cout = cell["connections"].get("COUT")
-        if cell["type"] == "CCU2C" and cout and isinstance(cout[0], int) and cout[0] not in read:
-            # ("x", as Yosys writes an unconnected bit: nextpnr's reader stops on a port
-            # left out of the connections)
+        if cell["type"] != "CCU2C":
+            continue
+        for port in _CCU2C_OUTPUTS:
+            if port not in cell["connections"]:
+                cell["connections"][port] = ["x"]
+                cell["port_directions"][port] = "output"
+                dropped += port == "COUT"
+        cout = cell["connections"]["COUT"]
+        if cout and isinstance(cout[0], int) and cout[0] not in read:
+            # ("x", as Yosys writes an unconnected bit)
             cell["connections"]["COUT"] = ["x"]
             dropped += 1
     return dropped

@@ -44,6 +44,19 @@ def test_only_unread_carry_outs_are_dropped(netlist):
     assert carry_ends.drop_unused_carry_outs(netlist) == 0     # a second pass changes nothing
 
 
+def test_outputs_left_out_are_put_back_unconnected(netlist):
+    # Classic ABC's netlists leave a hand-made chain's unconnected outputs out of its last cell.
+    cells = netlist["modules"]["top"]["cells"]
+    cells["last"] = _cell("CCU2C", {"CIN": [16], "A0": [6], "S0": [24]})
+    cells["unread"]["connections"]["COUT"] = [16]        # (now the chain into "last")
+    assert carry_ends.drop_unused_carry_outs(netlist) == 1
+    last = cells["last"]
+    assert (last["connections"]["COUT"], last["connections"]["S1"]) == (["x"], ["x"])
+    assert last["connections"]["S0"] == [24]
+    assert last["port_directions"]["COUT"] == last["port_directions"]["S1"] == "output"
+    assert cells["unread"]["connections"]["COUT"] == [16]
+
+
 def test_command_line(netlist, tmp_path, capsys):
     path = tmp_path / "top.json"
     path.write_text(json.dumps(netlist))
