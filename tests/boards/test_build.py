@@ -264,9 +264,9 @@ def test_a_net_driven_twice_in_every_attempt_is_named_in_the_error(tmp_path, mon
     assert len(runs) == 3
 
 
-def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
-    # ABC9 failing with and without -dff (simulated): the third run maps LUTs with classic ABC
-    # in the middle of synth_ecp5, and the build still gives a bitstream.
+def _abc9_failing_twice(monkeypatch):
+    """Board builds whose first two Yosys runs fail inside ABC9 (simulated); returns the list
+    each run's synthesis options and first four commands after synthesis go into."""
     import addershift.boards.build as build_module
     real, runs = build_module._run_platform_build, []
 
@@ -278,6 +278,13 @@ def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
         return real(top, board, name, build_dir, log, **kwargs)
 
     monkeypatch.setattr(build_module, "_run_platform_build", failing_twice)
+    return runs
+
+
+def test_ecp5_build_falls_back_to_classic_abc(tmp_path, monkeypatch):
+    # ABC9 failing with and without -dff (simulated): the third run maps LUTs with classic ABC
+    # in the middle of synth_ecp5, and the build still gives a bitstream.
+    runs = _abc9_failing_twice(monkeypatch)
     result = build(_Echo(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
     assert [opts for opts, _ in runs] == [("-nowidelut",), ("-nowidelut", "-dff"),
                                           ("-nowidelut", "-run", "begin:map_luts")]
@@ -310,17 +317,7 @@ def test_ecp5_classic_abc_build_of_hand_made_carry_chains(tmp_path, monkeypatch)
     # Classic ABC in the middle of synth_ecp5 writes a hand-made chain's cells without their
     # unconnected outputs, and nextpnr stopped on them while packing carries (an 8x8 ECP5
     # accelerator whose ABC9 runs failed, 2026-12-06): boards/carry_ends.py puts them back.
-    import addershift.boards.build as build_module
-    real, runs = build_module._run_platform_build, []
-
-    def failing_twice(top, board, name, build_dir, log, **kwargs):
-        runs.append(kwargs["synth_opts"])
-        if len(runs) <= 2:
-            (build_dir / f"{name}.rpt").write_text("7.46.14.5. Executing ABC9.\n")
-            return 1
-        return real(top, board, name, build_dir, log, **kwargs)
-
-    monkeypatch.setattr(build_module, "_run_platform_build", failing_twice)
+    _abc9_failing_twice(monkeypatch)
     result = build(_ChainEcho(), board="ulx3s-12f", clock_mhz=25, build_dir=tmp_path)
     assert result.report.extra["synth"].startswith("classic ABC (abc -lut 4)")
     assert result.bitstream.exists() and result.report.timing_met
