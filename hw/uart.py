@@ -75,8 +75,9 @@ class UARTTx(_UARTPart):
     Bytes offered on ``data`` back to back go out with no idle time between them. A byte taken
     waits in a holding register (a 16550's transmit holding register) until the shift register
     is free: the sender's valid and payload logic ends at that register, not at the shift
-    register's, the bit timer's and the bit count's enables (on an iCE40 accelerator the host
-    link framer's answer handshake into those was the slowest path once the core's were cut).
+    register's, the bit timer's and the bit count's enables (the host link framer's answer
+    handshake into those made most of the endpoints of the iCEBreaker's 4x4 accelerator that
+    would miss 38 MHz: docs/boards.md).
 
     Parameters
     ----------
