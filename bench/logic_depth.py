@@ -8,7 +8,7 @@ levels deep (:func:`addershift.boards.netlist.logic_depth`). Unlike nextpnr's on
 it shows whether a change shortened the logic before a place and route says by how much.
 
 On an iCE40UP5K a level (a LUT and the route into it) took 2.3-3.7 ns after place and route
-(``docs/boards.md``): 48 MHz (20.8 ns) leaves room for about 5-6 levels, 32 MHz for about 8.
+(``docs/board_log.md``): 48 MHz (20.8 ns) leaves room for about 5-6 levels, 32 MHz for about 8.
 
     .venv/bin/addershift build --board icebreaker -m models/digits_adder.npz --rows 2 --cols 2 \\
         --requant-lanes 1 --requant-pipeline short --writeback-pipeline short \\

@@ -380,7 +380,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     ``seed``: nextpnr's seed, or a sequence of seeds: the netlist is then placed and routed
     with each in turn until one meets the clock, and the fastest run's files are kept (the
     others' in ``seeds/<seed>/`` of ``build_dir``). Large ECP5 builds differ by up to 25 MHz
-    between seeds of one netlist (docs/boards.md, "Placement").
+    between seeds of one netlist (docs/board_log.md, "Placement").
 
     ``late_endpoints``: have nextpnr time every net (``--detailed-timing-report``, a report of
     about 30 MB for a full ECP5-85F) and add the endpoints that miss the clock, counted by

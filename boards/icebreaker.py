@@ -29,7 +29,7 @@ class ICEBreaker(Board):
     # digits models need. The adder's 4x4 takes 2,100 cycles per digits inference: the search's
     # largest, a 3x6, takes 2,508, and a 5x4 2,091 (nextpnr finds no placement for it). The
     # shift kind's 4x3 (2,876) was chosen when its 3x4 did not fit (2,741 now). Their Fmax is
-    # 34-37 MHz, short of 48 (docs/boards.md, "Why the iCE40 build stays near 32 MHz"): each
+    # 34-37 MHz, short of 48 (docs/board_log.md, "Why the iCE40 build stays near 32 MHz"): each
     # kind runs at the fastest of the clocks tried where seeds 1-3 all met timing with at
     # least 7 % to spare: the adder at 33 MHz (9.5-13 %; 31.5 until the UART's holding
     # register, 2026-12-06), the shift kind and the multiplier at 31.5 (at 33 their seed 2 had

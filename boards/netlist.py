@@ -207,7 +207,7 @@ def logic_depth(netlist, *, family, top=None, root=None, weights=DEPTH_WEIGHTS):
     Each path starts at a flip-flop, a memory or DSP block, or an input port (depth 0) and adds
     ``weights`` per combinational cell; it ends at any input of a flip-flop (data, enable, reset),
     memory, DSP block or output port. On an iCE40UP5K a level took 2.3-3.7 ns after place and
-    route (``docs/boards.md``), so the groups deeper than a clock allows are where pipeline
+    route (``docs/board_log.md``), so the groups deeper than a clock allows are where pipeline
     registers must go: Yosys' count, before placement, of what nextpnr's one critical path and
     its slack histogram's long tail show. (On ECP5 a CCU2C counts as a carry stage.)
 

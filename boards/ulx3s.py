@@ -44,7 +44,7 @@ class ULX3S(Board):
         self.name = f"ulx3s-{size}"
         self.device = f"LFE5U-{size.upper()}"
         # The default accelerator of each kind: deep pipelines, a requantiser lane per column
-        # (docs/boards.md has each build). An 8x8 takes 65-69 block RAMs: the 25F's die (the
+        # (docs/board_log.md has each build). An 8x8 takes 65-69 block RAMs: the 25F's die (the
         # 12F's too) has 56.
         shape = {"rows": 8, "cols": 8} if size in ("45f", "85f") else {"rows": 4, "cols": 4}
         self.accelerator_builds = {kind: dict(shape) for kind in ("adder", "shift", "mul")}
@@ -52,7 +52,7 @@ class ULX3S(Board):
         # on its netlist, classic ABC maps it); mul 94.1-101.3.
         self.accelerator_clocks = {"adder": 100.0, "shift": 90.0, "mul": 90.0}
         # The adder 8x8 on the 85F (code of 929ee70): static placement 118.5, 116.0 and
-        # 110.2 MHz (seeds 1-3), heap 99.8, 98.8 and 104.8 (docs/boards.md, "Placement").
+        # 110.2 MHz (seeds 1-3), heap 99.8, 98.8 and 104.8 (docs/board_log.md, "Placement").
         self.accelerator_placers = {"adder": "static"} if size in ("45f", "85f") else {}
 
     def platform(self, *, bram_outreg=False):

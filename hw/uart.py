@@ -77,7 +77,7 @@ class UARTTx(_UARTPart):
     is free: the sender's valid and payload logic ends at that register, not at the shift
     register's, the bit timer's and the bit count's enables (the host link framer's answer
     handshake into those made most of the endpoints of the iCEBreaker's 4x4 accelerator that
-    would miss 38 MHz: docs/boards.md).
+    would miss 38 MHz: docs/board_log.md).
 
     Parameters
     ----------
