@@ -36,8 +36,8 @@ from .report import (ecp5_classic_abc, ecp5_retry_opts, read_report, yosys_input
 from .toolchain import ToolError, find_program, last_error, prepare_environment
 from ..sw.protocol import DEFAULT_BAUD
 
-__all__ = ["BoardTop", "BuildResult", "DoesNotFit", "ROUTERS", "build", "build_accelerator",
-           "build_array", "build_link", "array_core",
+__all__ = ["BoardTop", "BuildResult", "DoesNotFit", "DoesNotPlace", "ROUTERS", "build",
+           "build_accelerator", "build_array", "build_link", "array_core",
            "multiplier_opts", "MULTIPLIERS", "default_build_dir", "bitstream_path", "program",
            "NoProgrammer"]
 
@@ -258,14 +258,35 @@ class DoesNotFit(ToolError):
 
 #: Block RAM cell types: an overflow of these asks for fewer memories, not less logic.
 BLOCK_RAM_CELLS = ("DP16KD", "ICESTORM_RAM")
+#: nextpnr's words when a packed design within the device's totals finds no legal placement.
+NO_LEGAL_PLACEMENT = "Unable to find legal placement"
+# The counts that say how full a design is: logic cells and block RAMs (global buffers and the
+# PLL read 100 % in most builds, and more of them is not what a smaller array needs).
+_FILL_CELLS = ("ICESTORM_LC", "TRELLIS_COMB", "TRELLIS_FF", *BLOCK_RAM_CELLS)
+
+
+class DoesNotPlace(DoesNotFit):
+    """The packed design is within the device's totals, but nextpnr found no legal placement
+    for it: ``cell``, ``needed`` and ``available`` are its fullest logic-cell or block RAM count
+    (``overflows`` holds that one)."""
+
+
+def _utilisation(log_text):
+    """``[(cell type, used, available)]`` of nextpnr's device utilisation."""
+    return [(cell, int(used), int(total))
+            for cell, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
+                                                log_text, re.M)]
 
 
 def _overflows(log_text):
     """``[(cell type, used, available)]`` of every resource nextpnr found over 100 %."""
-    return [(cell, int(used), int(total))
-            for cell, used, total in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
-                                                log_text, re.M)
-            if int(used) > int(total)]
+    return [u for u in _utilisation(log_text) if u[1] > u[2]]
+
+
+def _fullest(log_text):
+    """The logic-cell or block RAM count nearest its device's total, or None."""
+    fills = [u for u in _utilisation(log_text) if u[0] in _FILL_CELLS and u[2] > 0]
+    return max(fills, key=lambda u: u[1] / u[2], default=None)
 
 
 def _seed_list(seed):
@@ -463,7 +484,15 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         text = log.read_text(errors="replace")
         tail = "\n".join(text.splitlines()[-30:])
         tim = build_dir / f"{name}.tim"         # nextpnr's own log
-        overs = _overflows(tim.read_text(errors="replace") if tim.exists() else "")
+        tim_text = tim.read_text(errors="replace") if tim.exists() else ""
+        overs = _overflows(tim_text)
+        fullest = _fullest(tim_text) if NO_LEGAL_PLACEMENT in tim_text else None
+        if fullest and not overs:
+            cell, used, total = fullest
+            raise DoesNotPlace(f"the {board.name} build does not place on the {board.device}: it "
+                               f"packs into {used} {cell} of {total} ({100 * used / total:.1f}%), "
+                               f"and nextpnr found no legal placement for it (log: {log})\n{tail}",
+                               cell=cell, needed=used, available=total)
         if overs:
             needs = " and ".join(f"{used} {cell} of {total} ({100 * used / total:.0f}%)"
                                  for cell, used, total in overs)

@@ -92,7 +92,7 @@ def _board_build(config, board, out):
 
     Returns the build report (``boards.build.BuildResult.to_dict``) and whether it was reused. A
     design that does not fit the device returns ``{"fits": False, ...}`` with the logic cells
-    nextpnr asked for, read from its error.
+    nextpnr asked for (or packed into, where it found no legal placement), read from its error.
     """
     key = f"{board}-{config.build_hash[:12]}-{_sources_hash()}"
     build_dir = out / "boards" / key
@@ -257,9 +257,9 @@ def run_demo(args):
     print(f"  {'reused the ' if reused else ''}build in {build_dict['build_dir']}")
     fmax = build_dict.get("fmax_mhz")
     if not build_dict["fits"]:
-        print(f"  DOES NOT FIT: nextpnr needs {build_dict['needed_cells']:,} "
-              f"{build_dict['cell_type']} cells of {build_dict['available_cells']:,}; see "
-              f"docs/accelerator.md (area) and try --board ulx3s-85f")
+        # (nextpnr's words: more cells than the device has, or no legal placement for them.)
+        print(f"  DOES NOT FIT: {build_dict['error']}; see docs/accelerator.md (area) and try "
+              f"--board ulx3s-85f")
     else:
         for name, entry in build_dict["resources"].items():
             if isinstance(entry, dict) and entry.get("total") and entry.get("used") is not None:

@@ -219,6 +219,45 @@ def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
     assert result.report.extra["synth"] == "synth_ecp5 -nowidelut -dff: Yosys failed without -dff"
 
 
+def test_a_build_that_packs_but_does_not_place_says_how_full_it_is(tmp_path, monkeypatch,
+                                                                   capsys):
+    # The iCEBreaker's 4x4 adder accelerator with two requantiser lanes (2026-12-07, 13 minutes
+    # to fail): it packs within the device's totals, and nextpnr's heap placer finds no legal
+    # placement. Its log's lines, simulated: the error names the fullest count (not the global
+    # buffers' 100 %), and the CLI adds the hint for logic cells.
+    import addershift.boards.build as build_module
+    from addershift.sw.cli import main
+
+    def unplaceable(top, board, name, build_dir, log, **kwargs):
+        (build_dir / f"{name}.tim").write_text(
+            "Info: Device utilisation:\n"
+            "Info: \t         ICESTORM_LC:    5214/   5280    98%\n"
+            "Info: \t        ICESTORM_RAM:      19/     30    63%\n"
+            "Info: \t               SB_GB:       8/      8   100%\n"
+            "Info: \t        ICESTORM_PLL:       1/      1   100%\n"
+            "ERROR: Unable to find legal placement for all cells, design is probably at "
+            "utilisation limit.\n")
+        log.write_text("ERROR: Unable to find legal placement for all cells, design is probably "
+                       "at utilisation limit.\n")
+        return 1
+
+    monkeypatch.setattr(build_module, "_run_platform_build", unplaceable)
+    with pytest.raises(build_module.DoesNotPlace,
+                       match=r"^the icebreaker build does not place on the iCE40UP5K: it packs "
+                             r"into 5214 ICESTORM_LC of 5280 \(98\.8%\), and nextpnr found no "
+                             r"legal placement for it") as e:
+        build(_Echo(), board="icebreaker", build_dir=tmp_path)
+    assert (e.value.cell, e.value.needed, e.value.available) == ("ICESTORM_LC", 5214, 5280)
+    assert main(["build", "--board", "icebreaker", "-o", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("addershift build: the icebreaker build does not place on the "
+                          "iCE40UP5K: it packs into 5214 ICESTORM_LC of 5280 (98.8%)")
+    assert "a smaller array (--rows, --cols), --requant-lanes 1" in err
+    # Global buffers and the PLL read 100 % in most builds: they do not make a design full.
+    from addershift.boards.build import _fullest
+    assert _fullest("Info: \t               SB_GB:       8/      8   100%\n") is None
+
+
 def test_ecp5_build_retried_when_yosys_writes_a_net_driven_twice(tmp_path, monkeypatch):
     # Yosys finished, but its CHECK pass warned of a net with two drivers (as ABC9 once mapped a
     # 16x16 accelerator) and nextpnr stopped on it: simulated, the build retries with -dff.
