@@ -318,8 +318,8 @@ class Im2colGenerator(wiring.Component):
         # choose a step's branch (kernel column, kernel row, the reduction's last step): built
         # from the single ends, each enable was a chain of LUTs, the step through it into the
         # output-group registers' enables a 16x16 accelerator's slowest path (94.9 MHz). (iCE40
-        # builds keep the compares: an earlier form of these flags cost 36 LUTs there,
-        # docs/board_log.md.)
+        # builds keep the compares: as registers, with the write-back's, the ends took the 4x4 80
+        # cells more and placed it slower, docs/board_log.md.)
         if deep:
             ends = {n: Signal(name=f"{n}_last") for n in ("lane", "c", "kw", "kh", "og")}
             # The flags' next values after a step (`nxt_step`: as they are, unless a step's
