@@ -76,6 +76,45 @@ def test_a_build_that_misses_timing_is_built_again_below_its_fmax(tmp_path, monk
     assert outcome["first_attempt"] == {"clock_mhz": 48.0, "fmax_mhz": 33.2}
 
 
+def test_the_demo_says_why_its_build_does_not_place(tmp_path, monkeypatch, capsys):
+    # The whole demo with a board build that packs but does not place (nextpnr's own failure,
+    # as for the iCEBreaker 5x4): the line names the cell count, and the report still comes.
+    from addershift.boards import build as board_build
+    monkeypatch.setattr(demo, "_generate", lambda config, out: _written(out / "accelerator.v"))
+    monkeypatch.setattr(demo, "_simulated_board", lambda model, config, n, out: {
+        "accuracy": 1.0, "mismatches": 0, "bit_exact": True, "cycles_per_inference": 6000,
+        "utilisation": 0.5, "stages": _report()["simulation"]["stages"],
+        "link": {"load_bytes_per_s_device": 9000.0, "line_bytes_per_s": 11520.0,
+                 "load_bytes": 4000, "baud": 115200}})
+
+    def no_placement(*args, **kwargs):
+        raise board_build.DoesNotPlace(
+            "the icebreaker build does not place on the iCE40UP5K: it packs into 5107 ICESTORM_LC "
+            "of 5280 (96.7%), and nextpnr found no legal placement for it (log: x)\n...",
+            cell="ICESTORM_LC", needed=5107, available=5280)
+    monkeypatch.setattr(board_build, "build", no_placement)
+    args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
+                              requant_lanes=None, requant_pipeline=None,
+                              writeback_pipeline=None, read_pipeline=None, images=4,
+                              out=str(tmp_path))
+    demo.run_demo(args)
+    out = capsys.readouterr().out
+    assert ("  DOES NOT FIT: the icebreaker build does not place on the iCE40UP5K: it packs into "
+            "5107 ICESTORM_LC of 5280 (96.7%), and nextpnr found no legal placement for it "
+            "(log: x); see docs/accelerator.md (area) and try --board ulx3s-85f") in out
+    assert "Fmax" not in out and "bitstream" not in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["build"]["fits"] is False and report["build"]["needed_cells"] == 5107
+    assert report["resources"] is None and report["images_per_second_at_fmax"] is None
+    assert report["images_per_second_at_clock"] is None
+    assert (tmp_path / "cycles_per_layer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _written(path):
+    path.write_text("module addershift_top; endmodule\n")
+    return path
+
+
 def test_a_bad_build_option_stops_the_demo_before_it_starts(tmp_path, capsys):
     from addershift.sw.cli import main
     assert main(["demo", "--requant-lanes", "3", "--out", str(tmp_path)]) == 1
