@@ -258,8 +258,10 @@ class DoesNotFit(ToolError):
 
 #: Block RAM cell types: an overflow of these asks for fewer memories, not less logic.
 BLOCK_RAM_CELLS = ("DP16KD", "ICESTORM_RAM")
-#: nextpnr's words when a packed design within the device's totals finds no legal placement.
-NO_LEGAL_PLACEMENT = "Unable to find legal placement"
+#: nextpnr's words when a packed design within the device's totals finds no legal placement: the
+#: heap placer's, and the simulated-annealing placer's (``--placer sa``) for a carry chain or a cell.
+NO_LEGAL_PLACEMENT = re.compile(r"Unable to find legal placement|failed to place (chain starting "
+                                r"at )?cell")
 # The counts that say how full a design is: logic cells and block RAMs (global buffers and the
 # PLL read 100 % in most builds, and more of them is not what a smaller array needs).
 _FILL_CELLS = ("ICESTORM_LC", "TRELLIS_COMB", "TRELLIS_FF", *BLOCK_RAM_CELLS)
@@ -486,7 +488,7 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         tim = build_dir / f"{name}.tim"         # nextpnr's own log
         tim_text = tim.read_text(errors="replace") if tim.exists() else ""
         overs = _overflows(tim_text)
-        fullest = _fullest(tim_text) if NO_LEGAL_PLACEMENT in tim_text else None
+        fullest = _fullest(tim_text) if NO_LEGAL_PLACEMENT.search(tim_text) else None
         if fullest and not overs:
             cell, used, total = fullest
             raise DoesNotPlace(f"the {board.name} build does not place on the {board.device}: it "

@@ -262,9 +262,10 @@ def cmd_build(args):
                                          build_array, build_link)
     from addershift.boards.report import TimingError
     from addershift.boards.toolchain import ToolError
+    config = _sim_build(args) if args.top == "accelerator" else None
     try:
         if args.top == "accelerator":
-            result = build_accelerator(board=args.board, config=_sim_build(args),
+            result = build_accelerator(board=args.board, config=config,
                                        clock_mhz=args.clock, baud=args.baud, build_dir=args.out,
                                        seed=args.seed, router=args.router, placer=args.placer,
                                        multipliers=args.multipliers, check_timing=False,
@@ -288,9 +289,7 @@ def cmd_build(args):
         if args.top == "accelerator":
             kinds = {cell in BLOCK_RAM_CELLS for cell, _, _ in e.overflows}
             if False in kinds:
-                hint += ("; a smaller array (--rows, --cols), --requant-lanes 1 or short pipelines "
-                         "(--requant-pipeline, --writeback-pipeline, --read-pipeline) need less, "
-                         "and --top array builds the PE array alone")
+                hint += f"; {_fewer_cells(config)}, and --top array builds the PE array alone"
             if True in kinds:
                 hint += ("; fewer activation banks (--act-banks, a divisor of --rows) or "
                          "shallower memories (--act-depth, down to what the model needs) take "
@@ -367,6 +366,20 @@ def _build_options(args):
             "writeback_pipeline": args.writeback_pipeline, "read_pipeline": args.read_pipeline,
             "act_banks": args.act_banks, "act_entry_lanes": args.act_entry_lanes,
             "weight_relays": args.weight_relays, **depths}
+
+
+def _fewer_cells(config):
+    """The accelerator options that take fewer logic cells than ``config``'s."""
+    ways = ["a smaller array (--rows, --cols)"]
+    if config.lanes > 1:
+        ways.append("--requant-lanes 1")
+    deep = [f"--{name}-pipeline" for name in ("requant", "writeback", "read")
+            if getattr(config, f"{name}_pipeline") != "short"]
+    if deep:
+        ways.append(f"short pipelines ({', '.join(deep)})")
+    if len(ways) == 1:
+        return f"{ways[0]} needs less"
+    return f"{', '.join(ways[:-1])} or {ways[-1]} need less"
 
 
 def _sim_build(args):

@@ -279,3 +279,23 @@ def test_block_ram_that_does_not_fit_points_at_act_banks(capsys, tmp_path, monke
     assert err.startswith("addershift build: the ulx3s-85f build does not fit the LFE5U-85F: it "
                           "needs 240 DP16KD of 208 (115%); fewer activation banks (--act-banks")
     assert "narrow banks (--act-entry-lanes)" in err
+
+
+def test_logic_that_does_not_fit_names_the_options_left(capsys, tmp_path, monkeypatch):
+    # The hint for too many logic cells names only the options the build has not already at
+    # their least: here the requantiser's deep pipeline, besides the array's size.
+    import addershift.boards.build as build
+
+    def overflowing(**kwargs):
+        assert kwargs["config"].lanes == 1 and kwargs["config"].requant_pipeline == "deep"
+        raise build.DoesNotFit("the icebreaker build does not fit the iCE40UP5K: it needs 5500 "
+                               "ICESTORM_LC of 5280 (104%)", cell="ICESTORM_LC", needed=5500,
+                               available=5280)
+
+    monkeypatch.setattr(build, "build_accelerator", overflowing)
+    assert main(["build", "--board", "icebreaker", "--requant-pipeline", "deep",
+                 "-o", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "addershift build: the icebreaker build does not fit the iCE40UP5K: it needs 5500 "
+        "ICESTORM_LC of 5280 (104%); a smaller array (--rows, --cols) or short pipelines "
+        "(--requant-pipeline) need less, and --top array builds the PE array alone\n")
