@@ -259,7 +259,7 @@ class DoesNotFit(ToolError):
 #: Block RAM cell types: an overflow of these asks for fewer memories, not less logic.
 BLOCK_RAM_CELLS = ("DP16KD", "ICESTORM_RAM")
 #: nextpnr's words when a packed design within the device's totals finds no legal placement: the
-#: heap placer's, and the simulated-annealing placer's (``--placer sa``) for a carry chain or a cell.
+#: heap placer's, and the simulated-annealing one's (``--placer sa``) for a carry chain or a cell.
 NO_LEGAL_PLACEMENT = re.compile(r"Unable to find legal placement|failed to place (chain starting "
                                 r"at )?cell")
 # The counts that say how full a design is: logic cells and block RAMs (global buffers and the
