@@ -491,10 +491,15 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         fullest = _fullest(tim_text) if NO_LEGAL_PLACEMENT.search(tim_text) else None
         if fullest and not overs:
             cell, used, total = fullest
+            how = ""
+            if placer == "sa" and board.family == "ice40":
+                # (Measured: docs/boards.md, "Placement".)
+                how = (" with its simulated-annealing placer, which fails to legalise iCE40 "
+                       "designs that its default placer places")
             raise DoesNotPlace(f"the {board.name} build does not place on the {board.device}: it "
                                f"packs into {used} {cell} of {total} ({100 * used / total:.1f}%), "
-                               f"and nextpnr found no legal placement for it (log: {log})\n{tail}",
-                               cell=cell, needed=used, available=total)
+                               f"and nextpnr found no legal placement for it{how} "
+                               f"(log: {log})\n{tail}", cell=cell, needed=used, available=total)
         if overs:
             needs = " and ".join(f"{used} {cell} of {total} ({100 * used / total:.0f}%)"
                                  for cell, used, total in overs)

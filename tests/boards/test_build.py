@@ -230,9 +230,13 @@ _SA_FAILS = ("Info: Legalising relative constraints...\n"
              "ERROR: Placing design failed.\n")
 
 
-@pytest.mark.parametrize("last_words", [_HEAP_FAILS, _SA_FAILS], ids=["heap", "sa"])
+@pytest.mark.parametrize("placer, last_words, how", [
+    (None, _HEAP_FAILS, ""),
+    ("sa", _SA_FAILS, " with its simulated-annealing placer, which fails to legalise iCE40 designs "
+                      "that its default placer places")], ids=["heap", "sa"])
 def test_a_build_that_packs_but_does_not_place_says_how_full_it_is(tmp_path, monkeypatch,
-                                                                   capsys, last_words):
+                                                                   capsys, placer, last_words,
+                                                                   how):
     # The build's log lines, simulated: the error names the fullest count (not the global
     # buffers' 100 %), and the CLI adds the hint for logic cells.
     import addershift.boards.build as build_module
@@ -249,16 +253,18 @@ def test_a_build_that_packs_but_does_not_place_says_how_full_it_is(tmp_path, mon
         return 1
 
     monkeypatch.setattr(build_module, "_run_platform_build", unplaceable)
-    with pytest.raises(build_module.DoesNotPlace,
-                       match=r"^the icebreaker build does not place on the iCE40UP5K: it packs "
-                             r"into 5214 ICESTORM_LC of 5280 \(98\.8%\), and nextpnr found no "
-                             r"legal placement for it") as e:
-        build(_Echo(), board="icebreaker", build_dir=tmp_path)
+    with pytest.raises(build_module.DoesNotPlace) as e:
+        build(_Echo(), board="icebreaker", build_dir=tmp_path, placer=placer)
+    assert str(e.value).startswith(
+        "the icebreaker build does not place on the iCE40UP5K: it packs into 5214 ICESTORM_LC of "
+        f"5280 (98.8%), and nextpnr found no legal placement for it{how} (log: ")
     assert (e.value.cell, e.value.needed, e.value.available) == ("ICESTORM_LC", 5214, 5280)
-    assert main(["build", "--board", "icebreaker", "-o", str(tmp_path / "cli")]) == 1
+    assert main(["build", "--board", "icebreaker", "-o", str(tmp_path / "cli"),
+                 *(["--placer", placer] if placer else [])]) == 1
     err = capsys.readouterr().err
     assert err.startswith("addershift build: the icebreaker build does not place on the "
-                          "iCE40UP5K: it packs into 5214 ICESTORM_LC of 5280 (98.8%)")
+                          "iCE40UP5K: it packs into 5214 ICESTORM_LC of 5280 (98.8%), and "
+                          f"nextpnr found no legal placement for it{how} (log: ")
     # The board's own build has one requantiser lane and short pipelines already: the hint
     # names only what is left.
     assert err.endswith("; a smaller array (--rows, --cols) needs less, and --top array builds "
