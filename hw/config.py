@@ -106,8 +106,9 @@ class ArrayConfig:
     writeback_pipeline : str
         ``"deep"`` or ``"short"``: the write-back's pipeline (``hw.writeback``). Deep keeps its
         read address and its counters' ends in registers, registers the old word of a max-pool
-        update before the merge, writes from registers and forwards the three words written
-        before it (two more stages, ``5 x cols`` activations of flip-flops); short feeds the
+        update before the merge (and a copy of it near the merge), writes from registers and
+        forwards the words the four rows before it wrote (three more stages, ``8 x cols``
+        activations of flip-flops: ``hw.writeback``, ``docs/accelerator.md``); short feeds the
         block RAM's output, through the read's transparency, straight into the merge, which set
         the whole ECP5 accelerator's clock. iCE40 builds use short: the flip-flops cost
         logic cells there and other paths set the clock.
