@@ -1,22 +1,23 @@
-"""The cycle counts README.md and docs/tutorial.md quote for the shipped adder model are what the
-simulator gives today: each is a transcript of ``addershift simulate`` or a number taken from
-one, and the hardware's pipeline changes move them by a few cycles (they drifted unnoticed for a
-week once). The Amaranth simulator, one image: about 15 seconds a build."""
+"""The cycle counts README.md, docs/tutorial.md and docs/boards.md quote for the shipped models
+are what the simulator gives today: each is a transcript of ``addershift simulate`` or a number
+taken from one, and the hardware's pipeline changes move them by a few cycles (they drifted
+unnoticed for a week once). The Amaranth simulator, one image: 10-25 seconds a build."""
 
 import pathlib
 import re
 
 import pytest
 
+from addershift.boards.board import get_board
 from addershift.sw.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODEL = ROOT / "models" / "digits_adder.npz"
 
 
-def _summary(capsys, *options):
-    """``addershift simulate``'s ``cycles per inference: ...`` line for the shipped adder model."""
-    assert main(["simulate", "-m", str(MODEL), "-n", "1", "--simulator", "amaranth",
+def _summary(capsys, *options, kind="adder"):
+    """``addershift simulate``'s ``cycles per inference: ...`` line for a shipped model."""
+    model = ROOT / "models" / f"digits_{kind}.npz"
+    assert main(["simulate", "-m", str(model), "-n", "1", "--simulator", "amaranth",
                  *options]) == 0
     line, = [x for x in capsys.readouterr().out.splitlines()
              if x.startswith("cycles per inference: ")]
@@ -41,7 +42,16 @@ def test_the_ulx3s_table_and_the_tutorial(capsys, shape, options):
         assert line in (ROOT / "docs" / "tutorial.md").read_text()
 
 
-def test_the_icebreakers_own_build(capsys):
-    line, cycles = _summary(capsys, "--board", "icebreaker")
-    assert line in (ROOT / "docs" / "tutorial.md").read_text()
-    assert f" {cycles:,} cycles per inference" in (ROOT / "README.md").read_text()
+@pytest.mark.parametrize("kind", ["adder", "shift", "mul"])
+def test_the_icebreakers_own_builds(capsys, kind):
+    line, cycles = _summary(capsys, "--board", "icebreaker", kind=kind)
+    # docs/boards.md's table of each board's own build: the kind's row gives its cycles.
+    build = get_board("icebreaker").accelerator_build(kind)
+    row, = [r for r in (ROOT / "docs" / "boards.md").read_text().splitlines()
+            if re.match(rf"\| (`icebreaker`)? *\| {kind} \| {build['rows']}x{build['cols']} \|",
+                        r)]
+    assert f"; {cycles:,} cycles per inference (`addershift simulate --board icebreaker" in row
+    if kind != "mul":
+        assert f" {cycles:,} cycles per" in (ROOT / "README.md").read_text()
+    if kind == "adder":
+        assert line in (ROOT / "docs" / "tutorial.md").read_text()
