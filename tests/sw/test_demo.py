@@ -93,11 +93,7 @@ def test_the_demo_says_why_its_build_does_not_place(tmp_path, monkeypatch, capsy
             "of 5280 (96.7%), and nextpnr found no legal placement for it (log: x)\n...",
             cell="ICESTORM_LC", needed=5107, available=5280)
     monkeypatch.setattr(board_build, "build", no_placement)
-    args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
-                              requant_lanes=None, requant_pipeline=None,
-                              writeback_pipeline=None, read_pipeline=None, images=4,
-                              out=str(tmp_path))
-    demo.run_demo(args)
+    demo.run_demo(_demo_args(tmp_path, images=4))
     out = capsys.readouterr().out
     assert ("  DOES NOT FIT: the icebreaker build does not place on the iCE40UP5K: it packs into "
             "5107 ICESTORM_LC of 5280 (96.7%), and nextpnr found no legal placement for it "
@@ -108,6 +104,14 @@ def test_the_demo_says_why_its_build_does_not_place(tmp_path, monkeypatch, capsy
     assert report["resources"] is None and report["images_per_second_at_fmax"] is None
     assert report["images_per_second_at_clock"] is None
     assert (tmp_path / "cycles_per_layer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _demo_args(out, *, images):
+    """``addershift demo``'s arguments for the adder model on the iCEBreaker."""
+    return argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
+                              requant_lanes=None, requant_pipeline=None,
+                              writeback_pipeline=None, read_pipeline=None, images=images,
+                              out=str(out))
 
 
 def _written(path):
@@ -126,11 +130,7 @@ def test_a_bad_build_option_stops_the_demo_before_it_starts(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
-    args = argparse.Namespace(pe="adder", board="icebreaker", rows=None, cols=None,
-                              requant_lanes=None, requant_pipeline=None,
-                              writeback_pipeline=None, read_pipeline=None, images=3,
-                              out=str(tmp_path))
-    demo.run_demo(args)
+    demo.run_demo(_demo_args(tmp_path, images=3))
     out = capsys.readouterr().out
     assert "outputs bit-exact with the golden model: 3/3" in out
     report = json.loads((tmp_path / "report.json").read_text())
