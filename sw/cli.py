@@ -701,8 +701,13 @@ def build_parser():
     p = add("demo", cmd_demo, "the main job: the most complete flow this version has, end to end")
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="board to build for")
-    p.add_argument("-r", "--rows", type=int, help="array rows (default: 2 on icebreaker, else 4)")
-    p.add_argument("-c", "--cols", type=int, help="array columns (default: as for --rows)")
+    # (Not given: the board's own build for the PE kind, as `build --board` makes it.)
+    p.add_argument("-r", "--rows", type=int,
+                   help="array rows (default: the board's own build's: 4 on icebreaker, 2 for "
+                        "mul; 8 on ulx3s-85f/45f, 4 on ulx3s-25f/12f)")
+    p.add_argument("-c", "--cols", type=int,
+                   help="array columns (default: the board's own build's: 4 on icebreaker for "
+                        "adder, 3 for shift and mul; as --rows on the ULX3S)")
     p.add_argument("--requant-lanes", type=int, metavar="N",
                    help="values the requantiser takes per cycle (default: 1 on icebreaker, "
                         "else --cols)")

@@ -4,8 +4,9 @@
 2. Verilog of the accelerator (array, memories, sequencer, requantiser, UART host link);
 3. the accelerator, cycle-accurate in Verilator behind a TCP socket (the simulated board), loaded and
    run by the unchanged host driver; every output compared with the golden model;
-4. the iCEBreaker (or ULX3S) bitstream build of the same design: resources and Fmax;
-5. a report (``report.md``, ``report.json``) and PNG plots in ``--out``.
+4. the iCEBreaker (or ULX3S) bitstream build of the same design, the board's own build for the
+   PE kind (:func:`board_config`): resources and Fmax;
+5. a report (``report.json``) and PNG plots in ``--out``.
 
 Every number printed is measured in this run (or read from a build this run made or reused, which
 the output says). Nothing is estimated.
@@ -48,25 +49,26 @@ def _sources_hash():
     return h.hexdigest()[:16]
 
 
-#: The array, requantiser, write-back and host reads (rows, cols, lanes, pipelines) each board's
-#: demo build uses. The iCE40UP5K is small: a 2x2 array with a one-lane requantiser and short pipelines is what
-#: fits it beside the fixed logic (docs/accelerator.md, bench/accel_area.py).
-DEMO_ARRAY = {"icebreaker": (2, 2, 1, "short")}
+#: The memory depths in a board's own build: the least a build gets (``compiler.default_config``).
+_DEPTHS = ("weight_depth", "act_depth", "param_depth")
 
 
 def board_config(model, *, board, rows=None, cols=None, requant_lanes=None,
                  requant_pipeline=None, writeback_pipeline=None, read_pipeline=None):
-    """The build the demo generates, simulates and builds: the model's PE kind and requantisation
-    mode on a ``rows x cols`` array with ``requant_lanes``, ``requant_pipeline``,
-    ``writeback_pipeline`` and ``read_pipeline`` (by default ``DEMO_ARRAY``'s for ``board``,
-    else 4x4, every lane, deep), memories sized for the model."""
+    """The build the demo generates, simulates and builds: the board's own build for the model's
+    PE kind (``Board.accelerator_builds``, what ``addershift build --board BOARD -m MODEL`` and
+    ``make bitstream`` make), with the options given instead of its own, memories sized for the
+    model and at least the board's."""
+    from ..boards.board import get_board
     from .compiler import default_config
-    r, c, lanes, pipeline = DEMO_ARRAY.get(board, (4, 4, None, "deep"))
-    return default_config(model, rows=rows or r, cols=cols or c,
-                          requant_lanes=requant_lanes or lanes,
-                          requant_pipeline=requant_pipeline or pipeline,
-                          writeback_pipeline=writeback_pipeline or pipeline,
-                          read_pipeline=read_pipeline or pipeline)
+    kinds = {layer.op.value for layer in model.compute_layers()}
+    own = get_board(board).accelerator_build(kinds.pop() if len(kinds) == 1 else None)
+    least = {name: own.pop(name) for name in _DEPTHS if name in own}
+    given = {"rows": rows, "cols": cols, "requant_lanes": requant_lanes,
+             "requant_pipeline": requant_pipeline, "writeback_pipeline": writeback_pipeline,
+             "read_pipeline": read_pipeline}
+    own.update({name: value for name, value in given.items() if value is not None})
+    return default_config(model, least=least, **own)
 
 
 def _generate(config, out):
@@ -110,19 +112,15 @@ _RETRIES = 2
 
 
 def _run_board_build(config, board, build_dir):
-    from ..boards.build import DoesNotFit, build
-    from .protocol import DEFAULT_BAUD
-    from ..hw.accelerator import AcceleratorTop
+    from ..boards.build import DoesNotFit, build_accelerator
 
     def attempt(clock_mhz):
-        # The board's UART runs at the driver's default rate, so that the bitstream answers
-        # `addershift run --port` as it is.
-        return build(lambda hz: AcceleratorTop(config=config, clk_freq=int(round(hz)),
-                                               baud=DEFAULT_BAUD),
-                     board=board, clock_mhz=clock_mhz, build_dir=build_dir, check_timing=False,
-                     design=f"accelerator {config.pe.value} {config.rows}x{config.cols}")
+        # (The UART runs at the driver's default rate, so that the bitstream answers `addershift
+        # run --port` as it is.)
+        return build_accelerator(board=board, config=config, clock_mhz=clock_mhz,
+                                 build_dir=build_dir, check_timing=False)
     try:
-        result = attempt(None)                  # the board's default clock
+        result = attempt(None)      # the board's clock for the PE kind (Board.accelerator_clocks)
     except DoesNotFit as e:
         return {"fits": False, "build_dir": str(build_dir), "needed_cells": e.needed,
                 "available_cells": e.available, "cell_type": e.cell,

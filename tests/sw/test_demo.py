@@ -25,13 +25,29 @@ def test_plots_are_written(tmp_path, monkeypatch):
         assert p.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("board, kind", [("icebreaker", "adder"), ("icebreaker", "mul"),
+                                         ("ulx3s-85f", "shift"), ("ulx3s-12f", "adder")])
+def test_the_demo_makes_the_boards_own_build(tmp_path, capsys, board, kind):
+    # What `addershift build --board B -m MODEL` (and `make bitstream`) makes, by its build hash.
+    from addershift.sw.cli import main
+    from addershift.sw.model import load_model
+    model = demo._model_path(kind)
+    assert main(["generate", "--unit", "accelerator", "--board", board, "-m", str(model),
+                 "-o", str(tmp_path / "acc.v"), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)["build_hash"]
+    assert demo.board_config(load_model(model), board=board).build_hash == built
+    # Options given replace the board's.
+    config = demo.board_config(load_model(model), board=board, rows=2, cols=2, requant_lanes=1)
+    assert (config.rows, config.cols, config.lanes) == (2, 2, 1)
+
+
 def test_a_build_that_does_not_fit_is_reported_and_reused(tmp_path, monkeypatch):
     from addershift.boards import build as board_build
     from addershift.hw.config import ArrayConfig
     calls = []
 
     def no_room(*args, **kwargs):
-        calls.append(kwargs["board"])
+        calls.append(kwargs["board"].name)
         raise board_build.DoesNotFit("the icebreaker build does not fit the iCE40UP5K: it needs "
                                      "6467 ICESTORM_LC of 5280 (122%) (log: x)\n...",
                                      cell="ICESTORM_LC", needed=6467, available=5280)
@@ -62,18 +78,18 @@ def test_a_build_that_misses_timing_is_built_again_below_its_fmax(tmp_path, monk
     from addershift.hw.config import ArrayConfig
     clocks = []
 
-    def fake(*args, clock_mhz=None, **kwargs):
+    def fake(*args, clock_mhz, **kwargs):
         clocks.append(clock_mhz)
-        clock = 48.0 if clock_mhz is None else float(clock_mhz)
-        fmax = 33.2 if clock_mhz is None else 34.0
-        report = types.SimpleNamespace(timing_met=fmax >= clock, fmax=fmax)
+        fmax = 32.2 if clock_mhz == 33.0 else 34.0
+        report = types.SimpleNamespace(timing_met=fmax >= clock_mhz, fmax=fmax)
         return types.SimpleNamespace(report=report, to_dict=lambda: {
-            "clock_mhz": clock, "fmax_mhz": fmax, "timing_met": fmax >= clock})
+            "clock_mhz": float(clock_mhz), "fmax_mhz": fmax, "timing_met": fmax >= clock_mhz})
     monkeypatch.setattr(board_build, "build", fake)
     outcome, _ = demo._board_build(ArrayConfig(pe="adder", rows=2, cols=2), "icebreaker", tmp_path)
-    assert clocks == [None, 31]                        # floor(33.2 * 0.95)
-    assert outcome["timing_met"] and outcome["clock_mhz"] == 31.0
-    assert outcome["first_attempt"] == {"clock_mhz": 48.0, "fmax_mhz": 33.2}
+    # The board's clock for adder accelerators, then floor(32.2 * 0.95).
+    assert clocks == [33.0, 30]
+    assert outcome["timing_met"] and outcome["clock_mhz"] == 30.0
+    assert outcome["first_attempt"] == {"clock_mhz": 33.0, "fmax_mhz": 32.2}
 
 
 def test_the_demo_says_why_its_build_does_not_place(tmp_path, monkeypatch, capsys):
@@ -123,8 +139,7 @@ def test_a_bad_build_option_stops_the_demo_before_it_starts(tmp_path, capsys):
     from addershift.sw.cli import main
     assert main(["demo", "--requant-lanes", "3", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert captured.err.strip() == ("addershift demo: requant_lanes must be an integer in [1, 2], "
-                                    "not 3")
+    assert captured.err.strip() == "addershift demo: requant_lanes must divide cols (4), not 3"
     assert "[1/5]" not in captured.out and not any(tmp_path.iterdir())
 
 
