@@ -330,7 +330,6 @@ def cmd_program(args):
 #: The build options when neither they nor ``--board`` are given.
 _BUILD_DEFAULTS = {"rows": 4, "cols": 4, "requant_pipeline": "deep", "writeback_pipeline": "deep",
                    "read_pipeline": "deep"}
-_DEPTHS = ("weight_depth", "act_depth", "param_depth")
 
 
 def _model_kind(args):
@@ -346,11 +345,12 @@ def _resolve_build(args):
     """Fill in the build options not given (``add_build``'s): ``--board``'s accelerator build for
     the PE kind (``boards.Board.accelerator_builds``), then ``_BUILD_DEFAULTS``. Sets
     ``args.least_depths``: the memory depths the board asks for at least."""
+    from .compiler import LEAST_DEPTHS
     defaults = dict(_BUILD_DEFAULTS)
     if getattr(args, "board", None):
         from ..boards.board import get_board
         defaults.update(get_board(args.board).accelerator_build(_model_kind(args)))
-    args.least_depths = {name: defaults.pop(name) for name in _DEPTHS if name in defaults}
+    args.least_depths = {name: defaults.pop(name) for name in LEAST_DEPTHS if name in defaults}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

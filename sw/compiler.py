@@ -41,7 +41,7 @@ from .numerics import (BIAS_BITS, Op, int_range, requant_multiplier, round_shift
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "read_descriptor", "Stage", "Program", "compile_model",
-    "default_config", "compiled_biases", "bias_width", "BIAS_HEADROOM",
+    "default_config", "LEAST_DEPTHS", "compiled_biases", "bias_width", "BIAS_HEADROOM",
     "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES", "WRITE_FIELDS",
 ]
 
@@ -563,6 +563,10 @@ class Program:
 #: again (biases up to four times larger) still runs on the same bitstream. Each bit costs a few
 #: logic cells per requantiser lane.
 BIAS_HEADROOM = 2
+
+#: The memory depths :func:`default_config` takes as a least (``least=``), as a board's own build
+#: gives them (``Board.accelerator_builds``), not as a size.
+LEAST_DEPTHS = ("weight_depth", "act_depth", "param_depth")
 
 
 def default_config(model, *, rows=4, cols=4, least=None, **overrides):

@@ -49,10 +49,6 @@ def _sources_hash():
     return h.hexdigest()[:16]
 
 
-#: The memory depths in a board's own build: the least a build gets (``compiler.default_config``).
-_DEPTHS = ("weight_depth", "act_depth", "param_depth")
-
-
 def board_config(model, *, board, rows=None, cols=None, requant_lanes=None,
                  requant_pipeline=None, writeback_pipeline=None, read_pipeline=None):
     """The build the demo generates, simulates and builds: the board's own build for the model's
@@ -60,10 +56,10 @@ def board_config(model, *, board, rows=None, cols=None, requant_lanes=None,
     ``make bitstream`` make), with the options given instead of its own, memories sized for the
     model and at least the board's."""
     from ..boards.board import get_board
-    from .compiler import default_config
+    from .compiler import LEAST_DEPTHS, default_config
     kinds = {layer.op.value for layer in model.compute_layers()}
     own = get_board(board).accelerator_build(kinds.pop() if len(kinds) == 1 else None)
-    least = {name: own.pop(name) for name in _DEPTHS if name in own}
+    least = {name: own.pop(name) for name in LEAST_DEPTHS if name in own}
     given = {"rows": rows, "cols": cols, "requant_lanes": requant_lanes,
              "requant_pipeline": requant_pipeline, "writeback_pipeline": writeback_pipeline,
              "read_pipeline": read_pipeline}
