@@ -345,12 +345,12 @@ def _resolve_build(args):
     """Fill in the build options not given (``add_build``'s): ``--board``'s accelerator build for
     the PE kind (``boards.Board.accelerator_builds``), then ``_BUILD_DEFAULTS``. Sets
     ``args.least_depths``: the memory depths the board asks for at least."""
-    from .compiler import LEAST_DEPTHS
+    from .compiler import board_build
     defaults = dict(_BUILD_DEFAULTS)
+    args.least_depths = {}
     if getattr(args, "board", None):
-        from ..boards.board import get_board
-        defaults.update(get_board(args.board).accelerator_build(_model_kind(args)))
-    args.least_depths = {name: defaults.pop(name) for name in LEAST_DEPTHS if name in defaults}
+        own, args.least_depths = board_build(args.board, _model_kind(args))
+        defaults.update(own)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -41,7 +41,8 @@ from .numerics import (BIAS_BITS, Op, int_range, requant_multiplier, round_shift
 __all__ = [
     "CompileError", "REGIONS", "DESCRIPTOR_MAGIC", "DIM_BITS", "descriptor_fields",
     "descriptor_slot_words", "pack_fields", "unpack_fields", "read_descriptor", "Stage", "Program", "compile_model",
-    "default_config", "LEAST_DEPTHS", "compiled_biases", "bias_width", "BIAS_HEADROOM",
+    "default_config", "LEAST_DEPTHS", "board_build", "compiled_biases", "bias_width",
+    "BIAS_HEADROOM",
     "PROGRAM_MAGIC", "PROGRAM_VERSION", "PERF_COUNTERS", "PERF_STAGES", "WRITE_FIELDS",
 ]
 
@@ -567,6 +568,15 @@ BIAS_HEADROOM = 2
 #: The memory depths :func:`default_config` takes as a least (``least=``), as a board's own build
 #: gives them (``Board.accelerator_builds``), not as a size.
 LEAST_DEPTHS = ("weight_depth", "act_depth", "param_depth")
+
+
+def board_build(board, kind):
+    """A board's own build for PE ``kind`` (``Board.accelerator_builds``: what ``addershift build
+    --board BOARD`` and ``make demo`` build), as its ``ArrayConfig`` options and, apart, the memory
+    depths it gives as a least (:data:`LEAST_DEPTHS`, for :func:`default_config`'s ``least``)."""
+    from ..boards.board import get_board
+    options = get_board(board).accelerator_build(kind)
+    return options, {name: options.pop(name) for name in LEAST_DEPTHS if name in options}
 
 
 def default_config(model, *, rows=4, cols=4, least=None, **overrides):

@@ -55,11 +55,9 @@ def board_config(model, *, board, rows=None, cols=None, requant_lanes=None,
     PE kind (``Board.accelerator_builds``, what ``addershift build --board BOARD -m MODEL`` and
     ``make bitstream`` make), with the options given instead of its own, memories sized for the
     model and at least the board's."""
-    from ..boards.board import get_board
-    from .compiler import LEAST_DEPTHS, default_config
+    from .compiler import board_build, default_config
     kinds = {layer.op.value for layer in model.compute_layers()}
-    own = get_board(board).accelerator_build(kinds.pop() if len(kinds) == 1 else None)
-    least = {name: own.pop(name) for name in LEAST_DEPTHS if name in own}
+    own, least = board_build(board, kinds.pop() if len(kinds) == 1 else None)
     given = {"rows": rows, "cols": cols, "requant_lanes": requant_lanes,
              "requant_pipeline": requant_pipeline, "writeback_pipeline": writeback_pipeline,
              "read_pipeline": read_pipeline}
