@@ -251,7 +251,7 @@ class ReplicatedMemory(wiring.Component):
 
     def __init__(self, *, banks, width, depth, transparent=True, collisions="old",
                  write_ports=1):
-        self._banks = _check_int("banks", banks, 1, 64)
+        self._banks = _check_int("banks", banks, 1)
         self._write_ports = _check_int("write_ports", write_ports, 1, self._banks)
         self._transparent = bool(transparent)
         if collisions not in self.COLLISIONS:
