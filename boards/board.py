@@ -90,6 +90,9 @@ class Board:
         A button resource that resets the core while held.
     bitstream_suffix : str
         ``.bin`` (iCE40) or ``.bit`` (ECP5).
+    bitstream_sync : bytes
+        The family's synchronisation word, near the start of every bitstream of it (after a
+        comment block): how ``program`` tells a bitstream from another file.
     """
 
     name = None
@@ -104,6 +107,7 @@ class Board:
     led_count = 0
     reset_button = None
     bitstream_suffix = None
+    bitstream_sync = None
     uart = "uart"
 
     def accelerator_build(self, kind):

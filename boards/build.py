@@ -654,7 +654,9 @@ def program(*, board, bitstream=None, dry_run=False):
     """Load ``bitstream`` (default: the last build's) onto ``board`` with the first installed tool.
 
     Returns the command line that ran (or would run, with ``dry_run``). Raises
-    :class:`FileNotFoundError` without a bitstream and :class:`NoProgrammer` without a tool.
+    :class:`FileNotFoundError` without a bitstream, :class:`ValueError` for a file that is not
+    one of the board's family (no ``Board.bitstream_sync`` in its first 4 KiB) and
+    :class:`NoProgrammer` without a tool.
     """
     if isinstance(board, str):
         board = get_board(board)
@@ -662,6 +664,15 @@ def program(*, board, bitstream=None, dry_run=False):
     if not bitstream.exists():
         raise FileNotFoundError(f"no bitstream at {bitstream}: build one with "
                                 f"`addershift build --board {board.name}`")
+    if not bitstream.is_file():
+        raise ValueError(f"{bitstream} is not a file")
+    with open(bitstream, "rb") as f:
+        if board.bitstream_sync not in f.read(4096):
+            raise ValueError(f"{bitstream} is not a bitstream of the {board.name}'s FPGA "
+                             f"family, {board.family} (no sync word "
+                             f"{board.bitstream_sync.hex()}): it takes the "
+                             f"top{board.bitstream_suffix} of `addershift build --board "
+                             f"{board.name}`")
     for cmd in board.program_commands():
         exe = find_program(cmd.tool)
         if exe is None:

@@ -46,6 +46,7 @@ class ICEBreaker(Board):
     led_count = 2
     reset_button = ("button", 0)
     bitstream_suffix = ".bin"
+    bitstream_sync = b"\x7e\xaa\x99\x7e"
     # LED indices in amaranth-boards' resources: led 0 is red (pin 11), led 1 green (pin 37).
     status_led = 0
     heartbeat_led = 1

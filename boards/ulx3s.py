@@ -30,6 +30,7 @@ class ULX3S(Board):
     led_count = 8
     reset_button = ("button_fire", 0)
     bitstream_suffix = ".bit"
+    bitstream_sync = b"\xff\xff\xbd\xb3"
     heartbeat_led = 0
     lock_led = 1
     status_led = 2

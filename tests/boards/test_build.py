@@ -431,7 +431,7 @@ def test_build_script_stopped_when_yosys_overruns(tmp_path):
 def test_program_without_tools_gives_the_commands(tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bit"
-    bit.write_bytes(b"\0")
+    bit.write_bytes(b"\xff\x00Part: LFE5U-85F\x00\xff" + ULX3S_SYNC)
     with pytest.raises(NoProgrammer) as e:
         program(board="ulx3s-85f", bitstream=bit)
     assert e.value.commands == [f"openFPGALoader -b ulx3s {bit}", f"fujprog {bit}"]
@@ -444,9 +444,30 @@ def test_program_uses_the_first_installed_tool(tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program",
                         lambda name: f"/opt/{name}" if name == "openFPGALoader" else None)
     bit = tmp_path / "top.bin"
-    bit.write_bytes(b"\0")
+    bit.write_bytes(b"\xff\x00\x00\xff" + ICE40_SYNC)
     assert program(board="icebreaker", bitstream=bit, dry_run=True) == \
         ["/opt/openFPGALoader", "-b", "icebreaker", str(bit)]
+
+
+#: What starts the bitstreams icepack and ecppack write (after a comment block).
+ICE40_SYNC, ULX3S_SYNC = b"\x7e\xaa\x99\x7e", b"\xff\xff\xbd\xb3"
+
+
+def test_program_refuses_what_is_not_a_bitstream_of_the_board(tmp_path, monkeypatch):
+    monkeypatch.setattr("addershift.boards.build.find_program", lambda name: "/opt/" + name)
+    ecp5 = tmp_path / "top.bit"
+    ecp5.write_bytes(b"\xff\x00Part: LFE5U-85F\x00\xff" + ULX3S_SYNC)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a bitstream\n")
+    for path in (ecp5, text, tmp_path / "empty.bin"):
+        path.touch()
+        with pytest.raises(ValueError, match=rf"^{path} is not a bitstream of the icebreaker's "
+                                             rf"FPGA family, ice40 \(no sync word 7eaa997e\): "
+                                             rf"it takes the top.bin of `addershift build"):
+            program(board="icebreaker", bitstream=path, dry_run=True)
+    with pytest.raises(ValueError, match=rf"^{tmp_path} is not a file$"):
+        program(board="ulx3s-85f", bitstream=tmp_path, dry_run=True)
+    assert program(board="ulx3s-85f", bitstream=ecp5, dry_run=True)[0] == "/opt/openFPGALoader"
 
 
 @pytest.mark.parametrize("name", ["icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"])

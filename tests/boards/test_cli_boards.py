@@ -190,7 +190,7 @@ def test_accelerator_builds_with_the_boards_placer(monkeypatch):
 def test_program_without_tools_prints_the_command(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
     bit = tmp_path / "top.bin"
-    bit.write_bytes(b"\0")
+    bit.write_bytes(b"\xff\x00\x00\xff\x7e\xaa\x99\x7e")    # as icepack's begins
     assert main(["program", "--board", "icebreaker", "--bitstream", str(bit)]) == 1
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [f"iceprog {bit}", f"openFPGALoader -b icebreaker {bit}"]
