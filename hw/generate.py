@@ -127,6 +127,9 @@ def generate(component, output, *, top=None, platform=None):
     ``device``, as :func:`addershift.hw.pe.has_ecp5_carries`)."""
     output = pathlib.Path(output)
     top = top or _module_name(output)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top):
+        raise ValueError(f"Module name must be a Verilog identifier (letters, digits, _; not a "
+                         f"digit first), not {top!r}")
     info = sidecar(component, top=top, verilog_name=output.name)
     text = verilog.convert(component, name=top, emit_src=False, platform=platform)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .model import ModelFileError
@@ -61,6 +62,8 @@ def _accelerator_unit(args):
     from ..hw.accelerator import AcceleratorTop
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
+    if not 0 < args.clock < float("inf"):
+        raise CliError(f"--clock must be a positive number of MHz, not {args.clock}")
     try:
         if args.model:
             from .model import load_model
@@ -80,7 +83,10 @@ def cmd_generate(args):
     from ..hw.generate import build_unit, generate
     if args.unit == "accelerator":
         unit = _accelerator_unit(args)
-        info = generate(unit, args.output, top=args.top)
+        try:
+            info = generate(unit, args.output, top=args.top)
+        except ValueError as e:
+            raise CliError(str(e)) from None
         sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
         text = (f"{args.rows}x{args.cols} {unit.config.pe.value} accelerator -> {args.output} "
                 f"(module {info['top']}, build {info['build_hash'][:16]}, "
@@ -98,6 +104,8 @@ def cmd_generate(args):
         raise CliError(str(e)) from None
     try:
         info = generate(unit, args.output, top=args.top)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"cannot write {args.output}: {e}") from None
     sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
@@ -108,8 +116,27 @@ def cmd_generate(args):
     _emit(args, dict(info, output=args.output, sidecar=sidecar), text)
 
 
+def _check_writable(path, what):
+    """A ``CliError`` now, before any work, if ``path`` cannot be written (a folder, or a folder
+    that does not exist or takes no new file): a training run's model would be lost at its end."""
+    import pathlib
+    import tempfile
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise CliError(f"{what} {path} is a folder, not a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as e:
+        raise CliError(f"cannot write {what} {path}: {e.strerror or e}") from None
+
+
 def _training_call(func, args, **kwargs):
-    """Run a training/import flow; its domain errors become one-line CLI errors."""
+    """Run a training/import flow; its domain errors become one-line CLI errors. The files it
+    writes are checked for writability first."""
+    _check_writable(args.output, "output")
+    if getattr(args, "save_float", None):
+        _check_writable(args.save_float, "--save-float")
     try:
         from .data import DataError
         from .quantize import QuantizeError
@@ -158,16 +185,14 @@ def cmd_predict(args):
     from .model import load_model
     from .golden import trace
     model = load_model(args.model)
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise CliError(f"cannot read input {args.input}: {e}") from None
+    x = _load_inputs(args.input)
+    _check_writable(args.output, "output")
     if args.backend != "golden":
         if args.trace:
             raise CliError("--trace needs --backend golden (the accelerator returns the last "
                            "layer's output)")
         y = _predict_on_backend(args, model, x)
-        np.save(args.output, y)
+        _save_array(args.output, y)
         report = {"backend": args.backend, "images": int(y.shape[0]), "output": args.output,
                   "output_shape": list(y.shape)}
         _emit(args, report, f"{y.shape[0]} images on {args.backend} -> {args.output} "
@@ -180,14 +205,57 @@ def cmd_predict(args):
     if args.trace:
         import pathlib
         out_dir = pathlib.Path(args.trace)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CliError(f"--trace {out_dir} is a file, not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, (layer, y) in enumerate(zip(model.layers, outputs)):
-            np.save(out_dir / f"{i:02d}_{layer.name}.npy", y)
+            _save_array(out_dir / f"{i:02d}_{layer.name}.npy", y)
     y = outputs[-1]
-    np.save(args.output, y)
+    _save_array(args.output, y)
     report = {"backend": args.backend, "images": int(y.shape[0]), "output": args.output,
               "output_shape": list(y.shape)}
     _emit(args, report, f"{y.shape[0]} images -> {args.output} (shape {tuple(y.shape)})")
+
+
+def _load_inputs(path):
+    """The images of an ``.npy`` file, or a ``CliError`` that says what the file is instead."""
+    import numpy as np
+    try:
+        x = np.load(path, allow_pickle=False)
+    except EOFError:
+        raise CliError(f"cannot read input {path}: the file is empty") from None
+    except ValueError as e:
+        if "pickled" in str(e):      # NumPy's advice to load it unsafely does not apply here
+            raise CliError(f"cannot read input {path}: not an .npy array file") from None
+        raise CliError(f"cannot read input {path}: {e}") from None
+    except OSError as e:
+        raise CliError(f"cannot read input {path}: {e.strerror or e}") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise CliError(f"input {path} is an .npz archive, not one .npy array of images")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise CliError(f"input {path} holds no images (shape {x.shape})")
+    return x
+
+
+def _save_array(path, y):
+    """Write ``y`` as ``.npy`` to exactly ``path`` (``np.save`` would add ``.npy`` to another
+    name), through a temporary file: a write that fails leaves any earlier file whole."""
+    import pathlib
+    import tempfile
+    import numpy as np
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, y)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)        # a new file's permissions (mkstemp's are 0600)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _predict_on_backend(args, model, x):
@@ -251,7 +319,9 @@ def cmd_simulate(args):
                  f"utilisation {100 * report['utilisation']:.1f}% of {pes} PEs "
                  f"(ideal {report['ideal_cycles']} cycles)")
     if report["mismatch"] is None:
-        lines.append(f"all {args.images} images bit-exact with the golden model")
+        fewer = (f" (the test split has {len(x)}, not {args.images})"
+                 if len(x) < args.images else "")
+        lines.append(f"all {len(x)} images bit-exact with the golden model{fewer}")
     _emit(args, report, "\n".join(lines))
     if report["mismatch"] is not None:
         raise CliError(f"mismatch with the golden model: {report['mismatch']['message']}")
@@ -316,7 +386,7 @@ def cmd_program(args):
     from addershift.boards.build import NoProgrammer, program
     try:
         argv = program(board=args.board, bitstream=args.bitstream)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     except NoProgrammer as e:
         # The exact command lines on stdout, so they can be copied or piped to a shell.
@@ -400,9 +470,27 @@ def _sim_build(args):
         raise CliError(str(e)) from None
 
 
+def _check_port_free(port):
+    """A ``CliError`` now if ``port`` on 127.0.0.1 cannot be listened on (in use, or not allowed),
+    rather than from the simulator after its build, in a log file."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the board's server
+        try:
+            probe.bind(("127.0.0.1", port))
+            probe.listen(1)
+        except OSError as e:
+            raise CliError(f"cannot serve on port {port}: {e.strerror or e}") from None
+
+
 def cmd_serve_sim(args):
     from ..hw.link_top import LinkTop
     from ..sim.board import accelerator_top, serve, sim_timeout
+    if args.baud < 1:
+        raise CliError(f"--baud must be at least 1, not {args.baud}")
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"--port must be a TCP port, 0 to 65535, not {args.port}")
+    _check_port_free(args.port)
     try:
         if args.link_test:   # the host-link test top (UART, framer, scratch memories)
             top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
@@ -416,14 +504,22 @@ def cmd_serve_sim(args):
         raise CliError(str(e)) from None
     print(f"starting the simulated board ({what}, {args.simulator}, {args.baud} baud at "
           f"{args.clock} Hz) on socket://127.0.0.1:{args.port}; it accepts connections once it "
-          f"prints 'listening' (the first start builds the simulator, a minute or two); Ctrl-C "
-          f"stops it", file=sys.stderr, flush=True)
+          f"prints the address it listens on (the first start builds the simulator, a minute or "
+          f"two); Ctrl-C stops it", file=sys.stderr, flush=True)
+    # The simulator's own logs (Verilator's build, cocotb's) go to stderr with this command's
+    # lines, as `simulate`'s do: serve-sim writes nothing on stdout.
+    sys.stdout.flush()
+    stdout = os.dup(1)
+    os.dup2(2, 1)
     try:
         serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
     except OSError as e:
         raise CliError(f"cannot serve on port {args.port}: {e}") from None
     except KeyboardInterrupt:
         pass
+    finally:
+        os.dup2(stdout, 1)
+        os.close(stdout)
 
 
 def cmd_run(args):
@@ -465,8 +561,18 @@ def cmd_demo(args):
 
 # --- parser ------------------------------------------------------------------------------------
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the default of each option that takes a value; a flag's (its True or False, inverted
+    for a ``--no-...`` one) would read as whether the flag is given."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="addershift", formatter_class=fmt,
         description="Generate, simulate, build and run FPGA accelerators for multiplier-free "
@@ -666,7 +772,8 @@ def build_parser():
 
     p = add("program", cmd_program, "program a built bitstream onto a board")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
-    p.add_argument("--bitstream", help="bitstream file (default: the last build for the board)")
+    p.add_argument("--bitstream", help="bitstream file (None: build/BOARD/top.bin or top.bit, where addershift "
+                        "build writes without -o)")
 
     p = add("serve-sim", cmd_serve_sim, "serve the simulated board on a TCP port")
     p.add_argument("-p", "--port", type=int, default=7777, help="TCP port on 127.0.0.1")
@@ -736,6 +843,9 @@ def main(argv=None):
         print(f"addershift {args.command}: {e}", file=sys.stderr)
         return 1
     except ModelFileError as e:
+        print(f"addershift {args.command}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # a file that cannot be read or written: its name and the reason
         print(f"addershift {args.command}: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,190 @@
+"""The console script's refusals of files and options it cannot use: one line that names the
+problem, before any work whose result would be lost, and no file left half written."""
+
+import os
+import pathlib
+import socket
+
+import numpy as np
+import pytest
+
+from addershift.sw import cli
+from addershift.sw.cli import main
+from addershift.sw.examples import digits_net
+from addershift.sw.golden import predict
+from addershift.sw.model import save_model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(digits_net("adder", mode="pow2x2"), path)
+    return str(path)
+
+
+@pytest.fixture
+def images(tmp_path):
+    x = np.random.default_rng(0).integers(0, 128, (3, 1, 8, 8))
+    np.save(tmp_path / "x.npy", x)
+    return str(tmp_path / "x.npy"), x
+
+
+def _error(capsys):
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "the file is empty"),
+    (b"hello\n", "not an .npy array file"),
+])
+def test_unreadable_inputs(tmp_path, capsys, model_file, content, message):
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(content)
+    assert main(["predict", "-m", model_file, "-i", str(bad), "-o", str(tmp_path / "y.npy")]) == 1
+    assert _error(capsys) == f"addershift predict: cannot read input {bad}: {message}"
+
+
+def test_inputs_that_are_no_images(tmp_path, capsys, model_file):
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1, 8, 8), int))
+    assert main(["predict", "-m", model_file, "-i", str(tmp_path / "x.npz"),
+                 "-o", str(tmp_path / "y.npy")]) == 1
+    assert _error(capsys).endswith("x.npz is an .npz archive, not one .npy array of images")
+    np.save(tmp_path / "none.npy", np.zeros((0, 1, 8, 8), int))
+    assert main(["predict", "-m", model_file, "-i", str(tmp_path / "none.npy"),
+                 "-o", str(tmp_path / "y.npy")]) == 1
+    assert _error(capsys).endswith("none.npy holds no images (shape (0, 1, 8, 8))")
+
+
+def test_outputs_go_to_exactly_the_name_given(tmp_path, capsys, model_file, images):
+    path, x = images
+    out = tmp_path / "out.txt"            # np.save alone would write out.txt.npy
+    assert main(["predict", "-m", model_file, "-i", path, "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), predict(digits_net("adder", mode="pow2x2"), x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "out.txt", "x.npy"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_outputs_that_cannot_be_written(tmp_path, capsys, model_file, images):
+    path, _ = images
+    (tmp_path / "folder.npy").mkdir()
+    assert main(["predict", "-m", model_file, "-i", path, "-o", str(tmp_path / "folder.npy")]) == 1
+    assert _error(capsys) == f"addershift predict: output {tmp_path / 'folder.npy'} is a folder, " \
+                             f"not a file"
+    missing = tmp_path / "no" / "y.npy"
+    assert main(["predict", "-m", model_file, "-i", path, "-o", str(missing)]) == 1
+    assert _error(capsys) == (f"addershift predict: cannot write output {missing}: No such file "
+                              f"or directory")
+    assert main(["predict", "-m", model_file, "-i", path, "-o", str(tmp_path / "y.npy"),
+                 "--trace", path]) == 1
+    assert _error(capsys) == f"addershift predict: --trace {path} is a file, not a folder"
+
+
+def test_a_failed_write_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    out = tmp_path / "y.npy"
+    np.save(out, np.arange(5))
+
+    def full_disk(f, y):
+        f.write(b"\x93NUMPY")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        cli._save_array(out, np.arange(9))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.load(out), np.arange(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["y.npy"]
+
+
+def test_training_output_checked_before_training(tmp_path, capsys):
+    # Training takes minutes: a model it cannot write is refused first, not after.
+    missing = tmp_path / "no" / "m.npz"
+    assert main(["train", "-o", str(missing)]) == 1
+    assert _error(capsys) == (f"addershift train: cannot write output {missing}: No such file or "
+                              f"directory")
+    assert main(["train", "-o", str(tmp_path / "m.npz"), "--save-float", str(tmp_path)]) == 1
+    assert _error(capsys) == f"addershift train: --save-float {tmp_path} is a folder, not a file"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--top", "bad name!"], "Module name must be a Verilog identifier (letters, digits, _; not a "
+                             "digit first), not 'bad name!'"),
+    (["--unit", "accelerator", "--top", "9lives"], "Module name must be a Verilog identifier "
+                                                   "(letters, digits, _; not a digit first), not "
+                                                   "'9lives'"),
+    (["--unit", "accelerator", "--clock", "inf"], "--clock must be a positive number of MHz, not inf"),
+    (["--unit", "accelerator", "--clock", "nan"], "--clock must be a positive number of MHz, not nan"),
+])
+def test_generate_options(tmp_path, capsys, argv, message):
+    out = tmp_path / "x.v"
+    assert main(["generate", "-o", str(out)] + argv) == 1
+    assert _error(capsys) == f"addershift generate: {message}"
+    assert not out.exists()
+
+
+def test_the_most_rows_generate(tmp_path, capsys):
+    # 64 rows: one activation memory of 65 banks (the write-back's and the rows').
+    assert main(["generate", "--unit", "accelerator", "--rows", "64", "--cols", "1",
+                 "-o", str(tmp_path / "a.v")]) == 0
+    assert capsys.readouterr().out.startswith("64x1 adder accelerator")
+
+
+def test_serve_sim_options(capsys, monkeypatch):
+    monkeypatch.setattr("addershift.sim.board.serve", lambda *a, **k: pytest.fail("served"))
+    assert main(["serve-sim", "--baud", "0"]) == 1
+    assert _error(capsys) == "addershift serve-sim: --baud must be at least 1, not 0"
+    assert main(["serve-sim", "--port", "99999"]) == 1
+    assert _error(capsys) == "addershift serve-sim: --port must be a TCP port, 0 to 65535, not 99999"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve-sim", "--port", str(port), "--simulator", "amaranth"]) == 1
+    assert _error(capsys) == f"addershift serve-sim: cannot serve on port {port}: Address already in use"
+
+
+def test_serve_sim_logs_go_to_stderr(capfd, monkeypatch):
+    # The simulator's build and run logs (a child's writes to file descriptor 1) with the
+    # command's own lines on stderr; stdout is the terminal's again afterwards.
+    def serve(top, **kwargs):
+        os.write(1, b"verilator: building\n")
+        raise KeyboardInterrupt
+    monkeypatch.setattr("addershift.sim.board.serve", serve)
+    assert main(["serve-sim", "--port", "0", "--pe", "mul"]) == 0
+    os.write(1, b"after\n")
+    out, err = capfd.readouterr()
+    assert out == "after\n"
+    assert "starting the simulated board" in err and "verilator: building" in err
+
+
+def test_flags_show_no_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = capsys.readouterr().out
+    assert "(default: False)" not in help_text and "(default: golden)" in help_text
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    assert "(default: True)" not in capsys.readouterr().out
+
+
+def test_simulate_counts_the_images_it_ran(capsys, monkeypatch):
+    # The digits test split has 360 images: more asked for run 360, and the report says so.
+    x = np.zeros((2, 1, 8, 8), int)
+    monkeypatch.setattr("addershift.sim.accel_sim.test_images", lambda model, n: (x, [0, 1]))
+    report = {"config": {"pe": "adder", "requant_mode": "pow2x2"}, "predictions": [0, 1],
+              "golden_predictions": [0, 1], "stages": [], "cycles_per_inference": 9,
+              "utilisation": 0.5, "ideal_cycles": 4, "mismatch": None}
+    monkeypatch.setattr("addershift.sim.accel_sim.simulate_model", lambda *a, **k: dict(report))
+    model = pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_adder.npz"
+    assert main(["simulate", "-m", str(model), "-n", "5"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "all 2 images bit-exact with the golden model (the test split has 2, not 5)"
