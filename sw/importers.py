@@ -43,6 +43,11 @@ _FORMAT_PE = {"addernet": ("adder", "q"), "deepshift-q": ("shift", "q"), "deepsh
 #: The ``format`` tag of the float checkpoints ``addershift train --save-float`` writes.
 FLOAT_FORMAT = "addershift-float"
 _COMPUTE = ("conv2d", "linear")
+#: An architecture's integer fields per layer kind and their least values; ``out`` and a conv's
+#: ``kernel`` have no default.
+_SPEC_INTS = {"conv2d": {"out": 1, "kernel": 1, "stride": 1, "padding": 0}, "linear": {"out": 1},
+              "maxpool2d": {"kernel": 1, "stride": 1}, "relu": {}, "flatten": {}}
+_SPEC_REQUIRED = {"conv2d": ("out", "kernel"), "linear": ("out",)}
 
 
 class CheckpointError(ValueError):
@@ -69,6 +74,8 @@ def _unwrap(obj, where):
 def _torch_load(path):
     """``torch.load`` without code execution (``weights_only``); every failure is one line."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
@@ -200,6 +207,30 @@ def import_state_dict(state_dict, *, spec, input_shape, fmt="auto"):
     return net
 
 
+def _check_spec(spec, where):
+    """An architecture's layer list: each layer a dict with a known kind, a name and its kind's
+    fields, so that building the network cannot fail on a bare KeyError or TypeError."""
+    if not isinstance(spec, list) or not spec:
+        raise CheckpointError(f"{where}: needs a non-empty list of layers, not "
+                              f"{type(spec).__name__}")
+    for i, e in enumerate(spec):
+        if not isinstance(e, dict) or "kind" not in e or "name" not in e:
+            raise CheckpointError(f"{where}: layer {i} needs 'kind' and 'name'")
+        layer = f"{where}: layer {i} ({e['name']!r})"
+        if not isinstance(e["name"], str) or not e["name"]:
+            raise CheckpointError(f"{layer}: 'name' must be a non-empty string")
+        if e["kind"] not in _SPEC_INTS:
+            raise CheckpointError(f"{layer}: unknown kind {e['kind']!r} "
+                                  f"(known: {', '.join(_SPEC_INTS)})")
+        for key in _SPEC_REQUIRED.get(e["kind"], ()):
+            if key not in e:
+                raise CheckpointError(f"{layer}: needs {key!r} (a {e['kind']} layer)")
+        for key, lo in _SPEC_INTS[e["kind"]].items():
+            v = e.get(key, lo)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise CheckpointError(f"{layer}: {key!r} must be an integer >= {lo}, not {v!r}")
+
+
 def load_arch(arch, *, input_shape=None, classes=10):
     """``"digits"`` (our default topology and names) or a JSON file
     ``{"input_shape": [C, H, W], "layers": [...spec...]}``: returns ``(spec, input_shape)``."""
@@ -214,9 +245,7 @@ def load_arch(arch, *, input_shape=None, classes=10):
         raise CheckpointError(f"architecture {arch}: not a readable JSON file ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
         raise CheckpointError(f"architecture {arch}: needs an object with a 'layers' list")
-    for i, e in enumerate(doc["layers"]):
-        if not isinstance(e, dict) or "kind" not in e or "name" not in e:
-            raise CheckpointError(f"architecture {arch}: layer {i} needs 'kind' and 'name'")
+    _check_spec(doc["layers"], f"architecture {arch}")
     shape = doc.get("input_shape", input_shape)
     if shape is None:
         raise CheckpointError(f"architecture {arch}: needs 'input_shape'")
@@ -240,12 +269,34 @@ def load_float_checkpoint(path):
                               f"{FLOAT_FORMAT!r}); use 'addershift import' for other checkpoints")
     if obj.get("pe") not in PE_KINDS:
         raise CheckpointError(f"checkpoint {path}: unknown PE kind {obj.get('pe')!r}")
-    net = FloatNet(obj["spec"], obj["input_shape"], pe=obj["pe"], variant=obj.get("variant", "q"),
-                   p_min=obj.get("p_min", -7), p_max=obj.get("p_max", 0))
+    _check_spec(obj.get("spec"), f"checkpoint {path} field 'spec'")
+    shape = obj.get("input_shape")
+    if (not isinstance(shape, (list, tuple)) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise CheckpointError(f"checkpoint {path} field 'input_shape': must be a list of positive "
+                              f"integers, not {shape!r}")
+    state = obj.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"checkpoint {path} field 'state_dict': must be a dict of tensors")
+    for name, t in state.items():
+        # NaN would surface only later, as a bias the quantiser cannot hold.
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"checkpoint {path}: tensor {name!r} holds NaN or infinite "
+                                  f"values")
     try:
-        net.load_state_dict(obj["state_dict"])
+        net = FloatNet(obj["spec"], shape, pe=obj["pe"], variant=obj.get("variant", "q"),
+                       p_min=obj.get("p_min", -7), p_max=obj.get("p_max", 0))
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
+    try:
+        net.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: {str(e).splitlines()[0]}") from None
+        # torch's first line is only "Error(s) in loading state_dict": the lines after it say
+        # which tensors are missing, unexpected or of another shape.
+        lines = [line.strip().rstrip(".") for line in str(e).splitlines()[1:] if line.strip()]
+        detail = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit its architecture "
+                              f"({detail or e})") from None
     net.eval()
     return net, {k: v for k, v in obj.items() if k != "state_dict"}
 

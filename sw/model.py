@@ -16,8 +16,12 @@ field. ``docs/numerics.md`` describes the meaning of every field.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,16 +341,27 @@ class QModel:
         if not self.layers:
             _fail("model", "has no layers")
         shapes, shape, names = [], self.input_shape, set()
+        last_compute = max((i for i, layer in enumerate(self.layers)
+                            if isinstance(layer, _Compute)), default=-1)
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({getattr(layer, 'name', '?')!r})"
             if type(layer) not in _KINDS.values():
                 _fail(where, f"unknown layer type {type(layer).__name__}")
-            if not isinstance(layer.name, str) or not layer.name or "." in layer.name:
-                _fail(where + " field 'name'", "must be a non-empty string without '.'")
+            # Names become array keys (<name>.<field>) and file names (predict --trace).
+            if not isinstance(layer.name, str) or not layer.name or set(layer.name) & set("./\\\0"):
+                _fail(where + " field 'name'", f"must be a non-empty string without '.', '/', '\\' "
+                      f"or NUL (names become file names), not {layer.name!r}")
             if layer.name in names:
                 _fail(where + " field 'name'", f"{layer.name!r} is used by another layer")
             names.add(layer.name)
             layer.validate(where, shape, self.x_bits)
+            # The next conv2d/linear layer's accumulator range assumes x_bits-bit inputs: only
+            # the last one may requantise wider (its outputs are the model's, e.g. logits).
+            out_bits = layer.requant.out_bits if isinstance(layer, _Compute) else None
+            if out_bits is not None and i < last_compute and out_bits > self.x_bits:
+                _fail(where + " field 'requant.out_bits'", f"{out_bits} is wider than the model's "
+                      f"{self.x_bits}-bit activations; only the last conv2d/linear layer may "
+                      f"requantise to more bits")
             shape = layer.out_shape(shape)
             if min(shape) < 1:
                 _fail(where, f"output shape {shape} is empty")
@@ -389,8 +404,21 @@ def save_model(model, path):
     for layer in model.compute_layers():
         for name, a in {**layer.weights, **layer.requant.arrays()}.items():
             arrays[f"{layer.name}.{name}"] = a
-    with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    # Through a temporary file in the same folder: a failed write (disk full, file size limit)
+    # never leaves a truncated model in place of a good one.
+    path = os.fspath(path)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    f = open(tmp, "xb")
+    try:
+        with f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _get(where, head, key, types, default=None, required=True):
@@ -404,15 +432,33 @@ def _get(where, head, key, types, default=None, required=True):
     return value
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_model(path):
     """Read and fully validate a model file; raise :class:`ModelFileError` on anything wrong."""
     src = f"model file {path}"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
     except FileNotFoundError:
         raise ModelFileError(f"{src}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except IsADirectoryError:
+        raise ModelFileError(f"{src}: is a folder, not a file") from None
+    except OSError as e:
+        raise ModelFileError(f"{src}: cannot be read ({e.strerror or e})") from None
+    # np.load would return a bare array for .npy, and try pickle on anything else.
+    if magic == _NPY_MAGIC:
+        raise ModelFileError(f"{src}: is a single .npy array, not an .npz model file")
+    if not magic.startswith(b"PK"):
+        raise ModelFileError(f"{src}: not a readable .npz archive (not a zip file, so not an .npz "
+                             f"model file)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ModelFileError(f"{src}: corrupted data ({e})") from None
+    except (OSError, ValueError, NotImplementedError) as e:
         raise ModelFileError(f"{src}: not a readable .npz archive ({e})") from None
     try:
         return _from_arrays(arrays)
@@ -430,10 +476,12 @@ def _from_arrays(arrays):
         header = json.loads(str(header_arr))
     except json.JSONDecodeError as e:
         _fail("header", f"is not valid JSON ({e})")
+    except RecursionError:
+        _fail("header", "is nested too deeply to be a model header")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         _fail("header field 'format'", f"must be {FORMAT!r}")
     version = header.get("version")
-    if version != VERSION:
+    if isinstance(version, bool) or version != VERSION:
         _fail("header field 'version'", f"unknown version {version!r} (this addershift reads version {VERSION})")
     inp = _get("input", header, "input", dict)
     layers_head = _get("header", header, "layers", list)
@@ -488,15 +536,20 @@ def _from_arrays(arrays):
     if arrays:
         _fail(f"array {sorted(arrays)[0]!r}", "belongs to no layer (extra array in the file)")
     shape = _get("input", inp, "shape", list)
+    labels = _get("header", header, "labels", list, [], required=False)
+    if not all(isinstance(label, str) for label in labels):
+        _fail("header field 'labels'", "must be a list of strings")
     model = QModel(input_shape=tuple(shape), layers=layers, x_bits=_get("input", inp, "bits", int),
                    input_scale=float(_get("input", inp, "scale", (int, float), 1.0, required=False)),
-                   labels=list(header.get("labels", [])))
+                   labels=labels)
     shapes = model.validate()
     for i, (head, s) in enumerate(zip(layers_head, shapes)):
-        if "out_shape" in head and list(head["out_shape"]) != list(s):
-            _fail(f"layer {i} ({head['name']!r}) field 'out_shape'",
-                  f"says {head['out_shape']} but the layers give {list(s)}")
-        if "out_channels" in head and head["out_channels"] != s[0]:
-            _fail(f"layer {i} ({head['name']!r}) field 'out_channels'",
-                  f"says {head['out_channels']} but the weights give {s[0]}")
+        where = f"layer {i} ({head['name']!r})"
+        out_shape = _get(where, head, "out_shape", list, required=False)
+        if out_shape is not None and out_shape != list(s):
+            _fail(f"{where} field 'out_shape'", f"says {out_shape} but the layers give {list(s)}")
+        out_channels = _get(where, head, "out_channels", int, required=False)
+        if out_channels is not None and out_channels != s[0]:
+            _fail(f"{where} field 'out_channels'",
+                  f"says {out_channels} but the weights give {s[0]}")
     return model

@@ -253,3 +253,11 @@ def test_architecture_files(tmp_path):
         load_arch(str(tmp_path / "b.json"))
     with pytest.raises(CheckpointError, match="no such file \\(give 'digits' or a JSON file\\)"):
         load_arch(str(tmp_path / "none.json"))
+    for layer, message in [({"kind": "conv2d", "name": "conv1", "kernel": 3}, "needs 'out'"),
+                           ({"kind": "linear", "name": "fc", "out": "10"},
+                            "'out' must be an integer >= 1, not '10'"),
+                           ({"kind": "gelu", "name": "act"}, "unknown kind 'gelu'")]:
+        (tmp_path / "c.json").write_text(json.dumps({"input_shape": [1, 8, 8], "layers": [layer]}))
+        where = rf"c.json: layer 0 \({layer['name']!r}\)"
+        with pytest.raises(CheckpointError, match=rf"{where}: {message}"):
+            load_arch(str(tmp_path / "c.json"))

@@ -1,6 +1,7 @@
 """The model file: a round trip, and one clear error (layer and field named) for each kind of bad file."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -81,6 +82,14 @@ BAD = [
     (_set("kernel", 9, layer=2), r"layer 2 \('pool1'\) field 'kernel': must be an integer \[1, 8\], not 9"),
     (lambda h, a: h["input"].update(shape=[1, 8]), r"input field 'shape': must be \(C, H, W\) or \(features,\)"),
     (lambda h, a: h["layers"][0].pop("padding"), r"layer 0 \('conv1'\) field 'padding': is missing"),
+    (_set("labels", 5), r"header field 'labels': has the wrong type int"),
+    (_set("labels", [0, 1]), r"header field 'labels': must be a list of strings"),
+    (_set("version", True), r"header field 'version': unknown version True"),
+    (_set("out_shape", 8, layer=0), r"layer 0 \('conv1'\) field 'out_shape': has the wrong type"),
+    (_set("out_channels", "8", layer=0), r"field 'out_channels': has the wrong type str"),
+    (lambda h, a: h["layers"][0]["requant"].update(out_bits=16),
+     r"layer 0 \('conv1'\) field 'requant.out_bits': 16 is wider than the model's 8-bit "
+     r"activations; only the last conv2d/linear layer"),
 ]
 
 
@@ -107,3 +116,64 @@ def test_adder_weights_must_share_the_activation_format(tmp_path):
     model.layers[0].w_bits = 4
     with pytest.raises(ModelFileError, match=r"layer 0 \('conv1'\) field 'w_bits': adder weights share"):
         save_model(model, tmp_path / "m.npz")
+
+
+def test_only_the_last_compute_layer_may_requantise_wider(tmp_path):
+    model = digits_net("shift")
+    model.layers[-1].requant.out_bits = 16          # logits: nothing reads them as activations
+    save_model(model, tmp_path / "m.npz")
+    assert load_model(tmp_path / "m.npz").layers[-1].requant.out_bits == 16
+    model.layers[3].requant.out_bits = 4            # narrower stays inside the activations' range
+    save_model(model, tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("name", ["sub/c1", "a\\b", "", "c\0"])
+def test_layer_names_become_file_names(tmp_path, name):
+    model = digits_net("mul")
+    model.layers[1].name = name
+    with pytest.raises(ModelFileError, match=r"layer 1 \(.*\) field 'name': must be a non-empty "
+                       r"string without '.', '/', '\\' or NUL \(names become file names\)"):
+        save_model(model, tmp_path / "m.npz")
+
+
+def test_header_nested_too_deeply(saved):
+    with np.load(saved, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["header"] = np.array('{"format": "addershift-qmodel", "version": 1, "input": '
+                                + "[" * 100_000 + "]" * 100_000 + "}")
+    np.savez(saved, **arrays)
+    with pytest.raises(ModelFileError, match=r"m.npz: header: is nested too deeply"):
+        load_model(saved)
+
+
+def test_other_files_are_not_model_files(saved, tmp_path):
+    data, at = bytearray(saved.read_bytes()), saved.stat().st_size // 3
+    data[at:at + 40] = bytes(b ^ 0xFF for b in data[at:at + 40])       # inside the deflate stream
+    (tmp_path / "corrupt.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"corrupt.npz: corrupted data \("):
+        load_model(tmp_path / "corrupt.npz")
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(ModelFileError, match=r"a.npz: is a single .npy array, not an .npz model"):
+        load_model(tmp_path / "a.npz")
+    for content in (b"some text\n", pickle.dumps({"header": "x"})):
+        (tmp_path / "b.npz").write_bytes(content)
+        with pytest.raises(ModelFileError, match=r"b.npz: not a readable .npz archive \(not a zip "
+                           r"file, so not an .npz model file\)"):
+            load_model(tmp_path / "b.npz")
+    with pytest.raises(ModelFileError, match=r"model file .*: is a folder, not a file"):
+        load_model(tmp_path)
+
+
+def test_a_failed_save_keeps_the_old_file(saved, monkeypatch):
+    before = saved.read_bytes()
+
+    def full_disk(f, **arrays):
+        f.write(b"PK partial")
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(OSError, match="File too large"):
+        save_model(digits_net("mul"), saved)
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]   # no temporary file left

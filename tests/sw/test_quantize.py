@@ -157,3 +157,41 @@ def test_finetuning_lowers_the_loss_and_keeps_the_best_state():
     losses = [float(line.rsplit("loss ", 1)[1]) for line in lines]
     assert len(losses) == 4 and min(losses) < start_loss, (start_loss, losses)
     assert golden_accuracy(qnet.export(), data.train_x, data.train_y) >= before
+
+
+def _set_state(key, value):
+    return lambda c: c["state_dict"].__setitem__(key, value)
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(spec="conv1"), r"ck.pt field 'spec': needs a non-empty list of layers"),
+    (lambda c: c["state_dict"].pop("bn2.bias"),
+     r"ck.pt: its weights do not fit its architecture \(Missing key\(s\) in state_dict: "
+     r"\"bn2.bias\""),
+    (_set_state("conv2.adder", torch.zeros(16, 8, 5, 5)),
+     r"ck.pt: its weights do not fit its architecture \(size mismatch for conv2.adder: .* shape "
+     r"torch.Size\(\[16, 8, 5, 5\]\) from checkpoint, the shape in current model is"),
+    (lambda c: c.update(input_shape=[3, 8, 8]), r"size mismatch for conv1.adder"),
+    (lambda c: c["state_dict"]["conv1.adder"].view(-1)[4].fill_(float("nan")),
+     r"ck.pt: tensor 'conv1.adder' holds NaN or infinite values"),
+    (lambda c: c["state_dict"]["bn3.running_var"].fill_(float("inf")),
+     r"ck.pt: tensor 'bn3.running_var' holds NaN or infinite values"),
+])
+def test_malformed_float_checkpoint_says_what_is_wrong(tmp_path, change, message):
+    from addershift.sw.importers import (CheckpointError, load_float_checkpoint,
+                                         save_float_checkpoint)
+    from addershift.sw.train import FloatNet, digits_spec
+    save_float_checkpoint(FloatNet(digits_spec(), (1, 8, 8), pe="adder"), tmp_path / "ck.pt")
+    checkpoint = torch.load(tmp_path / "ck.pt", weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_float_checkpoint(tmp_path / "ck.pt")
+
+
+@pytest.mark.train
+def test_a_folder_is_not_a_float_checkpoint(tmp_path):
+    from addershift.sw.importers import CheckpointError, load_float_checkpoint
+    with pytest.raises(CheckpointError, match=r"checkpoint .*: is a folder, not a file"):
+        load_float_checkpoint(tmp_path)
