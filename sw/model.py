@@ -338,6 +338,10 @@ class QModel:
                   f"not {self.input_shape!r}")
         self.input_shape = tuple(self.input_shape)
         _check_int("input field 'bits'", self.x_bits, 2, 16)
+        if (isinstance(self.input_scale, bool) or not isinstance(self.input_scale, (int, float))
+                or not 0 < self.input_scale < float("inf")):
+            _fail("input field 'scale'", f"must be a positive finite number (the real value of "
+                  f"one input step), not {self.input_scale!r}")
         if not self.layers:
             _fail("model", "has no layers")
         shapes, shape, names = [], self.input_shape, set()
@@ -366,6 +370,10 @@ class QModel:
             if min(shape) < 1:
                 _fail(where, f"output shape {shape} is empty")
             shapes.append(tuple(shape))
+        outputs = int(np.prod(shape))
+        if self.labels and len(self.labels) != outputs:
+            _fail("header field 'labels'", f"names {len(self.labels)} classes, but the model has "
+                  f"{outputs} outputs")
         return shapes
 
     def compute_layers(self):

@@ -87,6 +87,12 @@ BAD = [
     (_set("version", True), r"header field 'version': unknown version True"),
     (_set("out_shape", 8, layer=0), r"layer 0 \('conv1'\) field 'out_shape': has the wrong type"),
     (_set("out_channels", "8", layer=0), r"field 'out_channels': has the wrong type str"),
+    (_set("labels", ["zero", "one"]),
+     r"header field 'labels': names 2 classes, but the model has 10 outputs"),
+    (lambda h, a: h["input"].update(scale=float("nan")),
+     r"input field 'scale': must be a positive finite number \(the real value of one input "
+     r"step\), not nan"),
+    (lambda h, a: h["input"].update(scale=0), r"input field 'scale': must be a positive finite"),
     (lambda h, a: h["layers"][0]["requant"].update(out_bits=16),
      r"layer 0 \('conv1'\) field 'requant.out_bits': 16 is wider than the model's 8-bit "
      r"activations; only the last conv2d/linear layer"),
