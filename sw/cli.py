@@ -286,7 +286,16 @@ def _predict_on_backend(args, model, x):
         with connect(args.backend) as acc:
             acc.load(model)
             return acc.predict(x)
-    except (LinkError, CompileError, ValueError) as e:
+    except LinkError as e:
+        done = getattr(e, "done_outputs", None)
+        if done is not None and len(done):       # the images that finished are kept
+            import pathlib
+            out = pathlib.Path(args.output)
+            partial = out.with_name(f"{out.stem}.partial{out.suffix or '.npy'}")
+            _save_array(partial, done)
+            raise CliError(f"{e}; the outputs of those {len(done)} are in {partial}") from None
+        raise CliError(str(e)) from None
+    except (CompileError, ValueError) as e:
         raise CliError(str(e)) from None
 
 

@@ -18,9 +18,11 @@ must first refuse a program built for another device with :func:`check_build`.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections import deque
+from urllib.parse import urlsplit
 
 from . import protocol as P
 
@@ -78,12 +80,22 @@ def check_build(identity, *, build_hash, build=None, what="program"):
 
 
 def open_port(url, *, baudrate=P.DEFAULT_BAUD):
-    """Open a pyserial URL (a device path or ``socket://host:port``) for the driver."""
+    """Open a pyserial URL (a device path or ``socket://host:port``) for the driver; raises
+    :class:`LinkError` naming the URL and the reason."""
     import serial
+    if url.startswith("socket://"):
+        # Checked here: pyserial garbles its message for a bad port ("'debug|info|warning|error'").
+        _, sep, port = urlsplit(url).netloc.rpartition(":")
+        if not sep or "]" in port:
+            raise LinkError(f"cannot open {url}: it names no TCP port (socket://HOST:PORT)")
+        if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+            raise LinkError(f"cannot open {url}: the TCP port must be an integer in 0-65535, "
+                            f"not {port!r}")
     try:
         return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=10)
     except (serial.SerialException, ValueError) as e:
-        raise LinkError(f"cannot open {url}: {e}") from None
+        reason = str(e).removeprefix(f"Could not open port {url}: ")   # it repeats the URL
+        raise LinkError(f"cannot open {url}: {reason}") from None
 
 
 def _busy_hint(region, status):
@@ -252,6 +264,7 @@ class Device:
         pending = {}            # seq -> (job index, request, send order)
         sent = 0
         last_answer = time.monotonic()
+        noise = (self._decoder.bad_frames, self._decoder.discarded)   # at the last good answer
 
         def requeue(entries, why):
             for i, _, _ in sorted(entries, key=lambda e: -e[2]):
@@ -262,7 +275,7 @@ class Device:
             while todo and len(pending) < window:
                 i = todo.popleft()
                 if attempts[i] > self._retries:
-                    raise self._give_up(jobs, i, last_failure[i], pending)
+                    raise self._give_up(jobs, i, last_failure[i], pending, noise)
                 attempts[i] += 1
                 cmd, payload, _ = jobs[i]
                 req = P.Request(cmd, self._next_seq(), payload)
@@ -290,6 +303,7 @@ class Device:
                     why = None
                 del pending[resp.seq]
                 last_answer = time.monotonic()
+                noise = (self._decoder.bad_frames, self._decoder.discarded)
                 # The device answers in order: every frame sent before this one that is still
                 # pending was lost (or its answer was). Resend those now, not after a timeout.
                 earlier = [e for e in pending.values() if e[2] < order]
@@ -309,19 +323,28 @@ class Device:
                 if any(attempts[i] > self._retries for i, _, _ in stuck):
                     i = min((e for e in stuck if attempts[e[0]] > self._retries),
                             key=lambda e: e[2])[0]
-                    raise self._give_up(jobs, i, last_failure[i], {e[1].seq: e for e in stuck})
+                    raise self._give_up(jobs, i, last_failure[i], {e[1].seq: e for e in stuck},
+                                        noise)
                 self._resync()
                 last_answer = time.monotonic()
         self._last_attempts = attempts
         return results
 
-    def _give_up(self, jobs, i, failure, pending):
+    def _give_up(self, jobs, i, failure, pending, noise):
         others = [self._describe(jobs[e[0]]) for e in pending.values() if e[0] != i]
         also = f"; also pending: {', '.join(others[:4])}" + (" ..." if len(others) > 4 else "") \
             if others else ""
-        cls = LinkTimeout if failure.startswith("no answer") else LinkError
+        # "No answer" may be a line that carries only bad ones (since the last good answer).
+        bad = self._decoder.bad_frames - noise[0]
+        junk = self._decoder.discarded - noise[1]
+        heard = (f"; {bad} answer{'s' * (bad != 1)} failed the CRC or framing check" if bad else
+                 f"; {junk} byte{'s' * (junk != 1)} arrived that held no answer" if junk else "")
+        if heard:
+            heard += (" (wrong baud rate? not an addershift board?)" if self._identity is None
+                      else " (a noisy line?)")
+        cls = LinkTimeout if failure.startswith("no answer") and not heard else LinkError
         return cls(f"the board at {self._url} did not accept {self._describe(jobs[i])} after "
-                   f"{self._retries + 1} attempts (last: {failure}){also}")
+                   f"{self._retries + 1} attempts (last: {failure}){heard}{also}")
 
     def _one(self, cmd, payload, label):
         resp = self._transact([(cmd, payload, label)])[0]

@@ -14,7 +14,7 @@ from .numerics import Op, round_shift, saturate
 __all__ = [
     "adder_op", "shift_op", "mul_op", "array_op", "shift_weight_value",
     "im2col", "conv2d", "linear", "relu", "max_pool2d", "global_avg_pool", "flatten",
-    "run_layer", "trace", "predict",
+    "run_layer", "trace", "predict", "check_inputs",
 ]
 
 # Keeps the adder's (rows, k, cols) temporary near 32 MB whatever the batch.
@@ -127,16 +127,19 @@ def flatten(x):
     return x.reshape(x.shape[0], -1)
 
 
-def _check_input(model, x):
+def check_inputs(x, *, input_shape, x_bits):
+    """``x`` as int64 if it is a batch the model takes: integers, shape ``(N, *input_shape)``,
+    values within ``x_bits``-bit activations; else a ValueError that says which. The golden model
+    and the host driver both check with it (a board would silently wrap a value too wide)."""
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
         raise ValueError(f"Inputs must be integers, not {x.dtype}")
-    if x.ndim != len(model.input_shape) + 1 or tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(f"Inputs must have shape (N, {', '.join(map(str, model.input_shape))}), "
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"Inputs must have shape (N, {', '.join(map(str, input_shape))}), "
                          f"not {x.shape}")
-    lo, hi = -(1 << (model.x_bits - 1)), (1 << (model.x_bits - 1)) - 1
+    lo, hi = -(1 << (x_bits - 1)), (1 << (x_bits - 1)) - 1
     if x.size and (x.min() < lo or x.max() > hi):
-        raise ValueError(f"Inputs must lie in [{lo}, {hi}] ({model.x_bits}-bit activations), "
+        raise ValueError(f"Inputs must lie in [{lo}, {hi}] ({x_bits}-bit activations), "
                          f"found [{x.min()}, {x.max()}]")
     return x.astype(np.int64)
 
@@ -170,7 +173,7 @@ def run_layer(layer, x, x_bits):
 
 def trace(model, x):
     """Every layer's integer output for inputs ``x`` (N, C, H, W): a list, one array per layer."""
-    x = _check_input(model, x)
+    x = check_inputs(x, input_shape=model.input_shape, x_bits=model.x_bits)
     outputs = []
     for layer in model.layers:
         x = run_layer(layer, x, model.x_bits)

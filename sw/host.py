@@ -24,12 +24,19 @@ import numpy as np
 from . import protocol as P
 from .compiler import PERF_COUNTERS, PERF_STAGES, Program, compile_model
 from .driver import BuildMismatch, Device, LinkError, check_build
+from .golden import check_inputs
 
 __all__ = ["Accelerator", "connect", "NotAnAccelerator", "run_model"]
 
 
 class NotAnAccelerator(LinkError):
     """The board answered, but its build is not an accelerator (the link test design, say)."""
+
+
+def _check_images(program, images):
+    """``images`` as int64 if ``golden.predict`` would take them for ``program``'s model; else
+    its ValueError (the board would silently wrap a value that does not fit its lanes)."""
+    return check_inputs(images, input_shape=program.input_shape, x_bits=program.config.x_bits)
 
 
 def connect(url, *, baudrate=P.DEFAULT_BAUD, timeout=None, **device_options):
@@ -141,11 +148,13 @@ class Accelerator:
 
     def predict_one(self, x, *, timeout=60.0):
         """Run one image ``(C, H, W)``; return its output (shaped like one row of
-        ``golden.predict``)."""
+        ``golden.predict``). An image ``golden.predict`` refuses raises its ValueError before
+        anything is sent."""
         program = self._program
         if program is None:
             raise RuntimeError("no program is loaded: call load(model) first")
         dev = self._device
+        x = _check_images(program, np.asarray(x)[None])[0]
         data = program.input_image(x)
         t, c = time.perf_counter(), self._uptime()
         dev.write("act0", 0, data, verify=True, progress=False)
@@ -178,17 +187,35 @@ class Accelerator:
     def predict(self, images, *, timeout=60.0):
         """Run every image of ``images`` (N x C x H x W integers, the model's input shape) and
         return the last layer's integer outputs, exactly as ``golden.predict`` does (shape
-        included)."""
-        if self._program is None:
+        included).
+
+        Raises
+        ------
+        ValueError
+            Before anything is sent, for inputs ``golden.predict`` refuses (not integers, another
+            shape, values outside the model's activation width), with its message.
+        driver.LinkError
+            Or a subclass, when the link fails part way. Its ``done_outputs`` attribute (an int64
+            array, shaped like this method's result, with one row per image that finished, in
+            order: possibly none) holds the outputs that passed every check before the failure;
+            the message says how many of the N images finished.
+        """
+        program = self._program
+        if program is None:
             raise RuntimeError("no program is loaded: call load(model) first")
-        x = np.asarray(images)
-        if x.dtype.kind not in "iu":
-            raise TypeError(f"Images must be integers, not {x.dtype}")
-        shape = tuple(self._program.input_shape)
-        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"Images must have shape (N, {', '.join(map(str, shape))}), not "
-                             f"{x.shape}")
-        return np.stack([self.predict_one(img, timeout=timeout) for img in x.astype(np.int64)])
+        x = _check_images(program, images)
+        out = np.zeros((len(x), *program.stages[-1].trace_shape), dtype=np.int64)
+        done = 0
+        try:
+            for img in x:
+                out[done] = self.predict_one(img, timeout=timeout)
+                done += 1
+        except LinkError as e:
+            # The images that finished passed every check: hand them over, do not lose them.
+            e.done_outputs = out[:done].copy()
+            e.args = (f"{e}; {done} of {len(x)} images finished",)
+            raise
+        return out
 
     def counters(self):
         """The last image's counters per stage: ``[{name, layers, cycles, issue, busy_pe, stall,

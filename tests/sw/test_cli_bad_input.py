@@ -188,3 +188,34 @@ def test_simulate_counts_the_images_it_ran(capsys, monkeypatch):
     assert main(["simulate", "-m", str(model), "-n", "5"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == \
         "all 2 images bit-exact with the golden model (the test split has 2, not 5)"
+
+
+def test_a_link_lost_mid_predict_keeps_the_finished_outputs(tmp_path, capsys, monkeypatch,
+                                                            model_file, images):
+    from addershift.sw.driver import LinkError
+    path, x = images
+    finished = predict(digits_net("adder", mode="pow2x2"), x[:2])
+
+    class Board:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def load(self, model):
+            pass
+
+        def predict(self, images):
+            e = LinkError("the board at socket://x disconnected; 2 of 3 images finished")
+            e.done_outputs = finished
+            raise e
+    monkeypatch.setattr("addershift.sw.host.connect", lambda url: Board())
+    out = tmp_path / "y.npy"
+    assert main(["predict", "-m", model_file, "-i", path, "-o", str(out),
+                 "--backend", "socket://x"]) == 1
+    partial = tmp_path / "y.partial.npy"
+    assert _error(capsys) == ("addershift predict: the board at socket://x disconnected; 2 of 3 "
+                              f"images finished; the outputs of those 2 are in {partial}")
+    np.testing.assert_array_equal(np.load(partial), finished)
+    assert not out.exists()

@@ -250,11 +250,78 @@ def test_driver_parameter_checks():
         def close(self):
             pass
 
-    with pytest.raises(LinkTimeout, match=r"^the board at echo did not accept IDENTIFY after 2 "
-                                          r"attempts \(last: no answer for 0\.2 s\)$"):
+    with pytest.raises(LinkError, match=r"^the board at echo did not accept IDENTIFY after 2 "
+                                        r"attempts \(last: no answer for 0\.2 s\); \d+ bytes "
+                                        r"arrived that held no answer \(wrong baud rate\? not an "
+                                        r"addershift board\?\)$"):
         Device(Echo(), timeout=0.2, retries=1)
     with pytest.raises(TypeError, match=r"^Identity must be a protocol\.Identity"):
         check_build({}, build_hash="00")
+
+
+def test_open_port_names_the_url_and_the_reason():
+    # pyserial's own message for these is "'debug|info|warning|error'"
+    with pytest.raises(LinkError, match=r"^cannot open socket://127\.0\.0\.1:99999: the TCP port "
+                                        r"must be an integer in 0-65535, not '99999'$"):
+        Device("socket://127.0.0.1:99999")
+    with pytest.raises(LinkError, match=r"^cannot open socket://127\.0\.0\.1:x: the TCP port "
+                                        r"must be an integer in 0-65535, not 'x'$"):
+        Device("socket://127.0.0.1:x")
+    with pytest.raises(LinkError, match=r"^cannot open socket://127\.0\.0\.1: it names no TCP "
+                                        r"port \(socket://HOST:PORT\)$"):
+        Device("socket://127.0.0.1")
+    # the reason once, without pyserial's repetition of the URL
+    with pytest.raises(LinkError, match=r"^cannot open socket://127\.0\.0\.1:1: (?!Could not)"):
+        Device("socket://127.0.0.1:1")
+
+
+class GarbledBoard:
+    """A port whose answers all fail their CRC (a flipped bit each), from the first or only after
+    ``good`` answers."""
+
+    name = "garbled"
+
+    def __init__(self, identity, *, good=0):
+        self.identity, self.good = identity, good
+        self.decoder = P.FrameDecoder(kind="request")
+        self.out = bytearray()
+
+    def write(self, data):
+        for r in self.decoder.feed(bytes(data)):
+            payload = self.identity.encode() if r.cmd == P.Command.IDENTIFY else P.encode_status(
+                busy=False, done=False, error=0, uptime=1, counters=[0, 0, 0])
+            frame = bytearray(P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, payload))
+            if self.good:
+                self.good -= 1
+            else:
+                frame[-3] ^= 0x10
+            self.out += frame
+        return len(data)
+
+    def read(self, size):
+        data, self.out = bytes(self.out[:size]), self.out[size:]
+        return data
+
+    def close(self):
+        pass
+
+
+def test_only_bad_answers_are_not_reported_as_silence():
+    identity = P.Identity(max_payload=64, clk_hz=1, baud=1, build={},
+                          regions=(P.Region(1, "mem", 64, P.Access.RW),))
+    with pytest.raises(LinkError, match=r"^the board at garbled did not accept IDENTIFY after 2 "
+                                        r"attempts \(last: no answer for 0\.2 s\); \d+ answers "
+                                        r"failed the CRC or framing check \(wrong baud rate\? not "
+                                        r"an addershift board\?\)$") as e:
+        Device(GarbledBoard(identity), timeout=0.2, retries=1)
+    assert not isinstance(e.value, LinkTimeout)
+    # once identified, the same is a bad line
+    with Device(GarbledBoard(identity, good=1), timeout=0.2, retries=1) as dev:
+        with pytest.raises(LinkError, match=r"^the board at garbled did not accept STATUS after 2 "
+                                            r"attempts \(last: no answer for 0\.2 s\); \d+ "
+                                            r"answers failed the CRC or framing check \(a noisy "
+                                            r"line\?\)$"):
+            dev.status()
 
 
 # --- faults ------------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import serial
 
+from addershift.hw.accelerator import accelerator_identity
 from addershift.sim.accel_sim import test_images as digits_images
 from addershift.sim.board import BoardProcess
 from addershift.sw import cli
 from addershift.sw import protocol as P
+from addershift.sw.accel_model import AcceleratorModel
 from addershift.sw.compiler import CompileError, compile_model, default_config
-from addershift.sw.driver import BuildMismatch, Device
+from addershift.sw.driver import BuildMismatch, Device, LinkTimeout
 from addershift.sw.golden import predict
 from addershift.sw.host import Accelerator, connect
 from addershift.sw.model import load_model
@@ -207,3 +209,123 @@ def test_buffers_cannot_be_read_while_a_run_writes_them(board, model):
                 break
         assert (answer.cmd, answer.seq, answer.status) == (cmd, 2, status), answer
         assert len(answer.payload) == (size if status == P.Status.OK else 0)
+
+
+# --- in process: a fake board ------------------------------------------------------------------
+
+class FakeAccelerator:
+    """A port that answers like an accelerator board running ``program``, in process: the regions
+    are byte arrays, RUN executes the program on ``sw.accel_model`` (the counters stay zero, as
+    STATUS says). After ``runs`` RUNs, if given, the port disconnects."""
+
+    name = "fake-accelerator"
+
+    def __init__(self, program, *, runs=None):
+        self.identity = accelerator_identity(program.config, clk_hz=12_000_000, baud=1_500_000,
+                                             max_payload=256)
+        self.program, self.runs = program, runs
+        self.mem = {r.id: bytearray(r.size) for r in self.identity.regions}
+        self.ids = {r.name: r.id for r in self.identity.regions}
+        self.decoder = P.FrameDecoder(kind="request")
+        self.out = bytearray()
+        self.requests = []
+        self.uptime = 0
+        self.dead = False
+
+    def _run(self):
+        nb = self.program.config.act_word_bytes
+        acc = AcceleratorModel(self.program)
+        for i, buf in enumerate(("act0", "act1")):
+            mem = self.mem[self.ids[buf]]
+            acc.act[i][:len(mem) // nb] = [int.from_bytes(mem[j:j + nb], "little")
+                                           for j in range(0, len(mem), nb)]
+        acc.run()
+        for i, buf in enumerate(("act0", "act1")):
+            self.mem[self.ids[buf]][:] = b"".join(w.to_bytes(nb, "little") for w in acc.act[i])
+
+    def _answer(self, r):
+        if r.cmd == P.Command.IDENTIFY:
+            return self.identity.encode()
+        if r.cmd == P.Command.STATUS:
+            self.uptime += 1000
+            return P.encode_status(busy=False, done=True, error=0, uptime=self.uptime,
+                                   counters=[100, 0, 0])
+        if r.cmd == P.Command.RUN:
+            self._run()
+            if self.runs is not None:
+                self.runs -= 1
+                self.dead = self.runs < 0
+            return b""
+        addr = int.from_bytes(r.payload[:4], "little")
+        mem, off = self.mem[addr >> 24], addr & 0xFFFFFF
+        if r.cmd == P.Command.WRITE:
+            mem[off:off + len(r.payload) - 4] = r.payload[4:]
+            return b""
+        n = int.from_bytes(r.payload[4:], "little")
+        if r.cmd == P.Command.READ:
+            return bytes(mem[off:off + n])
+        return P.crc32(bytes(mem[off:off + n])).to_bytes(4, "little")     # CRC
+
+    def write(self, data):
+        if self.dead:
+            raise serial.SerialException("socket disconnected")
+        for r in self.decoder.feed(bytes(data)):
+            self.requests.append(r)
+            self.out += P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, self._answer(r))
+        return len(data)
+
+    def read(self, size):
+        if self.dead:
+            raise serial.SerialException("socket disconnected")
+        data, self.out = bytes(self.out[:size]), self.out[size:]
+        return data
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def program(model):
+    return compile_model(model, default_config(model, rows=4, cols=4))
+
+
+def test_inputs_out_of_range_are_refused_before_sending(model, program):
+    # 300 does not fit an 8-bit lane: the board would compute on 300 mod 256 = 44.
+    x, _ = digits_images(model, 3)
+    board = FakeAccelerator(program)
+    with Accelerator(Device(board, timeout=1.0)) as acc:
+        acc.load(program)
+        np.testing.assert_array_equal(acc.predict(x), predict(model, x))
+        sent = len(board.requests)
+        x[1, 0, 2, 3] = 300
+        with pytest.raises(ValueError, match=r"^Inputs must lie in \[-128, 127\] \(8-bit "
+                                             r"activations\), found \[0, 300\]$"):
+            predict(model, x)
+        with pytest.raises(ValueError, match=r"^Inputs must lie in \[-128, 127\] \(8-bit "
+                                             r"activations\), found \[0, 300\]$"):
+            acc.predict(x)
+        with pytest.raises(ValueError, match=r"^Inputs must lie in \[-128, 127\]"):
+            acc.predict_one(x[1])
+        with pytest.raises(ValueError, match=r"^Inputs must be integers, not float64$"):
+            acc.predict(x.astype(np.float64))
+        assert len(board.requests) == sent, "an input was sent"
+
+
+def test_a_link_lost_mid_predict_keeps_the_finished_outputs(model, program):
+    x, _ = digits_images(model, 5)
+    board = FakeAccelerator(program, runs=3)
+    with Accelerator(Device(board, timeout=1.0)) as acc:
+        acc.load(program)
+        with pytest.raises(LinkTimeout, match=r"^the board at fake-accelerator disconnected "
+                                              r"\(socket disconnected\); 3 of 5 images "
+                                              r"finished$") as e:
+            acc.predict(x)
+    done = e.value.done_outputs
+    assert done.dtype == np.int64
+    np.testing.assert_array_equal(done, predict(model, x[:3]))
+    # none finished: still an array, shaped like predict's result
+    with Accelerator(Device(FakeAccelerator(program, runs=0), timeout=1.0)) as acc:
+        acc.load(program)
+        with pytest.raises(LinkTimeout, match=r"; 0 of 5 images finished$") as e:
+            acc.predict(x)
+    assert e.value.done_outputs.shape == (0,) + predict(model, x).shape[1:]
