@@ -42,6 +42,7 @@ _FORMAT_PE = {"addernet": ("adder", "q"), "deepshift-q": ("shift", "q"), "deepsh
               "float": ("mul", "q")}
 #: The ``format`` tag of the float checkpoints ``addershift train --save-float`` writes.
 FLOAT_FORMAT = "addershift-float"
+FLOAT_VERSION = 1
 _COMPUTE = ("conv2d", "linear")
 #: An architecture's integer fields per layer kind and their least values; ``out`` and a conv's
 #: ``kernel`` have no default.
@@ -255,7 +256,7 @@ def load_arch(arch, *, input_shape=None, classes=10):
 def save_float_checkpoint(net, path, *, dataset=""):
     """Our own float checkpoint (``addershift train --save-float``): the state_dict plus what
     rebuilds the network, readable with ``torch.load(weights_only=True)``."""
-    torch.save({"format": FLOAT_FORMAT, "version": 1, "pe": net.pe, "variant": net.variant,
+    torch.save({"format": FLOAT_FORMAT, "version": FLOAT_VERSION, "pe": net.pe, "variant": net.variant,
                 "p_min": net.p_min, "p_max": net.p_max, "spec": net.spec,
                 "input_shape": list(net.input_shape), "dataset": str(dataset),
                 "state_dict": net.state_dict()}, path)
@@ -267,8 +268,16 @@ def load_float_checkpoint(path):
     if not isinstance(obj, dict) or obj.get("format") != FLOAT_FORMAT:
         raise CheckpointError(f"checkpoint {path}: not an addershift float checkpoint (format "
                               f"{FLOAT_FORMAT!r}); use 'addershift import' for other checkpoints")
+    if obj.get("version") != FLOAT_VERSION or isinstance(obj.get("version"), bool):
+        raise CheckpointError(f"checkpoint {path}: unknown version {obj.get('version')!r} (this "
+                              f"addershift reads version {FLOAT_VERSION})")
     if obj.get("pe") not in PE_KINDS:
         raise CheckpointError(f"checkpoint {path}: unknown PE kind {obj.get('pe')!r}")
+    p_min, p_max = obj.get("p_min", -7), obj.get("p_max", 0)
+    if (any(isinstance(p, bool) or not isinstance(p, int) for p in (p_min, p_max))
+            or p_min > p_max):
+        raise CheckpointError(f"checkpoint {path}: the exponent range p_min {p_min!r}, p_max "
+                              f"{p_max!r} must be integers with p_min <= p_max")
     _check_spec(obj.get("spec"), f"checkpoint {path} field 'spec'")
     shape = obj.get("input_shape")
     if (not isinstance(shape, (list, tuple)) or not shape
@@ -285,7 +294,7 @@ def load_float_checkpoint(path):
                                   f"values")
     try:
         net = FloatNet(obj["spec"], shape, pe=obj["pe"], variant=obj.get("variant", "q"),
-                       p_min=obj.get("p_min", -7), p_max=obj.get("p_max", 0))
+                       p_min=p_min, p_max=p_max)
     except ValueError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     try:

@@ -177,6 +177,10 @@ def _set_state(key, value):
      r"ck.pt: tensor 'conv1.adder' holds NaN or infinite values"),
     (lambda c: c["state_dict"]["bn3.running_var"].fill_(float("inf")),
      r"ck.pt: tensor 'bn3.running_var' holds NaN or infinite values"),
+    (lambda c: c.update(version=99),
+     r"ck.pt: unknown version 99 \(this addershift reads version 1\)"),
+    (lambda c: c.update(p_min=5, p_max=1),
+     r"ck.pt: the exponent range p_min 5, p_max 1 must be integers with p_min <= p_max"),
 ])
 def test_malformed_float_checkpoint_says_what_is_wrong(tmp_path, change, message):
     from addershift.sw.importers import (CheckpointError, load_float_checkpoint,
