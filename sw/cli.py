@@ -87,6 +87,8 @@ def cmd_generate(args):
             info = generate(unit, args.output, top=args.top)
         except ValueError as e:
             raise CliError(str(e)) from None
+        except OSError as e:
+            raise CliError(f"cannot write {args.output}: {e}") from None
         sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
         text = (f"{args.rows}x{args.cols} {unit.config.pe.value} accelerator -> {args.output} "
                 f"(module {info['top']}, build {info['build_hash'][:16]}, "
@@ -240,33 +242,22 @@ def _load_inputs(path):
 
 def _save_array(path, y):
     """Write ``y`` as ``.npy`` to exactly ``path`` (``np.save`` would add ``.npy`` to another
-    name), through a temporary file: a write that fails leaves any earlier file whole."""
-    import pathlib
-    import tempfile
+    name), through a temporary file (``files.write_atomically``)."""
     import numpy as np
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, y)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)        # a new file's permissions (mkstemp's are 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from .files import write_atomically
+    write_atomically(path, lambda f: np.save(f, y))
 
 
 def _predict_on_backend(args, model, x):
     """The last layer's outputs of ``x`` on a simulator (``sim.accel_sim``, checked against the
     golden model) or on the board behind a serial URL (``sw.host``)."""
-    import numpy as np
     from .compiler import CompileError
     from .driver import LinkError
-    x = np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise CliError(f"input {args.input} must hold integers, not {x.dtype}")
+    from .golden import check_inputs
+    try:                   # before a simulator is built or a board is connected to
+        x = check_inputs(x, input_shape=model.input_shape, x_bits=model.x_bits)
+    except ValueError as e:
+        raise CliError(str(e)) from None              # as the golden path says it
     if args.backend in SIMULATORS:
         from ..sim.accel_sim import simulate_model
         try:
@@ -522,11 +513,12 @@ def cmd_serve_sim(args):
     os.dup2(2, 1)
     try:
         serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
-    except OSError as e:
-        raise CliError(f"cannot serve on port {args.port}: {e}") from None
+    except OSError as e:      # the port was free a moment ago: a missing simulator, say
+        raise CliError(f"cannot start the simulated board: {e}") from None
     except KeyboardInterrupt:
         pass
     finally:
+        sys.stdout.flush()
         os.dup2(stdout, 1)
         os.close(stdout)
 

@@ -94,7 +94,8 @@ def open_port(url, *, baudrate=P.DEFAULT_BAUD):
     try:
         return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=10)
     except (serial.SerialException, ValueError) as e:
-        reason = str(e).removeprefix(f"Could not open port {url}: ")   # it repeats the URL
+        # pyserial's message repeats the URL ("could not open port URL: ...")
+        reason = re.sub(rf"^could not open port {re.escape(url)}: ", "", str(e), flags=re.I)
         raise LinkError(f"cannot open {url}: {reason}") from None
 
 

@@ -26,6 +26,8 @@ import pathlib
 
 import torch
 
+from .files import write_atomically
+from .model import layer_name_problem
 from .train import FloatNet, PE_KINDS, digits_spec
 
 __all__ = ["CheckpointError", "FORMATS", "FLOAT_FORMAT", "load_state_dict", "detect_format",
@@ -218,8 +220,16 @@ def _check_spec(spec, where):
         if not isinstance(e, dict) or "kind" not in e or "name" not in e:
             raise CheckpointError(f"{where}: layer {i} needs 'kind' and 'name'")
         layer = f"{where}: layer {i} ({e['name']!r})"
-        if not isinstance(e["name"], str) or not e["name"]:
-            raise CheckpointError(f"{layer}: 'name' must be a non-empty string")
+        # (checked now: the quantised model refuses such a name only after quantisation)
+        problem = layer_name_problem(e["name"])
+        if problem:
+            raise CheckpointError(f"{layer}: 'name' {problem}")
+        bn = e.get("bn")
+        if bn not in (None, False) and layer_name_problem(bn):
+            raise CheckpointError(f"{layer}: 'bn' (the BatchNorm's name) "
+                                  f"{layer_name_problem(bn)}")
+        if not isinstance(e.get("bias", False), bool):
+            raise CheckpointError(f"{layer}: 'bias' must be true or false, not {e['bias']!r}")
         if e["kind"] not in _SPEC_INTS:
             raise CheckpointError(f"{layer}: unknown kind {e['kind']!r} "
                                   f"(known: {', '.join(_SPEC_INTS)})")
@@ -256,10 +266,11 @@ def load_arch(arch, *, input_shape=None, classes=10):
 def save_float_checkpoint(net, path, *, dataset=""):
     """Our own float checkpoint (``addershift train --save-float``): the state_dict plus what
     rebuilds the network, readable with ``torch.load(weights_only=True)``."""
-    torch.save({"format": FLOAT_FORMAT, "version": FLOAT_VERSION, "pe": net.pe, "variant": net.variant,
-                "p_min": net.p_min, "p_max": net.p_max, "spec": net.spec,
-                "input_shape": list(net.input_shape), "dataset": str(dataset),
-                "state_dict": net.state_dict()}, path)
+    obj = {"format": FLOAT_FORMAT, "version": FLOAT_VERSION, "pe": net.pe,
+           "variant": net.variant, "p_min": net.p_min, "p_max": net.p_max, "spec": net.spec,
+           "input_shape": list(net.input_shape), "dataset": str(dataset),
+           "state_dict": net.state_dict()}
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def load_float_checkpoint(path):

@@ -16,22 +16,21 @@ field. ``docs/numerics.md`` describes the meaning of every field.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .files import write_atomically
+
 from .numerics import (BIAS_BITS, MULTIPLIER_BITS, SHIFT_MAX, Op, RequantMode, acc_range,
                        int_range, requant_multiplier, signed_width)
 
 __all__ = [
     "FORMAT", "VERSION", "ModelFileError", "Requant", "Conv2d", "Linear", "ReLU", "MaxPool2d",
-    "GlobalAvgPool", "Flatten", "QModel", "load_model", "save_model",
+    "GlobalAvgPool", "Flatten", "QModel", "load_model", "save_model", "layer_name_problem",
 ]
 
 FORMAT = "addershift-qmodel"
@@ -316,6 +315,15 @@ class Flatten:
 _KINDS = {cls.kind: cls for cls in (Conv2d, Linear, ReLU, MaxPool2d, GlobalAvgPool, Flatten)}
 
 
+def layer_name_problem(name):
+    """Why ``name`` cannot name a layer, or None: names become array keys (``<name>.<field>``)
+    and file names (``predict --trace``)."""
+    if not isinstance(name, str) or not name or set(name) & set("./\\\0"):
+        return (f"must be a non-empty string without '.', '/', '\\' or NUL (names become file "
+                f"names), not {name!r}")
+    return None
+
+
 @dataclass
 class QModel:
     """A quantised network: integer parameters plus the metadata that gives them meaning.
@@ -351,10 +359,9 @@ class QModel:
             where = f"layer {i} ({getattr(layer, 'name', '?')!r})"
             if type(layer) not in _KINDS.values():
                 _fail(where, f"unknown layer type {type(layer).__name__}")
-            # Names become array keys (<name>.<field>) and file names (predict --trace).
-            if not isinstance(layer.name, str) or not layer.name or set(layer.name) & set("./\\\0"):
-                _fail(where + " field 'name'", f"must be a non-empty string without '.', '/', '\\' "
-                      f"or NUL (names become file names), not {layer.name!r}")
+            problem = layer_name_problem(layer.name)
+            if problem:
+                _fail(where + " field 'name'", problem)
             if layer.name in names:
                 _fail(where + " field 'name'", f"{layer.name!r} is used by another layer")
             names.add(layer.name)
@@ -412,21 +419,7 @@ def save_model(model, path):
     for layer in model.compute_layers():
         for name, a in {**layer.weights, **layer.requant.arrays()}.items():
             arrays[f"{layer.name}.{name}"] = a
-    # Through a temporary file in the same folder: a failed write (disk full, file size limit)
-    # never leaves a truncated model in place of a good one.
-    path = os.fspath(path)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    f = open(tmp, "xb")
-    try:
-        with f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def _get(where, head, key, types, default=None, required=True):

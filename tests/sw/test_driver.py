@@ -273,6 +273,8 @@ def test_open_port_names_the_url_and_the_reason():
     # the reason once, without pyserial's repetition of the URL
     with pytest.raises(LinkError, match=r"^cannot open socket://127\.0\.0\.1:1: (?!Could not)"):
         Device("socket://127.0.0.1:1")
+    with pytest.raises(LinkError, match=r"^cannot open /dev/no-such-port: (?!could not)"):
+        Device("/dev/no-such-port")
 
 
 class GarbledBoard:

@@ -256,7 +256,13 @@ def test_architecture_files(tmp_path):
     for layer, message in [({"kind": "conv2d", "name": "conv1", "kernel": 3}, "needs 'out'"),
                            ({"kind": "linear", "name": "fc", "out": "10"},
                             "'out' must be an integer >= 1, not '10'"),
-                           ({"kind": "gelu", "name": "act"}, "unknown kind 'gelu'")]:
+                           ({"kind": "gelu", "name": "act"}, "unknown kind 'gelu'"),
+                           ({"kind": "relu", "name": "r/1"}, r"'name' must be a non-empty string "
+                                                             r"without '\.', '/'"),
+                           ({"kind": "linear", "name": "fc", "out": 10, "bn": 5},
+                            r"'bn' \(the BatchNorm's name\) must be a non-empty string"),
+                           ({"kind": "linear", "name": "fc", "out": 10, "bias": "yes"},
+                            "'bias' must be true or false, not 'yes'")]:
         (tmp_path / "c.json").write_text(json.dumps({"input_shape": [1, 8, 8], "layers": [layer]}))
         where = rf"c.json: layer 0 \({layer['name']!r}\)"
         with pytest.raises(CheckpointError, match=rf"{where}: {message}"):
