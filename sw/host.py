@@ -111,6 +111,12 @@ class Accelerator:
     def _uptime(self):
         return self._device.status().uptime
 
+    def _cycles_since(self, start):
+        """Uptime cycles since ``start`` (an earlier ``_uptime``): the counter wraps around at
+        ``counter_bits`` (a 32-bit one every 43 s at 100 MHz), so a plain difference may be
+        negative."""
+        return (self._uptime() - start) % (1 << self._config.counter_bits)
+
     # --- load ----------------------------------------------------------------------------------
 
     def compile(self, model, *, name="model"):
@@ -130,7 +136,7 @@ class Accelerator:
         images = program.images()
         for region, data in images.items():
             self._device.write(region, 0, data, verify=True, progress=progress)
-        self.stats["load_cycles"] += self._uptime() - c
+        self.stats["load_cycles"] += self._cycles_since(c)
         self.stats["load_s"] += time.perf_counter() - t
         self.stats["load_bytes"] += sum(len(d) for d in images.values())
         self._program = program
@@ -169,7 +175,7 @@ class Accelerator:
                 status.busy_pe_cycles, status.stall_cycles):
             raise LinkError(f"the counters region ({last}) disagrees with STATUS "
                             f"({status.counters}) after the run")
-        self.stats["image_cycles"] += self._uptime() - c
+        self.stats["image_cycles"] += self._cycles_since(c)
         self.stats["image_s"] += time.perf_counter() - t
         self.stats["image_bytes"] += len(data) + length
         self.stats["images"] += 1

@@ -247,7 +247,7 @@ class FakeAccelerator:
         if r.cmd == P.Command.IDENTIFY:
             return self.identity.encode()
         if r.cmd == P.Command.STATUS:
-            self.uptime += 1000
+            self.uptime = (self.uptime + 1000) % (1 << self.program.config.counter_bits)
             return P.encode_status(busy=False, done=True, error=0, uptime=self.uptime,
                                    counters=[100, 0, 0])
         if r.cmd == P.Command.RUN:
@@ -287,6 +287,20 @@ class FakeAccelerator:
 @pytest.fixture(scope="module")
 def program(model):
     return compile_model(model, default_config(model, rows=4, cols=4))
+
+
+def test_cycles_counted_across_the_uptime_counters_wrap(model, program):
+    # 32 bits wrap every 43 s at 100 MHz: a load or an image that spans the wrap still counts
+    # its cycles (1000 between two STATUS answers here), not a negative number.
+    x, _ = digits_images(model, 1)
+    board = FakeAccelerator(program)
+    board.uptime = (1 << 32) - 1500
+    with Accelerator(Device(board, timeout=1.0)) as acc:
+        acc.load(program)
+        assert board.uptime < 1000 and acc.stats["load_cycles"] == 1000
+        board.uptime = (1 << 32) - 1500
+        acc.predict(x)
+        assert board.uptime < 3000 and 0 < acc.stats["image_cycles"] < 10_000
 
 
 def test_inputs_out_of_range_are_refused_before_sending(model, program):
