@@ -773,8 +773,8 @@ def build_parser():
 
     p = add("program", cmd_program, "program a built bitstream onto a board")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
-    p.add_argument("--bitstream", help="bitstream file (None: build/BOARD/top.bin or top.bit, where addershift "
-                        "build writes without -o)")
+    p.add_argument("--bitstream", help="bitstream file (None: build/BOARD/top.bin or top.bit, "
+                                       "where addershift build writes without -o)")
 
     p = add("serve-sim", cmd_serve_sim, "serve the simulated board on a TCP port")
     p.add_argument("-p", "--port", type=int, default=7777, help="TCP port on 127.0.0.1")

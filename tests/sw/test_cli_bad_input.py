@@ -121,8 +121,10 @@ def test_training_output_checked_before_training(tmp_path, capsys):
     (["--unit", "accelerator", "--top", "9lives"], "Module name must be a Verilog identifier "
                                                    "(letters, digits, _; not a digit first), not "
                                                    "'9lives'"),
-    (["--unit", "accelerator", "--clock", "inf"], "--clock must be a positive number of MHz, not inf"),
-    (["--unit", "accelerator", "--clock", "nan"], "--clock must be a positive number of MHz, not nan"),
+    (["--unit", "accelerator", "--clock", "inf"],
+     "--clock must be a positive number of MHz, not inf"),
+    (["--unit", "accelerator", "--clock", "nan"],
+     "--clock must be a positive number of MHz, not nan"),
 ])
 def test_generate_options(tmp_path, capsys, argv, message):
     out = tmp_path / "x.v"
@@ -143,13 +145,15 @@ def test_serve_sim_options(capsys, monkeypatch):
     assert main(["serve-sim", "--baud", "0"]) == 1
     assert _error(capsys) == "addershift serve-sim: --baud must be at least 1, not 0"
     assert main(["serve-sim", "--port", "99999"]) == 1
-    assert _error(capsys) == "addershift serve-sim: --port must be a TCP port, 0 to 65535, not 99999"
+    assert _error(capsys) == ("addershift serve-sim: --port must be a TCP port, 0 to 65535, "
+                              "not 99999")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         assert main(["serve-sim", "--port", str(port), "--simulator", "amaranth"]) == 1
-    assert _error(capsys) == f"addershift serve-sim: cannot serve on port {port}: Address already in use"
+    assert _error(capsys) == (f"addershift serve-sim: cannot serve on port {port}: Address "
+                              f"already in use")
 
 
 def test_serve_sim_logs_go_to_stderr(capfd, monkeypatch):
