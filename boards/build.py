@@ -304,6 +304,9 @@ def _seed_list(seed):
         raise ValueError(f"Seed must be an integer or a list of them, not {seed!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"Seeds must differ, not {', '.join(map(str, seeds))}")
+    if any(not -2**31 <= s < 2**31 for s in seeds):     # nextpnr's --seed is a 32-bit int
+        raise ValueError(f"Seeds must be 32-bit integers (-2147483648 to 2147483647), not "
+                         f"{', '.join(map(str, seeds))}")
     return seeds
 
 
@@ -385,6 +388,33 @@ ROUTERS = ("router1", "router2")
 PLACERS = ("heap", "sa", "static")
 
 
+def _check_build_dir(build_dir, name):
+    """A ``ValueError`` unless ``build_dir`` is new, empty or an earlier build's folder: a build
+    replaces the files of its own there (and an earlier bitstream goes first), so a folder of
+    other files (``-o .`` in a project) is refused rather than written into."""
+    if build_dir.exists() and not build_dir.is_dir():
+        raise ValueError(f"build folder {build_dir} is a file")
+    if not build_dir.exists() or not any(build_dir.iterdir()):
+        return
+    markers = (f"build_{name}.sh", f"{name}.il", f"{name}.addershift.json")
+    if not any((build_dir / marker).exists() for marker in markers):
+        raise ValueError(f"build folder {build_dir} holds other files and no earlier build "
+                         f"({', '.join(markers)}): give a new or empty folder")
+
+
+def _remove_seed_folders(build_dir):
+    """Remove an earlier build's placements of other seeds (``seeds/<seed>/``), and nothing else
+    that may be in ``seeds/``."""
+    seeds = build_dir / "seeds"
+    if not seeds.is_dir():
+        return
+    for folder in seeds.iterdir():
+        if folder.is_dir() and folder.name.isdigit():
+            shutil.rmtree(folder)
+    with contextlib.suppress(OSError):
+        seeds.rmdir()         # only when nothing else is left in it
+
+
 def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None, design=None,
           harness=None, seed=1, router=None, placer=None, synth_opts=(), check_timing=True,
           extra=None, bram_outreg=True, late_endpoints=False):
@@ -422,13 +452,14 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
         raise ValueError(f"Placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     top = BoardTop(core, board=board, clock_mhz=clock_mhz, ports=ports)
     build_dir = pathlib.Path(build_dir or default_build_dir(board))
+    _check_build_dir(build_dir, name)
     build_dir.mkdir(parents=True, exist_ok=True)
     bitstream = bitstream_path(board, build_dir, name)
     failed_bitstream = bitstream.with_suffix(f".timing-failed{board.bitstream_suffix}")
     # A failed build must not leave an earlier bitstream behind for `program` to load.
     for stale in (bitstream, failed_bitstream, build_dir / f"{name}.addershift.json"):
         stale.unlink(missing_ok=True)
-    shutil.rmtree(build_dir / "seeds", ignore_errors=True)
+    _remove_seed_folders(build_dir)
     prepare_environment()
 
     after_read, after_synth = yosys_stat_commands(name)

@@ -554,6 +554,8 @@ def cmd_run(args):
 
 def cmd_demo(args):
     from .demo import DemoError, run_demo
+    if args.images < 1:
+        raise CliError(f"--images must be at least 1, not {args.images}")
     try:
         run_demo(args)
     except DemoError as e:

@@ -292,7 +292,8 @@ def run_model(url, model, count, *, baudrate=P.DEFAULT_BAUD, progress=None):
     if labels is not None:
         lines.append(f"accuracy {correct}/{len(x)} = {100 * correct / len(x):.1f}%")
     lines.append(f"outputs bit-exact with the golden model: {sum(exact)}/{len(x)}"
-                 + ("" if all(exact) else f" (differ: images {report['mismatched_images'][:10]})"))
+                 + ("" if all(exact) else f" (differ: images {report['mismatched_images'][:10]})")
+                 + (f" (the test split has {len(x)}, not {count})" if len(x) < count else ""))
     per_stage = ", ".join(f"{c['name']} {c['cycles']} ({100 * c['utilisation']:.0f}%)"
                           for c in counters)
     lines.append(f"cycles per inference: {cycles} ({per_stage}); utilisation {100 * util:.1f}% "

@@ -151,8 +151,16 @@ def test_seeds_placed_in_turn_keep_the_fastest_run(board, clock, tmp_path):
         report.check_timing()
 
 
+def test_a_seed_nextpnr_cannot_take_is_refused_before_building(tmp_path):
+    with pytest.raises(ValueError, match=r"^Seeds must be 32-bit integers \(-2147483648 to "
+                                         r"2147483647\), not 1, 99999999999$"):
+        build(_silenced(_Echo()), board="icebreaker", build_dir=tmp_path, seed=(1, 99999999999))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_seeds_stop_at_the_first_run_that_meets_the_clock(tmp_path):
     (tmp_path / "seeds" / "9").mkdir(parents=True)      # an earlier build's runs
+    (tmp_path / "top.il").write_text("")                # (and its netlist)
     result = build(_Echo(), board="icebreaker", clock_mhz=48, build_dir=tmp_path, seed=(5, 6))
     assert result.report.timing_met and result.bitstream.exists()
     assert result.report.extra["seed"] == 5 and "fmax_by_seed" not in result.report.extra
@@ -527,3 +535,32 @@ def test_an_overfull_device_is_read_from_the_nextpnr_log():
         [("ICESTORM_LC", 5666, 5280), ("ICESTORM_RAM", 40, 30)]
     assert _overflows("Info:          TRELLIS_COMB:  90000/  83640   107%\n") == \
         [("TRELLIS_COMB", 90000, 83640)]
+
+
+def test_a_folder_of_other_files_is_not_built_into(tmp_path):
+    # A build replaces its own files and removes an earlier bitstream first: `-o .` in a project
+    # must not write among (and remove) the project's files.
+    project = tmp_path / "project"
+    (project / "seeds").mkdir(parents=True)
+    (project / "seeds" / "notes.txt").write_text("mine")
+    (project / "top.bin").write_bytes(b"not ours")
+    with pytest.raises(ValueError, match=r"build folder .*project holds other files and no "
+                                         r"earlier build \(build_top\.sh, top\.il, "
+                                         r"top\.addershift\.json\): give a new or empty folder"):
+        build(_silenced(_Echo()), board="icebreaker", build_dir=project)
+    assert (project / "top.bin").read_bytes() == b"not ours"
+    with pytest.raises(ValueError, match=r"build folder .*top\.bin is a file$"):
+        build(_silenced(_Echo()), board="icebreaker", build_dir=project / "top.bin")
+
+
+def test_only_the_earlier_builds_seed_folders_are_removed(tmp_path):
+    from addershift.boards.build import _remove_seed_folders
+    (tmp_path / "seeds" / "2").mkdir(parents=True)
+    (tmp_path / "seeds" / "2" / "top.asc").write_text("placed")
+    (tmp_path / "seeds" / "notes.txt").write_text("mine")
+    _remove_seed_folders(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == ["notes.txt"]
+    (tmp_path / "seeds" / "notes.txt").unlink()
+    (tmp_path / "seeds" / "3").mkdir()
+    _remove_seed_folders(tmp_path)
+    assert not (tmp_path / "seeds").exists()

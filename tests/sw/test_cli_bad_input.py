@@ -223,3 +223,8 @@ def test_a_link_lost_mid_predict_keeps_the_finished_outputs(tmp_path, capsys, mo
                               f"images finished; the outputs of those 2 are in {partial}")
     np.testing.assert_array_equal(np.load(partial), finished)
     assert not out.exists()
+
+
+def test_demo_checks_its_image_count(capsys):
+    assert main(["demo", "-n", "0"]) == 1
+    assert _error(capsys) == "addershift demo: --images must be at least 1, not 0"

@@ -343,3 +343,15 @@ def test_a_link_lost_mid_predict_keeps_the_finished_outputs(model, program):
         with pytest.raises(LinkTimeout, match=r"; 0 of 5 images finished$") as e:
             acc.predict(x)
     assert e.value.done_outputs.shape == (0,) + predict(model, x).shape[1:]
+
+
+def test_run_says_when_the_test_split_has_fewer_images(model, program, monkeypatch):
+    from addershift.sw import host
+    x, labels = digits_images(model, 2)
+    monkeypatch.setattr("addershift.sim.accel_sim.test_images", lambda m, n: (x, labels))
+    monkeypatch.setattr(host, "connect", lambda url, **kw: Accelerator(
+        Device(FakeAccelerator(program), timeout=1.0)))
+    report = host.run_model("fake", model, 5)
+    assert report["images"] == 2 and report["bit_exact"]
+    assert "outputs bit-exact with the golden model: 2/2 (the test split has 2, not 5)" in \
+        report["text"]
