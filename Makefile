@@ -47,10 +47,11 @@ demo: $(STAMP)
 verilog: $(STAMP)
 	$(CLI) generate --unit accelerator --pe $(PE) --rows $(ROWS) --cols $(COLS) -o build/$(PE)_$(ROWS)x$(COLS).v
 
-# The board's accelerator for the shipped model of PE (docs/boards.md); BUILD_ARGS adds options,
-# e.g. BUILD_ARGS="--rows 2 --cols 2 --clock 28".
+# The board's accelerator for MODEL (default: the shipped model of PE; docs/boards.md); BUILD_ARGS
+# adds options, e.g. BUILD_ARGS="--rows 2 --cols 2 --clock 28" (ROWS and COLS are verilog's).
+MODEL     ?= models/digits_$(PE).npz
 bitstream: $(STAMP)
-	$(CLI) build --board $(BOARD) -m models/digits_$(PE).npz $(BUILD_ARGS)
+	$(CLI) build --board $(BOARD) -m $(MODEL) $(BUILD_ARGS)
 
 # The quick benchmarks; each other bench/*.py gives its own command and what it measures.
 bench: $(STAMP)
