@@ -470,6 +470,10 @@ def _sim_build(args):
         raise CliError(str(e)) from None
 
 
+#: The largest scratch memory ``serve-sim --link-test`` simulates.
+SIM_MEM_MAX = 1 << 16
+
+
 def _check_port_free(port):
     """A ``CliError`` now if ``port`` on 127.0.0.1 cannot be listened on (in use, or not allowed),
     rather than from the simulator after its build, in a log file."""
@@ -490,6 +494,10 @@ def cmd_serve_sim(args):
         raise CliError(f"--baud must be at least 1, not {args.baud}")
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be a TCP port, 0 to 65535, not {args.port}")
+    if args.link_test and not 1 <= args.mem_size <= SIM_MEM_MAX:
+        # (the protocol allows 16 MiB regions; the simulator then took more than 8 GB)
+        raise CliError(f"--mem-size must be 1 to {SIM_MEM_MAX} bytes on the simulated board, "
+                       f"not {args.mem_size}")
     _check_port_free(args.port)
     try:
         if args.link_test:   # the host-link test top (UART, framer, scratch memories)
@@ -786,7 +794,7 @@ def build_parser():
                    help="UART baud rate (8 clock cycles per bit keeps the simulation fast)")
     p.add_argument("--clock", type=int, default=12_000_000, help="nominal clock in Hz")
     p.add_argument("--mem-size", type=int, default=4096,
-                   help="bytes per scratch memory (--link-test)")
+                   help=f"bytes per scratch memory (--link-test; at most {SIM_MEM_MAX})")
     add_build(p, board="optional")
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
                    help="the build's requantisation mode (the shipped models use pow2x2)")

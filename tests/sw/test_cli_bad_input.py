@@ -147,6 +147,9 @@ def test_serve_sim_options(capsys, monkeypatch):
     assert main(["serve-sim", "--port", "99999"]) == 1
     assert _error(capsys) == ("addershift serve-sim: --port must be a TCP port, 0 to 65535, "
                               "not 99999")
+    assert main(["serve-sim", "--link-test", "--mem-size", str(1 << 24)]) == 1
+    assert _error(capsys) == ("addershift serve-sim: --mem-size must be 1 to 65536 bytes on the "
+                              "simulated board, not 16777216")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
