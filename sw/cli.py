@@ -78,17 +78,23 @@ def _accelerator_unit(args):
         raise CliError(str(e)) from None
 
 
+def _write_verilog(unit, args):
+    """``hw.generate.generate`` of ``unit`` to ``--output`` (module ``--top``); its sidecar dict."""
+    from ..hw.generate import generate
+    try:
+        return generate(unit, args.output, top=args.top)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot write {args.output}: {e}") from None
+
+
 def cmd_generate(args):
     import pathlib
-    from ..hw.generate import build_unit, generate
+    from ..hw.generate import build_unit
     if args.unit == "accelerator":
         unit = _accelerator_unit(args)
-        try:
-            info = generate(unit, args.output, top=args.top)
-        except ValueError as e:
-            raise CliError(str(e)) from None
-        except OSError as e:
-            raise CliError(f"cannot write {args.output}: {e}") from None
+        info = _write_verilog(unit, args)
         sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
         text = (f"{args.rows}x{args.cols} {unit.config.pe.value} accelerator -> {args.output} "
                 f"(module {info['top']}, build {info['build_hash'][:16]}, "
@@ -104,12 +110,7 @@ def cmd_generate(args):
             p_max=args.p_max if args.pe == "shift" else None)
     except (TypeError, ValueError) as e:
         raise CliError(str(e)) from None
-    try:
-        info = generate(unit, args.output, top=args.top)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    except OSError as e:
-        raise CliError(f"cannot write {args.output}: {e}") from None
+    info = _write_verilog(unit, args)
     sidecar = str(pathlib.Path(args.output).with_suffix(".json"))
     shape = f"{args.rows}x{args.cols} " if args.unit == "array" else ""
     text = (f"{shape}{args.pe} {args.unit} -> {args.output} (module {info['top']}, "

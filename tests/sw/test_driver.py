@@ -277,27 +277,17 @@ def test_open_port_names_the_url_and_the_reason():
         Device("/dev/no-such-port")
 
 
-class GarbledBoard:
-    """A port whose answers all fail their CRC (a flipped bit each), from the first or only after
-    ``good`` answers."""
+class AnsweringPort:
+    """A port that answers each request frame written to it with ``answer(request)``'s bytes."""
 
-    name = "garbled"
-
-    def __init__(self, identity, *, good=0):
-        self.identity, self.good = identity, good
+    def __init__(self, identity):
+        self.identity = identity
         self.decoder = P.FrameDecoder(kind="request")
         self.out = bytearray()
 
     def write(self, data):
         for r in self.decoder.feed(bytes(data)):
-            payload = self.identity.encode() if r.cmd == P.Command.IDENTIFY else P.encode_status(
-                busy=False, done=False, error=0, uptime=1, counters=[0, 0, 0])
-            frame = bytearray(P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, payload))
-            if self.good:
-                self.good -= 1
-            else:
-                frame[-3] ^= 0x10
-            self.out += frame
+            self.out += self.answer(r)
         return len(data)
 
     def read(self, size):
@@ -306,6 +296,27 @@ class GarbledBoard:
 
     def close(self):
         pass
+
+
+class GarbledBoard(AnsweringPort):
+    """A port whose answers all fail their CRC (a flipped bit each), from the first or only after
+    ``good`` answers."""
+
+    name = "garbled"
+
+    def __init__(self, identity, *, good=0):
+        super().__init__(identity)
+        self.good = good
+
+    def answer(self, r):
+        payload = self.identity.encode() if r.cmd == P.Command.IDENTIFY else P.encode_status(
+            busy=False, done=False, error=0, uptime=1, counters=[0, 0, 0])
+        frame = bytearray(P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, payload))
+        if self.good:
+            self.good -= 1
+        else:
+            frame[-3] ^= 0x10
+        return frame
 
 
 def test_only_bad_answers_are_not_reported_as_silence():
@@ -405,34 +416,20 @@ def test_random_fault_soak(board, seed):
     assert link.applied
 
 
-class BusyBoard:
+class BusyBoard(AnsweringPort):
     """A port that answers like a device in the middle of a run: IDENTIFY and STATUS (busy), and
     BUSY for every other request (no board: the simulated one finishes a run within one frame)."""
 
     name = "busy-board"
 
-    def __init__(self, identity):
-        self.identity = identity
-        self.decoder = P.FrameDecoder(kind="request")
-        self.out = bytearray()
-
-    def write(self, data):
-        for r in self.decoder.feed(bytes(data)):
-            status, payload = P.Status.BUSY, b""
-            if r.cmd == P.Command.IDENTIFY:
-                status, payload = P.Status.OK, self.identity.encode()
-            elif r.cmd == P.Command.STATUS:
-                status, payload = P.Status.OK, P.encode_status(
-                    busy=True, done=False, error=0, uptime=1, counters=[1, 0, 0])
-            self.out += P.encode_response(r.cmd, r.seq, status, r.crc, payload)
-        return len(data)
-
-    def read(self, size):
-        data, self.out = bytes(self.out[:size]), self.out[size:]
-        return data
-
-    def close(self):
-        pass
+    def answer(self, r):
+        status, payload = P.Status.BUSY, b""
+        if r.cmd == P.Command.IDENTIFY:
+            status, payload = P.Status.OK, self.identity.encode()
+        elif r.cmd == P.Command.STATUS:
+            status, payload = P.Status.OK, P.encode_status(
+                busy=True, done=False, error=0, uptime=1, counters=[1, 0, 0])
+        return P.encode_response(r.cmd, r.seq, status, r.crc, payload)
 
 
 def test_a_read_refused_while_running_says_why():
