@@ -42,7 +42,7 @@ def config_of(args):
                "writeback_pipeline": args.writeback_pipeline,
                "read_pipeline": args.read_pipeline}
     options.update({name: getattr(args, name) for name in ("weight_depth", "act_depth",
-                                                           "param_depth")
+                                                           "param_depth", "counter_bits")
                     if getattr(args, name) is not None})
     if args.model:
         from addershift.sw.compiler import default_config
@@ -119,6 +119,8 @@ def main(argv=None):
         parser.add_argument(f"--{memory}-depth", type=int, help="words (default: as the CLI)")
     for part in ("requant", "writeback", "read"):
         parser.add_argument(f"--{part}-pipeline", choices=("deep", "short"), default="deep")
+    parser.add_argument("--counter-bits", type=int,
+                        help="the performance counters' width (default: ArrayConfig's, 32)")
     parser.add_argument("--out", default="build/module_area", help="folder for the Yosys run")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)

@@ -86,7 +86,8 @@ def test_replicated_memory_write_ports_write_their_groups_of_banks():
 
 @pytest.mark.parametrize("banks, write_ports, transparent, collisions", [
     (1, 1, True, "old"), (3, 1, True, "undefined"), (4, 2, False, "old"),
-    (5, 3, True, "undefined"), (2, 2, False, "undefined")])
+    (5, 3, True, "undefined"), (2, 2, False, "undefined"),
+    (65, 1, True, "undefined")])        # a 64-row accelerator's buffers: rows + 1 banks
 def test_replicated_memory_random_against_a_model(banks, write_ports, transparent, collisions):
     # Random writes (each group's port its own) and reads with random enables, over a small
     # address range so that reads often hit the address being written, against a list per bank:
