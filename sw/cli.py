@@ -748,7 +748,8 @@ def build_parser():
                    help="core clock in MHz (None: the board's; for --top accelerator its build's, "
                         "iCEBreaker 33 adder, 31.5 shift and mul, ULX3S 100 adder, 90 shift and "
                         "mul; else 48 iCEBreaker, 100 ULX3S)")
-    p.add_argument("-o", "--out", help="build folder (None: build/BOARD, where program looks)")
+    p.add_argument("-o", "--out", help="build folder: new, empty or an earlier build's (None: "
+                                        "build/BOARD, where program looks)")
     p.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
                    help="nextpnr's placement seed; with a list (1,2,3), place and route the "
                         "netlist with each in turn until one meets the clock and keep the "
