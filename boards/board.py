@@ -79,6 +79,9 @@ class Board:
     accelerator_clocks : dict
         PE kind -> the accelerator's core clock when ``--clock`` is not given (a kind not in it:
         ``default_clock_mhz``).
+    link_clock_mhz : float
+        The host link's test top's core clock when ``--clock`` is not given (the fastest it
+        meets with placement seeds 1-3; ``docs/boards.md``).
     accelerator_placers : dict
         PE kind -> nextpnr's placer for its accelerator when ``--placer`` is not given (a kind
         not in it: nextpnr's default, heap).
@@ -102,6 +105,7 @@ class Board:
     default_clock_mhz = None
     accelerator_builds = {}
     accelerator_clocks = {}
+    link_clock_mhz = None
     accelerator_placers = {}
     clock_resource = None
     led_count = 0

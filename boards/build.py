@@ -656,11 +656,13 @@ def build_link(*, board, clock_mhz=None, baud=DEFAULT_BAUD, build_dir=None, seed
                placer=None, check_timing=True, bram_outreg=True, late_endpoints=False):
     """Build the host link's test top (:class:`~addershift.hw.link_top.LinkTop`: UART, framer
     and a scratch device) for ``board``: a bitstream the host driver can talk to over the board's
-    UART before the accelerator exists."""
+    UART before the accelerator exists. Its clock by default: the board's ``link_clock_mhz``."""
     from ..hw.link_top import LinkTop
     if isinstance(board, str):
         board = get_board(board)
-    achieved = board.check_clock(board.default_clock_mhz if clock_mhz is None else clock_mhz)
+    if clock_mhz is None:
+        clock_mhz = board.link_clock_mhz
+    achieved = board.check_clock(clock_mhz)
     from ..hw.uart import uart_divisor
     uart_divisor(clk_freq=achieved * 1e6, baud=baud)   # a bad baud rate fails before the build
     return build(lambda clock_hz: LinkTop(clk_freq=int(round(clock_hz)), baud=baud),

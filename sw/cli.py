@@ -134,6 +134,20 @@ def _check_writable(path, what):
         raise CliError(f"cannot write {what} {path}: {e.strerror or e}") from None
 
 
+def _check_folder(path, option):
+    """A ``CliError`` now if the folder ``path`` (to create or fill) is a file or lies under one
+    (else the error comes later, as an errno text that does not name the option)."""
+    import pathlib
+    path = pathlib.Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if existing == path and not path.is_dir():
+                raise CliError(f"{option} {path} is a file, not a folder")
+            if not existing.is_dir():
+                raise CliError(f"{option} {path} lies under {existing}, a file, not a folder")
+            return
+
+
 def _training_call(func, args, **kwargs):
     """Run a training/import flow; its domain errors become one-line CLI errors. The files it
     writes are checked for writability first."""
@@ -208,8 +222,7 @@ def cmd_predict(args):
     if args.trace:
         import pathlib
         out_dir = pathlib.Path(args.trace)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise CliError(f"--trace {out_dir} is a file, not a folder")
+        _check_folder(out_dir, "--trace")
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, (layer, y) in enumerate(zip(model.layers, outputs)):
             _save_array(out_dir / f"{i:02d}_{layer.name}.npy", y)
@@ -297,6 +310,7 @@ def cmd_simulate(args):
     from ..sim.accel_sim import simulate_model, test_images
     if args.images < 1:
         raise CliError(f"--images must be at least 1, not {args.images}")
+    _check_folder(args.build_dir, "--build-dir")
     model = load_model(args.model)
     x, labels = test_images(model, args.images)
     try:
@@ -401,6 +415,24 @@ def cmd_program(args):
 #: The build options when neither they nor ``--board`` are given.
 _BUILD_DEFAULTS = {"rows": 4, "cols": 4, "requant_pipeline": "deep", "writeback_pipeline": "deep",
                    "read_pipeline": "deep"}
+
+
+#: The options only an accelerator uses (``add_build``'s beyond the PE kind and array shape).
+_ACCELERATOR_OPTIONS = ("model", "requant_mode", "requant_lanes", "requant_pipeline",
+                        "writeback_pipeline", "read_pipeline", "act_banks", "act_entry_lanes",
+                        "weight_relays", "weight_depth", "act_depth", "param_depth")
+
+
+def _refuse_unused(args):
+    """A ``CliError`` for options given that the command's mode (``build --top``, ``generate
+    --unit``) does not use: ignored, they would leave a user believing the build has them."""
+    mode, unused, defaults = args.unused_options
+    value = getattr(args, mode)
+    given = [name for name in unused.get(value, ())
+             if hasattr(args, name) and getattr(args, name) != defaults[name]]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise CliError(f"--{mode} {value} does not use {flags}")
 
 
 def _model_kind(args):
@@ -565,6 +597,7 @@ def cmd_demo(args):
     from .demo import DemoError, run_demo
     if args.images < 1:
         raise CliError(f"--images must be at least 1, not {args.images}")
+    _check_folder(args.out, "--out")
     try:
         run_demo(args)
     except DemoError as e:
@@ -575,10 +608,11 @@ def cmd_demo(args):
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows the default of each option that takes a value; a flag's (its True or False, inverted
-    for a ``--no-...`` one) would read as whether the flag is given."""
+    for a ``--no-...`` one) would read as whether the flag is given, and a None as a value (the
+    help says what an option not given means)."""
 
     def _get_help_string(self, action):
-        if action.nargs == 0:
+        if action.nargs == 0 or action.default is None:
             return action.help
         return super()._get_help_string(action)
 
@@ -598,6 +632,12 @@ def build_parser():
 
     def add_json(p):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    def refuse_unused(p, mode, unused):
+        """Have ``_refuse_unused`` refuse the options ``unused[value]`` with ``--mode value``
+        (given: not at their defaults)."""
+        names = {name for names in unused.values() for name in names}
+        p.set_defaults(unused_options=(mode, unused, {n: p.get_default(n) for n in names}))
 
     def add_build(p, *, pe=True, note="", board=None):
         """The build a command makes: PE kind, array shape, requantiser (``note`` marks options
@@ -670,7 +710,7 @@ def build_parser():
     p = add("generate", cmd_generate, "write Verilog for a PE, an array or the accelerator")
     add_build(p, board="optional")
     p.add_argument("--unit", choices=("pe", "array", "accelerator"), default="array",
-                   help="what to generate")
+                   help="what to generate (options the unit does not use are refused)")
     p.add_argument("-o", "--output", required=True,
                    help="Verilog file to write (a JSON sidecar goes beside it)")
     p.add_argument("--x-bits", type=int, default=8, help="activation width (signed)")
@@ -685,6 +725,10 @@ def build_parser():
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help="--unit accelerator: UART baud rate (the host driver's default)")
     add_json(p)
+    not_accelerator = _ACCELERATOR_OPTIONS + ("clock", "baud")
+    refuse_unused(p, "unit", {
+        "pe": not_accelerator + ("board", "rows", "cols"), "array": not_accelerator,
+        "accelerator": ("x_bits", "w_bits", "p_min", "p_max", "max_length")})
 
     def add_quant_args(p, qat_default):
         p.add_argument("--dataset", default="digits",
@@ -747,7 +791,8 @@ def build_parser():
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's; for --top accelerator its build's, "
                         "iCEBreaker 33 adder, 31.5 shift and mul, ULX3S 100 adder, 90 shift and "
-                        "mul; else 48 iCEBreaker, 100 ULX3S)")
+                        "mul; for --top link iCEBreaker 33, ULX3S 85; for --top array "
+                        "iCEBreaker 48, ULX3S 100)")
     p.add_argument("-o", "--out", help="build folder: new, empty or an earlier build's (None: "
                                         "build/BOARD, where program looks)")
     p.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
@@ -772,8 +817,10 @@ def build_parser():
                         "registers and nets whose endpoints miss the clock, the most first")
     p.add_argument("--top", choices=("accelerator", "array", "link"), default="accelerator",
                    help="accelerator: UART, host link and the accelerator core; array: the PE "
-                        "array alone behind a two-pin I/O harness (its cost on the board); link: "
-                        "the host-link test top (UART, framer, scratch memories)")
+                        "array alone behind a two-pin I/O harness (its cost on the board: "
+                        "--pe, --rows, --cols, --multipliers); link: the host-link test top "
+                        "(UART, framer, scratch memories). Options a top does not use are "
+                        "refused")
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
                    help="the accelerator's requantisation mode (the shipped models use pow2x2)")
     p.add_argument("-m", "--model", help="build the accelerator that fits this model (sets --pe, "
@@ -782,6 +829,9 @@ def build_parser():
                    help="UART baud rate of the accelerator and link tops (the host driver's "
                         "default)")
     add_json(p)
+    refuse_unused(p, "top", {
+        "array": _ACCELERATOR_OPTIONS + ("baud",),
+        "link": ("pe", "rows", "cols", "multipliers") + _ACCELERATOR_OPTIONS})
 
     p = add("program", cmd_program, "program a built bitstream onto a board")
     p.add_argument("--board", choices=BOARDS, default="icebreaker", help="target board")
@@ -846,6 +896,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "unused_options", None):
+            _refuse_unused(args)
         if getattr(args, "resolve_build", False):
             _resolve_build(args)
         args.func(args)

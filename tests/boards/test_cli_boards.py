@@ -231,6 +231,74 @@ def test_seed_takes_a_list_of_seeds(monkeypatch, capsys, tmp_path):
         assert f"argument --seed: {why}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, refused", [
+    (["build", "--top", "link", "--rows", "8"], "--top link does not use --rows"),
+    (["build", "--top", "link", "--pe", "shift", "--multipliers", "luts", "--act-depth", "64"],
+     "--top link does not use --pe, --multipliers, --act-depth"),
+    (["build", "--top", "array", "-m", str(MODELS / "digits_shift.npz")],
+     "--top array does not use --model"),
+    (["build", "--top", "array", "--requant-lanes", "1", "--baud", "9600"],
+     "--top array does not use --requant-lanes, --baud"),
+    (["generate", "--unit", "pe", "-o", "x.v", "--cols", "3", "--board", "icebreaker"],
+     "--unit pe does not use --board, --cols"),
+    (["generate", "--unit", "array", "-o", "x.v", "--clock", "20"],
+     "--unit array does not use --clock"),
+    (["generate", "--unit", "accelerator", "-o", "x.v", "--max-length", "9"],
+     "--unit accelerator does not use --max-length"),
+])
+def test_options_the_mode_does_not_use_are_refused(argv, refused, capsys, tmp_path,
+                                                   monkeypatch):
+    # Ignored, they would leave a user believing the build has them (--top array -m a shift
+    # model built an adder array).
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    assert capsys.readouterr().err == f"addershift {argv[0]}: {refused}\n"
+    assert not any(tmp_path.iterdir())
+
+
+def test_options_at_their_defaults_are_not_refused(monkeypatch, tmp_path):
+    import addershift.boards.build as build
+    from addershift.boards.toolchain import ToolError
+    seen = []
+
+    def fake_build(**kwargs):
+        seen.append(kwargs)
+        raise ToolError("not built in this test")
+    monkeypatch.setattr(build, "build_link", fake_build)
+    monkeypatch.setattr(build, "build_array", fake_build)
+    assert main(["build", "--top", "link", "--pe", "adder", "-o", str(tmp_path)]) == 1
+    assert main(["build", "--top", "array", "--pe", "shift", "--rows", "2", "--cols", "3",
+                 "--multipliers", "luts", "-o", str(tmp_path)]) == 1
+    assert [k.get("pe") for k in seen] == [None, "shift"]
+
+
+def test_the_link_top_is_built_at_the_boards_link_clock(monkeypatch, tmp_path):
+    import addershift.boards.build as build
+    from addershift.boards.board import get_board
+    from addershift.boards.toolchain import ToolError
+    seen = []
+
+    def fake_build(core, **kwargs):
+        seen.append(kwargs["clock_mhz"])
+        raise ToolError("not built in this test")
+    monkeypatch.setattr(build, "build", fake_build)
+    for board in ("icebreaker", "ulx3s-85f"):
+        assert main(["build", "--board", board, "--top", "link", "-o", str(tmp_path)]) == 1
+        assert main(["build", "--board", board, "--top", "link", "--clock", "30",
+                     "-o", str(tmp_path)]) == 1
+    assert seen == [33.0, 30, 85.0, 30]
+    assert [get_board(b).link_clock_mhz for b in ("icebreaker", "ulx3s-12f")] == [33.0, 85.0]
+
+
+@pytest.mark.slow
+def test_the_icebreakers_link_top_meets_its_default_clock(capsys, tmp_path):
+    # About 30 s: at the board's old 48 MHz default it placed at 34.6 MHz and failed.
+    assert main(["build", "--board", "icebreaker", "--top", "link", "-o", str(tmp_path),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clock_mhz"] == 33.0 and report["timing_met"] and report["fmax_mhz"] >= 33.0
+
+
 @pytest.mark.slow
 def test_the_icebreakers_default_accelerator_fits_and_meets_its_clock(capsys, tmp_path):
     # What `addershift build --board icebreaker -m models/digits_adder.npz` makes (about two

@@ -89,6 +89,22 @@ def test_outputs_that_cannot_be_written(tmp_path, capsys, model_file, images):
     assert _error(capsys) == f"addershift predict: --trace {path} is a file, not a folder"
 
 
+def test_folders_that_are_files_are_named_with_their_option(tmp_path, capsys, model_file):
+    # Before any simulator or build: the errno text that came later named no option.
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep")
+    before = sorted(tmp_path.iterdir())
+    for argv, option, folder in [
+            (["simulate", "-m", model_file, "--simulator", "icarus", "-n", "1"], "--build-dir",
+             a_file),
+            (["demo", "-n", "1"], "--out", a_file / "demo")]:
+        assert main([*argv, option, str(folder)]) == 1
+        why = ("is a file, not a folder" if folder == a_file
+               else f"lies under {a_file}, a file, not a folder")
+        assert _error(capsys) == f"addershift {argv[0]}: {option} {folder} {why}"
+    assert a_file.read_text() == "keep" and sorted(tmp_path.iterdir()) == before
+
+
 def test_a_failed_write_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
     out = tmp_path / "y.npy"
     np.save(out, np.arange(5))
