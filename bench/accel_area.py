@@ -26,22 +26,49 @@ from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import out_dir, shape
+
 DEFAULT_BUILDS = ("adder:4x4:pow2x2:4", "adder:4x4:pow2x2:1:nogap:short",
                   "adder:4x2:pow2x2:1:nogap:short", "adder:2x2:pow2x2:1:nogap:short",
                   "adder:2x2:shift:1:nogap:short")
 UP5K_LCS = 5280
 
 
+#: The flags a build spec may end with.
+FLAGS = ("nogap", "short")
+SPEC = "pe:RxC:mode:lanes[:nogap][:short]"
+
+
 def parse(spec):
+    """The ``ArrayConfig`` of a build spec (:data:`SPEC`); ``ValueError`` or ``TypeError`` with
+    what is wrong."""
     parts = spec.split(":")
-    pe, shape, mode, lanes = parts[:4]
-    rows, cols = (int(v) for v in shape.split("x"))
+    if len(parts) < 4 or any(flag not in FLAGS for flag in parts[4:]):
+        raise ValueError(f"a build is {SPEC}")
+    pe, size, mode, lanes = parts[:4]
+    try:
+        rows, cols = shape(size)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(str(e)) from None
+    if not lanes.isdigit():     # ArrayConfig checks the range
+        raise ValueError(f"lanes must be an integer, not {lanes!r}")
+    lanes = int(lanes)
     return ArrayConfig(pe=pe, rows=rows, cols=cols, requant_mode=mode, max_k=72,
-                       weight_depth=4096, act_depth=128, param_depth=64, requant_lanes=int(lanes),
+                       weight_depth=4096, act_depth=128, param_depth=64, requant_lanes=lanes,
                        requant_pipeline="short" if "short" in parts[4:] else "deep",
                        writeback_pipeline="short" if "short" in parts[4:] else "deep",
                        read_pipeline="short" if "short" in parts[4:] else "deep",
                        global_pool="nogap" not in parts[4:])
+
+
+def build_spec(text):
+    """``--build`` and ``--parts``: a build spec whose ``ArrayConfig`` can be made."""
+    try:
+        parse(text)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    return text
 
 
 def _write_script(d, *after_synth):
@@ -130,11 +157,13 @@ def measure_parts(spec, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--build", action="append",
+    parser.add_argument("--build", action="append", type=build_spec, metavar="BUILD",
                         help="pe:RxC:mode:lanes[:nogap][:short]; repeatable (short: short "
                              "requantiser, write-back and read pipelines)")
-    parser.add_argument("--parts", metavar="BUILD", help="synthesise BUILD's components one by one")
-    parser.add_argument("--out", default="build/accel_area", help="folder for the tool runs")
+    parser.add_argument("--parts", type=build_spec, metavar="BUILD",
+                        help="synthesise BUILD's components one by one")
+    parser.add_argument("--out", type=out_dir, default="build/accel_area",
+                        help="folder for the tool runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     prepare_environment()

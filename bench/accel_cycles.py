@@ -39,16 +39,26 @@ from addershift.sim.accel_sim import check, simulate
 from addershift.sw.compiler import compile_model, default_config
 from addershift.sw.examples import digits_net
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import comma_list, one_of, positive_int, shape
+
 OPS = ("adder", "shift", "mul")
 
 
-def measure(op, rows, cols, simulator, lanes=None, pipeline="deep", act_banks=None,
-            channels=(8, 16)):
+def prepare(op, rows, cols, lanes=None, pipeline="deep", act_banks=None, channels=(8, 16)):
+    """``(model, config, program)`` of one run; ``ValueError`` (``CompileError`` is one) or
+    ``TypeError`` for options the build does not take."""
     model = digits_net(op, mode="shift", channels=channels)
     config = default_config(model, rows=rows, cols=cols, requant_lanes=lanes,
                             requant_pipeline=pipeline, writeback_pipeline=pipeline,
                             read_pipeline=pipeline, act_banks=act_banks)
-    program = compile_model(model, config)
+    return model, config, compile_model(model, config)
+
+
+def measure(op, rows, cols, simulator, lanes=None, pipeline="deep", act_banks=None,
+            channels=(8, 16), prepared=None):
+    model, config, program = prepared or prepare(op, rows, cols, lanes, pipeline, act_banks,
+                                                 channels)
     x = np.random.default_rng(0).integers(0, 128, (1, 1, 8, 8))
     name = (f"{op} {rows}x{cols} channels {channels[0]}-{channels[1]}"
             + (f" act_banks {act_banks}" if act_banks else ""))
@@ -81,35 +91,44 @@ def measure(op, rows, cols, simulator, lanes=None, pipeline="deep", act_banks=No
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--shapes", default="4x4,8x8", help="array shapes, rows x cols")
-    parser.add_argument("--ops", default=",".join(OPS), help="PE kinds")
+    parser.add_argument("--shapes", type=comma_list(shape), default="4x4,8x8",
+                        help="array shapes, rows x cols")
+    parser.add_argument("--ops", type=comma_list(one_of(OPS)), default=",".join(OPS),
+                        help="PE kinds")
     parser.add_argument("--simulator", default="amaranth",
                         choices=("amaranth", "icarus", "verilator"))
-    parser.add_argument("--requant-lanes", type=int,
+    parser.add_argument("--requant-lanes", type=positive_int,
                         help="values the requantiser takes per cycle (default: cols)")
     parser.add_argument("--pipelines", choices=("deep", "short"), default="deep",
                         help="the requantiser's, write-back's and block RAM reads' pipelines "
                              "(short: the iCEBreaker builds)")
-    parser.add_argument("--channels", default="8,16",
+    parser.add_argument("--channels", type=comma_list(positive_int, count=2), default="8,16",
                         help="output channels of the two conv layers (wider layers have longer "
                              "activation words)")
-    parser.add_argument("--act-banks", default="",
+    parser.add_argument("--act-banks", type=comma_list(positive_int), default=None,
                         help="read banks of each activation buffer, comma-separated (each a "
                              "divisor of rows; default: rows, one per row)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
-    channels = tuple(int(c) for c in args.channels.split(","))
-    if len(channels) != 2:
-        parser.error(f"--channels takes two counts, not {args.channels!r}")
+    channels = args.channels
+    # Every run's build and program first: a bad combination (lanes that do not divide cols,
+    # say) fails now, before the simulations of the others.
+    plans = []
+    for rows, cols in args.shapes:
+        for op in args.ops:
+            for banks in args.act_banks or [None]:
+                options = (op, rows, cols, args.requant_lanes, args.pipelines, banks, channels)
+                try:
+                    plans.append((options, prepare(*options)))
+                except (TypeError, ValueError) as e:
+                    parser.error(f"{op} {rows}x{cols}"
+                                 f"{f' act_banks {banks}' if banks else ''}: {e}")
     runs = []
-    for shape in args.shapes.split(","):
-        rows, cols = (int(v) for v in shape.lower().split("x"))
-        for op in args.ops.split(","):
-            for banks in [int(b) for b in args.act_banks.split(",") if b] or [None]:
-                runs.append(measure(op, rows, cols, args.simulator, args.requant_lanes,
-                                    args.pipelines, banks, channels))
-                print(f"measured {op} {rows}x{cols} ({runs[-1]['banks']} banks)",
-                      file=sys.stderr, flush=True)
+    for (op, rows, cols, lanes, pipeline, banks, channels), prepared in plans:
+        runs.append(measure(op, rows, cols, args.simulator, lanes, pipeline, banks, channels,
+                            prepared=prepared))
+        print(f"measured {op} {rows}x{cols} ({runs[-1]['banks']} banks)",
+              file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"simulator": args.simulator, "runs": runs}))
         return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 import time
 
@@ -21,11 +22,15 @@ from addershift.sw.data import load_dataset
 from addershift.sw.quantize import golden_accuracy, quantize_net
 from addershift.sw.train import FloatNet, PE_KINDS, default_config, digits_spec, set_determinism, train_float
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import int_range, nonnegative_int
+
 MODES = ("shift", "pow2x2", "mul")
 
 
 def run(pes, seeds, modes, dataset, qat_epochs, log):
-    data = load_dataset(dataset)
+    """The table's rows; ``dataset`` a name for ``load_dataset`` or a loaded ``Dataset``."""
+    data = load_dataset(dataset) if isinstance(dataset, (str, pathlib.Path)) else dataset
     rows = []
     for pe in pes:
         for seed in seeds:
@@ -64,14 +69,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pe", nargs="+", choices=PE_KINDS, default=list(PE_KINDS), help="PE kinds")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
+    # (TrainConfig takes seeds >= 0; NumPy's and PyTorch's generators take 32 bits of them.)
+    p.add_argument("--seeds", nargs="+", type=int_range(0, 2**32 - 1), default=[0],
+                   help="training seeds")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="requantisation modes")
     p.add_argument("--dataset", default="digits", help="'digits' or an IDX folder")
-    p.add_argument("--qat-epochs", type=int, help="fine-tuning epochs (default: per PE kind)")
+    p.add_argument("--qat-epochs", type=nonnegative_int,
+                   help="fine-tuning epochs (default: per PE kind)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    try:        # before any training: a folder that is not a data set is an argument error
+        data = load_dataset(args.dataset)
+    except (TypeError, ValueError) as e:        # DataError is a ValueError
+        p.error(f"argument --dataset: {e}")
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    rows = run(args.pe, args.seeds, args.modes, args.dataset, args.qat_epochs, log)
+    rows = run(args.pe, args.seeds, args.modes, data, args.qat_epochs, log)
     if args.json:
         print(json.dumps({"dataset": args.dataset, "rows": rows}))
     else:

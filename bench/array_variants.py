@@ -41,6 +41,9 @@ from amaranth.lib.wiring import In, Out
 from addershift.hw.array import SystolicArray
 from addershift.hw.pe import AdderPE, make_pe
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import out_dir
+
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -198,7 +201,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", choices=("pe", "grid", "array"), help="one group of rows")
-    parser.add_argument("--out", default="build/bench/array_variants", help="work folder")
+    parser.add_argument("--out", type=out_dir, default="build/bench/array_variants",
+                        help="work folder")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     print(f"{'design':46s} {'LUT4':>6s} {'CARRY':>6s} {'FF':>6s} {'cells':>6s} {'s':>4s}")

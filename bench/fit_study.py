@@ -33,9 +33,13 @@ import sys
 import time
 
 from addershift.boards.board import get_board
-from addershift.boards.build import PLACERS, build_accelerator, build_array
-from addershift.boards.toolchain import ToolError, last_error, prepare_environment
-from addershift.sw.cli import seed_list
+from addershift.boards.build import (PLACERS, DoesNotFit, DoesNotPlace, build_accelerator,
+                                     build_array)
+from addershift.boards.toolchain import ToolError, prepare_environment
+
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import (MAX_SIDE, int_range, nextpnr_seeds, out_dir, positive_float,
+                   positive_int, shape)
 
 MODELS = pathlib.Path(__file__).resolve().parent.parent / "models"
 
@@ -101,8 +105,21 @@ def _accelerator_config(kind, rows, cols, overrides=None):
                           act_banks=banks, **overrides)
 
 
+class ToolFailure(RuntimeError):
+    """A build failed for a reason other than the design's size (a tool missing or stopping with
+    an error): the study cannot go on, and that shape must not count as one that does not fit."""
+
+
+def _overflow(e):
+    """What a :class:`DoesNotFit` (or :class:`DoesNotPlace`) says is too full, for the table."""
+    return " and ".join(f"{used} {cell} of {total}" for cell, used, total in e.overflows)
+
+
 def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=False,
             top="array", overrides=None, placer=None):
+    """Build one shape; its record. Only nextpnr's own verdict that the design does not fit or
+    does not place (:class:`DoesNotFit`, :class:`DoesNotPlace`) makes a record with ``placed``
+    false; any other tool failure raises :class:`ToolFailure`."""
     kind, multipliers = VARIANTS[variant]
     build_dir = out / board / top / variant / f"{rows}x{cols}"
     start = time.monotonic()
@@ -118,10 +135,12 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
             result = build_array(board=board, pe=kind, rows=rows, cols=cols,
                                  clock_mhz=clock_mhz, build_dir=build_dir, seed=seed,
                                  placer=placer, multipliers=multipliers, check_timing=False)
-    except ToolError:
-        rec.update(ok=False, placed=False, reason=last_error(build_dir / "top.build.log",
-                                                          missing="build did not run",
-                                                          default="build failed"))
+    except DoesNotFit as e:
+        what = "does not place" if isinstance(e, DoesNotPlace) else "does not fit"
+        rec.update(ok=False, placed=False, reason=f"{what}: {_overflow(e)}")
+    except ToolError as e:
+        raise ToolFailure(f"{board} {variant} {rows}x{cols}: the build failed, and not because "
+                          f"the design does not fit: {str(e).splitlines()[0]}") from e
     else:
         r = result.report
         rec.update(ok=bool(r.timing_met) or ignore_timing, timing_met=bool(r.timing_met),
@@ -133,7 +152,7 @@ def attempt(board, variant, rows, cols, *, clock_mhz, out, seed, ignore_timing=F
                    reason=None if r.timing_met else f"Fmax {r.fmax:.1f} < {r.clock_mhz:g} MHz")
     rec["seconds"] = round(time.monotonic() - start, 1)
     verdict = ("ok" if rec.get("timing_met") else f"placed, {rec['reason']}") if rec["placed"] \
-        else f"does not place ({rec['reason']})"
+        else rec["reason"]
     pct = rec.get("logic_cells", {}).get("percent")
     cells = "" if pct is None else f"{pct:5.1f}% cells"
     fmax = f"Fmax {rec['fmax_mhz']:.1f}" if "fmax_mhz" in rec else ""
@@ -232,29 +251,6 @@ def largest_of(board, variant, candidates, *, clock_mhz, out, seed, ignore_timin
     return (met[-1] if met else None), area, tried
 
 
-def parse_shape(text):
-    """``"RxC"`` as ``(rows, cols)``, each 1 .. 64 (the array's limits)."""
-    try:
-        rows, cols = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a shape is ROWSxCOLS, e.g. 16x32, not {text!r}") \
-            from None
-    if not (1 <= rows <= 64 and 1 <= cols <= 64):
-        raise argparse.ArgumentTypeError(f"rows and cols must be between 1 and 64, not {text!r}")
-    return rows, cols
-
-
-def positive(text):
-    """A count of lanes or relays: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, not {text!r}")
-    return value
-
-
 def plot(results, path, title):
     import matplotlib
     matplotlib.use("Agg")
@@ -299,9 +295,11 @@ def main(argv=None):
     parser.add_argument("--boards", nargs="+", default=["icebreaker"],
                         choices=["icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"])
     parser.add_argument("--kinds", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--clock", type=float, help="core clock in MHz (default: each board's)")
-    parser.add_argument("--max-side", type=int, default=64, help="largest rows or cols to try")
-    parser.add_argument("--seed", type=seed_list, default="1", metavar="N[,N...]",
+    parser.add_argument("--clock", type=positive_float,
+                        help="core clock in MHz (default: each board's)")
+    parser.add_argument("--max-side", type=int_range(1, MAX_SIDE), default=MAX_SIDE,
+                        help="largest rows or cols to try")
+    parser.add_argument("--seed", type=nextpnr_seeds, default="1", metavar="N[,N...]",
                         help="nextpnr placement seed; a list (1,2,3) places each build with each "
                              "seed in turn until one meets the clock (`addershift build --seed`)")
     parser.add_argument("--placer", choices=PLACERS,
@@ -312,16 +310,16 @@ def main(argv=None):
                         help="array: the array behind the two-pin harness; accelerator: the whole "
                              "accelerator (UART, host link, core) sized for the shipped digits "
                              "model of each kind")
-    parser.add_argument("--shapes", nargs="+", type=parse_shape, metavar="RxC",
+    parser.add_argument("--shapes", nargs="+", type=shape, metavar="RxC",
                         help="build only these shapes (e.g. 16x32 24x32 32x32) instead of "
                              "searching from 1x1: the largest of them that meets the clock")
-    parser.add_argument("--requant-lanes", type=positive, metavar="N",
+    parser.add_argument("--requant-lanes", type=positive_int, metavar="N",
                         help="--top accelerator: the requantiser's lanes, at most N (the "
                              "largest divisor of each shape's cols; 1: the smallest)")
-    parser.add_argument("--act-entry-lanes", type=positive, metavar="E",
+    parser.add_argument("--act-entry-lanes", type=positive_int, metavar="E",
                         help="--top accelerator: narrow activation banks of E-lane entries, at "
                              "most E (a power of two, at most cols; default: off)")
-    parser.add_argument("--weight-relays", type=positive, metavar="N",
+    parser.add_argument("--weight-relays", type=positive_int, metavar="N",
                         help="--top accelerator: weight-address relays, at most N (the largest "
                              "divisor of each shape's cols; default: off)")
     parser.add_argument("--requant-pipeline", choices=("deep", "short"), default="deep",
@@ -330,22 +328,28 @@ def main(argv=None):
                         help="--top accelerator: the write-back's pipeline")
     parser.add_argument("--read-pipeline", choices=("deep", "short"), default="deep",
                         help="--top accelerator: the block RAM reads' pipeline")
-    parser.add_argument("--rows-per-bank", type=int, metavar="G",
+    parser.add_argument("--rows-per-bank", type=positive_int, metavar="G",
                         help="--top accelerator: at most G rows share an activation bank "
                              "(--act-banks; default: a bank per row)")
-    parser.add_argument("--act-depth", type=int, metavar="WORDS",
+    parser.add_argument("--act-depth", type=positive_int, metavar="WORDS",
                         help="--top accelerator: words of each activation buffer (default: what "
                              "the model needs, at least 512; the digits models need 64)")
     parser.add_argument("--ignore-timing", action="store_true",
                         help="the largest array that places, whatever its Fmax (the area limit)")
-    parser.add_argument("--out", default="build/bench/fit_study", help="builds and results")
+    parser.add_argument("--out", type=out_dir, default="build/bench/fit_study",
+                        help="builds and results")
     args = parser.parse_args(argv)
 
     overrides = {"requant_lanes": args.requant_lanes, "act_entry_lanes": args.act_entry_lanes,
                  "weight_relays": args.weight_relays, "requant_pipeline": args.requant_pipeline,
                  "writeback_pipeline": args.writeback_pipeline,
                  "read_pipeline": args.read_pipeline, "rows_per_bank": args.rows_per_bank,
-                 **({"act_depth": args.act_depth} if args.act_depth else {})}
+                 **({"act_depth": args.act_depth} if args.act_depth is not None else {})}
+    for board in args.boards if args.clock is not None else ():
+        try:        # a clock the board's PLL cannot make fails now, not in the first build
+            get_board(board).check_clock(args.clock)
+        except ValueError as e:
+            parser.error(f"argument --clock: {board}: {e}")
     if args.top == "accelerator":
         # Options that no shape can take (relays with the short read pipeline, say) fail here,
         # with the configuration's own message, not after hours of builds.
@@ -366,10 +370,13 @@ def main(argv=None):
             common = dict(clock_mhz=clock, out=out, seed=args.seed,
                           ignore_timing=args.ignore_timing, top=args.top, placer=args.placer,
                           overrides=overrides)
-            if args.shapes:
-                best, area, tried = largest_of(board, variant, args.shapes, **common)
-            else:
-                best, area, tried = largest(board, variant, max_side=args.max_side, **common)
+            try:
+                if args.shapes:
+                    best, area, tried = largest_of(board, variant, args.shapes, **common)
+                else:
+                    best, area, tried = largest(board, variant, max_side=args.max_side, **common)
+            except ToolFailure as e:
+                parser.exit(1, f"{parser.prog}: error: {e}\n")
             row = {"board": board, "variant": variant, "clock_mhz": clock, "tried": tried,
                    "area_limit": None if area is None else
                    {k: area.get(k) for k in ("rows", "cols", "pes", "fmax_mhz", "logic_cells")}}

@@ -12,6 +12,9 @@ import numpy as np
 from addershift.sw.examples import digits_net
 from addershift.sw.golden import predict
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import positive_int
+
 
 def measure(op, mode, images, repeats=3):
     model = digits_net(op, mode=mode)
@@ -27,10 +30,10 @@ def _timed(fn, *args):
     return time.perf_counter() - start
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000, help="batch size")
-    args = parser.parse_args()
+    parser.add_argument("--images", type=positive_int, default=2000, help="batch size")
+    args = parser.parse_args(argv)
     print(f"golden model, digits topology (conv 1->8, conv 8->16, linear 64->10), batch {args.images}")
     print(f"{'op':<7} {'requant':<8} {'images/s':>10}")
     for op in ("adder", "shift", "mul"):

@@ -28,17 +28,28 @@ from addershift.sw.golden import predict
 from addershift.sw.host import connect
 from addershift.sw.model import load_model
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import positive_int
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="models/digits_adder.npz")
-    p.add_argument("--images", type=int, default=5)
-    p.add_argument("--rows", type=int, default=4)
-    p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--images", type=positive_int, default=5)
+    p.add_argument("--rows", type=positive_int, default=4)
+    p.add_argument("--cols", type=positive_int, default=4)
     args = p.parse_args(argv)
-    model = load_model(args.model)
-    config = default_config(model, rows=args.rows, cols=args.cols)
+    try:
+        model = load_model(args.model)
+    except ValueError as e:         # ModelFileError is one: a missing file too
+        p.error(f"argument --model: {e}")
+    try:        # before the simulated board starts (minutes with Verilator)
+        config = default_config(model, rows=args.rows, cols=args.cols)
+    except (TypeError, ValueError) as e:
+        p.error(f"{args.rows}x{args.cols}: {e}")
     x, _ = test_images(model, args.images + 1)
+    if len(x) < args.images + 1:        # the digits test split has only so many
+        p.error(f"argument --images: at most {len(x) - 1} for {args.model}, not {args.images}")
     x = np.asarray(x, dtype=np.int64)
     with BoardProcess(accelerator=config) as board, connect(board.url) as acc:
         dev = acc.device

@@ -22,7 +22,14 @@ import time
 
 from addershift.sim.board import BoardProcess
 from addershift.sw import protocol as P
+from addershift.sw.cli import SIM_MEM_MAX
 from addershift.sw.driver import Device
+
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import int_range, positive_int
+
+#: ``Device``'s window of outstanding acknowledgements is 1 to 64 (``stream`` sets it directly).
+MAX_WINDOW = 64
 
 
 def _cycles(dev):
@@ -112,14 +119,24 @@ def uart_margin(divisors, step=0.005):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--clock", type=int, default=12_000_000)
-    p.add_argument("--baud", type=int, default=1_500_000)
-    p.add_argument("--kib", type=int, default=16, help="KiB streamed per window size (one write)")
-    p.add_argument("--windows", type=int, nargs="+", default=[1, 2, 8])
-    p.add_argument("--round-trips", type=int, default=40)
+    p.add_argument("--clock", type=positive_int, default=12_000_000, help="clock in Hz")
+    p.add_argument("--baud", type=positive_int, default=1_500_000,
+                   help="at least 8 clock cycles per bit")
+    # The simulated board's scratch memory holds at most SIM_MEM_MAX bytes (serve-sim's limit).
+    p.add_argument("--kib", type=int_range(1, SIM_MEM_MAX // 1024), default=16,
+                   help="KiB streamed per window size (one write)")
+    # A window of 0 sends nothing and waits for ever.
+    p.add_argument("--windows", type=int_range(1, MAX_WINDOW), nargs="+", default=[1, 2, 8],
+                   help="acknowledgements outstanding")
+    p.add_argument("--round-trips", type=positive_int, default=40)
     p.add_argument("--simulator", default="verilator", choices=("verilator", "icarus", "amaranth"))
     p.add_argument("--uart-margin", action="store_true", help="only the UART RX tolerance scan")
     args = p.parse_args(argv)
+    from addershift.hw.uart import uart_divisor
+    try:        # the check the link top's UART makes, before a board starts
+        uart_divisor(clk_freq=args.clock, baud=args.baud)
+    except ValueError as e:
+        p.error(f"argument --baud: {e}")
 
     if args.uart_margin:
         print("UART receiver: largest baud mismatch with every byte right (40 bytes back to back, "

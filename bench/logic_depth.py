@@ -24,15 +24,18 @@ import pathlib
 
 from addershift.boards.netlist import format_depth, logic_depth
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import nonnegative_int, positive_int
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("netlist", help="Yosys JSON netlist after synthesis (a build's top.json)")
     parser.add_argument("--family", choices=("ice40", "ecp5"), default="ice40")
-    parser.add_argument("--min-depth", type=int, default=7,
+    parser.add_argument("--min-depth", type=nonnegative_int, default=7,
                         help="list registers at least this many levels deep")
-    parser.add_argument("--limit", type=int, default=40, help="groups to list")
+    parser.add_argument("--limit", type=positive_int, default=40, help="groups to list")
     parser.add_argument("--paths", action="store_true",
                         help="print the deepest path into each group listed")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")

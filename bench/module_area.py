@@ -27,6 +27,9 @@ from addershift.boards.toolchain import prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
 from addershift.hw.config import ArrayConfig
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import out_dir, positive_int
+
 FAMILIES = ("ecp5", "ice40")
 _CELLS = {"ecp5": {"lut4": ["LUT4"], "carry": ["CCU2C"], "ff": ["TRELLIS_FF"],
                    "bram": ["DP16KD"], "lutram": ["TRELLIS_DPR16X4"]},
@@ -34,8 +37,9 @@ _CELLS = {"ecp5": {"lut4": ["LUT4"], "carry": ["CCU2C"], "ff": ["TRELLIS_FF"],
                     "bram": ["SB_RAM40_4K"], "spram": ["SB_SPRAM256KA"]}}
 
 
-def config_of(args):
-    """The ArrayConfig ``addershift build`` makes of the same options."""
+def config_of(args, model=None):
+    """The ArrayConfig ``addershift build`` makes of the same options (``model``: ``-m``'s,
+    loaded; read from the file when not given)."""
     options = {"requant_lanes": args.requant_lanes, "act_banks": args.act_banks,
                "act_entry_lanes": args.act_entry_lanes, "weight_relays": args.weight_relays,
                "requant_pipeline": args.requant_pipeline,
@@ -47,7 +51,8 @@ def config_of(args):
     if args.model:
         from addershift.sw.compiler import default_config
         from addershift.sw.model import load_model
-        return default_config(load_model(args.model), rows=args.rows, cols=args.cols, **options)
+        model = load_model(args.model) if model is None else model
+        return default_config(model, rows=args.rows, cols=args.cols, **options)
     return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
                        requant_mode="mul" if args.pe == "mul" else "pow2x2", **options)
 
@@ -107,26 +112,36 @@ def main(argv=None):
     parser.add_argument("--family", choices=FAMILIES, default="ecp5")
     parser.add_argument("-m", "--model", help="size the build for this model (as the CLI does)")
     parser.add_argument("--pe", choices=("adder", "shift", "mul"), default="adder")
-    parser.add_argument("-r", "--rows", type=int, default=4)
-    parser.add_argument("-c", "--cols", type=int, default=4)
-    parser.add_argument("--act-banks", type=int)
-    parser.add_argument("--requant-lanes", type=int)
-    parser.add_argument("--act-entry-lanes", type=int,
+    # Counts of at least 1 here; ArrayConfig checks the rest (ranges, divisors).
+    parser.add_argument("-r", "--rows", type=positive_int, default=4)
+    parser.add_argument("-c", "--cols", type=positive_int, default=4)
+    parser.add_argument("--act-banks", type=positive_int)
+    parser.add_argument("--requant-lanes", type=positive_int)
+    parser.add_argument("--act-entry-lanes", type=positive_int,
                         help="narrow banks of this many lanes per entry (addershift build's)")
-    parser.add_argument("--weight-relays", type=int,
+    parser.add_argument("--weight-relays", type=positive_int,
                         help="the weight memory's relay registers (addershift build's)")
     for memory in ("weight", "act", "param"):
-        parser.add_argument(f"--{memory}-depth", type=int, help="words (default: as the CLI)")
+        parser.add_argument(f"--{memory}-depth", type=positive_int,
+                            help="words (default: as the CLI)")
     for part in ("requant", "writeback", "read"):
         parser.add_argument(f"--{part}-pipeline", choices=("deep", "short"), default="deep")
-    parser.add_argument("--counter-bits", type=int,
+    parser.add_argument("--counter-bits", type=positive_int,
                         help="the performance counters' width (default: ArrayConfig's, 32)")
-    parser.add_argument("--out", default="build/module_area", help="folder for the Yosys run")
+    parser.add_argument("--out", type=out_dir, default="build/module_area",
+                        help="folder for the Yosys run")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
+    model = None
+    if args.model:
+        from addershift.sw.model import load_model
+        try:
+            model = load_model(args.model)
+        except ValueError as e:                 # ModelFileError is one: a missing file too
+            parser.error(f"argument -m/--model: {e}")
     try:
-        config = config_of(args)
-    except (TypeError, ValueError) as e:      # a bad build option, model file or model
+        config = config_of(args, model)
+    except (TypeError, ValueError) as e:      # a bad build option, or a model no build takes
         parser.error(str(e))
     prepare_environment()
     rows = measure(config, args.family, args.out)

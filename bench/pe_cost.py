@@ -32,6 +32,9 @@ from addershift.boards.report import (TARGETS, netlist_counts, premap_multiplier
 from addershift.boards.toolchain import (ToolError, last_error, prepare_environment,
                                          tool_command)
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import NEXTPNR_SEED, out_dir, positive_int
+
 KINDS = ("adder", "shift", "mul")
 UNITS = ("pe", "2", "4", "8")
 DEFAULT_TARGETS = ("ice40-up5k", "ice40-up5k-dsp", "ecp5-85f")
@@ -195,10 +198,11 @@ def main(argv=None):
                         help="'pe' (a lone PE) or an array side")
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS),
                         default=list(DEFAULT_TARGETS))
-    parser.add_argument("--max-length", type=int, default=128,
+    parser.add_argument("--max-length", type=positive_int, default=128,
                         help="longest reduction; sets the accumulator width")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--out", default="build/bench/pe_cost", help="folder for builds and results")
+    parser.add_argument("--seed", type=NEXTPNR_SEED, default=1, help="nextpnr placement seed")
+    parser.add_argument("--out", type=out_dir, default="build/bench/pe_cost",
+                        help="folder for builds and results")
     parser.add_argument("--breakdown", action="store_true",
                         help="also print which registers the LUTs feed, per design")
     args = parser.parse_args(argv)

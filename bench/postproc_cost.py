@@ -28,6 +28,9 @@ from amaranth.back import rtlil
 from addershift.hw.pool import GlobalAvgPool, MaxPool
 from addershift.hw.requant import PIPELINES, Requantiser
 
+# The bench's shared argument types (bench/ is on sys.path when a script runs).
+from _args import NEXTPNR_SEED, out_dir
+
 #: Requantiser builds: the numeric contract's widths (bias 32 bits, shifts up to 40) and a compact
 #: one for 16-bit accumulators (a bias one bit wider than them, shifts up to 31).
 BUILDS = {
@@ -106,14 +109,14 @@ def quick(out):
             print(f"  {mode} {build} ({widths}): " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("build/bench/postproc"),
+    parser.add_argument("--out", type=out_dir, default="build/bench/postproc",
                         help="folder for the tools' files")
     parser.add_argument("--quick", action="store_true", help="Yosys cell counts only")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=NEXTPNR_SEED, default=1, help="nextpnr placement seed")
+    args = parser.parse_args(argv)
     if args.quick:
         quick(args.out)
     else:
