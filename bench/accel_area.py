@@ -21,6 +21,7 @@ import json
 import pathlib
 import re
 
+from addershift.boards.build import too_full
 from addershift.boards.report import TARGETS, yosys_input_commands
 from addershift.boards.toolchain import ToolError, prepare_environment, run_tool
 from addershift.hw.accelerator import AcceleratorTop
@@ -102,8 +103,13 @@ def measure(spec, out):
         row["fits"] = True
         row["fmax_mhz"] = min(v["achieved"] for v in report["fmax"].values())
     except ToolError:
-        # nextpnr's utilisation report comes before placement fails.
-        need = re.search(r"ICESTORM_LC:\s*(\d+)/", (d / "nextpnr.log").read_text())
+        # nextpnr's utilisation report comes before placement fails; any other failure is the
+        # tools', not a build that does not fit.
+        log_text = (d / "nextpnr.log").read_text(errors="replace") \
+            if (d / "nextpnr.log").exists() else ""
+        if not too_full(log_text):
+            raise
+        need = re.search(r"ICESTORM_LC:\s*(\d+)/", log_text)
         row["lcs"] = int(need.group(1)) if need else None
         row["fits"] = False
         row["fmax_mhz"] = None

@@ -296,7 +296,8 @@ def main(argv=None):
                         choices=["icebreaker", "ulx3s-85f", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"])
     parser.add_argument("--kinds", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--clock", type=positive_float,
-                        help="core clock in MHz (default: each board's)")
+                        help="core clock in MHz (default: each board's; with --top accelerator "
+                             "its accelerator clock for the kind, as addershift build's)")
     parser.add_argument("--max-side", type=int_range(1, MAX_SIDE), default=MAX_SIDE,
                         help="largest rows or cols to try")
     parser.add_argument("--seed", type=nextpnr_seeds, default="1", metavar="N[,N...]",
@@ -364,8 +365,11 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for board in args.boards:
-        clock = args.clock or get_board(board).default_clock_mhz
         for variant in args.kinds:
+            # The clock an `addershift build` of the same top takes without --clock.
+            clock = args.clock or (
+                get_board(board).accelerator_clock(VARIANTS[variant][0])
+                if args.top == "accelerator" else get_board(board).default_clock_mhz)
             print(f"{board} {variant} at {clock:g} MHz", flush=True)
             common = dict(clock_mhz=clock, out=out, seed=args.seed,
                           ignore_timing=args.ignore_timing, top=args.top, placer=args.placer,

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 
+from addershift.boards.build import too_full
 from addershift.boards.netlist import breakdown, format_breakdown
 from addershift.boards.report import (TARGETS, netlist_counts, premap_multipliers, read_synthesis,
                                       synthesize)
@@ -60,6 +61,11 @@ def measure(kind, unit, target, *, out, max_length, seed, show_breakdown):
     try:
         r = synthesize(design, target=target, build_dir=build_dir, seed=seed)
     except ToolError:
+        # Only a design too big for the device makes a "does not fit" row; a tool that failed
+        # for another reason stops the table (its rows would otherwise claim a limit).
+        logs = [build_dir / name for name in ("top.tim", "top.nextpnr.log")]
+        if not any(log.exists() and too_full(log.read_text(errors="replace")) for log in logs):
+            raise
         family = TARGETS[target].family
         premap, cells = read_synthesis(build_dir, prefix="top")
         counts = netlist_counts(cells, family)

@@ -259,9 +259,10 @@ class DoesNotFit(ToolError):
 #: Block RAM cell types: an overflow of these asks for fewer memories, not less logic.
 BLOCK_RAM_CELLS = ("DP16KD", "ICESTORM_RAM")
 #: nextpnr's words when a packed design within the device's totals finds no legal placement: the
-#: heap placer's, and the simulated-annealing one's (``--placer sa``) for a carry chain or a cell.
-NO_LEGAL_PLACEMENT = re.compile(r"Unable to find legal placement|failed to place (chain starting "
-                                r"at )?cell")
+#: heap placer's (two: the fit study's logs of 2026-11 also have its region expansion's), and the
+#: simulated-annealing one's (``--placer sa``) for a carry chain or a cell.
+NO_LEGAL_PLACEMENT = re.compile(r"Unable to find legal placement|Failed to expand region|"
+                                r"failed to place (chain starting at )?cell")
 # The counts that say how full a design is: logic cells and block RAMs (global buffers and the
 # PLL read 100 % in most builds, and more of them is not what a smaller array needs).
 _FILL_CELLS = ("ICESTORM_LC", "TRELLIS_COMB", "TRELLIS_FF", *BLOCK_RAM_CELLS)
@@ -289,6 +290,12 @@ def _fullest(log_text):
     """The logic-cell or block RAM count nearest its device's total, or None."""
     fills = [u for u in _utilisation(log_text) if u[0] in _FILL_CELLS and u[2] > 0]
     return max(fills, key=lambda u: u[1] / u[2], default=None)
+
+
+def too_full(log_text):
+    """Whether nextpnr's log says the design is too big for the device: a count over its total,
+    or no legal placement found (any other failure is the tools', not the design's size)."""
+    return bool(_overflows(log_text)) or bool(NO_LEGAL_PLACEMENT.search(log_text))
 
 
 def _seed_list(seed):

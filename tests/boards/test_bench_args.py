@@ -167,3 +167,49 @@ def test_any_other_tool_failure_stops_the_study(monkeypatch, capsys, tmp_path):
     assert "icebreaker adder 1x1: the build failed, and not because the design does not fit: " \
            "the icebreaker build failed: Yosys failed (log: top.build.log)" in err
     assert not (tmp_path / "fit_study.json").exists()      # no table of wrong "does not place"
+
+
+def test_pe_cost_counts_only_a_design_too_big_as_one_that_does_not_fit(monkeypatch, tmp_path):
+    # A tool that failed for another reason made a "does not fit" row as well (the README's
+    # table of array costs is pe_cost's).
+    pe_cost = _script("pe_cost")
+    build_dir = tmp_path / "ice40-up5k" / "adder_pe"
+
+    def failing_synthesize(design, *, build_dir, **kwargs):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        raise ToolError("nextpnr-ice40 failed: it could not be started")
+    monkeypatch.setattr(pe_cost, "synthesize", failing_synthesize)
+    with pytest.raises(ToolError, match="could not be started"):
+        pe_cost.measure("adder", "pe", "ice40-up5k", out=tmp_path, max_length=128, seed=1,
+                        show_breakdown=False)
+    # nextpnr's own last words on a design too big (a real log's lines), then the row.
+    (build_dir / "top.tim").write_text(
+        "Info: \t         ICESTORM_LC:    5341/   5280   101%\n"
+        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5341 ICESTORM_LCs\n")
+    monkeypatch.setattr(pe_cost, "read_synthesis", lambda *a, **k: ({}, {}))
+    monkeypatch.setattr(pe_cost, "netlist_counts",
+                        lambda cells, family: {"lut4": 1, "carry": 2, "ff": 3, "dsp": 0})
+    monkeypatch.setattr(pe_cost, "premap_multipliers", lambda premap: 0)
+    row = pe_cost.measure("adder", "pe", "ice40-up5k", out=tmp_path, max_length=128, seed=1,
+                          show_breakdown=False)
+    assert row["fits"] is False and row["lut4"] == 1
+
+
+def test_fit_study_builds_accelerators_at_the_boards_accelerator_clock(monkeypatch, tmp_path):
+    # As `addershift build` does without --clock (it built them at the board's 48 MHz).
+    fit_study = _script("fit_study")
+    clocks = []
+
+    def attempt(board, variant, rows, cols, *, clock_mhz, **kwargs):
+        clocks.append((board, variant, clock_mhz))
+        raise fit_study.ToolFailure("stop here")
+    monkeypatch.setattr(fit_study, "attempt", attempt)
+    monkeypatch.setattr(fit_study, "prepare_environment", lambda: None)
+    for top, kinds, want in [("accelerator", ["adder", "shift"], [33.0, 31.5]),
+                             ("array", ["adder"], [48.0])]:
+        for kind in kinds:
+            with pytest.raises(SystemExit):
+                fit_study.main(["--top", top, "--kinds", kind, "--shapes", "2x2",
+                                "--out", str(tmp_path)])
+        assert [c for _, _, c in clocks] == want
+        clocks.clear()
