@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from .model import ModelFileError
@@ -421,6 +422,17 @@ _BUILD_DEFAULTS = {"rows": 4, "cols": 4, "requant_pipeline": "deep", "writeback_
 _ACCELERATOR_OPTIONS = ("model", "requant_mode", "requant_lanes", "requant_pipeline",
                         "writeback_pipeline", "read_pipeline", "act_banks", "act_entry_lanes",
                         "weight_relays", "weight_depth", "act_depth", "param_depth")
+
+
+#: ``ArrayConfig``'s fields that are build options: its and the compiler's messages name the
+#: fields, which the CLI shows as the options.
+_OPTION_FIELDS = re.compile(r"\b(" + "|".join(_ACCELERATOR_OPTIONS[1:]) + r")\b")
+
+
+def _with_option_names(message, args):
+    """``message`` with the build fields that are options of ``args``' command as the options."""
+    return _OPTION_FIELDS.sub(lambda m: "--" + m[1].replace("_", "-") if hasattr(args, m[1])
+                              else m[1], message)
 
 
 def _refuse_unused(args):
@@ -905,7 +917,7 @@ def main(argv=None):
         print(f"addershift {args.command}: {e}", file=sys.stderr)
         return 2
     except CliError as e:
-        print(f"addershift {args.command}: {e}", file=sys.stderr)
+        print(f"addershift {args.command}: {_with_option_names(str(e), args)}", file=sys.stderr)
         return 1
     except ModelFileError as e:
         print(f"addershift {args.command}: {e}", file=sys.stderr)

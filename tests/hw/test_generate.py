@@ -106,7 +106,7 @@ def test_memory_depths_from_the_command_line(tmp_path, capsys):
     assert (params["act_depth"], params["param_depth"], params["weight_depth"]) == (128, 32, 4096)
     assert main(["generate", "--unit", "accelerator", "--model", model, "--act-depth", "32",
                  "-o", str(tmp_path / "small.v")]) == 1
-    assert ("needs 64 words per activation bank; this build has 32: rebuild with act_depth >= 64"
+    assert ("needs 64 words per activation bank; this build has 32: rebuild with --act-depth >= 64"
             in capsys.readouterr().err)
 
 

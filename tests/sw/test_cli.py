@@ -76,5 +76,5 @@ def test_generate_takes_the_weight_relays(tmp_path, capsys):
     assert main(["generate", "--pe", "adder", "--rows", "2", "--cols", "4", "--weight-relays",
                  "3", "--unit", "accelerator", "-o", str(tmp_path / "bad.v")]) == 1
     err = capsys.readouterr().err
-    assert "weight_relays must divide cols (4), not 3" in err and "Traceback" not in err
+    assert "--weight-relays must divide cols (4), not 3" in err and "Traceback" not in err
     assert not (tmp_path / "bad.v").exists()

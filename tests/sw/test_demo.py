@@ -139,7 +139,7 @@ def test_a_bad_build_option_stops_the_demo_before_it_starts(tmp_path, capsys):
     from addershift.sw.cli import main
     assert main(["demo", "--requant-lanes", "3", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert captured.err.strip() == "addershift demo: requant_lanes must divide cols (4), not 3"
+    assert captured.err.strip() == "addershift demo: --requant-lanes must divide cols (4), not 3"
     assert "[1/5]" not in captured.out and not any(tmp_path.iterdir())
 
 
