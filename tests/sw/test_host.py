@@ -355,3 +355,16 @@ def test_run_says_when_the_test_split_has_fewer_images(model, program, monkeypat
     assert report["images"] == 2 and report["bit_exact"]
     assert "outputs bit-exact with the golden model: 2/2 (the test split has 2, not 5)" in \
         report["text"]
+
+
+def test_run_on_a_link_lost_part_way_says_what_the_finished_images_showed(model, program,
+                                                                         monkeypatch):
+    # `addershift run` has no output file: its result is the comparison, so the error keeps it.
+    from addershift.sw import host
+    x, labels = digits_images(model, 5)
+    monkeypatch.setattr("addershift.sim.accel_sim.test_images", lambda m, n: (x, labels))
+    monkeypatch.setattr(host, "connect", lambda url, **kw: Accelerator(
+        Device(FakeAccelerator(program, runs=3), timeout=1.0)))
+    with pytest.raises(LinkTimeout, match=r"; 3 of 5 images finished, 3 of them bit-exact with "
+                                          r"the golden model$"):
+        host.run_model("fake", model, 5)
