@@ -454,12 +454,20 @@ def load_model(path):
     if not magic.startswith(b"PK"):
         raise ModelFileError(f"{src}: not a readable .npz archive (not a zip file, so not an .npz "
                              f"model file)")
+    member = None                       # the array being read, for the message
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise ModelFileError(f"{src}: corrupted data ({e})") from None
-    except (OSError, ValueError, NotImplementedError) as e:
+        # Our own file object: np.load leaves the file it opened open when the zip is bad.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
+            arrays = {}
+            for member in archive.files:
+                arrays[member] = archive[member]
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+            NotImplementedError) as e:
+        if member is not None:
+            raise ModelFileError(f"{src}: array {member!r} cannot be read, the file is truncated "
+                                 f"or corrupted ({e})") from None
+        if isinstance(e, (zipfile.BadZipFile, zlib.error, EOFError)):
+            raise ModelFileError(f"{src}: truncated or corrupted data ({e})") from None
         raise ModelFileError(f"{src}: not a readable .npz archive ({e})") from None
     try:
         return _from_arrays(arrays)

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -156,8 +157,22 @@ def test_other_files_are_not_model_files(saved, tmp_path):
     data, at = bytearray(saved.read_bytes()), saved.stat().st_size // 3
     data[at:at + 40] = bytes(b ^ 0xFF for b in data[at:at + 40])       # inside the deflate stream
     (tmp_path / "corrupt.npz").write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match=r"corrupt.npz: corrupted data \("):
+    with pytest.raises(ModelFileError, match=r"corrupt.npz: array '[\w.]+' cannot be read, the "
+                                             r"file is truncated or corrupted \("):
         load_model(tmp_path / "corrupt.npz")
+    # A member cut short (an archive rewritten with half of one array's bytes): named.
+    with zipfile.ZipFile(saved) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(tmp_path / "short.npz", "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content[:len(content) // 2] if name == "header.npy"
+                             else content)
+    with pytest.raises(ModelFileError, match=r"short.npz: array 'header' cannot be read, the file "
+                                             r"is truncated or corrupted \(EOF"):
+        load_model(tmp_path / "short.npz")
+    (tmp_path / "cut.npz").write_bytes(saved.read_bytes()[:saved.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match=r"cut.npz: truncated or corrupted data \("):
+        load_model(tmp_path / "cut.npz")
     np.save(tmp_path / "a.npy", np.zeros(3))
     (tmp_path / "a.npy").rename(tmp_path / "a.npz")
     with pytest.raises(ModelFileError, match=r"a.npz: is a single .npy array, not an .npz model"):
