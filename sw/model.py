@@ -52,6 +52,19 @@ def _fail(where, msg):
     raise ModelFileError(f"{where}: {msg}")
 
 
+class _InputMismatch(ModelFileError):
+    """A layer does not fit the shape that reaches it: ``Model.validate`` adds the shapes before
+    it, since the cause may be a layer earlier on (a padding or stride that changed them)."""
+
+
+def _fail_input(where, msg):
+    raise _InputMismatch(f"{where}: {msg}")
+
+
+def _dims(shape):
+    return "x".join(str(d) for d in shape)
+
+
 def _dtype_for(bits):
     return np.dtype(np.int8) if bits <= 8 else np.dtype(np.int16) if bits <= 16 else np.dtype(np.int32)
 
@@ -167,8 +180,8 @@ class _Compute:
                 _fail(f"{where} field {name!r}", f"is missing (operation {self.op.value!r})")
             a = self.weights[name]
             if isinstance(a, np.ndarray) and a.ndim == len(shape) and a.shape[1:] != shape[1:]:
-                _fail(f"{where} field {name!r}", f"shape {a.shape} does not fit the input "
-                      f"{tuple(in_shape)}: expected {(a.shape[0],) + tuple(shape[1:])}")
+                _fail_input(f"{where} field {name!r}", f"shape {a.shape} does not fit the input "
+                            f"{tuple(in_shape)}: expected {(a.shape[0],) + tuple(shape[1:])}")
             if not isinstance(a, np.ndarray) or a.ndim != len(shape):
                 _fail(f"{where} field {name!r}", f"must be an array of shape {('O',) + tuple(shape[1:])}")
             if name == "weight":
@@ -207,7 +220,7 @@ class Conv2d(_Compute):
 
     def validate(self, where, in_shape, x_bits):
         if len(in_shape) != 3:
-            _fail(where, f"conv2d needs a (C, H, W) input, got shape {tuple(in_shape)}")
+            _fail_input(where, f"conv2d needs a (C, H, W) input, got shape {tuple(in_shape)}")
         if (not isinstance(self.kernel, (tuple, list)) or len(self.kernel) != 2
                 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.kernel)):
             _fail(f"{where} field 'kernel'", f"must be two positive integers, not {self.kernel!r}")
@@ -216,8 +229,8 @@ class Conv2d(_Compute):
         _check_int(f"{where} field 'padding'", self.padding, 0)
         _, h, w = in_shape
         if h + 2 * self.padding < self.kernel[0] or w + 2 * self.padding < self.kernel[1]:
-            _fail(f"{where} field 'kernel'", f"{self.kernel} is larger than the padded input "
-                  f"{h + 2 * self.padding}x{w + 2 * self.padding}")
+            _fail_input(f"{where} field 'kernel'", f"{self.kernel} is larger than the padded "
+                        f"input {h + 2 * self.padding}x{w + 2 * self.padding}")
         super().validate(where, in_shape, x_bits)
 
     def meta(self):
@@ -236,7 +249,8 @@ class Linear(_Compute):
 
     def validate(self, where, in_shape, x_bits):
         if len(in_shape) != 1:
-            _fail(where, f"linear needs a flat input, got shape {tuple(in_shape)} (add a flatten layer)")
+            _fail_input(where, f"linear needs a flat input, got shape {tuple(in_shape)} (add a "
+                        f"flatten layer)")
         super().validate(where, in_shape, x_bits)
 
     def meta(self):
@@ -271,8 +285,11 @@ class MaxPool2d:
 
     def validate(self, where, in_shape, x_bits):
         if len(in_shape) != 3:
-            _fail(where, f"maxpool2d needs a (C, H, W) input, got shape {tuple(in_shape)}")
-        _check_int(f"{where} field 'kernel'", self.kernel, 1, min(in_shape[1:]))
+            _fail_input(where, f"maxpool2d needs a (C, H, W) input, got shape {tuple(in_shape)}")
+        _check_int(f"{where} field 'kernel'", self.kernel, 1)
+        if self.kernel > min(in_shape[1:]):
+            _fail_input(f"{where} field 'kernel'", f"{self.kernel} is larger than the input "
+                        f"{_dims(in_shape)}")
         _check_int(f"{where} field 'stride'", self.stride, 1)
 
     def meta(self):
@@ -290,7 +307,7 @@ class GlobalAvgPool:
 
     def validate(self, where, in_shape, x_bits):
         if len(in_shape) != 3:
-            _fail(where, f"globalavgpool needs a (C, H, W) input, got shape {tuple(in_shape)}")
+            _fail_input(where, f"globalavgpool needs a (C, H, W) input, got shape {tuple(in_shape)}")
         _check_int(f"{where} field 'shift'", self.shift, 0, SHIFT_MAX)
 
     def meta(self):
@@ -365,7 +382,14 @@ class QModel:
             if layer.name in names:
                 _fail(where + " field 'name'", f"{layer.name!r} is used by another layer")
             names.add(layer.name)
-            layer.validate(where, shape, self.x_bits)
+            try:
+                layer.validate(where, shape, self.x_bits)
+            except _InputMismatch as e:
+                if i == 0:
+                    raise
+                flow = " -> ".join([f"input {_dims(self.input_shape)}"] + [
+                    f"{earlier.name} {_dims(s)}" for earlier, s in zip(self.layers, shapes)])
+                raise ModelFileError(f"{e} (the shapes before it: {flow})") from None
             # The next conv2d/linear layer's accumulator range assumes x_bits-bit inputs: only
             # the last one may requantise wider (its outputs are the model's, e.g. logits).
             out_bits = layer.requant.out_bits if isinstance(layer, _Compute) else None

@@ -80,7 +80,12 @@ BAD = [
     (_set("kind", "attention", layer=1), r"layer 1 \('relu1'\) field 'kind': unknown layer kind 'attention'"),
     (_set("op", "xor", layer=0), r"layer 0 \('conv1'\) field 'op': unknown operation 'xor'"),
     (_set("stride", "2", layer=0), r"layer 0 \('conv1'\) field 'stride': has the wrong type str"),
-    (_set("kernel", 9, layer=2), r"layer 2 \('pool1'\) field 'kernel': must be an integer \[1, 8\], not 9"),
+    (_set("kernel", 9, layer=2), r"layer 2 \('pool1'\) field 'kernel': 9 is larger than the input 8x8x8 "
+                                 r"\(the shapes before it: input 1x8x8 -> conv1 8x8x8 -> relu1 8x8x8\)$"),
+    # The layer that does not fit names the shapes before it: the cause is the padding.
+    (_set("padding", 1000, layer=0), r"layer 7 \('fc'\) field 'sign': shape \(10, 64\) does not fit the input "
+                                     r"\(4016016,\): expected \(10, 4016016\) \(the shapes before it: input 1x8x8 "
+                                     r"-> conv1 8x2006x2006 -> relu1 8x2006x2006 -> pool1 8x1003x1003 -> "),
     (lambda h, a: h["input"].update(shape=[1, 8]), r"input field 'shape': must be \(C, H, W\) or \(features,\)"),
     (lambda h, a: h["layers"][0].pop("padding"), r"layer 0 \('conv1'\) field 'padding': is missing"),
     (_set("labels", 5), r"header field 'labels': has the wrong type int"),
