@@ -98,8 +98,8 @@ def _gt_const(value, const):
 
 
 class _SerialCRCs(wiring.Component):
-    """The link's CRC-16 and CRC-32 over bytes, bit-serial: 8 cycles per byte, about one logic
-    cell per CRC bit.
+    """The link's CRC-16 and CRC-32 over bytes, bit-serial: 9 cycles per byte (a cycle in the
+    input registers, then 8 shifts), about one logic cell per CRC bit.
 
     Bytes reach the framer every ``10 * divisor >= 80`` cycles, so a byte-parallel CRC (which
     costs several LUTs per bit: ~200 for CRC-32) buys nothing here. The two never run at once (the
@@ -132,13 +132,12 @@ class _SerialCRCs(wiring.Component):
         # ``left != 0`` kept as a register of its own: ``busy`` gates the framer's answer
         # handshake and state changes, whose logic set the ECP5 4x4 accelerator's clock.
         busy = Signal()
-        m.d.comb += self.busy.eq(busy)
         # Each CRC is a plain MSB-first shift register, not ``amaranth.lib.crc``'s processor: that
         # one muxes ``start`` into every bit's XOR (two LUTs for each), here ``start`` is a
         # flip-flop's synchronous set or reset and only the polynomial's taps take a LUT.
         for algo, start, valid, feed, out in (
-                (catalog.CRC16_IBM_3740, self.start16, self.busy & ~is32, 1, self.crc16),
-                (catalog.CRC32_ISO_HDLC, self.start32, self.busy & (is32 | drain), ~drain,
+                (catalog.CRC16_IBM_3740, self.start16, busy & ~is32, 1, self.crc16),
+                (catalog.CRC32_ISO_HDLC, self.start32, busy & (is32 | drain), ~drain,
                  self.crc32)):
             reg = Signal(algo.crc_width, init=algo.initial_crc)
             feedback = (reg[-1] ^ shreg[7]) & feed
@@ -147,9 +146,16 @@ class _SerialCRCs(wiring.Component):
             with m.Elif(valid):
                 m.d.sync += reg.eq((reg << 1) ^ Mux(feedback, algo.polynomial, 0))
             m.d.comb += out.eq((reg[::-1] if algo.reflect_output else reg) ^ algo.xor_output)
-        with m.If(self.load):
-            m.d.sync += [shreg.eq(self.data), left.eq(8), busy.eq(1), is32.eq(self.sel32),
-                         drain.eq(self.drain32)]
+        # A byte to take waits a cycle in registers of its own (busy meanwhile): the framer's
+        # states deciding ``load``, into the enables of the shifter and its count, were an
+        # iCE40 host link's slowest path.
+        load, data, sel32, drain32 = Signal(), Signal(8), Signal(), Signal()
+        m.d.sync += [load.eq(self.load), data.eq(self.data), sel32.eq(self.sel32),
+                     drain32.eq(self.drain32)]
+        m.d.comb += self.busy.eq(busy | load)
+        with m.If(load):
+            m.d.sync += [shreg.eq(data), left.eq(8), busy.eq(1), is32.eq(sel32),
+                         drain.eq(drain32)]
         with m.Elif(busy):
             m.d.sync += [shreg.eq(shreg << 1), left.eq(left - 1), busy.eq(left != 1)]
         return m
@@ -380,12 +386,16 @@ class Framer(wiring.Component):
         n_zero = Signal()
         n_big = Signal()                  # more than a READ may ask for
         run_strobe = Signal()
-        # The command and length, decoded a cycle ahead of DECODE (one-hot flags keep its logic
+        # The command and length, decoded ahead of PREP and DECODE (one-hot flags keep their logic
         # shallow: it was the critical path on an iCE40).
         commands = [P.Command.IDENTIFY, P.Command.ECHO, P.Command.WRITE, P.Command.READ,
                     P.Command.CRC, P.Command.RUN, P.Command.STATUS]
         is_cmd = {c: Signal(name=f"is_{c.name.lower()}") for c in commands}
         len_is = {k: Signal(name=f"len_is_{k}") for k in (0, 4, 6, 8)}
+        # Set in every cycle: the command and the length hold still from their bytes to the
+        # answer, so the flags are right from PREP on, and no state is in their enables.
+        m.d.sync += [flag.eq(cmd == c) for c, flag in is_cmd.items()]
+        m.d.sync += [flag.eq(length == k) for k, flag in len_is.items()]
         len_gt_header = Signal()
         plan = Signal(7)                  # what APPLY does (one-hot _PLAN_* bits)
         # The next payload byte is the last, set a byte ahead: the count's sum and compare in
@@ -420,6 +430,11 @@ class Framer(wiring.Component):
                                                   for j in range(len(P.COUNTERS))]):
                 with m.Case(k):
                     m.d.sync += field.eq(value)
+        # Which status byte the index points at, registered in every cycle too (the flags byte,
+        # the error byte, a field's first byte): compared in LATCH, the index through the
+        # choice into the answer byte was an iCE40 host link's slowest path (seven LUTs).
+        at_flags, at_error, at_field = Signal(), Signal(), Signal()
+        m.d.sync += [at_flags.eq(idx == 0), at_error.eq(idx == 1), at_field.eq(idx[0:3] == 2)]
 
         # The answer's header, indexed by ``idx`` (the length is ``n``: 0 for a NAK).
         header_byte = Signal(8)
@@ -526,12 +541,11 @@ class Framer(wiring.Component):
 
             with m.State("PAYLOAD"):
                 ready = take()
-                with m.If(timed_out):
-                    respond(P.Status.TIMEOUT)
-                with m.Elif(ready):
-                    m.d.comb += buf_w.en.eq(1)
+                with m.If(have):
                     # Bytes 0-3: the address (RUN's argument); 4-7: READ's u16 or CRC's u32 size,
-                    # its bits above n's only flagged.
+                    # its bits above n's only flagged. Taken while the byte waits, not as it is
+                    # consumed (the same byte again until then): the CRC's busy in n's enable
+                    # was an iCE40 host link's slowest path.
                     with m.Switch(idx):
                         for k, target in enumerate([offset[0:8], offset[8:16], offset[16:24],
                                                     region]):
@@ -545,6 +559,10 @@ class Framer(wiring.Component):
                                 if keep < 8:
                                     with m.If(byte[keep:] != 0):
                                         m.d.sync += n_high.eq(1)
+                with m.If(timed_out):
+                    respond(P.Status.TIMEOUT)
+                with m.Elif(ready):
+                    m.d.comb += buf_w.en.eq(1)
                     m.d.sync += [idx.eq(idx + 1), payload_last.eq(idx + 2 == length)]
                     with m.If(payload_last):
                         m.next = "CRC0"
@@ -567,9 +585,9 @@ class Framer(wiring.Component):
 
             with m.State("PREP"):
                 # The sizes that come from the length: a WRITE's payload, an ECHO's answer.
-                with m.If(cmd == P.Command.WRITE):
+                with m.If(is_cmd[P.Command.WRITE]):
                     m.d.sync += [n.eq(length - P.WRITE_HEADER), n_high.eq(0)]
-                with m.If(cmd == P.Command.ECHO):
+                with m.If(is_cmd[P.Command.ECHO]):
                     m.d.sync += n.eq(length)
                 with m.If(~crc.busy):     # the last payload byte's CRC may still be going
                     m.d.sync += crc_ok.eq(crc.crc16 == rcrc)
@@ -598,8 +616,6 @@ class Framer(wiring.Component):
                              n_zero.eq(~n_high & (n == 0)),
                              n_big.eq(n_high | _gt_const(n, max_payload)),
                              len_gt_header.eq(_gt_const(length, P.WRITE_HEADER))]
-                m.d.sync += [flag.eq(cmd == c) for c, flag in is_cmd.items()]
-                m.d.sync += [flag.eq(length == k) for k, flag in len_is.items()]
                 m.next = "DECODE"
 
             with m.State("DECODE"):
@@ -717,9 +733,12 @@ class Framer(wiring.Component):
                     m.next = "CRC_END"
                 with m.Else():
                     m.next = "CRC_ADDR"
+            # (The count steps as an address is sent, and the answer's count is set while the
+            # CRC finishes: with the CRC's busy in n's enable, that was slower.)
             with m.State("CRC_ADDR"):
                 m.d.comb += self.bus.read_addr.valid.eq(1)
                 with m.If(self.bus.read_addr.ready):
+                    m.d.sync += n.eq(n - 1)
                     m.next = "CRC_DATA"
             with m.State("CRC_DATA"):
                 m.d.comb += self.bus.read_data.ready.eq(~crc.busy)
@@ -727,14 +746,14 @@ class Framer(wiring.Component):
                     # The CRC-32 is reflected: its bytes go into the shifter LSB first.
                     m.d.comb += [crc.load.eq(1), crc.sel32.eq(1),
                                  crc.data.eq(self.bus.read_data.payload[::-1])]
-                    m.d.sync += [offset[0:off_bits].eq(offset[0:off_bits] + 1), n.eq(n - 1)]
-                    with m.If(n == 1):
+                    m.d.sync += offset[0:off_bits].eq(offset[0:off_bits] + 1)
+                    with m.If(n == 0):
                         m.next = "CRC_END"
                     with m.Else():
                         m.next = "CRC_ADDR"
             with m.State("CRC_END"):
+                m.d.sync += [n.eq(4), idx.eq(0)]           # the answer: four bytes of CRC
                 with m.If(~crc.busy):
-                    m.d.sync += [n.eq(4), idx.eq(0)]       # the answer: four bytes of CRC
                     m.next = "HEADER"
 
             # --- the answer ------------------------------------------------------------------------
@@ -775,10 +794,13 @@ class Framer(wiring.Component):
                     m.d.sync += offset[0:off_bits].eq(offset[0:off_bits] + 1)
                     m.next = "BUS_DATA"
 
+            # The byte count steps as the answer byte is latched (here and in LATCH), not as it
+            # leaves in SEND: there the UART's handshake went into n's enable, eight LUTs deep,
+            # an iCE40 accelerator's and host link's slowest path.
             with m.State("BUS_DATA"):
                 m.d.comb += self.bus.read_data.ready.eq(1)
                 with m.If(self.bus.read_data.valid):
-                    m.d.sync += pbyte.eq(self.bus.read_data.payload)
+                    m.d.sync += [pbyte.eq(self.bus.read_data.payload), n.eq(n - 1)]
                     m.next = "SEND"
 
             with m.State("LATCH"):
@@ -795,15 +817,16 @@ class Framer(wiring.Component):
                         # one of two values on every byte (the flags and error bytes leave
                         # nothing in it that a field's first byte does not replace), so its
                         # enable is the state's alone.
-                        m.d.sync += shift.eq(Mux(idx[0:3] == 2, field >> 8, shift >> 8))
-                        with m.If(idx == 0):
+                        m.d.sync += shift.eq(Mux(at_field, field >> 8, shift >> 8))
+                        with m.If(at_flags):
                             m.d.sync += pbyte.eq(Cat(busy, done, error != 0))
-                        with m.Elif(idx == 1):
+                        with m.Elif(at_error):
                             m.d.sync += pbyte.eq(error)
-                        with m.Elif(idx[0:3] == 2):
+                        with m.Elif(at_field):
                             m.d.sync += pbyte.eq(field[0:8])
                         with m.Else():
                             m.d.sync += pbyte.eq(shift[0:8])
+                m.d.sync += n.eq(n - 1)
                 m.next = "SEND"
 
             with m.State("SEND"):
@@ -811,8 +834,8 @@ class Framer(wiring.Component):
                 with m.If(self.tx.valid & self.tx.ready):
                     m.d.comb += [crc.load.eq(1), crc.data.eq(pbyte),
                                  crc.drain32.eq(source == _SRC_CRC)]
-                    m.d.sync += [idx.eq(idx + 1), n.eq(n - 1)]
-                    with m.If(n == 1):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(n == 0):            # (counted as the byte was latched)
                         m.next = "TXCRC0"
                     with m.Else():
                         fetch()

@@ -101,7 +101,8 @@ class ScratchDevice(wiring.Component):
             m.d.sync += pending.eq(0)
 
         # The run: result[i] = running sum of mem[0..i].
-        n = Signal(32)
+        # n as wide as i: a run longer than the memory is refused before it is taken.
+        n = Signal(range(size + 1))
         i = Signal(range(size + 1))
         acc = Signal(8)
         total, busy_pe, stall = (bus.counters[j] for j in range(3))
