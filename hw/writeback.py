@@ -156,11 +156,14 @@ class Writeback(wiring.Component):
         # So are the pooling offsets' ends, `dw == stride_last` and `dh == stride_last` (the
         # compare, then the handshake, into the window registers' enables: 16.4 ns on a 32x32
         # ECP5 accelerator, its slowest path).
+        # With the short pipeline too `left`'s two ends are registers: the compare of `left`,
+        # the group's end and the choice of the next row address (a carry chain) were the
+        # iCEBreaker 4x4's slowest path (27.8 ns, seed 1 at 36 MHz).
+        pixel, last_pixel = Signal(name="pixel"), Signal(name="last_pixel")
         if self._deep:
-            pixel, last_pixel, row_end, dw_end, dh_end = (
-                Signal(name=n) for n in ("pixel", "last_pixel", "row_end", "dw_end", "dh_end"))
+            row_end, dw_end, dh_end = (Signal(name=n) for n in ("row_end", "dw_end", "dh_end"))
         else:
-            pixel, last_pixel, row_end = left != 0, left[1:] == 0, ow_c == d.out_w_m1
+            row_end = ow_c == d.out_w_m1
             dw_end, dh_end = dw == stride_last, dh == stride_last
         first = (dh == 0) & (dw == 0)
         inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
@@ -230,19 +233,18 @@ class Writeback(wiring.Component):
 
         def group_reset(dest_base, to=to):
             # (From d.pool_s: `stride_last` is a register of it, a cycle behind the descriptor.)
-            flags = [to(pixel, d.pixels != 0), to(last_pixel, d.pixels[1:] == 0),
-                     to(row_end, d.out_w_m1 == 0), to(dw_end, d.pool_s == 1),
-                     to(dh_end, d.pool_s == 1)] if self._deep else []
+            flags = [to(pixel, d.pixels != 0), to(last_pixel, d.pixels[1:] == 0)]
+            flags += [to(row_end, d.out_w_m1 == 0), to(dw_end, d.pool_s == 1),
+                      to(dh_end, d.pool_s == 1)] if self._deep else []
             return [to(left, d.pixels), to(ow_c, 0), to(dw, 0), to(pw, 0), to(dh, 0), to(ph, 0),
                     to(og_dest, dest_base), to(row_dest, dest_base), to(gap_first, 1), *flags,
                     *([to(dest, dest_base)] if self._deep else [])]
 
         walk_to = m.d[walk_domain]
         with m.If(step & pixel):
-            walk_to += to(left, left - 1)
+            walk_to += [to(left, left - 1), to(pixel, left != 1), to(last_pixel, left <= 2)]
             if self._deep:
-                walk_to += [to(pixel, left != 1), to(last_pixel, left <= 2),
-                            to(row_end, Mux(row_end, d.out_w_m1 == 0, ow_c + 1 == d.out_w_m1))]
+                walk_to += to(row_end, Mux(row_end, d.out_w_m1 == 0, ow_c + 1 == d.out_w_m1))
             if gap:
                 with m.If(d.gap):
                     walk_to += to(gap_first, 0)
