@@ -31,9 +31,10 @@ class ICEBreaker(Board):
     # shift kind's 4x3 (2,876) was chosen when its 3x4 did not fit (2,741 now). Their Fmax is
     # 34-37 MHz, short of 48 (docs/board_log.md, "Why the iCE40 build stays near 32 MHz"): each
     # kind runs at the fastest of the clocks tried where seeds 1-3 all met timing with at
-    # least 7 % to spare: the adder at 33 MHz (9.5-13 %; 31.5 until the UART's holding
-    # register, 2026-12-06), the shift kind and the multiplier at 31.5 (at 33 their seed 2 had
-    # 3.3 and 2.6 %; the multiplier at 30 before the holding register; docs/boards.md, "Each
+    # least 7 % to spare: the adder at 33 MHz (9-17 %; 31.5 until the UART's holding
+    # register, 2026-12-06), the shift kind at 31.5 (at 33 its seed 2 misses), the multiplier at
+    # 30 (14-16 %; at 31.5 from the holding register until 2fd351f and ecf166d moved its
+    # placement: seed 2 has 5.6 % now; docs/board_log.md, 2026-12-07; docs/boards.md, "Each
     # board's own build"; all at 28.125 MHz until the activation buffers shared one memory, 24
     # before).
     _SMALL = {"requant_lanes": 1, "requant_pipeline": "short", "writeback_pipeline": "short",
@@ -41,10 +42,11 @@ class ICEBreaker(Board):
     accelerator_builds = {"adder": {"rows": 4, "cols": 4, **_SMALL},
                           "shift": {"rows": 4, "cols": 3, **_SMALL},
                           "mul": {"rows": 2, "cols": 3, **_SMALL}}
-    accelerator_clocks = {"adder": 33.0, "shift": 31.5, "mul": 31.5}
-    # The host link's test top (`--top link`) places at 34.6 MHz against 48 (seed 1) and at
-    # 38.0, 37.2 and 36.5 against 33 (seeds 1-3, 2026-12-07), 10 % to spare: its framer's
-    # command decode and answer logic into the byte count's enable, eight LUTs deep.
+    accelerator_clocks = {"adder": 33.0, "shift": 31.5, "mul": 30.0}
+    # The host link's test top (`--top link`) at the adder accelerator's clock: it places at
+    # 39.5, 39.8 and 39.8 MHz against 33 (seeds 1-3, code of 2fd351f, 2026-12-07); against 34.5
+    # seed 1 had 7.0 % to spare, against 36 6.4 %, against 48 it reaches 40.6 (34.6 before
+    # 2fd351f cut the framer's slowest paths).
     link_clock_mhz = 33.0
     clock_resource = "clk12"
     led_count = 2

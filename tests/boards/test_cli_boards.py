@@ -169,6 +169,8 @@ def test_accelerator_builds_at_the_boards_accelerator_clock(monkeypatch):
     build.build_accelerator(board="ulx3s-85f", config=ArrayConfig(pe="mul", rows=2, cols=2))
     assert seen[-1] == 90.0
     build.build_accelerator(board="icebreaker", config=ArrayConfig(pe="mul", rows=2, cols=2))
+    assert seen[-1] == 30.0
+    build.build_accelerator(board="icebreaker", config=ArrayConfig(pe="shift", rows=2, cols=2))
     assert seen[-1] == 31.5
 
 
@@ -286,8 +288,8 @@ def test_the_link_top_is_built_at_the_boards_link_clock(monkeypatch, tmp_path):
         assert main(["build", "--board", board, "--top", "link", "-o", str(tmp_path)]) == 1
         assert main(["build", "--board", board, "--top", "link", "--clock", "30",
                      "-o", str(tmp_path)]) == 1
-    assert seen == [33.0, 30, 85.0, 30]
-    assert [get_board(b).link_clock_mhz for b in ("icebreaker", "ulx3s-12f")] == [33.0, 85.0]
+    assert seen == [33.0, 30, 80.0, 30]
+    assert [get_board(b).link_clock_mhz for b in ("icebreaker", "ulx3s-12f")] == [33.0, 80.0]
 
 
 @pytest.mark.slow
