@@ -13,6 +13,7 @@ import os
 import pathlib
 
 from addershift.sw.cli import seed_list
+from addershift.sw.files import folder_problem
 
 __all__ = ["int_range", "positive_int", "nonnegative_int", "positive_float", "shape", "comma_list",
            "one_of", "out_dir", "NEXTPNR_SEED", "nextpnr_seeds"]
@@ -106,10 +107,10 @@ def out_dir(text):
     """A folder to write into, as a ``pathlib.Path``: a folder or a path that can be made one
     (the nearest existing ancestor is a folder this user can write in)."""
     path = pathlib.Path(text)
+    problem = folder_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text} {problem}")
     existing = next(p for p in (path, *path.parents) if p.exists() or p == pathlib.Path("."))
-    if not existing.is_dir():
-        where = "" if existing == path else f" (in {text!r})"
-        raise argparse.ArgumentTypeError(f"{existing} is not a folder{where}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write in {existing} (for {text!r})")
     return path

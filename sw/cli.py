@@ -138,15 +138,10 @@ def _check_writable(path, what):
 def _check_folder(path, option):
     """A ``CliError`` now if the folder ``path`` (to create or fill) is a file or lies under one
     (else the error comes later, as an errno text that does not name the option)."""
-    import pathlib
-    path = pathlib.Path(path)
-    for existing in (path, *path.parents):
-        if existing.exists():
-            if existing == path and not path.is_dir():
-                raise CliError(f"{option} {path} is a file, not a folder")
-            if not existing.is_dir():
-                raise CliError(f"{option} {path} lies under {existing}, a file, not a folder")
-            return
+    from .files import folder_problem
+    problem = folder_problem(path)
+    if problem:
+        raise CliError(f"{option} {path} {problem}")
 
 
 def _training_call(func, args, **kwargs):

@@ -1,4 +1,5 @@
-"""Writing a result file so that a failed write never costs the file that was there before."""
+"""Result files and folders: a write that never costs the file that was there before, and the
+check of a folder to write into before any work starts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ import pathlib
 import stat
 import uuid
 
-__all__ = ["write_atomically"]
+__all__ = ["write_atomically", "folder_problem"]
+
+
+def folder_problem(path):
+    """Why ``path`` cannot be a folder to create or fill (it is a file, or lies under one), or
+    None: checked before the work, which would otherwise fail at its end with an errno text."""
+    path = pathlib.Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if existing.is_dir():
+                return None
+            return ("is a file, not a folder" if existing == path
+                    else f"lies under {existing}, a file, not a folder")
+    return None
 
 
 def write_atomically(path, write):

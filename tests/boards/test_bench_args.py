@@ -113,7 +113,8 @@ def test_bad_argument_is_one_line_error(monkeypatch, capsys, tmp_path, name, arg
 def test_out_that_is_a_file(monkeypatch, capsys, tmp_path, name):
     (tmp_path / "file").write_text("")
     status, err = _refuse(monkeypatch, capsys, name, ["--out", str(tmp_path / "file" / "x")])
-    assert status == 2 and f"argument --out: {tmp_path / 'file'} is not a folder" in err
+    assert status == 2 and (f"argument --out: {tmp_path / 'file' / 'x'} lies under "
+                            f"{tmp_path / 'file'}, a file, not a folder") in err
 
 
 @pytest.mark.parametrize("argv, option", [

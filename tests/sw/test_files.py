@@ -1,5 +1,5 @@
-"""``files.write_atomically``: a result file appears whole or not at all, and the earlier one
-survives a failed write."""
+"""``files``: a result file appears whole or not at all, and the earlier one survives a failed
+write; a folder to write into is checked before the work."""
 
 import os
 import stat
@@ -53,3 +53,13 @@ def test_a_device_is_written_in_place_and_errors_name_the_file(tmp_path):
     missing = tmp_path / "no" / "m.npz"
     with pytest.raises(FileNotFoundError, match=rf"No such file or directory: '{missing}'"):
         write_atomically(missing, lambda f: f.write(b"x"))
+
+
+def test_folder_problem_names_the_file_in_the_way(tmp_path):
+    from addershift.sw.files import folder_problem
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert folder_problem(tmp_path) is None
+    assert folder_problem(tmp_path / "new" / "deeper") is None
+    assert folder_problem(a_file) == "is a file, not a folder"
+    assert folder_problem(a_file / "out") == f"lies under {a_file}, a file, not a folder"
