@@ -397,6 +397,12 @@ class Framer(wiring.Component):
         m.d.sync += [flag.eq(cmd == c) for c, flag in is_cmd.items()]
         m.d.sync += [flag.eq(length == k) for k, flag in len_is.items()]
         len_gt_header = Signal()
+        # A WRITE's payload size, from a register set in every cycle (the length holds still, as
+        # above): as a difference in PREP, Yosys shared one subtractor between it and n's
+        # decrement, and the operand select in front of that carry chain was the slowest path
+        # into n on an iCE40.
+        write_size = Signal(n_bits)
+        m.d.sync += write_size.eq(length - P.WRITE_HEADER)
         plan = Signal(7)                  # what APPLY does (one-hot _PLAN_* bits)
         # The next payload byte is the last, set a byte ahead: the count's sum and compare in
         # front of the state register were a 16x12 ECP5 accelerator's slowest path (96.8 MHz).
@@ -586,7 +592,7 @@ class Framer(wiring.Component):
             with m.State("PREP"):
                 # The sizes that come from the length: a WRITE's payload, an ECHO's answer.
                 with m.If(is_cmd[P.Command.WRITE]):
-                    m.d.sync += [n.eq(length - P.WRITE_HEADER), n_high.eq(0)]
+                    m.d.sync += [n.eq(write_size), n_high.eq(0)]
                 with m.If(is_cmd[P.Command.ECHO]):
                     m.d.sync += n.eq(length)
                 with m.If(~crc.busy):     # the last payload byte's CRC may still be going
