@@ -142,29 +142,30 @@ class Writeback(wiring.Component):
             m.d.comb += row_data.as_value().eq(Cat(*parts, self.i.payload.as_value()))
         else:
             m.d.comb += row_data.eq(self.i.payload)
-        # The pooling stride's last offset, from a register (the descriptor holds still for the
-        # stage, and its first row comes many cycles after the start): its subtraction in front
-        # of the window counters' compares was an 8x8 ECP5 accelerator's slowest path (94.3
-        # MHz), and the iCEBreaker's 4x4's (wb.row_dest, 35.2 MHz with seed 1).
-        stride_last = Signal(DIM_BITS, name="stride_last")
-        m.d.sync += stride_last.eq(d.pool_s - 1)
+        # The bounds the walk's end flags compare with, from registers (the descriptor holds
+        # still for the stage, and its first row comes many cycles after the start): a
+        # counter's next end is `counter == bound - 2`, one compare. The stride's subtraction
+        # in front of the window counters' compares was an 8x8 ECP5 accelerator's slowest path
+        # (94.3 MHz), and the iCEBreaker's 4x4's (wb.row_dest, 35.2 MHz with seed 1);
+        # `ow_c + 1 == out_w_m1`, seven LUTs into `row_end` (seed 2 at 33 MHz, 31.0 ns).
+        # (One bit wider: a bound of 1 gives -1, which no counter reaches.)
+        stride_one, width_one = Signal(name="stride_one"), Signal(name="width_one")
+        stride_m2, out_w_m2 = (Signal(DIM_BITS + 1, name=n) for n in ("stride_m2", "out_w_m2"))
+        m.d.sync += [stride_one.eq(d.pool_s == 1), stride_m2.eq(d.pool_s - 2),
+                     width_one.eq(d.out_w_m1 == 0), out_w_m2.eq(d.out_w_m1 - 1)]
         take = self.i.valid & active & part[-1]
-        # With the deep pipeline the counters' ends are registers that move with the counters:
-        # `left != 0`, `left <= 1` and `ow_c == out_w_m1` (the OR of left's bits, then the
-        # handshake and the compare into the pooling counters' enables, 9 ns across the die, set
-        # the 16x8 ECP5 accelerator's clock with placement seeds 4 and 5: 88.5, 93.6 MHz).
-        # So are the pooling offsets' ends, `dw == stride_last` and `dh == stride_last` (the
-        # compare, then the handshake, into the window registers' enables: 16.4 ns on a 32x32
-        # ECP5 accelerator, its slowest path).
-        # With the short pipeline too `left`'s two ends are registers: the compare of `left`,
-        # the group's end and the choice of the next row address (a carry chain) were the
-        # iCEBreaker 4x4's slowest path (27.8 ns, seed 1 at 36 MHz).
+        # The counters' ends are registers that move with the counters: `left != 0`, `left <= 1`
+        # and `ow_c == out_w_m1` (the OR of left's bits, then the handshake and the compare into
+        # the pooling counters' enables, 9 ns across the die, set the 16x8 ECP5 accelerator's
+        # clock with placement seeds 4 and 5: 88.5, 93.6 MHz). So are the pooling offsets' ends,
+        # `dw == pool_s - 1` and `dh == pool_s - 1` (the compare, then the handshake, into the
+        # window registers' enables: 16.4 ns on a 32x32 ECP5 accelerator, its slowest path).
+        # The short pipeline (iCE40) first kept only `left`'s two ends as registers, which were
+        # the iCEBreaker 4x4's slowest path (27.8 ns, seed 1 at 36 MHz); then `row_end` and
+        # `dw_end` as compares into pw's enable and carry chain were (28.0 ns, six LUTs, seed 1
+        # at 40 MHz).
         pixel, last_pixel = Signal(name="pixel"), Signal(name="last_pixel")
-        if self._deep:
-            row_end, dw_end, dh_end = (Signal(name=n) for n in ("row_end", "dw_end", "dh_end"))
-        else:
-            row_end = ow_c == d.out_w_m1
-            dw_end, dh_end = dw == stride_last, dh == stride_last
+        row_end, dw_end, dh_end = (Signal(name=n) for n in ("row_end", "dw_end", "dh_end"))
         first = (dh == 0) & (dw == 0)
         inside = (dh < d.pool_k) & (dw < d.pool_k) & (ph < d.pool_h) & (pw < d.pool_w)
         # The pixel's word, row_dest + pw. With the deep pipeline a register that moves with pw
@@ -227,15 +228,15 @@ class Writeback(wiring.Component):
             return [to(dest, value)] if self._deep else []
 
         def ends_at(**values):
-            """Set the deep pipeline's pooling-offset end registers (short: nothing)."""
+            """Set the pooling-offset end registers."""
             ends = {"dw_end": dw_end, "dh_end": dh_end}
-            return [to(ends[n], v) for n, v in values.items()] if self._deep else []
+            return [to(ends[n], v) for n, v in values.items()]
 
         def group_reset(dest_base, to=to):
-            # (From d.pool_s: `stride_last` is a register of it, a cycle behind the descriptor.)
+            # (From the descriptor itself: the registers above are a cycle behind it.)
             flags = [to(pixel, d.pixels != 0), to(last_pixel, d.pixels[1:] == 0)]
             flags += [to(row_end, d.out_w_m1 == 0), to(dw_end, d.pool_s == 1),
-                      to(dh_end, d.pool_s == 1)] if self._deep else []
+                      to(dh_end, d.pool_s == 1)]
             return [to(left, d.pixels), to(ow_c, 0), to(dw, 0), to(pw, 0), to(dh, 0), to(ph, 0),
                     to(og_dest, dest_base), to(row_dest, dest_base), to(gap_first, 1), *flags,
                     *([to(dest, dest_base)] if self._deep else [])]
@@ -243,27 +244,26 @@ class Writeback(wiring.Component):
         walk_to = m.d[walk_domain]
         with m.If(step & pixel):
             walk_to += [to(left, left - 1), to(pixel, left != 1), to(last_pixel, left <= 2)]
-            if self._deep:
-                walk_to += to(row_end, Mux(row_end, d.out_w_m1 == 0, ow_c + 1 == d.out_w_m1))
+            walk_to += to(row_end, Mux(row_end, width_one, ow_c == out_w_m2))
             if gap:
                 with m.If(d.gap):
                     walk_to += to(gap_first, 0)
             # Advance (oh, ow) and the pooling coordinates.
             with m.If(row_end):
                 walk_to += [to(ow_c, 0), to(dw, 0), to(pw, 0)] + dest_at(row_dest)
-                walk_to += ends_at(dw_end=stride_last == 0)
+                walk_to += ends_at(dw_end=stride_one)
                 with m.If(dh_end):
                     walk_to += [to(dh, 0), to(ph, ph + 1), to(row_dest, row_dest + d.pool_w)]
-                    walk_to += dest_at(row_dest + d.pool_w) + ends_at(dh_end=stride_last == 0)
+                    walk_to += dest_at(row_dest + d.pool_w) + ends_at(dh_end=stride_one)
                 with m.Else():
-                    walk_to += [to(dh, dh + 1)] + ends_at(dh_end=dh + 1 == stride_last)
+                    walk_to += [to(dh, dh + 1)] + ends_at(dh_end=dh == stride_m2)
             with m.Else():
                 walk_to += to(ow_c, ow_c + 1)
                 with m.If(dw_end):
                     walk_to += [to(dw, 0), to(pw, pw + 1)] + dest_at(dest + 1)
-                    walk_to += ends_at(dw_end=stride_last == 0)
+                    walk_to += ends_at(dw_end=stride_one)
                 with m.Else():
-                    walk_to += [to(dw, dw + 1)] + ends_at(dw_end=dw + 1 == stride_last)
+                    walk_to += [to(dw, dw + 1)] + ends_at(dw_end=dw == stride_m2)
         with m.If(step):
             walk_to += to(row, Mux(row == R - 1, 0, row + 1))
             # The group's last tile: at its last row at most one pixel is left (at an earlier
