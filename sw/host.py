@@ -159,8 +159,11 @@ class Accelerator:
         program = self._program
         if program is None:
             raise RuntimeError("no program is loaded: call load(model) first")
-        dev = self._device
-        x = _check_images(program, np.asarray(x)[None])[0]
+        return self._run_one(_check_images(program, np.asarray(x)[None])[0], timeout)
+
+    def _run_one(self, x, timeout):
+        """predict_one for an image already checked (int64, the model's shape)."""
+        program, dev = self._program, self._device
         data = program.input_image(x)
         t, c = time.perf_counter(), self._uptime()
         dev.write("act0", 0, data, verify=True, progress=False)
@@ -214,7 +217,7 @@ class Accelerator:
         done = 0
         try:
             for img in x:
-                out[done] = self.predict_one(img, timeout=timeout)
+                out[done] = self._run_one(img, timeout)
                 done += 1
         except LinkError as e:
             # The images that finished passed every check: hand them over, do not lose them.
