@@ -29,25 +29,25 @@ class ICEBreaker(Board):
     # digits models need. The adder's 4x4 takes 2,100 cycles per digits inference: the search's
     # largest, a 3x6, takes 2,508, and a 5x4 2,091 (nextpnr finds no placement for it). The
     # shift kind's 4x3 (2,876) was chosen when its 3x4 did not fit (2,741 now). Their Fmax is
-    # 34-37 MHz, short of 48 (docs/board_log.md, "Why the iCE40 build stays near 32 MHz"): each
+    # 35-40 MHz, short of 48 (docs/board_log.md, "Why the iCE40 build stays near 32 MHz"): each
     # kind runs at the fastest of the clocks tried where seeds 1-3 all met timing with at
-    # least 7 % to spare: the adder at 33 MHz (9-17 %; 31.5 until the UART's holding
-    # register, 2026-12-06), the shift kind at 31.5 (at 33 its seed 2 misses), the multiplier at
-    # 30 (14-16 %; at 31.5 from the holding register until 2fd351f and ecf166d moved its
-    # placement: seed 2 has 5.6 % now; docs/board_log.md, 2026-12-07; docs/boards.md, "Each
-    # board's own build"; all at 28.125 MHz until the activation buffers shared one memory, 24
-    # before).
+    # least 7 % to spare: the adder and the shift kind at 34.5 MHz (10-16 %; at 36 the adder's
+    # seeds 2 and 3 miss; 33 and 31.5 until the framer's WRITE size and the write-back's
+    # pooling ends became registers, 2026-12-07), the multiplier at 30 (17-21 %; at 31.5 its
+    # seed 2 keeps 2 %). docs/board_log.md has each measurement (2026-12-07 sections) and
+    # docs/boards.md, "Each board's own build", the numbers; all at 28.125 MHz until the
+    # activation buffers shared one memory, 24 before.
     _SMALL = {"requant_lanes": 1, "requant_pipeline": "short", "writeback_pipeline": "short",
               "read_pipeline": "short", "weight_depth": 1024, "act_depth": 128, "param_depth": 64}
     accelerator_builds = {"adder": {"rows": 4, "cols": 4, **_SMALL},
                           "shift": {"rows": 4, "cols": 3, **_SMALL},
                           "mul": {"rows": 2, "cols": 3, **_SMALL}}
-    accelerator_clocks = {"adder": 33.0, "shift": 31.5, "mul": 30.0}
+    accelerator_clocks = {"adder": 34.5, "shift": 34.5, "mul": 30.0}
     # The host link's test top (`--top link`) at the adder accelerator's clock: it places at
-    # 39.5, 39.8 and 39.8 MHz against 33 (seeds 1-3, code of 2fd351f, 2026-12-07); against 34.5
-    # seed 1 had 7.0 % to spare, against 36 6.4 %, against 48 it reaches 40.6 (34.6 before
-    # 2fd351f cut the framer's slowest paths).
-    link_clock_mhz = 33.0
+    # 38.8, 37.3 and 39.1 MHz against 34.5 (seeds 1-3, 2026-12-07, after the framer's WRITE size
+    # became a register; 39.5, 39.8, 39.8 against 33 before); against 48 it reached 40.6 (34.6
+    # before 2fd351f cut the framer's slowest paths).
+    link_clock_mhz = 34.5
     clock_resource = "clk12"
     led_count = 2
     reset_button = ("button", 0)

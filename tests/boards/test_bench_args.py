@@ -206,7 +206,7 @@ def test_fit_study_builds_accelerators_at_the_boards_accelerator_clock(monkeypat
         raise fit_study.ToolFailure("stop here")
     monkeypatch.setattr(fit_study, "attempt", attempt)
     monkeypatch.setattr(fit_study, "prepare_environment", lambda: None)
-    for top, kinds, want in [("accelerator", ["adder", "shift"], [33.0, 31.5]),
+    for top, kinds, want in [("accelerator", ["adder", "shift"], [34.5, 34.5]),
                              ("array", ["adder"], [48.0])]:
         for kind in kinds:
             with pytest.raises(SystemExit):
