@@ -600,6 +600,16 @@ def test_max_pool_update_rows_after_the_last(poisoned_collisions, writeback_pipe
     _back_to_back_pool((4, width), 2, writeback_pipeline, "amaranth", rows=8, stride=width - 1)
 
 
+@pytest.mark.parametrize("writeback_pipeline", ["deep", "short"])
+@pytest.mark.parametrize("in_hw, pool, stride", [((3, 5), 1, 1), ((5, 5), 1, 2), ((5, 7), 2, 3),
+                                                 ((4, 1), 1, 1), ((6, 3), 3, 3)])
+def test_pooling_window_ends_at_every_stride(writeback_pipeline, in_hw, pool, stride):
+    # The walk's end flags (a row's end, a window offset's end) are registers whose next values
+    # compare with the bounds less two: a stride of 1 (its bound less two is -1) and of 2 (0),
+    # pixels in no window, a layer one pixel wide, windows that end with the row.
+    _back_to_back_pool(in_hw, pool, writeback_pipeline, "amaranth", stride=stride)
+
+
 def test_host_words_after_a_global_pool():
     # The deep write-back carries the host's words to the buffers between stages: the flags of
     # the stage's last row (here a global average), still in its first stage, must not touch
