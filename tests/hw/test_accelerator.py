@@ -632,14 +632,17 @@ def test_host_words_after_a_global_pool():
 # Each Verilator case is a build of its own (a minute or two of C++): the default suite runs
 # eight rows on Icarus and four on Verilator; `make test-slow` adds eight on Verilator.
 @pytest.mark.cocotb
-@pytest.mark.parametrize("simulator, in_hw, pool, rows, stride", [
-    ("verilator", (3, 7), 3, 4, 3), ("icarus", (2, 2), 2, 4, 2),
-    pytest.param("verilator", (4, 4), 2, 8, 3, marks=pytest.mark.slow),
-    ("icarus", (4, 4), 2, 8, 3),
-    pytest.param("verilator", (4, 5), 2, 8, 4, marks=pytest.mark.slow),
-    ("icarus", (4, 3), 2, 8, 2)])
-def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, rows, stride, tmp_path):
-    _back_to_back_pool(in_hw, pool, "deep", simulator, build_dir=tmp_path, rows=rows,
+@pytest.mark.parametrize("simulator, in_hw, pool, rows, stride, writeback", [
+    ("verilator", (3, 7), 3, 4, 3, "deep"), ("icarus", (2, 2), 2, 4, 2, "deep"),
+    pytest.param("verilator", (4, 4), 2, 8, 3, "deep", marks=pytest.mark.slow),
+    ("icarus", (4, 4), 2, 8, 3, "deep"),
+    pytest.param("verilator", (4, 5), 2, 8, 4, "deep", marks=pytest.mark.slow),
+    ("icarus", (4, 3), 2, 8, 2, "deep"),
+    ("icarus", (5, 7), 2, 4, 3, "short"),
+    pytest.param("verilator", (3, 7), 3, 8, 3, "short", marks=pytest.mark.slow)])
+def test_max_pool_updates_back_to_back_on_verilog(simulator, in_hw, pool, rows, stride,
+                                                  writeback, tmp_path):
+    _back_to_back_pool(in_hw, pool, writeback, simulator, build_dir=tmp_path, rows=rows,
                        stride=stride)
 
 
