@@ -630,7 +630,8 @@ def test_host_words_after_a_global_pool():
 
 
 # Each Verilator case is a build of its own (a minute or two of C++): the default suite runs
-# eight rows on Icarus and four on Verilator; `make test-slow` adds eight on Verilator.
+# eight rows on Icarus and four on Verilator, the short write-back on Icarus; `make test-slow`
+# adds eight rows on Verilator, and the short write-back there.
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator, in_hw, pool, rows, stride, writeback", [
     ("verilator", (3, 7), 3, 4, 3, "deep"), ("icarus", (2, 2), 2, 4, 2, "deep"),
