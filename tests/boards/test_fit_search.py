@@ -52,6 +52,14 @@ def test_timing_limit_below_the_area_limit_with_a_hole(monkeypatch):
     assert len(calls) == len(set(calls)) < 25
 
 
+def test_one_pe_missing_the_clock_does_not_end_the_search(monkeypatch):
+    # A whole accelerator's Fmax is its periphery's: placement noise can fail the smallest
+    # build while larger ones meet the clock (the iCEBreaker's 1x1 against 34.5 MHz).
+    _fake(monkeypatch, capacity=18, timing_ok=lambda pes: 1 < pes <= 16)
+    best, area, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64)
+    assert best["pes"] == 16 and area["pes"] == 18
+
+
 def test_nothing_meets_the_clock(monkeypatch):
     _fake(monkeypatch, capacity=9, timing_ok=lambda pes: False)
     best, area, tried = fit_study.largest("b", "v", clock_mhz=48, out=None, seed=1, max_side=64)
