@@ -26,9 +26,10 @@ class ICEBreaker(Board):
     default_clock_mhz = 48.0
     # Digits-sized accelerators that fit the chip (bench/fit_study.py --top accelerator,
     # docs/cost.md): a one-lane requantiser, short pipelines and memories no deeper than the
-    # digits models need. The adder's 4x4 takes 2,100 cycles per digits inference: the search's
-    # largest, a 3x6, takes 2,508, and a 5x4 2,091 (nextpnr finds no placement for it). The
-    # shift kind's 4x3 (2,876) was chosen when its 3x4 did not fit (2,741 now). Their Fmax is
+    # digits models need. The adder's 4x4 takes 2,100 cycles per digits inference (and is the
+    # search's largest that meets 34.5 MHz); its area limit, a 3x6, takes 2,508, and a 5x4 2,091
+    # (nextpnr finds no placement for it). The shift kind's 4x3 (2,876) was chosen when its 3x4
+    # did not fit (2,741; it fits now, 96.6 % of the chip). Their Fmax is
     # 35-40 MHz, short of 48 (docs/board_log.md, "Why the iCE40 build stays near 32 MHz"): each
     # kind runs at the fastest of the clocks tried where seeds 1-3 all met timing with at
     # least 7 % to spare: the adder and the shift kind at 34.5 MHz (10-16 %; at 36 the adder's
