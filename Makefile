@@ -57,6 +57,7 @@ bitstream: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/golden_speed.py
 	$(PY) bench/accel_cycles.py
+	$(PY) bench/weight_storage.py
 
 # The shipped models: fixed seed, one torch thread, so the files come out the same on every run
 # on one machine (another CPU may round differently: docs/training.md).

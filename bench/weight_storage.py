@@ -3,21 +3,22 @@
 AdderNet keeps a weight per product, so it stores as many weights as the network it replaces;
 DeepShift stores a sign and an exponent. This counts, for each model and board build:
 
-- the weights and the bits each takes in the accelerator's weight memory (``ArrayConfig.weight_bits``:
-  adder and mul weights in the activations' format, a shift weight's sign (+1, 0, -1: 2 bits) and
-  exponent), their product, and the program's weight words (each layer's output channels padded to
+- the weights and the bits each takes in the accelerator's weight memory
+  (``ArrayConfig.weight_bits``: adder and mul weights in the activations' format, a shift weight's
+  sign (+1, 0, -1: 2 bits) and exponent), their product, and the program's weight words (each layer's output channels padded to
   the array's columns; the descriptors apart);
 - the requantisation parameters, BatchNorm folded in: bits per output channel;
 - the weight and parameter memories as the build provisions them, and as Yosys maps them
   (SB_SPRAM256KA and SB_RAM40_4K on iCE40, DP16KD on ECP5; ``bench/module_area.py``'s synthesis).
 
 ``--train`` also trains each kind once on the digits data and quantises it at several widths
-(adder and mul: activations and weights of ``--x-bits``; shift: ``2**shift_bits`` exponents):
-accuracy against bits per weight (the golden model, i.e. what the hardware computes).
+(adder and mul: activations and weights of :data:`X_BITS`; shift: 8-bit activations and
+``2**shift_bits`` exponents per layer, :data:`SHIFT_BITS`): accuracy against bits per weight (the
+golden model, i.e. what the hardware computes).
 
-    .venv/bin/python bench/weight_storage.py                    # shipped models, both boards
+    .venv/bin/python bench/weight_storage.py                    # the shipped models (~2 min)
     .venv/bin/python bench/weight_storage.py --boards icebreaker --no-synth
-    .venv/bin/python bench/weight_storage.py --train --no-synth # + accuracy by width (~2 minutes)
+    .venv/bin/python bench/weight_storage.py --train --no-synth # + accuracy by width (~35 s)
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import sys
 import time
 
 from addershift.boards.board import get_board
+from addershift.boards.toolchain import prepare_environment
 from addershift.sw.cli import BOARDS
-from addershift.sw.compiler import board_build, compile_model, default_config
+from addershift.sw.compiler import CompileError, board_build, compile_model, default_config
 from addershift.sw.model import ModelFileError, load_model
 
 # The bench's shared argument types and the per-module synthesis (bench/ is on sys.path when a
@@ -83,25 +85,27 @@ def on_chip(config, family, out):
 
 
 def storage_rows(models, boards, synth, out, log):
-    rows = []
+    """A row per model and board; every build is compiled before the first synthesis, so a
+    model that does not fit a board stops the bench at once (:class:`CompileError`)."""
+    builds = []
     for path in models:
         model = load_model(path)
         for board in boards:
             config = board_config(model, board)
-            row = {"model": str(path), "pe": config.pe.value, "board": board,
-                   "shape": f"{config.rows}x{config.cols}", **storage(model, config)}
-            if synth:
-                family = get_board(board).family
-                start = time.perf_counter()
-                row["on_chip"] = on_chip(config, family,
-                                         out / f"{pathlib.Path(path).stem}_{board}")
-                log(f"{path} on {board}: synthesised in {time.perf_counter() - start:.0f} s")
-            rows.append(row)
-    return rows
+            builds.append((path, board, config, {
+                "model": str(path), "pe": config.pe.value, "board": board,
+                "shape": f"{config.rows}x{config.cols}", **storage(model, config)}))
+    for path, board, config, row in builds:
+        if synth:
+            start = time.perf_counter()
+            row["on_chip"] = on_chip(config, get_board(board).family,
+                                     out / f"{pathlib.Path(path).stem}_{board}")
+            log(f"{path} on {board}: synthesised in {time.perf_counter() - start:.0f} s")
+    return [row for *_, row in builds]
 
 
 def train_rows(log):
-    """One float network per kind, quantised at each width of :data:`X_BITS` / :data:`SHIFT_BITS`."""
+    """One float network per kind, quantised at each of :data:`X_BITS` (:data:`SHIFT_BITS`)."""
     from addershift.sw.data import load_dataset
     from addershift.sw.quantize import golden_accuracy, quantize_net
     from addershift.sw.train import FloatNet, default_config as train_config, digits_spec, \
@@ -194,8 +198,13 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    result = {"storage": storage_rows(args.models, args.boards, not args.no_synth,
-                                      pathlib.Path(args.out), log)}
+    if not args.no_synth:
+        prepare_environment()
+    try:
+        result = {"storage": storage_rows(args.models, args.boards, not args.no_synth,
+                                          pathlib.Path(args.out), log)}
+    except CompileError as e:               # a model too large for a board's own build
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
     if args.train:
         result["accuracy"] = train_rows(log)
     if args.json:

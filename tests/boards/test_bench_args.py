@@ -31,9 +31,10 @@ _WORK = {
     "module_area": ("measure", "prepare_environment"),
     "pe_cost": ("measure", "prepare_environment"),
     "postproc_cost": ("full", "quick"),
+    "weight_storage": ("storage_rows", "train_rows", "prepare_environment"),
 }
 _WITH_OUT = {"accel_area", "array_variants", "fit_study", "module_area", "pe_cost",
-             "postproc_cost"}
+             "postproc_cost", "weight_storage"}
 
 
 @functools.cache
@@ -98,6 +99,8 @@ def _refuse(monkeypatch, capsys, name, argv):
     ("pe_cost", ["--max-length", "0"], "--max-length", "'0'"),
     ("pe_cost", ["--seed", "2147483648"], "--seed", "'2147483648'"),
     ("postproc_cost", ["--seed", "-2147483649"], "--seed", "'-2147483649'"),
+    ("weight_storage", ["-m", "no/such/model.npz"], "--models", "no/such/model.npz"),
+    ("weight_storage", ["--boards", "icestick"], "--boards", "'icestick'"),
 ])
 def test_bad_argument_is_one_line_error(monkeypatch, capsys, tmp_path, name, argv, option, value):
     if name in _WITH_OUT:

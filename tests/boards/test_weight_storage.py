@@ -88,3 +88,15 @@ def test_tables():
             "bits_per_weight": 4, "weights": 1864, "weight_bits": 7456}]
     assert weight_storage.train_table(acc).splitlines()[2] == \
         "| shift | 8 | 4 | 4 | 0.91 | 98.00% | 90.00% |"
+
+
+def test_a_model_no_build_takes_is_one_line_before_any_synthesis(monkeypatch, capsys, tmp_path):
+    def refuse(model, board):
+        raise weight_storage.CompileError("layer conv2 needs 18 KiB of weight memory")
+    monkeypatch.setattr(weight_storage, "board_config", refuse)
+    monkeypatch.setattr(weight_storage, "on_chip", lambda *a: pytest.fail("synthesised"))
+    with pytest.raises(SystemExit) as exit_info:
+        weight_storage.main(["--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        ": error: layer conv2 needs 18 KiB of weight memory")
