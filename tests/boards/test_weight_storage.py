@@ -100,3 +100,21 @@ def test_a_model_no_build_takes_is_one_line_before_any_synthesis(monkeypatch, ca
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         ": error: layer conv2 needs 18 KiB of weight memory")
+
+
+@pytest.mark.slow
+def test_accuracy_against_bits_per_weight():
+    # Three float networks trained, each quantised at every width (about 35 s).
+    rows = weight_storage.train_rows(lambda msg: None)
+    widths = [(r["pe"], r.get("shift_bits", r["x_bits"])) for r in rows]
+    assert widths == [("adder", b) for b in weight_storage.X_BITS] + \
+        [("shift", b) for b in weight_storage.SHIFT_BITS] + \
+        [("mul", b) for b in weight_storage.X_BITS]
+    for r in rows:
+        # A shift weight: its sign (2 bits) and an exponent of shift_bits bits; adder and mul
+        # weights in the activations' format.
+        want = 2 + r["shift_bits"] if r["pe"] == "shift" else r["x_bits"]
+        assert r["bits_per_weight"] == want and r["weight_bits"] == 1864 * want
+        if r["pe"] == "shift":                  # its activations stay 8 bits
+            assert r["x_bits"] == 8
+        assert 0.9 <= r["int"] <= 1 and 0.9 <= r["float"] <= 1
