@@ -5,8 +5,8 @@ DeepShift stores a sign and an exponent. This counts, for each model and board b
 
 - the weights and the bits each takes in the accelerator's weight memory
   (``ArrayConfig.weight_bits``: adder and mul weights in the activations' format, a shift weight's
-  sign (+1, 0, -1: 2 bits) and exponent), their product, and the program's weight words (each layer's output channels padded to
-  the array's columns; the descriptors apart);
+  sign (+1, 0, -1: 2 bits) and exponent), their product, and the program's weight words (each
+  layer's output channels padded to the array's columns; the descriptors apart);
 - the requantisation parameters, BatchNorm folded in: bits per output channel;
 - the weight and parameter memories as the build provisions them, and as Yosys maps them
   (SB_SPRAM256KA and SB_RAM40_4K on iCE40, DP16KD on ECP5; ``bench/module_area.py``'s synthesis).
@@ -70,9 +70,9 @@ def storage(model, config):
 
 
 def board_config(model, board):
-    """The board's own build for the model's PE kind (what ``addershift build --board`` makes)."""
-    kind = model.compute_layers()[0].op.value
-    options, least = board_build(board, kind)
+    """The board's own build for the model's PE kind (what ``addershift build --board`` makes);
+    :class:`CompileError` for a model no build takes (the compiler's checks name why)."""
+    options, least = board_build(board, default_config(model).pe.value)
     return default_config(model, least=least, **options)
 
 
@@ -164,8 +164,8 @@ def _blocks(counts):
 
 
 def train_table(rows):
-    lines = ["| PE | activation bits | exponents | bits / weight | weights, KiB | float | integer |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| PE | activation bits | exponents | bits / weight | weights, KiB | float "
+             "| integer |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         exps = str(1 << r["shift_bits"]) if "shift_bits" in r else ""
         lines.append(f"| {r['pe']} | {r['x_bits']} | {exps} | {r['bits_per_weight']} | "

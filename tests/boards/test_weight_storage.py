@@ -118,3 +118,10 @@ def test_accuracy_against_bits_per_weight():
         if r["pe"] == "shift":                  # its activations stay 8 bits
             assert r["x_bits"] == 8
         assert 0.9 <= r["int"] <= 1 and 0.9 <= r["float"] <= 1
+
+
+def test_a_model_with_nothing_for_the_array_is_the_compilers_error():
+    from addershift.sw.model import QModel, ReLU
+    with pytest.raises(weight_storage.CompileError, match="no conv2d or linear layer"):
+        weight_storage.board_config(QModel(input_shape=(1, 8, 8), layers=[ReLU("relu")]),
+                                    "icebreaker")
