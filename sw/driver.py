@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from . import protocol as P
 
 __all__ = ["LinkError", "LinkTimeout", "Refused", "VerifyError", "DeviceError", "BuildMismatch",
-           "Device", "check_build", "open_port"]
+           "RunUnconfirmed", "BadAnswer", "Device", "check_build", "open_port"]
 
 
 class LinkError(Exception):
@@ -60,6 +60,33 @@ class DeviceError(LinkError):
 
 class BuildMismatch(LinkError):
     """A program compiled for another build than the one on the board."""
+
+
+class BadAnswer(LinkError):
+    """An answer that arrived intact (its CRC good) but does not follow the protocol: a status
+    code or a payload this driver does not know (another firmware, another protocol version)."""
+
+
+class RunUnconfirmed(LinkError):
+    """A RUN got no answer and the device is idle: it may have run, or the RUN never arrived.
+
+    A RUN is not sent again after silence: a run computes on the device's own buffers (a later
+    stage may overwrite the input), so a second one would take the first one's output as its
+    input. Write the inputs again, then run (``host.Accelerator`` does)."""
+
+
+def _status(code):
+    """A NAK's code as ``protocol.Status``, or the bare number when the protocol has no such code
+    (a device that is not this driver's may send any byte)."""
+    try:
+        return P.Status(code)
+    except ValueError:
+        return code
+
+
+def _status_name(code):
+    status = _status(code)
+    return status.name if isinstance(status, P.Status) else f"unknown status 0x{code:02x}"
 
 
 def check_build(identity, *, build_hash, build=None, what="program"):
@@ -177,7 +204,6 @@ class Device:
         self._identity = None
         #: Counts of what the link went through (resends, NAKs, timeouts, bytes thrown away).
         self.stats = {"frames": 0, "resent": 0, "naks": 0, "lost": 0, "timeouts": 0, "stale": 0}
-        self._last_attempts = []
         try:
             # A previous session may have left the device's parser inside a frame. Most devices
             # take 256-byte payloads; should this be too short, a timeout pads to the limit.
@@ -197,6 +223,11 @@ class Device:
     @property
     def url(self):
         return self._url
+
+    @property
+    def retries(self):
+        """Resends allowed per request."""
+        return self._retries
 
     def close(self):
         if self._port is not None:
@@ -254,10 +285,13 @@ class Device:
         cmd, payload, label = job
         return label
 
-    def _transact(self, jobs, *, window=1, progress=None):
+    def _transact(self, jobs, *, window=1, progress=None, once=False):
         """Send ``jobs`` (command, payload, label) with up to ``window`` in flight; return their
         answers (:class:`~addershift.sw.protocol.Response`) in order. Resends after a NAK caused
-        by the line, a lost answer or a timeout; raises after ``retries`` resends of one job."""
+        by the line, a lost answer or a timeout; raises after ``retries`` resends of one job.
+
+        With ``once`` the jobs must not execute twice: they are resent only after a NAK that says
+        nothing executed, and a lost answer raises :class:`RunUnconfirmed`."""
         results = [None] * len(jobs)
         attempts = [0] * len(jobs)
         last_failure = [""] * len(jobs)
@@ -295,7 +329,7 @@ class Device:
                     # The line garbled this frame (the NAK may not repeat our CRC: the device only
                     # knows what it received). Nothing was executed; send it again.
                     self.stats["naks"] += 1
-                    why = f"NAK {P.Status(resp.status).name}"
+                    why = f"NAK {_status_name(resp.status)}"
                 elif not resp.answers(req):
                     self.stats["stale"] += 1
                     continue
@@ -308,6 +342,9 @@ class Device:
                 # The device answers in order: every frame sent before this one that is still
                 # pending was lost (or its answer was). Resend those now, not after a timeout.
                 earlier = [e for e in pending.values() if e[2] < order]
+                if once and earlier:
+                    raise self._unconfirmed(jobs, earlier[0][0], "a later request's answer came "
+                                                                 "first")
                 for e in earlier:
                     del pending[e[1].seq]
                 self.stats["lost"] += len(earlier)
@@ -320,6 +357,10 @@ class Device:
                 self.stats["timeouts"] += 1
                 stuck = list(pending.values())
                 pending.clear()
+                if once:
+                    self._resync()
+                    raise self._unconfirmed(jobs, min(stuck, key=lambda e: e[2])[0],
+                                            f"no answer for {self._timeout:g} s")
                 requeue(stuck, f"no answer for {self._timeout:g} s")
                 if any(attempts[i] > self._retries for i, _, _ in stuck):
                     i = min((e for e in stuck if attempts[e[0]] > self._retries),
@@ -328,7 +369,6 @@ class Device:
                                         noise)
                 self._resync()
                 last_answer = time.monotonic()
-        self._last_attempts = attempts
         return results
 
     def _give_up(self, jobs, i, failure, pending, noise):
@@ -347,12 +387,24 @@ class Device:
         return cls(f"the board at {self._url} did not accept {self._describe(jobs[i])} after "
                    f"{self._retries + 1} attempts (last: {failure}){heard}{also}")
 
+    def _unconfirmed(self, jobs, i, failure):
+        return RunUnconfirmed(f"the board at {self._url} did not answer {self._describe(jobs[i])} "
+                              f"({failure}): it may or may not have executed it, and a second "
+                              f"one would compute on the first one's output")
+
     def _one(self, cmd, payload, label):
         resp = self._transact([(cmd, payload, label)])[0]
         if resp.status != P.Status.OK:
-            raise Refused(f"the board refused {label}: {P.Status(resp.status).name}",
-                          status=P.Status(resp.status))
+            raise Refused(f"the board refused {label}: {_status_name(resp.status)}",
+                          status=_status(resp.status))
         return resp.payload
+
+    def _decode(self, decode, payload, label):
+        try:
+            return decode(payload)
+        except P.ProtocolError as e:
+            raise BadAnswer(f"the board at {self._url} answered {label} with a payload that does "
+                            f"not follow the protocol: {e}") from None
 
     def transact(self, cmd, payload=b"", *, label=None):
         """Send one request (with resends) and return the payload of its ACK; a NAK for an intact
@@ -363,7 +415,8 @@ class Device:
 
     def identify(self):
         """Ask the board what it is (also done on connection)."""
-        return P.Identity.decode(self._one(P.Command.IDENTIFY, b"", "IDENTIFY"))
+        return self._decode(P.Identity.decode, self._one(P.Command.IDENTIFY, b"", "IDENTIFY"),
+                            "IDENTIFY")
 
     def echo(self, data=b""):
         data = bytes(data)
@@ -395,6 +448,9 @@ class Device:
             raise TypeError(f"Data must be bytes, not {type(data).__name__}")
         data = bytes(data)
         r = self._region(region, offset, len(data), P.Access.WRITE, "write")
+        if verify and not r.access & P.Access.READ:    # refused before anything is written
+            raise ValueError(f"region {r.name} is not readable, so a write to it cannot be "
+                             f"verified: pass verify=False")
         chunk = self._identity.max_payload - P.WRITE_HEADER
         jobs = []
         for start in range(0, len(data), chunk):
@@ -414,9 +470,9 @@ class Device:
                     raise type(e)(f"{e}; {span} may be partly written") from None
                 for (cmd, payload, label), resp in zip(jobs, answers):
                     if resp.status != P.Status.OK:
-                        raise Refused(f"the board refused {label}: {P.Status(resp.status).name}; "
+                        raise Refused(f"the board refused {label}: {_status_name(resp.status)}; "
                                       f"{span} may be partly written",
-                                      status=P.Status(resp.status))
+                                      status=_status(resp.status))
                 if not verify:
                     return
                 want = P.crc32(data)
@@ -441,8 +497,8 @@ class Device:
         for (cmd, payload, label), resp in zip(jobs, self._transact(jobs, window=1)):
             want = int.from_bytes(payload[4:6], "little")
             if resp.status != P.Status.OK:
-                raise Refused(f"the board refused {label}: {P.Status(resp.status).name}"
-                              f"{_busy_hint(r, resp.status)}", status=P.Status(resp.status))
+                raise Refused(f"the board refused {label}: {_status_name(resp.status)}"
+                              f"{_busy_hint(r, resp.status)}", status=_status(resp.status))
             if len(resp.payload) != want:
                 raise LinkError(f"{label} returned {len(resp.payload)} bytes")
             out += resp.payload
@@ -466,21 +522,30 @@ class Device:
 
     def status(self):
         """Run state, error code, uptime and performance counters."""
-        return P.decode_status(self._one(P.Command.STATUS, b"", "STATUS"))
+        return self._decode(P.decode_status, self._one(P.Command.STATUS, b"", "STATUS"),
+                            "STATUS")
 
     def run(self, argument=0, *, wait=True, timeout=60.0, poll=0.0):
         """Start a run with ``argument``; with ``wait``, poll until it is done and return the
-        status (raises :class:`DeviceError` if the device reports an error)."""
+        status (raises :class:`DeviceError` if the device reports an error, and
+        :class:`RunUnconfirmed` if RUN's answer was lost and the board is idle: a RUN is never
+        sent twice, since a second run would compute on the first one's output)."""
         before = self.status()
         if before.busy:
             raise Refused("the board is still running an earlier run", status=P.Status.BUSY)
         label = f"RUN {argument}"
-        resp = self._transact([(P.Command.RUN, P.run_payload(argument), label)])[0]
-        # A resent RUN may find the first one already running (we checked it was idle): ours.
-        if resp.status != P.Status.OK and not (resp.status == P.Status.BUSY
-                                               and self._last_attempts[0] > 1):
-            raise Refused(f"the board refused {label}: {P.Status(resp.status).name}",
-                          status=P.Status(resp.status))
+        try:
+            resp = self._transact([(P.Command.RUN, P.run_payload(argument), label)], once=True)[0]
+        except RunUnconfirmed as e:
+            # Idle before, busy now: the run is ours. Idle now: it ran (a run may be shorter
+            # than the timeout) or the RUN never arrived; the caller must redo its inputs.
+            if not self.status().busy:
+                raise RunUnconfirmed(f"{e}; the board is idle: write the inputs again, then "
+                                     f"run") from None
+        else:
+            if resp.status != P.Status.OK:
+                raise Refused(f"the board refused {label}: {_status_name(resp.status)}",
+                              status=_status(resp.status))
         if not wait:
             return None
         return self.wait(timeout=timeout, poll=poll, what=label)

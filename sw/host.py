@@ -23,7 +23,7 @@ import numpy as np
 
 from . import protocol as P
 from .compiler import PERF_COUNTERS, PERF_STAGES, Program, compile_model
-from .driver import BuildMismatch, Device, LinkError, check_build
+from .driver import BuildMismatch, Device, LinkError, RunUnconfirmed, check_build
 from .golden import check_inputs
 
 __all__ = ["Accelerator", "connect", "NotAnAccelerator", "run_model"]
@@ -81,7 +81,8 @@ class Accelerator:
         self._last_counters = None
         #: What the link carried and how long it took (wall clock and the device's own cycles).
         self.stats = {"load_bytes": 0, "load_s": 0.0, "load_cycles": 0, "images": 0,
-                      "image_bytes": 0, "image_s": 0.0, "image_cycles": 0, "run_cycles": 0}
+                      "image_bytes": 0, "image_s": 0.0, "image_cycles": 0, "run_cycles": 0,
+                      "images_redone": 0}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -166,9 +167,18 @@ class Accelerator:
         program, dev = self._program, self._device
         data = program.input_image(x)
         t, c = time.perf_counter(), self._uptime()
-        dev.write("act0", 0, data, verify=True, progress=False)
         n = len(program.stages)
-        status = dev.run(0 | 0 << 8, wait=True, timeout=timeout)   # all stages from the first
+        for attempt in range(dev.retries + 1):
+            dev.write("act0", 0, data, verify=True, progress=False)
+            try:
+                status = dev.run(0 | 0 << 8, wait=True, timeout=timeout)   # all stages, first on
+                break
+            except RunUnconfirmed:
+                # RUN's answer was lost and the run may have happened: a later stage may have
+                # overwritten the input, so the image starts again from writing it.
+                if attempt == dev.retries:
+                    raise
+                self.stats["images_redone"] += 1
         cumulative = self._read_counters(n)
         region, length = program.output_extent(n - 1)
         raw = dev.read(region, 0, length, verify=True)
@@ -313,6 +323,8 @@ def run_model(url, model, count, *, baudrate=P.DEFAULT_BAUD, progress=None):
     dev_image = link["image_device_s"] / max(link["images"], 1)
     lines.append(f"per image over the link: {1000 * per_image:.0f} ms wall, "
                  f"{1000 * dev_image:.2f} ms of board time ({link['image_bytes']} bytes of "
-                 f"inputs and outputs)")
+                 f"inputs and outputs)"
+                 + (f"; {link['images_redone']} redone from their inputs after a RUN's answer "
+                    f"was lost" if link["images_redone"] else ""))
     report["text"] = "\n".join(lines)
     return report

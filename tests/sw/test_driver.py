@@ -15,8 +15,8 @@ import serial
 from addershift.hw.link_top import link_identity
 from addershift.sim.board import BoardProcess
 from addershift.sw import protocol as P
-from addershift.sw.driver import (BuildMismatch, Device, DeviceError, LinkError, LinkTimeout,
-                                  Refused, check_build)
+from addershift.sw.driver import (BadAnswer, BuildMismatch, Device, DeviceError, LinkError,
+                                  LinkTimeout, Refused, RunUnconfirmed, check_build)
 
 pytestmark = pytest.mark.cocotb
 
@@ -449,3 +449,111 @@ def test_a_read_refused_while_running_says_why():
         with pytest.raises(Refused, match=r"^the board refused READ live\+0x000000 \(4 bytes\): "
                                           r"BUSY$"):
             dev.read("live", 0, 4)
+
+
+class RunningBoard(AnsweringPort):
+    """A port that answers like an idle device whose run adds one to every byte of ``mem`` (not
+    idempotent, like the accelerator's: a later stage may overwrite the input). The answers to
+    the RUNs numbered in ``lose`` (from 0) vanish; after a RUN, ``busy_polls`` STATUS answers say
+    busy."""
+
+    name = "running-board"
+
+    def __init__(self, identity, *, lose=(), busy_polls=0):
+        super().__init__(identity)
+        self.mem = bytearray(64)
+        self.runs = 0
+        self.lose, self.busy_polls, self.busy = set(lose), busy_polls, 0
+
+    def answer(self, r):
+        payload = b""
+        if r.cmd == P.Command.IDENTIFY:
+            payload = self.identity.encode()
+        elif r.cmd == P.Command.STATUS:
+            payload = P.encode_status(busy=self.busy > 0, done=self.runs > 0, error=0, uptime=1,
+                                      counters=[1, 0, 0])
+            self.busy = max(self.busy - 1, 0)
+        elif r.cmd == P.Command.WRITE:
+            off = int.from_bytes(r.payload[:4], "little") & 0xFFFFFF
+            self.mem[off:off + len(r.payload) - 4] = r.payload[4:]
+        elif r.cmd in (P.Command.READ, P.Command.CRC):
+            addr, n = P.parse_address_args(r.payload)
+            data = bytes(self.mem[addr & 0xFFFFFF:][:n])
+            payload = data if r.cmd == P.Command.READ else P.crc32(data).to_bytes(4, "little")
+        elif r.cmd == P.Command.RUN:
+            self.mem[:] = bytes((b + 1) & 0xFF for b in self.mem)
+            self.runs += 1
+            self.busy = self.busy_polls
+            if self.runs - 1 in self.lose:
+                return b""
+        return P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, payload)
+
+
+RUN_IDENTITY = P.Identity(max_payload=64, clk_hz=1, baud=1, build={},
+                          regions=(P.Region(1, "mem", 64, P.Access.RW),))
+
+
+def test_a_run_whose_answer_is_lost_is_not_run_again():
+    # The run took less than the timeout: the board is idle again, and a second RUN would add
+    # two. The driver says it cannot tell, and the run happened once.
+    board = RunningBoard(RUN_IDENTITY, lose={0})
+    with Device(board, timeout=0.2) as dev:
+        dev.write("mem", 0, bytes(range(64)))
+        with pytest.raises(RunUnconfirmed, match=r"^the board at running-board did not answer "
+                                                 r"RUN 5 \(no answer for 0\.2 s\): it may or may "
+                                                 r"not have executed it, and a second one would "
+                                                 r"compute on the first one's output; the board "
+                                                 r"is idle: write the inputs again, then run$"):
+            dev.run(5)
+        assert board.runs == 1 and dev.read("mem", 0, 64) == bytes(range(1, 65))
+        # the next one goes through, once
+        assert not dev.run(6).busy and board.runs == 2
+    # A board still busy when asked ran our RUN (it was idle before): wait for it.
+    board = RunningBoard(RUN_IDENTITY, lose={0}, busy_polls=2)
+    with Device(board, timeout=0.2) as dev:
+        st = dev.run(7)
+        assert (st.busy, st.done, board.runs) == (False, True, 1)
+
+
+class OddBoard(AnsweringPort):
+    """A port that follows the framing but not the protocol: READ gets status ``code``, STATUS a
+    payload three bytes long."""
+
+    name = "odd-board"
+
+    def __init__(self, identity, code):
+        super().__init__(identity)
+        self.code = code
+
+    def answer(self, r):
+        status, payload = P.Status.OK, b"\x00\x01\x02"
+        if r.cmd == P.Command.IDENTIFY:
+            payload = self.identity.encode()
+        elif r.cmd == P.Command.READ:
+            status, payload = self.code, b""
+        return P.encode_response(r.cmd, r.seq, status, r.crc, payload)
+
+
+def test_answers_outside_the_protocol_are_named():
+    with Device(OddBoard(RUN_IDENTITY, 0x55), timeout=0.2) as dev:
+        with pytest.raises(Refused, match=r"^the board refused READ mem\+0x000000 \(4 bytes\): "
+                                          r"unknown status 0x55$") as e:
+            dev.read("mem", 0, 4)
+        assert e.value.status == 0x55
+        with pytest.raises(BadAnswer, match=r"^the board at odd-board answered STATUS with a "
+                                            r"payload that does not follow the protocol: a status "
+                                            r"block has \d+ bytes, not 3$"):
+            dev.status()
+
+
+def test_a_write_that_cannot_be_verified_is_refused_before_sending():
+    identity = P.Identity(max_payload=64, clk_hz=1, baud=1, build={},
+                          regions=(P.Region(1, "mem", 64, P.Access.WRITE),))
+    board = RunningBoard(identity)
+    with Device(board, timeout=0.2) as dev:
+        with pytest.raises(ValueError, match=r"^region mem is not readable, so a write to it "
+                                             r"cannot be verified: pass verify=False$"):
+            dev.write("mem", 0, b"\x07" * 8)
+        assert board.mem == bytes(64)
+        dev.write("mem", 0, b"\x07" * 8, verify=False)
+        assert board.mem[:9] == b"\x07" * 8 + b"\x00"

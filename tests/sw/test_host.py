@@ -21,7 +21,7 @@ from addershift.sw import cli
 from addershift.sw import protocol as P
 from addershift.sw.accel_model import AcceleratorModel
 from addershift.sw.compiler import CompileError, compile_model, default_config
-from addershift.sw.driver import BuildMismatch, Device, LinkTimeout
+from addershift.sw.driver import BuildMismatch, Device, LinkTimeout, RunUnconfirmed
 from addershift.sw.golden import predict
 from addershift.sw.host import Accelerator, connect
 from addershift.sw.model import load_model
@@ -216,11 +216,12 @@ def test_buffers_cannot_be_read_while_a_run_writes_them(board, model):
 class FakeAccelerator:
     """A port that answers like an accelerator board running ``program``, in process: the regions
     are byte arrays, RUN executes the program on ``sw.accel_model`` (the counters stay zero, as
-    STATUS says). After ``runs`` RUNs, if given, the port disconnects."""
+    STATUS says). After ``runs`` RUNs, if given, the port disconnects. The answers to the RUNs
+    numbered in ``lose`` (from 0) vanish; ``executed`` counts the RUNs."""
 
     name = "fake-accelerator"
 
-    def __init__(self, program, *, runs=None):
+    def __init__(self, program, *, runs=None, lose=()):
         self.identity = accelerator_identity(program.config, clk_hz=12_000_000, baud=1_500_000,
                                              max_payload=256)
         self.program, self.runs = program, runs
@@ -231,6 +232,7 @@ class FakeAccelerator:
         self.requests = []
         self.uptime = 0
         self.dead = False
+        self.lose, self.executed = set(lose), 0
 
     def _run(self):
         nb = self.program.config.act_word_bytes
@@ -252,6 +254,7 @@ class FakeAccelerator:
                                    counters=[100, 0, 0])
         if r.cmd == P.Command.RUN:
             self._run()
+            self.executed += 1
             if self.runs is not None:
                 self.runs -= 1
                 self.dead = self.runs < 0
@@ -271,7 +274,9 @@ class FakeAccelerator:
             raise serial.SerialException("socket disconnected")
         for r in self.decoder.feed(bytes(data)):
             self.requests.append(r)
-            self.out += P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, self._answer(r))
+            answer = P.encode_response(r.cmd, r.seq, P.Status.OK, r.crc, self._answer(r))
+            if not (r.cmd == P.Command.RUN and self.executed - 1 in self.lose):
+                self.out += answer
         return len(data)
 
     def read(self, size):
@@ -343,6 +348,28 @@ def test_a_link_lost_mid_predict_keeps_the_finished_outputs(model, program):
         with pytest.raises(LinkTimeout, match=r"; 0 of 5 images finished$") as e:
             acc.predict(x)
     assert e.value.done_outputs.shape == (0,) + predict(model, x).shape[1:]
+
+
+def test_an_image_whose_run_answer_is_lost_starts_again_from_its_input(model, program):
+    # The digits program's second stage overwrites act0, the input: run twice on the same
+    # buffers, an image computes on its own intermediate values. So a lost RUN answer redoes
+    # the image from writing its input, and the outputs stay bit-exact.
+    x, _ = digits_images(model, 3)
+    board = FakeAccelerator(program, lose={1})
+    with Accelerator(Device(board, timeout=0.2)) as acc:
+        acc.load(program)
+        np.testing.assert_array_equal(acc.predict(x), predict(model, x))
+        assert (board.executed, acc.stats["images_redone"]) == (4, 1)
+    # An answer lost every time: the finished images are kept, the error says why.
+    board = FakeAccelerator(program, lose=range(1, 99))
+    with Accelerator(Device(board, timeout=0.2, retries=2)) as acc:
+        acc.load(program)
+        with pytest.raises(RunUnconfirmed, match=r"^the board at fake-accelerator did not answer "
+                                                 r"RUN 0 .*write the inputs again, then run; 1 of "
+                                                 r"3 images finished$") as e:
+            acc.predict(x)
+        np.testing.assert_array_equal(e.value.done_outputs, predict(model, x[:1]))
+        assert board.executed == 4 and acc.stats["images_redone"] == 2
 
 
 def test_run_says_when_the_test_split_has_fewer_images(model, program, monkeypatch):
