@@ -9,9 +9,10 @@ A model file is a NumPy ``.npz`` archive (loaded with ``allow_pickle=False``) ho
   ``exponent`` (shift), ``bias`` and the requantisation fields (``shift``; ``sign1``, ``shift1``,
   ``sign2``, ``shift2``; ``multiplier``).
 
-:func:`load_model` checks everything (version, arrays present and no others, dtypes, shapes, value
-ranges, channel counts from layer to layer) and raises :class:`ModelFileError` naming the layer and
-field. ``docs/numerics.md`` describes the meaning of every field.
+:func:`load_model` checks everything (version, header fields known and no others, arrays present
+and no others, dtypes, shapes, value ranges, channel counts from layer to layer) and raises
+:class:`ModelFileError` naming the layer and field. ``docs/numerics.md`` describes the meaning of
+every field.
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ def _check_array(where, a, *, dtype, shape, lo, hi):
     if a.size and (a.min() < lo or a.max() > hi):
         bad = a[(a < lo) | (a > hi)].flat[0]
         _fail(where, f"value {int(bad)} is out of range [{lo}, {hi}]")
+
+
+def _check_scale(where, value, step):
+    """A scale (the real value of one ``step``): a positive finite number; returned as a float."""
+    problem = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problem = repr(value)
+    else:
+        try:
+            value = float(value)
+        except OverflowError:
+            problem = "an integer too large for a float"
+        else:
+            if not 0 < value < float("inf"):
+                problem = repr(value)
+    if problem:
+        _fail(where, f"must be a positive finite number (the real value of one {step}), not {problem}")
+    return value
 
 
 def _check_int(where, value, lo, hi=None):
@@ -163,6 +182,7 @@ class _Compute:
         except ValueError:
             _fail(f"{where} field 'op'", f"unknown operation {self.op!r} "
                   f"(known: {', '.join(o.value for o in Op)})")
+        self.out_scale = _check_scale(f"{where} field 'out_scale'", self.out_scale, "output step")
         shape = self._weight_shape(in_shape)
         if self.op is Op.SHIFT:
             _check_int(f"{where} field 'p_min'", self.p_min, -32, 32)
@@ -363,10 +383,7 @@ class QModel:
                   f"not {self.input_shape!r}")
         self.input_shape = tuple(self.input_shape)
         _check_int("input field 'bits'", self.x_bits, 2, 16)
-        if (isinstance(self.input_scale, bool) or not isinstance(self.input_scale, (int, float))
-                or not 0 < self.input_scale < float("inf")):
-            _fail("input field 'scale'", f"must be a positive finite number (the real value of "
-                  f"one input step), not {self.input_scale!r}")
+        self.input_scale = _check_scale("input field 'scale'", self.input_scale, "input step")
         if not self.layers:
             _fail("model", "has no layers")
         shapes, shape, names = [], self.input_shape, set()
@@ -446,6 +463,33 @@ def save_model(model, path):
     write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
 
+# The header fields the loader knows: what save_model writes (out_shape, out_channels, out_scale,
+# labels and input.scale may be left out). Any other field is refused: a file that means something
+# else (a pool with padding, a grouped convolution) must not compute another network.
+_HEADER_FIELDS = ("format", "version", "input", "labels", "layers")
+_INPUT_FIELDS = ("shape", "bits", "scale")
+_REQUANT_HEADER_FIELDS = ("mode", "out_bits")
+_LAYER_FIELDS = {"conv2d": ("kernel", "stride", "padding"), "linear": (), "relu": (),
+                 "maxpool2d": ("kernel", "stride"), "globalavgpool": ("shift",), "flatten": ()}
+_COMPUTE_FIELDS = ("op", "out_channels", "requant", "out_scale")
+_OP_FIELDS = {Op.ADDER: ("w_bits",), Op.SHIFT: ("p_min", "p_max"), Op.MUL: ("w_bits",)}
+
+
+def _layer_fields(kind, op=None):
+    fields = ("name", "kind", "out_shape") + _LAYER_FIELDS[kind]
+    if op is not None:
+        fields += _COMPUTE_FIELDS + _OP_FIELDS[op]
+    return fields
+
+
+def _refuse_unknown(where, head, known, what, prefix=""):
+    """Refuse the first field of ``head`` not in ``known`` (named ``prefix + key``)."""
+    for key in head:
+        if key not in known:
+            _fail(f"{where} field {prefix + key!r}", f"is not a field of {what} (known: "
+                  f"{', '.join(known)})")
+
+
 def _get(where, head, key, types, default=None, required=True):
     if key not in head:
         if required:
@@ -503,27 +547,43 @@ def _from_arrays(arrays):
     if "header" not in arrays:
         _fail("header", "is missing (not an addershift model file)")
     header_arr = arrays.pop("header")
+    # np.load hands back a member that is not an .npy array as raw bytes.
+    if not isinstance(header_arr, np.ndarray):
+        _fail("header", f"must be a JSON string (a 0-d unicode array), not raw "
+              f"{type(header_arr).__name__} (a member that is not an .npy array)")
     if header_arr.dtype.kind != "U" or header_arr.ndim != 0:
-        _fail("header", "must be a JSON string")
+        _fail("header", f"must be a JSON string (a 0-d unicode array), not an array of dtype "
+              f"{header_arr.dtype} and shape {header_arr.shape}")
     try:
         header = json.loads(str(header_arr))
     except json.JSONDecodeError as e:
         _fail("header", f"is not valid JSON ({e})")
     except RecursionError:
         _fail("header", "is nested too deeply to be a model header")
+    except ValueError as e:             # e.g. an integer of more digits than Python converts
+        _fail("header", f"cannot be read ({e})")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         _fail("header field 'format'", f"must be {FORMAT!r}")
     version = header.get("version")
     if isinstance(version, bool) or version != VERSION:
         _fail("header field 'version'", f"unknown version {version!r} (this addershift reads version {VERSION})")
+    _refuse_unknown("header", header, _HEADER_FIELDS, "the header")
     inp = _get("input", header, "input", dict)
+    _refuse_unknown("input", inp, _INPUT_FIELDS, "the input")
     layers_head = _get("header", header, "layers", list)
-    layers = []
+    layers, names = [], set()
     for i, head in enumerate(layers_head):
         if not isinstance(head, dict):
             _fail(f"layer {i}", "must be a JSON object")
         name = _get(f"layer {i}", head, "name", str)
         where = f"layer {i} ({name!r})"
+        # Before the arrays are looked up by name: a repeated name would take another's arrays.
+        problem = layer_name_problem(name)
+        if problem:
+            _fail(f"{where} field 'name'", problem)
+        if name in names:
+            _fail(f"{where} field 'name'", f"{name!r} is used by another layer")
+        names.add(name)
         kind = _get(where, head, "kind", str)
         if kind not in _KINDS:
             _fail(f"{where} field 'kind'", f"unknown layer kind {kind!r} (known: {', '.join(_KINDS)})")
@@ -534,7 +594,10 @@ def _from_arrays(arrays):
                 op = Op(op)
             except ValueError:
                 _fail(f"{where} field 'op'", f"unknown operation {op!r} (known: {', '.join(o.value for o in Op)})")
+            _refuse_unknown(where, head, _layer_fields(kind, op),
+                            f"a {kind} layer of operation {op.value!r}")
             rq = _get(where, head, "requant", dict)
+            _refuse_unknown(where, rq, _REQUANT_HEADER_FIELDS, "requant", prefix="requant.")
             mode = _get(f"{where} requant", rq, "mode", str)
             try:
                 mode = RequantMode(mode)
@@ -545,11 +608,19 @@ def _from_arrays(arrays):
                 if f"{name}.{f}" not in arrays:
                     _fail(f"{where} field {f!r}", "array is missing from the file")
             weights = {f: arrays.pop(f"{name}.{f}") for f in _WEIGHT_FIELDS[op]}
+            # The weights give the layer's output channels: one that disagrees with the header's
+            # out_channels is named here, before the bias and requantisation fields are held to it.
+            out_channels = _get(where, head, "out_channels", int, required=False)
+            for f, a in weights.items():
+                if (out_channels is not None and isinstance(a, np.ndarray) and a.ndim
+                        and a.shape[0] != out_channels):
+                    _fail(f"{where} field {f!r}", f"shape {a.shape} has {a.shape[0]} output "
+                          f"channels, but the layer's out_channels is {out_channels}")
             requant = Requant(mode=mode, bias=arrays.pop(f"{name}.bias"),
                               params={f: arrays.pop(f"{name}.{f}") for f in _REQUANT_FIELDS[mode]},
                               out_bits=_get(f"{where} requant", rq, "out_bits", int))
             common = dict(name=name, op=op, weights=weights, requant=requant,
-                          out_scale=float(_get(where, head, "out_scale", (int, float), 1.0, required=False)))
+                          out_scale=_get(where, head, "out_scale", (int, float), 1.0, required=False))
             if op is Op.SHIFT:
                 common.update(p_min=_get(where, head, "p_min", int), p_max=_get(where, head, "p_max", int))
             else:
@@ -559,12 +630,15 @@ def _from_arrays(arrays):
                                stride=_get(where, head, "stride", int), padding=_get(where, head, "padding", int))
             else:
                 layer = Linear(**common)
-        elif cls is MaxPool2d:
-            layer = MaxPool2d(name, kernel=_get(where, head, "kernel", int), stride=_get(where, head, "stride", int))
-        elif cls is GlobalAvgPool:
-            layer = GlobalAvgPool(name, shift=_get(where, head, "shift", int))
         else:
-            layer = cls(name)
+            _refuse_unknown(where, head, _layer_fields(kind), f"a {kind} layer")
+            if cls is MaxPool2d:
+                layer = MaxPool2d(name, kernel=_get(where, head, "kernel", int),
+                                  stride=_get(where, head, "stride", int))
+            elif cls is GlobalAvgPool:
+                layer = GlobalAvgPool(name, shift=_get(where, head, "shift", int))
+            else:
+                layer = cls(name)
         layers.append(layer)
     if arrays:
         _fail(f"array {sorted(arrays)[0]!r}", "belongs to no layer (extra array in the file)")
@@ -573,7 +647,7 @@ def _from_arrays(arrays):
     if not all(isinstance(label, str) for label in labels):
         _fail("header field 'labels'", "must be a list of strings")
     model = QModel(input_shape=tuple(shape), layers=layers, x_bits=_get("input", inp, "bits", int),
-                   input_scale=float(_get("input", inp, "scale", (int, float), 1.0, required=False)),
+                   input_scale=_get("input", inp, "scale", (int, float), 1.0, required=False),
                    labels=labels)
     shapes = model.validate()
     for i, (head, s) in enumerate(zip(layers_head, shapes)):

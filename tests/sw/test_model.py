@@ -9,6 +9,7 @@ import pytest
 
 from addershift.sw import golden
 from addershift.sw.examples import digits_net
+from addershift.sw.layer_cases import CASES, layer_case
 from addershift.sw.model import ModelFileError, load_model, save_model
 
 
@@ -74,8 +75,10 @@ BAD = [
     (_array("conv2.exponent", lambda a: np.full_like(a, 9)), r"layer 3 \('conv2'\) field 'exponent': value 9 is out of range \[-4, 3\]"),
     (_array("fc.shift1", lambda a: np.full_like(a, 41)), r"layer 7 \('fc'\) field 'shift1': value 41 is out of range \[0, 40\]"),
     (_array("conv2.sign", lambda a: a[:, :5]), r"layer 3 \('conv2'\) field 'sign': shape \(16, 5, 3, 3\) does not fit the input \(8, 4, 4\)"),
-    (lambda h, a: [a.__setitem__(k, a[k][:12]) for k in ("conv2.sign", "conv2.exponent", "conv2.bias", "conv2.sign1",
-                                                        "conv2.shift1", "conv2.sign2", "conv2.shift2")],
+    # (out_channels left out: it is optional, and would name the disagreement at conv2.)
+    (lambda h, a: [h["layers"][3].pop("out_channels")] + [
+        a.__setitem__(k, a[k][:12]) for k in ("conv2.sign", "conv2.exponent", "conv2.bias", "conv2.sign1",
+                                              "conv2.shift1", "conv2.sign2", "conv2.shift2")],
      r"layer 7 \('fc'\) field 'sign': shape \(10, 64\) does not fit the input \(48,\)"),
     (_set("kind", "attention", layer=1), r"layer 1 \('relu1'\) field 'kind': unknown layer kind 'attention'"),
     (_set("op", "xor", layer=0), r"layer 0 \('conv1'\) field 'op': unknown operation 'xor'"),
@@ -102,6 +105,36 @@ BAD = [
     (lambda h, a: h["layers"][0]["requant"].update(out_bits=16),
      r"layer 0 \('conv1'\) field 'requant.out_bits': 16 is wider than the model's 8-bit "
      r"activations; only the last conv2d/linear layer"),
+    # A field the loader does not know is refused: the file means another network.
+    (_set("padding", 1, layer=2), r"layer 2 \('pool1'\) field 'padding': is not a field of a maxpool2d "
+                                  r"layer \(known: name, kind, out_shape, kernel, stride\)$"),
+    (_set("groups", 8, layer=0), r"layer 0 \('conv1'\) field 'groups': is not a field of a conv2d layer "
+                                 r"of operation 'shift' \(known: "),
+    (_set("w_bits", 4, layer=7), r"layer 7 \('fc'\) field 'w_bits': is not a field of a linear layer of "
+                                 r"operation 'shift'"),
+    (_set("inplace", True, layer=1), r"layer 1 \('relu1'\) field 'inplace': is not a field of a relu layer"),
+    (lambda h, a: h["layers"][0]["requant"].update(rounding="floor"),
+     r"layer 0 \('conv1'\) field 'requant.rounding': is not a field of requant \(known: mode, out_bits\)"),
+    (lambda h, a: h["input"].update(mean=0.5), r"input field 'mean': is not a field of the input"),
+    (_set("author", "me"), r"header field 'author': is not a field of the header"),
+    # Scales: a positive finite number, an integer too large for a float too.
+    (lambda h, a: h["input"].update(scale=10**400),
+     r"input field 'scale': must be a positive finite number \(the real value of one input step\), "
+     r"not an integer too large for a float"),
+    (_set("out_scale", 10**400, layer=3),
+     r"layer 3 \('conv2'\) field 'out_scale': must be a positive finite number \(the real value of "
+     r"one output step\), not an integer too large for a float"),
+    (_set("out_scale", -0.5, layer=7), r"layer 7 \('fc'\) field 'out_scale': must be a positive finite "
+                                       r"number .*, not -0.5"),
+    (_set("out_scale", float("inf"), layer=0), r"layer 0 \('conv1'\) field 'out_scale': .*, not inf"),
+    # A repeated name is named as such (not as another layer's missing arrays).
+    (_set("name", "conv1", layer=3), r"layer 3 \('conv1'\) field 'name': 'conv1' is used by another layer"),
+    (_set("name", "relu1", layer=4), r"layer 4 \('relu1'\) field 'name': 'relu1' is used by another layer"),
+    (_set("name", "c.1", layer=0), r"layer 0 \('c.1'\) field 'name': must be a non-empty string without"),
+    # Weights with fewer output channels than out_channels: the weights are named, not the bias.
+    (lambda h, a: [a.__setitem__(k, a[k][:7]) for k in ("conv1.sign", "conv1.exponent")],
+     r"layer 0 \('conv1'\) field 'sign': shape \(7, 1, 3, 3\) has 7 output channels, but the "
+     r"layer's out_channels is 8"),
 ]
 
 
@@ -146,6 +179,43 @@ def test_layer_names_become_file_names(tmp_path, name):
     with pytest.raises(ModelFileError, match=r"layer 1 \(.*\) field 'name': must be a non-empty "
                        r"string without '.', '/', '\\' or NUL \(names become file names\)"):
         save_model(model, tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("op", ["adder", "shift", "mul"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_layer_kind_loads_what_save_writes(tmp_path, case, op):
+    # The loader refuses fields it does not know: every field the writer emits must be one.
+    model = layer_case(case, op, mode="mul" if op == "mul" else "pow2x2")
+    model.labels = [f"c{i}" for i in range(int(np.prod(model.shapes()[-1])))]
+    save_model(model, tmp_path / "m.npz")
+    assert [layer.name for layer in load_model(tmp_path / "m.npz").layers] == [
+        layer.name for layer in model.layers]
+
+
+def test_header_must_be_a_json_string(saved, tmp_path):
+    with np.load(saved, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    text = str(arrays.pop("header"))
+    # A member that is not an .npy array: np.load returns its raw bytes.
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as archive:
+        archive.writestr("header.npy", text.encode())
+        for name, a in arrays.items():
+            with archive.open(name + ".npy", "w") as member:
+                np.lib.format.write_array(member, a)
+    with pytest.raises(ModelFileError, match=r"raw.npz: header: must be a JSON string \(a 0-d unicode "
+                                             r"array\), not raw bytes"):
+        load_model(tmp_path / "raw.npz")
+    for header, message in [(np.array([text]), r"not an array of dtype <U\d+ and shape \(1,\)"),
+                            (np.array(text.encode()), r"not an array of dtype \|S\d+ and shape \(\)")]:
+        np.savez(tmp_path / "m.npz", header=header, **arrays)
+        with pytest.raises(ModelFileError, match=r"m.npz: header: must be a JSON string \(a 0-d "
+                                                 r"unicode array\), " + message):
+            load_model(tmp_path / "m.npz")
+    # An integer of more digits than Python converts: valid JSON, but it cannot be read.
+    np.savez(tmp_path / "m.npz", header=np.array(text.replace('"version": 1', '"version": 1' + "0" * 5000)),
+             **arrays)
+    with pytest.raises(ModelFileError, match=r"m.npz: header: cannot be read \(Exceeds the limit"):
+        load_model(tmp_path / "m.npz")
 
 
 def test_header_nested_too_deeply(saved):
