@@ -55,11 +55,19 @@ def seed_list(text):
 
 # --- subcommands -------------------------------------------------------------------------------
 
+def _requant_mode(args):
+    """``--requant-mode`` if given, else the shipped models' mode for ``--pe``: pow2x2 for adder
+    and shift, mul for mul (what ``train`` and ``import`` quantise them to by default)."""
+    given = getattr(args, "requant_mode", None)
+    if given is not None:
+        return given
+    return "mul" if args.pe == "mul" else "pow2x2"
+
+
 def _accelerator_unit(args):
     """The accelerator top (UART pins, framer, core) for ``generate --unit accelerator``: the build
     that fits ``--model`` if given, else ``--pe`` with the requantisation mode of the shipped
-    models (pow2x2 for adder and shift, mul for mul) and the ``ArrayConfig`` defaults (or
-    ``--board``'s build)."""
+    models (``_requant_mode``) and the ``ArrayConfig`` defaults (or ``--board``'s build)."""
     from ..hw.accelerator import AcceleratorTop
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
@@ -72,7 +80,7 @@ def _accelerator_unit(args):
                                     least=args.least_depths, **_build_options(args))
         else:
             config = ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                                 requant_mode="mul" if args.pe == "mul" else "pow2x2",
+                                 requant_mode=_requant_mode(args),
                                  **{**args.least_depths, **_build_options(args)})
         return AcceleratorTop(config=config, clk_freq=int(args.clock * 1e6), baud=args.baud)
     except (CompileError, TypeError, ValueError) as e:
@@ -174,6 +182,8 @@ def _mode(args):
 
 def cmd_train(args):
     from .train import train_command
+    if args.variant == "ps" and args.pe != "shift":
+        raise CliError("--variant ps is DeepShift's, for --pe shift only")
     _training_call(train_command, args, pe=args.pe, dataset=args.dataset, output=args.output,
                    mode=_mode(args), variant=args.variant, epochs=args.epochs, qat_epochs=args.qat_epochs,
                    seed=args.seed, x_bits=args.x_bits, save_float=args.save_float)
@@ -494,8 +504,8 @@ def _fewer_cells(config):
 
 def _sim_build(args):
     """The accelerator build a simulated board runs: the one that fits ``--model`` (if given),
-    else ``--pe``/``--requant-mode`` with the ``ArrayConfig`` defaults; ``--rows``/``--cols``,
-    ``--requant-lanes`` and the ``--*-pipeline`` options."""
+    else ``--pe`` and ``--requant-mode`` (``_requant_mode``) with the ``ArrayConfig`` defaults;
+    ``--rows``/``--cols``, ``--requant-lanes`` and the ``--*-pipeline`` options."""
     from ..hw.config import ArrayConfig
     from .compiler import CompileError, default_config
     try:
@@ -504,7 +514,7 @@ def _sim_build(args):
             return default_config(load_model(args.model), rows=args.rows, cols=args.cols,
                                   least=args.least_depths, **_build_options(args))
         return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols,
-                           requant_mode=args.requant_mode,
+                           requant_mode=_requant_mode(args),
                            **{**args.least_depths, **_build_options(args)})
     except (CompileError, TypeError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -755,8 +765,8 @@ def build_parser():
     p = add("train", cmd_train, "train a network and write its quantised model file")
     p.add_argument("--pe", choices=PE_KINDS, default="adder", help="processing element kind")
     p.add_argument("--variant", choices=("q", "ps"), default="q",
-                   help="DeepShift variant of shift networks (Q: rounded weights, PS: trained "
-                        "exponent and sign)")
+                   help="DeepShift variant of shift networks, --pe shift only (Q: rounded "
+                        "weights, PS: trained exponent and sign)")
     p.add_argument("--epochs", type=int, help="float training epochs; None: 30 (60 for --variant ps)")
     p.add_argument("--save-float", metavar="FILE", help="also write the float checkpoint (.pt)")
     add_quant_args(p, None)
@@ -828,8 +838,9 @@ def build_parser():
                         "--pe, --rows, --cols, --multipliers); link: the host-link test top "
                         "(UART, framer, scratch memories). Options a top does not use are "
                         "refused")
-    p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
-                   help="the accelerator's requantisation mode (the shipped models use pow2x2)")
+    p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"),
+                   help="the accelerator's requantisation mode (None: the shipped models', "
+                        "pow2x2 for adder and shift, mul for mul)")
     p.add_argument("-m", "--model", help="build the accelerator that fits this model (sets --pe, "
                    "--requant-mode and the memories)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
@@ -855,8 +866,9 @@ def build_parser():
     p.add_argument("--mem-size", type=int, default=4096,
                    help=f"bytes per scratch memory (--link-test; at most {SIM_MEM_MAX})")
     add_build(p, board="optional")
-    p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"), default="pow2x2",
-                   help="the build's requantisation mode (the shipped models use pow2x2)")
+    p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"),
+                   help="the build's requantisation mode (None: the shipped models', pow2x2 for "
+                        "adder and shift, mul for mul)")
     p.add_argument("-m", "--model", help="serve the build that fits this model (sets --pe, "
                    "--requant-mode and the memories)")
     p.add_argument("--link-test", action="store_true",

@@ -28,7 +28,7 @@ import torch
 
 from .files import write_atomically
 from .model import layer_name_problem
-from .train import FloatNet, PE_KINDS, digits_spec
+from .train import FloatNet, PE_KINDS, digits_spec, spec_shapes
 
 __all__ = ["CheckpointError", "FORMATS", "FLOAT_FORMAT", "load_state_dict", "detect_format",
            "import_state_dict", "load_arch", "save_float_checkpoint", "load_float_checkpoint",
@@ -260,7 +260,19 @@ def load_arch(arch, *, input_shape=None, classes=10):
     shape = doc.get("input_shape", input_shape)
     if shape is None:
         raise CheckpointError(f"architecture {arch}: needs 'input_shape'")
+    if not _positive_ints(shape):
+        raise CheckpointError(f"architecture {arch}: 'input_shape' must be a list of positive "
+                              f"integers, not {shape!r}")
+    try:        # each layer takes its input's shape: refused now, before a checkpoint is read
+        spec_shapes(doc["layers"], shape)
+    except ValueError as e:
+        raise CheckpointError(f"architecture {arch}: {e}") from None
     return doc["layers"], tuple(shape)
+
+
+def _positive_ints(shape):
+    return (isinstance(shape, (list, tuple)) and len(shape) > 0
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape))
 
 
 def save_float_checkpoint(net, path, *, dataset=""):
@@ -291,8 +303,7 @@ def load_float_checkpoint(path):
                               f"{p_max!r} must be integers with p_min <= p_max")
     _check_spec(obj.get("spec"), f"checkpoint {path} field 'spec'")
     shape = obj.get("input_shape")
-    if (not isinstance(shape, (list, tuple)) or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+    if not _positive_ints(shape):
         raise CheckpointError(f"checkpoint {path} field 'input_shape': must be a list of positive "
                               f"integers, not {shape!r}")
     state = obj.get("state_dict")

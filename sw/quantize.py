@@ -198,6 +198,7 @@ def _build_module(torch):
             super().__init__()
             self.spec = net.spec
             self.input_shape = net.input_shape
+            self.out_shape = net.out_shape
             self.mode = RequantMode(mode)
             self.op = Op(net.pe)
             self.x_bits = x_bits
@@ -384,7 +385,7 @@ def _build_module(torch):
                         layers.append(MaxPool2d(name, kernel=k, stride=entry.get("stride", k)))
                     elif kind == "flatten":
                         layers.append(Flatten(name))
-            classes = layers[-1].out_channels
+            classes = int(np.prod(self.out_shape))      # (a ReLU may follow the last layer)
             model = QModel(input_shape=tuple(self.input_shape), layers=layers, x_bits=self.x_bits,
                            input_scale=float(self.input_scale), labels=[str(i) for i in range(classes)])
             model.validate()
@@ -518,6 +519,9 @@ def quantize_and_save(net, data, cfg, output, *, float_accuracy=None, log=None):
     from .model import load_model, save_model
     torch = _torch()
     start, start_cpu = time.perf_counter(), time.process_time()
+    if tuple(net.out_shape) != (data.classes,):
+        raise QuantizeError(f"the network's output shape {tuple(net.out_shape)} is not one score "
+                            f"per class of data set {data.name!r} ({data.classes},)")
     if float_accuracy is None:
         net.eval()
         with torch.no_grad():

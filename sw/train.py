@@ -22,8 +22,8 @@ from torch import nn
 from .layers_torch import SHIFT_VARIANTS, layer_class
 
 __all__ = [
-    "PE_KINDS", "DIGITS_SPEC", "digits_spec", "FloatNet", "TrainConfig", "default_config",
-    "train_float", "evaluate_float", "set_determinism", "train_command",
+    "PE_KINDS", "DIGITS_SPEC", "digits_spec", "spec_shapes", "FloatNet", "TrainConfig",
+    "default_config", "train_float", "evaluate_float", "set_determinism", "train_command",
 ]
 
 PE_KINDS = ("adder", "shift", "mul")
@@ -47,6 +47,48 @@ def digits_spec(channels=(8, 16), classes=10):
 
 DIGITS_SPEC = digits_spec()
 _COMPUTE = ("conv2d", "linear")
+_KINDS = _COMPUTE + ("maxpool2d", "relu", "flatten")
+
+
+def _out_shape(i, entry, shape):
+    """The output shape of the spec's layer ``i`` on inputs of ``shape``; a ``ValueError`` naming
+    the layer if it cannot take them (a conv2d or maxpool2d needs (C, H, W), a linear layer a flat
+    (features,) input) or its output would be empty."""
+    kind, where = entry["kind"], f"layer {i} ({entry['name']!r})"
+    if kind in ("conv2d", "maxpool2d") and len(shape) != 3:
+        raise ValueError(f"{where}: a {kind} layer needs a (C, H, W) input, not {shape}")
+    if kind == "linear" and len(shape) != 1:
+        raise ValueError(f"{where}: a linear layer needs a flat (features,) input, not {shape} "
+                         f"(a flatten layer before it makes one)")
+    if kind == "conv2d":
+        k, s, p = entry["kernel"], entry.get("stride", 1), entry.get("padding", 0)
+        out = (entry["out"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
+    elif kind == "maxpool2d":
+        k = entry.get("kernel", 2)
+        s = entry.get("stride", k)
+        out = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
+    elif kind == "linear":
+        out = (entry["out"],)
+    elif kind == "flatten":
+        out = (int(np.prod(shape)),)
+    else:
+        out = shape
+    if min(out) < 1:
+        raise ValueError(f"{where}: its output shape {out} is empty (a {kind} layer on a {shape} "
+                         f"input)")
+    return out
+
+
+def spec_shapes(spec, input_shape):
+    """Each layer's output shape, in order, on inputs of ``input_shape``; a ``ValueError`` naming
+    the first layer that cannot take its input (see :class:`FloatNet`)."""
+    shapes, shape = [], tuple(input_shape)
+    for i, entry in enumerate(spec):
+        if entry["kind"] not in _KINDS:
+            raise ValueError(f"Unknown layer kind {entry['kind']!r} in the spec")
+        shape = _out_shape(i, entry, shape)
+        shapes.append(shape)
+    return shapes
 
 
 def set_determinism(seed):
@@ -61,7 +103,8 @@ class FloatNet(nn.Module):
     BatchNorm too), so ``state_dict`` keys are ``conv1.adder``, ``bn1.running_mean``, ...
 
     ``pe`` picks the layer kind of every conv/linear layer (the array is one kind);
-    ``variant`` picks DeepShift-Q (``"q"``) or -PS (``"ps"``) for shift networks.
+    ``variant`` picks DeepShift-Q (``"q"``) or -PS (``"ps"``) for shift networks. A layer that
+    cannot take its input's shape raises ``ValueError`` naming it (:func:`spec_shapes`).
     """
 
     def __init__(self, spec, input_shape, *, pe, variant="q", p_min=-7, p_max=0, bias=False):
@@ -73,8 +116,8 @@ class FloatNet(nn.Module):
         self.spec = copy.deepcopy(list(spec))
         self.input_shape = tuple(input_shape)
         self.pe, self.variant, self.p_min, self.p_max = pe, variant, p_min, p_max
-        shape = self.input_shape
-        for entry in self.spec:
+        shapes = spec_shapes(self.spec, self.input_shape)
+        for entry, in_shape in zip(self.spec, [self.input_shape] + shapes[:-1]):
             kind = entry["kind"]
             if kind == "conv2d":
                 cls = layer_class("conv2d", pe, variant)
@@ -82,9 +125,7 @@ class FloatNet(nn.Module):
                       "bias": entry.get("bias", bias)}
                 if pe == "shift":
                     kw.update(p_min=p_min, p_max=p_max)
-                setattr(self, entry["name"], cls(shape[0], entry["out"], entry["kernel"], **kw))
-                k, s, p = entry["kernel"], kw["stride"], kw["padding"]
-                shape = (entry["out"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
+                setattr(self, entry["name"], cls(in_shape[0], entry["out"], entry["kernel"], **kw))
                 if entry.get("bn"):
                     setattr(self, entry["bn"], nn.BatchNorm2d(entry["out"]))
             elif kind == "linear":
@@ -92,18 +133,10 @@ class FloatNet(nn.Module):
                 kw = {"bias": entry.get("bias", bias)}
                 if pe == "shift":
                     kw.update(p_min=p_min, p_max=p_max)
-                setattr(self, entry["name"], cls(shape[0], entry["out"], **kw))
-                shape = (entry["out"],)
+                setattr(self, entry["name"], cls(in_shape[0], entry["out"], **kw))
                 if entry.get("bn"):
                     setattr(self, entry["bn"], nn.BatchNorm1d(entry["out"]))
-            elif kind == "maxpool2d":
-                k, s = entry.get("kernel", 2), entry.get("stride", entry.get("kernel", 2))
-                shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
-            elif kind == "flatten":
-                shape = (int(np.prod(shape)),)
-            elif kind != "relu":
-                raise ValueError(f"Unknown layer kind {kind!r} in the spec")
-        self.out_shape = shape
+        self.out_shape = shapes[-1] if shapes else self.input_shape
 
     def constrain(self):
         """Keep adder networks' BatchNorm scales >= 0 (called after each optimiser step): adder
@@ -179,7 +212,8 @@ class TrainConfig:
 
 
 def default_config(pe, *, mode=None, **overrides):
-    """The settings of the shipped digits models for one PE kind."""
+    """The settings of the shipped digits models for one PE kind; a shift network of
+    ``variant="ps"`` (DeepShift-PS, the other kinds have no variant) trains 60 epochs at lr 0.1."""
     if pe not in PE_KINDS:
         raise ValueError(f"PE kind must be one of {', '.join(PE_KINDS)}, not {pe!r}")
     base = {
@@ -187,7 +221,7 @@ def default_config(pe, *, mode=None, **overrides):
         "shift": dict(mode="pow2x2", epochs=30, optimizer="adam", lr=0.01),
         "mul": dict(mode="mul", epochs=30, optimizer="adam", lr=0.01),
     }[pe]
-    if overrides.get("variant") == "ps":
+    if pe == "shift" and overrides.get("variant") == "ps":
         base.update(epochs=60, lr=0.1)
     base.update(overrides)
     if mode is not None:

@@ -78,3 +78,34 @@ def test_generate_takes_the_weight_relays(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--weight-relays must divide cols (4), not 3" in err and "Traceback" not in err
     assert not (tmp_path / "bad.v").exists()
+
+
+def test_requant_mode_defaults_to_the_shipped_models(monkeypatch, tmp_path):
+    # pow2x2 for adder and shift, mul for mul: a `--pe mul` build takes models/digits_mul.npz,
+    # and `build`, `serve-sim` and `generate --unit accelerator` choose alike; a model decides.
+    import pathlib
+    from addershift.sw import cli
+    from addershift.sw.compiler import compile_model
+    from addershift.sw.model import load_model
+    models = pathlib.Path(__file__).resolve().parents[2] / "models"
+
+    def config(*argv):
+        args = build_parser().parse_args(list(argv))
+        cli._resolve_build(args)
+        return cli._sim_build(args)
+    for pe, mode in [("adder", "pow2x2"), ("shift", "pow2x2"), ("mul", "mul")]:
+        assert config("build", "--pe", pe).requant_mode.value == mode
+        assert config("serve-sim", "--pe", pe).requant_mode.value == mode
+    assert config("build", "--pe", "mul", "--requant-mode", "shift").requant_mode.value == "shift"
+    assert config("build", "-m", str(models / "digits_adder.npz"),
+                  "--requant-mode", "mul").requant_mode.value == "pow2x2"
+    compile_model(load_model(models / "digits_mul.npz"), config("build", "--pe", "mul"))
+    seen = []
+
+    def top(config, **kwargs):
+        seen.append(config)
+        raise ValueError("not generated in this test")
+    monkeypatch.setattr("addershift.hw.accelerator.AcceleratorTop", top)
+    assert main(["generate", "--unit", "accelerator", "--pe", "mul",
+                 "-o", str(tmp_path / "a.v")]) == 1
+    assert seen[0].build_hash == config("serve-sim", "--pe", "mul").build_hash

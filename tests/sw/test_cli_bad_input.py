@@ -1,6 +1,7 @@
 """The console script's refusals of files and options it cannot use: one line that names the
 problem, before any work whose result would be lost, and no file left half written."""
 
+import json
 import os
 import pathlib
 import socket
@@ -247,3 +248,55 @@ def test_a_link_lost_mid_predict_keeps_the_finished_outputs(tmp_path, capsys, mo
 def test_demo_checks_its_image_count(capsys):
     assert main(["demo", "-n", "0"]) == 1
     assert _error(capsys) == "addershift demo: --images must be at least 1, not 0"
+
+
+@pytest.mark.parametrize("pe", ["adder", "mul"])
+def test_variant_ps_is_for_shift_networks_only(tmp_path, capsys, pe):
+    # DeepShift-PS is a shift network's variant: for other kinds it would only have changed
+    # their training settings (60 epochs at lr 0.1), silently.
+    from addershift.sw.train import default_config
+    assert main(["train", "--pe", pe, "--variant", "ps", "-o", str(tmp_path / "m.npz")]) == 1
+    assert _error(capsys) == "addershift train: --variant ps is DeepShift's, for --pe shift only"
+    assert list(tmp_path.iterdir()) == []
+    assert default_config(pe, variant="ps").epochs == default_config(pe).epochs == 30
+    assert default_config(pe, variant="ps").lr == default_config(pe).lr
+    assert (default_config("shift", variant="ps").epochs, default_config("shift", variant="ps").lr) \
+        == (60, 0.1)
+
+
+_FLAT_FIRST = [{"kind": "flatten", "name": "f0"}]
+
+
+@pytest.mark.parametrize("shape, layers, message", [
+    (64, [], "'input_shape' must be a list of positive integers, not 64"),
+    ([1, 8, 8], _FLAT_FIRST, "layer 1 ('conv1'): a conv2d layer needs a (C, H, W) input, not (64,)"),
+    ([1, 8, 8], "no flatten", "layer 6 ('fc'): a linear layer needs a flat (features,) input, not "
+                              "(16, 2, 2) (a flatten layer before it makes one)"),
+])
+def test_import_refuses_an_architecture_whose_shapes_do_not_chain(tmp_path, capsys, shape, layers,
+                                                                  message):
+    # Refused when the architecture is read, before the checkpoint (here none) is.
+    from addershift.sw.train import digits_spec
+    spec = digits_spec()
+    spec = ([e for e in spec if e["kind"] != "flatten"] if layers == "no flatten"
+            else layers + spec)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"input_shape": shape, "layers": spec}))
+    assert main(["import", str(tmp_path / "none.pt"), "--format", "float", "--arch", str(arch),
+                 "-o", str(tmp_path / "m.npz")]) == 1
+    assert _error(capsys) == f"addershift import: architecture {arch}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.json"]
+
+
+def test_quantize_refuses_a_checkpoint_whose_shapes_do_not_chain(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from addershift.sw.importers import save_float_checkpoint
+    from addershift.sw.train import FloatNet, digits_spec
+    save_float_checkpoint(FloatNet(digits_spec(), (1, 8, 8), pe="mul"), tmp_path / "f.pt")
+    obj = torch.load(tmp_path / "f.pt", weights_only=True)
+    obj["spec"] = _FLAT_FIRST + obj["spec"]           # (was an IndexError)
+    torch.save(obj, tmp_path / "f.pt")
+    assert main(["quantize", str(tmp_path / "f.pt"), "-o", str(tmp_path / "m.npz")]) == 1
+    assert _error(capsys) == (f"addershift quantize: checkpoint {tmp_path / 'f.pt'}: layer 1 "
+                              f"('conv1'): a conv2d layer needs a (C, H, W) input, not (64,)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pt"]

@@ -3,6 +3,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -267,3 +268,70 @@ def test_architecture_files(tmp_path):
         where = rf"c.json: layer 0 \({layer['name']!r}\)"
         with pytest.raises(CheckpointError, match=rf"{where}: {message}"):
             load_arch(str(tmp_path / "c.json"))
+
+
+@pytest.mark.parametrize("shape, layers, message", [
+    ([1, 0, 8], SPEC, "'input_shape' must be a list of positive integers, not [1, 0, 8]"),
+    ([1, 8, True], SPEC, "'input_shape' must be a list of positive integers, not [1, 8, True]"),
+    ("1x8x8", SPEC, "'input_shape' must be a list of positive integers, not '1x8x8'"),
+    ([8, 8], SPEC, "layer 0 ('conv1'): a conv2d layer needs a (C, H, W) input, not (8, 8)"),
+    ([1, 8, 8], [{"kind": "flatten", "name": "f"}, {"kind": "maxpool2d", "name": "p"}],
+     "layer 1 ('p'): a maxpool2d layer needs a (C, H, W) input, not (64,)"),
+    ([1, 8, 8], [{"kind": "conv2d", "name": "c", "out": 4, "kernel": 9}],
+     "layer 0 ('c'): its output shape (4, 0, 0) is empty (a conv2d layer on a (1, 8, 8) input)"),
+    ([1, 8, 8], [{"kind": "maxpool2d", "name": "p", "kernel": 4},
+                 {"kind": "maxpool2d", "name": "q", "kernel": 4}],
+     "layer 1 ('q'): its output shape (1, 0, 0) is empty (a maxpool2d layer on a (1, 2, 2) input)"),
+    ([1, 8, 8], [{"kind": "linear", "name": "fc", "out": 10}],
+     "layer 0 ('fc'): a linear layer needs a flat (features,) input, not (1, 8, 8) (a flatten "
+     "layer before it makes one)"),
+])
+def test_architecture_shapes_chain(tmp_path, shape, layers, message):
+    # Each layer must take its input's shape: the checks the float network would otherwise fail
+    # as an IndexError or a matrix product in PyTorch.
+    (tmp_path / "a.json").write_text(json.dumps({"input_shape": shape, "layers": layers}))
+    with pytest.raises(CheckpointError, match=re.escape(f"a.json: {message}")):
+        load_arch(str(tmp_path / "a.json"))
+
+
+def test_float_net_names_the_layer_that_cannot_take_its_input():
+    from addershift.sw.train import FloatNet
+    with pytest.raises(ValueError, match=re.escape(
+            "layer 3 ('conv2'): its output shape (16, 0, 0) is empty (a conv2d layer on a (8, 4, 4) "
+            "input)")):
+        FloatNet([dict(e, kernel=5, padding=0) if e["name"] == "conv2" else e for e in SPEC],
+                 (1, 8, 8), pe="adder")
+
+
+def test_a_network_may_end_in_relu():
+    # The model format and the compiler take a ReLU after the last layer (fused into its
+    # requantiser); the class count is the network's output size.
+    from addershift.sw.compiler import compile_model, default_config
+    from addershift.sw.data import load_digits_split
+    from addershift.sw.quantize import quantize_net
+    from addershift.sw.train import FloatNet, default_config as train_config
+    torch.manual_seed(0)
+    net = FloatNet(SPEC + [{"kind": "relu", "name": "relu_out"}], (1, 8, 8), pe="mul").eval()
+    model = quantize_net(net, load_digits_split(), train_config("mul", qat_epochs=0),
+                         calib_images=200)[0]
+    assert [layer.kind for layer in model.layers[-2:]] == ["linear", "relu"]
+    assert model.labels == [str(i) for i in range(10)]
+    compile_model(model, default_config(model))
+
+
+@pytest.mark.parametrize("layers, shape", [
+    (digits_spec(classes=5), "(5,)"),
+    (SPEC[:-3] + [{"kind": "conv2d", "name": "head", "out": 10, "kernel": 2}], "(10, 3, 3)"),
+])
+def test_outputs_must_be_one_per_class(tmp_path, layers, shape):
+    # (were a model scored against labels it cannot give, or a NumPy broadcasting error)
+    from addershift.sw.data import load_digits_split
+    from addershift.sw.quantize import QuantizeError, quantize_and_save
+    from addershift.sw.train import FloatNet, default_config
+    net = FloatNet(layers, (1, 8, 8), pe="mul")
+    with pytest.raises(QuantizeError, match=re.escape(
+            f"the network's output shape {shape} is not one score per class of data set "
+            f"'digits' (10,)")):
+        quantize_and_save(net, load_digits_split(), default_config("mul", qat_epochs=0),
+                          tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
