@@ -10,9 +10,11 @@ through. The exported model therefore reproduces the network's integer outputs b
 
 Per layer:
 
-- *adder*: weights share the activations' scale. Activations lie in ``[0, qmax]``, so
-  ``|x - w| = |x - clip(w, 0, qmax)| + dist(w, [0, qmax])``: the weights are clipped onto the grid
-  and the (constant) distances fold into the channel's bias. Nothing is lost by the clipping.
+- *adder*: weights share the activations' scale. A layer's inputs lie in ``[lo, qmax]``: ``lo =
+  0`` for the first compute layer (the input grid) and behind a ReLU, ``-qmax - 1`` otherwise. So
+  ``|x - w| = |x - clip(w, lo, qmax)| + dist(w, [lo, qmax])``: the weights are clipped onto that
+  range and the (constant) distances fold into the channel's bias. Nothing is lost by the
+  clipping.
 - *shift*: weights are ``sign * 2**p`` with ``2**shift_bits`` exponents per layer, ``p_min`` the
   layer's scale.
 - *mul*: signed ``x_bits``-bit weights with a per-channel scale (negative BatchNorm scales flip the
@@ -80,7 +82,11 @@ def golden_accuracy(model, images, labels, *, batch_size=1024):
 # --- requantisation fields ------------------------------------------------------------------------
 
 def _pow2x2_fields(m):
-    """Nearest ``s1 * 2**-k1 + s2 * 2**-k2`` to each ``m`` (searching both neighbours of each exponent)."""
+    """Nearest ``s1 * 2**-k1 + s2 * 2**-k2`` to each ``m`` (searching both neighbours of each exponent),
+    the two powers at most ``MULTIPLIER_BITS - 2`` apart: then ``M = s1 * 2**(k2 - k1) + s2`` fits
+    the mul mode's multiplier, whose product with any accumulator the model file holds exactly
+    (a factor within 2**-29 of a power of two made ``M`` about 2**35, which it refuses); the
+    second term dropped is below 2**-14 of the first."""
     a = np.abs(m)
     sgn = np.where(m < 0, -1, 1)
     safe = np.where(a > 0, a, 1.0)
@@ -95,6 +101,8 @@ def _pow2x2_fields(m):
                 s2, k2 = np.zeros_like(k1), k1
             else:
                 s2, k2 = np.where(r < 0, -1, 1), np.clip(rb + dk2, 0, SHIFT_MAX)
+                near = k2 - k1 <= MULTIPLIER_BITS - 2
+                s2, k2 = np.where(near, s2, 0), np.where(near, k2, k1)
             err = np.abs(a - np.exp2(-k1.astype(np.float64)) - s2 * np.exp2(-k2.astype(np.float64)))
             take = err < best["err"]
             for name, v in (("err", err), ("k1", k1), ("s2", s2), ("k2", k2)):
@@ -373,13 +381,16 @@ def _build_module(torch):
         def export(self):
             """The :class:`model.QModel` with exactly this network's integer arithmetic."""
             layers, it = [], iter(self.layers)
+            unsigned = True     # the layer's inputs are >= 0: the input grid, or behind a ReLU
             with torch.no_grad():
                 for entry in self.spec:
                     kind, name = entry["kind"], entry["name"]
                     if kind in ("conv2d", "linear"):
-                        layers.append(self._export_layer(next(it)))
+                        layers.append(self._export_layer(next(it), unsigned=unsigned))
+                        unsigned = False
                     elif kind == "relu":
                         layers.append(ReLU(name))
+                        unsigned = True
                     elif kind == "maxpool2d":
                         k = entry.get("kernel", 2)
                         layers.append(MaxPool2d(name, kernel=k, stride=entry.get("stride", k)))
@@ -391,16 +402,17 @@ def _build_module(torch):
             model.validate()
             return model
 
-        def _export_layer(self, layer):
+        def _export_layer(self, layer, *, unsigned):
             w = self.int_weights(layer).numpy().astype(np.int64)
             mq, fields = self.factors(layer)
             bias = self.bias(layer, mq).numpy().astype(np.int64)
             flat = w.reshape(w.shape[0], -1)
             common = dict(name=layer.name, op=self.op, w_bits=self.x_bits)
             if self.op is Op.ADDER:
-                clipped = np.clip(w, 0, self.qmax)
-                # |x - w| = |x - clip(w)| + dist(w, [0, qmax]) for x in [0, qmax]: the distance sum
-                # is a constant of the channel, moved into the bias.
+                clipped = np.clip(w, 0 if unsigned else -self.qmax - 1, self.qmax)
+                # |x - w| = |x - clip(w)| + dist(w, [lo, qmax]) for x in [lo, qmax], the range of
+                # the layer's inputs: the distance sum is a constant of the channel, moved into
+                # the bias.
                 bias = bias - np.abs(flat - clipped.reshape(flat.shape)).sum(1)
                 weights = {"weight": clipped.astype(np.int8 if self.x_bits <= 8 else np.int16)}
             elif self.op is Op.MUL:

@@ -56,11 +56,12 @@ def test_quantize_images():
 torch = pytest.importorskip("torch")
 
 
-def _float_net(pe, *, seed=0):
-    """A random network with BatchNorm statistics measured on random images (so no layer is dead)."""
+def _float_net(pe, *, seed=0, spec=None):
+    """A random network (``spec``, else the digits one) with BatchNorm statistics measured on
+    random images (so no layer is dead)."""
     from addershift.sw.train import FloatNet, digits_spec, set_determinism
     set_determinism(seed)
-    net = FloatNet(digits_spec(), (1, 8, 8), pe=pe)
+    net = FloatNet(digits_spec() if spec is None else spec, (1, 8, 8), pe=pe)
     gen = torch.Generator().manual_seed(seed)
     bns = [getattr(net, e["bn"]) for e in net.compute_entries()]
     with torch.no_grad():
@@ -105,6 +106,44 @@ def test_quant_net_is_the_golden_model(tmp_path, pe, mode):
     if pe == "adder":
         w = model.layers[0].weights["weight"]
         assert w.min() >= 0 and w.max() <= 127 and (w == 0).any() and (w == 127).any()
+
+
+@pytest.mark.train
+def test_adder_layer_without_a_relu_in_front_takes_signed_inputs(tmp_path):
+    # conv2's inputs are conv1's signed outputs (max-pooled): its weights keep their negative
+    # values, where the [0, qmax] clip of a layer behind a ReLU would change |x - w| for x < 0.
+    from addershift.sw.golden import trace
+    from addershift.sw.model import load_model, save_model
+    from addershift.sw.train import digits_spec
+    spec = [e for e in digits_spec() if e["name"] != "relu1"]
+    images = np.random.default_rng(3).uniform(0, 1, (40, 1, 8, 8))
+    qnet, x_int = _qnet(_float_net("adder", spec=spec), "mul", images)
+    save_model(qnet.export(), tmp_path / "m.npz")
+    model = load_model(tmp_path / "m.npz")
+    collected = []
+    with torch.no_grad():
+        qnet(x_int, collect=collected)
+    golden = trace(model, x_int)
+    for layer, mine, ref in zip(model.layers, collected, golden):
+        np.testing.assert_array_equal(mine.numpy().astype(np.int64), ref, err_msg=layer.name)
+    assert golden[0].min() < 0                          # conv1's outputs do go negative
+    assert model.layers[0].weights["weight"].min() >= 0     # the input grid is [0, qmax]
+    assert model.layers[2].weights["weight"].min() < 0      # conv2 (behind the pool)
+
+
+def test_pow2x2_fields_near_a_power_of_two_fit_the_model_file():
+    # A second power 35 below the first made M = 2**35 + 1: the model file refuses that product.
+    from addershift.sw.model import Linear, QModel, Requant
+    from addershift.sw.numerics import MULTIPLIER_BITS, Op, RequantMode, requant_multiplier
+    m = np.array([1 + 2.0 ** -20, 1 + 2.0 ** -35, 0.25 * (1 - 2.0 ** -33), -(1 + 2.0 ** -13)])
+    fields = requant_fields("pow2x2", m)
+    mult, _ = requant_multiplier(RequantMode.POW2X2, fields)
+    assert np.abs(mult).max() <= 1 << (MULTIPLIER_BITS - 2)
+    np.testing.assert_allclose(requant_scale("pow2x2", fields), m, rtol=2.0 ** -14)
+    assert requant_scale("pow2x2", fields)[3] == m[3]    # 14 apart: both powers kept
+    fc = Linear(name="fc", op=Op.MUL, weights={"weight": np.ones((4, 4), np.int8)}, w_bits=8,
+                requant=Requant(mode=RequantMode.POW2X2, bias=np.zeros(4, np.int32), params=fields))
+    QModel(input_shape=(4,), layers=[fc]).validate()
 
 
 @pytest.mark.train
