@@ -113,6 +113,8 @@ class Board:
     bitstream_suffix = None
     bitstream_sync = None
     uart = "uart"
+    #: The host link's serial port on Linux, usually (for the hints the CLI prints).
+    host_port = "/dev/ttyUSB0"
 
     def accelerator_build(self, kind):
         """``accelerator_builds[kind]`` (a copy; empty for a kind the board has none for)."""

@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -39,7 +40,7 @@ from ..sw.protocol import DEFAULT_BAUD
 __all__ = ["BoardTop", "BuildResult", "DoesNotFit", "DoesNotPlace", "ROUTERS", "build",
            "build_accelerator", "build_array", "build_link", "array_core",
            "multiplier_opts", "MULTIPLIERS", "default_build_dir", "bitstream_path", "program",
-           "NoProgrammer"]
+           "NoProgrammer", "ProgrammerFailed"]
 
 _PORT_ROLES = ("rx", "tx", "status")
 
@@ -463,8 +464,11 @@ def build(core, *, board, clock_mhz=None, build_dir=None, name="top", ports=None
     build_dir.mkdir(parents=True, exist_ok=True)
     bitstream = bitstream_path(board, build_dir, name)
     failed_bitstream = bitstream.with_suffix(f".timing-failed{board.bitstream_suffix}")
-    # A failed build must not leave an earlier bitstream behind for `program` to load.
-    for stale in (bitstream, failed_bitstream, build_dir / f"{name}.addershift.json"):
+    # A failed build must not leave an earlier bitstream behind for `program` to load, nor an
+    # earlier nextpnr log or report for its failure to be read from (a Yosys error would be
+    # reported as the last placement's "does not fit").
+    for stale in (bitstream, failed_bitstream, build_dir / f"{name}.addershift.json",
+                  build_dir / f"{name}.tim", build_dir / f"{name}.report.json"):
         stale.unlink(missing_ok=True)
     _remove_seed_folders(build_dir)
     prepare_environment()
@@ -690,19 +694,27 @@ class NoProgrammer(RuntimeError):
                          f"({', '.join(c.tool for c in board.program_commands())})")
 
 
+class ProgrammerFailed(RuntimeError):
+    """The programming tool ran and failed (no board plugged in, say); the message has its
+    command line."""
+
+
 def program(*, board, bitstream=None, dry_run=False):
     """Load ``bitstream`` (default: the last build's) onto ``board`` with the first installed tool.
 
     Returns the command line that ran (or would run, with ``dry_run``). Raises
     :class:`FileNotFoundError` without a bitstream, :class:`ValueError` for a file that is not
-    one of the board's family (no ``Board.bitstream_sync`` in its first 4 KiB) and
-    :class:`NoProgrammer` without a tool.
+    one of the board's family (no ``Board.bitstream_sync`` in its first 4 KiB),
+    :class:`NoProgrammer` without a tool and :class:`ProgrammerFailed` when the tool fails.
     """
     if isinstance(board, str):
         board = get_board(board)
     bitstream = pathlib.Path(bitstream or bitstream_path(board))
     if not bitstream.exists():
-        raise FileNotFoundError(f"no bitstream at {bitstream}: build one with "
+        failed = bitstream.with_suffix(f".timing-failed{board.bitstream_suffix}")
+        hint = (f"the build there missed its clock ({failed.name}): rebuild at a lower --clock"
+                if failed.exists() else "build one")
+        raise FileNotFoundError(f"no bitstream at {bitstream}: {hint} with "
                                 f"`addershift build --board {board.name}`")
     if not bitstream.is_file():
         raise ValueError(f"{bitstream} is not a file")
@@ -719,6 +731,10 @@ def program(*, board, bitstream=None, dry_run=False):
             continue
         argv = [exe, *cmd.argv(str(bitstream))[1:]]
         if not dry_run:
-            subprocess.run(argv, check=True)
+            done = subprocess.run(argv)
+            if done.returncode != 0:
+                raise ProgrammerFailed(f"{cmd.tool} failed (exit status {done.returncode}; its "
+                                       f"output is above; is the board plugged in?): "
+                                       f"{shlex.join(argv)}")
         return argv
     raise NoProgrammer(board, bitstream, [c.text(str(bitstream)) for c in board.program_commands()])

@@ -22,6 +22,8 @@ class ICEBreaker(Board):
     family = "ice40"
     device = "iCE40UP5K"
     oscillator_mhz = 12.0
+    # The FT2232H's second interface (the first programs the flash).
+    host_port = "/dev/ttyUSB1"
     # 48 MHz: the fit study's iCE40 target clock (issue 6), a clean PLL setting (DIVF=63, DIVQ=4).
     default_clock_mhz = 48.0
     # Digits-sized accelerators that fit the chip (bench/fit_study.py --top accelerator,

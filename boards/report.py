@@ -262,7 +262,11 @@ class Report:
             lines.append("  Fmax: no register-to-register path")
         else:
             verdict = {True: "met", False: "NOT MET", None: ""}[self.timing_met]
-            req = f" against {self.clock_mhz:g} MHz requested: {verdict}" if self.clock_mhz else ""
+            asked = self.extra.get("requested_clock_mhz")
+            # The PLL's frequency is the one timed; a request it only approximates is named too.
+            how = (f" (the PLL's; {asked:g} requested)" if asked and abs(asked - self.clock_mhz)
+                   > 1e-9 else " requested")
+            req = f" against {self.clock_mhz:g} MHz{how}: {verdict}" if self.clock_mhz else ""
             lines.append(f"  Fmax {self.fmax:.2f} MHz{req}")
             tried = self.extra.get("fmax_by_seed")
             if tried:

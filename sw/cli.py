@@ -353,6 +353,8 @@ def cmd_build(args):
                                          build_array, build_link)
     from addershift.boards.report import TimingError
     from addershift.boards.toolchain import ToolError
+    if args.out is not None:
+        _check_folder(args.out, "-o")
     config = _sim_build(args) if args.top == "accelerator" else None
     try:
         if args.top == "accelerator":
@@ -404,10 +406,10 @@ def cmd_build(args):
 
 
 def cmd_program(args):
-    from addershift.boards.build import NoProgrammer, program
+    from addershift.boards.build import NoProgrammer, ProgrammerFailed, program
     try:
         argv = program(board=args.board, bitstream=args.bitstream)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ProgrammerFailed) as e:
         raise CliError(str(e)) from None
     except NoProgrammer as e:
         # The exact command lines on stdout, so they can be copied or piped to a shell.
@@ -611,6 +613,7 @@ def cmd_run(args):
 
 
 def cmd_demo(args):
+    from addershift.boards.toolchain import ToolError
     from .demo import DemoError, run_demo
     if args.images < 1:
         raise CliError(f"--images must be at least 1, not {args.images}")
@@ -619,6 +622,8 @@ def cmd_demo(args):
         run_demo(args)
     except DemoError as e:
         raise CliError(str(e)) from None
+    except ToolError as e:      # the board build's tools failed: the first line says how
+        raise CliError(str(e).splitlines()[0]) from None
 
 
 # --- parser ------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ _RETRIES = 2
 
 
 def _run_board_build(config, board, build_dir):
+    from ..boards.board import get_board
     from ..boards.build import DoesNotFit, build_accelerator
 
     def attempt(clock_mhz):
@@ -127,8 +128,22 @@ def _run_board_build(config, board, build_dir):
         # Fmax found (with a margin: placement changes with the constraint).
         first = first or {"clock_mhz": result.to_dict()["clock_mhz"],
                           "fmax_mhz": result.report.fmax}
-        result = attempt(math.floor(result.report.fmax * 0.95))
+        result = attempt(_retry_clock(get_board(board), result.report.fmax))
     return {"fits": True, **result.to_dict(), "first_attempt": first}
+
+
+def _retry_clock(board, fmax):
+    """The highest whole MHz at or below 95 % of ``fmax`` (a margin: placement changes with the
+    constraint) that ``board``'s PLL makes (within its 1 %) without going above that."""
+    target = math.floor(fmax * 0.95)
+    for mhz in range(target, 0, -1):
+        try:
+            if board.check_clock(mhz) <= fmax * 0.95:
+                return mhz
+        except ValueError:          # not a frequency the PLL makes
+            continue
+    raise DemoError(f"no clock below the {fmax:.2f} MHz the build placed at is reachable on "
+                    f"{board.name}")
 
 
 def _save(fig, ax, path):
@@ -199,6 +214,7 @@ class DemoError(ValueError):
 
 
 def run_demo(args):
+    from ..boards.board import get_board
     from .data import load_digits_split
     from .golden import predict
     from .model import load_model
@@ -260,16 +276,17 @@ def run_demo(args):
         mult = build_dict["multipliers"]
         first = build_dict.get("first_attempt")
         if first:
-            print(f"  at the board's {first['clock_mhz']:.0f} MHz: Fmax {first['fmax_mhz']:.1f} MHz, "
+            print(f"  at the board's {first['clock_mhz']:g} MHz: Fmax {first['fmax_mhz']:.1f} MHz, "
                   f"timing not met; built again at a lower clock:")
-        print(f"  Fmax {fmax:.1f} MHz against {build_dict['clock_mhz']:.0f} MHz requested "
+        print(f"  Fmax {fmax:.1f} MHz against {build_dict['clock_mhz']:g} MHz requested "
               f"(timing {'met' if build_dict['timing_met'] else 'NOT met'})")
         print(f"  multipliers: {mult['premap_mul']} $mul cells before mapping, {mult['dsp']} DSP "
               f"blocks after")
         if build_dict.get("bitstream"):
             print(f"  bitstream {build_dict['bitstream']}: on a board, `addershift program --board "
                   f"{args.board} --bitstream {build_dict['bitstream']}`, then `addershift run "
-                  f"--port /dev/ttyUSB1 -m {_model_path(args.pe)}` (not run here: no board)")
+                  f"--port {get_board(args.board).host_port} -m {_model_path(args.pe)}` (not "
+                  f"run here: no board)")
         cycles = sim["cycles_per_inference"]
         print(f"  projected: {fmax * 1e6 / cycles:,.0f} images/s at Fmax, "
               f"{build_dict['clock_mhz'] * 1e6 / cycles:,.0f} at the bitstream's "

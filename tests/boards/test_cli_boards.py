@@ -221,6 +221,47 @@ def test_program_without_a_build_says_how_to_make_one(capsys, tmp_path, monkeypa
     assert main(["program", "--board", "ulx3s-12f"]) == 1
     assert ("no bitstream at build/ulx3s-12f/top.bit: build one with "
             "`addershift build --board ulx3s-12f`") in capsys.readouterr().err
+    # a build that missed its clock left only its renamed bitstream: say so
+    (tmp_path / "build/ulx3s-12f").mkdir(parents=True)
+    (tmp_path / "build/ulx3s-12f/top.timing-failed.bit").write_bytes(b"")
+    assert main(["program", "--board", "ulx3s-12f"]) == 1
+    assert ("no bitstream at build/ulx3s-12f/top.bit: the build there missed its clock "
+            "(top.timing-failed.bit): rebuild at a lower --clock with `addershift build "
+            "--board ulx3s-12f`") in capsys.readouterr().err
+
+
+def test_a_programmer_that_fails_is_one_line(capsys, tmp_path, monkeypatch):
+    # iceprog installed, no board plugged in: its own message, then ours, no traceback.
+    tool = tmp_path / "iceprog"
+    tool.write_text("#!/bin/sh\necho 'Can't find iCE FTDI USB device' >&2\nexit 2\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr("addershift.boards.build.find_program",
+                        lambda name: str(tool) if name == "iceprog" else None)
+    bit = tmp_path / "top.bin"
+    bit.write_bytes(b"\xff\x00\x00\xff\x7e\xaa\x99\x7e")
+    assert main(["program", "--board", "icebreaker", "--bitstream", str(bit)]) == 1
+    err = capsys.readouterr().err
+    assert f"iceprog failed (exit status 2; its output is above; is the board plugged in?): " \
+           f"{tool} {bit}" in err and "Traceback" not in err
+
+
+def test_a_failed_build_is_not_read_from_an_earlier_placement_log(capsys, tmp_path, monkeypatch):
+    # An earlier build's nextpnr log that did not fit; this build's Yosys fails before nextpnr.
+    (tmp_path / "top.tim").write_text("Info: \t         ICESTORM_LC:    5800/   5280   109%\n")
+    (tmp_path / "build_top.sh").write_text("")
+    monkeypatch.setenv("YOSYS", "/bin/false")
+    assert main(["build", "--board", "icebreaker", "--top", "array", "--rows", "1", "--cols", "1",
+                 "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit" not in err and "5800" not in err and "Traceback" not in err, err
+
+
+def test_an_output_folder_under_a_file_is_named(capsys, tmp_path):
+    (tmp_path / "afile").write_text("")
+    assert main(["build", "--board", "icebreaker", "--top", "array", "-o",
+                 str(tmp_path / "afile" / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert f"-o {tmp_path / 'afile' / 'sub'} " in err and "Errno" not in err, err
 
 
 def test_bad_baud_fails_before_building(capsys, tmp_path):

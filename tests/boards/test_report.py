@@ -72,6 +72,10 @@ def test_read_report_ice40(tmp_path):
     assert json.loads(json.dumps(d)) == d
     text = r.format_text()
     assert "logic cells" in text and "132 / 5280" in text and "multiplier-free" in text
+    assert "Fmax 50.25 MHz against 48 MHz requested: met" in text
+    # a request the PLL only approximates: the clock timed is the PLL's, the request named too
+    r.extra["requested_clock_mhz"] = 48.2
+    assert "Fmax 50.25 MHz against 48 MHz (the PLL's; 48.2 requested): met" in r.format_text()
 
 
 def test_timing_failure_names_the_clock(tmp_path):
