@@ -9,6 +9,10 @@ tiles.
 Verilator: the digits network for each PE kind, an image in one run and one stage by stage;
 Icarus: each PE kind too (shared and narrow banks on both simulators, the narrow banks written
 from a port per row).
+The longest reduction (max_k) with inputs of -128 and weights at both ends of their range:
+accumulators at both ends, requantisation saturating both ways (Amaranth and Icarus for each PE
+kind, Verilator for adder); a global average pool of signed sums, every shift from 0 (saturating)
+to 40, through both write-backs (Amaranth; Icarus for one).
 All three simulators, stage by stage: steps the array stalls keep their weights (two words held,
 three with weight relays); the read stages' registered copies of their advance equal it in
 every cycle (Amaranth). A run keeps the stage count it was started with when the run argument
@@ -664,6 +668,87 @@ def test_pixel_counts_at_their_widest():
     x = _images(model, 2, seed=1)
     result = simulate(program, x, simulator="amaranth")
     assert check(model, program, x, result) is None
+
+
+def _extreme_reduction(op):
+    """A conv whose reduction is the build's longest (8 x 3 x 3 = max_k 72) on inputs of -128
+    everywhere, with weights that drive the accumulators to both ends of their range (adder:
+    0 and -255 per step; mul: 16384 and -16256; shift: +-1024), a zero-weight column, and a
+    requantiser that saturates both ways."""
+    from addershift.sw.model import Conv2d, QModel, Requant
+    from addershift.sw.numerics import Op, int_range
+    lo, hi = int_range(8)
+    ones = np.ones((4, 8, 3, 3), np.int8)
+    if op == "shift":       # columns: +max, -max, zero weights, +max
+        weights = {"sign": np.array([-1, 1, 0, -1], np.int8)[:, None, None, None] * ones,
+                   "exponent": np.full((4, 8, 3, 3), 3, np.int8)}
+    else:
+        weights = {"weight": np.array([lo, hi, 0, lo], np.int8)[:, None, None, None] * ones}
+    requant = Requant(mode="shift", bias=np.array([0, 0, 0, 1000], np.int32),
+                      params={"shift": np.array([0, 0, 1, 0], np.int8)})
+    conv = Conv2d(name="conv", op=Op(op), weights=weights, requant=requant, w_bits=8, p_min=-4,
+                  p_max=3, kernel=(3, 3), padding=0)
+    model = QModel(input_shape=(8, 4, 4), layers=[conv])
+    config = ArrayConfig(pe=op, rows=2, cols=4, requant_mode="shift", max_k=72,
+                         weight_depth=256, act_depth=64, param_depth=16)
+    return model, config, np.full((1, 8, 4, 4), lo)
+
+
+# Amaranth for every PE kind, Icarus too; Verilator (a minute's compile each) for adder by
+# default, shift and mul with `make test-slow`.
+@pytest.mark.parametrize("op, simulator", [
+    *[(op, "amaranth") for op in OPS],
+    *[pytest.param(op, "icarus", marks=pytest.mark.cocotb) for op in OPS],
+    pytest.param("adder", "verilator", marks=pytest.mark.cocotb),
+    *[pytest.param(op, "verilator", marks=[pytest.mark.cocotb, pytest.mark.slow])
+      for op in ("shift", "mul")]])
+def test_longest_reduction_at_the_accumulator_extremes(op, simulator, tmp_path):
+    from addershift.sw.golden import conv2d
+    from addershift.sw.numerics import acc_range
+    model, config, x = _extreme_reduction(op)
+    conv = model.layers[0]
+    # the corners are reached: the accumulators at both ends of their range, and the outputs
+    # saturated both ways
+    acc = conv2d(x, conv.op, conv.weights, kernel=conv.kernel, p_min=conv.p_min)
+    widths = dict(x_bits=8, p_min=-4, p_max=3) if op == "shift" else dict(x_bits=8, w_bits=8)
+    assert {int(acc.min()), int(acc.max())} >= set(acc_range(op, 72, **widths)) - {0}
+    out = trace(model, x)[0]
+    assert out.max() == 127 and out.min() == -128
+    program = compile_model(model, config)
+    result = simulate(program, x, simulator=simulator, per_stage=True, build_dir=tmp_path)
+    assert check(model, program, x, result) is None
+
+
+# Every shift on Amaranth; one (ties and saturation) through each write-back on Icarus.
+@pytest.mark.parametrize("shift, simulator", [
+    *[(shift, "amaranth") for shift in (0, 1, 6, 40)],
+    pytest.param(1, "icarus", marks=pytest.mark.cocotb)])
+def test_global_pool_of_signed_sums_saturates_and_rounds_both_ways(shift, simulator, tmp_path):
+    # No ReLU in front: the sums take both signs (ties at shift 1 among them), and channels 0
+    # and 1 (zero weights, bias +-1000) sit at 127 and -128, so shift 0 saturates both ways.
+    from addershift.sw.model import Conv2d, GlobalAvgPool, QModel, Requant
+    from addershift.sw.numerics import Op
+    rng = np.random.default_rng(shift)
+    weights = rng.integers(-128, 128, (4, 4, 1, 1)).astype(np.int8)
+    weights[:2] = 0
+    requant = Requant(mode="shift", bias=np.array([1000, -1000, 0, 0], np.int32),
+                      params={"shift": np.array([0, 0, 8, 9], np.int8)})
+    conv = Conv2d(name="conv", op=Op.MUL, weights={"weight": weights}, requant=requant, w_bits=8,
+                  kernel=(1, 1), padding=0)
+    model = QModel(input_shape=(4, 8, 8), layers=[conv, GlobalAvgPool("gap", shift=shift)])
+    x = rng.integers(-128, 128, (2, 4, 8, 8))
+    conv_out, pooled = trace(model, x)
+    sums = conv_out.sum(axis=(2, 3))
+    assert (sums > 0).any() and (sums < 0).any()
+    if shift == 0:
+        assert (pooled[:, 0] == 127).all() and (pooled[:, 1] == -128).all()
+    for writeback in ("deep", "short"):
+        config = ArrayConfig(pe="mul", rows=4, cols=4, requant_mode="shift", max_k=16,
+                             weight_depth=64, act_depth=128, param_depth=16, global_pool=True,
+                             writeback_pipeline=writeback)
+        program = compile_model(model, config)
+        result = simulate(program, x, simulator=simulator, build_dir=tmp_path / writeback)
+        assert check(model, program, x, result) is None, writeback
 
 
 def test_an_array_of_several_tiles(monkeypatch):
