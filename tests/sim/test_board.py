@@ -2,6 +2,7 @@
 """The simulated board: the harness in Amaranth's simulator (host baud off by +-2%), the TCP bridge
 on the Amaranth fallback, and connection handling on Verilator."""
 
+import contextlib
 import socket
 
 import pytest
@@ -82,4 +83,42 @@ def test_reconnect_after_a_half_frame():
         with Device(board.url, timeout=8.0) as dev:
             assert dev.read("mem", 0, 5) == b"first"    # the half frame wrote nothing
             assert dev.stats["timeouts"] == 0            # the connection pad resynchronised it
+            # One client at a time: a second one is closed at once (its driver: "the board at
+            # ... disconnected"), not left unanswered until it times out; the first goes on.
+            extra = socket.create_connection(("127.0.0.1", board.port), timeout=8.0)
+            with extra, contextlib.suppress(ConnectionResetError):
+                assert extra.recv(1) == b""
+            assert dev.read("mem", 0, 5) == b"first"
     assert not files.exists()
+
+
+def test_a_missing_simulator_is_named(monkeypatch):
+    # cocotb's own message names neither the command nor what installs it.
+    from addershift.sim import runner
+    monkeypatch.setattr(runner.shutil, "which", lambda tool: None if tool == "iverilog" else "/x")
+    with pytest.raises(runner.SimulatorMissing, match=r"^iverilog not found on PATH; it comes with "
+                                                      r"Icarus Verilog: `make install`"):
+        runner.require_simulator("icarus")
+    runner.require_simulator("verilator")
+
+
+def test_an_interrupted_start_stops_the_board(monkeypatch):
+    # Ctrl-C while the board starts (its simulator building): the board, in a session of its
+    # own that the Ctrl-C does not reach, is stopped, not left running.
+    import time
+    stopped, real_sleep, real_stop = [], time.sleep, BoardProcess.stop
+
+    def interrupt(seconds):          # the first wait for the board (later ones: stop's)
+        real_sleep(seconds)
+        if not stopped:
+            stopped.append("interrupted")
+            raise KeyboardInterrupt
+
+    def stop(self):
+        real_stop(self)
+        stopped.append(self.proc.poll())
+    monkeypatch.setattr("addershift.sim.board.time.sleep", interrupt)
+    monkeypatch.setattr(BoardProcess, "stop", stop)
+    with pytest.raises(KeyboardInterrupt):
+        BoardProcess(mem_size=64, simulator="amaranth")
+    assert len(stopped) == 2 and stopped[1] is not None     # stopped, and its process ended

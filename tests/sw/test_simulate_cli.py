@@ -42,3 +42,20 @@ def test_simulate_names_the_first_layer_that_differs(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert "addershift simulate: mismatch with the golden model: image 0: layer fc (stage fc) " \
            "differs first at index [" in err
+
+
+def test_predict_on_a_simulator_builds_under_build_dir(tmp_path, monkeypatch):
+    # Not in the working folder's build/sim: --build-dir, as simulate's.
+    import numpy as np
+    from addershift.sim import accel_sim
+    from addershift.sw.model import load_model
+    path = _model(tmp_path)
+    x = np.zeros((1,) + load_model(path).input_shape, np.int64)
+    np.save(tmp_path / "x.npy", x)
+    seen = []
+    real = accel_sim.simulate_model
+    monkeypatch.setattr(accel_sim, "simulate_model",
+                        lambda *a, **kw: seen.append(kw["build_dir"]) or real(*a, **kw))
+    assert main(["predict", "--backend", "amaranth", "-m", path, "-i", str(tmp_path / "x.npy"),
+                 "-o", str(tmp_path / "y.npy"), "--build-dir", str(tmp_path / "sims")]) == 0
+    assert seen == [str(tmp_path / "sims")] and (tmp_path / "y.npy").exists()
