@@ -820,7 +820,7 @@ def build_parser():
     add_build(p, board="always")
     p.add_argument("--clock", type=float,
                    help="core clock in MHz (None: the board's; for --top accelerator its build's, "
-                        "iCEBreaker 34.5 adder, 34.5 shift, 30 mul, ULX3S 100 adder, 90 shift, "
+                        "iCEBreaker 34.5 adder, 34.5 shift, 30 mul, ULX3S 100 adder, 95 shift, "
                         "90 mul; for --top link iCEBreaker 34.5, ULX3S 80; for --top array "
                         "iCEBreaker 48, ULX3S 100)")
     p.add_argument("-o", "--out", help="build folder: new, empty or an earlier build's (None: "

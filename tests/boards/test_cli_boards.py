@@ -168,6 +168,8 @@ def test_accelerator_builds_at_the_boards_accelerator_clock(monkeypatch):
     assert seen == [34.5, 30, 100.0]
     build.build_accelerator(board="ulx3s-85f", config=ArrayConfig(pe="mul", rows=2, cols=2))
     assert seen[-1] == 90.0
+    build.build_accelerator(board="ulx3s-85f", config=ArrayConfig(pe="shift", rows=2, cols=2))
+    assert seen[-1] == 95.0
     build.build_accelerator(board="icebreaker", config=ArrayConfig(pe="mul", rows=2, cols=2))
     assert seen[-1] == 30.0
     build.build_accelerator(board="icebreaker", config=ArrayConfig(pe="shift", rows=2, cols=2))
