@@ -96,6 +96,9 @@ class Board:
     bitstream_sync : bytes
         The family's synchronisation word, near the start of every bitstream of it (after a
         comment block): how ``program`` tells a bitstream from another file.
+    bitstream_id : bytes or None
+        The device's ID as the bitstream's check command carries it (ECP5: ``VERIFY_ID``,
+        ``e2 00 00 00`` and the IDCODE), so that ``program`` refuses another device's bitstream.
     """
 
     name = None
@@ -112,6 +115,7 @@ class Board:
     reset_button = None
     bitstream_suffix = None
     bitstream_sync = None
+    bitstream_id = None
     uart = "uart"
     #: The host link's serial port on Linux, usually (for the hints the CLI prints).
     host_port = "/dev/ttyUSB0"

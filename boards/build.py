@@ -719,12 +719,21 @@ def program(*, board, bitstream=None, dry_run=False):
     if not bitstream.is_file():
         raise ValueError(f"{bitstream} is not a file")
     with open(bitstream, "rb") as f:
-        if board.bitstream_sync not in f.read(4096):
+        head = f.read(4096)
+        if board.bitstream_sync not in head:
             raise ValueError(f"{bitstream} is not a bitstream of the {board.name}'s FPGA "
                              f"family, {board.family} (no sync word "
                              f"{board.bitstream_sync.hex()}): it takes the "
                              f"top{board.bitstream_suffix} of `addershift build --board "
                              f"{board.name}`")
+    check = board.bitstream_id
+    at = head.find(check[:4]) if check else -1
+    if at >= 0 and head[at:at + len(check)] != check:
+        # Another device of the family: its programmer would refuse it with a JTAG error.
+        raise ValueError(f"{bitstream} was built for another {board.family} device (ID "
+                         f"{head[at + 4:at + len(check)].hex()}), not the {board.name}'s "
+                         f"{board.device} ({check[4:].hex()}): build it with `addershift build "
+                         f"--board {board.name}`")
     for cmd in board.program_commands():
         exe = find_program(cmd.tool)
         if exe is None:

@@ -42,12 +42,16 @@ class ULX3S(Board):
 
     _PLATFORMS = {"12f": "ULX3S_12F_Platform", "25f": "ULX3S_25F_Platform",
                   "45f": "ULX3S_45F_Platform", "85f": "ULX3S_85F_Platform"}
+    # Each device's JTAG IDCODE (Lattice's; the 12F's differs from the 25F's, whose die it
+    # shares), which ecppack writes into the bitstream's VERIFY_ID command.
+    IDCODES = {"12f": 0x21111043, "25f": 0x41111043, "45f": 0x41112043, "85f": 0x41113043}
 
     def __init__(self, size):
         if size not in self._PLATFORMS:
             raise ValueError(f"ULX3S size must be one of {', '.join(self._PLATFORMS)}, not {size!r}")
         self.size = size
         self.name = f"ulx3s-{size}"
+        self.bitstream_id = b"\xe2\x00\x00\x00" + self.IDCODES[size].to_bytes(4, "big")
         self.device = f"LFE5U-{size.upper()}"
         # The default accelerator of each kind: deep pipelines, a requantiser lane per column
         # (docs/board_log.md has each build). An 8x8 takes 65-69 block RAMs: the 25F's die (the

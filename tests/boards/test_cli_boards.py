@@ -232,6 +232,20 @@ def test_program_without_a_build_says_how_to_make_one(capsys, tmp_path, monkeypa
             "--board ulx3s-12f`") in capsys.readouterr().err
 
 
+def test_program_refuses_another_ecp5_devices_bitstream(capsys, tmp_path, monkeypatch):
+    # As ecppack writes them: a comment, the sync word, then VERIFY_ID with the device's IDCODE.
+    monkeypatch.setattr("addershift.boards.build.find_program", lambda name: None)
+    bit = tmp_path / "top.bit"
+    bit.write_bytes(b"\xff\x00comment\x00\xff\xff\xff\xff\xbd\xb3\xff\xff\xff\xff"
+                    b"\xe2\x00\x00\x00\x41\x11\x30\x43")            # the 85F's
+    assert main(["program", "--board", "ulx3s-12f", "--bitstream", str(bit)]) == 1
+    assert (f"{bit} was built for another ecp5 device (ID 41113043), not the ulx3s-12f's "
+            f"LFE5U-12F (21111043): build it with `addershift build --board ulx3s-12f`"
+            ) in capsys.readouterr().err
+    assert main(["program", "--board", "ulx3s-85f", "--bitstream", str(bit)]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == f"openFPGALoader -b ulx3s {bit}"
+
+
 def test_a_programmer_that_fails_is_one_line(capsys, tmp_path, monkeypatch):
     # iceprog installed, no board plugged in: its own message, then ours, no traceback.
     tool = tmp_path / "iceprog"
