@@ -49,7 +49,8 @@ def extreme_tiles(arr, length=None):
 
 
 def operand_corner_tiles(arr, length):
-    """All-minimum and all-maximum operands (every x and w at one end of its range)."""
+    """All-minimum and all-maximum operands (every x and w at one end of its range), and zero
+    weights (random weights are zero one time in 2**w_bits only)."""
     lo, hi = int_range(arr.x_bits)
     r, c, n = arr.rows, arr.cols, length
     for xv in (lo, hi):
@@ -59,7 +60,7 @@ def operand_corner_tiles(arr, length):
                                             "exponent": np.full((c, n), p)}
         else:
             wlo, whi = int_range(arr.w_bits)
-            for wv in (wlo, whi):
+            for wv in (wlo, whi, 0):
                 yield np.full((r, n), xv), {"weight": np.full((c, n), wv)}
 
 
