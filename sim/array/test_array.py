@@ -224,6 +224,23 @@ def test_array_bench(simulator, kind, rows, cols, tiles, tmp_path):
     assert values >= 2000
 
 
+# Widths other than the default 8 bits (the Amaranth tests' too): a narrower activation, a
+# shift exponent range with negative codes and one past 3, a 7-bit mul weight. Random and corner
+# tiles, each kind on Icarus, shift on Verilator.
+OTHER_WIDTHS = {"adder": dict(x_bits=5), "shift": dict(x_bits=6, p_min=-2, p_max=5),
+                "mul": dict(x_bits=4, w_bits=7)}
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator,kind,rows,cols", [
+    ("icarus", "adder", 3, 2), ("icarus", "shift", 2, 3), ("icarus", "mul", 2, 2),
+    ("verilator", "shift", 2, 3)])
+def test_array_bench_other_widths(simulator, kind, rows, cols, tmp_path):
+    values = run_bench(simulator, kind, rows, cols, tmp_path, tiles=20, k_max=60, max_length=60,
+                       widths=OTHER_WIDTHS[kind])
+    assert values >= 400
+
+
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator,rows,cols", [("icarus", 4, 3), ("verilator", 2, 3)])
 def test_array_bench_with_ecp5_carry_cells(simulator, rows, cols, tmp_path):
