@@ -6,8 +6,8 @@ the per-stage counters checked against the program, through both write-back pipe
 sharing activation banks (and their stall bounds), with narrow banks (and their stalls: the
 replicated read's), with weight relays (each stage a cycle longer), and with an array of several
 tiles.
-Verilator: the digits network for each PE kind, an image in one run and one stage by stage;
-Icarus: each PE kind too (shared and narrow banks on both simulators, the narrow banks written
+Verilator: the digits network for adder and shift (mul `slow`), an image in one run and one
+stage by stage; Icarus: each PE kind too, and every layer case for each PE kind (shared and narrow banks on both simulators, the narrow banks written
 from a port per row).
 The longest reduction (max_k) with inputs of -128 and weights at both ends of their range:
 accumulators at both ends, requantisation saturating both ways (Amaranth and Icarus for each PE
@@ -71,6 +71,25 @@ def test_layer_cases_amaranth(op, mode):
             assert counts["issue"] == stage.issue_cycles, (name, stage.name)
             assert counts["busy_pe"] == stage.busy_pe_cycles, (name, stage.name)
             assert counts["cycles"] >= counts["issue"] + counts["stall"]
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("op", OPS)
+def test_layer_cases_on_icarus(op, tmp_path):
+    # The im2col generator's strides, paddings (2 included), rectangular and pointwise kernels,
+    # pooling and linear chains as Verilog: every case in one build per PE kind, each stage's
+    # output compared (the digits network alone has stride 1, padding 1 and 3x3 kernels).
+    mode = "mul" if op == "mul" else "pow2x2"
+    config = ArrayConfig(pe=op, rows=3, cols=4, requant_mode=mode, max_k=128, weight_depth=512,
+                         act_depth=128, param_depth=64, global_pool=True)
+    jobs = []
+    for n, name in enumerate(sorted(CASES)):
+        model = layer_case(name, op, mode=mode, seed=n)
+        jobs.append((model, compile_model(model, config), _images(model, 1, seed=n)))
+    results = simulate_batch([(p, x) for _, p, x in jobs], simulator="icarus", per_stage=True,
+                             build_dir=tmp_path)
+    for (model, program, x), result, name in zip(jobs, results, sorted(CASES)):
+        assert check(model, program, x, result) is None, name
 
 
 @pytest.mark.parametrize("lanes, writeback", [(1, "deep"), (2, "deep"), (4, "deep"), (2, "short")])
