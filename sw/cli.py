@@ -110,6 +110,9 @@ def cmd_generate(args):
                 f"{info['derived']['acc_bits']}-bit accumulators), sidecar {sidecar}")
         _emit(args, dict(info, output=args.output, sidecar=sidecar), text)
         return
+    if args.pe != "shift" and (args.p_min, args.p_max) != (0, 7):    # not the defaults: given
+        raise CliError(f"--p-min and --p-max are the shift exponents' range; --pe {args.pe} "
+                       f"has none (its weights are --w-bits wide)")
     try:
         unit = build_unit(
             args.unit, kind=args.pe, rows=args.rows if args.unit == "array" else None,

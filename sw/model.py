@@ -531,6 +531,10 @@ def load_model(path):
                 arrays[member] = archive[member]
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
             NotImplementedError) as e:
+        if member is not None and "allow_pickle" in str(e):
+            # Not damage: the array holds pickled Python objects, which are never loaded.
+            raise ModelFileError(f"{src}: array {member!r} holds Python objects (pickled), not "
+                                 f"numbers; a model file's arrays are integers") from None
         if member is not None:
             raise ModelFileError(f"{src}: array {member!r} cannot be read, the file is truncated "
                                  f"or corrupted ({e})") from None

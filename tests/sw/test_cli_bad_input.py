@@ -142,6 +142,12 @@ def test_training_output_checked_before_training(tmp_path, capsys):
      "--clock must be a positive number of MHz, not inf"),
     (["--unit", "accelerator", "--clock", "nan"],
      "--clock must be a positive number of MHz, not nan"),
+    (["--unit", "pe", "--pe", "adder", "--p-max", "3"],
+     "--p-min and --p-max are the shift exponents' range; --pe adder has none (its weights are "
+     "--w-bits wide)"),
+    (["--pe", "mul", "--p-min", "-2"],
+     "--p-min and --p-max are the shift exponents' range; --pe mul has none (its weights are "
+     "--w-bits wide)"),
 ])
 def test_generate_options(tmp_path, capsys, argv, message):
     out = tmp_path / "x.v"

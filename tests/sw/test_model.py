@@ -228,6 +228,17 @@ def test_header_nested_too_deeply(saved):
         load_model(saved)
 
 
+def test_an_array_of_python_objects_is_named_as_such(saved):
+    with np.load(saved, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["conv1.bias"] = np.array([1, "x", None], dtype=object)
+    np.savez(saved, **arrays)
+    with pytest.raises(ModelFileError, match=r"m.npz: array 'conv1.bias' holds Python objects "
+                                             r"\(pickled\), not numbers; a model file's arrays "
+                                             r"are integers$"):
+        load_model(saved)
+
+
 def test_other_files_are_not_model_files(saved, tmp_path):
     data, at = bytearray(saved.read_bytes()), saved.stat().st_size // 3
     data[at:at + 40] = bytes(b ^ 0xFF for b in data[at:at + 40])       # inside the deflate stream
