@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
+import threading
 
 from .model import ModelFileError
 from .protocol import DEFAULT_BAUD
@@ -927,9 +929,25 @@ def build_parser():
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM (a `kill`, a service manager) ends a command as Ctrl-C does: through its cleanups
+    # (the simulated board's run folder, a board process), not around them.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args):
     try:
         if getattr(args, "unused_options", None):
             _refuse_unused(args)

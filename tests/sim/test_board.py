@@ -122,3 +122,26 @@ def test_an_interrupted_start_stops_the_board(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         BoardProcess(mem_size=64, simulator="amaranth")
     assert len(stopped) == 2 and stopped[1] is not None     # stopped, and its process ended
+
+
+@pytest.mark.cocotb
+def test_serve_sim_stopped_by_sigterm_leaves_no_files(tmp_path):
+    # A `kill` ends serve-sim as Ctrl-C does: the simulator's run folder is removed.
+    import os
+    import signal
+    import subprocess
+    import sys
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    argv = [sys.executable, "-m", "addershift.sw.cli", "serve-sim", "--link-test",
+            "--simulator", "icarus", "--port", "0"]
+    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "simulated board listening on" in line:
+                break
+        assert [p for p in tmp_path.iterdir() if p.name.startswith("addershift-board-")], seen
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, rest[-2000:]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("addershift-board-")]
