@@ -163,6 +163,10 @@ def _training_call(func, args, **kwargs):
     _check_writable(args.output, "output")
     if getattr(args, "save_float", None):
         _check_writable(args.save_float, "--save-float")
+        import pathlib
+        if pathlib.Path(args.save_float).resolve() == pathlib.Path(args.output).resolve():
+            raise CliError(f"--save-float {args.save_float} is the model's output file too: the "
+                           f"model would overwrite the checkpoint")
     try:
         from .data import DataError
         from .quantize import QuantizeError
@@ -762,9 +766,9 @@ def build_parser():
         "pe": not_accelerator + ("board", "rows", "cols"), "array": not_accelerator,
         "accelerator": ("x_bits", "w_bits", "p_min", "p_max", "max_length")})
 
-    def add_quant_args(p, qat_default):
-        p.add_argument("--dataset", default="digits",
-                       help="'digits' (built in) or a folder of MNIST-style IDX files")
+    def add_quant_args(p, qat_default, dataset="digits",
+                       dataset_help="'digits' (built in) or a folder of MNIST-style IDX files"):
+        p.add_argument("--dataset", default=dataset, help=dataset_help)
         p.add_argument("--mode", choices=("auto", "shift", "pow2x2", "mul"), default="auto",
                        help="requantisation mode; auto: pow2x2 for adder and shift networks, mul for "
                             "mul networks")
@@ -788,7 +792,9 @@ def build_parser():
 
     p = add("quantize", cmd_quantize, "quantise a float checkpoint (train --save-float) into a model file")
     p.add_argument("checkpoint", help="float checkpoint written by 'addershift train --save-float'")
-    add_quant_args(p, None)
+    add_quant_args(p, None, dataset=None,
+                   dataset_help="'digits' (built in) or a folder of MNIST-style IDX files (None: "
+                                "the one the checkpoint was trained on)")
 
     p = add("import", cmd_import, "import an AdderNet or DeepShift state_dict")
     p.add_argument("checkpoint", help="PyTorch state_dict file")

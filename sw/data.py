@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import pathlib
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +78,7 @@ def read_idx(path):
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path}: broken gzip data ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (the magic number must start with two zero bytes)")
@@ -123,6 +124,8 @@ def load_idx_dir(folder, *, classes=10):
                             f"not shape {labels.shape}")
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
+        if images.shape[0] == 0:        # nothing to calibrate on, or to measure accuracy with
+            raise DataError(f"{where}: holds no images")
         if labels.size and labels.max() >= classes:
             raise DataError(f"{_find(folder, IDX_FILES[f'{split}_labels'])}: label {labels.max()} is not "
                             f"below {classes}")

@@ -123,9 +123,11 @@ def _tensor(sd, used, name, shape=None, *, required=True):
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise CheckpointError(f"tensor {name!r}: shape {tuple(t.shape)} does not fit the architecture, "
                               f"which needs {tuple(shape)}")
+    t = t.detach().to(torch.float32)
+    # Checked in float32, the network's type: a float64 value past 3.4e38 becomes inf there.
     if not bool(torch.isfinite(t).all()):
-        raise CheckpointError(f"tensor {name!r}: holds NaN or infinite values")
-    return t.detach().to(torch.float32)
+        raise CheckpointError(f"tensor {name!r}: holds NaN or infinite values (in float32)")
+    return t
 
 
 def _weight_names(fmt, name):
@@ -340,9 +342,10 @@ def _config(pe, *, mode, qat_epochs, seed, x_bits, default_mode=None):
     return default_config(pe, mode=mode or default_mode, **overrides)
 
 
-def quantize_command(*, checkpoint, output, dataset="digits", mode=None, qat_epochs=None, seed=0,
+def quantize_command(*, checkpoint, output, dataset=None, mode=None, qat_epochs=None, seed=0,
                      x_bits=8, log=None):
-    """``addershift quantize``: our float checkpoint -> calibrated, fine-tuned model file."""
+    """``addershift quantize``: our float checkpoint -> calibrated, fine-tuned model file, on
+    ``dataset`` (default: the one the checkpoint records, else digits)."""
     import time
     from .data import load_dataset
     from .quantize import quantize_and_save
@@ -350,6 +353,8 @@ def quantize_command(*, checkpoint, output, dataset="digits", mode=None, qat_epo
     start, start_cpu = time.perf_counter(), time.process_time()
     set_determinism(seed)
     net, meta = load_float_checkpoint(checkpoint)
+    # Calibrated and measured on what it was trained on, unless told otherwise.
+    dataset = dataset or meta.get("dataset") or "digits"
     data = load_dataset(dataset)
     if tuple(data.input_shape) != tuple(net.input_shape):
         raise CheckpointError(f"checkpoint {checkpoint}: trained on {tuple(net.input_shape)} inputs, "

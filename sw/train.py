@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pathlib
 import time
 from dataclasses import dataclass, field
 
@@ -317,7 +318,9 @@ def train_command(*, pe, dataset="digits", output, mode=None, variant="q", epoch
     float_acc = train_float(net, data, cfg, log=log)
     if save_float:
         from .importers import save_float_checkpoint
-        save_float_checkpoint(net, save_float, dataset=dataset)
+        # (A folder by its absolute path: `quantize` calibrates on it from any working folder.)
+        save_float_checkpoint(net, save_float, dataset=dataset if dataset == "digits" else
+                              pathlib.Path(dataset).resolve())
     report = quantize_and_save(net, data, cfg, output, float_accuracy=float_acc, log=log)
     report.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - start_cpu,
                   epochs=cfg.epochs, variant=cfg.variant)

@@ -129,6 +129,10 @@ def test_training_output_checked_before_training(tmp_path, capsys):
                               f"directory")
     assert main(["train", "-o", str(tmp_path / "m.npz"), "--save-float", str(tmp_path)]) == 1
     assert _error(capsys) == f"addershift train: --save-float {tmp_path} is a folder, not a file"
+    same = tmp_path / "m.npz"        # the model would overwrite the checkpoint
+    assert main(["train", "-o", str(same), "--save-float", str(same)]) == 1
+    assert _error(capsys) == (f"addershift train: --save-float {same} is the model's output file "
+                              f"too: the model would overwrite the checkpoint")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -306,3 +310,26 @@ def test_quantize_refuses_a_checkpoint_whose_shapes_do_not_chain(tmp_path, capsy
     assert _error(capsys) == (f"addershift quantize: checkpoint {tmp_path / 'f.pt'}: layer 1 "
                               f"('conv1'): a conv2d layer needs a (C, H, W) input, not (64,)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pt"]
+
+
+def test_quantize_calibrates_on_the_checkpoints_own_data_set(tmp_path, capsys):
+    # A checkpoint trained on an IDX folder of 8x8 images (the digits' size): quantize without
+    # --dataset calibrates and measures on that folder, not silently on digits.
+    pytest.importorskip("torch")
+    from addershift.sw.importers import save_float_checkpoint
+    from addershift.sw.train import FloatNet, digits_spec
+    from addershift.sw.data import IDX_FILES
+    rng = np.random.default_rng(0)
+    (tmp_path / "idx").mkdir()
+    for key, stem in IDX_FILES.items():
+        n = 30 if key.startswith("train") else 7
+        a = rng.integers(0, 256 if key.endswith("images") else 10,
+                         (n, 8, 8) if key.endswith("images") else (n,)).astype(np.uint8)
+        (tmp_path / "idx" / stem).write_bytes(bytes([0, 0, 8, a.ndim]) + b"".join(
+            d.to_bytes(4, "big") for d in a.shape) + a.tobytes())
+    save_float_checkpoint(FloatNet(digits_spec(), (1, 8, 8), pe="mul"), tmp_path / "f.pt",
+                          dataset=tmp_path / "idx")
+    assert main(["quantize", str(tmp_path / "f.pt"), "--qat-epochs", "0", "-o",
+                 str(tmp_path / "m.npz"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_images"] == 7, report

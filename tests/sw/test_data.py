@@ -79,6 +79,9 @@ def test_not_a_folder(tmp_path):
     (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big"), "IDX header is truncated"),
     (idx_bytes(np.zeros((2, 4, 4)))[:-3], "the header promises 32 bytes of shape (2, 4, 4), the file holds 29"),
     (b"\x1f\x8b\x08garbage", "broken gzip data"),
+    # a damaged deflate stream (zlib's own error, not an OSError)
+    (gzip.compress(idx_bytes(np.arange(200).reshape(2, 10, 10)))[:10] + b"\xff" +
+     gzip.compress(idx_bytes(np.arange(200).reshape(2, 10, 10)))[11:], "broken gzip data"),
 ])
 def test_malformed_idx(tmp_path, raw, message):
     path = tmp_path / "f"
@@ -100,6 +103,10 @@ def test_inconsistent_sets(tmp_path):
     (tmp_path / IDX_FILES["test_images"]).write_bytes(idx_bytes(np.zeros((5, 20, 20))))
     with pytest.raises(DataError, match=r"training images \(28, 28\) and test images \(20, 20\) differ"):
         load_idx_dir(tmp_path)
+    for split in ("train", "test"):       # an empty split: nothing to calibrate or measure on
+        write_idx_set(tmp_path, **{f"n_{split}": 0})
+        with pytest.raises(DataError, match=f"{IDX_FILES[split + '_images']}: holds no images$"):
+            load_idx_dir(tmp_path)
     write_idx_set(tmp_path)
     (tmp_path / IDX_FILES["train_images"]).write_bytes(idx_bytes(np.zeros((12, 784))))
     with pytest.raises(DataError, match=r"images must have 3 dimensions \(N, H, W\), not shape \(12, 784\)"):

@@ -210,6 +210,9 @@ def _state(kind="addernet"):
     (lambda s: s.update({"bn1.running_var": torch.zeros(9)}),
      r"tensor 'bn1.running_var': shape \(9,\) does not fit the architecture, which needs \(8,\)"),
     (lambda s: s["conv1.adder"].view(-1)[4].fill_(math.nan), "tensor 'conv1.adder': holds NaN or infinite values"),
+    # finite in float64, infinite in the network's float32
+    (lambda s: s.update({"bn1.running_var": torch.full((8,), 1e300, dtype=torch.float64)}),
+     r"tensor 'bn1.running_var': holds NaN or infinite values \(in float32\)"),
     (lambda s: s.update({"bn2.weight": torch.ones(16, dtype=torch.int64)}),
      "tensor 'bn2.weight': dtype torch.int64 is not floating point"),
     (lambda s: s.update({"head.weight": torch.ones(3)}),

@@ -131,6 +131,23 @@ def test_adder_layer_without_a_relu_in_front_takes_signed_inputs(tmp_path):
     assert model.layers[2].weights["weight"].min() < 0      # conv2 (behind the pool)
 
 
+@pytest.mark.train
+@pytest.mark.parametrize("x_bits", [8, 16])
+def test_adder_weights_keep_their_distance_at_every_width(x_bits):
+    # Trained adder weights lie far outside the activations' range; at 16 bits a bound of 2**15
+    # steps (one real unit) clamped most of them, and the network fell to chance accuracy.
+    from addershift.sw.quantize import QuantNet, calibrate
+    net = _float_net("adder")
+    images = np.random.default_rng(4).uniform(0, 1, (40, 1, 8, 8))
+    qmax = (1 << (x_bits - 1)) - 1
+    x_int = quantize_images(x_bits, images)
+    qnet = QuantNet(net, mode="mul", x_bits=x_bits, calib=x_int, input_scale=1 / qmax,
+                    scales=calibrate(net, x_int.astype(np.float32) / qmax))
+    layer = qnet.layers[0]
+    u = torch.full_like(getattr(qnet, f"{layer.name}__w"), 4.0 * qmax)    # 4 real units
+    assert torch.equal(qnet.int_weights(layer, u=u), u)
+
+
 def test_pow2x2_fields_near_a_power_of_two_fit_the_model_file():
     # A second power 35 below the first made M = 2**35 + 1: the model file refuses that product.
     from addershift.sw.model import Linear, QModel, Requant
