@@ -86,14 +86,11 @@ def _qnet(net, mode, images):
     return QuantNet(net, mode=mode, x_bits=8, scales=scales, input_scale=1 / 127, calib=x_int), x_int
 
 
-@pytest.mark.train
-@pytest.mark.parametrize("pe, mode", list(itertools.product(("adder", "shift", "mul"), ("shift", "pow2x2", "mul"))))
-def test_quant_net_is_the_golden_model(tmp_path, pe, mode):
+def _exported_is_exact(qnet, x_int, tmp_path):
+    """Save and load ``qnet``'s export; every layer's output on ``x_int`` must equal the network's
+    own. Returns the loaded model and its golden trace."""
     from addershift.sw.golden import trace
     from addershift.sw.model import load_model, save_model
-    images = np.random.default_rng(2).uniform(0, 1, (40, 1, 8, 8))
-    net = _float_net(pe)
-    qnet, x_int = _qnet(net, mode, images)
     save_model(qnet.export(), tmp_path / "m.npz")
     model = load_model(tmp_path / "m.npz")
     collected = []
@@ -102,6 +99,15 @@ def test_quant_net_is_the_golden_model(tmp_path, pe, mode):
     golden = trace(model, x_int)
     for layer, mine, ref in zip(model.layers, collected, golden):
         np.testing.assert_array_equal(mine.numpy().astype(np.int64), ref, err_msg=layer.name)
+    return model, golden
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("pe, mode", list(itertools.product(("adder", "shift", "mul"), ("shift", "pow2x2", "mul"))))
+def test_quant_net_is_the_golden_model(tmp_path, pe, mode):
+    images = np.random.default_rng(2).uniform(0, 1, (40, 1, 8, 8))
+    net = _float_net(pe)
+    model, golden = _exported_is_exact(*_qnet(net, mode, images), tmp_path)
     assert len(np.unique(golden[-1])) > 20          # not a degenerate (saturated) network
     if pe == "adder":
         w = model.layers[0].weights["weight"]
@@ -112,20 +118,11 @@ def test_quant_net_is_the_golden_model(tmp_path, pe, mode):
 def test_adder_layer_without_a_relu_in_front_takes_signed_inputs(tmp_path):
     # conv2's inputs are conv1's signed outputs (max-pooled): its weights keep their negative
     # values, where the [0, qmax] clip of a layer behind a ReLU would change |x - w| for x < 0.
-    from addershift.sw.golden import trace
-    from addershift.sw.model import load_model, save_model
     from addershift.sw.train import digits_spec
     spec = [e for e in digits_spec() if e["name"] != "relu1"]
     images = np.random.default_rng(3).uniform(0, 1, (40, 1, 8, 8))
-    qnet, x_int = _qnet(_float_net("adder", spec=spec), "mul", images)
-    save_model(qnet.export(), tmp_path / "m.npz")
-    model = load_model(tmp_path / "m.npz")
-    collected = []
-    with torch.no_grad():
-        qnet(x_int, collect=collected)
-    golden = trace(model, x_int)
-    for layer, mine, ref in zip(model.layers, collected, golden):
-        np.testing.assert_array_equal(mine.numpy().astype(np.int64), ref, err_msg=layer.name)
+    model, golden = _exported_is_exact(*_qnet(_float_net("adder", spec=spec), "mul", images),
+                                       tmp_path)
     assert golden[0].min() < 0                          # conv1's outputs do go negative
     assert model.layers[0].weights["weight"].min() >= 0     # the input grid is [0, qmax]
     assert model.layers[2].weights["weight"].min() < 0      # conv2 (behind the pool)
