@@ -100,6 +100,10 @@ def _write_verilog(unit, args):
         raise CliError(f"cannot write {args.output}: {e}") from None
 
 
+#: ``generate``'s default shift exponent range (``--p-min``, ``--p-max``).
+_GENERATE_SHIFT_RANGE = (0, 7)
+
+
 def cmd_generate(args):
     import pathlib
     from ..hw.generate import build_unit
@@ -112,7 +116,7 @@ def cmd_generate(args):
                 f"{info['derived']['acc_bits']}-bit accumulators), sidecar {sidecar}")
         _emit(args, dict(info, output=args.output, sidecar=sidecar), text)
         return
-    if args.pe != "shift" and (args.p_min, args.p_max) != (0, 7):    # not the defaults: given
+    if args.pe != "shift" and (args.p_min, args.p_max) != _GENERATE_SHIFT_RANGE:     # given
         raise CliError(f"--p-min and --p-max are the shift exponents' range; --pe {args.pe} "
                        f"has none (its weights are --w-bits wide)")
     try:
@@ -751,8 +755,9 @@ def build_parser():
                    help="Verilog file to write (a JSON sidecar goes beside it)")
     p.add_argument("--x-bits", type=int, default=8, help="activation width (signed)")
     p.add_argument("--w-bits", type=int, help="weight width for adder/mul (default: --x-bits)")
-    p.add_argument("--p-min", type=int, default=0, help="smallest shift exponent (shift only)")
-    p.add_argument("--p-max", type=int, default=7, help="largest shift exponent (shift only)")
+    p_min, p_max = _GENERATE_SHIFT_RANGE
+    p.add_argument("--p-min", type=int, default=p_min, help="smallest shift exponent (shift only)")
+    p.add_argument("--p-max", type=int, default=p_max, help="largest shift exponent (shift only)")
     p.add_argument("--max-length", type=int, default=128,
                    help="longest reduction K; sets the accumulator width")
     p.add_argument("--top", help="Verilog module name (default: the output file's name)")
