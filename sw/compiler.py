@@ -319,8 +319,11 @@ def _check_layer_fits(layer, config, k):
         raise CompileError(f"{where} sums {k} terms per output; this build's accumulators hold at "
                            f"most {config.max_k}: rebuild with max_k >= {k}")
     if layer.requant.out_bits != config.x_bits:
+        # (Its outputs go into the activation buffers, the last layer's too.)
         raise CompileError(f"{where} requantises to {layer.requant.out_bits} bits; this build's "
-                           f"activations are {config.x_bits} bits")
+                           f"activations are {config.x_bits} bits, and every layer's outputs are "
+                           f"stored as activations: requantise it to {config.x_bits} bits "
+                           f"(requant.out_bits)")
     if layer.op is Op.SHIFT:
         span, have = layer.p_max - layer.p_min, config.p_max - config.p_min
         if span > have:
@@ -696,7 +699,7 @@ def compile_model(model, config, *, name="model"):
         where = f"layer {layer.name}"
         dims = {"input height": h, "input width": w, "kernel height": kh, "kernel width": kw,
                 "stride": stride, "padding": pad, "output width": ow, "pooled width": pw,
-                "pooled height": ph}
+                "pooled height": ph, "pool kernel": pk, "pool stride": ps}
         for what, v in dims.items():
             if v > (1 << DIM_BITS) - 1:
                 raise CompileError(f"{where}: {what} {v} exceeds the sequencer's limit of "
@@ -716,13 +719,22 @@ def compile_model(model, config, *, name="model"):
                 f"activation bank ({_kib(out_words * config.act_word_bytes)}); this build has "
                 f"{config.act_depth} ({_kib(config.act_bytes)}): rebuild with act_depth >= "
                 f"{out_words} or use a smaller model")
-        # The address arithmetic's range (always true for kernels that fit their input).
+        # The address arithmetic's range (always true for kernels that fit their input); an
+        # address of a + 1 bits spans depths up to 2**a.
         a = config.act_addr_bits
         span = (_ceil_div(cin, C) - 1) * h * w + (kh - 1) * w + kw - 1
-        if span >= 1 << (a + 1) or pad * (w + 1) >= 1 << (a + 1):
+        reach = max(span, pad * (w + 1))
+        if reach >= 1 << (a + 1):
             raise CompileError(f"{where}: kernel {kh}x{kw} with padding {pad} reaches beyond the "
                                f"activation address range of this build (act_depth "
-                               f"{config.act_depth})")
+                               f"{config.act_depth}): rebuild with act_depth >= "
+                               f"{1 << (reach.bit_length() - 1)}")
+        # The generator's step from one output row to the next: stride * W in a + 2 bits.
+        if stride * w >= 1 << (a + 2):
+            raise CompileError(f"{where}: its stride {stride} times its input width {w} is more "
+                               f"than the generator's row step holds at act_depth "
+                               f"{config.act_depth}: rebuild with act_depth >= "
+                               f"{1 << ((stride * w).bit_length() - 2)}")
         # Weights: for og: for kh: for kw: for c, one word of C lanes.
         w_words = og * k
         if w_next + w_words > config.weight_depth:

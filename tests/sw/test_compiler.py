@@ -172,6 +172,42 @@ def test_other_mismatches():
         compile_model(digits_net("adder"), _config(bias_bits=8))
 
 
+def test_limits_of_the_generator_are_compile_errors():
+    # Each was a bare ValueError from packing the descriptor, naming no layer and no fix.
+    from addershift.sw.examples import random_conv
+    rng = np.random.default_rng(0)
+    pooled = QModel(input_shape=(1, 4, 4), layers=[
+        random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=0),
+        MaxPool2d("pool", kernel=1, stride=300)])
+    with pytest.raises(CompileError, match=r"^layer conv: pool stride 300 exceeds the sequencer's "
+                                           r"limit of 255$"):
+        default_config(pooled)
+    strided = QModel(input_shape=(1, 1, 16), layers=[
+        random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=0, stride=4)])
+    small = dict(rows=2, cols=2, least={"act_depth": 16, "weight_depth": 16, "param_depth": 16})
+    with pytest.raises(CompileError, match=r"^layer conv: its stride 4 times its input width 16 "
+                                           r"is more than the generator's row step holds at "
+                                           r"act_depth 16: rebuild with act_depth >= 32$"):
+        default_config(strided, **small)
+    default_config(strided, **{**small, "least": {**small["least"], "act_depth": 32}})
+    padded = QModel(input_shape=(1, 4, 4), layers=[       # one output pixel per 20 of padding
+        random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=8, stride=20, mode="mul")])
+    with pytest.raises(CompileError, match=r"reaches beyond the activation address range of "
+                                           r"this build \(act_depth 16\): rebuild with "
+                                           r"act_depth >= (\d+)$") as e:
+        compile_model(padded, _config(pe="mul", requant_mode="mul", act_depth=16))
+    need = int(str(e.value).rsplit(" ", 1)[1])
+    compile_model(padded, _config(pe="mul", requant_mode="mul", act_depth=need))
+    wide = digits_net("mul", mode="mul")          # 16-bit logits: golden allows them, no build
+    wide.layers[-1].requant.out_bits = 16
+    wide.validate()
+    with pytest.raises(CompileError, match=r"^layer fc requantises to 16 bits; this build's "
+                                           r"activations are 8 bits, and every layer's outputs "
+                                           r"are stored as activations: requantise it to 8 bits "
+                                           r"\(requant.out_bits\)$"):
+        compile_model(wide, _config(pe="mul", requant_mode="mul"))
+
+
 def _random_requant(rng, mode, channels):
     """Requantisation parameters of every kind, dead channels (huge shifts) and huge biases
     among them."""
