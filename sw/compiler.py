@@ -68,7 +68,14 @@ PROGRAM_VERSION = 2  # 2: a parameter word holds one requantiser transfer (`lane
 
 
 class CompileError(ValueError):
-    """The model does not fit the build (or uses a layer sequence the accelerator cannot run)."""
+    """The model does not fit the build (or uses a layer sequence the accelerator cannot run).
+
+    ``need``: the build parameters that would make room (``{"act_depth": 64}``), where the
+    message names them, so that :func:`default_config` can size a build by the same limits."""
+
+    def __init__(self, message, *, need=None):
+        super().__init__(message)
+        self.need = dict(need or {})
 
 
 def _bits(n):
@@ -637,8 +644,21 @@ def default_config(model, *, rows=4, cols=4, least=None, **overrides):
         except CompileError:
             break
         sizes = smaller
+    # The buffers' sizes hold the tensors; the generator's counters and address steps may ask
+    # for a deeper buffer still (a large padding, a long strided row).
+    for _ in range(4):
+        config = ArrayConfig(**{**params, **sizes, **overrides})
+        try:
+            compile_model(model, config)      # an override too small for the model says so here
+            return config
+        except CompileError as e:
+            deeper = {k: v for k, v in e.need.items() if k in sizes and k not in overrides
+                      and v > sizes[k]}
+            if not deeper:
+                raise
+            sizes.update(deeper)
     config = ArrayConfig(**{**params, **sizes, **overrides})
-    compile_model(model, config)      # an override too small for the model says so here
+    compile_model(model, config)              # (each limit deepens once; not reached)
     return config
 
 
@@ -711,7 +731,7 @@ def compile_model(model, config, *, name="model"):
             need = 1 << (pixels.bit_length() - 3)
             raise CompileError(f"{where} has {pixels} output pixels; this build counts up to "
                                f"{(1 << config.count_bits) - 1} (8 per activation word): rebuild "
-                               f"with act_depth >= {need}")
+                               f"with act_depth >= {need}", need={"act_depth": need})
         out_words = act_words_of(out_storage)
         if out_words > config.act_depth:
             raise CompileError(
@@ -725,16 +745,18 @@ def compile_model(model, config, *, name="model"):
         span = (_ceil_div(cin, C) - 1) * h * w + (kh - 1) * w + kw - 1
         reach = max(span, pad * (w + 1))
         if reach >= 1 << (a + 1):
+            need = 1 << (reach.bit_length() - 1)
             raise CompileError(f"{where}: kernel {kh}x{kw} with padding {pad} reaches beyond the "
                                f"activation address range of this build (act_depth "
-                               f"{config.act_depth}): rebuild with act_depth >= "
-                               f"{1 << (reach.bit_length() - 1)}")
+                               f"{config.act_depth}): rebuild with act_depth >= {need}",
+                               need={"act_depth": need})
         # The generator's step from one output row to the next: stride * W in a + 2 bits.
         if stride * w >= 1 << (a + 2):
+            need = 1 << ((stride * w).bit_length() - 2)
             raise CompileError(f"{where}: its stride {stride} times its input width {w} is more "
                                f"than the generator's row step holds at act_depth "
-                               f"{config.act_depth}: rebuild with act_depth >= "
-                               f"{1 << ((stride * w).bit_length() - 2)}")
+                               f"{config.act_depth}: rebuild with act_depth >= {need}",
+                               need={"act_depth": need})
         # Weights: for og: for kh: for kw: for c, one word of C lanes.
         w_words = og * k
         if w_next + w_words > config.weight_depth:

@@ -183,13 +183,12 @@ def test_limits_of_the_generator_are_compile_errors():
                                            r"limit of 255$"):
         default_config(pooled)
     strided = QModel(input_shape=(1, 1, 16), layers=[
-        random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=0, stride=4)])
-    small = dict(rows=2, cols=2, least={"act_depth": 16, "weight_depth": 16, "param_depth": 16})
+        random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=0, stride=4, mode="mul")])
     with pytest.raises(CompileError, match=r"^layer conv: its stride 4 times its input width 16 "
                                            r"is more than the generator's row step holds at "
                                            r"act_depth 16: rebuild with act_depth >= 32$"):
-        default_config(strided, **small)
-    default_config(strided, **{**small, "least": {**small["least"], "act_depth": 32}})
+        compile_model(strided, _config(pe="mul", requant_mode="mul", act_depth=16))
+    compile_model(strided, _config(pe="mul", requant_mode="mul", act_depth=32))
     padded = QModel(input_shape=(1, 4, 4), layers=[       # one output pixel per 20 of padding
         random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=8, stride=20, mode="mul")])
     with pytest.raises(CompileError, match=r"reaches beyond the activation address range of "
@@ -198,6 +197,12 @@ def test_limits_of_the_generator_are_compile_errors():
         compile_model(padded, _config(pe="mul", requant_mode="mul", act_depth=16))
     need = int(str(e.value).rsplit(" ", 1)[1])
     compile_model(padded, _config(pe="mul", requant_mode="mul", act_depth=need))
+    # default_config sizes the buffers by these limits too (it refused its own build)
+    small = {"act_depth": 16, "weight_depth": 16, "param_depth": 16}
+    assert default_config(strided, rows=2, cols=2, least=small).act_depth == 32
+    far = QModel(input_shape=(1, 10, 10), layers=[
+        random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=100, stride=255, mode="mul")])
+    assert default_config(far, rows=2, cols=2).act_depth == 1024
     wide = digits_net("mul", mode="mul")          # 16-bit logits: golden allows them, no build
     wide.layers[-1].requant.out_bits = 16
     wide.validate()
