@@ -129,9 +129,10 @@ def tie_cases(dut):
 
 
 def _groups(cases, lanes):
-    """The cases in transfers of ``lanes`` (the last one padded with its last case)."""
+    """The cases in transfers of ``lanes`` (the last one padded with its last case; none for no
+    cases: a build without shifts has no ties)."""
     cases = list(cases)
-    cases += [cases[-1]] * (-len(cases) % lanes)
+    cases += cases[-1:] * (-len(cases) % lanes)
     return [cases[t:t + lanes] for t in range(0, len(cases), lanes)]
 
 

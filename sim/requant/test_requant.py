@@ -133,6 +133,22 @@ def test_requant_bench_short_pipeline(mode, tmp_path):
     assert run_bench("icarus", mode, tmp_path, count=300, build=SHORT) >= 2000
 
 
+# Widths other than BUILD's as Verilog (the Amaranth tests build these too): one lane and four, a
+# narrow output, no shift at all, the widest accumulator and output, narrow biases.
+OTHER_BUILDS = [
+    ("shift", dict(acc_bits=16, bias_bits=18, shift_max=40, out_bits=8, lanes=1)),
+    ("pow2x2", dict(acc_bits=23, bias_bits=24, shift_max=40, out_bits=4, lanes=4)),
+    ("mul", dict(acc_bits=22, bias_bits=32, shift_max=0, out_bits=8, lanes=1)),
+    ("pow2x2", dict(acc_bits=48, bias_bits=32, shift_max=40, out_bits=16, lanes=2)),
+]
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("mode, build", OTHER_BUILDS)
+def test_requant_bench_other_widths(mode, build, tmp_path):
+    assert run_bench("icarus", mode, tmp_path, count=200, build=build) >= 800
+
+
 @pytest.mark.cocotb
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_requant_bench_registered_input(simulator, tmp_path):
