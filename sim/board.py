@@ -18,6 +18,7 @@ throughput measured through it is what a real board at the same clock and baud w
 host that answers at once.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -238,8 +239,9 @@ async def bridge(io, cfg):
                 # what it sent up to its end), when the new one is served next.
                 closed = _read_to_end(conn, to_dev)
                 if not closed:
-                    extra, _ = server.accept()
-                    extra.close()
+                    with contextlib.suppress(BlockingIOError, ConnectionAbortedError):
+                        extra, _ = server.accept()     # (gone already: nothing to close)
+                        extra.close()
             if closed:
                 conn.close()
                 conn = None
