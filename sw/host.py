@@ -190,7 +190,7 @@ class Accelerator:
                             f"({status.counters}) after the run")
         self.stats["image_cycles"] += self._cycles_since(c)
         self.stats["image_s"] += time.perf_counter() - t
-        self.stats["image_bytes"] += len(data) + length
+        self.stats["image_bytes"] += (attempt + 1) * len(data) + length   # redone inputs too
         self.stats["images"] += 1
         prev = dict.fromkeys(PERF_COUNTERS, 0)
         per_stage = []

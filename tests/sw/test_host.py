@@ -360,6 +360,9 @@ def test_an_image_whose_run_answer_is_lost_starts_again_from_its_input(model, pr
         acc.load(program)
         np.testing.assert_array_equal(acc.predict(x), predict(model, x))
         assert (board.executed, acc.stats["images_redone"]) == (4, 1)
+        inputs = len(program.input_image(x[0]))          # written four times for three images
+        assert acc.stats["image_bytes"] == 4 * inputs + 3 * program.output_extent(
+            len(program.stages) - 1)[1]
     # An answer lost every time: the finished images are kept, the error says why.
     board = FakeAccelerator(program, lose=range(1, 99))
     with Accelerator(Device(board, timeout=0.2, retries=2)) as acc:
