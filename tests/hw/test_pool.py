@@ -14,18 +14,20 @@ import pytest
 from amaranth.sim import Simulator
 
 from addershift.hw.pool import GlobalAvgPool, MaxPool
+from addershift.sim.pool_vectors import (avg_pool_batches, avg_pool_extremes, max_pool_batches,
+                                         max_pool_sizes, pixels)
 from addershift.sim.streams import (deadlock_watchdog, stream_check_holds, stream_receive,
                                     stream_send, transfer_cycles)
 from addershift.sw.examples import digits_net
-from addershift.sw.golden import global_avg_pool, max_pool2d, trace
+from addershift.sw.golden import trace
 from addershift.sw.model import MaxPool2d
-from addershift.sw.numerics import SHIFT_MAX, int_range, signed_width
+from addershift.sw.numerics import SHIFT_MAX, signed_width
 
 
-def pixels(x):
-    """An (N, C, H, W) batch as transfers: frame after frame, raster order, C lanes each."""
-    n, c, h, w = x.shape
-    return [[int(v) for v in x[i, :, yy, xx]] for i in range(n) for yy in range(h) for xx in range(w)]
+def run_batches(dut, batches, **patterns):
+    """:func:`run` on ``(settings, transfers, expected)`` batches; the results of each batch."""
+    config, transfers, expected = zip(*batches)
+    return run(dut, config, transfers, [len(e) for e in expected], **patterns)
 
 
 def run(dut, config, batches, counts, *, idle=(0,), stall=(0,)):
@@ -66,41 +68,24 @@ def run(dut, config, batches, counts, *, idle=(0,), stall=(0,)):
 KERNELS = [(2, 2), (3, 3), (3, 2), (2, 1), (1, 1), (1, 2), (2, 3), (3, 1)]
 
 
-def max_pool_batches(rng, dut, sizes, frames=2):
-    lo, hi = int_range(dut.bits)
-    config, batches, expected = [], [], []
-    for n, (w, h) in enumerate(sizes):
-        x = rng.integers(lo, hi + 1, (frames, dut.lanes, h, w))
-        x[0, 0] = lo if n % 2 else hi                       # a constant channel at an extreme
-        if w > 1:
-            x[-1, -1, :, ::2] = hi                         # extremes next to each other
-            x[-1, -1, :, 1::2] = lo
-        config.append({"width": w, "height": h})
-        batches.append(pixels(x))
-        expected.append(pixels(max_pool2d(x, kernel=dut.kernel, stride=dut.stride)))
-    return config, batches, expected
-
-
 @pytest.mark.parametrize("kernel, stride", KERNELS)
 def test_max_pool_matches_golden(kernel, stride):
     """Frames of the smallest and largest size the build takes and random sizes between, two
     frames back to back per size, under idle and back-pressure patterns."""
     rng = np.random.default_rng(kernel * 10 + stride)
     dut = MaxPool(lanes=3, kernel=kernel, stride=stride, max_width=11, max_height=9)
-    sizes = [(kernel, kernel), (11, 9), (kernel, 9), (11, kernel)]
-    sizes += [(int(rng.integers(kernel, 12)), int(rng.integers(kernel, 10))) for _ in range(3)]
-    config, batches, expected = max_pool_batches(rng, dut, sizes)
-    got = run(dut, config, batches, [len(e) for e in expected],
-              idle=(0, 1, 0, 0, 2), stall=(0, 0, 3, 1))
-    for size, g, e in zip(sizes, got, expected):
+    sizes = max_pool_sizes(rng, dut)
+    batches = max_pool_batches(rng, dut, sizes)
+    got = run_batches(dut, batches, idle=(0, 1, 0, 0, 2), stall=(0, 0, 3, 1))
+    for size, g, (_, _, e) in zip(sizes, got, batches):
         assert g == e, f"frame size {size}"
 
 
 def test_max_pool_wide_values_one_lane():
     rng = np.random.default_rng(7)
     dut = MaxPool(lanes=1, bits=16, kernel=2, stride=2, max_width=6, max_height=6)
-    config, batches, expected = max_pool_batches(rng, dut, [(6, 6), (2, 2), (5, 3)], frames=3)
-    assert run(dut, config, batches, [len(e) for e in expected]) == expected
+    batches = max_pool_batches(rng, dut, [(6, 6), (2, 2), (5, 3)], frames=3)
+    assert run_batches(dut, batches) == [e for _, _, e in batches]
 
 
 def test_max_pool_on_the_digits_network():
@@ -163,33 +148,21 @@ def test_global_avg_pool_every_shift():
     rng = np.random.default_rng(11)
     dut = GlobalAvgPool(lanes=2, max_pixels=64)
     sizes = [(1, 1), (8, 8), (3, 5), (7, 2), (4, 4)]
-    config, batches, expected = [], [], []
-    for shift in range(SHIFT_MAX + 1):
-        w, h = sizes[shift % len(sizes)]
-        x = rng.integers(-128, 128, (2, 2, h, w))
-        config.append({"pixels": w * h, "shift": shift})
-        batches.append(pixels(x))
-        expected.append([[int(v) for v in row]
-                         for row in global_avg_pool(x, shift=shift, out_bits=8)])
-    got = run(dut, config, batches, [2] * len(batches), idle=(0, 0, 2), stall=(0, 4, 0))
-    for shift, (g, e) in enumerate(zip(got, expected)):
+    batches = avg_pool_batches(rng, dut, sizes, range(SHIFT_MAX + 1))
+    got = run_batches(dut, batches, idle=(0, 0, 2), stall=(0, 4, 0))
+    for shift, (g, (_, _, e)) in enumerate(zip(got, batches)):
         assert g == e, f"shift {shift}"
 
 
 def test_global_avg_pool_extremes_and_ties():
     """Sums at both ends (saturating to 8 bits, exact in 16), and sums exactly halfway between
     two outputs, positive and negative (ties toward +infinity)."""
-    frames = np.array([np.full((1, 8, 8), -128), np.full((1, 8, 8), 127),
-                       np.full((1, 8, 8), 0), np.full((1, 8, 8), 0)])
-    frames[2, 0, 0, :3] = [1, 1, 1]              # sum 3 >> 1 = 1.5 -> 2
-    frames[3, 0, 0, :3] = [-1, -1, -1]           # sum -3 >> 1 = -1.5 -> -1
-    for out_bits, shift in [(8, 0), (16, 0), (8, 1), (16, 6)]:
+    for out_bits, shifts in [(8, [0, 1]), (16, [0, 6])]:
         dut = GlobalAvgPool(lanes=1, out_bits=out_bits, max_pixels=64)
-        expected = [[int(v) for v in row]
-                    for row in global_avg_pool(frames, shift=shift, out_bits=out_bits)]
-        got = run(dut, [{"pixels": 64, "shift": shift}], [pixels(frames)], [4])
-        assert got == [expected], (out_bits, shift)
-    assert global_avg_pool(frames[2:], shift=1, out_bits=8).tolist() == [[2], [-1]]
+        batches = avg_pool_extremes(dut, shifts)
+        assert run_batches(dut, batches) == [e for _, _, e in batches], out_bits
+    # 64 * -128 and 64 * 127 halved; the ties: 3 >> 1 = 1.5 -> 2, -3 >> 1 = -1.5 -> -1.
+    assert [e for _, _, e in avg_pool_extremes(dut, [1])] == [[[-4096], [4064], [2], [-1]]]
 
 
 def test_global_avg_pool_backpressure_between_frames():
@@ -197,14 +170,9 @@ def test_global_avg_pool_backpressure_between_frames():
     for the requantiser and the next frame waits for it."""
     rng = np.random.default_rng(13)
     dut = GlobalAvgPool(lanes=2, max_pixels=4, shift_max=3)
-    config, batches, expected = [], [], []
-    for pixels_per_frame, shift in [(1, 0), (2, 1), (4, 3)]:
-        x = rng.integers(-128, 128, (16, 2, 1, pixels_per_frame))
-        config.append({"pixels": pixels_per_frame, "shift": shift})
-        batches.append(pixels(x))
-        expected.append([[int(v) for v in row]
-                         for row in global_avg_pool(x, shift=shift, out_bits=8)])
-    assert run(dut, config, batches, [16] * 3, stall=(3, 0, 6, 1)) == expected
+    batches = [avg_pool_batches(rng, dut, [(n, 1)], [shift], frames=16)[0]
+               for n, shift in [(1, 0), (2, 1), (4, 3)]]
+    assert run_batches(dut, batches, stall=(3, 0, 6, 1)) == [e for _, _, e in batches]
 
 
 def test_global_avg_pool_latency():
