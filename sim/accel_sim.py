@@ -94,14 +94,20 @@ class _AmaranthPort(HostPort):
         return self.ctx.get(self.signals[name])
 
 
-def write_verilog(config, path):
-    """The core's Verilog (top module ``accelerator``; ports ``bus__*``, ``clk``, ``rst``)."""
+def write_verilog(config, path, *, device=None):
+    """The core's Verilog (top module ``accelerator``; ports ``bus__*``, ``clk``, ``rst``).
+
+    ``device`` (a board's, such as ``iCE40UP5K``): elaborated as for that device, with the vendor
+    cells it instantiates (SB_SPRAM256KA weight memories, CCU2C carry chains) and Yosys' models
+    of them appended; ``None``: the generic form, which any simulator runs."""
     from amaranth.back import verilog
     from ..hw.accelerator import Accelerator
+    from .cells import Device, models_for
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verilog.convert(Accelerator(config=config), name="accelerator",
-                                     emit_src=False))
+    text = verilog.convert(Accelerator(config=config), name="accelerator", emit_src=False,
+                           platform=Device(device) if device else None)
+    path.write_text(text + models_for(text))
     return path
 
 
@@ -110,24 +116,30 @@ def _decode(program, raw):
 
 
 def simulate(program, images, *, simulator="amaranth", per_stage=False, build_dir="build/sim",
-             vcd=None):
+             vcd=None, device=None):
     """Run ``images`` (N x C x H x W integers) through ``program`` on ``simulator``.
 
     With ``per_stage`` every stage runs on its own and every stage's output is read (to find the
     first layer that differs); otherwise each image runs in one go and only the output is read.
-    ``vcd`` (Amaranth only) writes a waveform file. Returns a :class:`SimResult`.
+    ``vcd`` (Amaranth only) writes a waveform file. ``device`` (Icarus and Verilator only):
+    simulate the Verilog as built for that device, its vendor cells by Yosys' models
+    (:func:`write_verilog`). Returns a :class:`SimResult`.
     """
     return simulate_batch([(program, images)], simulator=simulator, per_stage=per_stage,
-                          build_dir=build_dir, vcd=vcd)[0]
+                          build_dir=build_dir, vcd=vcd, device=device)[0]
 
 
-def simulate_batch(jobs, *, simulator="amaranth", per_stage=False, build_dir="build/sim", vcd=None):
+def simulate_batch(jobs, *, simulator="amaranth", per_stage=False, build_dir="build/sim", vcd=None,
+                   device=None):
     """:func:`simulate` for several ``(program, images)`` jobs of one build in one simulation (one
     elaboration or Verilog build): the programs are loaded and run one after another.
     ``per_stage`` is one flag for every job or a sequence of one per job (so one simulation can
     check whole inferences, whose stages overlap, and each stage's output)."""
     if simulator not in SIMULATORS:
         raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if device and simulator == "amaranth":
+        raise ValueError(f"Amaranth's simulator cannot run the {device}'s vendor cells: "
+                         f"simulate its build on icarus or verilator")
     jobs = [(program, [np.asarray(x, dtype=np.int64) for x in images]) for program, images in jobs]
     per_stage = [per_stage] * len(jobs) if isinstance(per_stage, bool) else list(per_stage)
     if len(per_stage) != len(jobs) or not all(isinstance(f, bool) for f in per_stage):
@@ -141,7 +153,7 @@ def simulate_batch(jobs, *, simulator="amaranth", per_stage=False, build_dir="bu
         raws, cycles = _simulate_amaranth(jobs, per_stage=per_stage, vcd=vcd)
     else:
         raws, cycles = _simulate_cocotb(jobs, simulator=simulator, per_stage=per_stage,
-                                        build_dir=pathlib.Path(build_dir))
+                                        build_dir=pathlib.Path(build_dir), device=device)
     return [SimResult(outputs=[_decode(program, r["stages"]) for r in raw["images"]],
                       counters=[r["counters"] for r in raw["images"]],
                       errors=[r["error"] for r in raw["images"]], sim_cycles=cycles)
@@ -186,11 +198,11 @@ def _stdout_to_stderr():
         os.close(saved)
 
 
-def _simulate_cocotb(jobs, *, simulator, per_stage, build_dir):
+def _simulate_cocotb(jobs, *, simulator, per_stage, build_dir, device):
     from .runner import run_cocotb
     build_dir = build_dir.resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    verilog = write_verilog(jobs[0][0].config, build_dir / "accelerator.v")
+    verilog = write_verilog(jobs[0][0].config, build_dir / "accelerator.v", device=device)
     files = []
     for i, ((program, images), flag) in enumerate(zip(jobs, per_stage)):
         (build_dir / f"program{i}.bin").write_bytes(program.to_bytes())
@@ -251,10 +263,10 @@ def test_images(model, count, *, seed=0):
 
 
 def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, per_layer=False,
-                   build_dir="build/sim", **build):
+                   build_dir="build/sim", device=None, **build):
     """Compile ``model`` for the ``rows x cols`` build that fits it (``compiler.default_config``,
-    with ``build``'s ``ArrayConfig`` overrides), run ``images`` on ``simulator`` and compare with
-    the golden model.
+    with ``build``'s ``ArrayConfig`` overrides), run ``images`` on ``simulator`` (the Verilog as
+    built for ``device``, if given: :func:`write_verilog`) and compare with the golden model.
 
     Returns a report dict: predictions, golden predictions, cycles and utilisation per stage and
     per inference, and ``mismatch`` (``None``, or the first layer and index that differ, found by
@@ -265,9 +277,10 @@ def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, per_
     config = default_config(model, rows=rows, cols=cols, **build)
     program = compile_model(model, config)
     images = np.asarray(images, dtype=np.int64)
-    build_dir = pathlib.Path(build_dir) / config.build_hash[:12]
+    build_dir = pathlib.Path(build_dir) / (config.build_hash[:12] + (f"-{device}" if device
+                                                                      else ""))
     result = simulate(program, images, simulator=simulator, per_stage=per_layer,
-                      build_dir=build_dir)
+                      build_dir=build_dir, device=device)
     golden = predict(model, images)
     last = len(program.stages) - 1
     mismatch = check(model, program, images, result)
@@ -277,7 +290,7 @@ def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, per_
             raise AssertionError("outputs differ from the golden model")
     elif not per_layer:
         again = simulate(program, images[mismatch.image:mismatch.image + 1], simulator=simulator,
-                         per_stage=True, build_dir=build_dir)
+                         per_stage=True, build_dir=build_dir, device=device)
         found = check(model, program, images[mismatch.image:mismatch.image + 1], again)
         if found is not None:
             found.image = mismatch.image
@@ -292,8 +305,8 @@ def simulate_model(model, images, *, simulator="verilator", rows=4, cols=4, per_
     per_image = [sum(c["cycles"] for c in result.stage_counts(n)) for n in range(len(images))]
     outputs = [o.get(last) for o in result.outputs]
     return {
-        "simulator": simulator, "config": config.to_dict(), "build_hash": config.build_hash,
-        "images": len(images),
+        "simulator": simulator, "device": device, "config": config.to_dict(),
+        "build_hash": config.build_hash, "images": len(images),
         "predictions": [None if o is None else int(np.argmax(o)) for o in outputs],
         "golden_predictions": [int(np.argmax(g)) for g in golden],
         "bit_exact": mismatch is None,

@@ -335,15 +335,22 @@ def cmd_simulate(args):
     _check_folder(args.build_dir, "--build-dir")
     model = load_model(args.model)
     x, labels = test_images(model, args.images)
+    # The board's Verilog as its build elaborates it: its vendor cells by Yosys' models (which
+    # Amaranth's simulator cannot run: it runs the generic form).
+    device = None
+    if args.board and args.simulator != "amaranth":
+        from ..boards.board import get_board
+        device = get_board(args.board).device
     try:
         report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
                                 cols=args.cols, per_layer=args.per_layer,
                                 least=args.least_depths, **_build_options(args),
-                                build_dir=args.build_dir)
+                                build_dir=args.build_dir, device=device)
     except (CompileError, ValueError, SimulatorMissing) as e:
         raise CliError(str(e)) from None
     report.update(model=args.model, labels=labels)
-    lines = [f"{args.model} on {args.simulator}: {report['config']['pe']} "
+    built_for = f" (as built for the {device})" if device else ""
+    lines = [f"{args.model} on {args.simulator}{built_for}: {report['config']['pe']} "
              f"{args.rows}x{args.cols} array, requant {report['config']['requant_mode']}",
              f"{'image':>5} {'label':>5} {'predicted':>9} {'golden':>6}"]
     for n, (p, g) in enumerate(zip(report["predictions"], report["golden_predictions"])):
@@ -679,15 +686,17 @@ def build_parser():
         names = {name for names in unused.values() for name in names}
         p.set_defaults(unused_options=(mode, unused, {n: p.get_default(n) for n in names}))
 
-    def add_build(p, *, pe=True, note="", board=None):
+    def add_build(p, *, pe=True, note="", board=None, board_note=""):
         """The build a command makes: PE kind, array shape, requantiser (``note`` marks options
         that only some modes of the command use). ``board``: ``"always"`` (the command's
-        ``--board`` gives the defaults), ``"optional"`` (adds ``--board`` to give them) or None."""
+        ``--board`` gives the defaults), ``"optional"`` (adds ``--board`` to give them, its help
+        ending with ``board_note``) or None."""
         p.set_defaults(resolve_build=True)
         if board == "optional":
             p.add_argument("--board", choices=BOARDS,
                            help=f"the build 'addershift build --board BOARD' makes: that board's "
-                                f"defaults for the options below that are not given{note}")
+                                f"defaults for the options below that are not given{note}"
+                                f"{board_note}")
         if pe:
             p.add_argument("--pe", choices=PE_KINDS, default="adder",
                            help="processing element kind")
@@ -825,7 +834,10 @@ def build_parser():
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator", help="simulator")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    add_build(p, pe=False, board="optional")
+    add_build(p, pe=False, board="optional",
+              board_note="; on icarus and verilator also its device's own cells, as Yosys "
+                         "simulates them (iCE40UP: SB_SPRAM256KA weight memories; ECP5: the "
+                         "adder PEs' CCU2C carry chains)")
     p.add_argument("--per-layer", action="store_true",
                    help="run one stage at a time and compare every layer's output")
     p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")

@@ -195,7 +195,7 @@ def run_bench(simulator, kind, rows, cols, tmp_path, *, tiles, k_max=300,
     from addershift.boards.report import TARGETS
     from addershift.hw.array import SystolicArray
     from addershift.hw.generate import generate
-    from addershift.sim.ecp5_cells import cell_models
+    from addershift.sim.cells import cell_models
     from addershift.sim.runner import run_cocotb
 
     widths = dict(widths or {}, max_length=max_length)
