@@ -364,14 +364,18 @@ class _AmaranthIO:
 # --- entry point ---------------------------------------------------------------------------------
 
 def serve(top, *, divisor, port=0, simulator="verilator", ready_file=None, parent_pid=None,
-          max_connections=None, host_divisor=None, build_dir=None, work_dir=None):
+          max_connections=None, host_divisor=None, build_dir=None, work_dir=None, device=None):
     """Run ``top`` (a component with ``rx``/``tx`` pins and UART divisor ``divisor``) as a simulated
     board on ``127.0.0.1:port`` (0 picks a free port, written to ``ready_file`` as JSON). Blocks
     until ``max_connections`` clients have disconnected, the process ``parent_pid`` is gone, or
     forever. The simulator's run folder is made in ``work_dir`` (default: the system's
-    temporary folder) and removed unless the run failed."""
+    temporary folder) and removed unless the run failed. ``device`` (Icarus and Verilator): the
+    Verilog elaborated for that device, its vendor cells by Yosys' models (``sim/cells.py``)."""
     if simulator not in SIM_BACKENDS:
         raise ValueError(f"Simulator must be one of {', '.join(SIM_BACKENDS)}, not {simulator!r}")
+    if device and simulator == "amaranth":
+        raise ValueError(f"Amaranth's simulator cannot run the {device}'s vendor cells: "
+                         f"simulate its build on icarus or verilator")
     harness = SimHarness(top, divisor=host_divisor or divisor)
     # The simulator runs in a child process: it stops when we are gone, whatever killed us.
     cfg = BoardConfig(divisor=divisor, port=port, ready_file=str(ready_file) if ready_file else None,
@@ -389,8 +393,10 @@ def serve(top, *, divisor, port=0, simulator="verilator", ready_file=None, paren
         return
 
     from amaranth.back import verilog
-    text = verilog.convert(harness, name="board", emit_src=False)
-    _run_cocotb_board(simulator, text, cfg, build_dir, work_dir)
+    from .cells import Device, models_for
+    text = verilog.convert(harness, name="board", emit_src=False,
+                           platform=Device(device) if device else None)
+    _run_cocotb_board(simulator, text + models_for(text), cfg, build_dir, work_dir)
 
 
 def _cache_dir():
@@ -459,8 +465,8 @@ def _run_cocotb_board(simulator, verilog_text, cfg, build_dir=None, work_dir=Non
 class BoardProcess:
     """A simulated board in a child process (for tests, benchmarks and ``addershift run --sim``):
     the link test top, or with ``accelerator`` (an ``hw.config.ArrayConfig`` or its ``to_dict()``)
-    the accelerator's top level (``hw.accelerator.AcceleratorTop``). Use as a context manager;
-    ``url`` is what the driver opens.
+    the accelerator's top level (``hw.accelerator.AcceleratorTop``), elaborated for ``device`` if
+    given (:func:`serve`). Use as a context manager; ``url`` is what the driver opens.
 
     The child (and the simulator it starts) form their own process group, stopped by ``stop()``;
     they also stop by themselves when this process is gone. Their files (the board log unless
@@ -470,7 +476,8 @@ class BoardProcess:
     """
 
     def __init__(self, *, simulator="verilator", clock=12_000_000, baud=1_500_000, mem_size=4096,
-                 host_baud_error=0.0, startup_timeout=900.0, log=None, accelerator=None):
+                 host_baud_error=0.0, startup_timeout=900.0, log=None, accelerator=None,
+                 device=None):
         import subprocess
         import tempfile
         if accelerator is not None and not isinstance(accelerator, dict):
@@ -488,6 +495,8 @@ class BoardProcess:
                "--work-dir", str(self._dir)]
         if accelerator is not None:
             cmd += ["--accelerator", json.dumps(accelerator)]
+        if device:
+            cmd += ["--device", device]
         self._log = open(self.log_path, "w")
         self.port = None
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
@@ -556,6 +565,8 @@ def main(argv=None):
                    "system's temporary folder)")
     p.add_argument("--accelerator", metavar="JSON",
                    help="serve the accelerator built with these parameters (ArrayConfig.to_dict)")
+    p.add_argument("--device", help="elaborate the Verilog for this device (a board's, such as "
+                   "iCE40UP5K): its vendor cells by Yosys' models")
     args = p.parse_args(argv)
     if args.accelerator:
         from addershift.hw.config import ArrayConfig
@@ -568,7 +579,8 @@ def main(argv=None):
     serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator,
           ready_file=args.ready_file, parent_pid=args.parent_pid,
           max_connections=args.max_connections,
-          host_divisor=round(top.divisor * (1 + args.host_baud_error)), work_dir=args.work_dir)
+          host_divisor=round(top.divisor * (1 + args.host_baud_error)), work_dir=args.work_dir,
+          device=args.device)
 
 
 def accelerator_top(config, *, clock=12_000_000, baud=1_500_000):

@@ -335,12 +335,7 @@ def cmd_simulate(args):
     _check_folder(args.build_dir, "--build-dir")
     model = load_model(args.model)
     x, labels = test_images(model, args.images)
-    # The board's Verilog as its build elaborates it: its vendor cells by Yosys' models (which
-    # Amaranth's simulator cannot run: it runs the generic form).
-    device = None
-    if args.board and args.simulator != "amaranth":
-        from ..boards.board import get_board
-        device = get_board(args.board).device
+    device = _sim_device(args)
     try:
         report = simulate_model(model, x, simulator=args.simulator, rows=args.rows,
                                 cols=args.cols, per_layer=args.per_layer,
@@ -545,6 +540,22 @@ def _sim_build(args):
         raise CliError(str(e)) from None
 
 
+#: The end of ``--board``'s help where a simulator runs the build.
+BOARD_CELLS = ("; on icarus and verilator also its device's own cells, as Yosys simulates them "
+               "(iCE40UP: SB_SPRAM256KA weight memories; ECP5: the adder PEs' CCU2C carry "
+               "chains)")
+
+
+def _sim_device(args):
+    """The device whose Verilog a simulator runs: ``--board``'s on Icarus and Verilator, its
+    vendor cells by Yosys' models; None (the generic form) without a board or on Amaranth's
+    simulator, which cannot run them."""
+    if not getattr(args, "board", None) or args.simulator == "amaranth":
+        return None
+    from ..boards.board import get_board
+    return get_board(args.board).device
+
+
 #: The largest scratch memory ``serve-sim --link-test`` simulates.
 SIM_MEM_MAX = 1 << 16
 
@@ -575,6 +586,7 @@ def cmd_serve_sim(args):
                        f"not {args.mem_size}")
     _check_port_free(args.port)
     try:
+        device = None
         if args.link_test:   # the host-link test top (UART, framer, scratch memories)
             top = LinkTop(clk_freq=args.clock, baud=args.baud, mem_size=args.mem_size,
                           timeout=sim_timeout(args.clock, args.baud))
@@ -582,7 +594,9 @@ def cmd_serve_sim(args):
         else:
             config = _sim_build(args)
             top = accelerator_top(config, clock=args.clock, baud=args.baud)
-            what = f"accelerator {config.describe()}, build {config.build_hash[:16]}"
+            device = _sim_device(args)
+            what = (f"accelerator {config.describe()}, build {config.build_hash[:16]}"
+                    + (f", as built for the {device}" if device else ""))
     except ValueError as e:
         raise CliError(str(e)) from None
     print(f"starting the simulated board ({what}, {args.simulator}, {args.baud} baud at "
@@ -595,7 +609,8 @@ def cmd_serve_sim(args):
     stdout = os.dup(1)
     os.dup2(2, 1)
     try:
-        serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator)
+        serve(top, divisor=top.divisor, port=args.port, simulator=args.simulator,
+              device=device)
     # The port was free a moment ago (another board took it while this one built), or the
     # simulator is missing: one line, which names the simulator's log.
     except (OSError, RuntimeError) as e:
@@ -620,7 +635,8 @@ def cmd_run(args):
     try:
         if args.sim:
             from ..sim.board import BoardProcess
-            board = BoardProcess(accelerator=_sim_build(args), simulator=args.simulator)
+            board = BoardProcess(accelerator=_sim_build(args), simulator=args.simulator,
+                                 device=_sim_device(args))
         url = board.url if board else args.port
         report = run_model(url, model, args.images, baudrate=args.baud)
     except NotAnAccelerator as e:
@@ -834,10 +850,7 @@ def build_parser():
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator", help="simulator")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    add_build(p, pe=False, board="optional",
-              board_note="; on icarus and verilator also its device's own cells, as Yosys "
-                         "simulates them (iCE40UP: SB_SPRAM256KA weight memories; ECP5: the "
-                         "adder PEs' CCU2C carry chains)")
+    add_build(p, pe=False, board="optional", board_note=BOARD_CELLS)
     p.add_argument("--per-layer", action="store_true",
                    help="run one stage at a time and compare every layer's output")
     p.add_argument("--build-dir", default="build/sim", help="folder for Verilog and simulator builds")
@@ -906,7 +919,7 @@ def build_parser():
     p.add_argument("--clock", type=int, default=12_000_000, help="nominal clock in Hz")
     p.add_argument("--mem-size", type=int, default=4096,
                    help=f"bytes per scratch memory (--link-test; at most {SIM_MEM_MAX})")
-    add_build(p, board="optional")
+    add_build(p, board="optional", board_note=BOARD_CELLS)
     p.add_argument("--requant-mode", choices=("shift", "pow2x2", "mul"),
                    help="the build's requantisation mode (None: the shipped models', pow2x2 for "
                         "adder and shift, mul for mul)")
@@ -921,7 +934,7 @@ def build_parser():
     where.add_argument("--sim", action="store_true", help="start a simulated board for this run")
     p.add_argument("-m", "--model", required=True, help="quantised model file (.npz)")
     p.add_argument("-n", "--images", type=int, default=10, help="number of test images")
-    add_build(p, pe=False, note=" (--sim)", board="optional")
+    add_build(p, pe=False, note=" (--sim)", board="optional", board_note=BOARD_CELLS)
     p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"),
                    default="verilator", help="simulator of the board (--sim)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,

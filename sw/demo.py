@@ -2,8 +2,9 @@
 
 1. the quantised model and its golden-model accuracy on the digits test split;
 2. Verilog of the accelerator (array, memories, sequencer, requantiser, UART host link);
-3. the accelerator, cycle-accurate in Verilator behind a TCP socket (the simulated board), loaded and
-   run by the unchanged host driver; every output compared with the golden model;
+3. the accelerator, cycle-accurate in Verilator behind a TCP socket (the simulated board: its
+   Verilog elaborated for the board's device, whose vendor cells run as Yosys' models), loaded
+   and run by the unchanged host driver; every output compared with the golden model;
 4. the iCEBreaker (or ULX3S) bitstream build of the same design, the board's own build for the
    PE kind (:func:`board_config`): resources and Fmax;
 5. a report (``report.json``) and PNG plots in ``--out``.
@@ -74,12 +75,12 @@ def _generate(config, out):
     return path
 
 
-def _simulated_board(model, config, count, out):
-    """Start the simulated board with this build, then load and run the model with the host
-    driver exactly as on a real board (``addershift run``)."""
+def _simulated_board(model, config, count, out, device):
+    """Start the simulated board with this build (elaborated for ``device``), then load and run
+    the model with the host driver exactly as on a real board (``addershift run``)."""
     from ..sim.board import BoardProcess
     from .host import run_model
-    with BoardProcess(accelerator=config, log=out / "board.log") as board:
+    with BoardProcess(accelerator=config, log=out / "board.log", device=device) as board:
         return run_model(board.url, model, count, progress=sys.stderr)
 
 
@@ -247,9 +248,11 @@ def run_demo(args):
     print(f"  {vpath} ({vpath.stat().st_size // 1024} KiB), build hash {config.build_hash[:16]}")
 
     n = min(args.images, len(x))
-    _step(3, steps, f"simulated board: Verilator behind a TCP socket, host driver, {n} test images")
+    device = get_board(args.board).device
+    _step(3, steps, f"simulated board: Verilator behind a TCP socket ({device} cells by Yosys' "
+                    f"models), host driver, {n} test images")
     print("  (the first run compiles the simulation, a minute or two; later runs reuse it)", flush=True)
-    sim = _simulated_board(model, config, n, out)
+    sim = _simulated_board(model, config, n, out, device)
     link = sim["link"]
     link["efficiency"] = link["load_bytes_per_s_device"] / link["line_bytes_per_s"]
     print(f"  accuracy {sim['accuracy']:.2%} on {n} images; outputs bit-exact with the golden model: "

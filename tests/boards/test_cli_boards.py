@@ -142,9 +142,14 @@ def test_simulated_board_serves_the_boards_build(monkeypatch, tmp_path, command)
     args = cli.build_parser().parse_args([*command, "-m", adder, "--board", "icebreaker"])
     cli._resolve_build(args)
     assert cli._sim_build(args).build_hash == built.build_hash
+    # ... elaborated for the board's device, its vendor cells by Yosys' models (not on Amaranth).
+    assert cli._sim_device(args) == "iCE40UP5K"
+    args.simulator = "amaranth"
+    assert cli._sim_device(args) is None
     args = cli.build_parser().parse_args([*command, "-m", adder])
     cli._resolve_build(args)
     assert _shape(cli._sim_build(args)) == (4, 4, None, "deep", "deep", "deep", 4096, 512, 256)
+    assert cli._sim_device(args) is None
 
 
 def test_generate_writes_the_boards_build(monkeypatch, tmp_path, capsys):

@@ -81,6 +81,19 @@ def test_simulate_cli_runs_the_boards_own_verilog(tmp_path, capsys):
     assert out.startswith("models/digits_adder.npz on amaranth: adder 4x4")
 
 
+@pytest.mark.cocotb
+def test_run_on_the_simulated_icebreaker(capsys):
+    """`run --sim --board icebreaker`: the board's top level (UART, the framer without read
+    registers that short pipelines give, the core with its SPRAMs) on Verilator, loaded and run
+    by the host driver over the serial link."""
+    assert main(["run", "--sim", "--board", "icebreaker", "-m", "models/digits_adder.npz",
+                 "--images", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bit_exact"] and report["images"] == 2
+    assert report["predictions"] == report["golden_predictions"]
+    assert report["cycles_per_inference"] == 2100          # the board's, docs/boards.md
+
+
 def test_simulate_cli_names_the_device(tmp_path, capsys, monkeypatch):
     seen = []
     real = accel_sim.simulate_model

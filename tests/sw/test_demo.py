@@ -105,11 +105,15 @@ def test_the_demo_says_why_its_build_does_not_place(tmp_path, monkeypatch, capsy
     # as for the iCEBreaker 5x4): the line names the cell count, and the report still comes.
     from addershift.boards import build as board_build
     monkeypatch.setattr(demo, "_generate", lambda config, out: _written(out / "accelerator.v"))
-    monkeypatch.setattr(demo, "_simulated_board", lambda model, config, n, out: {
-        "accuracy": 1.0, "mismatches": 0, "bit_exact": True, "cycles_per_inference": 6000,
-        "utilisation": 0.5, "stages": _report()["simulation"]["stages"],
-        "link": {"load_bytes_per_s_device": 9000.0, "line_bytes_per_s": 11520.0,
-                 "load_bytes": 4000, "baud": 115200}})
+    devices = []
+
+    def simulated_board(model, config, n, out, device):
+        devices.append(device)
+        return {"accuracy": 1.0, "mismatches": 0, "bit_exact": True, "cycles_per_inference": 6000,
+                "utilisation": 0.5, "stages": _report()["simulation"]["stages"],
+                "link": {"load_bytes_per_s_device": 9000.0, "line_bytes_per_s": 11520.0,
+                         "load_bytes": 4000, "baud": 115200}}
+    monkeypatch.setattr(demo, "_simulated_board", simulated_board)
 
     def no_placement(*args, **kwargs):
         raise board_build.DoesNotPlace(
@@ -119,6 +123,7 @@ def test_the_demo_says_why_its_build_does_not_place(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(board_build, "build", no_placement)
     demo.run_demo(_demo_args(tmp_path, images=4))
     out = capsys.readouterr().out
+    assert devices == ["iCE40UP5K"] and "socket (iCE40UP5K cells by Yosys' models)" in out
     assert ("  DOES NOT FIT: the icebreaker build does not place on the iCE40UP5K: it packs into "
             "5107 ICESTORM_LC of 5280 (96.7%), and nextpnr found no legal placement for it "
             "(log: x); see docs/accelerator.md (area) and try --board ulx3s-85f") in out
