@@ -74,19 +74,25 @@ def test_layer_cases_amaranth(op, mode):
 
 
 @pytest.mark.cocotb
-@pytest.mark.parametrize("op", OPS)
-def test_layer_cases_on_icarus(op, tmp_path):
+@pytest.mark.parametrize("op, simulator, pipeline", [
+    *((op, "icarus", "deep") for op in OPS), ("shift", "icarus", "short"),
+    ("adder", "verilator", "short")])
+def test_layer_cases_on_verilog(op, simulator, pipeline, tmp_path):
     # The im2col generator's strides, paddings (2 included), rectangular and pointwise kernels,
-    # pooling and linear chains as Verilog: every case in one build per PE kind, each stage's
-    # output compared (the digits network alone has stride 1, padding 1 and 3x3 kernels).
+    # pooling (global average too) and linear chains as Verilog: every case in one build per PE
+    # kind, each stage's output compared (the digits network alone has stride 1, padding 1 and
+    # 3x3 kernels); with the deep pipelines and the short ones (the iCEBreaker's), on Icarus
+    # and (one build: a minute of C++) on Verilator.
     mode = "mul" if op == "mul" else "pow2x2"
     config = ArrayConfig(pe=op, rows=3, cols=4, requant_mode=mode, max_k=128, weight_depth=512,
-                         act_depth=128, param_depth=64, global_pool=True)
+                         act_depth=128, param_depth=64, global_pool=True,
+                         requant_pipeline=pipeline, writeback_pipeline=pipeline,
+                         read_pipeline=pipeline, requant_lanes=1 if pipeline == "short" else None)
     jobs = []
     for n, name in enumerate(sorted(CASES)):
         model = layer_case(name, op, mode=mode, seed=n)
         jobs.append((model, compile_model(model, config), _images(model, 1, seed=n)))
-    results = simulate_batch([(p, x) for _, p, x in jobs], simulator="icarus", per_stage=True,
+    results = simulate_batch([(p, x) for _, p, x in jobs], simulator=simulator, per_stage=True,
                              build_dir=tmp_path)
     for (model, program, x), result, name in zip(jobs, results, sorted(CASES)):
         assert check(model, program, x, result) is None, name
