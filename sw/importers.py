@@ -51,6 +51,11 @@ _COMPUTE = ("conv2d", "linear")
 _SPEC_INTS = {"conv2d": {"out": 1, "kernel": 1, "stride": 1, "padding": 0}, "linear": {"out": 1},
               "maxpool2d": {"kernel": 1, "stride": 1}, "relu": {}, "flatten": {}}
 _SPEC_REQUIRED = {"conv2d": ("out", "kernel"), "linear": ("out",)}
+#: Names a compute layer or BatchNorm cannot take: FloatNet makes each an attribute of itself.
+_RESERVED_NAMES = frozenset(dir(FloatNet)) | {"training", "spec", "input_shape", "pe", "variant",
+                                              "p_min", "p_max", "out_shape"}
+#: The exponent range a model file holds (``model.Layer``'s ``p_min``; ``p_max`` at most 30 above).
+_P_LIMIT = 32
 
 
 class CheckpointError(ValueError):
@@ -70,7 +75,11 @@ def _unwrap(obj, where):
             raise CheckpointError(f"{where}: key {name!r} is not a tensor name")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{where}: entry {name!r} is a {type(value).__name__}, not a tensor")
-        out[name[len("module."):] if name.startswith("module.") else name] = value
+        short = name[len("module."):] if name.startswith("module.") else name
+        if short in out:
+            raise CheckpointError(f"{where}: tensor {short!r} is there twice, with and without "
+                                  f"DataParallel's 'module.' prefix")
+        out[short] = value
     return out
 
 
@@ -102,8 +111,13 @@ def detect_format(state_dict, spec):
     first = next(e for e in spec if e["kind"] in _COMPUTE)["name"]
     if f"{first}.adder" in state_dict:
         return "addernet"
-    if f"{first}.shift" in state_dict and f"{first}.sign" in state_dict:
+    shift, sign = f"{first}.shift" in state_dict, f"{first}.sign" in state_dict
+    if shift and sign:
         return "deepshift-ps"
+    if shift or sign:
+        missing = f"{first}.sign" if shift else f"{first}.shift"
+        raise CheckpointError(f"tensor {missing!r} is missing from the checkpoint (a DeepShift-PS "
+                              f"layer has both 'shift' and 'sign')")
     if f"{first}.weight" in state_dict:
         raise CheckpointError(f"tensor {first + '.weight'!r}: DeepShift-Q and plain float weights look "
                               f"alike; say which with --format deepshift-q or --format float")
@@ -111,23 +125,35 @@ def detect_format(state_dict, spec):
                           f"the architecture's first layer {first!r} is not in the checkpoint")
 
 
+def _checked(name, t, where="tensor"):
+    """``t`` as the network's float32, if it is a dense floating-point tensor with finite values
+    there (a float64 value past 3.4e38 becomes inf in float32) and, for a BatchNorm's
+    ``running_var``, no negative one; else a CheckpointError naming it."""
+    what = f"{where} {name!r}"
+    if t.layout != torch.strided or t.is_meta:
+        raise CheckpointError(f"{what}: a {'meta' if t.is_meta else str(t.layout)} tensor, not "
+                              f"a dense one with values")
+    if not t.is_floating_point():
+        raise CheckpointError(f"{what}: dtype {t.dtype} is not floating point")
+    t = t.detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise CheckpointError(f"{what}: holds NaN or infinite values (in float32)")
+    if name.endswith(".running_var") and bool((t < 0).any()):
+        raise CheckpointError(f"{what}: holds negative variances")
+    return t
+
+
 def _tensor(sd, used, name, shape=None, *, required=True):
     if name not in sd:
         if required:
             raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
         return None
-    t = sd[name]
     used.add(name)
-    if not t.is_floating_point():
-        raise CheckpointError(f"tensor {name!r}: dtype {t.dtype} is not floating point")
+    t = sd[name]
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise CheckpointError(f"tensor {name!r}: shape {tuple(t.shape)} does not fit the architecture, "
                               f"which needs {tuple(shape)}")
-    t = t.detach().to(torch.float32)
-    # Checked in float32, the network's type: a float64 value past 3.4e38 becomes inf there.
-    if not bool(torch.isfinite(t).all()):
-        raise CheckpointError(f"tensor {name!r}: holds NaN or infinite values (in float32)")
-    return t
+    return _checked(name, t)
 
 
 def _weight_names(fmt, name):
@@ -138,23 +164,31 @@ def _weight_names(fmt, name):
 def _exponent_range(sd, spec, fmt):
     """The float model's exponent range: wide enough to hold every weight of the checkpoint (the
     quantiser then picks each layer's hardware window)."""
-    lo, hi = None, None
+    lo, hi = None, None            # (exponent, the tensor it is in)
     for e in spec:
         if e["kind"] not in _COMPUTE:
             continue
+        name = f"{e['name']}.{'shift' if fmt == 'deepshift-ps' else 'weight'}"
+        if name not in sd:
+            continue                  # (the import names it)
+        t = _checked(name, sd[name])
         if fmt == "deepshift-ps":
-            t = sd.get(f"{e['name']}.shift")
-            vals = torch.round(t) if t is not None else None
+            vals = torch.round(t)
         else:
-            t = sd.get(f"{e['name']}.weight")
-            nz = t.abs()[t != 0] if t is not None else None
-            vals = torch.round(torch.log2(nz)) if nz is not None and nz.numel() else None
-        if vals is not None and vals.numel() and bool(torch.isfinite(vals).all()):
-            lo = int(vals.min()) if lo is None else min(lo, int(vals.min()))
-            hi = int(vals.max()) if hi is None else max(hi, int(vals.max()))
+            nz = t.abs()[t != 0]
+            vals = torch.round(torch.log2(nz))
+        if vals.numel():
+            lo = min(lo or (int(vals.min()), name), (int(vals.min()), name))
+            hi = max(hi or (int(vals.max()), name), (int(vals.max()), name))
     if lo is None:
         return -7, 0
-    return max(lo, hi - 30), hi
+    p_min = max(lo[0], hi[0] - 30)
+    if not -_P_LIMIT <= p_min <= _P_LIMIT:
+        exponent, name = hi if p_min > _P_LIMIT else lo
+        raise CheckpointError(f"tensor {name!r}: weights of 2**{exponent} need an exponent range "
+                              f"that starts at {p_min}, outside the [-{_P_LIMIT}, {_P_LIMIT}] a "
+                              f"model file holds")
+    return p_min, hi[0]
 
 
 def import_state_dict(state_dict, *, spec, input_shape, fmt="auto"):
@@ -197,8 +231,6 @@ def import_state_dict(state_dict, *, spec, input_shape, fmt="auto"):
             bn = e["bn"]
             for field in ("weight", "bias", "running_mean", "running_var"):
                 values[f"{bn}.{field}"] = _tensor(sd, used, f"{bn}.{field}", target[f"{bn}.{field}"].shape)
-            if bool((values[f"{bn}.running_var"] < 0).any()):
-                raise CheckpointError(f"tensor {bn + '.running_var'!r}: holds negative variances")
             if f"{bn}.num_batches_tracked" in sd:
                 used.add(f"{bn}.num_batches_tracked")
     extra = sorted(set(sd) - used)
@@ -218,6 +250,7 @@ def _check_spec(spec, where):
     if not isinstance(spec, list) or not spec:
         raise CheckpointError(f"{where}: needs a non-empty list of layers, not "
                               f"{type(spec).__name__}")
+    taken = {}                      # name -> what already has it
     for i, e in enumerate(spec):
         if not isinstance(e, dict) or "kind" not in e or "name" not in e:
             raise CheckpointError(f"{where}: layer {i} needs 'kind' and 'name'")
@@ -235,6 +268,24 @@ def _check_spec(spec, where):
         if e["kind"] not in _SPEC_INTS:
             raise CheckpointError(f"{layer}: unknown kind {e['kind']!r} "
                                   f"(known: {', '.join(_SPEC_INTS)})")
+        # A key this version does not know (a conv's dilation, a misspelt padding) would be
+        # ignored, and the network imported would not be the one trained.
+        known = {"kind", "name", *_SPEC_INTS[e["kind"]]} | (
+            {"bn", "bias"} if e["kind"] in _COMPUTE else set())
+        unknown = sorted(set(e) - known)
+        if unknown:
+            raise CheckpointError(f"{layer}: unknown field {unknown[0]!r} for a {e['kind']} layer "
+                                  f"(known: {', '.join(sorted(known))})")
+        # Compute layers and BatchNorms are attributes of the network: unique, and not one of
+        # its own attributes ("forward", "eval", ...).
+        names = [("'name'", e["name"])] + ([("'bn'", bn)] if bn and e["kind"] in _COMPUTE else [])
+        for field, name in names:
+            if name in taken:
+                raise CheckpointError(f"{layer}: {field} {name!r} is taken by {taken[name]}")
+            if e["kind"] in _COMPUTE and name in _RESERVED_NAMES:
+                raise CheckpointError(f"{layer}: {field} {name!r} is a name the network uses "
+                                      f"itself; rename the layer")
+            taken[name] = f"layer {i}" + (" (its BatchNorm)" if field == "'bn'" else "")
         for key in _SPEC_REQUIRED.get(e["kind"], ()):
             if key not in e:
                 raise CheckpointError(f"{layer}: needs {key!r} (a {e['kind']} layer)")
@@ -242,6 +293,8 @@ def _check_spec(spec, where):
             v = e.get(key, lo)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise CheckpointError(f"{layer}: {key!r} must be an integer >= {lo}, not {v!r}")
+    if not any(e["kind"] in _COMPUTE for e in spec):
+        raise CheckpointError(f"{where}: has no conv2d or linear layer: nothing to import")
 
 
 def load_arch(arch, *, input_shape=None, classes=10):
@@ -300,22 +353,27 @@ def load_float_checkpoint(path):
         raise CheckpointError(f"checkpoint {path}: unknown PE kind {obj.get('pe')!r}")
     p_min, p_max = obj.get("p_min", -7), obj.get("p_max", 0)
     if (any(isinstance(p, bool) or not isinstance(p, int) for p in (p_min, p_max))
-            or p_min > p_max):
+            or not -_P_LIMIT <= p_min <= p_max <= p_min + 30 or p_min > _P_LIMIT):
         raise CheckpointError(f"checkpoint {path}: the exponent range p_min {p_min!r}, p_max "
-                              f"{p_max!r} must be integers with p_min <= p_max")
+                              f"{p_max!r} must be integers with -{_P_LIMIT} <= p_min <= "
+                              f"{_P_LIMIT} and p_min <= p_max <= p_min + 30")
+    if not isinstance(obj.get("dataset", ""), str):
+        raise CheckpointError(f"checkpoint {path} field 'dataset': must be a data set's name, "
+                              f"not {obj['dataset']!r}")
     _check_spec(obj.get("spec"), f"checkpoint {path} field 'spec'")
     shape = obj.get("input_shape")
     if not _positive_ints(shape):
         raise CheckpointError(f"checkpoint {path} field 'input_shape': must be a list of positive "
                               f"integers, not {shape!r}")
     state = obj.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise CheckpointError(f"checkpoint {path} field 'state_dict': must be a dict of tensors")
-    for name, t in state.items():
-        # NaN would surface only later, as a bias the quantiser cannot hold.
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"checkpoint {path}: tensor {name!r} holds NaN or infinite "
-                                  f"values")
+    if (not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values())
+            or not all(isinstance(name, str) for name in state)):
+        raise CheckpointError(f"checkpoint {path} field 'state_dict': must be a dict of tensors "
+                              f"by name")
+    # The checks an import makes (load_state_dict would cast an int64 weight or a float64 value
+    # past float32's range, inf there, silently); BatchNorm's batch count is an integer.
+    state = {name: t if name.endswith(".num_batches_tracked") else
+             _checked(name, t, f"checkpoint {path}: tensor") for name, t in state.items()}
     try:
         net = FloatNet(obj["spec"], shape, pe=obj["pe"], variant=obj.get("variant", "q"),
                        p_min=p_min, p_max=p_max)

@@ -13,10 +13,12 @@ from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from addershift.sw.importers import CheckpointError, import_state_dict, load_arch, load_state_dict  # noqa: E402
+from addershift.sw import importers  # noqa: E402
 from addershift.sw.train import digits_spec  # noqa: E402
 
 pytestmark = pytest.mark.train
 SPEC = digits_spec()
+FLAT, FC = {"kind": "flatten", "name": "flat"}, {"kind": "linear", "name": "fc", "out": 10}
 
 
 @pytest.fixture(autouse=True)
@@ -218,12 +220,53 @@ def _state(kind="addernet"):
     (lambda s: s.update({"head.weight": torch.ones(3)}),
      r"tensor 'head.weight' belongs to no layer of the architecture \(1 unused tensors"),
     (lambda s: s["bn3.running_var"].fill_(-1.0), "tensor 'bn3.running_var': holds negative variances"),
+    (lambda s: s.update({"conv1.adder": s["conv1.adder"].to_sparse()}),
+     "tensor 'conv1.adder': a torch.sparse_coo tensor, not a dense one with values"),
+    (lambda s: s.update({"conv1.adder": torch.empty(8, 1, 3, 3, device="meta")}),
+     "tensor 'conv1.adder': a meta tensor, not a dense one with values"),
 ])
 def test_malformed_checkpoint_names_the_tensor(change, message):
     state = _state()
     change(state)
     with pytest.raises(CheckpointError, match=message):
         import_state_dict(state, spec=SPEC, input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("kind, change, message", [
+    # Shift checkpoints' exponents are read before the network is built: checked as tensors
+    # first, then against the exponent range a model file holds.
+    ("deepshift-q", lambda s: s.update({"conv1.weight": s["conv1.weight"] > 0}),
+     "tensor 'conv1.weight': dtype torch.bool is not floating point"),
+    ("deepshift-ps", lambda s: s.update({"conv1.shift": s["conv1.shift"] > 0}),
+     "tensor 'conv1.shift': dtype torch.bool is not floating point"),
+    ("deepshift-ps", lambda s: s["conv1.shift"].view(-1)[0].fill_(200.0),
+     r"tensor 'conv1.shift': weights of 2\*\*200 need an exponent range that starts at 170, "
+     r"outside the \[-32, 32\] a model file holds"),
+    ("deepshift-ps", lambda s: [s[k].fill_(-200.0) for k in s if k.endswith(".shift")],
+     r"tensor '(conv1|conv2|fc).shift': weights of 2\*\*-200 need an exponent range that starts "
+     r"at -200"),
+    ("deepshift-ps", lambda s: s.update({"conv1.shift": torch.full((8, 1, 3, 3), 1e300,
+                                                                   dtype=torch.float64)}),
+     r"tensor 'conv1.shift': holds NaN or infinite values \(in float32\)"),
+    ("deepshift-ps", lambda s: s.pop("conv1.sign"),
+     r"tensor 'conv1.sign' is missing from the checkpoint \(a DeepShift-PS layer has both "
+     r"'shift' and 'sign'\)"),
+])
+def test_malformed_shift_checkpoint_names_the_tensor(kind, change, message):
+    state = _state(kind)
+    change(state)
+    with pytest.raises(CheckpointError, match=f"^{message}"):
+        import_state_dict(state, spec=SPEC, input_shape=(1, 8, 8),
+                          fmt="deepshift-q" if kind == "deepshift-q" else "auto")
+
+
+def test_a_tensor_with_and_without_the_dataparallel_prefix_is_refused():
+    state = _state()
+    state["module.conv1.adder"] = torch.zeros_like(state["conv1.adder"])
+    with pytest.raises(CheckpointError, match="^checkpoint x.pth: tensor 'conv1.adder' is there "
+                                              "twice, with and without DataParallel's 'module.' "
+                                              "prefix$"):
+        importers._unwrap(state, "checkpoint x.pth")
 
 
 def test_format_detection_and_files(tmp_path):
@@ -247,6 +290,20 @@ def test_format_detection_and_files(tmp_path):
         import_state_dict(state, spec=SPEC, input_shape=(1, 8, 8), fmt="keras")
 
 
+@pytest.mark.parametrize("layers, message", [
+    ([{"kind": "flatten", "name": "f"}], "has no conv2d or linear layer: nothing to import"),
+    ([FLAT, {**FC, "bn": "b"}, {**FC, "name": "fc2", "bn": "b"}],
+     r"layer 2 \('fc2'\): 'bn' 'b' is taken by layer 1 \(its BatchNorm\)"),
+    ([FLAT, {**FC, "bn": "b"}, {**FC, "name": "b"}], r"layer 2 \('b'\): 'name' 'b' is taken by "
+                                                      r"layer 1 \(its BatchNorm\)"),
+    ([FLAT, FC, FC], r"layer 2 \('fc'\): 'name' 'fc' is taken by layer 1$"),
+])
+def test_architecture_names_and_layers(tmp_path, layers, message):
+    (tmp_path / "a.json").write_text(json.dumps({"input_shape": [1, 8, 8], "layers": layers}))
+    with pytest.raises(CheckpointError, match=f"a.json: {message}"):
+        load_arch(str(tmp_path / "a.json"))
+
+
 def test_architecture_files(tmp_path):
     spec, shape = load_arch("digits", input_shape=(1, 8, 8))
     assert shape == (1, 8, 8) and [e["name"] for e in spec if e["kind"] == "linear"] == ["fc"]
@@ -266,7 +323,22 @@ def test_architecture_files(tmp_path):
                            ({"kind": "linear", "name": "fc", "out": 10, "bn": 5},
                             r"'bn' \(the BatchNorm's name\) must be a non-empty string"),
                            ({"kind": "linear", "name": "fc", "out": 10, "bias": "yes"},
-                            "'bias' must be true or false, not 'yes'")]:
+                            "'bias' must be true or false, not 'yes'"),
+                           # a field this version does not know would be ignored: another network
+                           ({"kind": "conv2d", "name": "c", "out": 4, "kernel": 3, "dilation": 2},
+                            "unknown field 'dilation' for a conv2d layer "
+                            r"\(known: bias, bn, kernel, kind, name, out, padding, stride\)"),
+                           ({"kind": "conv2d", "name": "c", "out": 4, "kernel": 3, "paddng": 1},
+                            "unknown field 'paddng'"),
+                           ({"kind": "relu", "name": "r", "bn": "bn1"},
+                            r"unknown field 'bn' for a relu layer \(known: kind, name\)"),
+                           # compute layers and BatchNorms are the network's attributes
+                           ({"kind": "linear", "name": "forward", "out": 10},
+                            "'name' 'forward' is a name the network uses itself; rename the layer"),
+                           ({"kind": "linear", "name": "fc", "out": 10, "bn": "training"},
+                            "'bn' 'training' is a name the network uses itself"),
+                           ({"kind": "linear", "name": "fc", "out": 10, "bn": "fc"},
+                            r"'bn' 'fc' is taken by layer 0$")]:
         (tmp_path / "c.json").write_text(json.dumps({"input_shape": [1, 8, 8], "layers": [layer]}))
         where = rf"c.json: layer 0 \({layer['name']!r}\)"
         with pytest.raises(CheckpointError, match=rf"{where}: {message}"):
@@ -278,12 +350,12 @@ def test_architecture_files(tmp_path):
     ([1, 8, True], SPEC, "'input_shape' must be a list of positive integers, not [1, 8, True]"),
     ("1x8x8", SPEC, "'input_shape' must be a list of positive integers, not '1x8x8'"),
     ([8, 8], SPEC, "layer 0 ('conv1'): a conv2d layer needs a (C, H, W) input, not (8, 8)"),
-    ([1, 8, 8], [{"kind": "flatten", "name": "f"}, {"kind": "maxpool2d", "name": "p"}],
+    ([1, 8, 8], [{"kind": "flatten", "name": "f"}, {"kind": "maxpool2d", "name": "p"}, FC],
      "layer 1 ('p'): a maxpool2d layer needs a (C, H, W) input, not (64,)"),
     ([1, 8, 8], [{"kind": "conv2d", "name": "c", "out": 4, "kernel": 9}],
      "layer 0 ('c'): its output shape (4, 0, 0) is empty (a conv2d layer on a (1, 8, 8) input)"),
     ([1, 8, 8], [{"kind": "maxpool2d", "name": "p", "kernel": 4},
-                 {"kind": "maxpool2d", "name": "q", "kernel": 4}],
+                 {"kind": "maxpool2d", "name": "q", "kernel": 4}, FLAT, FC],
      "layer 1 ('q'): its output shape (1, 0, 0) is empty (a maxpool2d layer on a (1, 2, 2) input)"),
     ([1, 8, 8], [{"kind": "linear", "name": "fc", "out": 10}],
      "layer 0 ('fc'): a linear layer needs a flat (features,) input, not (1, 8, 8) (a flatten "
