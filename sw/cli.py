@@ -220,6 +220,7 @@ def cmd_predict(args):
     import numpy as np
     from .model import load_model
     from .golden import trace
+    _check_timeout(args)
     model = load_model(args.model)
     x = _load_inputs(args.input)
     _check_writable(args.output, "output")
@@ -309,7 +310,7 @@ def _predict_on_backend(args, model, x):
                        f"(/dev/ttyUSB1, socket://127.0.0.1:7777), not {args.backend!r}")
     from .host import connect
     try:
-        with connect(args.backend) as acc:
+        with connect(args.backend, timeout=args.timeout) as acc:
             acc.load(model)
             return acc.predict(x)
     except LinkError as e:
@@ -319,8 +320,9 @@ def _predict_on_backend(args, model, x):
             out = pathlib.Path(args.output)
             partial = out.with_name(f"{out.stem}.partial{out.suffix or '.npy'}")
             _save_array(partial, done)
-            raise CliError(f"{e}; the outputs of those {len(done)} are in {partial}") from None
-        raise CliError(str(e)) from None
+            raise CliError(f"{_timeout_hint(e, args)}; the outputs of those {len(done)} are in "
+                           f"{partial}") from None
+        raise CliError(_timeout_hint(e, args)) from None
     except (CompileError, ValueError) as e:
         raise CliError(str(e)) from None
 
@@ -540,6 +542,11 @@ def _sim_build(args):
         raise CliError(str(e)) from None
 
 
+#: ``--timeout``'s help (run, predict), before each command's own end.
+TIMEOUT_HELP = ("seconds to wait for each answer of the board before asking again (None: 2 on a "
+                "serial port, 8 on socket://")
+
+
 #: The end of ``--board``'s help where a simulator runs the build.
 BOARD_CELLS = ("; on icarus and verilator also its device's own cells, as Yosys simulates them "
                "(iCE40UP: SB_SPRAM256KA weight memories; ECP5: the adder PEs' CCU2C carry "
@@ -623,6 +630,28 @@ def cmd_serve_sim(args):
         os.close(stdout)
 
 
+#: ``--timeout``'s default for ``run --sim`` per simulator: Icarus and Amaranth's simulator run
+#: the board tens of times slower than Verilator (an image's RUN took 11 s of wall time on Icarus
+#: here), so the socket's 8 s would cut off answers that are merely slow.
+SIM_TIMEOUTS = {"verilator": 8.0, "icarus": 60.0, "amaranth": 120.0}
+
+
+def _check_timeout(args):
+    if args.timeout is not None and not args.timeout > 0:
+        raise CliError(f"--timeout must be a number of seconds above 0, not {args.timeout:g}")
+
+
+def _timeout_hint(error, args):
+    """A link error's message; for a timeout on a socket (a simulated board, which may just be
+    slow), with how to wait longer."""
+    from .driver import LinkTimeout
+    url = args.port if getattr(args, "port", None) else getattr(args, "backend", "")
+    if isinstance(error, LinkTimeout) and str(url).startswith("socket://"):
+        return (f"{error} (a simulated board on Icarus or on a loaded machine answers slowly: "
+                f"a longer --timeout waits for it)")
+    return str(error)
+
+
 def cmd_run(args):
     from .compiler import CompileError
     from .driver import LinkError
@@ -630,18 +659,23 @@ def cmd_run(args):
     from .host import NotAnAccelerator, run_model
     if args.images < 1:
         raise CliError(f"--images must be at least 1, not {args.images}")
+    _check_timeout(args)
     model = load_model(args.model)
     board = None
+    timeout = args.timeout
     try:
         if args.sim:
             from ..sim.board import BoardProcess
             board = BoardProcess(accelerator=_sim_build(args), simulator=args.simulator,
                                  device=_sim_device(args))
+            timeout = timeout or SIM_TIMEOUTS[args.simulator]
         url = board.url if board else args.port
-        report = run_model(url, model, args.images, baudrate=args.baud)
+        report = run_model(url, model, args.images, baudrate=args.baud, timeout=timeout)
     except NotAnAccelerator as e:
         raise NotBuilt(str(e)) from None
-    except (LinkError, CompileError, RuntimeError) as e:
+    except LinkError as e:
+        raise CliError(_timeout_hint(e, args)) from None
+    except (CompileError, RuntimeError) as e:
         raise CliError(str(e)) from None
     finally:
         if board is not None:
@@ -841,6 +875,8 @@ def build_parser():
     p.add_argument("-i", "--input", required=True, help="integer inputs (.npy, N x C x H x W)")
     p.add_argument("-o", "--output", required=True, help="outputs to write (.npy)")
     p.add_argument("--trace", metavar="DIR", help="also write every layer's output to DIR")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help=TIMEOUT_HELP + ") (--backend URL)")
     p.add_argument("--build-dir", default="build/sim",
                    help="folder for Verilog and simulator builds (--backend amaranth, icarus or "
                         "verilator)")
@@ -939,6 +975,8 @@ def build_parser():
                    default="verilator", help="simulator of the board (--sim)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help="serial baud rate (--port; the build's, 115200 unless built otherwise)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help=TIMEOUT_HELP + "; with "
+                   "--sim 8 on verilator, 60 on icarus, 120 on amaranth)")
     add_json(p)
 
     p = add("demo", cmd_demo, "the main job: the most complete flow this version has, end to end")

@@ -261,17 +261,17 @@ class Accelerator:
         return s
 
 
-def run_model(url, model, count, *, baudrate=P.DEFAULT_BAUD, progress=None):
-    """``addershift run``: load ``model`` onto the board at ``url`` (a serial port at ``baudrate``),
-    run ``count`` images of its test set (``sim.accel_sim.test_images``: the digits test split for
-    an 8x8 model) and compare every output with ``golden.predict``. Returns a report dict
-    (``text`` holds the human form)."""
+def run_model(url, model, count, *, baudrate=P.DEFAULT_BAUD, progress=None, timeout=None):
+    """``addershift run``: load ``model`` onto the board at ``url`` (a serial port at ``baudrate``;
+    ``timeout`` as :func:`connect`'s), run ``count`` images of its test set
+    (``sim.accel_sim.test_images``: the digits test split for an 8x8 model) and compare every
+    output with ``golden.predict``. Returns a report dict (``text`` holds the human form)."""
     from ..sim.accel_sim import test_images
     from .golden import predict
     x, labels = test_images(model, count)
     x = np.asarray(x, dtype=np.int64)
     want = predict(model, x)
-    with connect(url, baudrate=baudrate) as acc:
+    with connect(url, baudrate=baudrate, timeout=timeout) as acc:
         t = time.perf_counter()
         acc.load(model, progress=progress)
         try:

@@ -244,7 +244,7 @@ def test_a_link_lost_mid_predict_keeps_the_finished_outputs(tmp_path, capsys, mo
             e = LinkError("the board at socket://x disconnected; 2 of 3 images finished")
             e.done_outputs = finished
             raise e
-    monkeypatch.setattr("addershift.sw.host.connect", lambda url: Board())
+    monkeypatch.setattr("addershift.sw.host.connect", lambda url, **options: Board())
     out = tmp_path / "y.npy"
     assert main(["predict", "-m", model_file, "-i", path, "-o", str(out),
                  "--backend", "socket://x"]) == 1
@@ -253,6 +253,68 @@ def test_a_link_lost_mid_predict_keeps_the_finished_outputs(tmp_path, capsys, mo
                               f"images finished; the outputs of those 2 are in {partial}")
     np.testing.assert_array_equal(np.load(partial), finished)
     assert not out.exists()
+
+
+def test_a_slow_simulated_board_is_waited_for_with_timeout(tmp_path, capsys, monkeypatch,
+                                                           model_file, images):
+    # A simulated board on Icarus (or a loaded machine) answers slowly: the error says how to
+    # wait longer, and --timeout reaches the driver.
+    from addershift.sw.driver import LinkTimeout
+    path, _ = images
+    seen = []
+
+    class Board:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def load(self, model):
+            raise LinkTimeout("the board at socket://x did not accept IDENTIFY after 5 attempts "
+                              "(last: no answer for 8 s)")
+    monkeypatch.setattr("addershift.sw.host.connect",
+                        lambda url, timeout=None: seen.append(timeout) or Board())
+    argv = ["predict", "-m", model_file, "-i", path, "-o", str(tmp_path / "y.npy"),
+            "--backend", "socket://x"]
+    assert main(argv) == 1
+    assert _error(capsys) == (
+        "addershift predict: the board at socket://x did not accept IDENTIFY after 5 attempts "
+        "(last: no answer for 8 s) (a simulated board on Icarus or on a loaded machine answers "
+        "slowly: a longer --timeout waits for it)")
+    assert main(argv + ["--timeout", "30"]) == 1 and seen == [None, 30.0]
+    capsys.readouterr()
+    for command in (argv, ["run", "--port", "socket://x", "-m", model_file]):
+        assert main(command + ["--timeout", "0"]) == 1
+        assert _error(capsys).endswith(": --timeout must be a number of seconds above 0, not 0")
+
+
+@pytest.mark.parametrize("simulator, timeout", [("verilator", 8.0), ("icarus", 60.0),
+                                                ("amaranth", 120.0)])
+def test_run_on_a_simulated_board_waits_as_long_as_its_simulator_needs(capsys, monkeypatch,
+                                                                       model_file, simulator,
+                                                                       timeout):
+    seen = {}
+
+    class Board:
+        url = "socket://127.0.0.1:1"
+
+        def __init__(self, **options):
+            seen["simulator"] = options["simulator"]
+
+        def stop(self):
+            pass
+
+    def run_model(url, model, count, **options):
+        seen["timeout"] = options["timeout"]
+        raise RuntimeError("stop here")
+    monkeypatch.setattr("addershift.sim.board.BoardProcess", Board)
+    monkeypatch.setattr("addershift.sw.host.run_model", run_model)
+    assert main(["run", "--sim", "--simulator", simulator, "-m", model_file]) == 1
+    assert seen == {"simulator": simulator, "timeout": timeout}
+    assert main(["run", "--sim", "--simulator", simulator, "-m", model_file,
+                 "--timeout", "5"]) == 1
+    assert seen["timeout"] == 5.0
 
 
 def test_demo_checks_its_image_count(capsys):
