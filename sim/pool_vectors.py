@@ -23,7 +23,8 @@ __all__ = ["pixels", "max_pool_sizes", "max_pool_batches", "avg_pool_batches",
 def pixels(x):
     """An (N, C, H, W) batch as transfers: frame after frame, raster order, C lanes each."""
     n, c, h, w = x.shape
-    return [[int(v) for v in x[i, :, yy, xx]] for i in range(n) for yy in range(h) for xx in range(w)]
+    return [[int(v) for v in x[i, :, yy, xx]]
+            for i in range(n) for yy in range(h) for xx in range(w)]
 
 
 def max_pool_sizes(rng, dut, count=3):

@@ -100,7 +100,7 @@ async def average_extremes_and_ties(dut):
         unit, range(unit.shift_max + 1)) if pattern == "free" else [])
 
 
-# --- pytest: generate the Verilog and run this bench -----------------------------------------------
+# --- pytest: generate the Verilog and run this bench ------------------------------------------
 
 def run_bench(simulator, unit, build, tmp_path, *, seed=1):
     """Generate ``unit``'s Verilog from ``build`` and run the tests that apply to it; the number

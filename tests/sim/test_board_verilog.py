@@ -62,8 +62,8 @@ def test_the_generic_form_has_no_vendor_cells(tmp_path):
 
 
 def test_amaranth_refuses_a_device(tmp_path):
-    with pytest.raises(ValueError, match="^Amaranth's simulator cannot run the iCE40UP5K's "
-                                         "vendor cells: simulate its build on icarus or verilator$"):
+    with pytest.raises(ValueError, match="^Amaranth's simulator cannot run the iCE40UP5K's vendor "
+                                         "cells: simulate its build on icarus or verilator$"):
         _run("icebreaker", "adder", "amaranth", tmp_path)
 
 
