@@ -98,7 +98,7 @@ def main(argv=None):
     parser.add_argument("--simulator", default="amaranth",
                         choices=("amaranth", "icarus", "verilator"))
     parser.add_argument("--requant-lanes", type=positive_int,
-                        help="values the requantiser takes per cycle (default: cols)")
+                        help="values the requantiser takes per cycle (None: cols)")
     parser.add_argument("--pipelines", choices=("deep", "short"), default="deep",
                         help="the requantiser's, write-back's and block RAM reads' pipelines "
                              "(short: the iCEBreaker builds)")

@@ -87,8 +87,10 @@ def main(argv=None):
     if args.json:
         print(json.dumps({"dataset": args.dataset, "rows": rows}))
     else:
-        print(f"Digits test split (360 images); integer accuracy by the golden model on the exported "
-              f"model. Bold: the mode `addershift train` uses for that PE kind.\n")
+        name = "Digits" if args.dataset == "digits" else f"{args.dataset!r}"
+        print(f"{name} test split ({len(data.test_x)} images); integer accuracy by the golden "
+              f"model on the exported model. Bold: the mode `addershift train` uses for that PE "
+              f"kind.\n")
         print(table(rows))
 
 

@@ -55,13 +55,13 @@ class NaiveAdderPE(AdderPE):
     def encode_weight(self, w):
         return w
 
-    def _term(self, m, x, w):
+    def _term(self, m, x, w, platform):
         t = Signal(signed(self.x_bits + 2))
         m.d.comb += t.eq(-abs(x - w))
         return t, 0
 
-    def _widen(self, t):
-        return t
+    def _accumulate(self, m, acc, t, c, platform):
+        return acc + t
 
 
 class NoPipeAdderPE(AdderPE):
@@ -71,13 +71,14 @@ class NoPipeAdderPE(AdderPE):
         m = Module()
         run = ~self.hold
         x, w, valid0, last0 = self._inputs(m, run)
-        t, c = self._term(m, x, w)
+        t, c = self._term(m, x, w, platform)
+        acc_next = self._accumulate(m, self.acc, t, c, platform)
         with m.If(run):
             m.d.sync += self.done.eq(valid0 & last0)
             with m.If(self.done):
                 m.d.sync += self.acc.eq(0)
             with m.Elif(valid0):
-                m.d.sync += self.acc.eq(self.acc + self._widen(t) + c)
+                m.d.sync += self.acc.eq(acc_next)
         return m
 
 
@@ -89,15 +90,16 @@ class GateAdderPE(AdderPE):
         m = Module()
         run = ~self.hold
         x, w, valid0, last0 = self._inputs(m, run)
-        t_comb, c_comb = self._term(m, x, w)
+        t_comb, c_comb = self._term(m, x, w, platform)
         t = Signal(t_comb.shape())
         c, valid1, last1, first = Signal(), Signal(), Signal(), Signal()
+        acc_next = self._accumulate(m, Mux(first, 0, self.acc), t, c, platform)
         with m.If(run):
             m.d.sync += [t.eq(t_comb), c.eq(c_comb), valid1.eq(valid0), last1.eq(last0)]
             m.d.sync += self.done.eq(valid1 & last1)
             with m.If(valid1):
                 m.d.sync += first.eq(last1)
-                m.d.sync += self.acc.eq(Mux(first, 0, self.acc) + self._widen(t) + c)
+                m.d.sync += self.acc.eq(acc_next)
         return m
 
 

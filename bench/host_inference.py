@@ -17,6 +17,7 @@ what a real board at the same clock and baud needs with a host that answers at o
 """
 
 import argparse
+import pathlib
 import time
 
 import numpy as np
@@ -34,7 +35,9 @@ from _args import positive_int
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="models/digits_adder.npz")
+    # (the shipped model, found from any working folder)
+    p.add_argument("--model", default=str(pathlib.Path(__file__).resolve().parents[1] / "models"
+                                          / "digits_adder.npz"))
     p.add_argument("--images", type=positive_int, default=5)
     p.add_argument("--rows", type=positive_int, default=4)
     p.add_argument("--cols", type=positive_int, default=4)

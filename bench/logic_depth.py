@@ -47,7 +47,10 @@ def main(argv=None):
         parser.error(f"cannot read the netlist {path}: {e}")
     if not isinstance(netlist, dict) or "modules" not in netlist:
         parser.error(f"{path} is not a Yosys JSON netlist (no 'modules')")
-    rows = logic_depth(netlist, family=args.family)
+    try:
+        rows = logic_depth(netlist, family=args.family)
+    except ValueError as e:
+        parser.error(f"{path}: {e}")
     if args.json:
         print(json.dumps({"netlist": str(path), "family": args.family, "groups": rows}))
         return

@@ -55,9 +55,20 @@ def _top_module(netlist, *, family, top, root):
         netlist = json.loads(pathlib.Path(netlist).read_text())
     modules = netlist["modules"]
     if top is None:
-        top = next(name for name, mod in modules.items()
-                   if mod.get("attributes", {}).get("top"))
-    return modules[top], pathlib.Path(root or _PROJECT_ROOT).resolve()
+        top = next((name for name, mod in modules.items()
+                    if mod.get("attributes", {}).get("top")), None)
+        if top is None:
+            raise ValueError("the netlist marks no module as its top (Yosys marks it in "
+                             "synthesis: a netlist written before synth_* has none)")
+    mod = modules[top]
+    # A netlist of the other family has none of this one's cells: every count would be 0.
+    types = {cell.get("type") for cell in mod.get("cells", {}).values()}
+    known = set(_COMB[family]) | {t for t in types if t.startswith(_FF_PREFIX[family])}
+    if types and not types & known:
+        raise ValueError(f"the netlist's top module {top!r} has no {family} cells (no "
+                         f"{', '.join(sorted(_COMB[family]))} or {_FF_PREFIX[family]}*): "
+                         f"a netlist of another family?")
+    return mod, pathlib.Path(root or _PROJECT_ROOT).resolve()
 
 
 def _bit_names(mod):

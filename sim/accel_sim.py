@@ -163,6 +163,11 @@ def simulate_batch(jobs, *, simulator="amaranth", per_stage=False, build_dir="bu
 def _simulate_amaranth(jobs, *, per_stage, vcd):
     from amaranth.sim import Simulator
     from ..hw.accelerator import Accelerator
+    # Amaranth's simulator writes each signal's constants into the Python code it compiles as
+    # decimal literals; the read stage of an array of 2,048 PEs or more holds values past
+    # Python's default limit of 4,300 digits for int-string conversions (a ValueError).
+    if sys.get_int_max_str_digits():
+        sys.set_int_max_str_digits(0)
     dut = Accelerator(config=jobs[0][0].config)
     raws, cycles = [], []
 

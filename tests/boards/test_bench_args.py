@@ -217,3 +217,15 @@ def test_fit_study_builds_accelerators_at_the_boards_accelerator_clock(monkeypat
                                 "--out", str(tmp_path)])
         assert [c for _, _, c in clocks] == want
         clocks.clear()
+
+
+def test_array_variants_pe_formulations_elaborate():
+    # The PE variants subclass hw/pe.py's PEs and override its hooks: a hook's signature
+    # changed there (2026-12) and broke `--only pe` (a TypeError at the first row).
+    from amaranth.back import verilog
+    array_variants = _script("array_variants")
+    names = []
+    for name, make in array_variants.designs("pe"):
+        assert "module" in verilog.convert(make(), name="pe", emit_src=False), name
+        names.append(name)
+    assert names == ["pe/naive", "pe/onescomp", "pe/nopipe", "pe/gate"]

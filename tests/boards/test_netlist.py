@@ -252,6 +252,16 @@ def test_logic_depth_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main([str(tmp_path / "missing.json")])
     assert "cannot read the netlist" in capsys.readouterr().err
+    # Read as another family's, it has none of that family's cells: said, not an empty table.
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "top.json"), "--family", "ecp5"])
+    assert ("top.json: the netlist's top module 'top' has no ecp5 cells (no CCU2C, L6MUX21, "
+            "LUT4, PFUMX or TRELLIS_FF*): a netlist of another family?") in capsys.readouterr().err
+    unmarked = tmp_path / "unmarked.json"
+    unmarked.write_text(json.dumps({"modules": {"top": {"cells": {}, "ports": {}}}}))
+    with pytest.raises(SystemExit):
+        bench.main([str(unmarked)])
+    assert "unmarked.json: the netlist marks no module as its top" in capsys.readouterr().err
 
 
 def test_logic_depth_sums_carries_without_drift():

@@ -1022,3 +1022,19 @@ def test_counters_read_while_they_are_written(poisoned_collisions, read_pipeline
         [(i, byte, last[i]) for i, byte in seen if byte not in (0, last[i])]
     collided = poisoned_collisions.get(perf, 0)
     assert collided > 0 if read_pipeline == "deep" else collided == 0
+
+
+def test_amaranth_simulation_lifts_the_int_digit_limit(monkeypatch):
+    # An array of 2,048 PEs or more (bench/accel_cycles.py --shapes 32x64) holds constants past
+    # Python's 4,300-digit limit in the code Amaranth's simulator compiles: a ValueError there.
+    import sys
+    monkeypatch.setattr(sys, "get_int_max_str_digits", lambda: 4300)
+    lifted = []
+    monkeypatch.setattr(sys, "set_int_max_str_digits", lambda n: lifted.append(n))
+    model = layer_case("linear_chain", "adder", mode="pow2x2", seed=0)
+    config = ArrayConfig(pe="adder", rows=2, cols=2, requant_mode="pow2x2", max_k=128,
+                         weight_depth=512, act_depth=128, param_depth=64)
+    program = compile_model(model, config)
+    x = _images(model, 1, seed=0)
+    assert check(model, program, x, simulate(program, x, simulator="amaranth")) is None
+    assert lifted == [0]
