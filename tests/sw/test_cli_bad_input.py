@@ -224,27 +224,36 @@ def test_simulate_counts_the_images_it_ran(capsys, monkeypatch):
         "all 2 images bit-exact with the golden model (the test split has 2, not 5)"
 
 
+class _Board:
+    """What ``host.connect`` returns, for predict: ``load`` and ``predict`` raise the errors
+    given (``None``: load succeeds)."""
+
+    def __init__(self, *, load_error=None, predict_error=None):
+        self.load_error, self.predict_error = load_error, predict_error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def load(self, model):
+        if self.load_error:
+            raise self.load_error
+
+    def predict(self, images):
+        raise self.predict_error
+
+
 def test_a_link_lost_mid_predict_keeps_the_finished_outputs(tmp_path, capsys, monkeypatch,
                                                             model_file, images):
     from addershift.sw.driver import LinkError
     path, x = images
     finished = predict(digits_net("adder", mode="pow2x2"), x[:2])
-
-    class Board:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def load(self, model):
-            pass
-
-        def predict(self, images):
-            e = LinkError("the board at socket://x disconnected; 2 of 3 images finished")
-            e.done_outputs = finished
-            raise e
-    monkeypatch.setattr("addershift.sw.host.connect", lambda url, **options: Board())
+    lost = LinkError("the board at socket://x disconnected; 2 of 3 images finished")
+    lost.done_outputs = finished
+    monkeypatch.setattr("addershift.sw.host.connect",
+                        lambda url, **options: _Board(predict_error=lost))
     out = tmp_path / "y.npy"
     assert main(["predict", "-m", model_file, "-i", path, "-o", str(out),
                  "--backend", "socket://x"]) == 1
@@ -262,19 +271,10 @@ def test_a_slow_simulated_board_is_waited_for_with_timeout(tmp_path, capsys, mon
     from addershift.sw.driver import LinkTimeout
     path, _ = images
     seen = []
-
-    class Board:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def load(self, model):
-            raise LinkTimeout("the board at socket://x did not accept IDENTIFY after 5 attempts "
-                              "(last: no answer for 8 s)")
+    silent = LinkTimeout("the board at socket://x did not accept IDENTIFY after 5 attempts "
+                         "(last: no answer for 8 s)")
     monkeypatch.setattr("addershift.sw.host.connect",
-                        lambda url, timeout=None: seen.append(timeout) or Board())
+                        lambda url, timeout=None: seen.append(timeout) or _Board(load_error=silent))
     argv = ["predict", "-m", model_file, "-i", path, "-o", str(tmp_path / "y.npy"),
             "--backend", "socket://x"]
     assert main(argv) == 1
