@@ -646,7 +646,8 @@ def _timeout_hint(error, args):
     slow), with how to wait longer."""
     from .driver import LinkTimeout
     url = args.port if getattr(args, "port", None) else getattr(args, "backend", "")
-    if isinstance(error, LinkTimeout) and str(url).startswith("socket://"):
+    waited_out = isinstance(error, LinkTimeout) or getattr(error, "waited_out", False)
+    if waited_out and str(url).startswith("socket://"):
         return (f"{error} (a simulated board on Icarus or on a loaded machine answers slowly: "
                 f"a longer --timeout waits for it)")
     return str(error)

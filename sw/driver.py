@@ -384,8 +384,11 @@ class Device:
             heard += (" (wrong baud rate? not an addershift board?)" if self._identity is None
                       else " (a noisy line?)")
         cls = LinkTimeout if failure.startswith("no answer") and not heard else LinkError
-        return cls(f"the board at {self._url} did not accept {self._describe(jobs[i])} after "
-                   f"{self._retries + 1} attempts (last: {failure}){heard}{also}")
+        error = cls(f"the board at {self._url} did not accept {self._describe(jobs[i])} after "
+                    f"{self._retries + 1} attempts (last: {failure}){heard}{also}")
+        # (a slow board's late answers collide with the requests sent again: bad frames too)
+        error.waited_out = failure.startswith("no answer")
+        return error
 
     def _unconfirmed(self, jobs, i, failure):
         return RunUnconfirmed(f"the board at {self._url} did not answer {self._describe(jobs[i])} "

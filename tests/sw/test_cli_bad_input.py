@@ -284,6 +284,15 @@ def test_a_slow_simulated_board_is_waited_for_with_timeout(tmp_path, capsys, mon
         "slowly: a longer --timeout waits for it)")
     assert main(argv + ["--timeout", "30"]) == 1 and seen == [None, 30.0]
     capsys.readouterr()
+    # Late answers colliding with the requests sent again fail their CRC: a LinkError, but the
+    # last attempt still got no answer in time.
+    from addershift.sw.driver import LinkError
+    garbled = LinkError("the board at socket://x did not accept IDENTIFY after 5 attempts (last: "
+                        "no answer for 8 s); 1 answer failed the CRC or framing check")
+    garbled.waited_out = True
+    monkeypatch.setattr("addershift.sw.host.connect",
+                        lambda url, timeout=None: _Board(load_error=garbled))
+    assert main(argv) == 1 and _error(capsys).endswith("a longer --timeout waits for it)")
     for command in (argv, ["run", "--port", "socket://x", "-m", model_file]):
         assert main(command + ["--timeout", "0"]) == 1
         assert _error(capsys).endswith(": --timeout must be a number of seconds above 0, not 0")

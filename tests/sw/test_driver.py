@@ -328,6 +328,8 @@ def test_only_bad_answers_are_not_reported_as_silence():
                                         r"an addershift board\?\)$") as e:
         Device(GarbledBoard(identity), timeout=0.2, retries=1)
     assert not isinstance(e.value, LinkTimeout)
+    # ... though its last attempt did time out (a slow simulated board: a longer --timeout)
+    assert e.value.waited_out
     # once identified, the same is a bad line
     with Device(GarbledBoard(identity, good=1), timeout=0.2, retries=1) as dev:
         with pytest.raises(LinkError, match=r"^the board at garbled did not accept STATUS after 2 "
