@@ -163,11 +163,6 @@ def simulate_batch(jobs, *, simulator="amaranth", per_stage=False, build_dir="bu
 def _simulate_amaranth(jobs, *, per_stage, vcd):
     from amaranth.sim import Simulator
     from ..hw.accelerator import Accelerator
-    # Amaranth's simulator writes each signal's constants into the Python code it compiles as
-    # decimal literals; the read stage of an array of 2,048 PEs or more holds values past
-    # Python's default limit of 4,300 digits for int-string conversions (a ValueError).
-    if sys.get_int_max_str_digits():
-        sys.set_int_max_str_digits(0)
     dut = Accelerator(config=jobs[0][0].config)
     raws, cycles = [], []
 
@@ -177,15 +172,31 @@ def _simulate_amaranth(jobs, *, per_stage, vcd):
             raws.append(await run_session(port, program, images, per_stage=flag))
         cycles.append(port.cycles)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-7)
-    sim.add_testbench(bench)
-    if vcd:
-        with sim.write_vcd(str(vcd)):
+    with _int_digits_unlimited():
+        sim = Simulator(dut)
+        sim.add_clock(1e-7)
+        sim.add_testbench(bench)
+        if vcd:
+            with sim.write_vcd(str(vcd)):
+                sim.run()
+        else:
             sim.run()
-    else:
-        sim.run()
     return raws, cycles[0]
+
+
+@contextlib.contextmanager
+def _int_digits_unlimited():
+    """Lift Python's limit on int-string conversions while the simulator runs: Amaranth's
+    simulator writes each signal's constants into the Python code it compiles as decimal
+    literals, and the read stage of an array of 2,048 PEs or more holds values past the default
+    4,300 digits (a ValueError). Restored after: the limit guards the parsing of untrusted files
+    (a model file's header) elsewhere in the process."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(limit)
 
 
 @contextlib.contextmanager
