@@ -4,6 +4,7 @@ digits models) as Verilog elaborated for the board's device: the vendor cells it
 models of them, bit-exact with the golden model on Icarus and Verilator."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -13,6 +14,10 @@ from addershift.sim.accel_sim import simulate_model, write_verilog
 from addershift.sw.cli import main
 from addershift.sw.compiler import board_build, default_config
 from addershift.sw.model import load_model
+
+#: The shipped models, found from any working folder.
+MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
+ADDER, SHIFT = str(MODELS / "digits_adder.npz"), str(MODELS / "digits_shift.npz")
 
 #: The iCEBreaker's three builds (the ULX3S-85F's 8x8s are the largest), the small ULX3S's 4x4.
 CASES = [("icebreaker", kind, "icarus") for kind in ("adder", "shift", "mul")]
@@ -31,7 +36,7 @@ def _cells(device, kind):
 
 
 def _run(board, kind, simulator, tmp_path, images=3):
-    model = load_model(f"models/digits_{kind}.npz")
+    model = load_model(MODELS / f"digits_{kind}.npz")
     own, least = board_build(board, kind)
     x, _ = accel_sim.test_images(model, images)
     return simulate_model(model, x, simulator=simulator, least=least, build_dir=tmp_path,
@@ -55,7 +60,7 @@ def test_board_build_on_its_cells(board, kind, simulator, tmp_path):
 
 def test_the_generic_form_has_no_vendor_cells(tmp_path):
     own, least = board_build("icebreaker", "adder")
-    config = default_config(load_model("models/digits_adder.npz"), least=least, **own)
+    config = default_config(load_model(MODELS / "digits_adder.npz"), least=least, **own)
     generic = write_verilog(config, tmp_path / "generic.v").read_text()
     spram = write_verilog(config, tmp_path / "spram.v", device="iCE40UP5K").read_text()
     assert "SB_SPRAM256KA" not in generic and "module SB_SPRAM256KA" in spram
@@ -69,16 +74,16 @@ def test_amaranth_refuses_a_device(tmp_path):
 
 @pytest.mark.cocotb
 def test_simulate_cli_runs_the_boards_own_verilog(tmp_path, capsys):
-    assert main(["simulate", "-m", "models/digits_adder.npz", "--board", "icebreaker",
+    assert main(["simulate", "-m", ADDER, "--board", "icebreaker",
                  "--simulator", "icarus", "-n", "2", "--build-dir", str(tmp_path),
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["device"] == "iCE40UP5K" and report["bit_exact"]
     assert report["config"]["rows"] == 4 and report["config"]["requant_lanes"] == 1
-    assert main(["simulate", "-m", "models/digits_adder.npz", "--board", "icebreaker",
+    assert main(["simulate", "-m", ADDER, "--board", "icebreaker",
                  "--simulator", "amaranth", "-n", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("models/digits_adder.npz on amaranth: adder 4x4")
+    assert out.startswith(f"{ADDER} on amaranth: adder 4x4")
 
 
 @pytest.mark.cocotb
@@ -86,7 +91,7 @@ def test_run_on_the_simulated_icebreaker(capsys):
     """`run --sim --board icebreaker`: the board's top level (UART, the framer without read
     registers that short pipelines give, the core with its SPRAMs) on Verilator, loaded and run
     by the host driver over the serial link."""
-    assert main(["run", "--sim", "--board", "icebreaker", "-m", "models/digits_adder.npz",
+    assert main(["run", "--sim", "--board", "icebreaker", "-m", ADDER,
                  "--images", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bit_exact"] and report["images"] == 2
@@ -100,8 +105,8 @@ def test_simulate_cli_names_the_device(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(accel_sim, "simulate_model",
                         lambda *a, **kw: seen.append(kw["device"]) or real(
                             *a, **dict(kw, simulator="amaranth", device=None)))
-    assert main(["simulate", "-m", "models/digits_shift.npz", "--board", "ulx3s-12f",
+    assert main(["simulate", "-m", SHIFT, "--board", "ulx3s-12f",
                  "--simulator", "icarus", "-n", "1", "--build-dir", str(tmp_path)]) == 0
     assert seen == ["LFE5U-12F"]
     assert capsys.readouterr().out.startswith(
-        "models/digits_shift.npz on icarus (as built for the LFE5U-12F): shift 4x4")
+        f"{SHIFT} on icarus (as built for the LFE5U-12F): shift 4x4")
