@@ -232,8 +232,13 @@ def test_ecp5_build_retried_when_yosys_fails(tmp_path, monkeypatch):
 # 2026-12-07, 13 minutes to fail), and its 5x4 (`--placer sa`, 2026-12-07, at commit 1f266cb).
 _HEAP_FAILS = ("ERROR: Unable to find legal placement for all cells, design is probably at "
                "utilisation limit.\n")
-# The heap placer's other last words (docs/cost/fit_icebreaker.json, an array's build).
+# The heap placer's other last words (an array's build in the fit study of 2026-12-01).
 _HEAP_REGION_FAILS = "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5214 ICESTORM_LCs\n"
+# ... and on one cell (the iCEBreaker's 6x11 adder array, 2026-12-07, 80 % of the cells).
+_HEAP_CELL_FAILS = ("ERROR: Unable to find legal placement for cell "
+                    "'core.dut.spare_b.last_SB_DFFE_Q_DFFLC' of type 'ICESTORM_LC' after 2259939 "
+                    "attempts, check constraints and utilisation. Use "
+                    "`--placer-heap-cell-placement-timeout` to change the number of attempts.\n")
 _SA_FAILS = ("Info: Legalising relative constraints...\n"
              "ERROR: failed to place chain starting at cell "
              "'core.framer.field_SB_DFFSR_Q_28_D_SB_LUT4_O_LC'\n"
@@ -243,8 +248,10 @@ _SA_FAILS = ("Info: Legalising relative constraints...\n"
 @pytest.mark.parametrize("placer, last_words, how", [
     (None, _HEAP_FAILS, ""),
     (None, _HEAP_REGION_FAILS, ""),
+    (None, _HEAP_CELL_FAILS, ""),
     ("sa", _SA_FAILS, " with its simulated-annealing placer, which fails to legalise iCE40 designs "
-                      "that its default placer places")], ids=["heap", "heap-region", "sa"])
+                      "that its default placer places")],
+    ids=["heap", "heap-region", "heap-cell", "sa"])
 def test_a_build_that_packs_but_does_not_place_says_how_full_it_is(tmp_path, monkeypatch,
                                                                    capsys, placer, last_words,
                                                                    how):
