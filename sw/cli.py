@@ -788,7 +788,8 @@ def build_parser():
                             "with fewer than rows/N + 2 input channels stall")
         p.add_argument("--act-entry-lanes", type=int, metavar="E",
                        help="narrow banks: each row's bank holds E activations per block RAM "
-                            "word (a power of two from --requant-lanes to --cols), copied from "
+                            "word (a power of two from --requant-lanes to --cols; activations "
+                            "narrower than 8 bits may need a larger E), copied from "
                             "a whole-word copy of the buffer, so a row reads only the entry it "
                             "needs and no word is held in registers; a bank per row "
                             "(no --act-banks)")

@@ -4,7 +4,7 @@ Amaranth simulator: every layer case (conv stride/padding variants, pointwise co
 average pooling, linear chains) for every PE kind, each requantisation mode on every PE kind, with
 the per-stage counters checked against the program, through both write-back pipelines, with rows
 sharing activation banks (and their stall bounds), with narrow banks (and their stalls: the
-replicated read's), with weight relays (each stage a cycle longer), and with an array of several
+replicated read's; 4-bit activations at the least entry width), with weight relays (each stage a cycle longer), and with an array of several
 tiles.
 Verilator: the digits network for adder and shift (mul `slow`), an image in one run and one
 stage by stage; Icarus: each PE kind too, and every layer case for each PE kind (shared and narrow banks on both simulators, the narrow banks written
@@ -494,6 +494,27 @@ def test_narrow_banks_compute_what_the_replicated_read_does(lanes, entry, read_p
                    writeback_pipeline=writeback_pipeline)
     _, replicated = _stalls_per_stage(model, x, **options)
     _, narrow = _stalls_per_stage(model, x, act_entry_lanes=entry, **options)
+    assert narrow == replicated
+
+
+@pytest.mark.parametrize("read_pipeline", ["short", "deep"])
+def test_narrow_banks_of_four_bit_activations_take_every_host_word(read_pipeline):
+    """4-bit activations on 4 columns: an activation word is two bytes, so the host may write
+    one every two cycles, and its copy into the row banks must take no longer: entries of two
+    lanes (the least ``ArrayConfig`` accepts) keep every input word, bit-exact, with the
+    replicated read's stall cycles. (Entries of one lane lost each word's last two.)"""
+    from addershift.sw.examples import random_conv, random_linear
+    from addershift.sw.model import Flatten, MaxPool2d, QModel, ReLU
+    rng = np.random.default_rng(6)
+    model = QModel(input_shape=(4, 6, 6), x_bits=4, layers=[    # every input lane used
+        random_conv(rng, "conv", "adder", 4, 8, mode="pow2x2", x_bits=4), ReLU("relu"),
+        MaxPool2d("pool", kernel=2, stride=2), Flatten("flatten"),
+        random_linear(rng, "fc", "adder", 8 * 3 * 3, 5, mode="pow2x2", x_bits=4)])
+    model.validate()
+    x = rng.integers(0, 8, (1,) + tuple(model.input_shape))
+    options = dict(cols=4, x_bits=4, w_bits=4, requant_lanes=1, read_pipeline=read_pipeline)
+    _, replicated = _stalls_per_stage(model, x, **options)
+    _, narrow = _stalls_per_stage(model, x, act_entry_lanes=2, **options)
     assert narrow == replicated
 
 
