@@ -8,7 +8,7 @@ limit (the largest shape that places), then walks down from it to the largest th
 board's clock (see :func:`largest`). The multiplier baseline runs twice: on DSP blocks and in
 LUTs.
 
-    .venv/bin/python bench/fit_study.py --boards icebreaker                 # ~30 minutes
+    .venv/bin/python bench/fit_study.py --boards icebreaker                 # ~10 minutes
     .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder    # hours: 32x32 takes
                                                                             # 10-30 min per build
     .venv/bin/python bench/fit_study.py --boards ulx3s-85f --kinds adder --top accelerator \
