@@ -671,6 +671,32 @@ def compile_model(model, config, *, name="model"):
     from ..hw.config import ArrayConfig
     if not isinstance(config, ArrayConfig):
         raise TypeError(f"config must be an ArrayConfig, not {type(config).__name__}")
+    return _compile(model, config, name=name, whole_program_hint=True)
+
+
+def _least_weight_depth(model, config, at_least):
+    """The least ``weight_depth``, from ``at_least`` up, whose weight memory holds the whole
+    program of ``model`` (``None`` if none to 2**20 does). Not simply the program's words: the
+    descriptors, which the weight memory holds too, carry weight addresses as wide as the depth
+    needs, so the program is measured at each address width in turn."""
+    depth = at_least
+    while depth <= 1 << 20:
+        widest = 1 << _bits(depth)            # the deepest memory of depth's address width
+        try:
+            program = _compile(model, dataclasses.replace(config, weight_depth=widest),
+                               name="model", whole_program_hint=False)
+        except CompileError as e:
+            if "weight_depth" not in e.need:
+                return None
+            depth = widest + 1
+            continue
+        return max(depth, len(program.weight_words))
+    return None
+
+
+def _compile(model, config, *, name, whole_program_hint):
+    """:func:`compile_model`; a weight memory too small names the depth that holds the whole
+    program with ``whole_program_hint``, else the program up to the layer that overflows."""
     groups, shapes = _Planner(model, config).plan()
     R, C = config.rows, config.cols
     fields = descriptor_fields(config)
@@ -761,11 +787,14 @@ def compile_model(model, config, *, name="model"):
         w_words = og * k
         if w_next + w_words > config.weight_depth:
             need = w_next + w_words
+            least = (_least_weight_depth(model, config, need) if whole_program_hint else None)
             raise CompileError(
                 f"{where} needs {_kib(w_words * config.weight_word_bytes)} of weight memory "
                 f"(the program up to it {_kib(need * config.weight_word_bytes)}); this build has "
                 f"{_kib(config.weight_bytes)}: rebuild with a larger weight memory "
-                f"(weight_depth >= {need} words) or use a smaller model")
+                f"(weight_depth >= {least or need} words"
+                f"{', the whole program' if least else ''}) or use a smaller model",
+                need={"weight_depth": least or need})
         padded = np.zeros((og * C, cin, kh, kw), dtype=np.int64)
         padded[:cout] = weights
         lanes = padded.reshape(og, C, cin, kh, kw).transpose(0, 3, 4, 2, 1).reshape(-1, C)

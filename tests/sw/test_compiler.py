@@ -107,13 +107,31 @@ def _config(**kw):
 
 
 def test_weight_memory_too_small():
+    # The depth named holds the whole program: the classifier after conv2 too, and the
+    # descriptors' weight addresses as wide as that depth needs (4,668 words held conv2 only).
     model = digits_net("adder", channels=(16, 128))
     with pytest.raises(CompileError) as e:
         compile_model(model, _config(max_k=1024, weight_depth=4096))
     assert str(e.value) == (
         "layer conv2 needs 18 KiB of weight memory (the program up to it 18.2 KiB); this build "
-        "has 16 KiB: rebuild with a larger weight memory (weight_depth >= 4668 words) or use a "
-        "smaller model")
+        "has 16 KiB: rebuild with a larger weight memory (weight_depth >= 6204 words, the whole "
+        "program) or use a smaller model")
+    assert e.value.need == {"weight_depth": 6204}
+    assert len(compile_model(model, _config(max_k=1024, weight_depth=6204)).weight_words) == 6204
+    with pytest.raises(CompileError, match=r"\(weight_depth >= 6204 words, the whole program\)"):
+        compile_model(model, _config(max_k=1024, weight_depth=6203))
+
+
+def test_weight_memory_hint_across_an_address_width():
+    # The digits network needs 522 words at 4096 (12-bit weight addresses); at 128 the least
+    # depth is found at the 10-bit width, past 512, where the 9-bit descriptors' program is.
+    model = digits_net("adder")
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(max_k=72, weight_depth=128))
+    least = e.value.need["weight_depth"]
+    compile_model(model, _config(max_k=72, weight_depth=least))
+    with pytest.raises(CompileError):
+        compile_model(model, _config(max_k=72, weight_depth=least - 1))
 
 
 def test_wrong_pe_kind():
