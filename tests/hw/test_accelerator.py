@@ -4,8 +4,8 @@ Amaranth simulator: every layer case (conv stride/padding variants, pointwise co
 average pooling, linear chains) for every PE kind, each requantisation mode on every PE kind, with
 the per-stage counters checked against the program, through both write-back pipelines, with rows
 sharing activation banks (and their stall bounds), with narrow banks (and their stalls: the
-replicated read's; 4-bit activations at the least entry width), with weight relays (each stage a cycle longer), and with an array of several
-tiles.
+replicated read's; 4-bit activations at the least entry width), with weight relays (each stage
+a cycle longer), and with an array of several tiles.
 Verilator: the digits network for adder and shift (mul `slow`), an image in one run and one
 stage by stage; Icarus: each PE kind too, and every layer case for each PE kind (shared and narrow banks on both simulators, the narrow banks written
 from a port per row).

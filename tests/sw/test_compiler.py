@@ -123,12 +123,15 @@ def test_weight_memory_too_small():
 
 
 def test_weight_memory_hint_across_an_address_width():
-    # The digits network needs 522 words at 4096 (12-bit weight addresses); at 128 the least
-    # depth is found at the 10-bit width, past 512, where the 9-bit descriptors' program is.
+    # From 128 words: the digits network's program does not fit 512 (9-bit weight addresses),
+    # so the least depth is found among the 10-bit ones: 522 words.
     model = digits_net("adder")
     with pytest.raises(CompileError) as e:
         compile_model(model, _config(max_k=72, weight_depth=128))
     least = e.value.need["weight_depth"]
+    assert least == 522
+    with pytest.raises(CompileError):
+        compile_model(model, _config(max_k=72, weight_depth=512))
     compile_model(model, _config(max_k=72, weight_depth=least))
     with pytest.raises(CompileError):
         compile_model(model, _config(max_k=72, weight_depth=least - 1))
