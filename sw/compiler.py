@@ -674,29 +674,31 @@ def compile_model(model, config, *, name="model"):
     return _compile(model, config, name=name, whole_program_hint=True)
 
 
-def _least_weight_depth(model, config, at_least):
-    """The least ``weight_depth``, from ``at_least`` up, whose weight memory holds the whole
-    program of ``model`` (``None`` if none to 2**20 does). Not simply the program's words: the
-    descriptors, which the weight memory holds too, carry weight addresses as wide as the depth
-    needs, so the program is measured at each address width in turn."""
+def _least_depth(model, config, memory, at_least):
+    """The least depth of ``memory`` (``"weight_depth"``, ``"act_depth"``, ``"param_depth"``),
+    from ``at_least`` up, at which the whole program fits it, or ``None`` if another limit stops
+    the program first. Each refusal names what the program up to the layer refused needs, and
+    no depth below that fits, so the search steps from need to need (a deeper memory may need
+    more: the descriptors, which the weight memory holds, carry addresses as wide as it)."""
     depth = at_least
     while depth <= 1 << 20:
-        widest = 1 << _bits(depth)            # the deepest memory of depth's address width
         try:
-            program = _compile(model, dataclasses.replace(config, weight_depth=widest),
-                               name="model", whole_program_hint=False)
+            _compile(model, dataclasses.replace(config, **{memory: depth}), name="model",
+                     whole_program_hint=False)
+            return depth
         except CompileError as e:
-            if "weight_depth" not in e.need:
+            if e.need.get(memory, 0) <= depth:
                 return None
-            depth = widest + 1
-            continue
-        return max(depth, len(program.weight_words))
+            depth = e.need[memory]
     return None
 
 
 def _compile(model, config, *, name, whole_program_hint):
-    """:func:`compile_model`; a weight memory too small names the depth that holds the whole
-    program with ``whole_program_hint``, else the program up to the layer that overflows."""
+    """:func:`compile_model`; with ``whole_program_hint`` a memory too small names the depth at
+    which the whole program fits it, else what the program up to the refused layer needs."""
+    def least(memory, need):
+        found = _least_depth(model, config, memory, need) if whole_program_hint else None
+        return found or need
     groups, shapes = _Planner(model, config).plan()
     R, C = config.rows, config.cols
     fields = descriptor_fields(config)
@@ -711,9 +713,11 @@ def _compile(model, config, *, name, whole_program_hint):
     act_words_of = lambda shp: _ceil_div(shp[0], C) * shp[1] * shp[2]
     first_in = groups[0]["in_storage"]
     if act_words_of(first_in) > config.act_depth:
-        raise CompileError(f"the input ({'x'.join(map(str, first_in))}) needs "
-                           f"{act_words_of(first_in)} words per activation bank; this build has "
-                           f"{config.act_depth}: rebuild with act_depth >= {act_words_of(first_in)}")
+        need = act_words_of(first_in)
+        hint = least("act_depth", need)
+        raise CompileError(f"the input ({'x'.join(map(str, first_in))}) needs {need} words per "
+                           f"activation bank; this build has {config.act_depth}: rebuild with "
+                           f"act_depth >= {hint}", need={"act_depth": hint})
     for s, g in enumerate(groups):
         layer = model.layers[g["compute"]]
         cin, h, w = g["in_storage"]
@@ -760,11 +764,12 @@ def _compile(model, config, *, name, whole_program_hint):
                                f"with act_depth >= {need}", need={"act_depth": need})
         out_words = act_words_of(out_storage)
         if out_words > config.act_depth:
+            hint = least("act_depth", out_words)
             raise CompileError(
                 f"{where}'s output ({'x'.join(map(str, out_storage))}) needs {out_words} words per "
                 f"activation bank ({_kib(out_words * config.act_word_bytes)}); this build has "
                 f"{config.act_depth} ({_kib(config.act_bytes)}): rebuild with act_depth >= "
-                f"{out_words} or use a smaller model")
+                f"{hint} or use a smaller model", need={"act_depth": hint})
         # The address arithmetic's range (always true for kernels that fit their input); an
         # address of a + 1 bits spans depths up to 2**a.
         a = config.act_addr_bits
@@ -787,14 +792,13 @@ def _compile(model, config, *, name, whole_program_hint):
         w_words = og * k
         if w_next + w_words > config.weight_depth:
             need = w_next + w_words
-            least = (_least_weight_depth(model, config, need) if whole_program_hint else None)
+            hint = least("weight_depth", need)
             raise CompileError(
                 f"{where} needs {_kib(w_words * config.weight_word_bytes)} of weight memory "
                 f"(the program up to it {_kib(need * config.weight_word_bytes)}); this build has "
                 f"{_kib(config.weight_bytes)}: rebuild with a larger weight memory "
-                f"(weight_depth >= {least or need} words"
-                f"{', the whole program' if least else ''}) or use a smaller model",
-                need={"weight_depth": least or need})
+                f"(weight_depth >= {hint} words, the whole program) or use a smaller model",
+                need={"weight_depth": hint})
         padded = np.zeros((og * C, cin, kh, kw), dtype=np.int64)
         padded[:cout] = weights
         lanes = padded.reshape(og, C, cin, kh, kw).transpose(0, 3, 4, 2, 1).reshape(-1, C)
@@ -813,9 +817,11 @@ def _compile(model, config, *, name, whole_program_hint):
             param_words.append(sum(_lane_params(layer, config, ch, biases) << (j * cb)
                                    for j, ch in enumerate(range(first, first + L)) if ch < cout))
         if len(param_words) > config.param_depth:
-            raise CompileError(f"{where} needs requantisation parameters up to word "
-                               f"{len(param_words)}; this build has {config.param_depth} words: "
-                               f"rebuild with param_depth >= {len(param_words)}")
+            need = len(param_words)
+            hint = least("param_depth", need)
+            raise CompileError(f"{where} needs requantisation parameters up to word {need}; "
+                               f"this build has {config.param_depth} words: rebuild with "
+                               f"param_depth >= {hint}", need={"param_depth": hint})
         rows_last = pixels - (tiles - 1) * R
         cols_last = cout - (og - 1) * C
         values = {

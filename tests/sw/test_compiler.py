@@ -169,13 +169,36 @@ def test_activation_buffer_too_small():
                             "act_depth >= 50 or use a smaller model")
 
 
+def test_activation_hint_is_the_whole_programs():
+    # The input (64 words) is refused first, but the second conv's output takes 128.
+    from addershift.sw.examples import random_conv
+    rng = np.random.default_rng(1)
+    model = QModel(input_shape=(1, 8, 8), layers=[
+        random_conv(rng, "conv1", "adder", 1, 4, mode="pow2x2"),
+        random_conv(rng, "conv2", "adder", 4, 8, mode="pow2x2")])
+    options = dict(requant_mode="pow2x2", max_k=36)
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(act_depth=40, **options))
+    assert str(e.value) == ("the input (1x8x8) needs 64 words per activation bank; this build "
+                            "has 40: rebuild with act_depth >= 128")
+    assert e.value.need == {"act_depth": 128}
+    compile_model(model, _config(act_depth=128, **options))
+    with pytest.raises(CompileError, match=r"^layer conv2's output \(8x8x8\) needs 128 words"):
+        compile_model(model, _config(act_depth=127, **options))
+
+
 def test_parameter_memory_too_small():
     # One word per requantiser transfer: 24 channels are 24 one-lane words, 6 four-lane words.
     net = digits_net("adder", mode="pow2x2")
     with pytest.raises(CompileError) as e:
         compile_model(net, _config(requant_mode="pow2x2", param_depth=16, requant_lanes=1))
+    # The hint is the whole program's need (the classifier's 12 words after conv2's).
     assert str(e.value) == ("layer conv2 needs requantisation parameters up to word 24; this build "
-                            "has 16 words: rebuild with param_depth >= 24")
+                            "has 16 words: rebuild with param_depth >= 36")
+    compile_model(net, _config(requant_mode="pow2x2", param_depth=36, requant_lanes=1))
+    with pytest.raises(CompileError, match="^layer fc needs requantisation parameters up to word "
+                                           "36; .* param_depth >= 36$"):
+        compile_model(net, _config(requant_mode="pow2x2", param_depth=35, requant_lanes=1))
     four = compile_model(net, _config(requant_mode="pow2x2", param_depth=16))
     assert len(four.param_words) == (8 + 16 + 12) // 4
 
