@@ -666,7 +666,8 @@ def compile_model(model, config, *, name="model"):
     """Compile ``model`` (a :class:`model.QModel`) for the build ``config`` (``hw.config.ArrayConfig``).
 
     Raises :class:`CompileError` when the model does not fit the build: the message names the
-    layer, what it needs, what the build has and the build parameter that would make it fit.
+    layer, what it needs, what the build has and the build parameter that would make it fit (for
+    a memory, the depth at which the whole program fits, also in the error's ``need``).
     """
     from ..hw.config import ArrayConfig
     if not isinstance(config, ArrayConfig):
