@@ -19,6 +19,8 @@ with 4-bit activations, now refused by ``ArrayConfig``)::
 
 With ``--board`` the Verilog is elaborated for the board's device (the iCE40UP's SPRAM weight
 memory, the ECP5's carry cells in adder PEs) and simulated with Yosys' models of those cells.
+A case's Verilog build (a folder per seed under ``--build-dir``; a Verilator one is tens of
+megabytes) is removed once it matches, and kept when it mismatches (``--keep-builds``: always).
 
 Exits 1 if any case mismatches.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 
@@ -229,9 +232,11 @@ def _summary(config):
                     if name in ("pe", "rows", "cols") or value != defaults.get(name))
 
 
-def run_case(seed, *, simulator="amaranth", device=None, build_dir="build/fuzz"):
+def run_case(seed, *, simulator="amaranth", device=None, build_dir="build/fuzz",
+             keep_build=False):
     """Draw, compile and simulate case ``seed`` (on Icarus or Verilator: as built for
-    ``device``, if given); return its :class:`Case`."""
+    ``device``, if given, in ``build_dir/seed``); return its :class:`Case`. The build folder is
+    removed if the case matches, unless ``keep_build``."""
     start = time.perf_counter()
     rng = np.random.default_rng([seed, 0x5eed])
     model, network = random_network(rng)
@@ -248,10 +253,13 @@ def run_case(seed, *, simulator="amaranth", device=None, build_dir="build/fuzz")
     if rng.random() < 0.35:
         jobs.append((program, images[:1]))
         per_stage.append(True)
-    results = simulate_batch(jobs, simulator=simulator, per_stage=per_stage,
-                             build_dir=f"{build_dir}/{seed}", device=device)
+    case_dir = f"{build_dir}/{seed}"
+    results = simulate_batch(jobs, simulator=simulator, per_stage=per_stage, build_dir=case_dir,
+                             device=device)
     mismatch = next((m for (_, x), r in zip(jobs, results)
                      if (m := check(model, program, x, r)) is not None), None)
+    if mismatch is None and not keep_build:
+        shutil.rmtree(case_dir, ignore_errors=True)  # the Amaranth simulator makes none
     return Case(seed, network, _summary(config), "ok" if mismatch is None else "mismatch",
                 "" if mismatch is None else str(mismatch), time.perf_counter() - start)
 
@@ -277,7 +285,10 @@ def main(argv=None):
     parser.add_argument("--board", choices=BOARDS,
                         help="icarus, verilator: the Verilog as built for this board's device")
     parser.add_argument("--build-dir", default="build/fuzz",
-                        help="Verilog builds (icarus, verilator), a folder per seed")
+                        help="Verilog builds (icarus, verilator), a folder per seed, removed "
+                             "when the seed matches")
+    parser.add_argument("--keep-builds", action="store_true",
+                        help="keep every seed's build folder, also of those that match")
     args = parser.parse_args(argv)
     if args.board and args.simulator == "amaranth":
         parser.error("--board needs --simulator icarus or verilator (Amaranth's simulator cannot "
@@ -285,7 +296,8 @@ def main(argv=None):
     device = get_board(args.board).device if args.board else None
     counts = {"ok": 0, "refused": 0, "mismatch": 0}
     for seed in args.seeds:
-        case = run_case(seed, simulator=args.simulator, device=device, build_dir=args.build_dir)
+        case = run_case(seed, simulator=args.simulator, device=device, build_dir=args.build_dir,
+                        keep_build=args.keep_builds)
         counts[case.outcome] += 1
         print(case, flush=True)
     print(", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
