@@ -667,7 +667,8 @@ def compile_model(model, config, *, name="model"):
 
     Raises :class:`CompileError` when the model does not fit the build: the message names the
     layer, what it needs, what the build has and the build parameter that would make it fit (for
-    a memory, the depth at which the whole program fits, also in the error's ``need``).
+    a memory, the depth at which the whole program fits, and any other memory's the rest of the
+    program needs deeper too, also in the error's ``need``).
     """
     from ..hw.config import ArrayConfig
     if not isinstance(config, ArrayConfig):
@@ -675,31 +676,41 @@ def compile_model(model, config, *, name="model"):
     return _compile(model, config, name=name, whole_program_hint=True)
 
 
-def _least_depth(model, config, memory, at_least):
-    """The least depth of ``memory`` (``"weight_depth"``, ``"act_depth"``, ``"param_depth"``),
-    from ``at_least`` up, at which the whole program fits it, or ``None`` if another limit stops
-    the program first. Each refusal names what the program up to the layer refused needs, and
-    no depth below that fits, so the search steps from need to need (a deeper memory may need
-    more: the descriptors, which the weight memory holds, carry addresses as wide as it)."""
-    depth = at_least
-    while depth <= 1 << 20:
+#: The memories whose depth a build sets and a refusal may name in ``CompileError.need``.
+MEMORY_DEPTHS = ("weight_depth", "act_depth", "param_depth")
+
+
+def _least_depths(model, config, memory, at_least):
+    """The least depth of ``memory`` (one of :data:`MEMORY_DEPTHS`), from ``at_least`` up, at
+    which the whole program fits it, as ``{memory: depth}`` plus every other memory the rest of
+    the program needs deeper than ``config`` has it; ``None`` if a limit other than a memory's
+    depth stops the program. Each refusal names what the program up to the layer refused needs,
+    and no depth below that fits, so the search steps from need to need (a deeper memory may
+    need more: the descriptors, which the weight memory holds, carry addresses as wide as it)."""
+    depths = {memory: at_least}
+    while True:
         try:
-            _compile(model, dataclasses.replace(config, **{memory: depth}), name="model",
+            _compile(model, dataclasses.replace(config, **depths), name="model",
                      whole_program_hint=False)
-            return depth
+            return depths
         except CompileError as e:
-            if e.need.get(memory, 0) <= depth:
+            deeper = {k: v for k, v in e.need.items()
+                      if k in MEMORY_DEPTHS and v > depths.get(k, getattr(config, k))}
+            if not deeper or max(deeper.values()) > 1 << 20:   # ArrayConfig's largest depth
                 return None
-            depth = e.need[memory]
-    return None
+            depths.update(deeper)
 
 
 def _compile(model, config, *, name, whole_program_hint):
     """:func:`compile_model`; with ``whole_program_hint`` a memory too small names the depth at
     which the whole program fits it, else what the program up to the refused layer needs."""
     def least(memory, need):
-        found = _least_depth(model, config, memory, need) if whole_program_hint else None
-        return found or need
+        """The whole program's need of ``memory`` and of the others with it (``need`` if
+        another limit stops the program), and the others as the message's words."""
+        found = _least_depths(model, config, memory, need) if whole_program_hint else None
+        depths = found or {memory: need}
+        others = " and ".join(f"{k} >= {v}" for k, v in depths.items() if k != memory)
+        return depths[memory], others and f" and {others}", depths
     groups, shapes = _Planner(model, config).plan()
     R, C = config.rows, config.cols
     fields = descriptor_fields(config)
@@ -715,10 +726,10 @@ def _compile(model, config, *, name, whole_program_hint):
     first_in = groups[0]["in_storage"]
     if act_words_of(first_in) > config.act_depth:
         need = act_words_of(first_in)
-        hint = least("act_depth", need)
+        hint, others, depths = least("act_depth", need)
         raise CompileError(f"the input ({'x'.join(map(str, first_in))}) needs {need} words per "
                            f"activation bank; this build has {config.act_depth}: rebuild with "
-                           f"act_depth >= {hint}", need={"act_depth": hint})
+                           f"act_depth >= {hint}{others}", need=depths)
     for s, g in enumerate(groups):
         layer = model.layers[g["compute"]]
         cin, h, w = g["in_storage"]
@@ -765,12 +776,12 @@ def _compile(model, config, *, name, whole_program_hint):
                                f"with act_depth >= {need}", need={"act_depth": need})
         out_words = act_words_of(out_storage)
         if out_words > config.act_depth:
-            hint = least("act_depth", out_words)
+            hint, others, depths = least("act_depth", out_words)
             raise CompileError(
                 f"{where}'s output ({'x'.join(map(str, out_storage))}) needs {out_words} words per "
                 f"activation bank ({_kib(out_words * config.act_word_bytes)}); this build has "
                 f"{config.act_depth} ({_kib(config.act_bytes)}): rebuild with act_depth >= "
-                f"{hint} or use a smaller model", need={"act_depth": hint})
+                f"{hint}{others} or use a smaller model", need=depths)
         # The address arithmetic's range (always true for kernels that fit their input); an
         # address of a + 1 bits spans depths up to 2**a.
         a = config.act_addr_bits
@@ -793,13 +804,13 @@ def _compile(model, config, *, name, whole_program_hint):
         w_words = og * k
         if w_next + w_words > config.weight_depth:
             need = w_next + w_words
-            hint = least("weight_depth", need)
+            hint, others, depths = least("weight_depth", need)
             raise CompileError(
                 f"{where} needs {_kib(w_words * config.weight_word_bytes)} of weight memory "
                 f"(the program up to it {_kib(need * config.weight_word_bytes)}); this build has "
                 f"{_kib(config.weight_bytes)}: rebuild with a larger weight memory "
-                f"(weight_depth >= {hint} words, the whole program) or use a smaller model",
-                need={"weight_depth": hint})
+                f"(weight_depth >= {hint} words, the whole program){others} or use a smaller "
+                f"model", need=depths)
         padded = np.zeros((og * C, cin, kh, kw), dtype=np.int64)
         padded[:cout] = weights
         lanes = padded.reshape(og, C, cin, kh, kw).transpose(0, 3, 4, 2, 1).reshape(-1, C)
@@ -819,10 +830,10 @@ def _compile(model, config, *, name, whole_program_hint):
                                    for j, ch in enumerate(range(first, first + L)) if ch < cout))
         if len(param_words) > config.param_depth:
             need = len(param_words)
-            hint = least("param_depth", need)
+            hint, others, depths = least("param_depth", need)
             raise CompileError(f"{where} needs requantisation parameters up to word {need}; "
                                f"this build has {config.param_depth} words: rebuild with "
-                               f"param_depth >= {hint}", need={"param_depth": hint})
+                               f"param_depth >= {hint}{others}", need=depths)
         rows_last = pixels - (tiles - 1) * R
         cols_last = cout - (og - 1) * C
         values = {

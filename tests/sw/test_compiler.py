@@ -187,6 +187,29 @@ def test_activation_hint_is_the_whole_programs():
         compile_model(model, _config(act_depth=127, **options))
 
 
+def test_a_hint_names_every_memory_the_program_needs():
+    # Refused on one memory, the program would be refused on another further on: the hint names
+    # both, so that one rebuild fits (the input, conv1's weights and conv2's output here).
+    from addershift.sw.examples import random_conv
+    rng = np.random.default_rng(1)
+    model = QModel(input_shape=(1, 8, 8), layers=[
+        random_conv(rng, "conv1", "adder", 1, 4, mode="pow2x2"),
+        random_conv(rng, "conv2", "adder", 4, 8, mode="pow2x2")])
+    options = dict(requant_mode="pow2x2", max_k=36)
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(act_depth=40, weight_depth=16, **options))
+    assert str(e.value) == ("the input (1x8x8) needs 64 words per activation bank; this build "
+                            "has 40: rebuild with act_depth >= 128 and weight_depth >= 97")
+    assert e.value.need == {"act_depth": 128, "weight_depth": 97}
+    compile_model(model, _config(**e.value.need, **options))
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(act_depth=64, weight_depth=16, **options))
+    assert str(e.value).endswith("rebuild with a larger weight memory (weight_depth >= 97 "
+                                 "words, the whole program) and act_depth >= 128 or use a "
+                                 "smaller model")
+    assert e.value.need == {"weight_depth": 97, "act_depth": 128}
+
+
 def test_parameter_memory_too_small():
     # One word per requantiser transfer: 24 channels are 24 one-lane words, 6 four-lane words.
     net = digits_net("adder", mode="pow2x2")
