@@ -169,14 +169,20 @@ def test_activation_buffer_too_small():
                             "act_depth >= 50 or use a smaller model")
 
 
-def test_activation_hint_is_the_whole_programs():
-    # The input (64 words) is refused first, but the second conv's output takes 128.
+def _two_convs():
+    """An 8x8 input (64 words per bank) through convs of 4 and 8 channels (64 and 128 words),
+    and the build options it needs."""
     from addershift.sw.examples import random_conv
     rng = np.random.default_rng(1)
     model = QModel(input_shape=(1, 8, 8), layers=[
         random_conv(rng, "conv1", "adder", 1, 4, mode="pow2x2"),
         random_conv(rng, "conv2", "adder", 4, 8, mode="pow2x2")])
-    options = dict(requant_mode="pow2x2", max_k=36)
+    return model, dict(requant_mode="pow2x2", max_k=36)
+
+
+def test_activation_hint_is_the_whole_programs():
+    # The input (64 words) is refused first, but the second conv's output takes 128.
+    model, options = _two_convs()
     with pytest.raises(CompileError) as e:
         compile_model(model, _config(act_depth=40, **options))
     assert str(e.value) == ("the input (1x8x8) needs 64 words per activation bank; this build "
@@ -190,12 +196,7 @@ def test_activation_hint_is_the_whole_programs():
 def test_a_hint_names_every_memory_the_program_needs():
     # Refused on one memory, the program would be refused on another further on: the hint names
     # both, so that one rebuild fits (the input, conv1's weights and conv2's output here).
-    from addershift.sw.examples import random_conv
-    rng = np.random.default_rng(1)
-    model = QModel(input_shape=(1, 8, 8), layers=[
-        random_conv(rng, "conv1", "adder", 1, 4, mode="pow2x2"),
-        random_conv(rng, "conv2", "adder", 4, 8, mode="pow2x2")])
-    options = dict(requant_mode="pow2x2", max_k=36)
+    model, options = _two_convs()
     with pytest.raises(CompileError) as e:
         compile_model(model, _config(act_depth=40, weight_depth=16, **options))
     assert str(e.value) == ("the input (1x8x8) needs 64 words per activation bank; this build "
