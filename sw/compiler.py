@@ -652,8 +652,8 @@ def default_config(model, *, rows=4, cols=4, least=None, **overrides):
             compile_model(model, config)      # an override too small for the model says so here
             return config
         except CompileError as e:
-            deeper = {k: v for k, v in e.need.items() if k in sizes and k not in overrides
-                      and v > sizes[k]}
+            deeper = {k: pow2(v, 0) for k, v in e.need.items() if k in sizes
+                      and k not in overrides and v > sizes[k]}
             if not deeper:
                 raise
             sizes.update(deeper)
@@ -688,7 +688,7 @@ def _least_depths(model, config, memory, at_least):
     and no depth below that fits, so the search steps from need to need (a deeper memory may
     need more: the descriptors, which the weight memory holds, carry addresses as wide as it)."""
     depths = {memory: at_least}
-    while True:
+    while max(depths.values()) <= 1 << 20:                    # ArrayConfig's largest depth
         try:
             _compile(model, dataclasses.replace(config, **depths), name="model",
                      whole_program_hint=False)
@@ -696,9 +696,15 @@ def _least_depths(model, config, memory, at_least):
         except CompileError as e:
             deeper = {k: v for k, v in e.need.items()
                       if k in MEMORY_DEPTHS and v > depths.get(k, getattr(config, k))}
-            if not deeper or max(deeper.values()) > 1 << 20:   # ArrayConfig's largest depth
+            if not deeper:
                 return None
             depths.update(deeper)
+    return None
+
+
+def _least_depth_for_bits(bits):
+    """The least memory depth whose addresses have ``bits`` bits (``hw.config``'s ``_bits``)."""
+    return max(16, (1 << (bits - 1)) + 1)
 
 
 def _compile(model, config, *, name, whole_program_hint):
@@ -706,11 +712,12 @@ def _compile(model, config, *, name, whole_program_hint):
     which the whole program fits it, else what the program up to the refused layer needs."""
     def least(memory, need):
         """The whole program's need of ``memory`` and of the others with it (``need`` if
-        another limit stops the program), and the others as the message's words."""
+        another limit stops the program), the others as the message's words, and whether the
+        need is the whole program's."""
         found = _least_depths(model, config, memory, need) if whole_program_hint else None
         depths = found or {memory: need}
         others = " and ".join(f"{k} >= {v}" for k, v in depths.items() if k != memory)
-        return depths[memory], others and f" and {others}", depths
+        return depths[memory], others and f" and {others}", depths, found is not None
     groups, shapes = _Planner(model, config).plan()
     R, C = config.rows, config.cols
     fields = descriptor_fields(config)
@@ -726,7 +733,7 @@ def _compile(model, config, *, name, whole_program_hint):
     first_in = groups[0]["in_storage"]
     if act_words_of(first_in) > config.act_depth:
         need = act_words_of(first_in)
-        hint, others, depths = least("act_depth", need)
+        hint, others, depths, _ = least("act_depth", need)
         raise CompileError(f"the input ({'x'.join(map(str, first_in))}) needs {need} words per "
                            f"activation bank; this build has {config.act_depth}: rebuild with "
                            f"act_depth >= {hint}{others}", need=depths)
@@ -770,13 +777,14 @@ def _compile(model, config, *, name, whole_program_hint):
             raise CompileError(f"{where} has {cout} output channels; the sequencer handles at most "
                                f"{(1 << DIM_BITS) * C} on {C} columns")
         if pixels > (1 << config.count_bits) - 1:
-            need = 1 << (pixels.bit_length() - 3)
+            hint, others, depths, _ = least("act_depth",
+                                         _least_depth_for_bits(pixels.bit_length() - 3))
             raise CompileError(f"{where} has {pixels} output pixels; this build counts up to "
                                f"{(1 << config.count_bits) - 1} (8 per activation word): rebuild "
-                               f"with act_depth >= {need}", need={"act_depth": need})
+                               f"with act_depth >= {hint}{others}", need=depths)
         out_words = act_words_of(out_storage)
         if out_words > config.act_depth:
-            hint, others, depths = least("act_depth", out_words)
+            hint, others, depths, _ = least("act_depth", out_words)
             raise CompileError(
                 f"{where}'s output ({'x'.join(map(str, out_storage))}) needs {out_words} words per "
                 f"activation bank ({_kib(out_words * config.act_word_bytes)}); this build has "
@@ -788,29 +796,31 @@ def _compile(model, config, *, name, whole_program_hint):
         span = (_ceil_div(cin, C) - 1) * h * w + (kh - 1) * w + kw - 1
         reach = max(span, pad * (w + 1))
         if reach >= 1 << (a + 1):
-            need = 1 << (reach.bit_length() - 1)
+            hint, others, depths, _ = least("act_depth",
+                                         _least_depth_for_bits(reach.bit_length() - 1))
             raise CompileError(f"{where}: kernel {kh}x{kw} with padding {pad} reaches beyond the "
                                f"activation address range of this build (act_depth "
-                               f"{config.act_depth}): rebuild with act_depth >= {need}",
-                               need={"act_depth": need})
+                               f"{config.act_depth}): rebuild with act_depth >= {hint}{others}",
+                               need=depths)
         # The generator's step from one output row to the next: stride * W in a + 2 bits.
         if stride * w >= 1 << (a + 2):
-            need = 1 << ((stride * w).bit_length() - 2)
+            hint, others, depths, _ = least("act_depth",
+                                         _least_depth_for_bits((stride * w).bit_length() - 2))
             raise CompileError(f"{where}: its stride {stride} times its input width {w} is more "
                                f"than the generator's row step holds at act_depth "
-                               f"{config.act_depth}: rebuild with act_depth >= {need}",
-                               need={"act_depth": need})
+                               f"{config.act_depth}: rebuild with act_depth >= {hint}{others}",
+                               need=depths)
         # Weights: for og: for kh: for kw: for c, one word of C lanes.
         w_words = og * k
         if w_next + w_words > config.weight_depth:
             need = w_next + w_words
-            hint, others, depths = least("weight_depth", need)
+            hint, others, depths, whole = least("weight_depth", need)
             raise CompileError(
                 f"{where} needs {_kib(w_words * config.weight_word_bytes)} of weight memory "
                 f"(the program up to it {_kib(need * config.weight_word_bytes)}); this build has "
                 f"{_kib(config.weight_bytes)}: rebuild with a larger weight memory "
-                f"(weight_depth >= {hint} words, the whole program){others} or use a smaller "
-                f"model", need=depths)
+                f"(weight_depth >= {hint} words{', the whole program' * whole}){others} or use a smaller model",
+                need=depths)
         padded = np.zeros((og * C, cin, kh, kw), dtype=np.int64)
         padded[:cout] = weights
         lanes = padded.reshape(og, C, cin, kh, kw).transpose(0, 3, 4, 2, 1).reshape(-1, C)
@@ -830,7 +840,7 @@ def _compile(model, config, *, name, whole_program_hint):
                                    for j, ch in enumerate(range(first, first + L)) if ch < cout))
         if len(param_words) > config.param_depth:
             need = len(param_words)
-            hint, others, depths = least("param_depth", need)
+            hint, others, depths, _ = least("param_depth", need)
             raise CompileError(f"{where} needs requantisation parameters up to word {need}; "
                                f"this build has {config.param_depth} words: rebuild with "
                                f"param_depth >= {hint}{others}", need=depths)

@@ -211,6 +211,26 @@ def test_a_hint_names_every_memory_the_program_needs():
     assert e.value.need == {"weight_depth": 97, "act_depth": 128}
 
 
+def test_hints_past_what_a_build_can_hold_or_where_another_limit_stops():
+    # 1,105,425 words per bank is past ArrayConfig's 2**20: the refusal, not the search's
+    # ValueError, reaches the caller.
+    from addershift.sw.examples import random_conv
+    rng = np.random.default_rng(0)
+    big = QModel(input_shape=(17, 255, 255), layers=[
+        random_conv(rng, "c", "adder", 17, 1, kernel=1, padding=0, mode="pow2x2")])
+    with pytest.raises(CompileError, match=r"^the input \(17x255x255\) needs 1105425 words per "
+                                           r"activation bank; .* act_depth >= 1105425$"):
+        compile_model(big, ArrayConfig(pe="adder", rows=1, cols=1, requant_mode="pow2x2"))
+    # A reduction past max_k after the refused layer: the hint is the refused layer's need, and
+    # does not claim the whole program.
+    model, options = _two_convs()
+    with pytest.raises(CompileError) as e:
+        compile_model(model, _config(**{**options, "max_k": 9}, weight_depth=16))
+    assert str(e.value).endswith("(weight_depth >= 25 words) or use a smaller model")
+    with pytest.raises(CompileError, match=r"^layer conv2 sums 36 terms per output"):
+        compile_model(model, _config(**{**options, "max_k": 9}, **e.value.need))
+
+
 def test_parameter_memory_too_small():
     # One word per requantiser transfer: 24 channels are 24 one-lane words, 6 four-lane words.
     net = digits_net("adder", mode="pow2x2")
@@ -254,9 +274,10 @@ def test_limits_of_the_generator_are_compile_errors():
         random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=0, stride=4, mode="mul")])
     with pytest.raises(CompileError, match=r"^layer conv: its stride 4 times its input width 16 "
                                            r"is more than the generator's row step holds at "
-                                           r"act_depth 16: rebuild with act_depth >= 32$"):
+                                           r"act_depth 16: rebuild with act_depth >= 17$"):
         compile_model(strided, _config(pe="mul", requant_mode="mul", act_depth=16))
-    compile_model(strided, _config(pe="mul", requant_mode="mul", act_depth=32))
+    # The least depth with the address bits the step needs (a 5-bit address from 17 words).
+    compile_model(strided, _config(pe="mul", requant_mode="mul", act_depth=17))
     padded = QModel(input_shape=(1, 4, 4), layers=[       # one output pixel per 20 of padding
         random_conv(rng, "conv", "mul", 1, 2, kernel=1, padding=8, stride=20, mode="mul")])
     with pytest.raises(CompileError, match=r"reaches beyond the activation address range of "
@@ -396,6 +417,14 @@ def test_pixel_counts_follow_the_activation_memory():
     with pytest.raises(CompileError) as e:
         compile_model(model, _config(max_k=16, act_depth=32))
     assert str(e.value) == ("layer conv has 256 output pixels; this build counts up to 255 (8 per "
-                            "activation word): rebuild with act_depth >= 64")
-    program = compile_model(model, _config(max_k=16, act_depth=64))
+                            "activation word): rebuild with act_depth >= 33")
+    program = compile_model(model, _config(max_k=16, act_depth=33))
     assert program.stages[0].conv_shape == (16, 16)
+    # The hint is the whole program's: a wider conv after the pool needs 48 words.
+    wider = QModel(input_shape=(4, 4, 4), layers=[*model.layers, random_conv(
+        np.random.default_rng(1), "conv2", "adder", 4, 12, kernel=1, padding=0)])
+    with pytest.raises(CompileError, match=r"counts up to 255 .*: rebuild with act_depth >= 48$"):
+        compile_model(wider, _config(max_k=16, act_depth=32))
+    compile_model(wider, _config(max_k=16, act_depth=48))
+    with pytest.raises(CompileError, match=r"^layer conv2's output \(12x4x4\) needs 48 words"):
+        compile_model(wider, _config(max_k=16, act_depth=47))
