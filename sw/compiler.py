@@ -778,7 +778,7 @@ def _compile(model, config, *, name, whole_program_hint):
                                f"{(1 << DIM_BITS) * C} on {C} columns")
         if pixels > (1 << config.count_bits) - 1:
             hint, others, depths, _ = least("act_depth",
-                                         _least_depth_for_bits(pixels.bit_length() - 3))
+                                            _least_depth_for_bits(pixels.bit_length() - 3))
             raise CompileError(f"{where} has {pixels} output pixels; this build counts up to "
                                f"{(1 << config.count_bits) - 1} (8 per activation word): rebuild "
                                f"with act_depth >= {hint}{others}", need=depths)
@@ -797,7 +797,7 @@ def _compile(model, config, *, name, whole_program_hint):
         reach = max(span, pad * (w + 1))
         if reach >= 1 << (a + 1):
             hint, others, depths, _ = least("act_depth",
-                                         _least_depth_for_bits(reach.bit_length() - 1))
+                                            _least_depth_for_bits(reach.bit_length() - 1))
             raise CompileError(f"{where}: kernel {kh}x{kw} with padding {pad} reaches beyond the "
                                f"activation address range of this build (act_depth "
                                f"{config.act_depth}): rebuild with act_depth >= {hint}{others}",
@@ -805,7 +805,7 @@ def _compile(model, config, *, name, whole_program_hint):
         # The generator's step from one output row to the next: stride * W in a + 2 bits.
         if stride * w >= 1 << (a + 2):
             hint, others, depths, _ = least("act_depth",
-                                         _least_depth_for_bits((stride * w).bit_length() - 2))
+                                            _least_depth_for_bits((stride * w).bit_length() - 2))
             raise CompileError(f"{where}: its stride {stride} times its input width {w} is more "
                                f"than the generator's row step holds at act_depth "
                                f"{config.act_depth}: rebuild with act_depth >= {hint}{others}",
