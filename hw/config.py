@@ -140,8 +140,8 @@ class ArrayConfig:
         whole-word copy of each buffer takes the write-back's and the host's accesses; each word
         written there is copied into the row banks over the next ``ceil(cols / E)`` cycles
         (rows reach the write-back no faster: one per ``cols / requant_lanes`` cycles; host
-        words one per ``act_word_bytes`` cycles at most, so ``ceil(cols / E)`` may not exceed
-        that, which only activations narrower than a byte can make it do). So the
+        words one per ``ceil(cols * x_bits / 8)`` cycles at most, so ``ceil(cols / E)`` may not
+        exceed that, which only activations narrower than a byte can make it do). So the
         rows read with no stall and no word registers (the shared banks' two words of
         flip-flops per row), in ``rows`` block RAMs of ``act_depth x`` :attr:`act_entries`
         entries per buffer.
@@ -234,20 +234,26 @@ class ArrayConfig:
                 raise ValueError(f"act_entry_lanes needs a bank per row (act_banks {self.rows} "
                                  f"or unset), not act_banks {self.act_banks!r}")
             # A word the host writes is copied into the row banks an entry a cycle, and the
-            # host may write a word every host_word_bytes cycles (a byte per cycle): a word
-            # of more entries loses its last ones to the next (hw.accelerator._copy_to_rows).
-            word_bytes = self.act_word_bytes
+            # host may write a word every ceil(bits / 8) cycles (its used bytes, a byte per
+            # cycle): a word of more entries loses its last ones to the next
+            # (hw.accelerator._copy_to_rows).
+            word_bytes = math.ceil(self.act_word_bits / 8)
             entries = -(-self.cols // self.act_entry_lanes)
             if entries > word_bytes:
+                why = (f"a word's copy into the row banks takes a cycle per entry ({entries}), "
+                       f"and the host may write the next word after {word_bytes} (a byte per "
+                       f"cycle)")
                 least = self.act_entry_lanes
-                while -(-self.cols // least) > word_bytes:
+                while -(-self.cols // least) > word_bytes and least * 2 <= self.cols:
                     least *= 2
+                if -(-self.cols // least) > word_bytes:
+                    raise ValueError(
+                        f"act_entry_lanes cannot be used with {self.x_bits}-bit activations and "
+                        f"{self.cols} columns (even {least} lanes take "
+                        f"{-(-self.cols // least)} entries): {why}; leave it unset")
                 raise ValueError(
                     f"act_entry_lanes must be at least {least} with {self.x_bits}-bit "
-                    f"activations and {self.cols} columns, not {self.act_entry_lanes!r}: a "
-                    f"word's copy into the row banks takes a cycle per entry ({entries}), "
-                    f"and the host may write the next word after {word_bytes} (a byte per "
-                    f"cycle)")
+                    f"activations and {self.cols} columns, not {self.act_entry_lanes!r}: {why}")
         if self.weight_relays is not None:
             check_int("weight_relays", self.weight_relays, 1, self.cols)
             if self.cols % self.weight_relays:

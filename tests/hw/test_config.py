@@ -115,6 +115,10 @@ def test_short_pipelines_keep_both_activation_buffers_in_one_memory():
      "act_entry_lanes must be at least 4 with 2-bit activations and 4 columns, not 1: a word's "
      "copy into the row banks takes a cycle per entry (4), and the host may write the next word "
      "after 1 (a byte per cycle)"),
+    ({"act_entry_lanes": 1, "requant_lanes": 1, "x_bits": 2, "w_bits": 2, "cols": 3}, ValueError,
+     "act_entry_lanes cannot be used with 2-bit activations and 3 columns (even 2 lanes take 2 "
+     "entries): a word's copy into the row banks takes a cycle per entry (3), and the host may "
+     "write the next word after 1 (a byte per cycle); leave it unset"),
     ({"weight_relays": 0}, ValueError, "weight_relays must be an integer in [1, 4], not 0"),
     ({"weight_relays": 3}, ValueError, "weight_relays must divide cols (4), not 3"),
     ({"weight_relays": 2, "read_pipeline": "short"}, ValueError,
@@ -133,15 +137,16 @@ def test_validation_messages(kw, error, message):
 
 
 @pytest.mark.parametrize("x_bits, cols, least", [
-    (8, 8, 1), (16, 4, 1), (6, 8, 1), (6, 4, 1), (5, 8, 1), (4, 2, 2), (4, 3, 2), (4, 8, 2),
-    (3, 8, 2), (2, 8, 4), (2, 16, 4)])
+    (8, 8, 1), (16, 4, 1), (6, 8, 2), (6, 4, 2), (5, 8, 2), (4, 2, 2), (4, 3, 2), (4, 8, 2),
+    (3, 8, 4), (2, 8, 4), (2, 16, 4)])
 def test_narrow_banks_have_at_most_a_host_word_of_bytes_in_entries(x_bits, cols, least):
     """A word's copy into the row banks (an entry a cycle) must end before the host can write
-    the next word (a byte a cycle, ``host_word_bytes`` bytes a word): the least entry width is
-    accepted, the one below it refused. (Byte-wide or wider activations allow one lane.)"""
+    the next word (a byte a cycle, the word's used bytes, its padding skipped): the least entry
+    width is accepted, the one below it refused. (Byte-wide or wider activations allow one
+    lane.)"""
     kw = dict(pe="adder", rows=2, cols=cols, x_bits=x_bits, w_bits=x_bits, requant_lanes=1)
-    config = ArrayConfig(act_entry_lanes=least, **kw)
-    assert -(-cols // least) <= config.act_word_bytes
+    ArrayConfig(act_entry_lanes=least, **kw)
+    assert -(-cols // least) <= -(-cols * x_bits // 8)
     if least > 1:
         with pytest.raises(ValueError, match=f"act_entry_lanes must be at least {least} "):
             ArrayConfig(act_entry_lanes=least // 2, **kw)
