@@ -22,7 +22,7 @@ memory, the ECP5's carry cells in adder PEs) and simulated with Yosys' models of
 A case's Verilog build (a folder per seed under ``--build-dir``; a Verilator one is tens of
 megabytes) is removed once it matches, and kept when it mismatches (``--keep-builds``: always).
 
-Exits 1 if any case mismatches.
+Exits 1 if any case mismatches or its simulation fails (``error``; its build folder is kept).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from ..boards.board import get_board
-from ..hw.config import ArrayConfig, host_word_bytes
+from ..hw.config import ArrayConfig
 from ..sw.cli import BOARDS
 from ..sw.compiler import CompileError, compile_model, default_config
 from ..sw.examples import random_requant, random_weights
@@ -49,9 +49,10 @@ __all__ = ["Case", "random_network", "random_build", "run_case", "main"]
 
 @dataclasses.dataclass
 class Case:
-    """One seed's outcome: ``"ok"``, ``"refused"`` (``message``: the compiler's) or
+    """One seed's outcome: ``"ok"``, ``"refused"`` (``message``: the compiler's),
     ``"mismatch"`` (``message``: the first difference, an
-    :class:`~addershift.sim.accel_sim.Mismatch`)."""
+    :class:`~addershift.sim.accel_sim.Mismatch`) or ``"error"`` (the simulation failed: a
+    Verilog build that fails, a run that times out; ``message``: the exception)."""
     seed: int
     network: str
     build: str
@@ -170,8 +171,8 @@ def random_build(rng, model):
         options["act_banks"] = int(rng.choice(_divisors(rows)))
     elif banks < 0.65:
         # Narrow banks: entries from the requantiser's lanes up, and no more entries per word
-        # than the host's bytes (ArrayConfig's rule).
-        word_bytes = host_word_bytes(cols * model.x_bits)
+        # than the word's used bytes (ArrayConfig's rule).
+        word_bytes = -(-cols * model.x_bits // 8)
         entries = [1 << e for e in range(7) if lanes <= 1 << e <= cols
                    and -(-cols // (1 << e)) <= word_bytes]
         if entries:
@@ -254,8 +255,12 @@ def run_case(seed, *, simulator="amaranth", device=None, build_dir="build/fuzz",
         jobs.append((program, images[:1]))
         per_stage.append(True)
     case_dir = f"{build_dir}/{seed}"
-    results = simulate_batch(jobs, simulator=simulator, per_stage=per_stage, build_dir=case_dir,
-                             device=device)
+    try:
+        results = simulate_batch(jobs, simulator=simulator, per_stage=per_stage,
+                                 build_dir=case_dir, device=device)
+    except Exception as e:     # one seed's failure is reported, and the campaign goes on
+        return Case(seed, network, _summary(config), "error", f"{type(e).__name__}: {e}",
+                    time.perf_counter() - start)
     mismatch = next((m for (_, x), r in zip(jobs, results)
                      if (m := check(model, program, x, r)) is not None), None)
     if mismatch is None and not keep_build:
@@ -294,14 +299,14 @@ def main(argv=None):
         parser.error("--board needs --simulator icarus or verilator (Amaranth's simulator cannot "
                      "run the device's vendor cells)")
     device = get_board(args.board).device if args.board else None
-    counts = {"ok": 0, "refused": 0, "mismatch": 0}
+    counts = {"ok": 0, "refused": 0, "mismatch": 0, "error": 0}
     for seed in args.seeds:
         case = run_case(seed, simulator=args.simulator, device=device, build_dir=args.build_dir,
                         keep_build=args.keep_builds)
         counts[case.outcome] += 1
         print(case, flush=True)
     print(", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
-    return 1 if counts["mismatch"] else 0
+    return 1 if counts["mismatch"] or counts["error"] else 0
 
 
 if __name__ == "__main__":

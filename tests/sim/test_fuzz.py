@@ -81,7 +81,21 @@ def test_a_difference_from_the_golden_model_is_reported(monkeypatch, tmp_path, c
     assert case.message.startswith("image 0: layer ") and " differs first at index " in case.message
     assert fuzz.main(["--seeds", "0", "--build-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("seed 0: mismatch [pe=") and out.endswith("0 ok, 0 refused, 1 mismatch\n")
+    assert out.startswith("seed 0: mismatch [pe=") and out.endswith(
+        "0 ok, 0 refused, 1 mismatch, 0 error\n")
+
+
+def test_a_failing_simulation_is_reported_and_the_campaign_goes_on(monkeypatch, capsys):
+    # A hung or broken simulation is that seed's error; the next seed still runs.
+    def hang(jobs, **kwargs):
+        raise TimeoutError("the simulated board stopped answering")
+
+    monkeypatch.setattr(fuzz, "simulate_batch", hang)
+    assert fuzz.main(["--seeds", "0:2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("seed 0: error [pe=")
+    assert lines[1] == "    TimeoutError: the simulated board stopped answering"
+    assert lines[2].startswith("seed 1: ") and lines[-1] == "0 ok, 0 refused, 0 mismatch, 2 error"
 
 
 def test_a_board_needs_a_verilog_simulator(capsys):
