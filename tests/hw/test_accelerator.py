@@ -518,6 +518,44 @@ def test_narrow_banks_of_four_bit_activations_take_every_host_word(read_pipeline
     assert narrow == replicated
 
 
+def test_narrow_banks_take_a_host_that_skips_the_padding(monkeypatch):
+    """6-bit activations on 4 columns: a word uses 3 of its 4 bytes, and a host that writes only
+    those (the device interface allows it) sends one every 3 cycles; entries of two lanes (the
+    least ``ArrayConfig`` accepts since it counts used bytes) keep every input word.
+    (Entries of one lane, accepted before, lost each word's last one.)"""
+    from addershift.sim import accel_host
+    from addershift.sw.examples import random_conv, random_linear
+    from addershift.sw.model import Flatten, QModel
+    rng = np.random.default_rng(7)
+    model = QModel(input_shape=(4, 3, 3), x_bits=6, layers=[    # every input lane used
+        random_conv(rng, "conv", "adder", 4, 4, mode="pow2x2", x_bits=6), Flatten("flatten"),
+        random_linear(rng, "fc", "adder", 4 * 3 * 3, 3, mode="pow2x2", x_bits=6)])
+    model.validate()
+    x = rng.integers(-32, 32, (1,) + tuple(model.input_shape))
+    stride, used = 4, 3
+    write_bytes = accel_host.write_bytes
+
+    async def used_bytes_only(port, region, offset, data):
+        if not region.startswith("act"):
+            return await write_bytes(port, region, offset, data)
+        port.set("bus__write__valid", 1)
+        for i, byte in enumerate(data):
+            if (offset + i) % stride < used:
+                port.set("bus__write__payload", accel_host._address(region, offset + i)
+                         | byte << 32)
+                await port.tick()
+        port.set("bus__write__valid", 0)
+
+    monkeypatch.setattr(accel_host, "write_bytes", used_bytes_only)
+    config = ArrayConfig(pe="adder", rows=2, cols=4, x_bits=6, w_bits=6, requant_mode="pow2x2",
+                         max_k=36, weight_depth=128, act_depth=16, param_depth=16,
+                         requant_lanes=1, act_entry_lanes=2, global_pool=False)
+    assert (config.act_word_bytes, -(-config.act_word_bits // 8)) == (stride, used)
+    program = compile_model(model, config)
+    result = simulate(program, x, simulator="amaranth", per_stage=True)   # every stage's output
+    assert check(model, program, x, result) is None
+
+
 def test_narrow_banks_written_in_groups_compute_what_one_group_does(monkeypatch):
     """Row banks written from a copy of the write per group of ``TILE`` rows (here two rows,
     two groups of 4 x 4 PEs' banks): bit-exact, and the same stall cycles stage by stage."""
