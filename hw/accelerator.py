@@ -500,10 +500,11 @@ class Accelerator(wiring.Component):
         one row per ``cols / requant_lanes`` cycles (a row's requantiser transfers), the host
         one word per ``ceil(act_word_bits / 8)`` byte writes (its used bytes; the padding up to
         ``act_word_bytes`` may be skipped), and an entry holds at least ``requant_lanes``
-        lanes, a word at most that many entries (``ArrayConfig`` checks both). The copy counts as the write side's work (a stage ends when
-        its last word is copied). Reads never overtake it: they walk a word's lanes in order,
-        at most one per cycle, and the earliest read of a word (the next stage's, or a run's
-        after the host's last write) comes cycles after its copy's first entry.
+        lanes, a word at most that many entries (``ArrayConfig`` checks both). The copy
+        counts as the write side's work (a stage ends when its last word is copied). Reads
+        never overtake it: they walk a word's lanes in order, at most one per cycle, and the
+        earliest read of a word (the next stage's, or a run's after the host's last write)
+        comes cycles after its copy's first entry.
 
         The copy starts from registers of the write (its word, buffers and address) with
         registered copies of "a word was written": the choice between a new word and the next

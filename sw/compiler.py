@@ -819,7 +819,8 @@ def _compile(model, config, *, name, whole_program_hint):
                 f"{where} needs {_kib(w_words * config.weight_word_bytes)} of weight memory "
                 f"(the program up to it {_kib(need * config.weight_word_bytes)}); this build has "
                 f"{_kib(config.weight_bytes)}: rebuild with a larger weight memory "
-                f"(weight_depth >= {hint} words{', the whole program' * whole}){others} or use a smaller model",
+                f"(weight_depth >= {hint} words{', the whole program' * whole}){others} or use "
+                f"a smaller model",
                 need=depths)
         padded = np.zeros((og * C, cin, kh, kw), dtype=np.int64)
         padded[:cout] = weights
